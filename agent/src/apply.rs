@@ -1,0 +1,112 @@
+//! `tenet-agent apply`: converge this member to a local policy tree.
+//!
+//! Load and validate the tree (nothing is touched if it is invalid), gather facts,
+//! take the run lock, resolve the policy for this member, converge, report.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tenet_policies::facts::FactError;
+use tenet_policies::{Diagnostics, Facts};
+
+use crate::converge::{self, Mode};
+use crate::fsops::Root;
+use crate::lock::{LockError, RunLock};
+use crate::report::{Reporter, Summary};
+
+/// The state directory beneath the root when none is given.
+pub const DEFAULT_STATE_DIR: &str = "var/lib/tenet";
+
+/// What `apply` needs.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// The policy tree.
+    pub tree: PathBuf,
+    /// The root every policy path resolves beneath.
+    pub root: PathBuf,
+    /// The state directory (run lock); defaults to `ROOT/var/lib/tenet`.
+    pub state_dir: Option<PathBuf>,
+    /// Apply or dry run.
+    pub mode: Mode,
+    /// `KEY=VALUE` fact overrides.
+    pub facts: Vec<String>,
+}
+
+/// Why a run did not happen. A failed promise is not an error: it is in the summary.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// The policy tree is invalid; nothing was changed.
+    #[error("policy tree {} is invalid ({} errors); nothing was changed", tree.display(), diagnostics.error_count())]
+    InvalidPolicy {
+        /// The tree.
+        tree: PathBuf,
+        /// Every problem found.
+        diagnostics: Diagnostics,
+    },
+    /// A `--fact` override is malformed.
+    #[error("bad --fact")]
+    Fact(#[from] FactError),
+    /// The root is unusable.
+    #[error("cannot use root {}", path.display())]
+    Root {
+        /// The root given.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The run lock is held or unusable.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
+
+/// Runs one local convergence, reporting each promise and the summary to `reporter`.
+pub fn apply(opts: &ApplyOptions, reporter: &mut dyn Reporter) -> Result<Summary, ApplyError> {
+    let start = Instant::now();
+    let policy =
+        tenet_policies::load(&opts.tree).map_err(|diagnostics| ApplyError::InvalidPolicy {
+            tree: opts.tree.clone(),
+            diagnostics,
+        })?;
+    let root = Root::new(&opts.root).map_err(|source| ApplyError::Root {
+        path: opts.root.clone(),
+        source,
+    })?;
+    let mut facts = crate::facts::gather();
+    apply_overrides(&mut facts, &opts.facts)?;
+    let state_dir = opts
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| root.base().join(DEFAULT_STATE_DIR));
+    let _lock = RunLock::acquire(&state_dir, "apply")?;
+    let _span =
+        tracing::info_span!("run", tree = %opts.tree.display(), root = %root.base().display())
+            .entered();
+    for w in policy.warnings.iter() {
+        reporter.warning(&w.to_string());
+    }
+    let resolution = policy.resolve(&facts);
+    for w in &resolution.warnings {
+        reporter.warning(w);
+    }
+    let mut summary = converge::converge(&resolution.promises, &root, opts.mode, reporter);
+    summary.skipped = resolution.skipped;
+    summary.member = resolution.member;
+    summary.duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    reporter.summary(&summary);
+    Ok(summary)
+}
+
+/// Applies `KEY=VALUE` overrides in order.
+pub fn apply_overrides(facts: &mut Facts, overrides: &[String]) -> Result<(), FactError> {
+    for f in overrides {
+        facts.set(f)?;
+    }
+    Ok(())
+}
+
+/// The state directory `apply` uses for `root` when none is given.
+pub fn default_state_dir(root: &Path) -> PathBuf {
+    root.join(DEFAULT_STATE_DIR)
+}

@@ -1,0 +1,93 @@
+//! The command line: clap types (in the library so `--help` can be tested) and exit codes.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes, the same for every tenet binary that uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// The run finished; every promise kept or repaired (or, in a dry run, would be).
+    Success = 0,
+    /// The run finished; at least one promise failed, was blocked, or did not converge.
+    PromisesFailed = 1,
+    /// Usage error.
+    Usage = 2,
+    /// The configuration or policy is invalid (diagnostics printed); nothing was changed.
+    InvalidPolicy = 3,
+    /// Trust refused: bad signature, unknown signer, rollback, expired manifest.
+    TrustRefused = 4,
+    /// No master answered and no cached bundle exists.
+    NoMaster = 5,
+    /// Another run is already in progress.
+    Locked = 6,
+    /// The run could not start: the root or state directory is unusable.
+    Environment = 7,
+}
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  run finished; every promise kept or repaired (a dry run: or would be)
+  1  run finished; at least one promise failed, was blocked, or did not converge
+  2  usage error
+  3  policy invalid: diagnostics printed, nothing changed
+  4  trust refused: bad signature, unknown signer, rollback, expired manifest
+  5  no master answered and no cached bundle exists
+  6  another run is already in progress
+  7  the run could not start: root or state directory unusable";
+
+/// tenet-agent keeps this cluster member configured as its policy says.
+#[derive(Debug, Parser)]
+#[command(name = "tenet-agent", version, about, after_help = EXIT_CODES, max_term_width = 100)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log what the agent does on stderr (repeat for more detail; RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+/// The agent's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a policy tree and print every problem as file:line:col: field: message.
+    #[command(after_help = EXIT_CODES)]
+    Check {
+        /// The policy tree (a directory of TOML files).
+        tree: PathBuf,
+    },
+    /// Converge this member to a local policy tree.
+    ///
+    /// Each promise is observed, planned, applied atomically and verified; a second
+    /// apply over a converged member changes nothing. Use --root to converge a
+    /// sandbox instead of this machine, and --dry-run to see what would change.
+    #[command(after_help = EXIT_CODES)]
+    Apply(ApplyArgs),
+}
+
+/// Options of `apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The policy tree (a directory of TOML files).
+    pub tree: PathBuf,
+    /// Resolve every absolute path of the policy beneath this directory.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// State directory (holds the run lock) [default: ROOT/var/lib/tenet].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Report the changes a real run would make, and make none.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Show a unified diff of every text file change.
+    #[arg(long)]
+    pub diff: bool,
+    /// Print JSON Lines: one object per promise, then {"type":"summary",...}.
+    #[arg(long)]
+    pub json: bool,
+    /// Override a fact: hostname, member, addresses (a,b), classes (a,b), holds (pkg,...), os, or any KEY for ${fact.KEY}.
+    #[arg(long = "fact", value_name = "KEY=VALUE")]
+    pub facts: Vec<String>,
+}

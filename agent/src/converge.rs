@@ -1,0 +1,489 @@
+//! The convergence engine: every promise goes observe → plan → apply → verify.
+//!
+//! Promise modules (`converge/*.rs`) observe (read only) and plan (pure); they never
+//! write. A plan is a list of [`Change`]s to report and [`Op`]s to carry out; this
+//! module carries out the ops through [`fsops`](crate::fsops) and [`exec`](crate::exec)
+//! only, then observes and plans again: a repaired promise must now be kept.
+//!
+//! Promises converge in phases (dir, file, copy, edits, link, absent, hostname,
+//! command). Within a phase, file changes are staged into one [`Batch`] and committed
+//! together, so thousands of files cost one flush. Edits (`line`, `setting`) to one
+//! file form one unit: planned together, written once. Hostname and command phases
+//! run unit by unit, each finishing before the next is planned, since a command's
+//! guard may depend on the command before it. One failed promise never stops the
+//! others.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use tenet_policies::Unresolved;
+use tenet_policies::model::{AbsPath, Owner, Perms, Promise, PromiseKind};
+
+use crate::exec;
+use crate::fsops::{Attrs, Batch, PathError, Root};
+use crate::report::{PromiseEvent, Reporter, Status, Summary, TextDiff};
+
+mod absent;
+mod command;
+mod copy;
+mod dir;
+mod edit;
+mod file;
+mod hostname;
+mod link;
+
+/// Whether changes are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Make the changes.
+    Apply,
+    /// Plan and report the very changes a real run would make; change nothing.
+    DryRun,
+}
+
+/// Why a promise could not be observed or applied. Its text is the reason reported.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PromiseError {
+    /// A path is unusable.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// Reading or writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The policy path involved.
+        path: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// A user name that the member does not know.
+    #[error("unknown user `{0}`")]
+    UnknownUser(String),
+    /// A group name that the member does not know.
+    #[error("unknown group `{0}`")]
+    UnknownGroup(String),
+    /// A file that line and setting promises cannot edit.
+    #[error("{0}: not UTF-8 text; line and setting promises edit text files only")]
+    NotText(String),
+    /// A command or guard that could not run or failed.
+    #[error("{0}")]
+    Command(String),
+    /// The same problem shared by several promises (every edit to an unreadable file).
+    #[error("{0}")]
+    Shared(String),
+    /// A hostname that is not one.
+    #[error("`{0}` is not a valid hostname")]
+    BadHostname(String),
+}
+
+impl PromiseError {
+    pub(crate) fn io(path: &impl ToString, source: io::Error) -> Self {
+        Self::Io {
+            path: path.to_string(),
+            source,
+        }
+    }
+}
+
+/// One line to report, with a diff when it changes a text file.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    pub(crate) summary: String,
+    pub(crate) diff: Option<TextDiff>,
+}
+
+impl Change {
+    pub(crate) fn new(summary: String) -> Self {
+        Self {
+            summary,
+            diff: None,
+        }
+    }
+
+    pub(crate) fn with_diff(summary: String, path: &AbsPath, old: &[u8], new: &[u8]) -> Self {
+        let diff = TextDiff {
+            path: path.to_string(),
+            old: String::from_utf8_lossy(old).into_owned(),
+            new: String::from_utf8_lossy(new).into_owned(),
+        };
+        Self {
+            summary,
+            diff: Some(diff),
+        }
+    }
+}
+
+/// What the engine carries out for a plan; host paths, already resolved beneath the root.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    /// Replace or create a file atomically.
+    Write {
+        path: PathBuf,
+        content: Vec<u8>,
+        attrs: Attrs,
+    },
+    /// Set mode or ids of an existing file or directory.
+    Attrs { path: PathBuf, attrs: Attrs },
+    /// Create a directory (and missing parents).
+    MakeDir { path: PathBuf, attrs: Attrs },
+    /// Make `path` a symlink to `target`, atomically; `clear_dir` first removes an empty directory.
+    Link {
+        path: PathBuf,
+        target: PathBuf,
+        clear_dir: bool,
+    },
+    /// Remove a path.
+    Remove { path: PathBuf, recursive: bool },
+    /// Run a command; failure fails the promise.
+    Run(exec::Invocation),
+    /// Set the kernel's hostname (only when the root is the host's `/`).
+    KernelHostname(String),
+}
+
+/// A promise's plan.
+#[derive(Debug)]
+pub(crate) enum Plan {
+    /// Already as promised.
+    Kept,
+    /// Needs these changes.
+    Repair { changes: Vec<Change>, ops: Vec<Op> },
+    /// Cannot converge safely.
+    Blocked(String),
+}
+
+impl Plan {
+    pub(crate) fn repair(change: Change, op: Op) -> Self {
+        Self::Repair {
+            changes: vec![change],
+            ops: vec![op],
+        }
+    }
+}
+
+/// What the promise modules need to observe and plan.
+pub(crate) struct Cx<'a> {
+    pub(crate) root: &'a Root,
+    pub(crate) mode: Mode,
+}
+
+impl Cx<'_> {
+    /// Looks up the ids a promise asks for.
+    pub(crate) fn attrs(&self, perms: &Perms) -> Result<Attrs, PromiseError> {
+        Ok(Attrs {
+            mode: perms.mode.map(|m| m.0),
+            uid: perms.owner.as_ref().map(uid).transpose()?,
+            gid: perms.group.as_ref().map(gid).transpose()?,
+        })
+    }
+}
+
+fn uid(o: &Owner) -> Result<u32, PromiseError> {
+    match o {
+        Owner::Id(i) => Ok(*i),
+        Owner::Name(n) => match nix::unistd::User::from_name(n) {
+            Ok(Some(u)) => Ok(u.uid.as_raw()),
+            _ => Err(PromiseError::UnknownUser(n.clone())),
+        },
+    }
+}
+
+fn gid(o: &Owner) -> Result<u32, PromiseError> {
+    match o {
+        Owner::Id(i) => Ok(*i),
+        Owner::Name(n) => match nix::unistd::Group::from_name(n) {
+            Ok(Some(g)) => Ok(g.gid.as_raw()),
+            _ => Err(PromiseError::UnknownGroup(n.clone())),
+        },
+    }
+}
+
+/// A unit of convergence: one promise, or every edit to one file.
+enum Unit {
+    One(usize),
+    Edits(Vec<usize>),
+}
+
+/// Each promise's verdict from one evaluation of a unit.
+type Verdicts = Vec<(usize, Result<Plan, PromiseError>)>;
+
+/// Converges `promises` (as [`Policy::resolve`](tenet_policies::Policy::resolve)
+/// made them) beneath `root`, reporting each outcome as it is known, and returns the counts.
+pub fn converge(
+    promises: &[Result<Promise<String>, Unresolved>],
+    root: &Root,
+    mode: Mode,
+    reporter: &mut dyn Reporter,
+) -> Summary {
+    let start = Instant::now();
+    let mut summary = Summary {
+        kind: "summary",
+        dry_run: mode == Mode::DryRun,
+        ..Summary::default()
+    };
+    let cx = Cx { root, mode };
+    let mut phases: [Vec<Unit>; 8] = Default::default();
+    let mut edits: HashMap<&AbsPath, usize> = HashMap::new();
+    for (i, p) in promises.iter().enumerate() {
+        let p = match p {
+            Ok(p) => p,
+            Err(u) => {
+                let event = PromiseEvent {
+                    id: u.id.clone(),
+                    promise: u.type_name,
+                    origin: u.origin.to_string(),
+                    status: Status::Blocked,
+                    changes: Vec::new(),
+                    diffs: Vec::new(),
+                    reason: Some(u.reason.clone()),
+                };
+                summary.count(event.status);
+                reporter.promise(&event);
+                continue;
+            }
+        };
+        let (phase, file) = match &p.kind {
+            PromiseKind::Dir(_) => (0, None),
+            PromiseKind::File(_) => (1, None),
+            PromiseKind::Copy(_) => (2, None),
+            PromiseKind::Line(l) => (3, Some(&l.file)),
+            PromiseKind::Setting(s) => (3, Some(&s.file)),
+            PromiseKind::Link(_) => (4, None),
+            PromiseKind::Absent(_) => (5, None),
+            PromiseKind::Hostname(_) => (6, None),
+            PromiseKind::Command(_) => (7, None),
+        };
+        match file {
+            Some(f) => match edits.get(f) {
+                Some(&u) => {
+                    if let Unit::Edits(list) = &mut phases[3][u] {
+                        list.push(i);
+                    }
+                }
+                None => {
+                    edits.insert(f, phases[3].len());
+                    phases[3].push(Unit::Edits(vec![i]));
+                }
+            },
+            None => phases[phase].push(Unit::One(i)),
+        }
+    }
+    let ok = |i: usize| promises[i].as_ref().ok();
+    for (n, units) in phases.iter().enumerate() {
+        let serial = n >= 6;
+        if serial {
+            for u in units {
+                run_units(&cx, std::slice::from_ref(u), &ok, reporter, &mut summary);
+            }
+        } else {
+            run_units(&cx, units, &ok, reporter, &mut summary);
+        }
+    }
+    summary.duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    summary
+}
+
+/// Evaluates, applies and verifies a set of units that may be committed together.
+fn run_units<'p>(
+    cx: &Cx<'_>,
+    units: &[Unit],
+    promise: &impl Fn(usize) -> Option<&'p Promise<String>>,
+    reporter: &mut dyn Reporter,
+    summary: &mut Summary,
+) {
+    if units.is_empty() {
+        return;
+    }
+    let evaluated: Vec<Verdicts> = units.iter().map(|u| evaluate(cx, u, promise)).collect();
+    // What each unit needs done; a unit with no ops is final already.
+    let mut pending: Vec<(usize, Vec<Op>)> = Vec::new();
+    for (ui, verdicts) in evaluated.iter().enumerate() {
+        let ops: Vec<Op> = verdicts
+            .iter()
+            .filter_map(|(_, v)| match v {
+                Ok(Plan::Repair { ops, .. }) => Some(ops.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        if !ops.is_empty() {
+            pending.push((ui, ops));
+        }
+    }
+    let mut apply_errors: HashMap<usize, String> = HashMap::new();
+    if cx.mode == Mode::Apply && !pending.is_empty() {
+        let writes = pending
+            .iter()
+            .flat_map(|(_, ops)| ops)
+            .filter(|o| matches!(o, Op::Write { .. }))
+            .count();
+        let mut batch = Batch::new(cx.root, writes);
+        for (ui, ops) in &pending {
+            for op in ops {
+                if let Err(e) = carry_out(cx, &mut batch, *ui, op) {
+                    apply_errors.insert(*ui, e);
+                    break;
+                }
+            }
+        }
+        for (ui, e) in batch.commit() {
+            apply_errors.entry(ui).or_insert_with(|| e.to_string());
+        }
+        cx.root.forget();
+    }
+    let applied: HashMap<usize, ()> = pending.iter().map(|(ui, _)| (*ui, ())).collect();
+    for (ui, verdicts) in evaluated.into_iter().enumerate() {
+        let reverified = if cx.mode == Mode::Apply
+            && applied.contains_key(&ui)
+            && !apply_errors.contains_key(&ui)
+        {
+            Some(evaluate(cx, &units[ui], promise))
+        } else {
+            None
+        };
+        for (k, (pi, verdict)) in verdicts.into_iter().enumerate() {
+            let Some(p) = promise(pi) else { continue };
+            let mut event = PromiseEvent {
+                id: p.id.clone(),
+                promise: p.kind.type_name(),
+                origin: p.origin.to_string(),
+                status: Status::Kept,
+                changes: Vec::new(),
+                diffs: Vec::new(),
+                reason: None,
+            };
+            match verdict {
+                Ok(Plan::Kept) => {}
+                Ok(Plan::Blocked(why)) => {
+                    event.status = Status::Blocked;
+                    event.reason = Some(why);
+                }
+                Err(e) => {
+                    event.status = Status::Failed;
+                    event.reason = Some(e.to_string());
+                }
+                Ok(Plan::Repair { changes, .. }) => {
+                    event.changes = changes.iter().map(|c| c.summary.clone()).collect();
+                    event.diffs = changes.into_iter().filter_map(|c| c.diff).collect();
+                    event.status = match cx.mode {
+                        Mode::DryRun => Status::WouldRepair,
+                        Mode::Apply => {
+                            match (&apply_errors.get(&ui), reverified.as_ref().map(|r| &r[k].1)) {
+                                (Some(e), _) => {
+                                    event.reason = Some(e.to_string());
+                                    Status::Failed
+                                }
+                                (None, Some(Ok(Plan::Kept))) => Status::Repaired,
+                                (None, Some(Ok(_))) if !verifiable(p) => Status::Repaired,
+                                (None, Some(Ok(Plan::Blocked(why)))) => {
+                                    event.reason = Some(format!("after repair: {why}"));
+                                    Status::DidNotConverge
+                                }
+                                (None, Some(Ok(Plan::Repair { changes, .. }))) => {
+                                    let still: Vec<_> =
+                                        changes.iter().map(|c| c.summary.as_str()).collect();
+                                    event.reason = Some(format!(
+                                        "after repair it still needs: {}",
+                                        still.join("; ")
+                                    ));
+                                    Status::DidNotConverge
+                                }
+                                (None, Some(Err(e))) => {
+                                    event.reason = Some(format!("after repair: {e}"));
+                                    Status::DidNotConverge
+                                }
+                                (None, None) => Status::Repaired,
+                            }
+                        }
+                    };
+                }
+            }
+            summary.count(event.status);
+            reporter.promise(&event);
+        }
+    }
+}
+
+/// Whether observing again must find the promise kept (commands without a
+/// `creates` or `unless` guard cannot be checked that way).
+fn verifiable(p: &Promise<String>) -> bool {
+    match &p.kind {
+        PromiseKind::Command(c) => c.creates.is_some() || c.unless.is_some(),
+        _ => true,
+    }
+}
+
+fn evaluate<'p>(
+    cx: &Cx<'_>,
+    unit: &Unit,
+    promise: &impl Fn(usize) -> Option<&'p Promise<String>>,
+) -> Verdicts {
+    match unit {
+        Unit::One(i) => {
+            let Some(p) = promise(*i) else {
+                return Vec::new();
+            };
+            let plan = match &p.kind {
+                PromiseKind::File(f) => file::evaluate(cx, f),
+                PromiseKind::Dir(d) => dir::evaluate(cx, d),
+                PromiseKind::Link(l) => link::evaluate(cx, l),
+                PromiseKind::Absent(a) => absent::evaluate(cx, a),
+                PromiseKind::Copy(c) => copy::evaluate(cx, c),
+                PromiseKind::Command(c) => command::evaluate(cx, c),
+                PromiseKind::Hostname(h) => hostname::evaluate(cx, h),
+                PromiseKind::Line(_) | PromiseKind::Setting(_) => edit::evaluate(cx, &[p])
+                    .pop()
+                    .map_or(Ok(Plan::Kept), |(_, v)| v),
+            };
+            vec![(*i, plan)]
+        }
+        Unit::Edits(list) => {
+            let ps: Vec<&Promise<String>> = list.iter().filter_map(|i| promise(*i)).collect();
+            edit::evaluate(cx, &ps)
+                .into_iter()
+                .map(|(k, v)| (list[k], v))
+                .collect()
+        }
+    }
+}
+
+fn carry_out(cx: &Cx<'_>, batch: &mut Batch<'_>, unit: usize, op: &Op) -> Result<(), String> {
+    let shown = |p: &PathBuf| {
+        p.strip_prefix(cx.root.base())
+            .map_or_else(|_| p.display().to_string(), |r| format!("/{}", r.display()))
+    };
+    let io = |p: &PathBuf, e: io::Error| format!("{}: {e}", shown(p));
+    match op {
+        Op::Write {
+            path,
+            content,
+            attrs,
+        } => batch
+            .write_file(unit, path, content, *attrs)
+            .map_err(|e| io(path, e)),
+        Op::Attrs { path, attrs } => batch.set_attrs(path, *attrs).map_err(|e| io(path, e)),
+        Op::MakeDir { path, attrs } => batch.make_dir(path, *attrs).map_err(|e| io(path, e)),
+        Op::Link {
+            path,
+            target,
+            clear_dir,
+        } => batch
+            .symlink(unit, path, target, *clear_dir)
+            .map_err(|e| io(path, e)),
+        Op::Remove { path, recursive } => batch.remove(path, *recursive).map_err(|e| io(path, e)),
+        Op::Run(inv) => match exec::run(inv) {
+            Ok(f) if f.success() => Ok(()),
+            Ok(f) => Err(format!(
+                "{} {}",
+                inv.argv.first().map_or("", String::as_str),
+                f.describe()
+            )),
+            Err(e) => Err(e.to_string()),
+        },
+        Op::KernelHostname(name) => {
+            nix::unistd::sethostname(name).map_err(|e| format!("cannot set the hostname: {e}"))
+        }
+    }
+}

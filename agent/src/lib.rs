@@ -1,0 +1,17 @@
+//! The tenet agent: converges a cluster member to its policy.
+//!
+//! [`apply::apply`] loads a policy tree, resolves it for this member's facts and
+//! hands the promises to the [`converge`] engine, which observes, plans, applies and
+//! verifies each one and reports to a [`report::Reporter`].
+//!
+//! **Invariant:** only [`fsops`] writes to the managed system and only [`exec`]
+//! starts processes; nothing outside the configured root is ever touched.
+
+pub mod apply;
+pub mod cli;
+pub mod converge;
+pub mod exec;
+pub mod facts;
+pub mod fsops;
+pub mod lock;
+pub mod report;

@@ -1,0 +1,109 @@
+//! One run at a time per state directory.
+//!
+//! The lock is an advisory `flock` on `STATE/run.lock`, released by the kernel when
+//! the holder exits however it exits, so a crashed run never leaves a stale lock.
+//! The file's text says who holds it, for the message a second run prints.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Why the run lock was not taken.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// Another run holds it.
+    #[error("another run is in progress ({holder}); lock {path}")]
+    Held {
+        /// What the holder wrote: its pid, command and start time.
+        holder: String,
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The state directory or lock file is unusable.
+    #[error("cannot use the run lock {path}")]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Held while a run goes on; dropping it releases the lock.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Takes the lock in `state_dir` (created if missing) without waiting.
+    pub fn acquire(state_dir: &Path, what: &str) -> Result<Self, LockError> {
+        let path = state_dir.join("run.lock");
+        let io_err = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(state_dir).map_err(io_err)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.split_whitespace().collect::<Vec<_>>().join(" ");
+                let holder = if holder.is_empty() {
+                    "holder unknown".to_string()
+                } else {
+                    holder
+                };
+                return Err(LockError::Held { holder, path });
+            }
+            Err(TryLockError::Error(e)) => return Err(io_err(e)),
+        }
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let note = format!(
+            "pid {} {what} started at unix time {since}\n",
+            std::process::id()
+        );
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(note.as_bytes()))
+            .map_err(io_err)?;
+        Ok(Self { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_names_the_holder_and_a_dropped_lock_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunLock::acquire(dir.path(), "apply").unwrap();
+        match RunLock::acquire(dir.path(), "apply") {
+            Err(LockError::Held { holder, .. }) => {
+                assert!(
+                    holder.contains(&format!("pid {}", std::process::id())),
+                    "{holder}"
+                );
+                assert!(holder.contains("apply"), "{holder}");
+            }
+            other => panic!("expected Held, got {other:?}"),
+        }
+        drop(first);
+        RunLock::acquire(dir.path(), "apply").unwrap();
+    }
+}

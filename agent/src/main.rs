@@ -1,0 +1,122 @@
+//! `tenet-agent`: parse the command line, run the library, map the outcome to an exit code.
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the binary's entry point is its output module"
+)]
+
+use std::io::{self, IsTerminal};
+use std::process;
+
+use clap::Parser;
+use tenet_agent::apply::{ApplyError, ApplyOptions, apply};
+use tenet_agent::cli::{ApplyArgs, Cli, Command, ExitCode};
+use tenet_agent::converge::Mode;
+use tenet_agent::report::{Human, JsonLines, Reporter};
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let code = match cli.command {
+        Command::Check { tree } => check(&tree),
+        Command::Apply(args) => run_apply(args),
+    };
+    process::exit(code as i32);
+}
+
+fn check(tree: &std::path::Path) -> ExitCode {
+    match tenet_policies::load(tree) {
+        Ok(policy) => {
+            print!("{}", policy.warnings);
+            println!(
+                "{}: valid: {} promises, {} members, {} packages",
+                tree.display(),
+                policy.promises.len(),
+                policy.cluster.members.len(),
+                policy.cluster.packages.len()
+            );
+            ExitCode::Success
+        }
+        Err(diags) => {
+            print!("{diags}");
+            println!(
+                "{}: invalid: {} errors",
+                tree.display(),
+                diags.error_count()
+            );
+            ExitCode::InvalidPolicy
+        }
+    }
+}
+
+fn run_apply(args: ApplyArgs) -> ExitCode {
+    let opts = ApplyOptions {
+        tree: args.tree,
+        root: args.root,
+        state_dir: args.state_dir,
+        mode: if args.dry_run {
+            Mode::DryRun
+        } else {
+            Mode::Apply
+        },
+        facts: args.facts,
+    };
+    let stdout = io::stdout().lock();
+    let mut reporter: Box<dyn Reporter> = if args.json {
+        Box::new(JsonLines::new(stdout, args.diff))
+    } else {
+        Box::new(Human::new(stdout, args.diff))
+    };
+    match apply(&opts, reporter.as_mut()) {
+        Ok(summary) if summary.all_ok() => ExitCode::Success,
+        Ok(_) => ExitCode::PromisesFailed,
+        Err(ApplyError::InvalidPolicy { tree, diagnostics }) => {
+            eprint!("{diagnostics}");
+            eprintln!(
+                "error: policy tree {} is invalid ({} errors); nothing was changed",
+                tree.display(),
+                diagnostics.error_count()
+            );
+            ExitCode::InvalidPolicy
+        }
+        Err(e @ ApplyError::Fact(_)) => {
+            eprintln!("error: {}", chain(&e));
+            ExitCode::Usage
+        }
+        Err(e @ ApplyError::Lock(tenet_agent::lock::LockError::Held { .. })) => {
+            eprintln!("error: {}", chain(&e));
+            ExitCode::Locked
+        }
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            ExitCode::Environment
+        }
+    }
+}
+
+/// The error and its sources, joined by `: `.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .try_init();
+}

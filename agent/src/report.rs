@@ -1,0 +1,331 @@
+//! What a run reports: one event per promise and a summary. The engine emits events
+//! to a [`Reporter`]; the human printer, the JSON-lines printer (also what a pushed
+//! run streams back) and the tests implement it. These are the engine's only
+//! serialisable types.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+/// What became of one promise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Already as promised.
+    Kept,
+    /// Changed, and verified afterwards.
+    Repaired,
+    /// Would be changed (dry run).
+    WouldRepair,
+    /// Cannot converge safely; the reason says why.
+    Blocked,
+    /// An error stopped it.
+    Failed,
+    /// Changed, but still not as promised afterwards: a bug in its promise type.
+    DidNotConverge,
+}
+
+impl Status {
+    /// The word printed for it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Kept => "kept",
+            Self::Repaired => "repaired",
+            Self::WouldRepair => "would repair",
+            Self::Blocked => "blocked",
+            Self::Failed => "failed",
+            Self::DidNotConverge => "did not converge",
+        }
+    }
+}
+
+/// A unified diff of a file's text, rendered on demand.
+#[derive(Debug, Clone)]
+pub struct TextDiff {
+    /// The file, as the policy names it.
+    pub path: String,
+    /// Before.
+    pub old: String,
+    /// After.
+    pub new: String,
+}
+
+impl TextDiff {
+    /// The unified diff with 3 lines of context.
+    pub fn unified(&self) -> String {
+        similar::TextDiff::from_lines(&self.old, &self.new)
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("a{}", self.path), &format!("b{}", self.path))
+            .to_string()
+    }
+}
+
+/// One promise's outcome.
+#[derive(Debug, Clone)]
+pub struct PromiseEvent {
+    /// The promise's id.
+    pub id: String,
+    /// Its type.
+    pub promise: &'static str,
+    /// `file:line:col` where it was written.
+    pub origin: String,
+    /// What became of it.
+    pub status: Status,
+    /// One line per change made (or that would be made).
+    pub changes: Vec<String>,
+    /// Diffs of changed text files.
+    pub diffs: Vec<TextDiff>,
+    /// Why it was blocked or failed.
+    pub reason: Option<String>,
+}
+
+/// Counts for a whole run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Always `"summary"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Promises already as promised.
+    pub kept: usize,
+    /// Promises changed.
+    pub repaired: usize,
+    /// Promises a dry run would change.
+    pub would_repair: usize,
+    /// Promises that failed (did-not-converge included).
+    pub failed: usize,
+    /// Promises blocked.
+    pub blocked: usize,
+    /// Promises whose condition does not hold on this member.
+    pub skipped: usize,
+    /// Wall time of the run.
+    pub duration_ms: u64,
+    /// The member the run was for, if identified.
+    pub member: Option<String>,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+}
+
+impl Summary {
+    /// Counts one event.
+    pub fn count(&mut self, s: Status) {
+        match s {
+            Status::Kept => self.kept += 1,
+            Status::Repaired => self.repaired += 1,
+            Status::WouldRepair => self.would_repair += 1,
+            Status::Blocked => self.blocked += 1,
+            Status::Failed | Status::DidNotConverge => self.failed += 1,
+        }
+    }
+
+    /// Whether every promise was kept or repaired (or would be).
+    pub fn all_ok(&self) -> bool {
+        self.failed == 0 && self.blocked == 0
+    }
+}
+
+/// Receives a run's events as they happen.
+pub trait Reporter {
+    /// Something the administrator should read; the run goes on.
+    fn warning(&mut self, message: &str);
+    /// One promise's outcome.
+    fn promise(&mut self, event: &PromiseEvent);
+    /// The end of the run.
+    fn summary(&mut self, summary: &Summary);
+}
+
+/// Collects events in memory (tests, and callers that print later).
+#[derive(Debug, Default)]
+pub struct Collect {
+    /// Warnings.
+    pub warnings: Vec<String>,
+    /// Events in order.
+    pub events: Vec<PromiseEvent>,
+    /// The summary, once the run ended.
+    pub summary: Option<Summary>,
+}
+
+impl Reporter for Collect {
+    fn warning(&mut self, message: &str) {
+        self.warnings.push(message.to_string());
+    }
+    fn promise(&mut self, event: &PromiseEvent) {
+        self.events.push(event.clone());
+    }
+    fn summary(&mut self, summary: &Summary) {
+        self.summary = Some(summary.clone());
+    }
+}
+
+/// Prints for a person: one line per change, problems with their reason, a summary.
+#[derive(Debug)]
+pub struct Human<W> {
+    out: W,
+    diff: bool,
+    errors: Option<io::Error>,
+}
+
+impl<W: Write> Human<W> {
+    /// A printer writing to `out`; with `diff`, unified diffs follow text changes.
+    pub fn new(out: W, diff: bool) -> Self {
+        Self {
+            out,
+            diff,
+            errors: None,
+        }
+    }
+
+    fn write(&mut self, f: impl FnOnce(&mut W) -> io::Result<()>) {
+        if self.errors.is_none()
+            && let Err(e) = f(&mut self.out)
+        {
+            self.errors = Some(e);
+        }
+    }
+}
+
+impl<W: Write> Reporter for Human<W> {
+    fn warning(&mut self, message: &str) {
+        self.write(|o| writeln!(o, "warning: {message}"));
+    }
+
+    fn promise(&mut self, e: &PromiseEvent) {
+        let diff = self.diff;
+        self.write(|o| {
+            match e.status {
+                Status::Kept => {}
+                Status::Repaired | Status::WouldRepair => {
+                    for c in &e.changes {
+                        writeln!(o, "{:>12}  {c}", e.status.word())?;
+                    }
+                }
+                Status::Blocked | Status::Failed | Status::DidNotConverge => {
+                    let reason = e.reason.as_deref().unwrap_or("no reason given");
+                    writeln!(
+                        o,
+                        "{:>12}  {}: {reason} ({})",
+                        e.status.word(),
+                        e.id,
+                        e.origin
+                    )?;
+                }
+            }
+            if diff {
+                for d in &e.diffs {
+                    write!(o, "{}", d.unified())?;
+                }
+            }
+            Ok(())
+        });
+    }
+
+    fn summary(&mut self, s: &Summary) {
+        self.write(|o| {
+            let who = s
+                .member
+                .as_deref()
+                .map(|m| format!("{m}: "))
+                .unwrap_or_default();
+            let total = s.kept + s.repaired + s.would_repair + s.failed + s.blocked;
+            let changed = if s.dry_run {
+                format!("{} would be repaired", s.would_repair)
+            } else {
+                format!("{} repaired", s.repaired)
+            };
+            if s.repaired + s.would_repair + s.failed + s.blocked == 0 {
+                writeln!(
+                    o,
+                    "{who}nothing to do: {total} promises kept ({} ms)",
+                    s.duration_ms
+                )
+            } else {
+                writeln!(
+                    o,
+                    "{who}{total} promises: {changed}, {} kept, {} failed, {} blocked ({} ms){}",
+                    s.kept,
+                    s.failed,
+                    s.blocked,
+                    s.duration_ms,
+                    if s.dry_run {
+                        "; dry run, nothing changed"
+                    } else {
+                        ""
+                    }
+                )
+            }
+        });
+    }
+}
+
+/// Prints JSON Lines: `{"type":"promise",...}` per promise, `{"type":"warning",...}`,
+/// and a last `{"type":"summary",...}`.
+#[derive(Debug)]
+pub struct JsonLines<W> {
+    out: W,
+    diff: bool,
+}
+
+impl<W: Write> JsonLines<W> {
+    /// A printer writing to `out`; with `diff`, each promise event carries its unified diffs.
+    pub fn new(out: W, diff: bool) -> Self {
+        Self { out, diff }
+    }
+
+    fn line(&mut self, v: &impl Serialize) {
+        // A closed stdout cannot be reported anywhere better; the exit code still tells.
+        if let Ok(s) = serde_json::to_string(v) {
+            let _ = writeln!(self.out, "{s}");
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonPromise<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    promise: &'static str,
+    origin: &'a str,
+    status: Status,
+    changes: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diff: Option<String>,
+}
+
+#[derive(Serialize)]
+struct JsonWarning<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: &'a str,
+}
+
+impl<W: Write> Reporter for JsonLines<W> {
+    fn warning(&mut self, message: &str) {
+        self.line(&JsonWarning {
+            kind: "warning",
+            message,
+        });
+    }
+
+    fn promise(&mut self, e: &PromiseEvent) {
+        let diff = (self.diff && !e.diffs.is_empty())
+            .then(|| e.diffs.iter().map(TextDiff::unified).collect());
+        self.line(&JsonPromise {
+            kind: "promise",
+            id: &e.id,
+            promise: e.promise,
+            origin: &e.origin,
+            status: e.status,
+            changes: &e.changes,
+            reason: e.reason.as_deref(),
+            diff,
+        });
+    }
+
+    fn summary(&mut self, s: &Summary) {
+        self.line(s);
+        let _ = self.out.flush();
+    }
+}

@@ -1,0 +1,138 @@
+//! Finds promises that fight over the same target.
+//!
+//! Two promises conflict when they claim the same target in incompatible ways and
+//! their conditions can hold on the same member at once ([`can_overlap`]); promises
+//! for different members may name the same path.
+
+use std::collections::HashMap;
+
+use crate::cond::can_overlap;
+use crate::diag::Diagnostics;
+use crate::model::{AbsPath, LineState, Promise, PromiseKind};
+use crate::template::Template;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// The promise owns the whole path (file content, link, dir, copy destination, absent).
+    Whole,
+    /// The promise edits lines of the file; several edits may share a file.
+    Edit,
+}
+
+pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
+    let mut paths: HashMap<&AbsPath, Vec<(usize, Claim)>> = HashMap::new();
+    let mut settings: HashMap<(&AbsPath, &str), Vec<usize>> = HashMap::new();
+    let mut lines: HashMap<(&AbsPath, &Template), Vec<(usize, LineState)>> = HashMap::new();
+    let mut hostnames = Vec::new();
+    let mut globs: Vec<(usize, &AbsPath)> = Vec::new();
+    let mut copies: Vec<(usize, &AbsPath)> = Vec::new();
+    for (i, p) in promises.iter().enumerate() {
+        match &p.kind {
+            PromiseKind::File(f) => paths.entry(&f.path).or_default().push((i, Claim::Whole)),
+            PromiseKind::Link(l) => paths.entry(&l.path).or_default().push((i, Claim::Whole)),
+            PromiseKind::Dir(d) => paths.entry(&d.path).or_default().push((i, Claim::Whole)),
+            PromiseKind::Copy(c) => {
+                paths.entry(&c.to).or_default().push((i, Claim::Whole));
+                copies.push((i, &c.to));
+            }
+            PromiseKind::Absent(a) => {
+                for path in &a.paths {
+                    if is_glob(path) {
+                        globs.push((i, path));
+                    } else {
+                        paths.entry(path).or_default().push((i, Claim::Whole));
+                    }
+                }
+            }
+            PromiseKind::Line(l) => {
+                paths.entry(&l.file).or_default().push((i, Claim::Edit));
+                lines
+                    .entry((&l.file, &l.line))
+                    .or_default()
+                    .push((i, l.state));
+            }
+            PromiseKind::Setting(s) => {
+                paths.entry(&s.file).or_default().push((i, Claim::Edit));
+                settings
+                    .entry((&s.file, s.key.as_str()))
+                    .or_default()
+                    .push(i);
+            }
+            PromiseKind::Hostname(_) => hostnames.push(i),
+            PromiseKind::Command(_) => {}
+        }
+    }
+    let mut report = |a: usize, b: usize, what: &str| {
+        let (first, second) = if promises[a].origin <= promises[b].origin {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let (p, q) = (&promises[first], &promises[second]);
+        if can_overlap(p.when.as_ref(), q.when.as_ref()) {
+            diags.error(
+                q.origin.clone(),
+                q.kind.type_name(),
+                format!(
+                    "`{}` fights with `{}` at {} over {what}",
+                    q.id, p.id, p.origin
+                ),
+            );
+        }
+    };
+    let mut sorted: Vec<_> = paths.iter().collect();
+    sorted.sort_by_key(|(p, _)| *p);
+    for (path, claims) in &sorted {
+        for (k, &(i, ci)) in claims.iter().enumerate() {
+            for &(j, cj) in &claims[k + 1..] {
+                if i != j && (ci == Claim::Whole || cj == Claim::Whole) {
+                    report(i, j, &path.to_string());
+                }
+            }
+        }
+    }
+    for ((file, key), ids) in &settings {
+        for (k, &i) in ids.iter().enumerate() {
+            for &j in &ids[k + 1..] {
+                report(i, j, &format!("setting {key} in {file}"));
+            }
+        }
+    }
+    for ((file, _), ids) in &lines {
+        for (k, &(i, _)) in ids.iter().enumerate() {
+            for &(j, _) in &ids[k + 1..] {
+                report(i, j, &format!("the same line in {file}"));
+            }
+        }
+    }
+    for (k, &i) in hostnames.iter().enumerate() {
+        for &j in &hostnames[k + 1..] {
+            report(i, j, "the hostname");
+        }
+    }
+    for &(g, pattern) in &globs {
+        let Ok(pat) = glob::Pattern::new(&pattern.to_string()) else {
+            continue;
+        };
+        for (path, claims) in &sorted {
+            if pat.matches_path(path.as_path()) {
+                for &(i, _) in claims.iter().filter(|(i, _)| *i != g) {
+                    report(g, i, &format!("{path} (matched by {pattern})"));
+                }
+            }
+        }
+    }
+    for &(c, to) in &copies {
+        for (path, claims) in &sorted {
+            if path.as_path() != to.as_path() && path.starts_with(to) {
+                for &(i, _) in claims.iter().filter(|(i, _)| *i != c) {
+                    report(c, i, &format!("{path} (inside the copy to {to})"));
+                }
+            }
+        }
+    }
+}
+
+fn is_glob(p: &AbsPath) -> bool {
+    p.to_string().contains(['*', '?', '['])
+}

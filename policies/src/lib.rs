@@ -1,0 +1,42 @@
+//! The tenet policy language.
+//!
+//! A policy tree is a directory of TOML files: the cluster (members, packages), and
+//! promises about files, lines, settings, links, directories, absent paths, commands,
+//! the hostname and copies. [`load`] reads and validates a tree, reporting every
+//! problem at once as `file:line:col: field: message`; [`Policy::resolve`] evaluates
+//! it for one member's [`Facts`].
+//!
+//! **Invariant:** this crate does no network I/O and writes nothing; it reads the
+//! policy tree and nothing else.
+
+use std::path::PathBuf;
+
+pub mod cond;
+mod conflict;
+pub mod diag;
+pub mod facts;
+mod load;
+pub mod model;
+mod read;
+mod resolve;
+pub mod template;
+
+pub use diag::{Diagnostic, Diagnostics, Origin, Severity};
+pub use facts::Facts;
+pub use load::{FILES_DIR, PROMISE_TYPES, load};
+pub use resolve::{Resolution, Unresolved};
+
+/// A validated policy tree.
+#[derive(Debug)]
+pub struct Policy {
+    /// Where it was loaded from.
+    pub tree: PathBuf,
+    /// The cluster config.
+    pub cluster: model::Cluster,
+    /// Computed values.
+    pub values: Vec<model::Value>,
+    /// Every promise, in file order then declaration order.
+    pub promises: Vec<model::Promise>,
+    /// Warnings found while loading (the tree is valid).
+    pub warnings: Diagnostics,
+}

@@ -1,0 +1,1232 @@
+//! Loads a policy tree: reads every TOML file, builds the model, checks references
+//! and conflicts, and returns every problem at once.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use regex::Regex;
+use toml::de::{DeTable, DeValue};
+
+use crate::Policy;
+use crate::cond::{Atom, Condition};
+use crate::conflict;
+use crate::diag::{Diagnostics, Origin, SourceText};
+use crate::model::*;
+use crate::read::{Cx, Str, Table, Val};
+use crate::template::{Ref, Template};
+
+/// The directory under a tree that holds content for `file` promises; never read as policy.
+pub const FILES_DIR: &str = "files";
+
+/// The promise types, as their TOML array names.
+pub const PROMISE_TYPES: [&str; 9] = [
+    "file", "line", "setting", "link", "dir", "absent", "command", "hostname", "copy",
+];
+
+const TOP_LEVEL: [&str; 4] = ["cluster", "member", "package", "value"];
+
+/// Loads and validates the policy tree at `tree`.
+///
+/// Returns the policy (with any warnings in [`Policy::warnings`]), or every
+/// diagnostic, errors and warnings, sorted by location.
+pub fn load(tree: &Path) -> Result<Policy, Diagnostics> {
+    let mut loader = Loader {
+        tree: tree.to_path_buf(),
+        ..Loader::default()
+    };
+    let mut diags = Diagnostics::default();
+    let files = match policy_files(tree) {
+        Ok(f) => f,
+        Err(e) => {
+            diags.error(
+                Origin {
+                    file: tree.to_path_buf(),
+                    line: 0,
+                    col: 0,
+                },
+                "",
+                e,
+            );
+            return Err(diags);
+        }
+    };
+    if files.is_empty() {
+        diags.error(
+            Origin {
+                file: tree.to_path_buf(),
+                line: 0,
+                col: 0,
+            },
+            "",
+            "no *.toml files in the policy tree",
+        );
+        return Err(diags);
+    }
+    let mut sources = Vec::with_capacity(files.len());
+    for rel in files {
+        match std::fs::read(tree.join(&rel)) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => sources.push(SourceText::new(&rel, text)),
+                Err(e) => diags.error(
+                    Origin {
+                        file: rel,
+                        line: 1,
+                        col: 1,
+                    },
+                    "",
+                    format!(
+                        "not UTF-8 text (invalid byte at offset {})",
+                        e.utf8_error().valid_up_to()
+                    ),
+                ),
+            },
+            Err(e) => diags.error(
+                Origin {
+                    file: rel,
+                    line: 1,
+                    col: 1,
+                },
+                "",
+                format!("cannot read: {e}"),
+            ),
+        }
+    }
+    for src in &sources {
+        let mut cx = Cx {
+            src,
+            diags: &mut diags,
+        };
+        let (doc, errors) = DeTable::parse_recoverable(&src.text);
+        if !errors.is_empty() {
+            for e in errors {
+                let span = e.span().unwrap_or(0..0);
+                cx.error(
+                    &span,
+                    "",
+                    e.message().trim_end_matches('\n').replace('\n', "; "),
+                );
+            }
+            continue;
+        }
+        loader.read_file(&mut cx, doc.get_ref());
+    }
+    loader.check(&mut diags);
+    diags.sort();
+    if diags.has_errors() {
+        return Err(diags);
+    }
+    Ok(Policy {
+        tree: tree.to_path_buf(),
+        cluster: loader.cluster,
+        values: loader.values,
+        promises: loader.promises,
+        warnings: diags,
+    })
+}
+
+/// Every `*.toml` under `tree`, relative, sorted; skips `files/` and hidden entries.
+fn policy_files(tree: &Path) -> Result<Vec<PathBuf>, String> {
+    let meta = std::fs::metadata(tree).map_err(|e| format!("cannot read the policy tree: {e}"))?;
+    if !meta.is_dir() {
+        return Err("the policy tree must be a directory".to_string());
+    }
+    let mut out = Vec::new();
+    let walk = walkdir::WalkDir::new(tree)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            let hidden = e.depth() > 0 && e.file_name().to_string_lossy().starts_with('.');
+            let files = e.depth() == 1 && e.file_name() == FILES_DIR && e.file_type().is_dir();
+            !hidden && !files
+        });
+    for entry in walk {
+        let entry = entry.map_err(|e| format!("cannot walk the policy tree: {e}"))?;
+        if entry.file_type().is_file() && entry.path().extension().is_some_and(|x| x == "toml") {
+            let rel = entry.path().strip_prefix(tree).unwrap_or(entry.path());
+            out.push(rel.to_path_buf());
+        }
+    }
+    Ok(out)
+}
+
+/// A name reference to check once every file is read.
+struct NameRef {
+    kind: NameKind,
+    name: String,
+    origin: Origin,
+    field: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NameKind {
+    Member,
+    Package,
+    Value,
+}
+
+#[derive(Default)]
+struct Loader {
+    tree: PathBuf,
+    cluster: Cluster,
+    cluster_origin: Option<Origin>,
+    values: Vec<Value>,
+    promises: Vec<Promise>,
+    refs: Vec<NameRef>,
+    member_origins: Vec<Origin>,
+    package_origins: Vec<Origin>,
+    package_member_refs: Vec<(usize, Vec<(String, Origin)>)>,
+    /// Which promise (by index) needs a guard warning.
+    unguarded: Vec<usize>,
+}
+
+impl Loader {
+    fn read_file(&mut self, cx: &mut Cx<'_>, doc: &DeTable<'_>) {
+        for (key, value) in doc.iter() {
+            let name: &str = key.get_ref();
+            let v = Val {
+                value: value.get_ref(),
+                span: value.span(),
+            };
+            match name {
+                "cluster" => self.read_cluster(cx, v),
+                "member" | "package" | "value" => {
+                    for (i, t) in tables(cx, v, name) {
+                        match name {
+                            "member" => self.read_member(cx, t, i),
+                            "package" => self.read_package(cx, t, i),
+                            _ => self.read_value(cx, t, i),
+                        }
+                    }
+                }
+                t if PROMISE_TYPES.contains(&t) => {
+                    for (i, table) in tables(cx, v, name) {
+                        self.read_promise(cx, name, table, i);
+                    }
+                }
+                other => {
+                    let mut known: Vec<&str> = TOP_LEVEL.to_vec();
+                    known.extend(PROMISE_TYPES);
+                    cx.error(
+                        &key.span(),
+                        other,
+                        format!(
+                            "unknown promise type or table `{other}`; expected one of {}",
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn read_cluster(&mut self, cx: &mut Cx<'_>, v: Val<'_, '_>) {
+        let DeValue::Table(t) = v.value else {
+            cx.error(
+                &v.span,
+                "cluster",
+                format!("expected a table `[cluster]`, found {}", v.value.type_str()),
+            );
+            return;
+        };
+        let origin = cx.origin(&v.span);
+        if let Some(first) = &self.cluster_origin {
+            cx.error(
+                &v.span,
+                "cluster",
+                format!("`[cluster]` is already defined at {first}"),
+            );
+            return;
+        }
+        self.cluster_origin = Some(origin);
+        let mut t = Table::new(t, v.span, "cluster".into());
+        if let Some(n) = t.req_str(cx, "name") {
+            check_name(cx, &n, &t.field("name"));
+            self.cluster.name = n.value.to_string();
+        }
+        if let Some(p) = t.str(cx, "policy_server") {
+            self.refs.push(NameRef {
+                kind: NameKind::Package,
+                name: p.value.to_string(),
+                origin: cx.origin(&p.span),
+                field: t.field("policy_server"),
+            });
+            self.cluster.policy_server = Some(p.value.to_string());
+        }
+        t.finish(cx);
+    }
+
+    fn read_member(&mut self, cx: &mut Cx<'_>, mut t: Table<'_, '_>, _i: usize) {
+        let origin = cx.origin(&t.span);
+        let name = t.req_str(cx, "name");
+        if let Some(n) = &name {
+            check_name(cx, n, &t.field("name"));
+            if let Some(i) = self.cluster.members.iter().position(|m| m.name == n.value) {
+                let first = &self.member_origins[i];
+                cx.error(
+                    &n.span,
+                    &t.field("name"),
+                    format!("member `{}` is already defined at {first}", n.value),
+                );
+            }
+        }
+        let hostname = t.str(cx, "hostname");
+        let classes = t.str_list(cx, "classes").unwrap_or_default();
+        for c in &classes {
+            check_name(cx, c, &t.field("classes"));
+        }
+        let mut addresses = Vec::new();
+        if let Some(v) = t.value("addresses") {
+            let field = t.field("addresses");
+            for (i, a) in tables(cx, v, &field) {
+                let mut a = a;
+                let ip = a
+                    .req_str(cx, "ip")
+                    .and_then(|s| parse_ip(cx, &s, &a.field("ip")));
+                let role = a.req_str(cx, "role").and_then(|s| {
+                    one_of(
+                        cx,
+                        &s,
+                        &a.field("role"),
+                        &[
+                            ("boot", AddressRole::Boot),
+                            ("standby", AddressRole::Standby),
+                            ("service", AddressRole::Service),
+                        ],
+                    )
+                });
+                a.finish(cx);
+                let _ = i;
+                if let (Some(ip), Some(role)) = (ip, role) {
+                    addresses.push(Address { ip, role });
+                }
+            }
+        }
+        t.finish(cx);
+        if let Some(n) = name {
+            self.member_origins.push(origin);
+            self.cluster.members.push(Member {
+                name: n.value.to_string(),
+                hostname: hostname.map_or_else(|| n.value.to_string(), |h| h.value.to_string()),
+                classes: classes.iter().map(|c| c.value.to_string()).collect(),
+                addresses,
+            });
+        }
+    }
+
+    fn read_package(&mut self, cx: &mut Cx<'_>, mut t: Table<'_, '_>, _i: usize) {
+        let origin = cx.origin(&t.span);
+        let name = t.req_str(cx, "name");
+        if let Some(n) = &name {
+            check_name(cx, n, &t.field("name"));
+            if let Some(i) = self.cluster.packages.iter().position(|p| p.name == n.value) {
+                let first = &self.package_origins[i];
+                cx.error(
+                    &n.span,
+                    &t.field("name"),
+                    format!("package `{}` is already defined at {first}", n.value),
+                );
+            }
+        }
+        let hostname = t.req_str(cx, "hostname");
+        let ip = t
+            .req_str(cx, "ip")
+            .and_then(|s| parse_ip(cx, &s, &t.field("ip")));
+        if !t.has("members") {
+            t.missing(cx, "members");
+        }
+        let members = t.str_list(cx, "members");
+        if let Some(m) = &members
+            && m.is_empty()
+        {
+            cx.error(
+                &t.span,
+                &t.field("members"),
+                "a package needs at least one member",
+            );
+        }
+        let configuration = t.req_str(cx, "configuration").and_then(|s| {
+            one_of(
+                cx,
+                &s,
+                &t.field("configuration"),
+                &[
+                    ("cascading", Configuration::Cascading),
+                    ("rotating", Configuration::Rotating),
+                    ("one-sided", Configuration::OneSided),
+                    ("mutual", Configuration::Mutual),
+                ],
+            )
+        });
+        let members_field = t.field("members");
+        t.finish(cx);
+        let (Some(n), Some(hostname), Some(ip), Some(members), Some(configuration)) =
+            (name, hostname, ip, members, configuration)
+        else {
+            return;
+        };
+        let mut seen = HashSet::new();
+        let mut refs = Vec::new();
+        for m in &members {
+            if !seen.insert(m.value) {
+                cx.error(
+                    &m.span,
+                    &members_field,
+                    format!("member `{}` is listed twice", m.value),
+                );
+            }
+            refs.push((m.value.to_string(), cx.origin(&m.span)));
+        }
+        self.package_member_refs
+            .push((self.cluster.packages.len(), refs));
+        self.package_origins.push(origin);
+        self.cluster.packages.push(Package {
+            name: n.value.to_string(),
+            hostname: hostname.value.to_string(),
+            ip,
+            members: members.iter().map(|m| m.value.to_string()).collect(),
+            configuration,
+        });
+    }
+
+    fn read_value(&mut self, cx: &mut Cx<'_>, mut t: Table<'_, '_>, _i: usize) {
+        let origin = cx.origin(&t.span);
+        let name = t.req_str(cx, "name");
+        if let Some(n) = &name {
+            check_name(cx, n, &t.field("name"));
+            if ["member", "hostname", "cluster", "fact", "package"].contains(&n.value) {
+                cx.error(
+                    &n.span,
+                    &t.field("name"),
+                    format!("`{}` is a built-in reference; choose another name", n.value),
+                );
+            }
+            if let Some(v) = self.values.iter().find(|v| v.name == n.value) {
+                cx.error(
+                    &n.span,
+                    &t.field("name"),
+                    format!("value `{}` is already defined at {}", n.value, v.origin),
+                );
+            }
+        }
+        let kind = match (t.has("addresses"), t.has("text")) {
+            (true, false) => {
+                let select = t.str(cx, "addresses").and_then(|s| {
+                    one_of(
+                        cx,
+                        &s,
+                        &t.field("addresses"),
+                        &[
+                            ("all", AddressSelect::All),
+                            ("non-service", AddressSelect::NonService),
+                            ("service", AddressSelect::Service),
+                            ("boot", AddressSelect::Boot),
+                            ("standby", AddressSelect::Standby),
+                        ],
+                    )
+                });
+                let separator = t
+                    .str(cx, "separator")
+                    .map_or_else(|| ":".to_string(), |s| s.value.to_string());
+                let max_items = t.u32(cx, "max_items");
+                select.map(|select| ValueKind::Addresses {
+                    select,
+                    separator,
+                    max_items,
+                })
+            }
+            (false, true) => self.template(cx, &mut t, "text").map(ValueKind::Text),
+            _ => {
+                cx.error(
+                    &t.span,
+                    &t.path,
+                    "a value needs exactly one of `addresses` or `text`",
+                );
+                t.value("addresses");
+                t.value("text");
+                None
+            }
+        };
+        t.finish(cx);
+        if let (Some(n), Some(kind)) = (name, kind) {
+            self.values.push(Value {
+                name: n.value.to_string(),
+                kind,
+                origin,
+            });
+        }
+    }
+
+    fn read_promise(&mut self, cx: &mut Cx<'_>, ty: &str, mut t: Table<'_, '_>, _i: usize) {
+        let origin = cx.origin(&t.span);
+        let name = t.str(cx, "name");
+        let _comment = t.str(cx, "comment");
+        let when = t
+            .str(cx, "when")
+            .and_then(|w| self.condition(cx, &w, &t.field("when")));
+        let kind = match ty {
+            "file" => self.file(cx, &mut t).map(PromiseKind::File),
+            "line" => self.line(cx, &mut t).map(PromiseKind::Line),
+            "setting" => self.setting(cx, &mut t).map(PromiseKind::Setting),
+            "link" => self.link(cx, &mut t).map(PromiseKind::Link),
+            "dir" => self.dir(cx, &mut t).map(PromiseKind::Dir),
+            "absent" => self.absent(cx, &mut t).map(PromiseKind::Absent),
+            "command" => self.command(cx, &mut t).map(PromiseKind::Command),
+            "hostname" => self.hostname(cx, &mut t).map(PromiseKind::Hostname),
+            _ => self.copy(cx, &mut t).map(PromiseKind::Copy),
+        };
+        let table_path = t.path.clone();
+        t.finish(cx);
+        let Some(kind) = kind else { return };
+        let id = match name {
+            Some(n) => {
+                if n.value.trim().is_empty() {
+                    cx.error(
+                        &n.span,
+                        &format!("{table_path}.name"),
+                        "a promise's name must not be empty",
+                    );
+                }
+                n.value.to_string()
+            }
+            None => default_id(&kind),
+        };
+        if let PromiseKind::Command(c) = &kind
+            && !c.is_guarded()
+        {
+            self.unguarded.push(self.promises.len());
+        }
+        self.promises.push(Promise {
+            id,
+            origin,
+            when,
+            kind,
+        });
+    }
+
+    fn file(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<FilePromise> {
+        let path = req_path(cx, t, "path");
+        let template = t.bool(cx, "template").unwrap_or(false);
+        let content = match (t.has("content"), t.has("source")) {
+            (true, false) => {
+                let c = t.str(cx, "content")?;
+                if template {
+                    self.template_str(cx, &c, &t.field("content"))
+                        .map(Content::Text)
+                } else {
+                    Some(Content::Bytes(c.value.as_bytes().to_vec()))
+                }
+            }
+            (false, true) => {
+                let s = t.str(cx, "source")?;
+                let bytes = self.source_file(cx, &s, &t.field("source"))?;
+                if template {
+                    match String::from_utf8(bytes) {
+                        Ok(text) => match Template::parse(&text) {
+                            Ok(tpl) => {
+                                self.template_refs(cx, &tpl, &s.span, &t.field("source"));
+                                Some(Content::Text(tpl))
+                            }
+                            Err(e) => {
+                                cx.error(
+                                    &s.span,
+                                    &t.field("source"),
+                                    format!("in {}: {}", s.value, e.message),
+                                );
+                                None
+                            }
+                        },
+                        Err(_) => {
+                            cx.error(
+                                &s.span,
+                                &t.field("source"),
+                                "a template source must be UTF-8 text",
+                            );
+                            None
+                        }
+                    }
+                } else {
+                    Some(Content::Bytes(bytes))
+                }
+            }
+            _ => {
+                t.value("content");
+                t.value("source");
+                cx.error(
+                    &t.span,
+                    &t.path,
+                    "a file promise needs exactly one of `content` or `source`",
+                );
+                None
+            }
+        };
+        let perms = perms(cx, t);
+        Some(FilePromise {
+            path: path?,
+            content: content?,
+            perms: perms?,
+        })
+    }
+
+    fn line(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<LinePromise> {
+        let file = req_path(cx, t, "file");
+        let line = self.template(cx, t, "line");
+        if let Some(l) = t.str(cx, "line").filter(|l| l.value.contains('\n')) {
+            cx.error(
+                &l.span,
+                &t.field("line"),
+                "a line must not contain a newline",
+            );
+        }
+        let matches = t.str(cx, "match").and_then(|m| match Regex::new(m.value) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                cx.error(
+                    &m.span,
+                    &t.field("match"),
+                    format!("invalid regular expression: {}", first_line(&e.to_string())),
+                );
+                None
+            }
+        });
+        let state = t
+            .str(cx, "state")
+            .map(|s| {
+                one_of(
+                    cx,
+                    &s,
+                    &t.field("state"),
+                    &[
+                        ("present", LineState::Present),
+                        ("absent", LineState::Absent),
+                    ],
+                )
+            })
+            .unwrap_or(Some(LineState::Present));
+        let create = t.bool(cx, "create").unwrap_or(true);
+        Some(LinePromise {
+            file: file?,
+            line: line?,
+            matches,
+            state: state?,
+            create,
+        })
+    }
+
+    fn setting(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<SettingPromise> {
+        let file = req_path(cx, t, "file");
+        let key = t.req_str(cx, "key").and_then(|k| {
+            let ok = !k.value.is_empty()
+                && !k.value.starts_with(|c: char| c.is_ascii_digit())
+                && k.value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if ok {
+                Some(k.value.to_string())
+            } else {
+                cx.error(
+                    &k.span,
+                    &t.field("key"),
+                    "a key is letters, digits and `_`, not starting with a digit",
+                );
+                None
+            }
+        });
+        let value = self.template(cx, t, "value");
+        if let Some(v) = t.str(cx, "value").filter(|v| v.value.contains('\n')) {
+            cx.error(
+                &v.span,
+                &t.field("value"),
+                "a value must not contain a newline",
+            );
+        }
+        let style = t
+            .str(cx, "style")
+            .map(|s| {
+                one_of(
+                    cx,
+                    &s,
+                    &t.field("style"),
+                    &[("env", SettingStyle::Env), ("shell", SettingStyle::Shell)],
+                )
+            })
+            .unwrap_or(Some(SettingStyle::Env));
+        let create = t.bool(cx, "create").unwrap_or(true);
+        Some(SettingPromise {
+            file: file?,
+            key: key?,
+            value: value?,
+            style: style?,
+            create,
+        })
+    }
+
+    fn link(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<LinkPromise> {
+        let path = req_path(cx, t, "path");
+        let target = self.template(cx, t, "target");
+        if let Some(s) = t
+            .str(cx, "target")
+            .filter(|s| s.value.is_empty() || s.value.contains('\0'))
+        {
+            cx.error(
+                &s.span,
+                &t.field("target"),
+                "a link target must be non-empty and contain no NUL",
+            );
+        }
+        let force = t.bool(cx, "force").unwrap_or(false);
+        if path.as_ref().is_some_and(|p| p.as_path() == Path::new("/")) {
+            cx.error(&t.span, &t.field("path"), "`/` cannot be a link");
+            return None;
+        }
+        Some(LinkPromise {
+            path: path?,
+            target: target?,
+            force,
+        })
+    }
+
+    fn dir(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<DirPromise> {
+        let path = req_path(cx, t, "path");
+        let perms = perms(cx, t);
+        Some(DirPromise {
+            path: path?,
+            perms: perms?,
+        })
+    }
+
+    fn absent(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<AbsentPromise> {
+        if !t.has("paths") {
+            t.missing(cx, "paths");
+        }
+        let list = t.str_list(cx, "paths")?;
+        let field = t.field("paths");
+        if list.is_empty() {
+            cx.error(&t.span, &field, "list at least one path");
+        }
+        let mut paths = Vec::new();
+        let mut ok = true;
+        for s in &list {
+            match AbsPath::parse(s.value) {
+                Ok(p) if p.as_path() == Path::new("/") => {
+                    cx.error(&s.span, &field, "`/` can never be absent");
+                    ok = false;
+                }
+                Ok(p) => {
+                    if let Err(e) = glob::Pattern::new(s.value) {
+                        cx.error(&s.span, &field, format!("invalid glob: {}", e.msg));
+                        ok = false;
+                    }
+                    paths.push(p);
+                }
+                Err(e) => {
+                    cx.error(&s.span, &field, e);
+                    ok = false;
+                }
+            }
+        }
+        let recursive = t.bool(cx, "recursive").unwrap_or(false);
+        ok.then_some(AbsentPromise { paths, recursive })
+    }
+
+    fn command(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<CommandPromise> {
+        let program = match (t.has("argv"), t.has("shell")) {
+            (true, false) => self.argv(cx, t, "argv").map(Program::Argv),
+            (false, true) => self.template(cx, t, "shell").map(Program::Shell),
+            _ => {
+                t.value("argv");
+                t.value("shell");
+                cx.error(
+                    &t.span,
+                    &t.path,
+                    "a command needs exactly one of `argv` or `shell`",
+                );
+                None
+            }
+        };
+        let timeout = match t.str(cx, "timeout") {
+            Some(s) => match parse_duration(s.value) {
+                Some(d) if !d.is_zero() => Some(d),
+                _ => {
+                    cx.error(
+                        &s.span,
+                        &t.field("timeout"),
+                        "expected a duration such as \"30s\", \"5m\", \"1h\" or \"500ms\"",
+                    );
+                    None
+                }
+            },
+            None => Some(Duration::from_secs(60)),
+        };
+        let mut env = BTreeMap::new();
+        if let Some(e) = t.table(cx, "env") {
+            for (k, v) in e.entries() {
+                let field = e.field(k.value);
+                if k.value.is_empty() || k.value.contains(['=', '\0']) {
+                    cx.error(
+                        &k.span,
+                        &field,
+                        "an environment name must be non-empty, without `=` or NUL",
+                    );
+                    continue;
+                }
+                match v.value {
+                    DeValue::String(s) => {
+                        if let Some(tpl) = self.template_str(
+                            cx,
+                            &Str {
+                                value: s.as_ref(),
+                                span: v.span.clone(),
+                            },
+                            &field,
+                        ) {
+                            env.insert(k.value.to_string(), tpl);
+                        }
+                    }
+                    other => cx.error(
+                        &v.span,
+                        &field,
+                        format!("expected a string, found {}", other.type_str()),
+                    ),
+                }
+            }
+        }
+        let cwd = opt_path(cx, t, "cwd");
+        let unless = if t.has("unless") {
+            Some(self.argv(cx, t, "unless")?)
+        } else {
+            None
+        };
+        let onlyif = if t.has("onlyif") {
+            Some(self.argv(cx, t, "onlyif")?)
+        } else {
+            None
+        };
+        let creates = opt_path(cx, t, "creates");
+        Some(CommandPromise {
+            program: program?,
+            timeout: timeout?,
+            env,
+            cwd: cwd?,
+            unless,
+            onlyif,
+            creates: creates?,
+        })
+    }
+
+    fn hostname(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<HostnamePromise> {
+        let name = self.template(cx, t, "name");
+        let persist = t.bool(cx, "persist").unwrap_or(true);
+        Some(HostnamePromise {
+            name: name?,
+            persist,
+        })
+    }
+
+    fn copy(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<CopyPromise> {
+        let from = req_path(cx, t, "from");
+        let to = req_path(cx, t, "to");
+        let purge = t.bool(cx, "purge").unwrap_or(false);
+        let (from, to) = (from?, to?);
+        if from.starts_with(&to) || to.starts_with(&from) {
+            cx.error(
+                &t.span,
+                &t.field("to"),
+                "`from` and `to` must not contain each other",
+            );
+            return None;
+        }
+        Some(CopyPromise { from, to, purge })
+    }
+
+    fn argv(
+        &mut self,
+        cx: &mut Cx<'_>,
+        t: &mut Table<'_, '_>,
+        key: &'static str,
+    ) -> Option<Vec<Template>> {
+        let list = t.str_list(cx, key)?;
+        let field = t.field(key);
+        if list.is_empty() {
+            cx.error(
+                &t.span,
+                &field,
+                "an argument vector needs at least the program",
+            );
+            return None;
+        }
+        let mut out = Vec::with_capacity(list.len());
+        for s in &list {
+            out.push(self.template_str(cx, s, &field)?);
+        }
+        Some(out)
+    }
+
+    /// A required template field.
+    fn template(
+        &mut self,
+        cx: &mut Cx<'_>,
+        t: &mut Table<'_, '_>,
+        key: &'static str,
+    ) -> Option<Template> {
+        let s = t.req_str(cx, key)?;
+        self.template_str(cx, &s, &t.field(key))
+    }
+
+    fn template_str(&mut self, cx: &mut Cx<'_>, s: &Str<'_>, field: &str) -> Option<Template> {
+        match Template::parse(s.value) {
+            Ok(t) => {
+                self.template_refs(cx, &t, &s.span, field);
+                Some(t)
+            }
+            Err(e) => {
+                cx.error(&inner_span(&s.span, e.offset), field, e.message);
+                None
+            }
+        }
+    }
+
+    fn template_refs(
+        &mut self,
+        cx: &mut Cx<'_>,
+        t: &Template,
+        span: &std::ops::Range<usize>,
+        field: &str,
+    ) {
+        for (r, offset) in t.refs() {
+            let (kind, name) = match r {
+                Ref::PackageHostname(p) | Ref::PackageIp(p) => (NameKind::Package, p),
+                Ref::Value(v) => (NameKind::Value, v),
+                _ => continue,
+            };
+            self.refs.push(NameRef {
+                kind,
+                name: name.clone(),
+                origin: cx.origin(&inner_span(span, offset)),
+                field: field.to_string(),
+            });
+        }
+    }
+
+    fn condition(&mut self, cx: &mut Cx<'_>, w: &Str<'_>, field: &str) -> Option<Condition> {
+        match Condition::parse(w.value) {
+            Ok(c) => {
+                for a in c.atoms() {
+                    let (kind, name) = match a {
+                        Atom::Member(m) => (NameKind::Member, m),
+                        Atom::Holds(p) | Atom::Owner(p) | Atom::Standby(p) => {
+                            (NameKind::Package, p)
+                        }
+                        Atom::Class(_) => continue,
+                    };
+                    self.refs.push(NameRef {
+                        kind,
+                        name: name.clone(),
+                        origin: cx.origin(&w.span),
+                        field: field.to_string(),
+                    });
+                }
+                Some(c)
+            }
+            Err(e) => {
+                cx.error(&inner_span(&w.span, e.offset), field, e.message);
+                None
+            }
+        }
+    }
+
+    fn source_file(&mut self, cx: &mut Cx<'_>, s: &Str<'_>, field: &str) -> Option<Vec<u8>> {
+        let rel = Path::new(s.value);
+        let safe =
+            !s.value.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
+        if !safe {
+            cx.error(
+                &s.span,
+                field,
+                format!(
+                    "`{}` must be a relative path inside `{FILES_DIR}/`, without `..`",
+                    s.value
+                ),
+            );
+            return None;
+        }
+        let path = self.tree.join(FILES_DIR).join(rel);
+        match std::fs::read(&path) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                cx.error(
+                    &s.span,
+                    field,
+                    format!("cannot read {FILES_DIR}/{}: {e}", s.value),
+                );
+                None
+            }
+        }
+    }
+
+    /// Cross-file checks: names that refer to members, packages and values; conflicts; warnings.
+    fn check(&mut self, diags: &mut Diagnostics) {
+        let members: HashSet<&str> = self
+            .cluster
+            .members
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        let packages: HashSet<&str> = self
+            .cluster
+            .packages
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        let values: HashSet<&str> = self.values.iter().map(|v| v.name.as_str()).collect();
+        for r in &self.refs {
+            let (set, what) = match r.kind {
+                NameKind::Member => (&members, "member"),
+                NameKind::Package => (&packages, "package"),
+                NameKind::Value => (&values, "value"),
+            };
+            if !set.contains(r.name.as_str()) {
+                diags.error(
+                    r.origin.clone(),
+                    &r.field,
+                    format!("unknown {what} `{}`", r.name),
+                );
+            }
+        }
+        for (_, refs) in &self.package_member_refs {
+            for (m, origin) in refs {
+                if !members.contains(m.as_str()) {
+                    diags.error(
+                        origin.clone(),
+                        "package.members",
+                        format!("unknown member `{m}`"),
+                    );
+                }
+            }
+        }
+        let mut seen_ids: HashMap<&str, &Origin> = HashMap::new();
+        for p in &self.promises {
+            if let Some(first) = seen_ids.insert(&p.id, &p.origin) {
+                diags.error(
+                    p.origin.clone(),
+                    "name",
+                    format!("promise `{}` is already defined at {first}", p.id),
+                );
+            }
+        }
+        for &i in &self.unguarded {
+            let p = &self.promises[i];
+            diags.warning(
+                p.origin.clone(),
+                "command",
+                "no `unless`, `onlyif` or `creates`: it runs, and counts as repaired, on every run",
+            );
+        }
+        conflict::check(&self.promises, diags);
+    }
+}
+
+/// Each table of an array of tables, with its field path; reports anything else.
+fn tables<'a, 'i>(cx: &mut Cx<'_>, v: Val<'a, 'i>, name: &str) -> Vec<(usize, Table<'a, 'i>)> {
+    let DeValue::Array(items) = v.value else {
+        let hint = if v.value.is_table() {
+            format!("; write `[[{name}]]` for each entry")
+        } else {
+            String::new()
+        };
+        cx.error(
+            &v.span,
+            name,
+            format!(
+                "expected an array of tables, found {}{hint}",
+                v.value.type_str()
+            ),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item.get_ref() {
+            DeValue::Table(t) => out.push((i, Table::new(t, item.span(), format!("{name}[{i}]")))),
+            other => cx.error(
+                &item.span(),
+                &format!("{name}[{i}]"),
+                format!("expected a table, found {}", other.type_str()),
+            ),
+        }
+    }
+    out
+}
+
+fn req_path(cx: &mut Cx<'_>, t: &mut Table<'_, '_>, key: &'static str) -> Option<AbsPath> {
+    let s = t.req_str(cx, key)?;
+    match AbsPath::parse(s.value) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            cx.error(&s.span, &t.field(key), e);
+            None
+        }
+    }
+}
+
+/// `Some(None)` when absent, `None` when present but invalid.
+fn opt_path(cx: &mut Cx<'_>, t: &mut Table<'_, '_>, key: &'static str) -> Option<Option<AbsPath>> {
+    if !t.has(key) {
+        t.value(key);
+        return Some(None);
+    }
+    req_path(cx, t, key).map(Some)
+}
+
+fn perms(cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<Perms> {
+    let mut ok = true;
+    let mode = t.str(cx, "mode").and_then(|m| match Mode::parse(m.value) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            cx.error(&m.span, &t.field("mode"), e);
+            ok = false;
+            None
+        }
+    });
+    if let Some(v) = t.value("mode").filter(|v| v.value.is_integer()) {
+        cx.error(
+            &v.span,
+            &t.field("mode"),
+            "write the mode as a string, such as \"0644\" (a TOML integer is decimal)",
+        );
+    }
+    let owner = t.str(cx, "owner").map(|o| Owner::parse(o.value));
+    let group = t.str(cx, "group").map(|g| Owner::parse(g.value));
+    ok.then_some(Perms { mode, owner, group })
+}
+
+fn parse_ip(cx: &mut Cx<'_>, s: &Str<'_>, field: &str) -> Option<IpAddr> {
+    match s.value.parse() {
+        Ok(ip) => Some(ip),
+        Err(_) => {
+            cx.error(
+                &s.span,
+                field,
+                format!("`{}` is not an IP address", s.value),
+            );
+            None
+        }
+    }
+}
+
+fn one_of<T: Copy>(cx: &mut Cx<'_>, s: &Str<'_>, field: &str, choices: &[(&str, T)]) -> Option<T> {
+    if let Some((_, v)) = choices.iter().find(|(n, _)| *n == s.value) {
+        return Some(*v);
+    }
+    let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+    cx.error(
+        &s.span,
+        field,
+        format!("`{}` is not one of {}", s.value, names.join(", ")),
+    );
+    None
+}
+
+fn check_name(cx: &mut Cx<'_>, s: &Str<'_>, field: &str) {
+    let ok = s
+        .value
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !ok {
+        cx.error(
+            &s.span,
+            field,
+            format!(
+                "`{}` is not a valid name: use letters, digits, `-`, `_` and `.`",
+                s.value
+            ),
+        );
+    }
+}
+
+/// The span of a byte offset inside a basic string value (after its opening quote).
+/// Escapes before the offset shift it slightly; the line is always right.
+fn inner_span(span: &std::ops::Range<usize>, offset: usize) -> std::ops::Range<usize> {
+    let start = span.start + 1 + offset;
+    start..start
+}
+
+/// Parses `"30s"`, `"5m"`, `"1h"`, `"500ms"`.
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let n: u64 = s[..split].parse().ok()?;
+    match &s[split..] {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
+        _ => None,
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .last()
+        .unwrap_or(s)
+        .trim()
+        .to_string()
+}
+
+fn default_id(kind: &PromiseKind) -> String {
+    let ty = kind.type_name();
+    match kind {
+        PromiseKind::File(p) => format!("{ty}:{}", p.path),
+        PromiseKind::Line(p) => format!(
+            "{ty}:{}:{}",
+            p.file,
+            p.line
+                .render(&mut |r| Ok::<_, ()>(r.to_string()))
+                .unwrap_or_default()
+        ),
+        PromiseKind::Setting(p) => format!("{ty}:{}:{}", p.file, p.key),
+        PromiseKind::Link(p) => format!("{ty}:{}", p.path),
+        PromiseKind::Dir(p) => format!("{ty}:{}", p.path),
+        PromiseKind::Absent(p) => match p.paths.as_slice() {
+            [one] => format!("{ty}:{one}"),
+            [first, rest @ ..] => format!("{ty}:{first} (+{} more)", rest.len()),
+            [] => ty.to_string(),
+        },
+        PromiseKind::Command(p) => {
+            let prog = match &p.program {
+                Program::Argv(a) => a
+                    .first()
+                    .and_then(|t| t.render(&mut |r| Ok::<_, ()>(r.to_string())).ok())
+                    .unwrap_or_default(),
+                Program::Shell(s) => s
+                    .render(&mut |r| Ok::<_, ()>(r.to_string()))
+                    .unwrap_or_default(),
+            };
+            format!("{ty}:{prog}")
+        }
+        PromiseKind::Hostname(_) => ty.to_string(),
+        PromiseKind::Copy(p) => format!("{ty}:{}", p.to),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("m"), None);
+        assert_eq!(parse_duration("5 days"), None);
+    }
+}

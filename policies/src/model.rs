@@ -1,0 +1,591 @@
+//! The validated policy: what the agent converges. Built only by [`crate::load`].
+//!
+//! Promise types are generic over `S`, the type of their text fields: a loaded
+//! policy holds [`Template`]s, and [`crate::Policy::resolve`] turns them into the
+//! `String`s a member converges to, so the engine never sees an unexpanded `${...}`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use regex::Regex;
+
+use crate::cond::Condition;
+use crate::diag::Origin;
+use crate::template::Template;
+
+/// The cluster this policy tree describes.
+#[derive(Debug, Clone, Default)]
+pub struct Cluster {
+    /// The cluster's name (`${cluster}`); empty when the tree has no `[cluster]`.
+    pub name: String,
+    /// The package that hosts the policy server, if named.
+    pub policy_server: Option<String>,
+    /// Members in declaration order.
+    pub members: Vec<Member>,
+    /// Packages in declaration order.
+    pub packages: Vec<Package>,
+}
+
+impl Cluster {
+    /// The member with this name.
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.name == name)
+    }
+
+    /// The package with this name.
+    pub fn package(&self, name: &str) -> Option<&Package> {
+        self.packages.iter().find(|p| p.name == name)
+    }
+
+    /// Every service address of the cluster: package addresses and member addresses with role `service`.
+    pub fn service_addresses(&self) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = self.packages.iter().map(|p| p.ip).collect();
+        for m in &self.members {
+            out.extend(
+                m.addresses
+                    .iter()
+                    .filter(|a| a.role == AddressRole::Service)
+                    .map(|a| a.ip),
+            );
+        }
+        out
+    }
+}
+
+/// A member of the cluster.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// The member's name.
+    pub name: String,
+    /// Its hostname (defaults to the name).
+    pub hostname: String,
+    /// Classes it belongs to.
+    pub classes: Vec<String>,
+    /// Its addresses with their role.
+    pub addresses: Vec<Address>,
+}
+
+/// An address of a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Address {
+    /// The address.
+    pub ip: IpAddr,
+    /// What it is for.
+    pub role: AddressRole,
+}
+
+/// The role of a member's address, in HACMP's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressRole {
+    /// The address the member boots with.
+    Boot,
+    /// A standby adapter's address.
+    Standby,
+    /// A service address (one that moves with a package).
+    Service,
+}
+
+/// A package: a relocatable name and address and the members that may run it.
+#[derive(Debug, Clone)]
+pub struct Package {
+    /// The package's name.
+    pub name: String,
+    /// The relocatable hostname.
+    pub hostname: String,
+    /// The relocatable address.
+    pub ip: IpAddr,
+    /// Members in priority order; the first is the owner.
+    pub members: Vec<String>,
+    /// How the cluster moves it.
+    pub configuration: Configuration,
+}
+
+/// The cluster configuration of a package (HACMP's terms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Configuration {
+    /// Hot standby with cascading resources: the owner takes the package back when it returns.
+    Cascading,
+    /// Hot standby with rotating resources: no reintegration.
+    Rotating,
+    /// One-sided takeover.
+    OneSided,
+    /// Mutual takeover: each member runs its own package and takes over the other's.
+    Mutual,
+}
+
+/// A computed value, declared with `[[value]]` and referenced as `${name}`.
+#[derive(Debug, Clone)]
+pub struct Value {
+    /// The name used in `${...}`.
+    pub name: String,
+    /// How it is computed.
+    pub kind: ValueKind,
+    /// Where it was declared.
+    pub origin: Origin,
+}
+
+/// How a value is computed.
+#[derive(Debug, Clone)]
+pub enum ValueKind {
+    /// A list of this member's addresses, joined.
+    Addresses {
+        /// Which addresses.
+        select: AddressSelect,
+        /// What goes between two addresses.
+        separator: String,
+        /// At most this many; the rest are dropped with a warning.
+        max_items: Option<u32>,
+    },
+    /// A template.
+    Text(Template),
+}
+
+/// Which of this member's addresses a value lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressSelect {
+    /// Every address.
+    All,
+    /// Those that are no package's service address (the seed's `RPC_UNSUPPORTED_NETADDRS`).
+    NonService,
+    /// Service addresses only.
+    Service,
+    /// Boot addresses from the cluster config.
+    Boot,
+    /// Standby addresses from the cluster config.
+    Standby,
+}
+
+/// An absolute, normalised path as written in the policy (no `.`, `..`, `//`, NUL).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AbsPath(PathBuf);
+
+impl AbsPath {
+    /// Checks that `s` is absolute and normalised.
+    pub fn parse(s: &str) -> Result<Self, &'static str> {
+        if s.contains('\0') {
+            return Err("path contains a NUL byte");
+        }
+        if !s.starts_with('/') {
+            return Err("path must be absolute");
+        }
+        if s.len() > 1 && s.ends_with('/') {
+            return Err("path must not end with `/`");
+        }
+        if s.contains("//") {
+            return Err("path must not contain `//`");
+        }
+        for c in Path::new(s).components() {
+            match c {
+                Component::ParentDir => return Err("path must not contain `..`"),
+                Component::CurDir => return Err("path must not contain `.`"),
+                _ => {}
+            }
+        }
+        if s.split('/').any(|c| c == ".") {
+            return Err("path must not contain `.`");
+        }
+        Ok(Self(PathBuf::from(s)))
+    }
+
+    /// The path as written.
+    pub fn as_path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The path without its leading `/`, for joining beneath a root.
+    pub fn relative(&self) -> &Path {
+        self.0.strip_prefix("/").unwrap_or(&self.0)
+    }
+
+    /// Whether `self` is `other` or lies beneath it.
+    pub fn starts_with(&self, other: &AbsPath) -> bool {
+        self.0.starts_with(&other.0)
+    }
+}
+
+impl fmt::Display for AbsPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.display().fmt(f)
+    }
+}
+
+/// A file mode's permission bits (at most `0o7777`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode(pub u32);
+
+impl Mode {
+    /// Parses an octal string such as `"0644"` or `"755"`.
+    pub fn parse(s: &str) -> Result<Self, &'static str> {
+        let digits = s.strip_prefix("0o").unwrap_or(s);
+        if digits.is_empty() || digits.len() > 5 {
+            return Err("mode must be octal, such as \"0644\"");
+        }
+        match u32::from_str_radix(digits, 8) {
+            Ok(m) if m <= 0o7777 => Ok(Self(m)),
+            Ok(_) => Err("mode must be at most 07777"),
+            Err(_) => Err("mode must be octal, such as \"0644\""),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+/// An owner or group: a name looked up on the member, or a number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// Looked up in the member's user or group database.
+    Name(String),
+    /// Used as is.
+    Id(u32),
+}
+
+impl Owner {
+    pub(crate) fn parse(s: &str) -> Self {
+        s.parse()
+            .map_or_else(|_| Self::Name(s.to_string()), Self::Id)
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Name(n) => f.write_str(n),
+            Self::Id(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+/// Mode, owner and group a promise asks for; `None` leaves that attribute alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Perms {
+    /// Permission bits.
+    pub mode: Option<Mode>,
+    /// Owning user.
+    pub owner: Option<Owner>,
+    /// Owning group.
+    pub group: Option<Owner>,
+}
+
+/// One promise about one target.
+#[derive(Debug, Clone)]
+pub struct Promise<S = Template> {
+    /// Its id in reports: the `name` field, or `TYPE:TARGET`.
+    pub id: String,
+    /// Where it was written.
+    pub origin: Origin,
+    /// Where it applies; `None` is everywhere.
+    pub when: Option<Condition>,
+    /// What it promises.
+    pub kind: PromiseKind<S>,
+}
+
+/// The closed set of promise types.
+#[derive(Debug, Clone)]
+pub enum PromiseKind<S = Template> {
+    /// Exact content.
+    File(FilePromise<S>),
+    /// A line present or absent.
+    Line(LinePromise<S>),
+    /// A `KEY=VALUE` setting.
+    Setting(SettingPromise<S>),
+    /// A symlink.
+    Link(LinkPromise<S>),
+    /// A directory.
+    Dir(DirPromise),
+    /// Paths that must not exist.
+    Absent(AbsentPromise),
+    /// A guarded command.
+    Command(CommandPromise<S>),
+    /// The member's hostname.
+    Hostname(HostnamePromise<S>),
+    /// A local copy.
+    Copy(CopyPromise),
+}
+
+impl<S> PromiseKind<S> {
+    /// The promise type's name as written in TOML.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::File(_) => "file",
+            Self::Line(_) => "line",
+            Self::Setting(_) => "setting",
+            Self::Link(_) => "link",
+            Self::Dir(_) => "dir",
+            Self::Absent(_) => "absent",
+            Self::Command(_) => "command",
+            Self::Hostname(_) => "hostname",
+            Self::Copy(_) => "copy",
+        }
+    }
+}
+
+/// Where a file's content comes from.
+#[derive(Debug, Clone)]
+pub enum Content<S> {
+    /// Given as is (inline, or read from `files/` without templating).
+    Bytes(Vec<u8>),
+    /// A template, expanded per member.
+    Text(S),
+}
+
+/// `[[file]]`: exact content, mode, owner, group.
+#[derive(Debug, Clone)]
+pub struct FilePromise<S = Template> {
+    /// The file.
+    pub path: AbsPath,
+    /// What it must contain.
+    pub content: Content<S>,
+    /// Attributes.
+    pub perms: Perms,
+}
+
+/// Whether a line must be there or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineState {
+    /// The line (or an equivalent one, per `match`) is in the file.
+    Present,
+    /// No line equal to it (or matching `match`) is in the file.
+    Absent,
+}
+
+/// `[[line]]`: one line present or absent in a file.
+#[derive(Debug, Clone)]
+pub struct LinePromise<S = Template> {
+    /// The edited file.
+    pub file: AbsPath,
+    /// The line, without its newline.
+    pub line: S,
+    /// A line matching this counts as the line.
+    pub matches: Option<Regex>,
+    /// Present or absent.
+    pub state: LineState,
+    /// Create the file when missing.
+    pub create: bool,
+}
+
+/// How a setting is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingStyle {
+    /// `KEY=VALUE`, as in /etc/environment.
+    Env,
+    /// `KEY="value"`, as in a shell rc file.
+    Shell,
+}
+
+/// `[[setting]]`: `KEY=VALUE` in a file.
+#[derive(Debug, Clone)]
+pub struct SettingPromise<S = Template> {
+    /// The edited file.
+    pub file: AbsPath,
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: S,
+    /// How the line is written.
+    pub style: SettingStyle,
+    /// Create the file when missing.
+    pub create: bool,
+}
+
+/// `[[link]]`: a symlink and its target.
+#[derive(Debug, Clone)]
+pub struct LinkPromise<S = Template> {
+    /// The link.
+    pub path: AbsPath,
+    /// Where it points, as written (absolute targets are re-rooted beneath the root).
+    pub target: S,
+    /// Replace a file or an empty directory in the way.
+    pub force: bool,
+}
+
+/// `[[dir]]`: a directory with mode and owner.
+#[derive(Debug, Clone)]
+pub struct DirPromise {
+    /// The directory.
+    pub path: AbsPath,
+    /// Attributes.
+    pub perms: Perms,
+}
+
+/// `[[absent]]`: paths or globs that must not exist.
+#[derive(Debug, Clone)]
+pub struct AbsentPromise {
+    /// Paths or glob patterns.
+    pub paths: Vec<AbsPath>,
+    /// Remove non-empty directories.
+    pub recursive: bool,
+}
+
+/// What a command runs.
+#[derive(Debug, Clone)]
+pub enum Program<S> {
+    /// An argument vector, run directly.
+    Argv(Vec<S>),
+    /// A script for `/bin/sh -c`.
+    Shell(S),
+}
+
+/// `[[command]]`: a guarded command.
+#[derive(Debug, Clone)]
+pub struct CommandPromise<S = Template> {
+    /// What runs.
+    pub program: Program<S>,
+    /// How long it may run.
+    pub timeout: Duration,
+    /// Extra environment.
+    pub env: BTreeMap<String, S>,
+    /// Working directory.
+    pub cwd: Option<AbsPath>,
+    /// Skip when this exits 0.
+    pub unless: Option<Vec<S>>,
+    /// Run only when this exits 0.
+    pub onlyif: Option<Vec<S>>,
+    /// Skip when this path exists.
+    pub creates: Option<AbsPath>,
+}
+
+impl<S> CommandPromise<S> {
+    /// Whether any guard makes the command idempotent.
+    pub fn is_guarded(&self) -> bool {
+        self.unless.is_some() || self.onlyif.is_some() || self.creates.is_some()
+    }
+}
+
+/// `[[hostname]]`: the member's hostname.
+#[derive(Debug, Clone)]
+pub struct HostnamePromise<S = Template> {
+    /// The hostname.
+    pub name: S,
+    /// Also write `/etc/hostname`.
+    pub persist: bool,
+}
+
+/// `[[copy]]`: a file or tree copied locally.
+#[derive(Debug, Clone)]
+pub struct CopyPromise {
+    /// Source.
+    pub from: AbsPath,
+    /// Destination.
+    pub to: AbsPath,
+    /// Remove files under `to` that `from` lacks.
+    pub purge: bool,
+}
+
+impl<S> Promise<S> {
+    /// Turns every text field into another type, stopping at the first error.
+    pub fn try_map<T, E>(&self, mut f: impl FnMut(&S) -> Result<T, E>) -> Result<Promise<T>, E> {
+        let kind = match &self.kind {
+            PromiseKind::File(p) => PromiseKind::File(FilePromise {
+                path: p.path.clone(),
+                content: match &p.content {
+                    Content::Bytes(b) => Content::Bytes(b.clone()),
+                    Content::Text(t) => Content::Text(f(t)?),
+                },
+                perms: p.perms.clone(),
+            }),
+            PromiseKind::Line(p) => PromiseKind::Line(LinePromise {
+                file: p.file.clone(),
+                line: f(&p.line)?,
+                matches: p.matches.clone(),
+                state: p.state,
+                create: p.create,
+            }),
+            PromiseKind::Setting(p) => PromiseKind::Setting(SettingPromise {
+                file: p.file.clone(),
+                key: p.key.clone(),
+                value: f(&p.value)?,
+                style: p.style,
+                create: p.create,
+            }),
+            PromiseKind::Link(p) => PromiseKind::Link(LinkPromise {
+                path: p.path.clone(),
+                target: f(&p.target)?,
+                force: p.force,
+            }),
+            PromiseKind::Dir(p) => PromiseKind::Dir(p.clone()),
+            PromiseKind::Absent(p) => PromiseKind::Absent(p.clone()),
+            PromiseKind::Command(p) => PromiseKind::Command(CommandPromise {
+                program: match &p.program {
+                    Program::Argv(a) => {
+                        Program::Argv(a.iter().map(&mut f).collect::<Result<_, _>>()?)
+                    }
+                    Program::Shell(s) => Program::Shell(f(s)?),
+                },
+                timeout: p.timeout,
+                env: p
+                    .env
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), f(v)?)))
+                    .collect::<Result<_, _>>()?,
+                cwd: p.cwd.clone(),
+                unless: p
+                    .unless
+                    .as_ref()
+                    .map(|a| a.iter().map(&mut f).collect())
+                    .transpose()?,
+                onlyif: p
+                    .onlyif
+                    .as_ref()
+                    .map(|a| a.iter().map(&mut f).collect())
+                    .transpose()?,
+                creates: p.creates.clone(),
+            }),
+            PromiseKind::Hostname(p) => PromiseKind::Hostname(HostnamePromise {
+                name: f(&p.name)?,
+                persist: p.persist,
+            }),
+            PromiseKind::Copy(p) => PromiseKind::Copy(p.clone()),
+        };
+        Ok(Promise {
+            id: self.id.clone(),
+            origin: self.origin.clone(),
+            when: self.when.clone(),
+            kind,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(s: &str) -> Result<String, &'static str> {
+        AbsPath::parse(s).map(|p| p.to_string())
+    }
+
+    #[test]
+    fn paths_must_be_absolute_and_normalised() {
+        assert_eq!(path("/etc/services"), Ok("/etc/services".to_string()));
+        assert_eq!(path("/"), Ok("/".to_string()));
+        assert_eq!(
+            path("/..."),
+            Ok("/...".to_string()),
+            "DCE's /... is a name, not a parent"
+        );
+        assert_eq!(path("/:"), Ok("/:".to_string()));
+        assert!(path("etc/x").is_err());
+        assert!(path("/etc/../x").is_err());
+        assert!(path("/etc/./x").is_err());
+        assert!(path("/etc//x").is_err());
+        assert!(path("/etc/").is_err());
+        assert!(path("/etc/\0").is_err());
+    }
+
+    #[test]
+    fn modes_are_octal() {
+        assert_eq!(Mode::parse("0644"), Ok(Mode(0o644)));
+        assert_eq!(Mode::parse("755"), Ok(Mode(0o755)));
+        assert_eq!(Mode::parse("4755"), Ok(Mode(0o4755)));
+        assert!(Mode::parse("0988").is_err());
+        assert!(Mode::parse("17777").is_err());
+        assert!(Mode::parse("").is_err());
+        assert_eq!(Mode(0o644).to_string(), "0644");
+    }
+}

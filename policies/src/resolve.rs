@@ -1,0 +1,241 @@
+//! Evaluates a policy for one member: which promises apply, with every template expanded.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use crate::Policy;
+use crate::cond::Atom;
+use crate::diag::Origin;
+use crate::facts::Facts;
+use crate::model::{AddressRole, AddressSelect, Member, Promise, ValueKind};
+use crate::template::Ref;
+
+/// What a policy asks of one member.
+#[derive(Debug)]
+pub struct Resolution {
+    /// The member the facts identify, if any.
+    pub member: Option<String>,
+    /// Promises whose condition holds, in declaration order: expanded, or why not.
+    pub promises: Vec<Result<Promise<String>, Unresolved>>,
+    /// How many promises do not apply to this member.
+    pub skipped: usize,
+    /// Things worth telling the administrator (an unknown member, dropped addresses).
+    pub warnings: Vec<String>,
+}
+
+/// A promise that applies but cannot be expanded here (a fact is missing); it is
+/// reported as blocked.
+#[derive(Debug, Clone)]
+pub struct Unresolved {
+    /// The promise's id.
+    pub id: String,
+    /// Its type name.
+    pub type_name: &'static str,
+    /// Where it was written.
+    pub origin: Origin,
+    /// Why it cannot be expanded.
+    pub reason: String,
+}
+
+/// The facts and cluster config seen from one member.
+struct Scope<'a> {
+    policy: &'a Policy,
+    facts: &'a Facts,
+    member: Option<&'a Member>,
+    classes: BTreeSet<&'a str>,
+    values: HashMap<&'a str, Result<String, String>>,
+}
+
+impl Policy {
+    /// Evaluates this policy for the member described by `facts`.
+    pub fn resolve(&self, facts: &Facts) -> Resolution {
+        let mut warnings = Vec::new();
+        let cluster = &self.cluster;
+        let member = match &facts.member {
+            Some(name) => {
+                let m = cluster.member(name);
+                if m.is_none() {
+                    warnings.push(format!("member `{name}` is not in the cluster config"));
+                }
+                m
+            }
+            None => {
+                let short = facts.hostname.split('.').next().unwrap_or_default();
+                let m = cluster.members.iter().find(|m| {
+                    m.name == facts.hostname
+                        || m.hostname == facts.hostname
+                        || (!short.is_empty() && m.name == short)
+                });
+                if m.is_none() && !cluster.members.is_empty() {
+                    warnings.push(format!(
+                        "host `{}` is not a member of cluster `{}`; pass --fact member=NAME to say which it is",
+                        facts.hostname, cluster.name
+                    ));
+                }
+                m
+            }
+        };
+        let mut classes: BTreeSet<&str> = facts.classes.iter().map(String::as_str).collect();
+        if let Some(m) = member {
+            classes.extend(m.classes.iter().map(String::as_str));
+        }
+        let mut scope = Scope {
+            policy: self,
+            facts,
+            member,
+            classes,
+            values: HashMap::new(),
+        };
+        for v in &self.values {
+            let computed = scope.compute(&v.kind, &v.name, &mut warnings);
+            scope.values.insert(&v.name, computed);
+        }
+        let mut promises = Vec::new();
+        let mut skipped = 0;
+        for p in &self.promises {
+            if !p.when.as_ref().is_none_or(|c| c.eval(&|a| scope.atom(a))) {
+                skipped += 1;
+                continue;
+            }
+            let expanded = p
+                .try_map(|t| t.render(&mut |r| scope.lookup(r)))
+                .map_err(|reason| Unresolved {
+                    id: p.id.clone(),
+                    type_name: p.kind.type_name(),
+                    origin: p.origin.clone(),
+                    reason,
+                });
+            promises.push(expanded);
+        }
+        Resolution {
+            member: member.map(|m| m.name.clone()),
+            promises,
+            skipped,
+            warnings,
+        }
+    }
+}
+
+impl Scope<'_> {
+    fn atom(&self, a: &Atom) -> bool {
+        let me = self.member.map(|m| m.name.as_str());
+        let package = |p: &str| self.policy.cluster.package(p);
+        match a {
+            Atom::Member(m) => me == Some(m.as_str()),
+            Atom::Class(c) => self.classes.contains(c.as_str()),
+            Atom::Holds(p) => match &self.facts.holds {
+                Some(held) => held.contains(p),
+                None => package(p).is_some_and(|p| self.facts.addresses.contains(&p.ip)),
+            },
+            Atom::Owner(p) => package(p)
+                .is_some_and(|p| p.members.first().map(String::as_str) == me && me.is_some()),
+            Atom::Standby(p) => package(p)
+                .is_some_and(|p| me.is_some_and(|me| p.members.iter().skip(1).any(|m| m == me))),
+        }
+    }
+
+    fn lookup(&self, r: &Ref) -> Result<String, String> {
+        let cluster = &self.policy.cluster;
+        match r {
+            Ref::Member => self.member.map(|m| m.name.clone()).ok_or_else(|| {
+                "this host is not a member of the cluster, so ${member} has no value".to_string()
+            }),
+            Ref::Hostname => Ok(self.facts.hostname.clone()),
+            Ref::Cluster => Ok(cluster.name.clone()),
+            Ref::PackageHostname(p) => cluster
+                .package(p)
+                .map(|p| p.hostname.clone())
+                .ok_or_else(|| unknown("package", p)),
+            Ref::PackageIp(p) => cluster
+                .package(p)
+                .map(|p| p.ip.to_string())
+                .ok_or_else(|| unknown("package", p)),
+            Ref::Fact(k) => self
+                .facts
+                .get(k)
+                .ok_or_else(|| format!("fact `{k}` is not known on this member")),
+            Ref::Value(v) => match self.values.get(v.as_str()) {
+                Some(r) => r.clone(),
+                None => Err(format!("value `{v}` is used before it is declared")),
+            },
+        }
+    }
+
+    fn compute(
+        &self,
+        kind: &ValueKind,
+        name: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<String, String> {
+        match kind {
+            ValueKind::Text(t) => t.render(&mut |r| self.lookup(r)),
+            ValueKind::Addresses {
+                select,
+                separator,
+                max_items,
+            } => {
+                let mut picked = self.addresses(*select);
+                if let Some(max) = max_items {
+                    let max = *max as usize;
+                    if picked.len() > max {
+                        let dropped: Vec<String> = picked
+                            .split_off(max)
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect();
+                        warnings.push(format!(
+                            "value `{name}` keeps at most {max} addresses; left out: {}",
+                            dropped.join(", ")
+                        ));
+                    }
+                }
+                Ok(picked
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(separator))
+            }
+        }
+    }
+
+    /// This member's addresses (cluster config first, then the machine's), filtered.
+    fn addresses(&self, select: AddressSelect) -> Vec<IpAddr> {
+        let configured = self
+            .member
+            .map(|m| m.addresses.as_slice())
+            .unwrap_or_default();
+        let by_role = |role: AddressRole| {
+            configured
+                .iter()
+                .filter(|a| a.role == role)
+                .map(|a| a.ip)
+                .collect()
+        };
+        match select {
+            AddressSelect::Boot => return by_role(AddressRole::Boot),
+            AddressSelect::Standby => return by_role(AddressRole::Standby),
+            _ => {}
+        }
+        let service = self.policy.cluster.service_addresses();
+        let mut all: Vec<IpAddr> = Vec::new();
+        for ip in configured
+            .iter()
+            .map(|a| a.ip)
+            .chain(self.facts.addresses.iter().copied())
+        {
+            if !all.contains(&ip) {
+                all.push(ip);
+            }
+        }
+        all.retain(|ip| match select {
+            AddressSelect::NonService => !service.contains(ip),
+            AddressSelect::Service => service.contains(ip),
+            _ => true,
+        });
+        all
+    }
+}
+
+fn unknown(what: &str, name: &str) -> String {
+    format!("unknown {what} `{name}`")
+}
