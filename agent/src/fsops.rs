@@ -536,14 +536,7 @@ fn remove_if_present(p: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "test fixtures build the starting tree"
-    )]
-    fn link(target: &str, at: &Path) {
-        std::os::unix::fs::symlink(target, at).unwrap();
-    }
+    use crate::test_util::{symlink as link, write};
 
     fn abs(s: &str) -> AbsPath {
         AbsPath::parse(s).unwrap()
@@ -601,7 +594,7 @@ mod tests {
             r("/missing/a/b", Follow::All).unwrap(),
             base.join("missing/a/b")
         );
-        fs::write(base.join("etc/file"), "x").unwrap();
+        write(&base.join("etc/file"), "x");
         assert!(matches!(
             r("/etc/file/x", Follow::Parent),
             Err(PathError::NotDir { .. })
@@ -651,7 +644,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path()).unwrap();
         let p = root.base().join("f");
-        fs::write(&p, "old").unwrap();
+        write(&p, "old");
         let mut b = Batch::new(&root, 1);
         b.write_file(0, &p, b"new", Attrs::default()).unwrap();
         drop(b);

@@ -15,3 +15,5 @@ pub mod facts;
 pub mod fsops;
 pub mod lock;
 pub mod report;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;

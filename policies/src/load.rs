@@ -1172,8 +1172,7 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
 
 fn first_line(s: &str) -> String {
     s.lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
+        .rfind(|l| !l.trim().is_empty())
         .unwrap_or(s)
         .trim()
         .to_string()

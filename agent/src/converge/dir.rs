@@ -3,7 +3,7 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::Path;
 
 use tenet_policies::model::DirPromise;
 
@@ -24,7 +24,7 @@ pub(crate) fn evaluate(cx: &Cx<'_>, p: &DirPromise) -> Result<Plan, PromiseError
     Ok(plan(p, &path, cx.attrs(&p.perms)?, found))
 }
 
-fn observe(path: &PathBuf) -> io::Result<Observed> {
+fn observe(path: &Path) -> io::Result<Observed> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Ok(Observed::Dir {
             mode: m.mode() & 0o7777,
@@ -38,14 +38,14 @@ fn observe(path: &PathBuf) -> io::Result<Observed> {
     }
 }
 
-pub(crate) fn plan(p: &DirPromise, path: &PathBuf, want: Attrs, found: Observed) -> Plan {
+pub(crate) fn plan(p: &DirPromise, path: &Path, want: Attrs, found: Observed) -> Plan {
     match found {
         Observed::Missing => {
             let mode = want.mode.unwrap_or(0o755);
             Plan::repair(
                 Change::new(format!("created directory {} (mode {mode:04o})", p.path)),
                 Op::MakeDir {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     attrs: Attrs {
                         mode: Some(mode),
                         ..want
@@ -61,7 +61,7 @@ pub(crate) fn plan(p: &DirPromise, path: &PathBuf, want: Attrs, found: Observed)
                 Plan::Repair {
                     changes: changes.into_iter().map(Change::new).collect(),
                     ops: vec![Op::Attrs {
-                        path: path.clone(),
+                        path: path.to_path_buf(),
                         attrs: want,
                     }],
                 }
@@ -77,6 +77,8 @@ pub(crate) fn plan(p: &DirPromise, path: &PathBuf, want: Attrs, found: Observed)
 #[cfg(test)]
 mod tests {
     use tenet_policies::model::{AbsPath, Perms};
+
+    use std::path::PathBuf;
 
     use super::*;
 

@@ -7,7 +7,7 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::Path;
 
 use tenet_policies::model::{
     LinePromise, LineState, Promise, PromiseKind, SettingPromise, SettingStyle,
@@ -60,10 +60,7 @@ fn edited_file(p: &Promise<String>) -> Option<&tenet_policies::model::AbsPath> {
     }
 }
 
-fn observe(
-    path: &PathBuf,
-    shown: &tenet_policies::model::AbsPath,
-) -> Result<Observed, PromiseError> {
+fn observe(path: &Path, shown: &tenet_policies::model::AbsPath) -> Result<Observed, PromiseError> {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Observed::Missing),
@@ -88,7 +85,7 @@ fn observe(
 }
 
 /// Pure: one plan per edit, in order.
-pub(crate) fn plan(edits: &[&Promise<String>], path: &PathBuf, found: Observed) -> Vec<Plan> {
+pub(crate) fn plan(edits: &[&Promise<String>], path: &Path, found: Observed) -> Vec<Plan> {
     let Some(file) = edits.first().and_then(|p| edited_file(p)) else {
         return Vec::new();
     };
@@ -151,7 +148,7 @@ pub(crate) fn plan(edits: &[&Promise<String>], path: &PathBuf, found: Observed) 
             *last = Change::with_diff(last.summary.clone(), file, old.as_bytes(), new.as_bytes());
         }
         ops.push(Op::Write {
-            path: path.clone(),
+            path: path.to_path_buf(),
             content: new.into_bytes(),
             attrs,
         });

@@ -3,7 +3,7 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::Path;
 
 use tenet_policies::model::{Content, FilePromise};
 
@@ -31,7 +31,7 @@ pub(crate) fn evaluate(cx: &Cx<'_>, p: &FilePromise<String>) -> Result<Plan, Pro
     Ok(plan(p, &path, cx.attrs(&p.perms)?, found))
 }
 
-fn observe(path: &PathBuf) -> io::Result<Observed> {
+fn observe(path: &Path) -> io::Result<Observed> {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Observed::Missing),
@@ -55,7 +55,7 @@ fn observe(path: &PathBuf) -> io::Result<Observed> {
 }
 
 /// Pure: what to do about `found`.
-pub(crate) fn plan(p: &FilePromise<String>, path: &PathBuf, want: Attrs, found: Observed) -> Plan {
+pub(crate) fn plan(p: &FilePromise<String>, path: &Path, want: Attrs, found: Observed) -> Plan {
     let content = match &p.content {
         Content::Bytes(b) => b.as_slice(),
         Content::Text(t) => t.as_bytes(),
@@ -75,7 +75,7 @@ pub(crate) fn plan(p: &FilePromise<String>, path: &PathBuf, want: Attrs, found: 
                     content,
                 ),
                 Op::Write {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     content: content.to_vec(),
                     attrs: Attrs {
                         mode: Some(mode),
@@ -105,7 +105,7 @@ pub(crate) fn plan(p: &FilePromise<String>, path: &PathBuf, want: Attrs, found: 
             }
             let op = if changes.is_empty() {
                 Op::Attrs {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     attrs: want,
                 }
             } else {
@@ -115,7 +115,7 @@ pub(crate) fn plan(p: &FilePromise<String>, path: &PathBuf, want: Attrs, found: 
                     gid: Some(want.gid.unwrap_or(gid)),
                 };
                 Op::Write {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     content: content.to_vec(),
                     attrs,
                 }
@@ -156,6 +156,8 @@ pub(crate) fn attr_changes(path: &str, want: Attrs, mode: u32, uid: u32, gid: u3
 #[cfg(test)]
 mod tests {
     use tenet_policies::model::{AbsPath, Perms};
+
+    use std::path::PathBuf;
 
     use super::*;
 

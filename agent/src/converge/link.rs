@@ -41,7 +41,7 @@ pub(crate) fn evaluate(cx: &Cx<'_>, p: &LinkPromise<String>) -> Result<Plan, Pro
     Ok(plan(p, &path, &written, found))
 }
 
-fn observe(path: &PathBuf) -> io::Result<Observed> {
+fn observe(path: &Path) -> io::Result<Observed> {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Observed::Missing),
@@ -62,14 +62,9 @@ fn observe(path: &PathBuf) -> io::Result<Observed> {
 }
 
 /// Pure: `written` is the target as it will be stored on disk.
-pub(crate) fn plan(
-    p: &LinkPromise<String>,
-    path: &PathBuf,
-    written: &Path,
-    found: Observed,
-) -> Plan {
+pub(crate) fn plan(p: &LinkPromise<String>, path: &Path, written: &Path, found: Observed) -> Plan {
     let op = |clear_dir| Op::Link {
-        path: path.clone(),
+        path: path.to_path_buf(),
         target: written.to_path_buf(),
         clear_dir,
     };

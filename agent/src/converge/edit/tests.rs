@@ -7,6 +7,8 @@ use tenet_policies::model::{
     AbsPath, LinePromise, LineState, Promise, PromiseKind, SettingPromise, SettingStyle,
 };
 
+use std::path::PathBuf;
+
 use super::*;
 
 fn origin() -> Origin {
