@@ -65,6 +65,15 @@ pub enum Command {
     /// sandbox instead of this machine, and --dry-run to see what would change.
     #[command(after_help = EXIT_CODES)]
     Apply(ApplyArgs),
+    /// Apply the shipped dce-cluster example to a throwaway sandbox, twice.
+    ///
+    /// The first run shows every change (with diffs); the second shows that nothing
+    /// is left to do. Nothing outside the sandbox is touched.
+    Demo {
+        /// Keep the sandbox and print where it is.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 /// Options of `apply`.

@@ -10,6 +10,7 @@
 pub mod apply;
 pub mod cli;
 pub mod converge;
+pub mod demo;
 pub mod exec;
 pub mod facts;
 pub mod fsops;

@@ -20,6 +20,7 @@ fn main() {
     let code = match cli.command {
         Command::Check { tree } => check(&tree),
         Command::Apply(args) => run_apply(args),
+        Command::Demo { keep } => demo(keep),
     };
     process::exit(code as i32);
 }
@@ -92,6 +93,44 @@ fn run_apply(args: ApplyArgs) -> ExitCode {
             ExitCode::Environment
         }
     }
+}
+
+fn demo(keep: bool) -> ExitCode {
+    let dir = match tempfile::Builder::new().prefix("tenet-demo.").tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: cannot create a sandbox: {e}");
+            return ExitCode::Environment;
+        }
+    };
+    println!("Sandbox: {}", dir.path().display());
+    println!(
+        "Policy:  the shipped dce-cluster example, applied as member alpha (which holds the dce package)"
+    );
+    println!();
+    println!("== first run: converge the sandbox ==");
+    let mut human = Human::new(io::stdout(), true);
+    let result = tenet_agent::demo::run(dir.path(), &mut human, &mut || {
+        println!();
+        println!("== second run: nothing should be left to do ==");
+    });
+    let code = match result {
+        Ok(run) if run.first.all_ok() && run.second.all_ok() && run.second.repaired == 0 => {
+            println!();
+            println!("The member converged, and the second run changed nothing.");
+            ExitCode::Success
+        }
+        Ok(_) => ExitCode::PromisesFailed,
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            ExitCode::Environment
+        }
+    };
+    if keep {
+        let kept = dir.keep();
+        println!("Kept the sandbox at {}", kept.display());
+    }
+    code
 }
 
 /// The error and its sources, joined by `: `.

@@ -179,6 +179,8 @@ struct Loader {
     package_member_refs: Vec<(usize, Vec<(String, Origin)>)>,
     /// Which promise (by index) needs a guard warning.
     unguarded: Vec<usize>,
+    /// Promises (by index) with an explicit `name`.
+    named: Vec<usize>,
 }
 
 impl Loader {
@@ -479,6 +481,7 @@ impl Loader {
         let table_path = t.path.clone();
         t.finish(cx);
         let Some(kind) = kind else { return };
+        let explicit_name = name.is_some();
         let id = match name {
             Some(n) => {
                 if n.value.trim().is_empty() {
@@ -492,6 +495,9 @@ impl Loader {
             }
             None => default_id(&kind),
         };
+        if explicit_name {
+            self.named.push(self.promises.len());
+        }
         if let PromiseKind::Command(c) = &kind
             && !c.is_guarded()
         {
@@ -816,7 +822,7 @@ impl Loader {
     }
 
     fn hostname(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<HostnamePromise> {
-        let name = self.template(cx, t, "name");
+        let name = self.template(cx, t, "hostname");
         let persist = t.bool(cx, "persist").unwrap_or(true);
         Some(HostnamePromise {
             name: name?,
@@ -1005,8 +1011,11 @@ impl Loader {
                 }
             }
         }
+        // Explicit names must be unique; default ids repeat only where the conflict
+        // check below already has something to say (or where conditions keep them apart).
         let mut seen_ids: HashMap<&str, &Origin> = HashMap::new();
-        for p in &self.promises {
+        for &i in &self.named {
+            let p = &self.promises[i];
             if let Some(first) = seen_ids.insert(&p.id, &p.origin) {
                 diags.error(
                     p.origin.clone(),
@@ -1081,21 +1090,25 @@ fn opt_path(cx: &mut Cx<'_>, t: &mut Table<'_, '_>, key: &'static str) -> Option
 
 fn perms(cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<Perms> {
     let mut ok = true;
-    let mode = t.str(cx, "mode").and_then(|m| match Mode::parse(m.value) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            cx.error(&m.span, &t.field("mode"), e);
+    let mode = match t.value("mode") {
+        Some(v) if v.value.is_integer() => {
+            cx.error(
+                &v.span,
+                &t.field("mode"),
+                "write the mode as a string, such as \"0644\" (a TOML integer is decimal)",
+            );
             ok = false;
             None
         }
-    });
-    if let Some(v) = t.value("mode").filter(|v| v.value.is_integer()) {
-        cx.error(
-            &v.span,
-            &t.field("mode"),
-            "write the mode as a string, such as \"0644\" (a TOML integer is decimal)",
-        );
-    }
+        _ => t.str(cx, "mode").and_then(|m| match Mode::parse(m.value) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                cx.error(&m.span, &t.field("mode"), e);
+                ok = false;
+                None
+            }
+        }),
+    };
     let owner = t.str(cx, "owner").map(|o| Owner::parse(o.value));
     let group = t.str(cx, "group").map(|g| Owner::parse(g.value));
     ok.then_some(Perms { mode, owner, group })
