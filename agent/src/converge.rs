@@ -1,8 +1,8 @@
 //! The convergence engine: every promise goes observe → plan → apply → verify.
 //!
 //! Promise modules (`converge/*.rs`) observe (read only) and plan (pure); they never
-//! write. A plan is a list of [`Change`]s to report and [`Op`]s to carry out; this
-//! module carries out the ops through [`fsops`](crate::fsops) and [`exec`](crate::exec)
+//! write. A plan is a list of changes to report and ops to carry out; this
+//! module carries out the ops through [`crate::fsops`] and [`crate::exec`]
 //! only, then observes and plans again: a repaired promise must now be kept.
 //!
 //! Promises converge in phases (dir, file, copy, edits, link, absent, hostname,

@@ -3,6 +3,10 @@
     clippy::disallowed_methods,
     reason = "tests write policy trees directly; the loader never writes"
 )]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on the first surprise"
+)]
 
 mod diagnostics;
 mod robustness;
