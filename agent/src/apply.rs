@@ -9,7 +9,7 @@ use std::time::Instant;
 use tenet_policies::facts::FactError;
 use tenet_policies::{Diagnostics, Facts};
 
-use crate::converge::{self, Mode};
+use crate::converge::{self, Diffs, Mode};
 use crate::fsops::Root;
 use crate::lock::{LockError, RunLock};
 use crate::report::{Reporter, Summary};
@@ -28,6 +28,8 @@ pub struct ApplyOptions {
     pub state_dir: Option<PathBuf>,
     /// Apply or dry run.
     pub mode: Mode,
+    /// Whether reports carry unified diffs of text changes.
+    pub diffs: Diffs,
     /// `KEY=VALUE` fact overrides.
     pub facts: Vec<String>,
 }
@@ -87,10 +89,13 @@ pub fn apply(opts: &ApplyOptions, reporter: &mut dyn Reporter) -> Result<Summary
         reporter.warning(&w.to_string());
     }
     let resolution = policy.resolve(&facts);
+    // The resolution owns everything the run needs; the policy is not held twice.
+    drop(policy);
     for w in &resolution.warnings {
         reporter.warning(w);
     }
-    let mut summary = converge::converge(&resolution.promises, &root, opts.mode, reporter);
+    let mut summary =
+        converge::converge(&resolution.promises, &root, opts.mode, opts.diffs, reporter);
     summary.skipped = resolution.skipped;
     summary.member = resolution.member;
     summary.duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);

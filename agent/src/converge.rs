@@ -22,7 +22,7 @@ use tenet_policies::Unresolved;
 use tenet_policies::model::{AbsPath, Owner, Perms, Promise, PromiseKind};
 
 use crate::exec;
-use crate::fsops::{Attrs, Batch, PathError, Root};
+use crate::fsops::{Attrs, Batch, PathError, Replace, Root};
 use crate::report::{PromiseEvent, Reporter, Status, Summary, TextDiff};
 
 mod absent;
@@ -33,6 +33,15 @@ mod edit;
 mod file;
 mod hostname;
 mod link;
+
+/// Whether plans keep the before and after text of changed files (for `--diff`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Diffs {
+    /// Keep them: the report shows unified diffs.
+    Keep,
+    /// Drop them: a large run does not hold every file's text twice.
+    Skip,
+}
 
 /// Whether changes are made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +112,17 @@ impl Change {
         }
     }
 
-    pub(crate) fn with_diff(summary: String, path: &AbsPath, old: &[u8], new: &[u8]) -> Self {
+    /// A change to a text file; its diff is kept only when the run shows diffs.
+    pub(crate) fn with_diff(
+        summary: String,
+        path: &AbsPath,
+        old: &[u8],
+        new: &[u8],
+        diffs: Diffs,
+    ) -> Self {
+        if diffs == Diffs::Skip {
+            return Self::new(summary);
+        }
         let diff = TextDiff {
             path: path.to_string(),
             old: String::from_utf8_lossy(old).into_owned(),
@@ -129,11 +148,11 @@ pub(crate) enum Op {
     Attrs { path: PathBuf, attrs: Attrs },
     /// Create a directory (and missing parents).
     MakeDir { path: PathBuf, attrs: Attrs },
-    /// Make `path` a symlink to `target`, atomically; `clear_dir` first removes an empty directory.
+    /// Make `path` a symlink to `target`, atomically, replacing what `replace` says.
     Link {
         path: PathBuf,
         target: PathBuf,
-        clear_dir: bool,
+        replace: Replace,
     },
     /// Remove a path.
     Remove { path: PathBuf, recursive: bool },
@@ -167,6 +186,7 @@ impl Plan {
 pub(crate) struct Cx<'a> {
     pub(crate) root: &'a Root,
     pub(crate) mode: Mode,
+    pub(crate) diffs: Diffs,
 }
 
 impl Cx<'_> {
@@ -215,6 +235,7 @@ pub fn converge(
     promises: &[Result<Promise<String>, Unresolved>],
     root: &Root,
     mode: Mode,
+    diffs: Diffs,
     reporter: &mut dyn Reporter,
 ) -> Summary {
     let start = Instant::now();
@@ -223,7 +244,7 @@ pub fn converge(
         dry_run: mode == Mode::DryRun,
         ..Summary::default()
     };
-    let cx = Cx { root, mode };
+    let cx = Cx { root, mode, diffs };
     let mut phases: [Vec<Unit>; 8] = Default::default();
     let mut edits: HashMap<&AbsPath, usize> = HashMap::new();
     for (i, p) in promises.iter().enumerate() {
@@ -296,7 +317,9 @@ fn run_units<'p>(
     if units.is_empty() {
         return;
     }
+    let t0 = Instant::now();
     let evaluated: Vec<Verdicts> = units.iter().map(|u| evaluate(cx, u, promise)).collect();
+    let t_eval = t0.elapsed();
     // What each unit needs done; a unit with no ops is final already.
     let mut pending: Vec<(usize, Vec<Op>)> = Vec::new();
     for (ui, verdicts) in evaluated.iter().enumerate() {
@@ -313,6 +336,8 @@ fn run_units<'p>(
         }
     }
     let mut apply_errors: HashMap<usize, String> = HashMap::new();
+    let t1 = Instant::now();
+    let mut t_commit = std::time::Duration::ZERO;
     if cx.mode == Mode::Apply && !pending.is_empty() {
         let writes = pending
             .iter()
@@ -328,11 +353,16 @@ fn run_units<'p>(
                 }
             }
         }
-        for (ui, e) in batch.commit() {
+        let tc = Instant::now();
+        let failed = batch.commit();
+        t_commit = tc.elapsed();
+        for (ui, e) in failed {
             apply_errors.entry(ui).or_insert_with(|| e.to_string());
         }
         cx.root.forget();
     }
+    let t_apply = t1.elapsed();
+    let t2 = Instant::now();
     let applied: HashMap<usize, ()> = pending.iter().map(|(ui, _)| (*ui, ())).collect();
     for (ui, verdicts) in evaluated.into_iter().enumerate() {
         let reverified = if cx.mode == Mode::Apply
@@ -404,6 +434,15 @@ fn run_units<'p>(
             reporter.promise(&event);
         }
     }
+    tracing::debug!(
+        units = units.len(),
+        changed = applied.len(),
+        evaluate_us = t_eval.as_micros(),
+        apply_us = t_apply.as_micros(),
+        commit_us = t_commit.as_micros(),
+        verify_us = t2.elapsed().as_micros(),
+        "phase done"
+    );
 }
 
 /// Whether observing again must find the promise kept (commands without a
@@ -468,9 +507,9 @@ fn carry_out(cx: &Cx<'_>, batch: &mut Batch<'_>, unit: usize, op: &Op) -> Result
         Op::Link {
             path,
             target,
-            clear_dir,
+            replace,
         } => batch
-            .symlink(unit, path, target, *clear_dir)
+            .symlink(unit, path, target, *replace)
             .map_err(|e| io(path, e)),
         Op::Remove { path, recursive } => batch.remove(path, *recursive).map_err(|e| io(path, e)),
         Op::Run(inv) => match exec::run(inv) {

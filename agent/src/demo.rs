@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use tenet_policies::examples::DCE_CLUSTER;
 
 use crate::apply::{ApplyError, ApplyOptions, apply};
-use crate::converge::Mode;
+use crate::converge::{Diffs, Mode};
 use crate::fsops::{Attrs, Batch, Root};
 use crate::report::{Reporter, Summary};
 
@@ -63,6 +63,7 @@ pub fn run(
         root: root.clone(),
         state_dir: None,
         mode: Mode::Apply,
+        diffs: Diffs::Keep,
         facts: DEMO_FACTS.iter().map(|s| s.to_string()).collect(),
     };
     let first = apply(&opts, reporter)?;

@@ -76,8 +76,17 @@ pub enum Follow {
 #[derive(Debug)]
 pub struct Root {
     base: PathBuf,
-    /// Directories already found to be real directories during this run.
-    dirs: Mutex<HashMap<PathBuf, ()>>,
+    /// What resolution found since the last change: real directories and missing
+    /// paths. Cleared by [`Root::forget`] after every apply.
+    seen: Mutex<HashMap<PathBuf, Seen>>,
+    /// The process umask, so a file created with the wanted mode needs no chmod.
+    umask: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Dir,
+    Missing,
 }
 
 impl Root {
@@ -90,9 +99,13 @@ impl Root {
                 format!("{} is not a directory", base.display()),
             ));
         }
+        // Reading the umask means setting it; put the old one straight back.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+        nix::sys::stat::umask(old);
         Ok(Self {
             base,
-            dirs: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
+            umask: old.bits(),
         })
     }
 
@@ -145,13 +158,22 @@ impl Root {
             if queue.is_empty() && follow == Follow::Parent {
                 return Ok(next);
             }
-            if self.known_dir(&next) {
-                real = next;
-                continue;
+            match self.seen(&next) {
+                Some(Seen::Dir) => {
+                    real = next;
+                    continue;
+                }
+                Some(Seen::Missing) => {
+                    real = next;
+                    real.extend(queue.drain(..));
+                    return Ok(real);
+                }
+                None => {}
             }
             let meta = match fs::symlink_metadata(&next) {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.remember(&next, Seen::Missing);
                     real = next;
                     real.extend(queue.drain(..));
                     return Ok(real);
@@ -214,19 +236,27 @@ impl Root {
     /// Forgets what resolution learnt: called after anything that may turn a
     /// directory into something else (links, removals).
     pub(crate) fn forget(&self) {
-        if let Ok(mut d) = self.dirs.lock() {
+        if let Ok(mut d) = self.seen.lock() {
             d.clear();
         }
     }
 
+    fn seen(&self, p: &Path) -> Option<Seen> {
+        self.seen.lock().ok().and_then(|d| d.get(p).copied())
+    }
+
     fn known_dir(&self, p: &Path) -> bool {
-        self.dirs.lock().is_ok_and(|d| d.contains_key(p))
+        self.seen(p) == Some(Seen::Dir)
+    }
+
+    fn remember(&self, p: &Path, what: Seen) {
+        if let Ok(mut d) = self.seen.lock() {
+            d.insert(p.to_path_buf(), what);
+        }
     }
 
     fn remember_dir(&self, p: &Path) {
-        if let Ok(mut d) = self.dirs.lock() {
-            d.insert(p.to_path_buf(), ());
-        }
+        self.remember(p, Seen::Dir);
     }
 }
 
@@ -247,6 +277,17 @@ pub struct Attrs {
     pub uid: Option<u32>,
     /// Group id.
     pub gid: Option<u32>,
+}
+
+/// What a new link replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replace {
+    /// Nothing is there: the link is made in place.
+    Nothing,
+    /// A link or a file: a temp link is renamed over it.
+    Entry,
+    /// An empty directory: removed, then the link renamed into place.
+    EmptyDir,
 }
 
 #[derive(Debug)]
@@ -288,16 +329,14 @@ impl<'r> Batch<'r> {
         let parent = self.parent_of(dest)?;
         self.make_parents(&parent)?;
         let tmp = temp_path(dest);
-        remove_if_present(&tmp)?;
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&tmp)?;
+        let mode = attrs.mode.unwrap_or(0o644);
+        let mut f = create_new(&tmp, mode)?;
         let staged = (|| {
             f.write_all(content)?;
-            f.set_permissions(fs::Permissions::from_mode(attrs.mode.unwrap_or(0o644)))?;
+            // open() applied the umask; set the mode only where it took bits away.
+            if mode & !self.root.umask != mode || mode & 0o7000 != 0 {
+                f.set_permissions(fs::Permissions::from_mode(mode))?;
+            }
             if attrs.uid.is_some() || attrs.gid.is_some() {
                 std::os::unix::fs::fchown(&f, attrs.uid, attrs.gid)?;
             }
@@ -319,17 +358,28 @@ impl<'r> Batch<'r> {
         Ok(())
     }
 
-    /// Stages a symlink at `dest` pointing to `target`; it replaces `dest` at commit.
-    /// With `clear_dir`, an empty directory at `dest` is removed first.
+    /// Makes `dest` a symlink to `target`. Where nothing is at `dest` (`Replace::Nothing`)
+    /// the link is made in place, since symlink(2) is atomic by itself; otherwise a
+    /// temp link replaces `dest` at commit. `Replace::EmptyDir` first removes the
+    /// empty directory in the way.
     pub fn symlink(
         &mut self,
         unit: usize,
         dest: &Path,
         target: &Path,
-        clear_dir: bool,
+        replace: Replace,
     ) -> io::Result<()> {
         let parent = self.parent_of(dest)?;
         self.make_parents(&parent)?;
+        if replace == Replace::Nothing {
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "fsops is where links are made; a new link is atomic"
+            )]
+            std::os::unix::fs::symlink(target, dest)?;
+            self.dirs.insert(parent);
+            return Ok(());
+        }
         let tmp = temp_path(dest);
         remove_if_present(&tmp)?;
         #[expect(
@@ -337,7 +387,7 @@ impl<'r> Batch<'r> {
             reason = "fsops is where links are made: temp link, then rename"
         )]
         std::os::unix::fs::symlink(target, &tmp)?;
-        if clear_dir {
+        if replace == Replace::EmptyDir {
             fs::remove_dir(dest)?;
             self.root.forget();
         }
@@ -502,6 +552,26 @@ impl Drop for Batch<'_> {
         for s in &self.staged {
             let _ = fs::remove_file(&s.tmp);
         }
+    }
+}
+
+/// Creates a file that must not exist yet, not following a link at `p`. A stale
+/// temp file from an interrupted run is removed and the creation tried once more.
+fn create_new(p: &Path, mode: u32) -> io::Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(p)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(p)?;
+            open()
+        }
+        other => other,
     }
 }
 

@@ -11,7 +11,7 @@ use std::process;
 use clap::Parser;
 use tenet_agent::apply::{ApplyError, ApplyOptions, apply};
 use tenet_agent::cli::{ApplyArgs, Cli, Command, ExitCode};
-use tenet_agent::converge::Mode;
+use tenet_agent::converge::{Diffs, Mode};
 use tenet_agent::report::{Human, JsonLines, Reporter};
 
 fn main() {
@@ -60,9 +60,11 @@ fn run_apply(args: ApplyArgs) -> ExitCode {
         } else {
             Mode::Apply
         },
+        diffs: if args.diff { Diffs::Keep } else { Diffs::Skip },
         facts: args.facts,
     };
-    let stdout = io::stdout().lock();
+    // Buffered: a run of 10,000 promises is one write, not 10,000; the summary flushes.
+    let stdout = io::BufWriter::new(io::stdout().lock());
     let mut reporter: Box<dyn Reporter> = if args.json {
         Box::new(JsonLines::new(stdout, args.diff))
     } else {

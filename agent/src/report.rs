@@ -254,6 +254,7 @@ impl<W: Write> Reporter for Human<W> {
                 )
             }
         });
+        self.write(|o| o.flush());
     }
 }
 

@@ -90,7 +90,7 @@ impl Policy {
             let computed = scope.compute(&v.kind, &v.name, &mut warnings);
             scope.values.insert(&v.name, computed);
         }
-        let mut promises = Vec::new();
+        let mut promises = Vec::with_capacity(self.promises.len());
         let mut skipped = 0;
         for p in &self.promises {
             if !p.when.as_ref().is_none_or(|c| c.eval(&|a| scope.atom(a))) {

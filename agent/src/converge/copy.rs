@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use tenet_policies::model::CopyPromise;
 
 use super::{Change, Cx, Op, Plan, PromiseError};
-use crate::fsops::{Attrs, Follow};
+use crate::fsops::{Attrs, Follow, Replace};
 
 pub(crate) fn evaluate(cx: &Cx<'_>, p: &CopyPromise) -> Result<Plan, PromiseError> {
     let from = cx.root.resolve(&p.from, Follow::All)?;
@@ -99,7 +99,7 @@ pub(crate) fn evaluate(cx: &Cx<'_>, p: &CopyPromise) -> Result<Plan, PromiseErro
                     ops.push(Op::Link {
                         path: dest,
                         target,
-                        clear_dir: false,
+                        replace: Replace::Entry,
                     });
                 }
             } else if ft.is_file() {

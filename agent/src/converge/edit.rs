@@ -13,7 +13,7 @@ use tenet_policies::model::{
     LinePromise, LineState, Promise, PromiseKind, SettingPromise, SettingStyle,
 };
 
-use super::{Change, Cx, Op, Plan, PromiseError};
+use super::{Change, Cx, Diffs, Op, Plan, PromiseError};
 use crate::fsops::{Attrs, Follow};
 
 #[derive(Debug)]
@@ -37,7 +37,7 @@ pub(crate) fn evaluate(
         .map_err(PromiseError::from)
         .and_then(|path| observe(&path, file).map(|o| (path, o)));
     match found {
-        Ok((path, observed)) => plan(edits, &path, observed)
+        Ok((path, observed)) => plan(edits, &path, observed, cx.diffs)
             .into_iter()
             .enumerate()
             .map(|(k, p)| (k, Ok(p)))
@@ -85,7 +85,12 @@ fn observe(path: &Path, shown: &tenet_policies::model::AbsPath) -> Result<Observ
 }
 
 /// Pure: one plan per edit, in order.
-pub(crate) fn plan(edits: &[&Promise<String>], path: &Path, found: Observed) -> Vec<Plan> {
+pub(crate) fn plan(
+    edits: &[&Promise<String>],
+    path: &Path,
+    found: Observed,
+    diffs: Diffs,
+) -> Vec<Plan> {
     let Some(file) = edits.first().and_then(|p| edited_file(p)) else {
         return Vec::new();
     };
@@ -145,7 +150,13 @@ pub(crate) fn plan(edits: &[&Promise<String>], path: &Path, found: Observed) -> 
     {
         let new = lines.render();
         if let Some(last) = changes.last_mut() {
-            *last = Change::with_diff(last.summary.clone(), file, old.as_bytes(), new.as_bytes());
+            *last = Change::with_diff(
+                last.summary.clone(),
+                file,
+                old.as_bytes(),
+                new.as_bytes(),
+                diffs,
+            );
         }
         ops.push(Op::Write {
             path: path.to_path_buf(),

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use tenet_policies::model::{Content, FilePromise};
 
-use super::{Change, Cx, Op, Plan, PromiseError};
+use super::{Change, Cx, Diffs, Op, Plan, PromiseError};
 use crate::fsops::{Attrs, Follow};
 
 /// What is at the path.
@@ -28,7 +28,7 @@ pub(crate) enum Observed {
 pub(crate) fn evaluate(cx: &Cx<'_>, p: &FilePromise<String>) -> Result<Plan, PromiseError> {
     let path = cx.root.resolve(&p.path, Follow::Parent)?;
     let found = observe(&path).map_err(|e| PromiseError::io(&p.path, e))?;
-    Ok(plan(p, &path, cx.attrs(&p.perms)?, found))
+    Ok(plan(p, &path, cx.attrs(&p.perms)?, found, cx.diffs))
 }
 
 fn observe(path: &Path) -> io::Result<Observed> {
@@ -55,7 +55,13 @@ fn observe(path: &Path) -> io::Result<Observed> {
 }
 
 /// Pure: what to do about `found`.
-pub(crate) fn plan(p: &FilePromise<String>, path: &Path, want: Attrs, found: Observed) -> Plan {
+pub(crate) fn plan(
+    p: &FilePromise<String>,
+    path: &Path,
+    want: Attrs,
+    found: Observed,
+    diffs: Diffs,
+) -> Plan {
     let content = match &p.content {
         Content::Bytes(b) => b.as_slice(),
         Content::Text(t) => t.as_bytes(),
@@ -73,6 +79,7 @@ pub(crate) fn plan(p: &FilePromise<String>, path: &Path, want: Attrs, found: Obs
                     &p.path,
                     b"",
                     content,
+                    diffs,
                 ),
                 Op::Write {
                     path: path.to_path_buf(),
@@ -97,6 +104,7 @@ pub(crate) fn plan(p: &FilePromise<String>, path: &Path, want: Attrs, found: Obs
                     &p.path,
                     &old,
                     content,
+                    diffs,
                 ));
             }
             let attr_changes = attr_changes(&p.path.to_string(), want, mode, uid, gid);
@@ -180,11 +188,12 @@ mod tests {
 
     /// The change lines a plan reports, or `kept` / `blocked: ...`.
     fn check(p: &FilePromise<String>, want: Attrs, found: Observed, expected: &[&str]) {
-        let got: Vec<String> = match plan(p, &PathBuf::from("/r/etc/motd"), want, found) {
-            Plan::Kept => vec!["kept".into()],
-            Plan::Blocked(why) => vec![format!("blocked: {why}")],
-            Plan::Repair { changes, .. } => changes.into_iter().map(|c| c.summary).collect(),
-        };
+        let got: Vec<String> =
+            match plan(p, &PathBuf::from("/r/etc/motd"), want, found, Diffs::Keep) {
+                Plan::Kept => vec!["kept".into()],
+                Plan::Blocked(why) => vec![format!("blocked: {why}")],
+                Plan::Repair { changes, .. } => changes.into_iter().map(|c| c.summary).collect(),
+            };
         assert_eq!(got, expected);
     }
 
@@ -260,6 +269,7 @@ mod tests {
                 uid: 5,
                 gid: 6,
             },
+            Diffs::Keep,
         ) else {
             panic!("expected a repair")
         };

@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use tenet_policies::model::LinkPromise;
 
 use super::{Change, Cx, Op, Plan, PromiseError};
-use crate::fsops::Follow;
+use crate::fsops::{Follow, Replace};
 
 #[derive(Debug)]
 pub(crate) enum Observed {
@@ -63,10 +63,10 @@ fn observe(path: &Path) -> io::Result<Observed> {
 
 /// Pure: `written` is the target as it will be stored on disk.
 pub(crate) fn plan(p: &LinkPromise<String>, path: &Path, written: &Path, found: Observed) -> Plan {
-    let op = |clear_dir| Op::Link {
+    let op = |replace| Op::Link {
         path: path.to_path_buf(),
         target: written.to_path_buf(),
-        clear_dir,
+        replace,
     };
     let to = &p.target;
     match found {
@@ -77,21 +77,22 @@ pub(crate) fn plan(p: &LinkPromise<String>, path: &Path, written: &Path, found: 
                 p.path,
                 t.display()
             )),
-            op(false),
+            op(Replace::Entry),
         ),
-        Observed::Missing => {
-            Plan::repair(Change::new(format!("linked {} -> {to}", p.path)), op(false))
-        }
+        Observed::Missing => Plan::repair(
+            Change::new(format!("linked {} -> {to}", p.path)),
+            op(Replace::Nothing),
+        ),
         Observed::File if p.force => Plan::repair(
             Change::new(format!("replaced file {} with a link -> {to}", p.path)),
-            op(false),
+            op(Replace::Entry),
         ),
         Observed::Dir { empty: true } if p.force => Plan::repair(
             Change::new(format!(
                 "replaced empty directory {} with a link -> {to}",
                 p.path
             )),
-            op(true),
+            op(Replace::EmptyDir),
         ),
         Observed::File => Plan::Blocked(format!(
             "{} is a file; set force = true to replace it with the link",

@@ -61,7 +61,7 @@ fn run(edits: &[Promise<String>], before: Option<&str>) -> (String, Vec<String>)
     };
     let mut text = before.unwrap_or_default().to_string();
     let mut changes = Vec::new();
-    for p in plan(&refs, &PathBuf::from("/r/etc/services"), found) {
+    for p in plan(&refs, &PathBuf::from("/r/etc/services"), found, Diffs::Keep) {
         match p {
             Plan::Kept => {}
             Plan::Blocked(w) => changes.push(format!("blocked: {w}")),
@@ -199,6 +199,7 @@ fn several_edits_to_one_file_are_written_once() {
             text: "x\n".into(),
             attrs: Attrs::default(),
         },
+        Diffs::Keep,
     );
     let writes = plans
         .iter()
@@ -238,6 +239,7 @@ fn a_directory_blocks_every_edit() {
         &refs,
         &PathBuf::from("/r/f"),
         Observed::NotFile("a directory"),
+        Diffs::Keep,
     );
     assert!(
         plans
