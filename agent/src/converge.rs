@@ -310,7 +310,7 @@ pub fn converge(
 fn run_units<'p>(
     cx: &Cx<'_>,
     units: &[Unit],
-    promise: &impl Fn(usize) -> Option<&'p Promise<String>>,
+    promise: &(impl Fn(usize) -> Option<&'p Promise<String>> + Sync),
     reporter: &mut dyn Reporter,
     summary: &mut Summary,
 ) {
@@ -318,61 +318,44 @@ fn run_units<'p>(
         return;
     }
     let t0 = Instant::now();
-    let evaluated: Vec<Verdicts> = units.iter().map(|u| evaluate(cx, u, promise)).collect();
+    let mut evaluated: Vec<Verdicts> = par_map(units, |u| evaluate(cx, u, promise));
     let t_eval = t0.elapsed();
-    // What each unit needs done; a unit with no ops is final already.
+    // What each unit needs done, moved out of its plans; a unit with no ops is final already.
     let mut pending: Vec<(usize, Vec<Op>)> = Vec::new();
-    for (ui, verdicts) in evaluated.iter().enumerate() {
-        let ops: Vec<Op> = verdicts
-            .iter()
-            .filter_map(|(_, v)| match v {
-                Ok(Plan::Repair { ops, .. }) => Some(ops.clone()),
-                _ => None,
-            })
-            .flatten()
-            .collect();
+    for (ui, verdicts) in evaluated.iter_mut().enumerate() {
+        let mut ops = Vec::new();
+        for (_, v) in verdicts.iter_mut() {
+            if let Ok(Plan::Repair { ops: o, .. }) = v {
+                ops.append(o);
+            }
+        }
         if !ops.is_empty() {
             pending.push((ui, ops));
         }
     }
-    let mut apply_errors: HashMap<usize, String> = HashMap::new();
     let t1 = Instant::now();
-    let mut t_commit = std::time::Duration::ZERO;
-    if cx.mode == Mode::Apply && !pending.is_empty() {
-        let writes = pending
-            .iter()
-            .flat_map(|(_, ops)| ops)
-            .filter(|o| matches!(o, Op::Write { .. }))
-            .count();
-        let mut batch = Batch::new(cx.root, writes);
-        for (ui, ops) in &pending {
-            for op in ops {
-                if let Err(e) = carry_out(cx, &mut batch, *ui, op) {
-                    apply_errors.insert(*ui, e);
-                    break;
-                }
-            }
-        }
-        let tc = Instant::now();
-        let failed = batch.commit();
-        t_commit = tc.elapsed();
-        for (ui, e) in failed {
-            apply_errors.entry(ui).or_insert_with(|| e.to_string());
-        }
+    let apply_errors: HashMap<usize, String> = if cx.mode == Mode::Apply && !pending.is_empty() {
+        let errors = par_chunks(&pending, |chunk| carry_out_batch(cx, chunk));
         cx.root.forget();
-    }
+        errors.into_iter().flatten().collect()
+    } else {
+        HashMap::new()
+    };
     let t_apply = t1.elapsed();
     let t2 = Instant::now();
-    let applied: HashMap<usize, ()> = pending.iter().map(|(ui, _)| (*ui, ())).collect();
+    // Verify: every applied unit is observed and planned again.
+    let applied: Vec<usize> = pending
+        .iter()
+        .map(|(ui, _)| *ui)
+        .filter(|ui| cx.mode == Mode::Apply && !apply_errors.contains_key(ui))
+        .collect();
+    let mut reverified: HashMap<usize, Verdicts> = applied
+        .iter()
+        .copied()
+        .zip(par_map(&applied, |ui| evaluate(cx, &units[*ui], promise)))
+        .collect();
     for (ui, verdicts) in evaluated.into_iter().enumerate() {
-        let reverified = if cx.mode == Mode::Apply
-            && applied.contains_key(&ui)
-            && !apply_errors.contains_key(&ui)
-        {
-            Some(evaluate(cx, &units[ui], promise))
-        } else {
-            None
-        };
+        let reverified = reverified.remove(&ui);
         for (k, (pi, verdict)) in verdicts.into_iter().enumerate() {
             let Some(p) = promise(pi) else { continue };
             let mut event = PromiseEvent {
@@ -439,10 +422,74 @@ fn run_units<'p>(
         changed = applied.len(),
         evaluate_us = t_eval.as_micros(),
         apply_us = t_apply.as_micros(),
-        commit_us = t_commit.as_micros(),
         verify_us = t2.elapsed().as_micros(),
         "phase done"
     );
+}
+
+/// Carries out the ops of some units into one batch and commits it; returns the
+/// units that failed, with the reason.
+fn carry_out_batch(cx: &Cx<'_>, pending: &[(usize, Vec<Op>)]) -> Vec<(usize, String)> {
+    let writes = pending
+        .iter()
+        .flat_map(|(_, ops)| ops)
+        .filter(|o| matches!(o, Op::Write { .. }))
+        .count();
+    let mut batch = Batch::new(cx.root, writes);
+    let mut errors = Vec::new();
+    for (ui, ops) in pending {
+        for op in ops {
+            if let Err(e) = carry_out(cx, &mut batch, *ui, op) {
+                errors.push((*ui, e));
+                break;
+            }
+        }
+    }
+    for (ui, e) in batch.commit() {
+        if !errors.iter().any(|(u, _)| *u == ui) {
+            errors.push((ui, e.to_string()));
+        }
+    }
+    errors
+}
+
+/// Below this many items a phase stays on one thread: spawning costs more than it saves.
+const PARALLEL_MIN: usize = 256;
+
+/// How many threads a phase may use.
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// `f` over `items`, in order, on several threads when there are many.
+///
+/// Units of one batched phase never share a target (the policy's conflict check
+/// guarantees it; edits to one file are one unit), so they may be observed and
+/// applied concurrently.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    par_chunks(items, |chunk| chunk.iter().map(&f).collect::<Vec<R>>())
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// `f` over consecutive chunks of `items`, one chunk per thread, results in order.
+fn par_chunks<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> R + Sync) -> Vec<R> {
+    let threads = workers();
+    if threads < 2 || items.len() < PARALLEL_MIN {
+        return vec![f(items)];
+    }
+    let size = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.chunks(size).map(|c| s.spawn(|| f(c))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 /// Whether observing again must find the promise kept (commands without a
@@ -457,7 +504,7 @@ fn verifiable(p: &Promise<String>) -> bool {
 fn evaluate<'p>(
     cx: &Cx<'_>,
     unit: &Unit,
-    promise: &impl Fn(usize) -> Option<&'p Promise<String>>,
+    promise: &(impl Fn(usize) -> Option<&'p Promise<String>> + Sync),
 ) -> Verdicts {
     match unit {
         Unit::One(i) => {
