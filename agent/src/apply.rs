@@ -10,7 +10,7 @@ use tenet_policies::facts::FactError;
 use tenet_policies::{Diagnostics, Facts};
 
 use crate::converge::{self, Diffs, Mode};
-use crate::fsops::Root;
+use crate::fsops::{self, Root};
 use crate::lock::{LockError, RunLock};
 use crate::report::{Reporter, Summary};
 
@@ -81,7 +81,22 @@ pub fn apply(opts: &ApplyOptions, reporter: &mut dyn Reporter) -> Result<Summary
         .state_dir
         .clone()
         .unwrap_or_else(|| root.base().join(DEFAULT_STATE_DIR));
-    let _lock = RunLock::acquire(&state_dir, "apply")?;
+    // A dry run changes nothing, so it creates no state directory either; it takes
+    // the lock only where one exists, so it never reports a half-applied run.
+    let _lock = match opts.mode {
+        Mode::Apply => Some(RunLock::acquire(&state_dir, "apply")?),
+        Mode::DryRun if state_dir.is_dir() => Some(RunLock::acquire(&state_dir, "dry run")?),
+        Mode::DryRun => None,
+    };
+    if opts.mode == Mode::Apply {
+        match fsops::recover(&state_dir, &root) {
+            Ok(0) => {}
+            Ok(n) => reporter.warning(&format!(
+                "removed {n} temp files left by an interrupted run"
+            )),
+            Err(e) => reporter.warning(&format!("cannot clean up after an interrupted run: {e}")),
+        }
+    }
     let _span =
         tracing::info_span!("run", tree = %opts.tree.display(), root = %root.base().display())
             .entered();
@@ -94,8 +109,16 @@ pub fn apply(opts: &ApplyOptions, reporter: &mut dyn Reporter) -> Result<Summary
     for w in &resolution.warnings {
         reporter.warning(w);
     }
-    let mut summary =
-        converge::converge(&resolution.promises, &root, opts.mode, opts.diffs, reporter);
+    let mut summary = converge::converge(
+        &resolution.promises,
+        &root,
+        converge::Options {
+            mode: opts.mode,
+            diffs: opts.diffs,
+            state_dir: Some(&state_dir),
+        },
+        reporter,
+    );
     summary.skipped = resolution.skipped;
     summary.member = resolution.member;
     summary.duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);

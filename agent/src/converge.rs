@@ -13,16 +13,16 @@
 //! guard may depend on the command before it. One failed promise never stops the
 //! others.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tenet_policies::Unresolved;
 use tenet_policies::model::{AbsPath, Owner, Perms, Promise, PromiseKind};
 
 use crate::exec;
-use crate::fsops::{Attrs, Batch, PathError, Replace, Root};
+use crate::fsops::{Attrs, Batch, Journal, PathError, Replace, Root};
 use crate::report::{PromiseEvent, Reporter, Status, Summary, TextDiff};
 
 mod absent;
@@ -41,6 +41,18 @@ pub enum Diffs {
     Keep,
     /// Drop them: a large run does not hold every file's text twice.
     Skip,
+}
+
+/// How a run converges.
+#[derive(Debug, Clone, Copy)]
+pub struct Options<'a> {
+    /// Apply or dry run.
+    pub mode: Mode,
+    /// Keep diffs for the report.
+    pub diffs: Diffs,
+    /// Where batches journal their temp files, so an interrupted run is cleaned up
+    /// by the next one ([`crate::fsops::recover`]); `None` keeps no journal.
+    pub state_dir: Option<&'a Path>,
 }
 
 /// Whether changes are made.
@@ -187,6 +199,7 @@ pub(crate) struct Cx<'a> {
     pub(crate) root: &'a Root,
     pub(crate) mode: Mode,
     pub(crate) diffs: Diffs,
+    pub(crate) state_dir: Option<&'a Path>,
 }
 
 impl Cx<'_> {
@@ -234,17 +247,26 @@ type Verdicts = Vec<(usize, Result<Plan, PromiseError>)>;
 pub fn converge(
     promises: &[Result<Promise<String>, Unresolved>],
     root: &Root,
-    mode: Mode,
-    diffs: Diffs,
+    options: Options<'_>,
     reporter: &mut dyn Reporter,
 ) -> Summary {
+    let Options {
+        mode,
+        diffs,
+        state_dir,
+    } = options;
     let start = Instant::now();
     let mut summary = Summary {
         kind: "summary",
         dry_run: mode == Mode::DryRun,
         ..Summary::default()
     };
-    let cx = Cx { root, mode, diffs };
+    let cx = Cx {
+        root,
+        mode,
+        diffs,
+        state_dir,
+    };
     let mut phases: [Vec<Unit>; 8] = Default::default();
     let mut edits: HashMap<&AbsPath, usize> = HashMap::new();
     for (i, p) in promises.iter().enumerate() {
@@ -435,8 +457,39 @@ fn carry_out_batch(cx: &Cx<'_>, pending: &[(usize, Vec<Op>)]) -> Vec<(usize, Str
         .flat_map(|(_, ops)| ops)
         .filter(|o| matches!(o, Op::Write { .. }))
         .count();
-    let mut batch = Batch::new(cx.root, writes);
     let mut errors = Vec::new();
+    let journal = match cx.state_dir {
+        Some(state)
+            if writes > 0
+                || pending
+                    .iter()
+                    .any(|(_, ops)| ops.iter().any(|o| matches!(o, Op::Link { .. }))) =>
+        {
+            let dirs: BTreeSet<PathBuf> = pending
+                .iter()
+                .flat_map(|(_, ops)| ops)
+                .filter_map(|o| match o {
+                    Op::Write { path, .. } | Op::Link { path, .. } => {
+                        path.parent().map(Path::to_path_buf)
+                    }
+                    _ => None,
+                })
+                .collect();
+            let name = pending.first().map_or(0, |(ui, _)| *ui);
+            match Journal::begin(state, &name.to_string(), &dirs) {
+                Ok(j) => Some(j),
+                Err(e) => {
+                    let reason = format!("cannot journal the batch in {}: {e}", state.display());
+                    return pending
+                        .iter()
+                        .map(|(ui, _)| (*ui, reason.clone()))
+                        .collect();
+                }
+            }
+        }
+        _ => None,
+    };
+    let mut batch = Batch::new(cx.root, writes);
     for (ui, ops) in pending {
         for op in ops {
             if let Err(e) = carry_out(cx, &mut batch, *ui, op) {
@@ -449,6 +502,11 @@ fn carry_out_batch(cx: &Cx<'_>, pending: &[(usize, Vec<Op>)]) -> Vec<(usize, Str
         if !errors.iter().any(|(u, _)| *u == ui) {
             errors.push((ui, e.to_string()));
         }
+    }
+    if let Some(j) = journal
+        && let Err(e) = j.end()
+    {
+        tracing::warn!(error = %e, "cannot remove the staging journal");
     }
     errors
 }

@@ -12,6 +12,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
@@ -143,7 +144,7 @@ impl Root {
                     if !self.is_host_root() {
                         return Err(PathError::Escapes {
                             path: shown,
-                            link: real,
+                            link: self.policy_path(&real),
                         });
                     }
                 } else {
@@ -181,7 +182,7 @@ impl Root {
                 Err(e) => {
                     return Err(PathError::Io {
                         path: shown,
-                        component: next,
+                        component: self.policy_path(&next),
                         source: e,
                     });
                 }
@@ -193,7 +194,7 @@ impl Root {
                 }
                 let target = fs::read_link(&next).map_err(|e| PathError::Io {
                     path: shown.clone(),
-                    component: next.clone(),
+                    component: self.policy_path(&next),
                     source: e,
                 })?;
                 let mut comps: Vec<OsString> = Vec::new();
@@ -206,7 +207,7 @@ impl Root {
                     let Some(rest) = inside else {
                         return Err(PathError::Escapes {
                             path: shown,
-                            link: next,
+                            link: self.policy_path(&next),
                         });
                     };
                     real = self.base.clone();
@@ -222,7 +223,7 @@ impl Root {
             if !queue.is_empty() && !meta.is_dir() {
                 return Err(PathError::NotDir {
                     path: shown,
-                    component: next,
+                    component: self.policy_path(&next),
                 });
             }
             if meta.is_dir() {
@@ -231,6 +232,14 @@ impl Root {
             real = next;
         }
         Ok(real)
+    }
+
+    /// A path beneath the root as the policy names it (`/etc/x`), for messages.
+    pub fn policy_path(&self, host: &Path) -> PathBuf {
+        match host.strip_prefix(&self.base) {
+            Ok(rel) => Path::new("/").join(rel),
+            Err(_) => host.to_path_buf(),
+        }
     }
 
     /// Forgets what resolution learnt: called after anything that may turn a
@@ -553,6 +562,79 @@ impl Drop for Batch<'_> {
             let _ = fs::remove_file(&s.tmp);
         }
     }
+}
+
+/// A note in the state directory of where a batch is creating temp files, so that a
+/// run killed before its commit leaves a list for the next run to clean up.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+}
+
+/// The journal files' name prefix in the state directory.
+const JOURNAL_PREFIX: &str = "staging.";
+
+impl Journal {
+    /// Records `dirs` durably in `STATE/staging.NAME` before any temp file is made there.
+    pub fn begin(state_dir: &Path, name: &str, dirs: &BTreeSet<PathBuf>) -> io::Result<Self> {
+        fs::create_dir_all(state_dir)?;
+        let path = state_dir.join(format!("{JOURNAL_PREFIX}{name}"));
+        let mut f = File::create(&path)?;
+        let mut text = Vec::new();
+        for d in dirs {
+            text.extend_from_slice(d.as_os_str().as_bytes());
+            text.push(b'\n');
+        }
+        f.write_all(&text)?;
+        f.sync_all()?;
+        Ok(Self { path })
+    }
+
+    /// The batch committed (or cleaned up after itself): the note goes.
+    pub fn end(self) -> io::Result<()> {
+        remove_if_present(&self.path)
+    }
+}
+
+/// Removes temp files that interrupted runs left in the directories their journals
+/// name (only names with tenet's reserved temp suffix, only beneath the root), and
+/// the journals. Returns how many temp files were removed.
+pub fn recover(state_dir: &Path, root: &Root) -> io::Result<usize> {
+    let entries = match fs::read_dir(state_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(JOURNAL_PREFIX)
+        {
+            continue;
+        }
+        let text = fs::read(entry.path())?;
+        for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let dir = PathBuf::from(std::ffi::OsStr::from_bytes(line));
+            if !dir.starts_with(root.base()) {
+                continue;
+            }
+            let Ok(list) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in list.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.ends_with(tenet_policies::TEMP_SUFFIX) {
+                    remove_if_present(&e.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        fs::remove_file(entry.path())?;
+    }
+    Ok(removed)
 }
 
 /// Creates a file that must not exist yet, not following a link at `p`. A stale

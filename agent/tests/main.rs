@@ -1,1 +1,7 @@
-//! Integration tests of the tenet-agent binary.
+//! Integration tests of the tenet-agent binary, one module per topic.
+
+mod bad_input;
+mod cli;
+mod crash;
+mod idempotence;
+mod util;

@@ -14,9 +14,19 @@ use crate::template::Template;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Claim {
     /// The promise owns the whole path (file content, link, dir, copy destination, absent).
-    Whole,
+    Whole(Owns),
     /// The promise edits lines of the file; several edits may share a file.
     Edit,
+}
+
+/// What a whole-path claim makes of the path, which decides what may lie beneath it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Owns {
+    /// Nothing can be beneath a file or an absent path, and writing beneath a link
+    /// would write through it.
+    Leaf,
+    /// A directory (or a copied tree) may hold other promises' targets.
+    Dir,
 }
 
 pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
@@ -28,11 +38,23 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
     let mut copies: Vec<(usize, &AbsPath)> = Vec::new();
     for (i, p) in promises.iter().enumerate() {
         match &p.kind {
-            PromiseKind::File(f) => paths.entry(&f.path).or_default().push((i, Claim::Whole)),
-            PromiseKind::Link(l) => paths.entry(&l.path).or_default().push((i, Claim::Whole)),
-            PromiseKind::Dir(d) => paths.entry(&d.path).or_default().push((i, Claim::Whole)),
+            PromiseKind::File(f) => paths
+                .entry(&f.path)
+                .or_default()
+                .push((i, Claim::Whole(Owns::Leaf))),
+            PromiseKind::Link(l) => paths
+                .entry(&l.path)
+                .or_default()
+                .push((i, Claim::Whole(Owns::Leaf))),
+            PromiseKind::Dir(d) => paths
+                .entry(&d.path)
+                .or_default()
+                .push((i, Claim::Whole(Owns::Dir))),
             PromiseKind::Copy(c) => {
-                paths.entry(&c.to).or_default().push((i, Claim::Whole));
+                paths
+                    .entry(&c.to)
+                    .or_default()
+                    .push((i, Claim::Whole(Owns::Dir)));
                 copies.push((i, &c.to));
             }
             PromiseKind::Absent(a) => {
@@ -40,7 +62,10 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
                     if is_glob(path) {
                         globs.push((i, path));
                     } else {
-                        paths.entry(path).or_default().push((i, Claim::Whole));
+                        paths
+                            .entry(path)
+                            .or_default()
+                            .push((i, Claim::Whole(Owns::Leaf)));
                     }
                 }
             }
@@ -85,10 +110,29 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
     for (path, claims) in &sorted {
         for (k, &(i, ci)) in claims.iter().enumerate() {
             for &(j, cj) in &claims[k + 1..] {
-                if i != j && (ci == Claim::Whole || cj == Claim::Whole) {
+                if i != j && (matches!(ci, Claim::Whole(_)) || matches!(cj, Claim::Whole(_))) {
                     report(i, j, &path.to_string());
                 }
             }
+        }
+    }
+    // A file, link or absent path with other promises' targets beneath it.
+    for (path, claims) in &sorted {
+        let mut ancestor = path.as_path().parent();
+        while let Some(a) = ancestor {
+            if let Some(above) = AbsPath::parse(&a.to_string_lossy())
+                .ok()
+                .and_then(|a| paths.get(&a))
+            {
+                for &(i, ci) in above {
+                    if ci == Claim::Whole(Owns::Leaf) {
+                        for &(j, _) in claims.iter().filter(|(j, _)| *j != i) {
+                            report(i, j, &format!("{path} (beneath {a})", a = a.display()));
+                        }
+                    }
+                }
+            }
+            ancestor = a.parent();
         }
     }
     for ((file, key), ids) in &settings {

@@ -24,7 +24,7 @@ pub mod template;
 
 pub use diag::{Diagnostic, Diagnostics, Origin, Severity};
 pub use facts::Facts;
-pub use load::{FILES_DIR, PROMISE_TYPES, load};
+pub use load::{FILES_DIR, PROMISE_TYPES, TEMP_SUFFIX, load};
 pub use resolve::{Resolution, Unresolved};
 
 /// A validated policy tree.

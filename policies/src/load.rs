@@ -143,7 +143,9 @@ fn policy_files(tree: &Path) -> Result<Vec<PathBuf>, String> {
         });
     for entry in walk {
         let entry = entry.map_err(|e| format!("cannot walk the policy tree: {e}"))?;
-        if entry.file_type().is_file() && entry.path().extension().is_some_and(|x| x == "toml") {
+        // Every `*.toml` entry counts, links and oddities included: one that cannot be
+        // read is reported, never silently left out.
+        if entry.depth() > 0 && entry.path().extension().is_some_and(|x| x == "toml") {
             let rel = entry.path().strip_prefix(tree).unwrap_or(entry.path());
             out.push(rel.to_path_buf());
         }
@@ -715,6 +717,10 @@ impl Loader {
         let mut ok = true;
         for s in &list {
             match AbsPath::parse(s.value) {
+                Ok(p) if is_reserved(&p) => {
+                    cx.error(&s.span, &field, format!("`{p}`: {RESERVED}"));
+                    ok = false;
+                }
                 Ok(p) if p.as_path() == Path::new("/") => {
                     cx.error(&s.span, &field, "`/` can never be absent");
                     ok = false;
@@ -1071,6 +1077,10 @@ fn tables<'a, 'i>(cx: &mut Cx<'_>, v: Val<'a, 'i>, name: &str) -> Vec<(usize, Ta
 fn req_path(cx: &mut Cx<'_>, t: &mut Table<'_, '_>, key: &'static str) -> Option<AbsPath> {
     let s = t.req_str(cx, key)?;
     match AbsPath::parse(s.value) {
+        Ok(p) if is_reserved(&p) => {
+            cx.error(&s.span, &t.field(key), format!("`{p}`: {RESERVED}"));
+            None
+        }
         Ok(p) => Some(p),
         Err(e) => {
             cx.error(&s.span, &t.field(key), e);
@@ -1167,6 +1177,17 @@ fn check_name(cx: &mut Cx<'_>, s: &Str<'_>, field: &str) {
 fn inner_span(span: &std::ops::Range<usize>, offset: usize) -> std::ops::Range<usize> {
     let start = span.start + 1 + offset;
     start..start
+}
+
+/// The suffix of the agent's temp files; no managed path may end with it.
+pub const TEMP_SUFFIX: &str = ".tenet-new";
+
+const RESERVED: &str = "names ending in `.tenet-new` are reserved for tenet's temp files";
+
+fn is_reserved(p: &AbsPath) -> bool {
+    p.as_path()
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().ends_with(TEMP_SUFFIX))
 }
 
 /// Parses `"30s"`, `"5m"`, `"1h"`, `"500ms"`.

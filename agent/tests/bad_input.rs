@@ -1,0 +1,626 @@
+//! Bad input gets a clear error and changes nothing: invalid policies (exit 3, with
+//! `file:line:col`), paths that would leave the root, symlink loops, and things in
+//! the way of a promise (exit 1, the promise blocked or failed with its reason).
+
+use std::fs;
+
+use crate::util::{Report, Sandbox, listing, mkdir, symlink, write};
+
+/// A lived-in starting tree, so "nothing changed" compares something.
+fn lived_in(sb: &Sandbox) {
+    write(&sb.at("/etc/motd"), b"welcome\n");
+    write(&sb.at("/etc/environment"), b"LANG=C\n");
+    mkdir(&sb.at("/var/log"));
+}
+
+/// A policy the loader must refuse. `check` and `apply` both exit 3 and print each
+/// of `expected`; apply says nothing was changed and writes nothing into the root
+/// (not even its state directory, since the tree is checked before the lock).
+#[track_caller]
+fn refused(files: &[(&str, &str)], expected: &[&str]) {
+    let sb = Sandbox::new();
+    sb.policy(files);
+    lived_in(&sb);
+    let before = listing(&sb.root);
+
+    let check = sb.check();
+    check.expect_code(3);
+    for e in expected {
+        assert!(
+            check.stdout.contains(e),
+            "check does not say {e:?}:\n{}",
+            check.stdout
+        );
+    }
+    assert!(check.stdout.contains(": invalid: "), "{}", check.stdout);
+
+    for extra in [&[][..], &["--dry-run"], &["--json"]] {
+        let apply = sb.apply(extra);
+        apply.expect_code(3);
+        for e in expected {
+            assert!(
+                apply.stderr.contains(e),
+                "apply {extra:?} does not say {e:?}:\n{}",
+                apply.stderr
+            );
+        }
+        assert!(
+            apply.stderr.contains("is invalid") && apply.stderr.contains("nothing was changed"),
+            "{}",
+            apply.stderr
+        );
+        assert!(
+            apply.stdout.is_empty(),
+            "apply {extra:?} reported promises of an invalid policy:\n{}",
+            apply.stdout
+        );
+        assert_eq!(
+            listing(&sb.root),
+            before,
+            "apply {extra:?} of an invalid policy changed the root"
+        );
+    }
+}
+
+/// Applies a valid policy one of whose promises cannot be kept safely: exit 1,
+/// promise `id` reported with one of `statuses` and a reason containing `reason`,
+/// and the root exactly as it was. The state directory lies outside the root so
+/// the comparison sees only what the policy could have touched.
+#[track_caller]
+fn not_kept(sb: &Sandbox, id: &str, statuses: &[&str], reason: &str) -> Report {
+    sb.check().expect_code(0);
+    let before = listing(&sb.root);
+    let outside = listing(&sb.outside);
+    let run = |args: &[&str]| {
+        let r = sb.apply_outside_state(args);
+        r.expect_code(1);
+        let report = r.report();
+        let e = report.event(id);
+        let status = e["status"].as_str().unwrap_or_default();
+        assert!(
+            statuses.contains(&status),
+            "{args:?}: {id} is {status}: {e}"
+        );
+        let why = e["reason"].as_str().unwrap_or_default();
+        assert!(
+            why.contains(reason),
+            "{args:?}: {id}: reason {why:?} lacks {reason:?}"
+        );
+        assert_eq!(listing(&sb.root), before, "{args:?} changed the root");
+        assert_eq!(
+            listing(&sb.outside),
+            outside,
+            "{args:?} changed a directory outside the root"
+        );
+        report
+    };
+    run(&["--json", "--dry-run"]);
+    run(&["--json"])
+}
+
+#[test]
+fn malformed_toml_is_refused_with_its_location() {
+    refused(
+        &[(
+            "p.toml",
+            "[[file]]\npath = \"/etc/motd\"\ncontent = \"unterminated\n",
+        )],
+        &["p.toml:3:", "invalid basic string"],
+    );
+    refused(
+        &[("p.toml", "[[file]\npath = \"/etc/motd\"\n")],
+        &["p.toml:1:"],
+    );
+}
+
+#[test]
+fn an_integer_mode_is_refused_as_a_wrong_type() {
+    refused(
+        &[(
+            "p.toml",
+            "[[file]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\nmode = 644\n",
+        )],
+        &["p.toml:4:8: file[0].mode: ", "as a string"],
+    );
+}
+
+#[test]
+fn an_unknown_promise_type_is_refused() {
+    refused(
+        &[(
+            "p.toml",
+            "[[fiel]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n",
+        )],
+        &["p.toml:1:3: fiel: unknown promise type or table `fiel`"],
+    );
+}
+
+#[test]
+fn an_unknown_field_is_refused_with_a_suggestion() {
+    refused(
+        &[(
+            "p.toml",
+            "[[file]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\nmdoe = \"0644\"\n",
+        )],
+        &["p.toml:4:1: file[0].mdoe: unknown field `mdoe`; did you mean `mode`?"],
+    );
+}
+
+/// Tests run as root, and root reads a file whatever its mode says, so a
+/// `chmod 000` policy file would still be read. A `source` that is missing or is a
+/// directory cannot be read by anyone.
+#[test]
+fn a_source_that_cannot_be_read_is_refused() {
+    refused(
+        &[(
+            "p.toml",
+            "[[file]]\npath = \"/etc/motd\"\nsource = \"motd-missing\"\n",
+        )],
+        &["p.toml:3:10: file[0].source: cannot read files/motd-missing"],
+    );
+    let sb = Sandbox::new();
+    mkdir(&sb.policy.join("files/motd"));
+    sb.policy(&[(
+        "p.toml",
+        "[[file]]\npath = \"/etc/motd\"\nsource = \"motd\"\n",
+    )]);
+    let r = sb.check();
+    r.expect_code(3);
+    assert!(
+        r.stdout
+            .contains("p.toml:3:10: file[0].source: cannot read files/motd"),
+        "{}",
+        r.stdout
+    );
+    sb.apply(&[]).expect_code(3);
+    assert!(!sb.at("/etc/motd").exists());
+}
+
+/// A `*.toml` entry of the tree that cannot be read must be an error: skipping it
+/// would converge the member to part of its policy. Here it is a dangling symlink:
+/// `chmod 000` does not stop root (see above), and a directory named `x.toml` is not
+/// unreadable, since the loader descends into subdirectories and reads the files there.
+#[test]
+fn a_policy_file_that_cannot_be_read_is_refused() {
+    let sb = Sandbox::new();
+    sb.policy(&[(
+        "a.toml",
+        "[[file]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n",
+    )]);
+    symlink(sb.outside.join("gone.toml"), &sb.policy.join("x.toml"));
+    let r = sb.check();
+    assert!(
+        r.code == 3 && r.stdout.contains("x.toml"),
+        "a policy file that cannot be read was skipped without a word (exit {}):\n{}",
+        r.code,
+        r.stdout
+    );
+    sb.apply(&[]).expect_code(3);
+    assert!(!sb.at("/etc/motd").exists());
+}
+
+/// A policy file reached through a symlink is either read or refused, never
+/// silently left out.
+#[test]
+fn a_symlinked_policy_file_is_not_silently_skipped() {
+    let sb = Sandbox::new();
+    sb.policy(&[(
+        "a.toml",
+        "[[file]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n",
+    )]);
+    write(
+        &sb.outside.join("common.toml"),
+        b"[[file]]\npath = \"/etc/issue\"\ncontent = \"tenet\\n\"\n",
+    );
+    symlink(
+        sb.outside.join("common.toml"),
+        &sb.policy.join("common.toml"),
+    );
+    let r = sb.check();
+    let read = r.code == 0 && r.stdout.contains("valid: 2 promises");
+    let refused = r.code == 3 && r.stdout.contains("common.toml");
+    assert!(
+        read || refused,
+        "the symlinked common.toml was neither read nor refused (exit {}):\n{}",
+        r.code,
+        r.stdout
+    );
+}
+
+#[test]
+fn a_path_through_a_symlink_out_of_the_root_is_refused_and_nothing_outside_changes() {
+    let sb = Sandbox::new();
+    lived_in(&sb);
+    // ROOT/etc/x leads to a directory outside the root (as a link to /tmp would,
+    // but one this test alone owns, so it can check that nothing appeared there).
+    symlink(&sb.outside, &sb.at("/etc/x"));
+    write(&sb.outside.join("victim"), b"keep me\n");
+    write(&sb.outside.join("passwd"), b"root:x:0:0::/root:/bin/sh\n");
+    sb.policy(&[(
+        "p.toml",
+        r#"
+[[file]]
+path = "/etc/x/passwd"
+content = "pwned\n"
+"#,
+    )]);
+    let r = not_kept(
+        &sb,
+        "file:/etc/x/passwd",
+        &["blocked", "failed"],
+        "leads out of the root",
+    );
+    assert_eq!(r.count("repaired"), 0);
+
+    // Every other promise type through the same link.
+    let sb2 = Sandbox::new();
+    lived_in(&sb2);
+    symlink(&sb2.outside, &sb2.at("/etc/x"));
+    symlink(&sb2.outside, &sb2.at("/etc/y"));
+    write(&sb2.outside.join("victim"), b"keep me\n");
+    write(&sb2.outside.join("passwd"), b"root:x:0:0::/root:/bin/sh\n");
+    mkdir(&sb2.outside.join("tree/sub"));
+    write(&sb2.at("/srv/src"), b"copied\n");
+    // A link at the very path an edit names, out of the root.
+    write(&sb2.outside.join("hosts"), b"127.0.0.1 localhost\n");
+    symlink(sb2.outside.join("hosts"), &sb2.at("/etc/hosts"));
+    sb2.policy(&[(
+        "p.toml",
+        r#"
+[[line]]
+file = "/etc/x/passwd"
+line = "eve:x:0:0::/root:/bin/sh"
+
+[[setting]]
+file = "/etc/x/environment"
+key = "PATH"
+value = "/tmp"
+
+[[dir]]
+path = "/etc/x/newdir"
+
+[[link]]
+path = "/etc/x/newlink"
+target = "/etc/motd"
+
+[[absent]]
+paths = ["/etc/x/victim"]
+
+[[absent]]
+paths = ["/etc/x/tree"]
+recursive = true
+
+[[copy]]
+from = "/srv/src"
+to = "/etc/x/copied"
+
+[[copy]]
+from = "/etc/x/passwd"
+to = "/srv/stolen"
+
+[[absent]]
+paths = ["/etc/y/*"]
+recursive = true
+
+[[line]]
+file = "/etc/hosts"
+line = "10.0.0.66 evil"
+"#,
+    )]);
+    sb2.check().expect_code(0);
+    let before = listing(&sb2.root);
+    let outside = listing(&sb2.outside);
+    let r = sb2.apply_outside_state(&["--json"]);
+    r.expect_code(1);
+    let report = r.report();
+    assert_eq!(report.events.len(), 10);
+    for e in &report.events {
+        let status = e["status"].as_str().unwrap_or_default();
+        assert!(
+            status == "blocked" || status == "failed",
+            "a promise through a link out of the root was {status}: {e}"
+        );
+        let why = e["reason"].as_str().unwrap_or_default();
+        assert!(why.contains("leads out of the root"), "{e}");
+    }
+    assert_eq!(
+        listing(&sb2.outside),
+        outside,
+        "the agent wrote outside the root"
+    );
+    assert_eq!(listing(&sb2.root), before);
+
+    // A relative link that climbs above the root is refused the same way.
+    let sb3 = Sandbox::new();
+    symlink("../../../outside", &sb3.at("/etc/up"));
+    write(&sb3.outside.join("passwd"), b"root:x:0:0::/root:/bin/sh\n");
+    sb3.policy(&[(
+        "p.toml",
+        "[[file]]\npath = \"/etc/up/passwd\"\ncontent = \"pwned\\n\"\n",
+    )]);
+    not_kept(
+        &sb3,
+        "file:/etc/up/passwd",
+        &["blocked", "failed"],
+        "leads out of the root",
+    );
+}
+
+#[test]
+fn a_symlink_loop_is_reported_not_followed_forever() {
+    let sb = Sandbox::new();
+    lived_in(&sb);
+    symlink("loop2", &sb.at("/etc/loop1"));
+    symlink("loop1", &sb.at("/etc/loop2"));
+    symlink("self", &sb.at("/etc/self"));
+    sb.policy(&[(
+        "p.toml",
+        r#"
+[[file]]
+path = "/etc/loop1/motd"
+content = "hi\n"
+
+[[line]]
+file = "/etc/self"
+line = "x"
+"#,
+    )]);
+    let r = not_kept(
+        &sb,
+        "file:/etc/loop1/motd",
+        &["blocked", "failed"],
+        "too many levels of symbolic links",
+    );
+    let e = r.event("line:/etc/self:x");
+    assert!(
+        e["reason"]
+            .as_str()
+            .is_some_and(|w| w.contains("too many levels of symbolic links")),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_directory_where_a_file_is_promised_is_left_alone() {
+    let sb = Sandbox::new();
+    lived_in(&sb);
+    write(&sb.at("/etc/motd.d/keep"), b"mine\n");
+    mkdir(&sb.at("/etc/empty"));
+    sb.policy(&[(
+        "p.toml",
+        r#"
+[[file]]
+path = "/etc/motd.d"
+content = "hi\n"
+
+[[file]]
+path = "/etc/empty"
+content = "hi\n"
+"#,
+    )]);
+    not_kept(
+        &sb,
+        "file:/etc/motd.d",
+        &["blocked"],
+        "/etc/motd.d is a directory",
+    );
+    assert_eq!(
+        fs::read_to_string(sb.at("/etc/motd.d/keep")).unwrap(),
+        "mine\n"
+    );
+    assert!(sb.at("/etc/empty").is_dir());
+}
+
+#[test]
+fn two_promises_over_one_target_are_refused() {
+    refused(
+        &[(
+            "p.toml",
+            r#"
+[[file]]
+path = "/etc/motd"
+content = "hi\n"
+
+[[link]]
+path = "/etc/motd"
+target = "/etc/issue"
+"#,
+        )],
+        &[
+            "p.toml:6:1: link: `link:/etc/motd` fights with `file:/etc/motd` at p.toml:2:1 over /etc/motd",
+        ],
+    );
+    // Across files, and for one setting of one file.
+    refused(
+        &[
+            (
+                "a.toml",
+                "[[setting]]\nfile = \"/etc/environment\"\nkey = \"LANG\"\nvalue = \"C\"\n",
+            ),
+            (
+                "b.toml",
+                "[[setting]]\nname = \"lang-utf8\"\nfile = \"/etc/environment\"\nkey = \"LANG\"\nvalue = \"C.UTF-8\"\n",
+            ),
+        ],
+        &[
+            "b.toml:1:1: setting: `lang-utf8` fights with `setting:/etc/environment:LANG` at a.toml:1:1 over setting LANG in /etc/environment",
+        ],
+    );
+}
+
+/// Promises over a path and a path beneath it fight too: a recursive `absent` of a
+/// directory undoes a `file` inside it on every run. The loader must refuse the
+/// pair, or the agent must converge it; repairing both forever and exiting 0 is
+/// neither.
+#[test]
+fn promises_over_a_path_and_a_path_beneath_it_are_refused_or_converge() {
+    let sb = Sandbox::new();
+    sb.policy(&[(
+        "p.toml",
+        r#"
+[[absent]]
+paths = ["/etc/app"]
+recursive = true
+
+[[file]]
+path = "/etc/app/app.conf"
+content = "on\n"
+"#,
+    )]);
+    let check = sb.check();
+    if check.code == 3 {
+        assert!(check.stdout.contains("fights with"), "{}", check.stdout);
+        return;
+    }
+    sb.apply(&[]);
+    let second = sb.apply(&["--json"]);
+    let report = second.report();
+    assert_eq!(
+        report.count("repaired"),
+        0,
+        "the loader accepted the pair (`check` exit {}) and a second apply repaired again:\n{}",
+        check.code,
+        second.stdout
+    );
+}
+
+#[test]
+fn unknown_members_and_packages_are_refused() {
+    let cluster = r#"
+[cluster]
+name = "c"
+
+[[member]]
+name = "alpha"
+
+[[package]]
+name = "dce"
+hostname = "dcecell"
+ip = "10.0.0.2"
+members = ["alpha", "zeta"]
+configuration = "cascading"
+"#;
+    refused(
+        &[
+            ("cluster.toml", cluster),
+            (
+                "p.toml",
+                r#"[[file]]
+when = "member(omega) || owner(nopkg)"
+path = "/etc/motd"
+content = "${package.nopkg2.ip} ${nothing}\n"
+template = true
+"#,
+            ),
+        ],
+        &[
+            "cluster.toml:12:",
+            "unknown member `zeta`",
+            "p.toml:2:8: file[0].when: unknown member `omega`",
+            "p.toml:2:8: file[0].when: unknown package `nopkg`",
+            "p.toml:4:",
+            "unknown package `nopkg2`",
+            "nothing",
+        ],
+    );
+}
+
+#[test]
+fn check_lists_every_problem_in_the_tree() {
+    let sb = Sandbox::new();
+    sb.policy(&[
+        (
+            "a-malformed.toml",
+            "[[file]]\npath = \"/etc/a\"\ncontent = \"x\n",
+        ),
+        (
+            "b-type.toml",
+            "[[file]]\npath = \"/etc/b\"\ncontent = \"x\"\nmode = 644\n",
+        ),
+        ("c-promise-type.toml", "[[fiel]]\npath = \"/etc/c\"\n"),
+        (
+            "d-field.toml",
+            "[[dir]]\npath = \"/etc/d\"\nmdoe = \"0755\"\n",
+        ),
+        (
+            "e-fight.toml",
+            "[[dir]]\npath = \"/etc/e\"\n\n[[absent]]\npaths = [\"/etc/e\"]\n",
+        ),
+        (
+            "f-member.toml",
+            "[[dir]]\nwhen = \"member(zeta)\"\npath = \"/etc/f\"\n",
+        ),
+        (
+            "g-source.toml",
+            "[[file]]\npath = \"/etc/g\"\nsource = \"missing\"\n",
+        ),
+        ("h-path.toml", "[[dir]]\npath = \"etc/h/../x\"\n"),
+    ]);
+    let r = sb.check();
+    r.expect_code(3);
+    let files = [
+        "a-malformed.toml:3:",
+        "b-type.toml:4:8: file[0].mode:",
+        "c-promise-type.toml:1:3: fiel:",
+        "d-field.toml:3:1: dir[0].mdoe:",
+        "e-fight.toml:4:1:",
+        "f-member.toml:2:8: dir[0].when: unknown member `zeta`",
+        "g-source.toml:3:10: file[0].source:",
+        "h-path.toml:2:8: dir[0].path:",
+    ];
+    let mut at = 0;
+    for f in files {
+        let Some(found) = r.stdout[at..].find(f) else {
+            panic!("{f} missing or out of order in:\n{}", r.stdout);
+        };
+        at += found;
+    }
+    let errors = r.stdout.lines().filter(|l| l.contains(".toml:")).count();
+    assert!(
+        r.stdout.ends_with(&format!(": invalid: {errors} errors\n")),
+        "the count does not match the {errors} lines:\n{}",
+        r.stdout
+    );
+}
+
+/// The agent stages new content for `/etc/NAME` in `/etc/.NAME.tenet-new`. A policy
+/// that also manages that name must be refused, or each file must end up with its
+/// own content; one file's content must never land in the other.
+#[test]
+fn a_managed_path_named_like_a_temp_file_is_refused_or_kept_apart() {
+    let sb = Sandbox::new();
+    sb.policy(&[(
+        "p.toml",
+        r#"
+[[file]]
+path = "/etc/.motd.tenet-new"
+content = "for the dotfile\n"
+
+[[file]]
+path = "/etc/motd"
+content = "for motd\n"
+"#,
+    )]);
+    let check = sb.check();
+    if check.code == 3 {
+        assert!(check.stdout.contains(".motd.tenet-new"), "{}", check.stdout);
+        return;
+    }
+    let first = sb.apply_outside_state(&[]);
+    let motd = fs::read_to_string(sb.at("/etc/motd")).unwrap_or_default();
+    let dotfile = fs::read_to_string(sb.at("/etc/.motd.tenet-new")).unwrap_or_default();
+    assert_eq!(
+        (motd.as_str(), dotfile.as_str()),
+        ("for motd\n", "for the dotfile\n"),
+        "the loader accepted both paths and apply (exit {}) mixed them up:\n{}",
+        first.code,
+        first.stdout
+    );
+    first.expect_code(0);
+    assert_eq!(
+        sb.apply_outside_state(&["--json"])
+            .report()
+            .count("repaired"),
+        0
+    );
+}
