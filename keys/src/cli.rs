@@ -1,0 +1,629 @@
+//! The `tenet-keys` command line: clap types, exit codes, and each command's output.
+//!
+//! Commands write to the writers they are given (stdout and stderr in the binary), so
+//! the library itself never prints, and the clock is read only by the binary.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::deployment::{self, Deployment, Enrollment, InitOptions, NextRootOptions, Rotate};
+use crate::error::{KeyError, PublishError};
+use crate::id::KeyId;
+use crate::key::SecretKey;
+use crate::publish::{self, SignOptions, Signing};
+use crate::sig::Added;
+use crate::time::{Time, parse_duration};
+use crate::verify::{Clock, TrustState, TrustedRoot, verify_bundle};
+use crate::{bundle, error_chain};
+
+/// Exit codes; those shared with other tenet binaries keep the same meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// Done.
+    Success = 0,
+    /// Usage error.
+    Usage = 2,
+    /// An invalid policy tree or deployment configuration; nothing was signed.
+    Invalid = 3,
+    /// Trust refused: a signature, threshold, serial, expiry, hash or path check failed.
+    TrustRefused = 4,
+    /// A file could not be read or written.
+    Io = 7,
+}
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done
+  2  usage error
+  3  invalid policy tree or deployment configuration (diagnostics printed); nothing signed
+  4  trust refused: bad or missing signature, unknown signer, rollback, expiry, wrong hash
+  7  a file could not be read or written";
+
+const ABOUT: &str = "\
+Keys, signatures and bundles for tenet.
+
+A deployment has offline root keys (k of n) that sign root.toml, a policy key that
+signs each manifest (the list of every file of a policy tree, by hash), and an
+online timestamp key that the policy server uses to say, for a few hours, which
+manifest is current. Members trust only what verifies against their root.
+
+A typical first run:
+  tenet-keys init deploy/                       # keys + root version 1
+  tenet-keys node-key --out node/               # on each member: its identity
+  tenet-keys enroll deploy/ --member alpha --key-id <id printed above>
+  tenet-keys sign tree/ --deployment deploy/ --out bundle/
+  tenet-keys timestamp bundle/ --key deploy/keys/timestamp.key
+  tenet-keys verify bundle/ --root deploy/root/1.root.toml
+
+Rotating keys or extending the root's expiry:
+  tenet-keys root-next deploy/ --rotate timestamp
+  tenet-keys attest deploy/root/2.root.toml --key deploy/keys/root-1.key --deployment deploy/
+  tenet-keys attest deploy/root/2.root.toml --key deploy/keys/root-2.key --deployment deploy/
+
+Then move deploy/keys/root-*.key (and, ideally, policy.key) offline.";
+
+/// tenet-keys: keys, signed roots, manifests and timestamps, bundles.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tenet-keys",
+    version,
+    about = "Keys, signatures and bundles for tenet",
+    long_about = ABOUT,
+    after_help = EXIT_CODES,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make a new deployment: keys, root version 1, and the deployment's state.
+    ///
+    /// Writes DIR/keys/{root-1..N,policy,timestamp,server-tls}.key (mode 0600),
+    /// DIR/root/1.root.toml signed by every root key, DIR/deployment.toml (the
+    /// deployment id and the last serial) and DIR/inventory.toml. DIR must be absent or
+    /// empty. Afterwards, move the root keys to offline media, one per custodian.
+    #[command(after_help = EXIT_CODES)]
+    Init(InitArgs),
+    /// Make a member identity key (DIR/localhost.key, mode 0600) and print its key id.
+    ///
+    /// The key id (SHA-256 of the public key's SubjectPublicKeyInfo) is what
+    /// `enroll --key-id` takes; the private key never leaves the member.
+    #[command(after_help = EXIT_CODES)]
+    NodeKey {
+        /// The directory to write the key into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Enroll a member's key id; the next signed manifest lists it in the inventory.
+    #[command(after_help = EXIT_CODES)]
+    Enroll {
+        /// The deployment directory.
+        dir: PathBuf,
+        /// The member's name, as in the cluster config.
+        #[arg(long)]
+        member: String,
+        /// The member's key id (64 hex characters; a `sha256:` prefix is accepted).
+        #[arg(long = "key-id", value_parser = parse_key_id)]
+        key_id: KeyId,
+    },
+    /// Remove a member's key id; the next signed manifest no longer lists it.
+    #[command(after_help = EXIT_CODES)]
+    Revoke {
+        /// The deployment directory.
+        dir: PathBuf,
+        /// The member's name.
+        #[arg(long)]
+        member: String,
+    },
+    /// Validate a policy tree and sign it into a bundle.
+    ///
+    /// The tree is validated first; an invalid tree is never signed (every problem is
+    /// printed, exit 3). The bundle holds every file of the tree by hash
+    /// (blobs/sha256/), the manifest (paths, hashes, sizes, and the enrolled members of
+    /// the cluster with their classes), its signature and the root history. The serial
+    /// is recorded in the deployment; it only ever increases.
+    #[command(after_help = EXIT_CODES)]
+    Sign(SignArgs),
+    /// Prepare the next root version (unsigned): new expiry, rotated keys, dropped pins.
+    ///
+    /// Writes DIR/root/NEXT.root.toml from the latest verified root (NEXT = its version + 1).
+    /// New keys go to DIR/keys/ROLE-vNEXT.key. Rotating the policy key also bumps the policy epoch
+    /// (use it after a policy key leak). Then sign the new root with `attest`, once per
+    /// root key: it needs a threshold of the old root keys and of the new ones. Until it
+    /// is fully signed, `sign` keeps using the previous root.
+    #[command(after_help = EXIT_CODES)]
+    RootNext(RootNextArgs),
+    /// Add one signature to FILE.sig (a root, manifest or timestamp, told by its kind).
+    ///
+    /// For a root update, run it once per root key: the new root needs a threshold of
+    /// the old root's keys and of its own. With --deployment, a key not listed for the
+    /// document's role is refused.
+    #[command(after_help = EXIT_CODES)]
+    Attest {
+        /// The document to sign (its exact bytes are signed).
+        file: PathBuf,
+        /// The private key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Check the key against this deployment's latest root.
+        #[arg(long)]
+        deployment: Option<PathBuf>,
+    },
+    /// Write BUNDLE/timestamp.toml (+ .sig) naming the bundle's manifest.
+    ///
+    /// The policy server does this with its online key every TTL/2; members refuse an
+    /// expired timestamp, which bounds how long a stale server can hide a newer manifest.
+    #[command(after_help = EXIT_CODES)]
+    Timestamp {
+        /// The bundle directory.
+        bundle: PathBuf,
+        /// The timestamp key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// How long the timestamp is valid.
+        #[arg(long, default_value = "6h", value_parser = parse_ttl)]
+        ttl: Duration,
+        /// Check the key against this deployment's latest root.
+        #[arg(long)]
+        deployment: Option<PathBuf>,
+    },
+    /// Verify a bundle as a member would, and print what it holds.
+    ///
+    /// Walks the root updates in the bundle from the trusted root, then checks the
+    /// timestamp (if any), the manifest (signatures, deployment, epoch, expiry, paths)
+    /// and every blob (size, then hash). Any failure prints the specific reason, exit 4.
+    #[command(after_help = EXIT_CODES)]
+    Verify(VerifyArgs),
+}
+
+/// Options of `init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The new deployment directory (absent or empty).
+    pub dir: PathBuf,
+    /// Root keys to make (n). 3 with a threshold of 2 survives one lost or stolen key.
+    #[arg(long, default_value_t = 3)]
+    pub root_keys: u32,
+    /// Root signatures a root update needs (k); 1 of 1 is for labs only.
+    #[arg(long, default_value_t = 2)]
+    pub root_threshold: u32,
+    /// How long root version 1 is valid (e.g. 365d); a root update extends it.
+    #[arg(long, default_value = "365d", value_parser = parse_ttl)]
+    pub expires: Duration,
+}
+
+/// A key `root-next` can replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RotateArg {
+    /// Every root key (same count and threshold).
+    Root,
+    /// The policy key (and bump the policy epoch).
+    Policy,
+    /// The timestamp key.
+    Timestamp,
+    /// Add a new policy server TLS key's pin beside the current one.
+    ServerTls,
+}
+
+/// Options of `root-next`.
+#[derive(Debug, Args)]
+pub struct RootNextArgs {
+    /// The deployment directory.
+    pub dir: PathBuf,
+    /// How long the new root is valid.
+    #[arg(long, default_value = "365d", value_parser = parse_ttl)]
+    pub expires: Duration,
+    /// Keys to replace (repeatable).
+    #[arg(long, value_enum)]
+    pub rotate: Vec<RotateArg>,
+    /// Raise the policy epoch.
+    #[arg(long)]
+    pub bump_epoch: bool,
+    /// A server TLS pin to remove (repeatable), once every member trusts its successor.
+    #[arg(long = "drop-pin", value_parser = parse_key_id)]
+    pub drop_pins: Vec<KeyId>,
+}
+
+/// Options of `sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The policy tree.
+    pub tree: PathBuf,
+    /// The deployment directory (made by init).
+    #[arg(long)]
+    pub deployment: PathBuf,
+    /// The bundle directory to write (absent or empty).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The serial (default: the last one + 1); a serial not greater than the last is refused.
+    #[arg(long)]
+    pub serial: Option<u64>,
+    /// How long the manifest is valid: the hard bound on a frozen policy server.
+    #[arg(long, default_value = "14d", value_parser = parse_ttl)]
+    pub expires: Duration,
+    /// The policy key (default: DEPLOYMENT/keys/policy.key).
+    #[arg(long, conflicts_with = "unsigned")]
+    pub key: Option<PathBuf>,
+    /// Write the bundle without manifest.toml.sig, to sign offline with `attest`.
+    #[arg(long)]
+    pub unsigned: bool,
+}
+
+/// Options of `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The bundle directory.
+    pub bundle: PathBuf,
+    /// The trusted root file (its .sig must be beside it), e.g. DEPLOYMENT/root/1.root.toml.
+    #[arg(long)]
+    pub root: PathBuf,
+    /// Check as of this time (RFC 3339 UTC) instead of now.
+    #[arg(long, value_parser = parse_time)]
+    pub now: Option<Time>,
+    /// How far in the future a manifest's creation time may be.
+    #[arg(long, default_value = "15m", value_parser = parse_ttl)]
+    pub max_skew: Duration,
+}
+
+/// Runs one command. `now` is the clock reading of the caller; output goes to `out`,
+/// warnings and errors to `err`.
+pub fn run(cli: Cli, now: Time, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
+    let result = match cli.command {
+        Command::Init(a) => init(&a, now, out),
+        Command::NodeKey { out: dir } => node_key(&dir, out),
+        Command::Enroll {
+            dir,
+            member,
+            key_id,
+        } => enroll(&dir, &member, key_id, out),
+        Command::Revoke { dir, member } => revoke(&dir, &member, out),
+        Command::Sign(a) => sign(&a, now, out, err),
+        Command::RootNext(a) => root_next(&a, now, out),
+        Command::Attest {
+            file,
+            key,
+            deployment,
+        } => attest(&file, &key, deployment.as_deref(), out),
+        Command::Timestamp {
+            bundle,
+            key,
+            ttl,
+            deployment,
+        } => timestamp(&bundle, &key, ttl, deployment.as_deref(), now, out),
+        Command::Verify(a) => verify(&a, now, out),
+    };
+    match result {
+        Ok(()) => ExitCode::Success,
+        Err(e) => {
+            if let PublishError::InvalidPolicy { diagnostics, .. } = &e {
+                let _ = write!(err, "{diagnostics}");
+            }
+            let _ = writeln!(err, "error: {}", error_chain(&e));
+            exit_code(&e)
+        }
+    }
+}
+
+/// The exit code for an error.
+pub fn exit_code(e: &PublishError) -> ExitCode {
+    match e {
+        PublishError::Verify(_) | PublishError::KeyNotInRole { .. } => ExitCode::TrustRefused,
+        PublishError::Read { .. } | PublishError::Write { .. } | PublishError::Walk { .. } => {
+            ExitCode::Io
+        }
+        PublishError::Render { .. } => ExitCode::Io,
+        PublishError::Key(
+            KeyError::Read { .. } | KeyError::Write { .. } | KeyError::Random { .. },
+        ) => ExitCode::Io,
+        _ => ExitCode::Invalid,
+    }
+}
+
+fn init(a: &InitArgs, now: Time, out: &mut dyn Write) -> Result<(), PublishError> {
+    let report = deployment::init(
+        &a.dir,
+        &InitOptions {
+            root_keys: a.root_keys,
+            root_threshold: a.root_threshold,
+            expires_in: a.expires,
+            now,
+        },
+    )?;
+    let _ = writeln!(
+        out,
+        "deployment {} created in {}",
+        report.deployment,
+        a.dir.display()
+    );
+    for (name, path, id) in &report.keys {
+        let _ = writeln!(out, "  {name:<12} {id}  {}", path.display());
+    }
+    let _ = writeln!(out, "root version 1: {}", report.root.display());
+    let _ = writeln!(out, "root sha256:    {}", report.root_sha256);
+    let _ = writeln!(
+        out,
+        "next: move {}/keys/root-*.key offline (a root update needs {} of them)",
+        a.dir.display(),
+        a.root_threshold
+    );
+    Ok(())
+}
+
+fn node_key(dir: &Path, out: &mut dyn Write) -> Result<(), PublishError> {
+    let (path, id) = deployment::node_key(dir)?;
+    let _ = writeln!(out, "{id}");
+    let _ = writeln!(
+        out,
+        "# key written to {}; enroll it with: tenet-keys enroll DEPLOYMENT --member NAME --key-id {id}",
+        path.display()
+    );
+    Ok(())
+}
+
+fn enroll(dir: &Path, member: &str, keyid: KeyId, out: &mut dyn Write) -> Result<(), PublishError> {
+    let d = Deployment::open(dir)?;
+    let line = match d.enroll(member, keyid)? {
+        Enrollment::New => format!("enrolled member {member} with key {keyid}"),
+        Enrollment::Replaced(old) => {
+            format!("member {member}: key {old} replaced by {keyid}")
+        }
+        Enrollment::Unchanged => format!("member {member} already has key {keyid}"),
+    };
+    let _ = writeln!(out, "{line}; the next signed manifest carries it");
+    Ok(())
+}
+
+fn revoke(dir: &Path, member: &str, out: &mut dyn Write) -> Result<(), PublishError> {
+    let d = Deployment::open(dir)?;
+    let old = d.revoke(member)?;
+    let _ = writeln!(
+        out,
+        "revoked key {old} of member {member}; the next signed manifest leaves it out"
+    );
+    Ok(())
+}
+
+fn sign(
+    a: &SignArgs,
+    now: Time,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), PublishError> {
+    let mut d = Deployment::open(&a.deployment)?;
+    let signing = if a.unsigned {
+        Signing::Unsigned
+    } else {
+        Signing::WithKey(a.key.clone().unwrap_or_else(|| d.policy_key_path()))
+    };
+    let report = publish::sign(
+        &mut d,
+        &SignOptions {
+            tree: a.tree.clone(),
+            out: a.out.clone(),
+            serial: a.serial,
+            expires_in: a.expires,
+            now,
+            signing,
+        },
+    )?;
+    for w in &report.warnings {
+        let _ = writeln!(err, "warning: {w}");
+    }
+    let m = &report.manifest;
+    let _ = writeln!(
+        out,
+        "bundle {}: serial {}, epoch {}, {} files, {} members, expires {}",
+        report.out.display(),
+        m.serial,
+        m.epoch,
+        m.files.len(),
+        m.members.len(),
+        m.expires
+    );
+    let _ = writeln!(out, "manifest sha256 {}", report.manifest_sha256);
+    match report.signed_by {
+        Some(k) => {
+            let _ = writeln!(out, "signed by policy key {k}");
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "unsigned: sign it with tenet-keys attest {} --key POLICY_KEY",
+                report.out.join(bundle::MANIFEST).display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn root_next(a: &RootNextArgs, now: Time, out: &mut dyn Write) -> Result<(), PublishError> {
+    let d = Deployment::open(&a.dir)?;
+    let rotate = a
+        .rotate
+        .iter()
+        .map(|r| match r {
+            RotateArg::Root => Rotate::Root,
+            RotateArg::Policy => Rotate::Policy,
+            RotateArg::Timestamp => Rotate::Timestamp,
+            RotateArg::ServerTls => Rotate::ServerTls,
+        })
+        .collect();
+    let r = deployment::next_root(
+        &d,
+        &NextRootOptions {
+            expires_in: a.expires,
+            now,
+            rotate,
+            bump_epoch: a.bump_epoch,
+            drop_pins: a.drop_pins.clone(),
+        },
+    )?;
+    let _ = writeln!(
+        out,
+        "root version {} written (unsigned): {}",
+        r.version,
+        r.path.display()
+    );
+    for (name, path, id) in &r.keys {
+        let _ = writeln!(out, "  new key {name:<16} {id}  {}", path.display());
+    }
+    let needs = if r.root_keys_changed {
+        format!(
+            "{} of the current root keys and {} of the new ones",
+            r.old_threshold, r.new_threshold
+        )
+    } else {
+        format!("{} root keys", r.old_threshold.max(r.new_threshold))
+    };
+    let _ = writeln!(
+        out,
+        "sign it with: tenet-keys attest {} --key ROOT_KEY --deployment {} (needs {needs})",
+        r.path.display(),
+        a.dir.display()
+    );
+    Ok(())
+}
+
+fn attest(
+    file: &Path,
+    key: &Path,
+    deployment: Option<&Path>,
+    out: &mut dyn Write,
+) -> Result<(), PublishError> {
+    let key = SecretKey::read(key)?;
+    let root = match deployment {
+        Some(dir) => Some(
+            Deployment::open(dir)?
+                .root_history()?
+                .state
+                .root()
+                .root()
+                .clone(),
+        ),
+        None => None,
+    };
+    let r = publish::attest(file, &key, root.as_ref())?;
+    let what = match r.added {
+        Added::Added => "signed",
+        Added::AlreadyPresent => "already signed",
+    };
+    let _ = writeln!(
+        out,
+        "{} {}: {what} by {} ({} signatures in {})",
+        r.document,
+        file.display(),
+        r.keyid,
+        count_signatures(&r.sig_path, r.document),
+        r.sig_path.display()
+    );
+    Ok(())
+}
+
+fn count_signatures(path: &Path, document: crate::document::Document) -> usize {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| crate::sig::SignatureFile::parse(document, &b).ok())
+        .map_or(0, |f| f.signatures.len())
+}
+
+fn timestamp(
+    bundle_dir: &Path,
+    key: &Path,
+    ttl: Duration,
+    deployment: Option<&Path>,
+    now: Time,
+    out: &mut dyn Write,
+) -> Result<(), PublishError> {
+    let key = SecretKey::read(key)?;
+    let root = match deployment {
+        Some(dir) => Some(
+            Deployment::open(dir)?
+                .root_history()?
+                .state
+                .root()
+                .root()
+                .clone(),
+        ),
+        None => None,
+    };
+    let ts = publish::timestamp_bundle(bundle_dir, &key, root.as_ref(), now, ttl)?;
+    let _ = writeln!(
+        out,
+        "timestamp version {} names manifest serial {} (epoch {}, sha256 {}), expires {}",
+        ts.version, ts.manifest.serial, ts.manifest.epoch, ts.manifest.sha256, ts.expires
+    );
+    Ok(())
+}
+
+fn verify(a: &VerifyArgs, now: Time, out: &mut dyn Write) -> Result<(), PublishError> {
+    let bytes = deployment::read_bytes(&a.root)?;
+    let sigs = deployment::read_bytes(&bundle::sig_path(&a.root))?;
+    let trusted = TrustedRoot::bootstrap(&bytes, &sigs, None)?;
+    let state = TrustState::new(trusted);
+    let clock = Clock::new(a.now.unwrap_or(now)).with_max_skew(a.max_skew);
+    let b = verify_bundle(&state, &a.bundle, &clock)?;
+    let m = b.manifest();
+    let root = b.state().root().root();
+    let mut w = |s: String| {
+        let _ = writeln!(out, "{s}");
+    };
+    w(format!("bundle {} verified", a.bundle.display()));
+    w(format!("  deployment  {}", m.deployment));
+    let updates = if b.root_updates().is_empty() {
+        String::new()
+    } else {
+        format!(" (updated from {})", state.root().root().version)
+    };
+    w(format!(
+        "  root        version {}{updates}, expires {}",
+        root.version, root.expires
+    ));
+    w(format!("  epoch       {}", m.epoch));
+    w(format!("  serial      {}", m.serial));
+    w(format!("  created     {}", m.created));
+    w(format!("  expires     {}", m.expires));
+    match b.timestamp() {
+        Some(t) => w(format!(
+            "  timestamp   version {}, expires {}",
+            t.version, t.expires
+        )),
+        None => w("  timestamp   none".to_string()),
+    }
+    let bytes: u64 = m.files.iter().map(|f| f.size).sum();
+    w(format!("  files       {} ({bytes} bytes)", m.files.len()));
+    w(format!("  members     {}", m.members.len()));
+    for member in &m.members {
+        w(format!(
+            "    {:<16} {}  classes: {}",
+            member.name,
+            member.keyid,
+            if member.classes.is_empty() {
+                "-".to_string()
+            } else {
+                member.classes.join(", ")
+            }
+        ));
+    }
+    Ok(())
+}
+
+fn parse_key_id(s: &str) -> Result<KeyId, String> {
+    KeyId::parse_lenient(s).map_err(|e| format!("not a key id: {e}"))
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn parse_time(s: &str) -> Result<Time, String> {
+    Time::parse_rfc3339(s).map_err(|e| e.to_string())
+}

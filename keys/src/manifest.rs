@@ -1,0 +1,266 @@
+//! `manifest.toml`: one signed list of every file of a policy tree (path, SHA-256,
+//! size) and the member inventory (name, key id, classes).
+//!
+//! ```toml
+//! # manifest.toml, signed in manifest.toml.sig (context "tenet-manifest-v1")
+//! schema = 1
+//! kind = "manifest"
+//! deployment = "1f63766877b11c62791bb77c0ea94006"
+//! epoch = 1                          # == the root's policy_epoch
+//! serial = 1042                      # strictly increasing
+//! created = 2026-11-21T22:00:00Z
+//! expires = 2026-12-05T22:00:00Z     # default 14 days after created
+//! root_version = 1                   # informational; <= the trusted root version
+//!
+//! [[file]]
+//! path = "files/motd-dce"            # relative, no '..', '.', '//', NUL, '\\'
+//! sha256 = "34e4…"                   # the blob is blobs/sha256/34e4…
+//! size = 170
+//!
+//! [[member]]
+//! name = "alpha"
+//! keyid = "79ab…"                    # the member's node key (its TLS client pin)
+//! classes = ["dce_server"]
+//! ```
+//!
+//! Parsing checks the manifest's own rules (safe, unique paths; unique members and key
+//! ids; plain names). Whether it is trusted is decided by [`crate::verify`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::document::{Document, ManifestKind, Schema, parse, render};
+use crate::error::VerifyError;
+use crate::id::{DeploymentId, KeyId, Sha256Sum};
+use crate::path::check_path;
+use crate::time::Time;
+
+/// Default lifetime of a manifest: the hard bound on a freeze.
+pub const DEFAULT_MANIFEST_TTL_SECS: u64 = 14 * 86_400;
+
+/// Longest member or class name.
+const MAX_NAME: usize = 128;
+
+/// A parsed `manifest.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Always 1.
+    pub schema: Schema,
+    /// Always `"manifest"`.
+    pub kind: ManifestKind,
+    /// The deployment it belongs to.
+    pub deployment: DeploymentId,
+    /// Must equal the trusted root's `policy_epoch`.
+    pub epoch: u64,
+    /// Strictly increasing.
+    pub serial: u64,
+    /// When it was signed.
+    pub created: Time,
+    /// After this it is no longer accepted as new.
+    pub expires: Time,
+    /// The root version it was signed under (informational; at most the trusted one).
+    pub root_version: u64,
+    /// Every file of the policy tree.
+    #[serde(rename = "file", default)]
+    pub files: Vec<FileEntry>,
+    /// The member inventory: who may fetch, by key id.
+    #[serde(rename = "member", default)]
+    pub members: Vec<MemberEntry>,
+}
+
+/// One `[[file]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// Relative path in the policy tree, `/`-separated.
+    pub path: String,
+    /// SHA-256 of the content; the blob's name.
+    pub sha256: Sha256Sum,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// One `[[member]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberEntry {
+    /// The member's name in the cluster config.
+    pub name: String,
+    /// Its node key's id (its TLS client pin).
+    pub keyid: KeyId,
+    /// Its classes from the cluster config.
+    #[serde(default)]
+    pub classes: Vec<String>,
+}
+
+impl Manifest {
+    /// Parses and checks the manifest's own rules (not its signatures, deployment, epoch
+    /// or times). Use [`crate::verify`] to trust one.
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, VerifyError> {
+        let m: Manifest = parse(Document::Manifest, bytes)?;
+        m.check()?;
+        Ok(m)
+    }
+
+    /// The manifest as TOML, ready to sign.
+    pub fn render(&self) -> Result<String, toml::ser::Error> {
+        render(self)
+    }
+
+    /// The file entry for `path`.
+    pub fn file(&self, path: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.path == path)
+    }
+
+    /// The inventory entry for a key id.
+    pub fn member_by_key(&self, keyid: &KeyId) -> Option<&MemberEntry> {
+        self.members.iter().find(|m| m.keyid == *keyid)
+    }
+
+    fn check(&self) -> Result<(), VerifyError> {
+        let mut paths = BTreeSet::new();
+        for f in &self.files {
+            check_path(&f.path).map_err(|problem| VerifyError::UnsafePath {
+                path: f.path.clone(),
+                problem,
+            })?;
+            if !paths.insert(f.path.as_str()) {
+                return Err(VerifyError::DuplicatePath {
+                    path: f.path.clone(),
+                });
+            }
+        }
+        let mut names = BTreeSet::new();
+        let mut keys: BTreeMap<KeyId, &str> = BTreeMap::new();
+        for m in &self.members {
+            if !is_valid_name(&m.name) {
+                return Err(VerifyError::Name {
+                    what: "member",
+                    name: m.name.clone(),
+                });
+            }
+            if let Some(c) = m.classes.iter().find(|c| !is_valid_name(c)) {
+                return Err(VerifyError::Name {
+                    what: "class",
+                    name: c.clone(),
+                });
+            }
+            if !names.insert(m.name.as_str()) {
+                return Err(VerifyError::DuplicateMember {
+                    name: m.name.clone(),
+                });
+            }
+            if let Some(first) = keys.insert(m.keyid, &m.name) {
+                return Err(VerifyError::DuplicateMemberKey {
+                    keyid: m.keyid,
+                    first: first.to_string(),
+                    second: m.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The naming rule of members and classes (the policy language's): letters, digits,
+/// `-`, `_` and `.`, starting with a letter or digit, at most 128 characters.
+pub(crate) fn is_valid_name(name: &str) -> bool {
+    name.len() <= MAX_NAME
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// A sample manifest for other modules' unit tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    /// A small valid manifest's text.
+    pub(crate) fn sample_text() -> String {
+        super::tests::sample().render().unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::PathProblem;
+
+    pub(super) fn sample() -> Manifest {
+        Manifest {
+            schema: Schema,
+            kind: ManifestKind,
+            deployment: "00112233445566778899aabbccddeeff".parse().unwrap(),
+            epoch: 1,
+            serial: 7,
+            created: Time::from_unix(1_795_298_400).unwrap(),
+            expires: Time::from_unix(1_795_298_400 + DEFAULT_MANIFEST_TTL_SECS).unwrap(),
+            root_version: 1,
+            files: vec![FileEntry {
+                path: "cluster.toml".to_string(),
+                sha256: Sha256Sum::of(b"x"),
+                size: 1,
+            }],
+            members: vec![MemberEntry {
+                name: "alpha".to_string(),
+                keyid: "11".repeat(32).parse().unwrap(),
+                classes: vec!["dce_server".to_string()],
+            }],
+        }
+    }
+
+    fn check(edit: impl FnOnce(&mut Manifest)) -> Result<Manifest, VerifyError> {
+        let mut m = sample();
+        edit(&mut m);
+        Manifest::parse(m.render().unwrap().as_bytes())
+    }
+
+    #[test]
+    fn render_then_parse_is_identity() {
+        assert_eq!(check(|_| {}).unwrap(), sample());
+    }
+
+    #[test]
+    fn own_rules() {
+        assert!(matches!(
+            check(|m| m.files[0].path = "../etc/shadow".into()),
+            Err(VerifyError::UnsafePath {
+                problem: PathProblem::ParentDir,
+                ..
+            })
+        ));
+        assert!(matches!(
+            check(|m| m.files.push(m.files[0].clone())),
+            Err(VerifyError::DuplicatePath { .. })
+        ));
+        assert!(matches!(
+            check(|m| {
+                let mut twin = m.members[0].clone();
+                twin.name = "beta".into();
+                m.members.push(twin);
+            }),
+            Err(VerifyError::DuplicateMemberKey { .. })
+        ));
+        assert!(matches!(
+            check(|m| {
+                let mut twin = m.members[0].clone();
+                twin.keyid = "22".repeat(32).parse().unwrap();
+                m.members.push(twin);
+            }),
+            Err(VerifyError::DuplicateMember { .. })
+        ));
+        assert!(matches!(
+            check(|m| m.members[0].name = "al\u{1b}pha".into()),
+            Err(VerifyError::Name { what: "member", .. })
+        ));
+        assert!(matches!(
+            check(|m| m.members[0].classes.push(String::new())),
+            Err(VerifyError::Name { what: "class", .. })
+        ));
+    }
+}
