@@ -104,8 +104,6 @@ pub fn apply(opts: &ApplyOptions, reporter: &mut dyn Reporter) -> Result<Summary
         reporter.warning(&w.to_string());
     }
     let resolution = policy.resolve(&facts);
-    // The resolution owns everything the run needs; the policy is not held twice.
-    drop(policy);
     for w in &resolution.warnings {
         reporter.warning(w);
     }

@@ -321,7 +321,11 @@ pub fn converge(
                 run_units(&cx, std::slice::from_ref(u), &ok, reporter, &mut summary);
             }
         } else {
-            run_units(&cx, units, &ok, reporter, &mut summary);
+            // In chunks: a phase of thousands of promises never holds every plan
+            // and every new file's content at once; each chunk is one batch.
+            for chunk in units.chunks(PHASE_CHUNK) {
+                run_units(&cx, chunk, &ok, reporter, &mut summary);
+            }
         }
     }
     summary.duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -510,6 +514,9 @@ fn carry_out_batch(cx: &Cx<'_>, pending: &[(usize, Vec<Op>)]) -> Vec<(usize, Str
     }
     errors
 }
+
+/// Units evaluated, applied and verified together in a batched phase.
+const PHASE_CHUNK: usize = 1024;
 
 /// Below this many items a phase stays on one thread: spawning costs more than it saves.
 const PARALLEL_MIN: usize = 256;

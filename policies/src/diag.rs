@@ -98,6 +98,11 @@ impl Diagnostics {
         });
     }
 
+    /// Drops every diagnostic after the first `len`.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.items.truncate(len);
+    }
+
     /// Whether any diagnostic is an error.
     pub fn has_errors(&self) -> bool {
         self.items.iter().any(|d| d.severity == Severity::Error)

@@ -20,6 +20,7 @@ mod load;
 pub mod model;
 mod read;
 mod resolve;
+mod split;
 pub mod template;
 
 pub use diag::{Diagnostic, Diagnostics, Origin, Severity};

@@ -15,6 +15,7 @@ use crate::conflict;
 use crate::diag::{Diagnostics, Origin, SourceText};
 use crate::model::*;
 use crate::read::{Cx, Str, Table, Val};
+use crate::split;
 use crate::template::{Ref, Template};
 
 /// The directory under a tree that holds content for `file` promises; never read as policy.
@@ -32,6 +33,11 @@ const TOP_LEVEL: [&str; 4] = ["cluster", "member", "package", "value"];
 /// Returns the policy (with any warnings in [`Policy::warnings`]), or every
 /// diagnostic, errors and warnings, sorted by location.
 pub fn load(tree: &Path) -> Result<Policy, Diagnostics> {
+    load_with(tree, Parse::InParts)
+}
+
+/// [`load`], choosing how documents are parsed.
+pub(crate) fn load_with(tree: &Path, parse: Parse) -> Result<Policy, Diagnostics> {
     let mut loader = Loader {
         tree: tree.to_path_buf(),
         ..Loader::default()
@@ -64,11 +70,15 @@ pub fn load(tree: &Path) -> Result<Policy, Diagnostics> {
         );
         return Err(diags);
     }
-    let mut sources = Vec::with_capacity(files.len());
+    // One file at a time: its text is dropped as soon as it has been read.
     for rel in files {
         match std::fs::read(tree.join(&rel)) {
             Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => sources.push(SourceText::new(&rel, text)),
+                Ok(text) => {
+                    // Roughly one promise per `[[` header: no doubling slack on large files.
+                    loader.promises.reserve(text.matches("[[").count());
+                    loader.read_source(&SourceText::new(&rel, text), &mut diags, parse);
+                }
                 Err(e) => diags.error(
                     Origin {
                         file: rel,
@@ -93,27 +103,12 @@ pub fn load(tree: &Path) -> Result<Policy, Diagnostics> {
             ),
         }
     }
-    for src in &sources {
-        let mut cx = Cx {
-            src,
-            diags: &mut diags,
-        };
-        let (doc, errors) = DeTable::parse_recoverable(&src.text);
-        if !errors.is_empty() {
-            for e in errors {
-                let span = e.span().unwrap_or(0..0);
-                cx.error(
-                    &span,
-                    "",
-                    e.message().trim_end_matches('\n').replace('\n', "; "),
-                );
-            }
-            continue;
-        }
-        loader.read_file(&mut cx, doc.get_ref());
-    }
     loader.check(&mut diags);
     diags.sort();
+    // Declaration order, whatever order the TOML parser grouped the tables in.
+    loader
+        .promises
+        .sort_unstable_by(|a, b| a.origin.cmp(&b.origin));
     if diags.has_errors() {
         return Err(diags);
     }
@@ -153,6 +148,19 @@ fn policy_files(tree: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
+/// The lengths of everything a [`Loader`] has read (see `Loader::mark`).
+struct Mark {
+    cluster: (String, Option<String>, Option<Origin>),
+    members: usize,
+    packages: usize,
+    values: usize,
+    promises: usize,
+    refs: usize,
+    package_member_refs: usize,
+    unguarded: usize,
+    named: usize,
+}
+
 /// A name reference to check once every file is read.
 struct NameRef {
     kind: NameKind,
@@ -183,9 +191,109 @@ struct Loader {
     unguarded: Vec<usize>,
     /// Promises (by index) with an explicit `name`.
     named: Vec<usize>,
+    /// Tables read so far per top-level array of the current file, for `file[N]` paths.
+    counts: HashMap<String, usize>,
+}
+
+/// How a document is handed to the TOML parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Parse {
+    /// Large documents in parts (see `split`), to bound the parser's memory.
+    InParts,
+    /// Always whole (the reference the split path is tested against).
+    #[cfg_attr(not(test), expect(dead_code, reason = "the tests' reference path"))]
+    Whole,
 }
 
 impl Loader {
+    /// Parses one file and reads what it declares; a syntax error anywhere in it
+    /// reports the parser's errors for the whole file and nothing else of it.
+    fn read_source(&mut self, src: &SourceText, diags: &mut Diagnostics, parse: Parse) {
+        let before = diags.len();
+        let mark = self.mark();
+        self.counts.clear();
+        if parse == Parse::InParts && split::worth_splitting(src.text.len()) {
+            let mut ok = true;
+            for (base, part) in split::split(&src.text) {
+                match DeTable::parse(part) {
+                    Ok(doc) => {
+                        let mut cx = Cx {
+                            src,
+                            diags: &mut *diags,
+                            base,
+                        };
+                        self.read_file(&mut cx, doc.get_ref());
+                    }
+                    Err(_) => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok {
+                return;
+            }
+            diags.truncate(before);
+            self.rollback(mark);
+            self.counts.clear();
+        }
+        let mut cx = Cx {
+            src,
+            diags,
+            base: 0,
+        };
+        let (doc, errors) = DeTable::parse_recoverable(&src.text);
+        if errors.is_empty() {
+            self.read_file(&mut cx, doc.get_ref());
+            return;
+        }
+        for e in errors {
+            let span = e.span().unwrap_or(0..0);
+            cx.error(
+                &span,
+                "",
+                e.message().trim_end_matches('\n').replace('\n', "; "),
+            );
+        }
+    }
+
+    /// How much has been read, so a file whose later part fails can be forgotten.
+    fn mark(&self) -> Mark {
+        Mark {
+            cluster: (
+                self.cluster.name.clone(),
+                self.cluster.policy_server.clone(),
+                self.cluster_origin.clone(),
+            ),
+            members: self.cluster.members.len(),
+            packages: self.cluster.packages.len(),
+            values: self.values.len(),
+            promises: self.promises.len(),
+            refs: self.refs.len(),
+            package_member_refs: self.package_member_refs.len(),
+            unguarded: self.unguarded.len(),
+            named: self.named.len(),
+        }
+    }
+
+    fn rollback(&mut self, m: Mark) {
+        (
+            self.cluster.name,
+            self.cluster.policy_server,
+            self.cluster_origin,
+        ) = m.cluster;
+        self.cluster.members.truncate(m.members);
+        self.member_origins.truncate(m.members);
+        self.cluster.packages.truncate(m.packages);
+        self.package_origins.truncate(m.packages);
+        self.values.truncate(m.values);
+        self.promises.truncate(m.promises);
+        self.refs.truncate(m.refs);
+        self.package_member_refs.truncate(m.package_member_refs);
+        self.unguarded.truncate(m.unguarded);
+        self.named.truncate(m.named);
+    }
+
     fn read_file(&mut self, cx: &mut Cx<'_>, doc: &DeTable<'_>) {
         for (key, value) in doc.iter() {
             let name: &str = key.get_ref();
@@ -196,7 +304,7 @@ impl Loader {
             match name {
                 "cluster" => self.read_cluster(cx, v),
                 "member" | "package" | "value" => {
-                    for (i, t) in tables(cx, v, name) {
+                    for (i, t) in self.tables(cx, v, name) {
                         match name {
                             "member" => self.read_member(cx, t, i),
                             "package" => self.read_package(cx, t, i),
@@ -205,7 +313,7 @@ impl Loader {
                     }
                 }
                 t if PROMISE_TYPES.contains(&t) => {
-                    for (i, table) in tables(cx, v, name) {
+                    for (i, table) in self.tables(cx, v, name) {
                         self.read_promise(cx, name, table, i);
                     }
                 }
@@ -283,7 +391,7 @@ impl Loader {
         let mut addresses = Vec::new();
         if let Some(v) = t.value("addresses") {
             let field = t.field("addresses");
-            for (i, a) in tables(cx, v, &field) {
+            for (i, a) in tables(cx, v, &field, 0) {
                 let mut a = a;
                 let ip = a
                     .req_str(cx, "ip")
@@ -1043,7 +1151,28 @@ impl Loader {
 }
 
 /// Each table of an array of tables, with its field path; reports anything else.
-fn tables<'a, 'i>(cx: &mut Cx<'_>, v: Val<'a, 'i>, name: &str) -> Vec<(usize, Table<'a, 'i>)> {
+impl Loader {
+    /// Each table of a top-level array, numbered on from the same array in earlier
+    /// parts of the file.
+    fn tables<'a, 'i>(
+        &mut self,
+        cx: &mut Cx<'_>,
+        v: Val<'a, 'i>,
+        name: &str,
+    ) -> Vec<(usize, Table<'a, 'i>)> {
+        let first = self.counts.get(name).copied().unwrap_or(0);
+        let len = v.value.as_array().map_or(0, |a| a.len());
+        *self.counts.entry(name.to_string()).or_default() += len;
+        tables(cx, v, name, first)
+    }
+}
+
+fn tables<'a, 'i>(
+    cx: &mut Cx<'_>,
+    v: Val<'a, 'i>,
+    name: &str,
+    first: usize,
+) -> Vec<(usize, Table<'a, 'i>)> {
     let DeValue::Array(items) = v.value else {
         let hint = if v.value.is_table() {
             format!("; write `[[{name}]]` for each entry")
@@ -1062,6 +1191,7 @@ fn tables<'a, 'i>(cx: &mut Cx<'_>, v: Val<'a, 'i>, name: &str) -> Vec<(usize, Ta
     };
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
+        let i = first + i;
         match item.get_ref() {
             DeValue::Table(t) => out.push((i, Table::new(t, item.span(), format!("{name}[{i}]")))),
             other => cx.error(
@@ -1250,6 +1380,8 @@ fn default_id(kind: &PromiseKind) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -1261,5 +1393,63 @@ mod tests {
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("m"), None);
         assert_eq!(parse_duration("5 days"), None);
+    }
+
+    /// What a load produced, comparable across parse modes.
+    fn outcome(tree: &Path, parse: Parse) -> String {
+        match load_with(tree, parse) {
+            Ok(p) => {
+                let ids: Vec<String> = p
+                    .promises
+                    .iter()
+                    .map(|p| format!("{} {}", p.id, p.origin))
+                    .collect();
+                format!(
+                    "ok {}\n{}\n{}",
+                    p.cluster.members.len(),
+                    ids.join("\n"),
+                    p.warnings
+                )
+            }
+            Err(d) => format!("err\n{d}"),
+        }
+    }
+
+    const FRAGMENTS: &[&str] = &[
+        "[[file]]\npath = \"/a\"\ncontent = \"x\"\n",
+        "[[file]]\npath = \"/b\"\ncontent = \"\"\"\n[[file]]\npath = \"/fake\"\n\"\"\"\n",
+        "[[file]]\npath = \"/c\"\ncontent = '''\n[[line]]\n'''\n",
+        "[[line]]\nfile = \"/etc/x\"\nline = \"[[file]] # not a comment\"\n",
+        "# [[file]]\n",
+        "[[command]]\nargv = [\n  \"/bin/true\",\n]\ncreates = \"/x\"\n[command.env]\nA = \"1\"\n",
+        "[[member]]\nname = \"m1\"\naddresses = [\n  { ip = \"10.0.0.1\", role = \"boot\" },\n]\n",
+        "[[link]]\npath = \"/l\"\ntarget = \"/a\"\nbogus = 1\n",
+        "[[dir]]\npath = \"/d\"\nmode = 7\n",
+        "[[absent]]\npaths = [\"/j/*\"]\n",
+        "[[file]]\npath = \"/a\"\ncontent = \"again\"\n",
+        "[[setting]]\nfile = \"/etc/environment\"\nkey = \"K\"\nvalue = \"\"\"v\"\"\"\"\"\n",
+        "[[file]]\npath = \"/broken\ncontent = 1\n",
+        "[[value]]\nname = \"v\"\ntext = \"${member}\"\n",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Loading in parts is loading whole: same promises, origins and diagnostics.
+        #[test]
+        fn split_loading_equals_whole_loading(
+            picks in proptest::collection::vec(0..FRAGMENTS.len(), 1..12)
+        ) {
+            let tree = tempfile::tempdir().unwrap();
+            let text: String = picks.iter().map(|&i| FRAGMENTS[i]).collect();
+            #[expect(clippy::disallowed_methods, reason = "the test writes a policy tree")]
+            std::fs::write(tree.path().join("p.toml"), &text).unwrap();
+            prop_assert_eq!(
+                outcome(tree.path(), Parse::InParts),
+                outcome(tree.path(), Parse::Whole),
+                "{}",
+                text
+            );
+        }
     }
 }

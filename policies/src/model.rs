@@ -479,77 +479,78 @@ pub struct CopyPromise {
 }
 
 impl<S> Promise<S> {
-    /// Turns every text field into another type, stopping at the first error.
-    pub fn try_map<T, E>(&self, mut f: impl FnMut(&S) -> Result<T, E>) -> Result<Promise<T>, E> {
-        let kind = match &self.kind {
+    /// Turns every text field into another type, consuming the promise (nothing is
+    /// copied), stopping at the first error.
+    pub fn try_map<T, E>(self, mut f: impl FnMut(S) -> Result<T, E>) -> Result<Promise<T>, E> {
+        let kind = match self.kind {
             PromiseKind::File(p) => PromiseKind::File(FilePromise {
-                path: p.path.clone(),
-                content: match &p.content {
-                    Content::Bytes(b) => Content::Bytes(b.clone()),
+                path: p.path,
+                content: match p.content {
+                    Content::Bytes(b) => Content::Bytes(b),
                     Content::Text(t) => Content::Text(f(t)?),
                 },
-                perms: p.perms.clone(),
+                perms: p.perms,
             }),
             PromiseKind::Line(p) => PromiseKind::Line(LinePromise {
-                file: p.file.clone(),
-                line: f(&p.line)?,
-                matches: p.matches.clone(),
+                file: p.file,
+                line: f(p.line)?,
+                matches: p.matches,
                 state: p.state,
                 create: p.create,
             }),
             PromiseKind::Setting(p) => PromiseKind::Setting(SettingPromise {
-                file: p.file.clone(),
-                key: p.key.clone(),
-                value: f(&p.value)?,
+                file: p.file,
+                key: p.key,
+                value: f(p.value)?,
                 style: p.style,
                 create: p.create,
             }),
             PromiseKind::Link(p) => PromiseKind::Link(LinkPromise {
-                path: p.path.clone(),
-                target: f(&p.target)?,
+                path: p.path,
+                target: f(p.target)?,
                 force: p.force,
             }),
-            PromiseKind::Dir(p) => PromiseKind::Dir(p.clone()),
-            PromiseKind::Absent(p) => PromiseKind::Absent(p.clone()),
-            PromiseKind::Command(p) => PromiseKind::Command(CommandPromise {
-                program: match &p.program {
-                    Program::Argv(a) => {
-                        Program::Argv(a.iter().map(&mut f).collect::<Result<_, _>>()?)
-                    }
+            PromiseKind::Dir(p) => PromiseKind::Dir(p),
+            PromiseKind::Absent(p) => PromiseKind::Absent(p),
+            PromiseKind::Command(p) => {
+                let program = match p.program {
+                    Program::Argv(a) => Program::Argv(map_all(a, &mut f)?),
                     Program::Shell(s) => Program::Shell(f(s)?),
-                },
-                timeout: p.timeout,
-                env: p
+                };
+                let unless = p.unless.map(|a| map_all(a, &mut f)).transpose()?;
+                let onlyif = p.onlyif.map(|a| map_all(a, &mut f)).transpose()?;
+                let env = p
                     .env
-                    .iter()
-                    .map(|(k, v)| Ok((k.clone(), f(v)?)))
-                    .collect::<Result<_, _>>()?,
-                cwd: p.cwd.clone(),
-                unless: p
-                    .unless
-                    .as_ref()
-                    .map(|a| a.iter().map(&mut f).collect())
-                    .transpose()?,
-                onlyif: p
-                    .onlyif
-                    .as_ref()
-                    .map(|a| a.iter().map(&mut f).collect())
-                    .transpose()?,
-                creates: p.creates.clone(),
-            }),
+                    .into_iter()
+                    .map(|(k, v)| Ok((k, f(v)?)))
+                    .collect::<Result<_, E>>()?;
+                PromiseKind::Command(CommandPromise {
+                    program,
+                    timeout: p.timeout,
+                    env,
+                    cwd: p.cwd,
+                    unless,
+                    onlyif,
+                    creates: p.creates,
+                })
+            }
             PromiseKind::Hostname(p) => PromiseKind::Hostname(HostnamePromise {
-                name: f(&p.name)?,
+                name: f(p.name)?,
                 persist: p.persist,
             }),
-            PromiseKind::Copy(p) => PromiseKind::Copy(p.clone()),
+            PromiseKind::Copy(p) => PromiseKind::Copy(p),
         };
         Ok(Promise {
-            id: self.id.clone(),
-            origin: self.origin.clone(),
-            when: self.when.clone(),
+            id: self.id,
+            origin: self.origin,
+            when: self.when,
             kind,
         })
     }
+}
+
+fn map_all<S, T, E>(v: Vec<S>, f: &mut impl FnMut(S) -> Result<T, E>) -> Result<Vec<T>, E> {
+    v.into_iter().map(f).collect()
 }
 
 #[cfg(test)]

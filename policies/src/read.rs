@@ -16,11 +16,13 @@ use crate::diag::{Diagnostics, Origin, SourceText};
 pub(crate) struct Cx<'a> {
     pub(crate) src: &'a SourceText,
     pub(crate) diags: &'a mut Diagnostics,
+    /// Where the text being read starts in the file (a part of a split document).
+    pub(crate) base: usize,
 }
 
 impl Cx<'_> {
     pub(crate) fn origin(&self, span: &Range<usize>) -> Origin {
-        self.src.origin(span.start)
+        self.src.origin(self.base + span.start)
     }
 
     pub(crate) fn error(&mut self, span: &Range<usize>, field: &str, message: impl Into<String>) {

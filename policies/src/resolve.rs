@@ -48,9 +48,14 @@ struct Scope<'a> {
 
 impl Policy {
     /// Evaluates this policy for the member described by `facts`.
-    pub fn resolve(&self, facts: &Facts) -> Resolution {
+    ///
+    /// Consumes the policy: each promise that applies moves into the resolution, so
+    /// a large policy is never held twice.
+    pub fn resolve(mut self, facts: &Facts) -> Resolution {
+        let owned = std::mem::take(&mut self.promises);
+        let this = &self;
         let mut warnings = Vec::new();
-        let cluster = &self.cluster;
+        let cluster = &this.cluster;
         let member = match &facts.member {
             Some(name) => {
                 let m = cluster.member(name);
@@ -80,29 +85,31 @@ impl Policy {
             classes.extend(m.classes.iter().map(String::as_str));
         }
         let mut scope = Scope {
-            policy: self,
+            policy: this,
             facts,
             member,
             classes,
             values: HashMap::new(),
         };
-        for v in &self.values {
+        for v in &this.values {
             let computed = scope.compute(&v.kind, &v.name, &mut warnings);
             scope.values.insert(&v.name, computed);
         }
-        let mut promises = Vec::with_capacity(self.promises.len());
+        let mut promises = Vec::with_capacity(owned.len());
         let mut skipped = 0;
-        for p in &self.promises {
+        for p in owned {
             if !p.when.as_ref().is_none_or(|c| c.eval(&|a| scope.atom(a))) {
                 skipped += 1;
                 continue;
             }
+            // Kept aside only to name the promise if a fact is missing.
+            let (id, type_name, origin) = (p.id.clone(), p.kind.type_name(), p.origin.clone());
             let expanded = p
                 .try_map(|t| t.render(&mut |r| scope.lookup(r)))
                 .map_err(|reason| Unresolved {
-                    id: p.id.clone(),
-                    type_name: p.kind.type_name(),
-                    origin: p.origin.clone(),
+                    id,
+                    type_name,
+                    origin,
                     reason,
                 });
             promises.push(expanded);
