@@ -13,6 +13,7 @@
 #   first   fresh sandbox before every run (--prepare resets by rename,
 #           --cleanup deletes ROOT/.trash after the batch)
 #   noop    the converged tree (--warmup 1); the I/O floor runs here too
+#   (first runs also time `floor --first`: the bare changes, no policy, no fsync)
 #   parse   parse and validate only: cf-promises -c -f / tenet-agent check
 # cf-agent variants:
 #   cf-agent_f    cf-agent -K -w WD -f POLICY  (validates the policy every run)
@@ -232,9 +233,13 @@ for N in "${NS[@]}"; do
     hf_args < <(ordered "$round" \
       "cf-agent_f|$(reset_cmd "$c")|$(cf_f "$c")" \
       "tenet|$(reset_cmd "$t")|$(tenet_apply "$t")" \
+      "floor|$(reset_cmd "$t")|$FLOOR --first $N $t" \
       "cf-agent_in|$(reset_cmd "$c")|$(cf_in "$c")")
     hf "n${N}_first" "$round" --runs "$PER" --cleanup "$CLEANUP" "${HF_ARGS[@]}"
   done
+  # The first-run floor leaves its sandbox unconverged: converge both again
+  # before the checker and the no-op runs.
+  for root in "$CF" "$TN"; do $(tenet_apply "$root") >/dev/null 2>&1 || STATUS=1; done
   for root in "$CF" "$TN"; do python3 "$GEN" "$N" "$root" --verify >>"$chk" 2>&1 || STATUS=1; done
   for ((round = 1; round <= ROUNDS; round++)); do
     if [ $((round % 2)) -eq 1 ]; then c=$CF t=$TN; else c=$TN t=$CF; fi

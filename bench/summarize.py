@@ -139,7 +139,7 @@ def main():
     print("### Wall time, ms: median (min–max)\n")
     print("tenet-agent apply parses and validates the policy on every run, like "
           "cf-agent_f; cf-agent_in skips validation while the policy is unchanged. "
-          "The floor only reads what a no-op run must read.\n")
+          "The floor only reads what a no-op run must read; in first runs it makes the bare changes (temp file and rename, links, unlinks, one rewrite per edited file) with no policy and no fsync.\n")
     print("| N | scenario | runs | cf-agent_f | cf-agent_in | tenet | floor "
           "| tenet / _f | tenet / _in | floor / tenet |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -7,6 +7,13 @@
 //! compares nothing, so its time is the lower bound for any agent that checks
 //! the same state from scratch. The names follow `bench/gen.py`.
 //!
+//! `floor --first N ROOT` is the floor of a first run from the freshly reset
+//! sandbox: the bare changes any agent that writes atomically must make. Each
+//! file is written to a temp name and renamed into place, each link is made,
+//! each absent path unlinked, and each edited file rewritten once through a temp
+//! name. No policy, no comparison, no fsync: what is left is the kernel's cost
+//! of the changes themselves.
+//!
 //! Build: `cargo build --release -p tenet-agent --example floor`.
 
 use std::ffi::OsString;
@@ -20,7 +27,13 @@ const CONF_FILES: usize = 10;
 const FILES_PER_DIR: usize = 100;
 
 fn main() -> io::Result<()> {
-    let (n, root) = parse_args(std::env::args_os().skip(1))?;
+    let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--first") {
+        args.remove(0);
+        let (n, root) = parse_args(args.into_iter())?;
+        return first(n, &root);
+    }
+    let (n, root) = parse_args(args.into_iter())?;
     let (files, links, absent) = (n / 2, n / 8, n / 8);
     let mut tally = Tally::default();
     let mut buf = Vec::with_capacity(4096);
@@ -63,6 +76,63 @@ fn main() -> io::Result<()> {
         absent,
         tally.present,
         tally.bytes
+    )
+}
+
+/// The changes of a first run, made as plainly as the kernel allows.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the floor makes the bare system calls on purpose; it manages nothing"
+)]
+fn first(n: usize, root: &Path) -> io::Result<()> {
+    let (files, lines, links, absent) = (n / 2, n / 4, n / 8, n / 8);
+    let content = [b'x'; 195];
+    let w = width(files);
+    for i in 0..files {
+        let dir = root.join(format!("files/d{:02}", i / FILES_PER_DIR));
+        if i % FILES_PER_DIR == 0 {
+            fs::create_dir_all(&dir)?;
+        }
+        let path = dir.join(format!("f{i:0w$}"));
+        let tmp = dir.join(format!(".f{i:0w$}.new"));
+        let mut f = File::create(&tmp)?;
+        f.write_all(&content)?;
+        f.write_all(b"\n")?;
+        drop(f);
+        fs::rename(&tmp, &path)?;
+    }
+    let w = width(links);
+    let fw = width(files);
+    for i in 0..links {
+        let target = root.join(format!(
+            "files/d{:02}/f{:0fw$}",
+            (i % files.max(1)) / FILES_PER_DIR,
+            i % files.max(1)
+        ));
+        std::os::unix::fs::symlink(target, root.join(format!("links/l{i:0w$}")))?;
+    }
+    let w = width(absent);
+    for i in 0..absent {
+        fs::remove_file(root.join(format!("junk/j{i:0w$}")))?;
+    }
+    let mut edited: Vec<PathBuf> = (0..CONF_FILES)
+        .map(|c| root.join(format!("etc/conf{c}.txt")))
+        .collect();
+    edited.push(root.join("etc/environment"));
+    let per_file = lines / CONF_FILES + 1;
+    for path in &edited {
+        let mut text = fs::read(path)?;
+        for k in 0..per_file {
+            writeln!(text, "svc{k:05}  {}/tcp  alias{k:05} # bench", 20000 + k)?;
+        }
+        let tmp = path.with_extension("new");
+        fs::write(&tmp, &text)?;
+        fs::rename(&tmp, path)?;
+    }
+    writeln!(
+        io::stdout().lock(),
+        "floor --first N={n}: {files} files, {links} links, {absent} removed, {} files edited",
+        edited.len()
     )
 }
 
