@@ -105,8 +105,20 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
             );
         }
     };
-    let mut sorted: Vec<_> = paths.iter().collect();
-    sorted.sort_by_key(|(p, _)| *p);
+    // Diagnostics are sorted later; the order of this walk does not matter.
+    let sorted: Vec<_> = paths.iter().collect();
+    // Leaf claims (file, link, absent) by path, for the walk up from each path.
+    let leaves: HashMap<&std::path::Path, Vec<usize>> = paths
+        .iter()
+        .filter_map(|(p, claims)| {
+            let leaf: Vec<usize> = claims
+                .iter()
+                .filter(|(_, c)| *c == Claim::Whole(Owns::Leaf))
+                .map(|(i, _)| *i)
+                .collect();
+            (!leaf.is_empty()).then(|| (p.as_path(), leaf))
+        })
+        .collect();
     for (path, claims) in &sorted {
         for (k, &(i, ci)) in claims.iter().enumerate() {
             for &(j, cj) in &claims[k + 1..] {
@@ -120,15 +132,10 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
     for (path, claims) in &sorted {
         let mut ancestor = path.as_path().parent();
         while let Some(a) = ancestor {
-            if let Some(above) = AbsPath::parse(&a.to_string_lossy())
-                .ok()
-                .and_then(|a| paths.get(&a))
-            {
-                for &(i, ci) in above {
-                    if ci == Claim::Whole(Owns::Leaf) {
-                        for &(j, _) in claims.iter().filter(|(j, _)| *j != i) {
-                            report(i, j, &format!("{path} (beneath {a})", a = a.display()));
-                        }
+            if let Some(above) = leaves.get(a) {
+                for &i in above {
+                    for &(j, _) in claims.iter().filter(|(j, _)| *j != i) {
+                        report(i, j, &format!("{path} (beneath {a})", a = a.display()));
                     }
                 }
             }
