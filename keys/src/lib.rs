@@ -10,6 +10,8 @@
 //! - Verifying (the agent, and policyd before it serves): [`verify::TrustState`],
 //!   [`verify::update_root`], [`verify::check_timestamp`], [`verify::check_manifest`],
 //!   [`verify::check_blob`], [`verify::verify_bundle`] → [`verify::VerifiedBundle`].
+//! - Transport: [`tls::client_config`] and [`tls::server_config`] (TLS 1.3, peers
+//!   pinned by key id).
 //!
 //! **Invariants:** only this crate reads private key material; only
 //! [`verify::verify_bundle`] constructs a [`verify::VerifiedBundle`]; signatures are
@@ -32,6 +34,7 @@ pub mod root;
 pub mod sig;
 pub mod time;
 pub mod timestamp;
+pub mod tls;
 pub mod verify;
 
 pub use document::Document;
@@ -42,6 +45,7 @@ pub use manifest::{FileEntry, Manifest, MemberEntry};
 pub use root::Root;
 pub use time::Time;
 pub use timestamp::Timestamp;
+pub use tls::{ClientPolicy, Identity, MemberPins, Subject, TlsError};
 pub use verify::{
     Clock, ExpectedManifest, TimestampOutcome, TrustState, TrustedRoot, VerifiedBundle, check_blob,
     check_blob_stream, check_manifest, check_root_fresh, check_timestamp, update_root,

@@ -13,4 +13,6 @@ mod parsers;
 #[cfg(test)]
 mod ratchet;
 #[cfg(test)]
+mod tls;
+#[cfg(test)]
 mod util;

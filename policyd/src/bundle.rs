@@ -1,0 +1,283 @@
+//! Loading a bundle directory for serving: every document is read once into memory,
+//! verified there with `tenet_keys::verify`'s steps, and those exact bytes are what
+//! the routes serve, so nothing changed on disk after verification is ever served.
+//!
+//! The checks, in order: the root history from version 1 must lead to the trusted root
+//! byte for byte (every step signed by old and new root keys); newer versions must
+//! update the trusted root; the newest root must be unexpired; the manifest must pass
+//! `check_manifest` against the daemon's ratchet (signature, deployment, epoch, no
+//! rollback, no equivocation, expiry, safe paths); every blob must match its size and
+//! hash.
+//!
+//! The bundle's own `timestamp.toml`, if any, is ignored: policyd signs its own
+//! timestamps, and one left by `tenet-keys timestamp` has usually expired by the time
+//! the package moves (which would make `verify_bundle` refuse the whole bundle).
+//!
+//! **Invariant:** blobs are named by the hashes of the verified manifest only; no
+//! request text ever becomes part of a path.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use hyper::body::Bytes;
+use tenet_keys::document::{MAX_MANIFEST_BYTES, MAX_ROOT_BYTES, MAX_SIGNATURE_BYTES};
+use tenet_keys::{
+    Clock, FileEntry, KeyId, Manifest, Sha256Sum, TrustState, TrustedRoot, VerifyError, bundle,
+    check_blob_stream, check_manifest, check_root_fresh, update_root,
+};
+
+use crate::error::BundleError;
+
+/// Most root versions read from a bundle.
+const MAX_ROOT_VERSIONS: u64 = 1024;
+
+/// A verified bundle held for serving.
+#[derive(Debug)]
+pub(crate) struct LoadedBundle {
+    dir: PathBuf,
+    state: TrustState,
+    manifest: Manifest,
+    manifest_bytes: Bytes,
+    manifest_sig: Bytes,
+    manifest_sha256: Sha256Sum,
+    roots: Vec<SignedDocument>,
+    blobs: HashMap<Sha256Sum, FileEntry>,
+    members: HashSet<KeyId>,
+}
+
+/// A document's exact bytes and its signature file's.
+#[derive(Debug, Clone)]
+pub(crate) struct SignedDocument {
+    /// The document.
+    pub(crate) bytes: Bytes,
+    /// `X.sig`.
+    pub(crate) sig: Bytes,
+}
+
+impl LoadedBundle {
+    /// Reads and verifies the bundle at `dir` (symlinks resolved once, here) against
+    /// `trusted`, the daemon's ratchet.
+    pub(crate) fn load(
+        dir: &Path,
+        trusted: &TrustState,
+        clock: &Clock,
+    ) -> Result<LoadedBundle, BundleError> {
+        let dir = std::fs::canonicalize(dir).map_err(|source| BundleError::Open {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let roots = read_roots(&dir)?;
+        let newest = roots.len() as u64;
+        let trusted_version = trusted.root().root().version;
+        let first = roots
+            .first()
+            .ok_or_else(|| BundleError::NoRoot { dir: dir.clone() })?;
+        if newest < trusted_version {
+            return Err(BundleError::RootBehind {
+                dir,
+                newest,
+                trusted: trusted_version,
+            });
+        }
+        let root_err = |version: u64| {
+            let dir = dir.clone();
+            move |source| BundleError::Root {
+                dir,
+                version,
+                source: Box::new(source),
+            }
+        };
+        // Versions 1..=trusted: the history must lead to the very root trusted.
+        let anchor = TrustedRoot::bootstrap(&first.bytes, &first.sig, None).map_err(root_err(1))?;
+        let mut history = TrustState::new(anchor);
+        for version in 2..=trusted_version {
+            let doc = &roots[index(version)];
+            history = update_root(&history, &doc.bytes, &doc.sig).map_err(root_err(version))?;
+        }
+        if history.root().bytes() != trusted.root().bytes() {
+            return Err(BundleError::ForeignRoot {
+                dir,
+                version: trusted_version,
+            });
+        }
+        // Newer versions update the trusted root.
+        let mut state = trusted.clone();
+        for version in trusted_version + 1..=newest {
+            let doc = &roots[index(version)];
+            state = update_root(&state, &doc.bytes, &doc.sig).map_err(root_err(version))?;
+        }
+        check_root_fresh(&state, clock).map_err(root_err(newest))?;
+
+        let m_path = dir.join(bundle::MANIFEST);
+        let manifest_bytes = read_capped(&m_path, MAX_MANIFEST_BYTES)?;
+        let manifest_sig = read_capped(&bundle::sig_path(&m_path), MAX_SIGNATURE_BYTES)?;
+        let (state, manifest) = check_manifest(&state, &manifest_bytes, &manifest_sig, None, clock)
+            .map_err(|source| BundleError::Manifest {
+                dir: dir.clone(),
+                source: Box::new(source),
+            })?;
+
+        let mut blobs = HashMap::new();
+        for entry in &manifest.files {
+            if blobs.contains_key(&entry.sha256) {
+                continue;
+            }
+            read_blob_into(&dir, entry, io::sink()).map_err(|source| BundleError::Blob {
+                dir: dir.clone(),
+                file: entry.path.clone(),
+                source: Box::new(source),
+            })?;
+            blobs.insert(entry.sha256, entry.clone());
+        }
+        let members = manifest.members.iter().map(|m| m.keyid).collect();
+        Ok(LoadedBundle {
+            manifest_sha256: Sha256Sum::of(&manifest_bytes),
+            manifest_bytes: Bytes::from(manifest_bytes),
+            manifest_sig: Bytes::from(manifest_sig),
+            dir,
+            state,
+            manifest,
+            roots,
+            blobs,
+            members,
+        })
+    }
+
+    /// The bundle directory, symlinks resolved.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The trust state after this bundle (the daemon's next ratchet).
+    pub(crate) fn state(&self) -> &TrustState {
+        &self.state
+    }
+
+    /// The verified manifest.
+    pub(crate) fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The manifest's serial.
+    pub(crate) fn serial(&self) -> u64 {
+        self.manifest.serial
+    }
+
+    /// SHA-256 of the manifest's bytes.
+    pub(crate) fn manifest_sha256(&self) -> Sha256Sum {
+        self.manifest_sha256
+    }
+
+    /// The manifest's exact bytes and signatures.
+    pub(crate) fn manifest_document(&self) -> SignedDocument {
+        SignedDocument {
+            bytes: self.manifest_bytes.clone(),
+            sig: self.manifest_sig.clone(),
+        }
+    }
+
+    /// Root `version` of the history, if the bundle has it.
+    pub(crate) fn root(&self, version: u64) -> Option<&SignedDocument> {
+        let at = usize::try_from(version.checked_sub(1)?).ok()?;
+        self.roots.get(at)
+    }
+
+    /// The enrolled members' key ids.
+    pub(crate) fn members(&self) -> &HashSet<KeyId> {
+        &self.members
+    }
+
+    /// The manifest entry whose content has this hash, if any.
+    pub(crate) fn blob_entry(&self, sha256: &Sha256Sum) -> Option<&FileEntry> {
+        self.blobs.get(sha256)
+    }
+
+    /// Reads the blob of `entry` from the blob store, checking its size and hash again
+    /// (the directory may have changed since it was verified).
+    pub(crate) fn read_blob(&self, entry: &FileEntry) -> Result<Vec<u8>, VerifyError> {
+        let mut out = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
+        read_blob_into(&self.dir, entry, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// SHA-256 of `DIR/manifest.toml` (resolved), to notice a new manifest cheaply.
+pub(crate) fn manifest_fingerprint(dir: &Path) -> Result<(PathBuf, Sha256Sum), BundleError> {
+    let dir = std::fs::canonicalize(dir).map_err(|source| BundleError::Open {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let bytes = read_capped(&dir.join(bundle::MANIFEST), MAX_MANIFEST_BYTES)?;
+    Ok((dir, Sha256Sum::of(&bytes)))
+}
+
+fn index(version: u64) -> usize {
+    // Versions are at most MAX_ROOT_VERSIONS, so this always fits.
+    usize::try_from(version - 1).unwrap_or(usize::MAX)
+}
+
+fn read_roots(dir: &Path) -> Result<Vec<SignedDocument>, BundleError> {
+    let mut roots = Vec::new();
+    for version in 1..=MAX_ROOT_VERSIONS {
+        let path = bundle::root_path(dir, version);
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+            Err(source) => return Err(BundleError::Read { path, source }),
+            Ok(_) => {}
+        }
+        let bytes = read_capped(&path, MAX_ROOT_BYTES)?;
+        let sig = read_capped(&bundle::sig_path(&path), MAX_SIGNATURE_BYTES)?;
+        roots.push(SignedDocument {
+            bytes: Bytes::from(bytes),
+            sig: Bytes::from(sig),
+        });
+    }
+    Ok(roots)
+}
+
+fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, BundleError> {
+    let read_err = |source| BundleError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(read_err)?;
+    let mut out = Vec::new();
+    file.take(max + 1).read_to_end(&mut out).map_err(read_err)?;
+    if out.len() as u64 > max {
+        return Err(BundleError::TooLarge {
+            path: path.to_path_buf(),
+            max,
+        });
+    }
+    Ok(out)
+}
+
+/// Streams the blob of `entry` into `sink`: a regular file (not a link), at most the
+/// declared size, with the declared hash.
+fn read_blob_into(dir: &Path, entry: &FileEntry, sink: impl io::Write) -> Result<(), VerifyError> {
+    let location = bundle::blob_path(dir, &entry.sha256);
+    let meta = std::fs::symlink_metadata(&location).map_err(|source| VerifyError::MissingBlob {
+        path: entry.path.clone(),
+        sha256: entry.sha256,
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(VerifyError::BlobNotFile {
+            path: entry.path.clone(),
+            sha256: entry.sha256,
+        });
+    }
+    if meta.len() > entry.size {
+        return Err(VerifyError::BlobTooLarge {
+            path: entry.path.clone(),
+            declared: entry.size,
+        });
+    }
+    let file = File::open(&location).map_err(|source| VerifyError::Read {
+        path: location.clone(),
+        source,
+    })?;
+    check_blob_stream(entry, file, sink)
+}

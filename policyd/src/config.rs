@@ -1,0 +1,600 @@
+//! `policyd.toml` → [`Config`]: read, parse with unknown fields refused, fill defaults,
+//! check every value. Loading has no side effects: nothing is created, bound or opened
+//! but the file itself.
+//!
+//! ```toml
+//! member = "alpha"                                   # this member's name (certificate CN)
+//! state_dir = "/var/lib/tenet/policyd"               # control socket (0700 directory)
+//! node_key = "/var/lib/tenet/ppkeys/localhost.key"   # this member's identity key
+//! trusted_root = "/var/lib/tenet/trust/root.toml"    # + root.toml.sig beside it
+//!
+//! [listener]
+//! listen = "0.0.0.0:8740"
+//!
+//! [serve]
+//! listen = "0.0.0.0:8741"
+//! timestamp_key = "/srv/tenet/keys/timestamp.key"    # on the package filesystem
+//! server_key = "/srv/tenet/keys/server-tls.key"      # on the package filesystem
+//! timestamp_ttl = "6h"
+//! watch_interval = "10s"
+//!
+//! [metrics]
+//! listen = "127.0.0.1:8742"                          # or "off"
+//!
+//! [limits]
+//! max_connections = 256
+//! handshake_timeout = "10s"
+//! header_read_timeout = "10s"
+//! idle_timeout = "60s"
+//! max_header_bytes = 16384
+//! h2_max_concurrent_streams = 16
+//! drain_timeout = "10s"
+//! ```
+//!
+//! Relative paths are taken relative to the directory of the configuration file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// Where `tenet-policyd` looks for its configuration by default.
+pub const DEFAULT_CONFIG: &str = "/etc/tenet/policyd.toml";
+/// The listener's default address: every member answers here.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8740";
+/// The serving socket's default address, bound only while promoted.
+pub const DEFAULT_SERVE_LISTEN: &str = "0.0.0.0:8741";
+/// The metrics endpoint's default address (plain HTTP, loopback only by default).
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:8742";
+/// The control socket's file name inside the state directory.
+pub const CONTROL_SOCKET: &str = "control.sock";
+
+/// Every field of `policyd.toml`, for `tenet-policyd serve --help`.
+pub const FIELDS_HELP: &str = "\
+Configuration file (TOML; relative paths are relative to the file's directory):
+
+  member = NAME              required. This member's name in the cluster config; it only
+                             names the listener's certificate (CN \"tenet-member NAME\").
+  state_dir = DIR            required. Holds the control socket DIR/control.sock that
+                             promote, demote and status talk to. Created with mode 0700.
+  node_key = FILE            required. This member's identity key (tenet-keys node-key),
+                             mode 0600. The listener presents it.
+  trusted_root = FILE        required. The deployment root this member trusts (FILE.sig
+                             beside it). Every bundle is verified against it before it is
+                             served; the served root history must lead to it.
+
+  [listener]                 runs on every member, promoted or not
+  listen = ADDR:PORT         default 0.0.0.0:8740. Mutual TLS with the node key; any client
+                             proving its key may connect; each route says whom it answers.
+
+  [serve]                    bound only while promoted; agents fetch the bundle here
+  listen = ADDR:PORT         default 0.0.0.0:8741. Mutual TLS with the policy server key
+                             (pinned in the root); only enrolled members of the served
+                             manifest get past the handshake.
+  timestamp_key = FILE       the online timestamp key, used when promote has no
+                             --timestamp-key (on the package filesystem).
+  server_key = FILE          the policy server TLS key, used when promote has no
+                             --server-key (on the package filesystem).
+  timestamp_ttl = DURATION   default 6h (at least 2s). Each timestamp is valid this long
+                             and is signed again every half of it.
+  watch_interval = DURATION  default 10s. How often the promoted bundle directory is checked
+                             for a new manifest (publish into a new directory and flip a
+                             symlink; a newer serial is verified and served without restart).
+
+  [metrics]
+  listen = ADDR:PORT|\"off\"   default 127.0.0.1:8742. Plain-HTTP Prometheus endpoint
+                             GET /metrics; keep it on loopback.
+
+  [limits]
+  max_connections = N        default 256. Open connections per TLS socket; further
+                             clients wait in the kernel's backlog.
+  handshake_timeout = DUR    default 10s. A TLS handshake must finish within this.
+  header_read_timeout = DUR  default 10s. An HTTP/1.1 request head must arrive within this.
+  idle_timeout = DUR         default 60s. A connection with no bytes in either direction
+                             for this long is closed (slow or stalled clients).
+  max_header_bytes = N       default 16384 (8192..=1048576). Largest request head;
+                             larger ones get 431 (HTTP/1.1) or a stream reset (h2).
+  h2_max_concurrent_streams = N   default 16. Concurrent HTTP/2 streams per connection.
+  drain_timeout = DUR        default 10s. On SIGTERM or demotion, open connections get this
+                             long to finish before they are closed.
+
+Durations are a whole number and a unit: 500ms, 30s, 5m, 6h, 1d.";
+
+/// The daemon's configuration, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// This member's name (the listener certificate's CN).
+    pub member: String,
+    /// Where the control socket lives.
+    pub state_dir: PathBuf,
+    /// This member's identity key.
+    pub node_key: PathBuf,
+    /// The trusted root (with `.sig` beside it).
+    pub trusted_root: PathBuf,
+    /// The always-on listener.
+    pub listener: ListenerConfig,
+    /// Serving the bundle while promoted.
+    pub serve: ServeConfig,
+    /// The metrics endpoint.
+    pub metrics: MetricsConfig,
+    /// Connection and request limits.
+    pub limits: Limits,
+}
+
+/// `[listener]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// The listener's address.
+    pub listen: SocketAddr,
+}
+
+/// `[serve]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// The serving socket's address.
+    pub listen: SocketAddr,
+    /// The timestamp key when `promote` names none.
+    pub timestamp_key: Option<PathBuf>,
+    /// The policy server TLS key when `promote` names none.
+    pub server_key: Option<PathBuf>,
+    /// Lifetime of each timestamp; re-signed every half of it.
+    pub timestamp_ttl: Duration,
+    /// How often the bundle directory is checked for a new manifest.
+    pub watch_interval: Duration,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// The endpoint's address, or `None` when turned off.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections per TLS socket.
+    pub max_connections: usize,
+    /// Time allowed for a TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time allowed for an HTTP/1.1 request head.
+    pub header_read_timeout: Duration,
+    /// A connection silent for this long is closed.
+    pub idle_timeout: Duration,
+    /// Largest request head, in bytes.
+    pub max_header_bytes: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// Time open connections get to finish on shutdown or demotion.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 256,
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 16 * 1024,
+            h2_max_concurrent_streams: 16,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Smallest head limit hyper accepts for HTTP/1.1.
+const MIN_HEADER_BYTES: usize = 8192;
+/// Largest head limit allowed.
+const MAX_HEADER_BYTES: usize = 1024 * 1024;
+/// Largest configuration file read.
+const MAX_CONFIG_BYTES: u64 = 64 * 1024;
+
+impl Config {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = read_capped(path)?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and checks the text of `path` (relative paths resolve against its
+    /// directory).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let invalid = |field: &'static str, problem: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            problem,
+        };
+        let required = |field: &'static str, value: Option<PathBuf>| {
+            value
+                .map(|p| base.join(p))
+                .ok_or_else(|| invalid(field, "is required".to_string()))
+        };
+        let member = raw
+            .member
+            .ok_or_else(|| invalid("member", "is required".to_string()))?;
+        if !is_valid_name(&member) {
+            return Err(invalid(
+                "member",
+                format!(
+                    "{member:?} is not a member name (letters, digits, '-', '_', '.'; at most 128)"
+                ),
+            ));
+        }
+        let state_dir = required("state_dir", raw.state_dir)?;
+        let node_key = required("node_key", raw.node_key)?;
+        let trusted_root = required("trusted_root", raw.trusted_root)?;
+
+        let listener = ListenerConfig {
+            listen: address(
+                raw.listener.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+                "listener.listen",
+                &invalid,
+            )?,
+        };
+        let duration_or = |field: &'static str, value: Option<&str>, default: Duration| {
+            value.map_or(Ok(default), |text| {
+                parse_duration(text).map_err(|problem| invalid(field, problem))
+            })
+        };
+        let serve = ServeConfig {
+            listen: address(
+                raw.serve.listen.as_deref().unwrap_or(DEFAULT_SERVE_LISTEN),
+                "serve.listen",
+                &invalid,
+            )?,
+            timestamp_key: raw.serve.timestamp_key.map(|p| base.join(p)),
+            server_key: raw.serve.server_key.map(|p| base.join(p)),
+            timestamp_ttl: duration_or(
+                "serve.timestamp_ttl",
+                raw.serve.timestamp_ttl.as_deref(),
+                Duration::from_secs(6 * 3600),
+            )?,
+            watch_interval: duration_or(
+                "serve.watch_interval",
+                raw.serve.watch_interval.as_deref(),
+                Duration::from_secs(10),
+            )?,
+        };
+        if serve.timestamp_ttl < Duration::from_secs(2) {
+            return Err(invalid(
+                "serve.timestamp_ttl",
+                "must be at least 2s (the timestamp is signed again every half of it)".to_string(),
+            ));
+        }
+        if serve.listen == listener.listen && serve.listen.port() != 0 {
+            return Err(invalid(
+                "serve.listen",
+                format!(
+                    "{} is also listener.listen; the serving socket needs its own port",
+                    serve.listen
+                ),
+            ));
+        }
+        let metrics = MetricsConfig {
+            listen: match raw.metrics.listen.as_deref() {
+                Some("off") => None,
+                other => Some(address(
+                    other.unwrap_or(DEFAULT_METRICS_LISTEN),
+                    "metrics.listen",
+                    &invalid,
+                )?),
+            },
+        };
+        let d = Limits::default();
+        let l = raw.limits;
+        let limits = Limits {
+            max_connections: l.max_connections.unwrap_or(d.max_connections),
+            handshake_timeout: duration_or(
+                "limits.handshake_timeout",
+                l.handshake_timeout.as_deref(),
+                d.handshake_timeout,
+            )?,
+            header_read_timeout: duration_or(
+                "limits.header_read_timeout",
+                l.header_read_timeout.as_deref(),
+                d.header_read_timeout,
+            )?,
+            idle_timeout: duration_or(
+                "limits.idle_timeout",
+                l.idle_timeout.as_deref(),
+                d.idle_timeout,
+            )?,
+            max_header_bytes: l.max_header_bytes.unwrap_or(d.max_header_bytes),
+            h2_max_concurrent_streams: l
+                .h2_max_concurrent_streams
+                .unwrap_or(d.h2_max_concurrent_streams),
+            drain_timeout: duration_or(
+                "limits.drain_timeout",
+                l.drain_timeout.as_deref(),
+                d.drain_timeout,
+            )?,
+        };
+        if limits.max_connections == 0 {
+            return Err(invalid(
+                "limits.max_connections",
+                "must be at least 1".to_string(),
+            ));
+        }
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&limits.max_header_bytes) {
+            return Err(invalid(
+                "limits.max_header_bytes",
+                format!(
+                    "{} is outside {MIN_HEADER_BYTES}..={MAX_HEADER_BYTES}",
+                    limits.max_header_bytes
+                ),
+            ));
+        }
+        if limits.h2_max_concurrent_streams == 0 {
+            return Err(invalid(
+                "limits.h2_max_concurrent_streams",
+                "must be at least 1".to_string(),
+            ));
+        }
+        for (field, value) in [
+            ("limits.handshake_timeout", limits.handshake_timeout),
+            ("limits.header_read_timeout", limits.header_read_timeout),
+            ("limits.idle_timeout", limits.idle_timeout),
+            ("serve.watch_interval", serve.watch_interval),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(field, "must be more than zero".to_string()));
+            }
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            member,
+            state_dir,
+            node_key,
+            trusted_root,
+            listener,
+            serve,
+            metrics,
+            limits,
+        })
+    }
+
+    /// The control socket: `state_dir/control.sock`.
+    pub fn control_socket(&self) -> PathBuf {
+        self.state_dir.join(CONTROL_SOCKET)
+    }
+}
+
+/// Parses a duration: a whole number and `ms`, `s`, `m`, `h` or `d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Some(ms) = text.strip_suffix("ms") {
+        if !ms.is_empty() && ms.bytes().all(|c| c.is_ascii_digit()) {
+            return ms
+                .parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|e| format!("{text:?}: {e}"));
+        }
+        return Err(format!(
+            "{text:?} is not a duration (like 500ms, 30s, 5m, 6h, 1d)"
+        ));
+    }
+    tenet_keys::time::parse_duration(text)
+        .map_err(|_| format!("{text:?} is not a duration (like 500ms, 30s, 5m, 6h, 1d)"))
+}
+
+fn address(
+    text: &str,
+    field: &'static str,
+    invalid: &impl Fn(&'static str, String) -> ConfigError,
+) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| {
+        invalid(
+            field,
+            format!("{text:?} is not an address and port like 0.0.0.0:8740 or [::]:8740"),
+        )
+    })
+}
+
+/// The naming rule of members (the policy language's).
+fn is_valid_name(name: &str) -> bool {
+    name.len() <= 128
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+fn read_capped(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read as _;
+    let read_err = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_path_buf(),
+            max: MAX_CONFIG_BYTES,
+        });
+    }
+    Ok(text)
+}
+
+/// The file as written: every field optional here, so that a missing field is
+/// reported by name with the others checked.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    member: Option<String>,
+    state_dir: Option<PathBuf>,
+    node_key: Option<PathBuf>,
+    trusted_root: Option<PathBuf>,
+    #[serde(default)]
+    listener: RawListener,
+    #[serde(default)]
+    serve: RawServe,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServe {
+    listen: Option<String>,
+    timestamp_key: Option<PathBuf>,
+    server_key: Option<PathBuf>,
+    timestamp_ttl: Option<String>,
+    watch_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_connections: Option<usize>,
+    handshake_timeout: Option<String>,
+    header_read_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_header_bytes: Option<usize>,
+    h2_max_concurrent_streams: Option<u32>,
+    drain_timeout: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "member = \"alpha\"\nstate_dir = \"state\"\nnode_key = \"node.key\"\ntrusted_root = \"/etc/tenet/root.toml\"\n";
+
+    fn check(extra: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            Path::new("/etc/tenet/policyd.toml"),
+            &format!("{MINIMAL}{extra}"),
+        )
+    }
+
+    fn invalid_field(extra: &str) -> &'static str {
+        match check(extra) {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = check("").unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/etc/tenet/state"));
+        assert_eq!(c.trusted_root, PathBuf::from("/etc/tenet/root.toml"));
+        assert_eq!(c.listener.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(c.serve.listen, DEFAULT_SERVE_LISTEN.parse().unwrap());
+        assert_eq!(
+            c.metrics.listen,
+            Some(DEFAULT_METRICS_LISTEN.parse().unwrap())
+        );
+        assert_eq!(c.serve.timestamp_ttl, Duration::from_secs(6 * 3600));
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(
+            c.control_socket(),
+            PathBuf::from("/etc/tenet/state/control.sock")
+        );
+    }
+
+    #[test]
+    fn every_section_parses() {
+        let c = check(
+            "[listener]\nlisten = \"127.0.0.1:0\"\n[serve]\nlisten = \"[::1]:9\"\ntimestamp_ttl = \"4s\"\nwatch_interval = \"250ms\"\ntimestamp_key = \"k/ts.key\"\n[metrics]\nlisten = \"off\"\n[limits]\nmax_connections = 3\nmax_header_bytes = 8192\nidle_timeout = \"2m\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.serve.watch_interval, Duration::from_millis(250));
+        assert_eq!(
+            c.serve.timestamp_key,
+            Some(PathBuf::from("/etc/tenet/k/ts.key"))
+        );
+        assert_eq!(c.metrics.listen, None);
+        assert_eq!(c.limits.max_connections, 3);
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        assert_eq!(
+            invalid_field("[listener]\nlisten = \"localhost:80\"\n"),
+            "listener.listen"
+        );
+        assert_eq!(
+            invalid_field("[serve]\ntimestamp_ttl = \"1s\"\n"),
+            "serve.timestamp_ttl"
+        );
+        assert_eq!(
+            invalid_field("[serve]\nwatch_interval = \"10 s\"\n"),
+            "serve.watch_interval"
+        );
+        assert_eq!(
+            invalid_field("[limits]\nmax_header_bytes = 100\n"),
+            "limits.max_header_bytes"
+        );
+        assert_eq!(
+            invalid_field("[limits]\nmax_connections = 0\n"),
+            "limits.max_connections"
+        );
+        assert_eq!(
+            invalid_field("[limits]\nidle_timeout = \"0s\"\n"),
+            "limits.idle_timeout"
+        );
+        assert_eq!(
+            invalid_field("[serve]\nlisten = \"0.0.0.0:8740\"\n"),
+            "serve.listen"
+        );
+        let missing = Config::parse(Path::new("p.toml"), "member = \"a\"\n");
+        assert!(matches!(
+            missing,
+            Err(ConfigError::Invalid {
+                field: "state_dir",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Config::parse(Path::new("p.toml"), "state_dir = \"s\"\n"),
+            Err(ConfigError::Invalid {
+                field: "member",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_their_location() {
+        let err = check("[limits]\nmax_conections = 3\n").unwrap_err();
+        let ConfigError::Parse { source, .. } = &err else {
+            panic!("{err:?}")
+        };
+        let text = source.to_string();
+        assert!(text.contains("max_conections"), "{text}");
+        assert!(text.contains("line 6"), "{text}");
+    }
+}

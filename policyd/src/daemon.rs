@@ -1,0 +1,342 @@
+//! The daemon's life, in the workspace's start-up order:
+//!
+//! 1. the configuration is loaded and checked ([`crate::config::Config::load`], no side
+//!    effects);
+//! 2. [`Daemon::build`] reads the node key and the trusted root, prepares the state
+//!    directory and binds the listener, the metrics endpoint and the control socket;
+//! 3. [`Daemon::log_addresses`] logs what was bound;
+//! 4. [`Daemon::run`] spawns the accept loops;
+//! 5. and waits for SIGTERM or SIGINT;
+//! 6. then stops accepting, demotes, and gives open connections `drain_timeout` to
+//!    finish.
+//!
+//! **Invariant:** the listener runs from start-up to shutdown whatever the promotion
+//! state; promotion binds and closes only the serving socket.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tenet_keys::tls::{self, Identity, Subject};
+use tenet_keys::{SecretKey, TrustState, TrustedRoot, bundle};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::control;
+use crate::error::DaemonError;
+use crate::http::{self, AnyProvedKey, Stop, Tracker};
+use crate::metrics::{Gauges, Metrics, Site};
+use crate::promotion::{self, Promotion, State};
+
+/// Concurrent connections to the metrics endpoint.
+const MAX_METRICS_CONNECTIONS: usize = 8;
+
+/// A daemon whose sockets are bound and keys loaded, not yet running.
+#[derive(Debug)]
+pub struct Daemon {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    listener: TcpListener,
+    listener_tls: Arc<rustls::ServerConfig>,
+    metrics: Option<TcpListener>,
+    control: UnixListener,
+}
+
+/// What the daemon bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addresses {
+    /// The listener.
+    pub listener: SocketAddr,
+    /// The metrics endpoint, if on.
+    pub metrics: Option<SocketAddr>,
+    /// The control socket.
+    pub control: PathBuf,
+}
+
+/// What every task of the daemon shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) metrics: Metrics,
+    pub(crate) promotion: Promotion,
+    pub(crate) connections: Tracker,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) addresses: Addresses,
+}
+
+/// Runs the daemon from a checked configuration until SIGTERM or SIGINT.
+pub async fn serve(config: Config) -> Result<(), DaemonError> {
+    let daemon = Daemon::build(config).await?;
+    daemon.log_addresses();
+    let signals = shutdown_signals()?;
+    daemon.run(signals).await;
+    Ok(())
+}
+
+impl Daemon {
+    /// Reads the keys and trust, prepares the state directory and binds every socket.
+    pub async fn build(config: Config) -> Result<Daemon, DaemonError> {
+        let node_key =
+            SecretKey::read(&config.node_key).map_err(|source| DaemonError::NodeKey {
+                path: config.node_key.clone(),
+                source,
+            })?;
+        let trusted = read_trusted_root(&config.trusted_root)?;
+        let identity = Identity::new(&node_key, Subject::Member(config.member.clone()))
+            .map_err(|source| DaemonError::Tls { source })?;
+        let listener_tls = tls::server_config(&identity, Arc::new(AnyProvedKey))
+            .map_err(|source| DaemonError::Tls { source })?;
+
+        prepare_state_dir(&config.state_dir)?;
+        let socket_path = config.control_socket();
+        let control = bind_control(&socket_path)?;
+
+        let bind = |what: &'static str, address: SocketAddr| async move {
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| DaemonError::Bind {
+                    what,
+                    address: address.to_string(),
+                    source,
+                })
+        };
+        let listener = bind("listener", config.listener.listen).await?;
+        let metrics = match config.metrics.listen {
+            Some(a) => Some(bind("metrics endpoint", a).await?),
+            None => None,
+        };
+        let addresses = Addresses {
+            listener: listener.local_addr().unwrap_or(config.listener.listen),
+            metrics: metrics.as_ref().and_then(|m| m.local_addr().ok()),
+            control: socket_path,
+        };
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            promotion: Promotion::new(TrustState::new(trusted)),
+            metrics: Metrics::default(),
+            connections: Tracker::default(),
+            shutdown: shutdown_rx,
+            addresses,
+            config,
+        });
+        Ok(Daemon {
+            shared,
+            shutdown,
+            listener,
+            listener_tls: Arc::new(listener_tls),
+            metrics,
+            control,
+        })
+    }
+
+    /// What was bound.
+    pub fn addresses(&self) -> &Addresses {
+        &self.shared.addresses
+    }
+
+    /// Logs the bound addresses.
+    pub fn log_addresses(&self) {
+        let a = &self.shared.addresses;
+        info!(
+            listener = %a.listener,
+            metrics = %a.metrics.map_or_else(|| "off".to_string(), |m| m.to_string()),
+            control = %a.control.display(),
+            serve = %self.shared.config.serve.listen,
+            "tenet-policyd listening; the serving socket is bound on promotion"
+        );
+    }
+
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let shared = self.shared;
+        let stop = Stop::global(shared.shutdown.clone());
+        let listener = tokio::spawn(http::serve_tls(
+            shared.clone(),
+            Site::Listener,
+            self.listener,
+            Arc::new(RwLock::new(self.listener_tls)),
+            stop.clone(),
+        ));
+        let control = tokio::spawn(control::serve(shared.clone(), self.control, stop.clone()));
+        let metrics = self
+            .metrics
+            .map(|m| tokio::spawn(serve_metrics(shared.clone(), m, stop.clone())));
+
+        shutdown.await;
+        info!(
+            open = shared.connections.open(),
+            "shutting down: no new connections"
+        );
+        let _ = self.shutdown.send(true);
+        promotion::demote(&shared).await;
+        let _ = listener.await;
+        let _ = control.await;
+        if let Some(m) = metrics {
+            let _ = m.await;
+        }
+        let deadline = Instant::now() + shared.config.limits.drain_timeout;
+        let left = shared.connections.wait_idle(deadline).await;
+        if left > 0 {
+            warn!(
+                open = left,
+                "closing connections still open after the drain deadline"
+            );
+        }
+        if let Err(e) = std::fs::remove_file(&shared.addresses.control) {
+            debug!(error = %e, "cannot remove the control socket");
+        }
+        info!("stopped");
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT. Installed before the daemon runs, so a
+/// failure is reported at start-up.
+pub fn shutdown_signals() -> Result<impl Future<Output = ()>, DaemonError> {
+    let signals_err = |source| DaemonError::Signals { source };
+    let mut term = signal(SignalKind::terminate()).map_err(signals_err)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(signals_err)?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM"),
+            _ = int.recv() => info!("SIGINT"),
+        }
+    })
+}
+
+fn read_trusted_root(path: &Path) -> Result<TrustedRoot, DaemonError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| DaemonError::ReadRoot {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let bytes = read(path)?;
+    let sigs = read(&bundle::sig_path(path))?;
+    TrustedRoot::bootstrap(&bytes, &sigs, None).map_err(|source| DaemonError::Root {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Creates the state directory if needed and makes it owner-only.
+fn prepare_state_dir(dir: &Path) -> Result<(), DaemonError> {
+    let err = |source| DaemonError::StateDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
+}
+
+/// Binds the control socket (mode 0600), replacing a stale one that nobody answers.
+fn bind_control(path: &Path) -> Result<UnixListener, DaemonError> {
+    let bind_err = |source| DaemonError::Bind {
+        what: "control socket",
+        address: path.display().to_string(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(DaemonError::AlreadyRunning {
+                    socket: path.to_path_buf(),
+                });
+            }
+            std::fs::remove_file(path).map_err(bind_err)?;
+        }
+        Ok(_) => {
+            return Err(bind_err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way",
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bind_err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    Ok(listener)
+}
+
+/// The plain-HTTP metrics endpoint: `GET /metrics` and nothing else.
+async fn serve_metrics(shared: Arc<Shared>, tcp: TcpListener, mut stop: Stop) {
+    let permits = Arc::new(Semaphore::new(MAX_METRICS_CONNECTIONS));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let stream = tokio::select! {
+            () = stop.wait() => break,
+            accepted = tcp.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service_shared = shared.clone();
+            let service = service_fn(move |req| {
+                let shared = service_shared.clone();
+                async move { Ok::<_, Infallible>(metrics_response(&shared, &req)) }
+            });
+            let limits = &shared.config.limits;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes)
+                .keep_alive(false);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = stop.wait() => {}
+                () = tokio::time::sleep(limits.idle_timeout) => {}
+            }
+        });
+    }
+}
+
+fn metrics_response(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET || req.uri().path() != "/metrics" {
+        let mut r = Response::new(Full::new(Bytes::from_static(b"GET /metrics only\n")));
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        return r;
+    }
+    let snapshot = shared.promotion.snapshot();
+    let gauges = Gauges {
+        state: snapshot
+            .as_ref()
+            .map_or(State::Listening, |s| State::Serving {
+                serial: s.bundle.serial(),
+            }),
+        timestamp_version: snapshot.as_ref().map_or(0, |s| s.timestamp.version),
+        timestamp_expires: snapshot.as_ref().map_or(0, |s| s.timestamp.expires.unix()),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(shared.metrics.render(&gauges))));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,286 @@
+//! Counters and gauges, rendered by hand in the Prometheus text exposition format
+//! (version 0.0.4) for `GET /metrics` on the metrics endpoint.
+//!
+//! Label values come from closed sets (the route table, the two TLS sockets, the
+//! refusal reasons), never from request text, so a client cannot grow the label space.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::promotion::State;
+
+/// The two TLS sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Site {
+    /// The always-on listener (node key).
+    Listener,
+    /// The serving socket, bound while promoted (policy server key).
+    Serving,
+}
+
+impl Site {
+    /// The label value.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Site::Listener => "listener",
+            Site::Serving => "serve",
+        }
+    }
+}
+
+/// Why a TLS connection did not get to HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum HandshakeRefusal {
+    /// The client's key is not admitted (not an enrolled member).
+    NotAdmitted,
+    /// The client sent no certificate.
+    NoCertificate,
+    /// The handshake did not finish in time.
+    Timeout,
+    /// Any other TLS failure (protocol, version, malformed certificate).
+    Failed,
+}
+
+impl HandshakeRefusal {
+    /// The label value.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            HandshakeRefusal::NotAdmitted => "not_admitted",
+            HandshakeRefusal::NoCertificate => "no_certificate",
+            HandshakeRefusal::Timeout => "timeout",
+            HandshakeRefusal::Failed => "failed",
+        }
+    }
+}
+
+/// The daemon's metrics; clones share them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Metrics(Arc<Inner>);
+
+#[derive(Debug, Default)]
+struct Inner {
+    requests: Mutex<BTreeMap<(Site, &'static str, u16), u64>>,
+    refusals: Mutex<BTreeMap<(Site, HandshakeRefusal), u64>>,
+    open_listener: AtomicU64,
+    open_serving: AtomicU64,
+    blob_reads: AtomicU64,
+    bundles_refused: AtomicU64,
+}
+
+/// Values read from the daemon's state when rendering.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Gauges {
+    /// Listening or serving which serial.
+    pub(crate) state: State,
+    /// The served timestamp's version (0 when not serving).
+    pub(crate) timestamp_version: u64,
+    /// The served timestamp's expiry, unix seconds (0 when not serving).
+    pub(crate) timestamp_expires: u64,
+}
+
+impl Metrics {
+    /// Counts an answered request.
+    pub(crate) fn request(&self, site: Site, route: &'static str, status: u16) {
+        *lock(&self.0.requests)
+            .entry((site, route, status))
+            .or_default() += 1;
+    }
+
+    /// Counts a TLS connection that did not reach HTTP.
+    pub(crate) fn handshake_refused(&self, site: Site, why: HandshakeRefusal) {
+        *lock(&self.0.refusals).entry((site, why)).or_default() += 1;
+    }
+
+    /// Counts a blob read from the blob store.
+    pub(crate) fn blob_read(&self) {
+        self.0.blob_reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a bundle refused at promotion or pick-up.
+    pub(crate) fn bundle_refused(&self) {
+        self.0.bundles_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Marks a connection open until the guard drops.
+    pub(crate) fn connection(&self, site: Site) -> OpenConnection {
+        self.gauge(site).fetch_add(1, Ordering::Relaxed);
+        OpenConnection {
+            metrics: self.clone(),
+            site,
+        }
+    }
+
+    /// Connections open now on `site`.
+    pub(crate) fn open_connections(&self, site: Site) -> u64 {
+        self.gauge(site).load(Ordering::Relaxed)
+    }
+
+    /// Blobs read from the blob store so far.
+    pub(crate) fn blob_reads(&self) -> u64 {
+        self.0.blob_reads.load(Ordering::Relaxed)
+    }
+
+    /// The exposition text.
+    pub(crate) fn render(&self, gauges: &Gauges) -> String {
+        let mut out = String::new();
+        header(
+            &mut out,
+            "tenet_policyd_requests_total",
+            "counter",
+            "HTTP requests answered, by socket, route and status.",
+        );
+        for ((site, route, status), n) in lock(&self.0.requests).iter() {
+            let _ = writeln!(
+                out,
+                "tenet_policyd_requests_total{{socket=\"{}\",route=\"{route}\",status=\"{status}\"}} {n}",
+                site.name()
+            );
+        }
+        header(
+            &mut out,
+            "tenet_policyd_handshakes_refused_total",
+            "counter",
+            "TLS connections that did not reach HTTP, by socket and reason.",
+        );
+        for ((site, why), n) in lock(&self.0.refusals).iter() {
+            let _ = writeln!(
+                out,
+                "tenet_policyd_handshakes_refused_total{{socket=\"{}\",reason=\"{}\"}} {n}",
+                site.name(),
+                why.name()
+            );
+        }
+        header(
+            &mut out,
+            "tenet_policyd_connections_open",
+            "gauge",
+            "TLS connections open now, by socket.",
+        );
+        for site in [Site::Listener, Site::Serving] {
+            let _ = writeln!(
+                out,
+                "tenet_policyd_connections_open{{socket=\"{}\"}} {}",
+                site.name(),
+                self.open_connections(site)
+            );
+        }
+        let (promoted, serial) = match gauges.state {
+            State::Listening => (0, 0),
+            State::Serving { serial } => (1, serial),
+        };
+        let single = [
+            (
+                "tenet_policyd_promoted",
+                "gauge",
+                "1 while this member serves the bundle, else 0.",
+                promoted,
+            ),
+            (
+                "tenet_policyd_serving_serial",
+                "gauge",
+                "Serial of the manifest served (0 when not serving).",
+                serial,
+            ),
+            (
+                "tenet_policyd_timestamp_version",
+                "gauge",
+                "Version (unix seconds) of the timestamp served (0 when not serving).",
+                gauges.timestamp_version,
+            ),
+            (
+                "tenet_policyd_timestamp_expiry_seconds",
+                "gauge",
+                "Expiry of the timestamp served, unix seconds (0 when not serving).",
+                gauges.timestamp_expires,
+            ),
+            (
+                "tenet_policyd_blob_reads_total",
+                "counter",
+                "Blobs read from the bundle's blob store.",
+                self.blob_reads(),
+            ),
+            (
+                "tenet_policyd_bundles_refused_total",
+                "counter",
+                "Bundles refused at promotion or when picking up a new manifest.",
+                self.0.bundles_refused.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in single {
+            header(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        out
+    }
+
+    fn gauge(&self, site: Site) -> &AtomicU64 {
+        match site {
+            Site::Listener => &self.0.open_listener,
+            Site::Serving => &self.0.open_serving,
+        }
+    }
+}
+
+/// Keeps a connection counted as open; dropping it closes the count.
+#[derive(Debug)]
+pub(crate) struct OpenConnection {
+    metrics: Metrics,
+    site: Site,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.metrics
+            .gauge(self.site)
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Counters stay meaningful after a panic elsewhere: each update is one map write.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_exposition_format() {
+        let m = Metrics::default();
+        m.request(Site::Serving, "blob", 200);
+        m.request(Site::Serving, "blob", 200);
+        m.request(Site::Listener, "unknown", 404);
+        m.handshake_refused(Site::Serving, HandshakeRefusal::NotAdmitted);
+        let open = m.connection(Site::Serving);
+        let text = m.render(&Gauges {
+            state: State::Serving { serial: 7 },
+            timestamp_version: 1_795_298_400,
+            timestamp_expires: 1_795_320_000,
+        });
+        for line in [
+            "tenet_policyd_requests_total{socket=\"serve\",route=\"blob\",status=\"200\"} 2",
+            "tenet_policyd_requests_total{socket=\"listener\",route=\"unknown\",status=\"404\"} 1",
+            "tenet_policyd_handshakes_refused_total{socket=\"serve\",reason=\"not_admitted\"} 1",
+            "tenet_policyd_connections_open{socket=\"serve\"} 1",
+            "tenet_policyd_serving_serial 7",
+            "tenet_policyd_promoted 1",
+            "tenet_policyd_timestamp_version 1795298400",
+            "# TYPE tenet_policyd_requests_total counter",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        drop(open);
+        assert_eq!(m.open_connections(Site::Serving), 0);
+    }
+}

@@ -1,0 +1,368 @@
+//! The fixed route table of each TLS socket, and the handlers.
+//!
+//! | socket   | route                         | answers                | auth    |
+//! |----------|-------------------------------|------------------------|---------|
+//! | listener | `GET /v1/health`              | state and serial       | any peer|
+//! | serve    | `GET /v1/root/{n}` (`/sig`)   | root version n         | member  |
+//! | serve    | `GET /v1/timestamp` (`/sig`)  | the current timestamp  | member  |
+//! | serve    | `GET /v1/manifest` (`/sig`)   | the current manifest   | member  |
+//! | serve    | `GET /v1/blob/sha256/{hex}`   | a file of the tree     | member  |
+//!
+//! Paths are matched segment by segment against these literals, with `{n}` a decimal
+//! without leading zeros and `{hex}` exactly 64 lower-case hex digits; anything else is
+//! 404 before any state or file is looked at. No request text becomes a filesystem
+//! path: a blob is found by its hash in the verified manifest, and only then read from
+//! the blob store under the name that hash gives. Every route takes `GET` only and no
+//! request body.
+//!
+//! "member" means the peer's key id is in the inventory of the manifest being served,
+//! checked on every request (the handshake already refused others; the check covers a
+//! connection that outlives a manifest that dropped its key).
+
+use std::fmt::Write as _;
+
+use http_body_util::Full;
+use hyper::body::{Body as _, Bytes, Incoming};
+use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use tenet_keys::{KeyId, Sha256Sum};
+use tracing::error;
+
+use crate::daemon::Shared;
+use crate::metrics::Site;
+use crate::promotion::{Snapshot, State};
+
+/// A route of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// `GET /v1/health` (listener).
+    Health,
+    /// `GET /v1/root/{n}`.
+    Root(u64),
+    /// `GET /v1/root/{n}/sig`.
+    RootSig(u64),
+    /// `GET /v1/timestamp`.
+    Timestamp,
+    /// `GET /v1/timestamp/sig`.
+    TimestampSig,
+    /// `GET /v1/manifest`.
+    Manifest,
+    /// `GET /v1/manifest/sig`.
+    ManifestSig,
+    /// `GET /v1/blob/sha256/{hex}`.
+    Blob(Sha256Sum),
+}
+
+/// Whom a route answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// Any peer that proved its key in the handshake.
+    AnyPeer,
+    /// An enrolled member of the manifest being served.
+    Member,
+}
+
+impl Route {
+    /// The route `path` names on `site`, if any.
+    pub(crate) fn parse(site: Site, path: &str) -> Option<Route> {
+        let rest = path.strip_prefix("/v1/")?;
+        let segments: Vec<&str> = rest.splitn(5, '/').collect();
+        match site {
+            Site::Listener => match segments.as_slice() {
+                ["health"] => Some(Route::Health),
+                // Push-triggered runs (`POST /v1/run`, auth = an admin key) join this
+                // table in a later version.
+                _ => None,
+            },
+            Site::Serving => match segments.as_slice() {
+                ["root", n] => version(n).map(Route::Root),
+                ["root", n, "sig"] => version(n).map(Route::RootSig),
+                ["timestamp"] => Some(Route::Timestamp),
+                ["timestamp", "sig"] => Some(Route::TimestampSig),
+                ["manifest"] => Some(Route::Manifest),
+                ["manifest", "sig"] => Some(Route::ManifestSig),
+                ["blob", "sha256", hex] => sha256(hex).map(Route::Blob),
+                _ => None,
+            },
+        }
+    }
+
+    /// The route's name in metrics.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Route::Health => "health",
+            Route::Root(_) => "root",
+            Route::RootSig(_) => "root_sig",
+            Route::Timestamp => "timestamp",
+            Route::TimestampSig => "timestamp_sig",
+            Route::Manifest => "manifest",
+            Route::ManifestSig => "manifest_sig",
+            Route::Blob(_) => "blob",
+        }
+    }
+
+    fn auth(&self) -> Auth {
+        match self {
+            Route::Health => Auth::AnyPeer,
+            _ => Auth::Member,
+        }
+    }
+}
+
+/// Answers one request from `peer` on `site`, and counts it.
+pub(crate) async fn handle(
+    shared: &Shared,
+    site: Site,
+    peer: KeyId,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let route = Route::parse(site, req.uri().path());
+    let response = match route {
+        None => text(StatusCode::NOT_FOUND, "no such route\n".to_string()),
+        Some(route) => answer(shared, route, peer, &req).await,
+    };
+    let label = route.as_ref().map_or("unknown", Route::name);
+    shared
+        .metrics
+        .request(site, label, response.status().as_u16());
+    response
+}
+
+async fn answer(
+    shared: &Shared,
+    route: Route,
+    peer: KeyId,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this route answers GET only\n".to_string(),
+        );
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET"));
+        return r;
+    }
+    let body = req.body();
+    if !body.is_end_stream() && body.size_hint().exact() != Some(0) {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "this route takes no request body\n".to_string(),
+        );
+    }
+    match route.auth() {
+        // The listener's routes: any peer that proved its key.
+        Auth::AnyPeer => match route {
+            Route::Health => health(shared),
+            _ => text(StatusCode::NOT_FOUND, "no such route\n".to_string()),
+        },
+        Auth::Member => {
+            let Some(snapshot) = shared.promotion.snapshot() else {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this member is not serving a bundle\n".to_string(),
+                );
+            };
+            if !snapshot.bundle.members().contains(&peer) {
+                return text(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "key id {peer} is not an enrolled member of manifest serial {}\n",
+                        snapshot.bundle.serial()
+                    ),
+                );
+            }
+            bundle_route(shared, &snapshot, route).await
+        }
+    }
+}
+
+async fn bundle_route(shared: &Shared, s: &Snapshot, route: Route) -> Response<Full<Bytes>> {
+    let document = |bytes: Option<Bytes>| match bytes {
+        Some(b) => toml(b),
+        None => text(StatusCode::NOT_FOUND, "no such document\n".to_string()),
+    };
+    match route {
+        Route::Root(n) => document(s.bundle.root(n).map(|d| d.bytes.clone())),
+        Route::RootSig(n) => document(s.bundle.root(n).map(|d| d.sig.clone())),
+        Route::Timestamp => toml(s.timestamp.document.bytes.clone()),
+        Route::TimestampSig => toml(s.timestamp.document.sig.clone()),
+        Route::Manifest => toml(s.bundle.manifest_document().bytes),
+        Route::ManifestSig => toml(s.bundle.manifest_document().sig),
+        Route::Blob(sha256) => blob(shared, s, sha256).await,
+        Route::Health => text(StatusCode::NOT_FOUND, "no such route\n".to_string()),
+    }
+}
+
+async fn blob(shared: &Shared, s: &Snapshot, sha256: Sha256Sum) -> Response<Full<Bytes>> {
+    // Only a hash the verified manifest lists reaches the filesystem.
+    let Some(entry) = s.bundle.blob_entry(&sha256).cloned() else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "no file of the served manifest has this hash\n".to_string(),
+        );
+    };
+    shared.metrics.blob_read();
+    let bundle = s.bundle.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let result = bundle.read_blob(&entry);
+        (entry, result)
+    })
+    .await;
+    match read {
+        Ok((_, Ok(bytes))) => {
+            let mut r = Response::new(Full::new(Bytes::from(bytes)));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            r.headers_mut().insert(
+                CACHE_CONTROL,
+                HeaderValue::from_static("max-age=86400, immutable"),
+            );
+            r
+        }
+        Ok((entry, Err(e))) => {
+            error!(
+                path = %entry.path,
+                sha256 = %entry.sha256,
+                error = %tenet_keys::error_chain(&e),
+                "a blob no longer matches the served manifest"
+            );
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the blob store no longer matches the served manifest\n".to_string(),
+            )
+        }
+        Err(e) => {
+            error!(error = %e, "reading a blob failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "reading the blob failed\n".to_string(),
+            )
+        }
+    }
+}
+
+fn health(shared: &Shared) -> Response<Full<Bytes>> {
+    let mut body = String::new();
+    match shared.promotion.state() {
+        State::Listening => body.push_str("state = \"listening\"\n"),
+        State::Serving { serial } => {
+            let _ = write!(body, "state = \"serving\"\nserial = {serial}\n");
+        }
+    }
+    toml(Bytes::from(body))
+}
+
+fn toml(bytes: Bytes) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(bytes));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/toml; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn text(status: StatusCode, message: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(message)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A root version in a path: decimal, no sign, no leading zero.
+fn version(text: &str) -> Option<u64> {
+    if text.is_empty()
+        || text.len() > 20
+        || text.starts_with('0')
+        || !text.bytes().all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// A blob hash in a path: exactly 64 lower-case hex digits.
+fn sha256(text: &str) -> Option<Sha256Sum> {
+    if text.len() != 64
+        || !text
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    {
+        return None;
+    }
+    text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(site: Site, path: &str, expected: Option<Route>) {
+        assert_eq!(Route::parse(site, path), expected, "{path}");
+    }
+
+    #[test]
+    fn the_serving_table() {
+        let hex = "ab".repeat(32);
+        let sum: Sha256Sum = hex.parse().unwrap();
+        check(Site::Serving, "/v1/root/1", Some(Route::Root(1)));
+        check(Site::Serving, "/v1/root/12/sig", Some(Route::RootSig(12)));
+        check(Site::Serving, "/v1/timestamp", Some(Route::Timestamp));
+        check(
+            Site::Serving,
+            "/v1/timestamp/sig",
+            Some(Route::TimestampSig),
+        );
+        check(Site::Serving, "/v1/manifest", Some(Route::Manifest));
+        check(Site::Serving, "/v1/manifest/sig", Some(Route::ManifestSig));
+        check(
+            Site::Serving,
+            &format!("/v1/blob/sha256/{hex}"),
+            Some(Route::Blob(sum)),
+        );
+        // The listener's route is not served here, and the reverse.
+        check(Site::Serving, "/v1/health", None);
+        check(Site::Listener, "/v1/manifest", None);
+        check(Site::Listener, "/v1/health", Some(Route::Health));
+    }
+
+    #[test]
+    fn everything_else_is_no_route() {
+        let hex = "ab".repeat(32);
+        for path in [
+            "/",
+            "",
+            "/v1",
+            "/v1/",
+            "/v2/manifest",
+            "/v1/manifest/",
+            "/v1//manifest",
+            "/v1/manifest/sig/x",
+            "/v1/root/0",
+            "/v1/root/01",
+            "/v1/root/-1",
+            "/v1/root/+1",
+            "/v1/root/1.root.toml",
+            "/v1/root/99999999999999999999999",
+            "/v1/blob/sha256/../../etc/passwd",
+            "/v1/blob/sha256/%2e%2e%2fetc%2fpasswd",
+            &format!("/v1/blob/sha256/{}", hex.to_uppercase()),
+            &format!("/v1/blob/sha256/{}", &hex[..63]),
+            &format!("/v1/blob/sha256/{hex}0"),
+            &format!("/v1/blob/sha256/{hex}/"),
+            &format!("/v1/blob/sha512/{hex}"),
+            &format!("/v1/blob/sha256/{}g", &hex[..63]),
+        ] {
+            check(Site::Serving, path, None);
+        }
+    }
+}
