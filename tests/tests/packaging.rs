@@ -1,0 +1,64 @@
+//! The shipped systemd units pass `systemd-analyze verify` with their commands
+//! pointed at the built binaries, and say what the daemons and the timer need.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "the test runs systemd-analyze and writes unit copies"
+)]
+
+use std::path::Path;
+use std::process::Command;
+
+use tenet_tests::binary;
+
+fn units() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/systemd"))
+}
+
+#[test]
+fn units_verify_with_the_built_binaries() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let agent = binary("tenet-agent");
+    let policyd = binary("tenet-policyd");
+    for name in [
+        "tenet-policyd.service",
+        "tenet-agent.service",
+        "tenet-agent.timer",
+    ] {
+        let text = std::fs::read_to_string(units().join(name)).expect("unit file");
+        let text = text
+            .replace("/usr/sbin/tenet-agent", &agent.to_string_lossy())
+            .replace("/usr/sbin/tenet-policyd", &policyd.to_string_lossy());
+        std::fs::write(dir.path().join(name), text).expect("unit copy");
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg("--man=no")
+        .args(
+            [
+                "tenet-policyd.service",
+                "tenet-agent.service",
+                "tenet-agent.timer",
+            ]
+            .map(|n| dir.path().join(n)),
+        )
+        .output()
+        .expect("systemd-analyze is installed (.ci/run installs systemd)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify:\n{stderr}"
+    );
+}
+
+#[test]
+fn the_timer_splays_and_the_agent_tolerates_report_codes() {
+    let timer = std::fs::read_to_string(units().join("tenet-agent.timer")).expect("timer");
+    assert!(
+        timer.contains("RandomizedDelaySec="),
+        "runs must be splayed"
+    );
+    let service = std::fs::read_to_string(units().join("tenet-agent.service")).expect("service");
+    assert!(service.contains("SuccessExitStatus=1 4 5 6"), "{service}");
+    let policyd = std::fs::read_to_string(units().join("tenet-policyd.service")).expect("policyd");
+    assert!(policyd.contains("serve --config"), "{policyd}");
+}
