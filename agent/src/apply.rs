@@ -65,6 +65,22 @@ pub enum ApplyError {
 
 /// Runs one local convergence, reporting each promise and the summary to `reporter`.
 pub fn apply(opts: &ApplyOptions, reporter: &mut dyn Reporter) -> Result<Summary, ApplyError> {
+    apply_inner(opts, reporter, false)
+}
+
+/// [`apply`] for a caller that already holds the run lock of `opts.state_dir`.
+pub(crate) fn apply_locked(
+    opts: &ApplyOptions,
+    reporter: &mut dyn Reporter,
+) -> Result<Summary, ApplyError> {
+    apply_inner(opts, reporter, true)
+}
+
+fn apply_inner(
+    opts: &ApplyOptions,
+    reporter: &mut dyn Reporter,
+    locked: bool,
+) -> Result<Summary, ApplyError> {
     let start = Instant::now();
     let policy =
         tenet_policies::load(&opts.tree).map_err(|diagnostics| ApplyError::InvalidPolicy {
@@ -84,6 +100,7 @@ pub fn apply(opts: &ApplyOptions, reporter: &mut dyn Reporter) -> Result<Summary
     // A dry run changes nothing, so it creates no state directory either; it takes
     // the lock only where one exists, so it never reports a half-applied run.
     let _lock = match opts.mode {
+        _ if locked => None,
         Mode::Apply => Some(RunLock::acquire(&state_dir, "apply")?),
         Mode::DryRun if state_dir.is_dir() => Some(RunLock::acquire(&state_dir, "dry run")?),
         Mode::DryRun => None,

@@ -65,6 +65,13 @@ pub enum Command {
     /// sandbox instead of this machine, and --dry-run to see what would change.
     #[command(after_help = EXIT_CODES)]
     Apply(ApplyArgs),
+    /// Fetch the signed policy from the master, verify it, cache it and converge to it.
+    ///
+    /// The bundle is fetched over mutual TLS (the master's key pinned by the trusted
+    /// root), checked (roots, timestamp, manifest, every blob) and cached; this member
+    /// then converges to it. If no master answers, the cached bundle is enforced.
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
     /// Apply the shipped dce-cluster example to a throwaway sandbox, twice.
     ///
     /// The first run shows every change (with diffs); the second shows that nothing
@@ -99,4 +106,21 @@ pub struct ApplyArgs {
     /// Override a fact: hostname, member, addresses (a,b), classes (a,b), holds (pkg,...), os, or any KEY for ${fact.KEY}.
     #[arg(long = "fact", value_name = "KEY=VALUE")]
     pub facts: Vec<String>,
+}
+
+/// Options of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The agent's configuration.
+    #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Fetch and verify, and report the changes a real run would make; cache nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Show a unified diff of every text file change.
+    #[arg(long)]
+    pub diff: bool,
+    /// Print JSON Lines: one object per promise, then {"type":"summary",...}.
+    #[arg(long)]
+    pub json: bool,
 }

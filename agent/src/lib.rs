@@ -8,13 +8,17 @@
 //! starts processes; nothing outside the configured root is ever touched.
 
 pub mod apply;
+pub mod cache;
 pub mod cli;
+pub mod config;
 pub mod converge;
 pub mod demo;
 pub mod exec;
 pub mod facts;
+pub mod fetch;
 pub mod fsops;
 pub mod lock;
 pub mod report;
+pub mod run;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;

@@ -10,7 +10,7 @@ use std::process;
 
 use clap::Parser;
 use tenet_agent::apply::{ApplyError, ApplyOptions, apply};
-use tenet_agent::cli::{ApplyArgs, Cli, Command, ExitCode};
+use tenet_agent::cli::{ApplyArgs, Cli, Command, ExitCode, RunArgs};
 use tenet_agent::converge::{Diffs, Mode};
 use tenet_agent::report::{Human, JsonLines, Reporter};
 
@@ -20,6 +20,7 @@ fn main() {
     let code = match cli.command {
         Command::Check { tree } => check(&tree),
         Command::Apply(args) => run_apply(args),
+        Command::Run(args) => run(args),
         Command::Demo { keep } => demo(keep),
     };
     process::exit(code as i32);
@@ -93,6 +94,62 @@ fn run_apply(args: ApplyArgs) -> ExitCode {
         Err(e) => {
             eprintln!("error: {}", chain(&e));
             ExitCode::Environment
+        }
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    use tenet_agent::run::{RunError, RunOptions};
+    let opts = RunOptions {
+        config: args.config,
+        mode: if args.dry_run {
+            Mode::DryRun
+        } else {
+            Mode::Apply
+        },
+        diffs: if args.diff { Diffs::Keep } else { Diffs::Skip },
+    };
+    let stdout = io::BufWriter::new(io::stdout().lock());
+    let mut reporter: Box<dyn Reporter> = if args.json {
+        Box::new(JsonLines::new(stdout, args.diff))
+    } else {
+        Box::new(Human::new(stdout, args.diff))
+    };
+    let result = tenet_agent::run::run(&opts, reporter.as_mut());
+    drop(reporter);
+    match result {
+        Ok(report) => {
+            if let Some(why) = &report.trust_refused {
+                eprintln!(
+                    "error: trust refused: {why}; enforced the last good bundle (serial {})",
+                    report.serial
+                );
+                ExitCode::TrustRefused
+            } else if report.summary.all_ok() {
+                ExitCode::Success
+            } else {
+                ExitCode::PromisesFailed
+            }
+        }
+        Err(e) => {
+            let code = match &e {
+                RunError::Config(_) => ExitCode::InvalidPolicy,
+                RunError::Lock(tenet_agent::lock::LockError::Held { .. }) => ExitCode::Locked,
+                RunError::NoMaster(_) => ExitCode::NoMaster,
+                RunError::Trust(_) => ExitCode::TrustRefused,
+                RunError::Apply(ApplyError::InvalidPolicy { tree, diagnostics }) => {
+                    eprint!("{diagnostics}");
+                    eprintln!(
+                        "error: policy tree {} is invalid ({} errors); nothing was changed",
+                        tree.display(),
+                        diagnostics.error_count()
+                    );
+                    return ExitCode::InvalidPolicy;
+                }
+                _ => ExitCode::Environment,
+            };
+            eprintln!("error: {}", chain(&e));
+            code
         }
     }
 }

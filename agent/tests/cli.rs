@@ -305,7 +305,9 @@ fn help_lists_every_exit_code() {
     util::golden("help.txt", &r.stdout);
     let apply_help = util::run(["apply", "--help"]);
     apply_help.expect_code(0);
-    for help in [&r.stdout, &apply_help.stdout] {
+    let run_help = util::run(["run", "--help"]);
+    run_help.expect_code(0);
+    for help in [&r.stdout, &apply_help.stdout, &run_help.stdout] {
         assert!(help.contains("\nExit codes:\n"), "{help}");
         for code in 0..=7 {
             assert!(

@@ -4,4 +4,5 @@ mod bad_input;
 mod cli;
 mod crash;
 mod idempotence;
+mod run;
 mod util;

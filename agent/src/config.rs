@@ -1,0 +1,207 @@
+//! `agent.toml`: who this member is, where the master is and where state lives.
+//!
+//! ```toml
+//! member = "alpha"
+//! master = "tenet-master.example.com:8741"
+//! state_dir = "/var/lib/tenet"                 # default
+//! node_key = "/var/lib/tenet/localhost.key"    # default: STATE/localhost.key
+//! trusted_root = "/etc/tenet/root.toml"        # with root.toml.sig beside it
+//! root = "/"                                   # default
+//! connect_timeout = "5s"                       # default
+//! ```
+//!
+//! Relative paths are taken from the directory of the configuration file. Unknown
+//! fields are refused.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the configuration is read from when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/tenet/agent.toml";
+/// The policy server's serving port when `master` names none.
+pub const DEFAULT_PORT: u16 = 8741;
+/// The state directory when none is configured.
+pub const DEFAULT_STATE: &str = "/var/lib/tenet";
+/// How long a connection to the master may take when not configured.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A validated configuration, every path absolute or relative to the working directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// This member's name in the cluster.
+    pub member: String,
+    /// The master's host (the relocatable name or address).
+    pub host: String,
+    /// The master's serving port.
+    pub port: u16,
+    /// The state directory: lock, trust state, cached bundles.
+    pub state_dir: PathBuf,
+    /// This member's node key (its TLS client identity).
+    pub node_key: PathBuf,
+    /// The root obtained at enrolment; its signatures are in `<file>.sig`.
+    pub trusted_root: PathBuf,
+    /// The root every policy path resolves beneath.
+    pub root: PathBuf,
+    /// The limit on connecting (TCP and TLS) to the master.
+    pub connect_timeout: Duration,
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid configuration.
+    #[error("configuration {}: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    member: String,
+    master: String,
+    state_dir: Option<PathBuf>,
+    node_key: Option<PathBuf>,
+    trusted_root: PathBuf,
+    root: Option<PathBuf>,
+    connect_timeout: Option<String>,
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses a configuration whose relative paths are taken from `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
+        let f: File = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        if f.member.is_empty()
+            || !f
+                .member
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
+        {
+            return Err(format!("member: {:?} is not a member name", f.member));
+        }
+        let (host, port) = parse_master(&f.master)?;
+        let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let state_dir = abs(f.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE)));
+        let node_key = f
+            .node_key
+            .map(abs)
+            .unwrap_or_else(|| state_dir.join("localhost.key"));
+        let connect_timeout = match f.connect_timeout {
+            None => DEFAULT_CONNECT_TIMEOUT,
+            Some(t) => {
+                tenet_keys::time::parse_duration(&t).map_err(|e| format!("connect_timeout: {e}"))?
+            }
+        };
+        if connect_timeout.is_zero() {
+            return Err("connect_timeout: must be more than 0".to_string());
+        }
+        Ok(Config {
+            member: f.member,
+            host,
+            port,
+            state_dir,
+            node_key,
+            trusted_root: abs(f.trusted_root),
+            root: abs(f.root.unwrap_or_else(|| PathBuf::from("/"))),
+            connect_timeout,
+        })
+    }
+
+    /// `host:port` of the master.
+    pub fn master(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `host`, `host:port` or `[v6]:port`.
+fn parse_master(text: &str) -> Result<(String, u16), String> {
+    let bad = || format!("master: {text:?} is not host or host:port");
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (h, after) = rest.split_once(']').ok_or_else(bad)?;
+        match after {
+            "" => (h, None),
+            p => (h, Some(p.strip_prefix(':').ok_or_else(bad)?)),
+        }
+    } else {
+        match text.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h, Some(p)),
+            Some(_) => return Err(bad()),
+            None => (text, None),
+        }
+    };
+    if host.is_empty() || host.chars().any(char::is_whitespace) {
+        return Err(bad());
+    }
+    let port = match port {
+        None => DEFAULT_PORT,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?,
+    };
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = Config::parse(
+            "member = \"alpha\"\nmaster = \"tenet-master\"\ntrusted_root = \"root.toml\"\n",
+            Path::new("/etc/tenet"),
+        )
+        .unwrap();
+        assert_eq!(c.master(), "tenet-master:8741");
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/tenet"));
+        assert_eq!(c.node_key, PathBuf::from("/var/lib/tenet/localhost.key"));
+        assert_eq!(c.trusted_root, PathBuf::from("/etc/tenet/root.toml"));
+        assert_eq!(c.root, PathBuf::from("/"));
+        assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    }
+
+    #[test]
+    fn refusals() {
+        let base = Path::new("/");
+        let ok = "member = \"a\"\ntrusted_root = \"r\"\n";
+        let e = Config::parse(&format!("{ok}master = \"m\"\nport = 3\n"), base).unwrap_err();
+        assert!(e.contains("unknown field `port`"), "{e}");
+        for bad in ["m:0", "m:x", "a:b:c", "", "[::1"] {
+            let e = Config::parse(&format!("{ok}master = \"{bad}\"\n"), base).unwrap_err();
+            assert!(e.contains("master"), "{bad}: {e}");
+        }
+        let c = Config::parse(&format!("{ok}master = \"[::1]:9\"\n"), base).unwrap();
+        assert_eq!(c.master(), "[::1]:9");
+    }
+}

@@ -1,0 +1,524 @@
+//! `tenet-agent run`: fetch the signed policy from the master, verify it, cache it and
+//! converge this member to it.
+//!
+//! In order: configuration, run lock, trust state (bootstrapped from the enrolment root
+//! on the first run), pinned mTLS connection, root updates, timestamp, manifest, blobs
+//! into staging, whole-bundle verification, atomic switch of the cached bundle,
+//! persisting the ratchet, then convergence from the cached bundle's tree.
+//!
+//! When no master answers, the last good bundle is enforced with a warning; with none,
+//! the run fails ([`RunError::NoMaster`]). A trust refusal keeps the last good bundle,
+//! enforces it and is returned in [`RunReport::trust_refused`] so the exit code shows it.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use tenet_keys::document::{Document, MAX_SIGNATURE_BYTES};
+use tenet_keys::{
+    Clock, Manifest, SecretKey, Time, TimestampOutcome, TrustState, TrustedRoot, VerifiedBundle,
+    VerifyError, bundle, check_blob_stream, check_manifest, check_root_fresh, check_timestamp,
+    update_root, verify_bundle,
+};
+
+use crate::apply::{ApplyError, ApplyOptions, apply_locked};
+use crate::cache::{Cache, TREE};
+use crate::config::{Config, ConfigError};
+use crate::converge::{Diffs, Mode};
+use crate::fetch::{self, FetchError, Master};
+use crate::lock::{LockError, RunLock};
+use crate::report::{Reporter, Summary};
+
+/// Most root updates walked in one run.
+pub const MAX_ROOT_UPDATES: u64 = 16;
+
+/// What `run` needs besides the configuration.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The configuration file.
+    pub config: PathBuf,
+    /// Apply or dry run (a dry run fetches and verifies but caches and persists nothing).
+    pub mode: Mode,
+    /// Whether reports carry diffs.
+    pub diffs: Diffs,
+}
+
+/// A run that converged.
+#[derive(Debug)]
+pub struct RunReport {
+    /// The convergence summary.
+    pub summary: Summary,
+    /// The serial converged to.
+    pub serial: u64,
+    /// Set when the master's offer was refused on trust (the last good bundle was
+    /// enforced instead): the exit code says so.
+    pub trust_refused: Option<String>,
+}
+
+/// Why a run did not converge.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The run lock is held or unusable.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// No master answered and nothing is cached.
+    #[error("master unreachable ({0}) and no cached bundle")]
+    NoMaster(String),
+    /// Trust refused and nothing (valid) is cached.
+    #[error("trust refused: {0}")]
+    Trust(String),
+    /// The state directory, node key or root is unusable.
+    #[error("{0}")]
+    Environment(String),
+    /// The converge step failed to start.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+/// What the master's offer came to.
+enum Synced {
+    /// A newer bundle, verified in staging.
+    Fetched(Box<VerifiedBundle>),
+    /// Nothing newer; this state (newer roots or timestamp version) is to be persisted.
+    Current(Box<TrustState>),
+}
+
+enum SyncError {
+    /// No master answered, or it answered nonsense: fall back on the cache.
+    Unreachable(String),
+    /// A trust check failed.
+    Trust(String),
+    /// A local failure.
+    Local(String),
+}
+
+impl From<FetchError> for SyncError {
+    fn from(e: FetchError) -> SyncError {
+        match e {
+            FetchError::NotPinned { .. } => SyncError::Trust(e.to_string()),
+            FetchError::Setup(m) => SyncError::Local(m),
+            other => SyncError::Unreachable(other.to_string()),
+        }
+    }
+}
+
+impl From<VerifyError> for SyncError {
+    fn from(e: VerifyError) -> SyncError {
+        SyncError::Trust(tenet_keys::error_chain(&e))
+    }
+}
+
+fn local(what: &str) -> impl Fn(std::io::Error) -> SyncError + '_ {
+    move |e| SyncError::Local(format!("{what}: {e}"))
+}
+
+/// One run, reporting to `reporter`.
+pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, RunError> {
+    let config = Config::load(&opts.config)?;
+    let env = |what: &str, e: &dyn std::fmt::Display| RunError::Environment(format!("{what}: {e}"));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.state_dir)
+        .map_err(|e| {
+            env(
+                &format!("state directory {}", config.state_dir.display()),
+                &e,
+            )
+        })?;
+    let _lock = RunLock::acquire(&config.state_dir, "run")?;
+    let cache = Cache::open(&config.state_dir).map_err(|e| env("cache", &e))?;
+    cache
+        .clean_staging()
+        .map_err(|e| env("cannot clean the staging directory", &e))?;
+
+    let state = load_state(&config, &cache)?;
+    let clock = Clock::new(Time::from_system(SystemTime::now()));
+    let cached = cache.current();
+
+    let synced = sync(&config, &state, &clock, &cache, cached.is_some());
+    if synced.is_err() {
+        // Unverified bytes do not outlive the run that fetched them.
+        if let Err(e) = cache.clean_staging() {
+            reporter.warning(&format!("cannot clean the staging directory: {e}"));
+        }
+    }
+    let mut trust_refused = None;
+    let (tree_dir, manifest, serial) = match synced {
+        Ok(Synced::Fetched(bundle)) => {
+            let serial = bundle.manifest().serial;
+            let manifest = bundle.manifest().clone();
+            if opts.mode == Mode::DryRun {
+                let tree = bundle.dir().join(TREE);
+                cache
+                    .stage_tree(&bundle, &tree)
+                    .map_err(|e| env("cannot materialise the policy tree", &e))?;
+                reporter.warning(&format!(
+                    "dry run: serial {serial} verified; not cached, trust state not updated"
+                ));
+                (tree, manifest, serial)
+            } else {
+                let dir = cache
+                    .commit(&bundle)
+                    .map_err(|e| env("cannot cache the verified bundle", &e))?;
+                cache
+                    .persist(bundle.state())
+                    .map_err(|e| env("cannot persist the trust state", &e))?;
+                (dir.join(TREE), manifest, serial)
+            }
+        }
+        Ok(Synced::Current(s)) => {
+            if opts.mode == Mode::Apply && *s != state {
+                cache
+                    .persist(&s)
+                    .map_err(|e| env("cannot persist the trust state", &e))?;
+            }
+            let Some((serial, dir)) = cached else {
+                return Err(RunError::NoMaster(
+                    "the master has nothing newer and no bundle is cached".to_string(),
+                ));
+            };
+            from_cache(&s, serial, &dir, &clock, reporter)?
+        }
+        Err(SyncError::Local(m)) => return Err(RunError::Environment(m)),
+        Err(SyncError::Unreachable(why)) => {
+            let Some((serial, dir)) = cached else {
+                return Err(RunError::NoMaster(why));
+            };
+            reporter.warning(&format!(
+                "master unreachable ({why}); converging from cached bundle serial {serial}"
+            ));
+            from_cache(&state, serial, &dir, &clock, reporter)?
+        }
+        Err(SyncError::Trust(why)) => {
+            let Some((serial, dir)) = cached else {
+                return Err(RunError::Trust(why));
+            };
+            reporter.warning(&format!(
+                "trust refused ({why}); keeping the last good bundle, converging from cached bundle serial {serial}"
+            ));
+            trust_refused = Some(why);
+            from_cache(&state, serial, &dir, &clock, reporter)?
+        }
+    };
+
+    let classes = match manifest.members.iter().find(|m| m.name == config.member) {
+        Some(m) => m.classes.join(","),
+        None => {
+            reporter.warning(&format!(
+                "member {} is not in the inventory of serial {serial}",
+                config.member
+            ));
+            String::new()
+        }
+    };
+    let mut facts = vec![format!("member={}", config.member)];
+    if !classes.is_empty() {
+        facts.push(format!("classes={classes}"));
+    }
+    let apply_opts = ApplyOptions {
+        tree: tree_dir,
+        root: config.root.clone(),
+        state_dir: Some(config.state_dir.clone()),
+        mode: opts.mode,
+        diffs: opts.diffs,
+        facts,
+    };
+    let summary = apply_locked(&apply_opts, reporter)?;
+    Ok(RunReport {
+        summary,
+        serial,
+        trust_refused,
+    })
+}
+
+fn from_cache(
+    state: &TrustState,
+    serial: u64,
+    dir: &Path,
+    clock: &Clock,
+    reporter: &mut dyn Reporter,
+) -> Result<(PathBuf, Manifest, u64), RunError> {
+    let manifest = check_cached(state, dir, clock, reporter)?;
+    Ok((dir.join(TREE), manifest, serial))
+}
+
+/// The persisted trust state, or the enrolment root's on the first run.
+fn load_state(config: &Config, cache: &Cache) -> Result<TrustState, RunError> {
+    let text = cache.trust_state().map_err(|e| {
+        RunError::Environment(format!(
+            "cannot read the trust state in {}: {e}",
+            config.state_dir.display()
+        ))
+    })?;
+    if let Some(text) = text {
+        return TrustState::from_toml(&text).map_err(|e| {
+            RunError::Trust(format!(
+                "trust state in {}: {}",
+                config.state_dir.display(),
+                tenet_keys::error_chain(&e)
+            ))
+        });
+    }
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|e| {
+            RunError::Environment(format!("cannot read trusted root {}: {e}", p.display()))
+        })
+    };
+    let bytes = read(&config.trusted_root)?;
+    let sig = read(&bundle::sig_path(&config.trusted_root))?;
+    let root = TrustedRoot::bootstrap(&bytes, &sig, None).map_err(|e| {
+        RunError::Trust(format!(
+            "trusted root {}: {}",
+            config.trusted_root.display(),
+            tenet_keys::error_chain(&e)
+        ))
+    })?;
+    Ok(TrustState::new(root))
+}
+
+/// Re-verifies the cached bundle against the trust state. An expired bundle is still
+/// enforced, with a warning; any other failure refuses it.
+fn check_cached(
+    state: &TrustState,
+    dir: &Path,
+    clock: &Clock,
+    reporter: &mut dyn Reporter,
+) -> Result<Manifest, RunError> {
+    match verify_bundle(state, dir, clock) {
+        Ok(b) => Ok(b.manifest().clone()),
+        Err(e @ VerifyError::Expired { .. }) => {
+            reporter.warning(&format!(
+                "EXPIRED: the cached bundle in {} no longer verifies as current ({e}); enforcing it anyway until the master serves a newer one",
+                dir.display()
+            ));
+            let bytes = std::fs::read(dir.join(bundle::MANIFEST)).map_err(|e| {
+                RunError::Environment(format!("cannot read the cached manifest: {e}"))
+            })?;
+            Manifest::parse(&bytes).map_err(|e| {
+                RunError::Trust(format!("cached manifest: {}", tenet_keys::error_chain(&e)))
+            })
+        }
+        Err(e) => Err(RunError::Trust(format!(
+            "the cached bundle in {} does not verify: {}",
+            dir.display(),
+            tenet_keys::error_chain(&e)
+        ))),
+    }
+}
+
+/// Talks to the master: root updates, timestamp, and when it names a newer manifest
+/// (or nothing is cached), the manifest and blobs into staging, then verifies the
+/// staged bundle as a whole.
+fn sync(
+    config: &Config,
+    state: &TrustState,
+    clock: &Clock,
+    cache: &Cache,
+    have_cache: bool,
+) -> Result<Synced, SyncError> {
+    let key = SecretKey::read(&config.node_key).map_err(|e| {
+        SyncError::Local(format!(
+            "node key {}: {}",
+            config.node_key.display(),
+            tenet_keys::error_chain(&e)
+        ))
+    })?;
+    let pins = state.root().root().transport.server_spki.clone();
+    let tls = fetch::client_config(&config.member, &key, pins)?;
+    let mut master = Master::connect(&config.master(), tls, config.connect_timeout)?;
+    let staging = cache.fresh_staging().map_err(local("staging"))?;
+    let write = |rel: &str, bytes: &[u8]| -> Result<(), SyncError> {
+        let path = staging.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(local("staging"))?;
+        }
+        write_file(&path, bytes).map_err(local("staging"))
+    };
+
+    let mut st = state.clone();
+    for _ in 0..MAX_ROOT_UPDATES {
+        let next = st.root().root().version.saturating_add(1);
+        let path = format!("/v1/root/{next}");
+        let Some(bytes) = master.get_optional(&path, Document::Root.max_bytes())? else {
+            break;
+        };
+        let sig = master.get(&format!("{path}/sig"), MAX_SIGNATURE_BYTES)?;
+        st = update_root(&st, &bytes, &sig)?;
+        let name = format!("{}/{}", bundle::ROOT_DIR, bundle::root_file_name(next));
+        write(&name, &bytes)?;
+        write(&format!("{name}{}", bundle::SIG_SUFFIX), &sig)?;
+    }
+    check_root_fresh(&st, clock)?;
+
+    let ts = master.get("/v1/timestamp", Document::Timestamp.max_bytes())?;
+    let ts_sig = master.get("/v1/timestamp/sig", MAX_SIGNATURE_BYTES)?;
+    let expected = match check_timestamp(&st, &ts, &ts_sig, clock)? {
+        TimestampOutcome::Ignored { offered, trusted } => {
+            tracing::info!(offered, trusted, "older timestamp ignored");
+            if have_cache {
+                return Ok(Synced::Current(Box::new(st)));
+            }
+            return Err(SyncError::Unreachable(format!(
+                "the master offers timestamp version {offered}, older than the trusted {trusted}"
+            )));
+        }
+        TimestampOutcome::Current { state, expected } => {
+            if have_cache {
+                return Ok(Synced::Current(state));
+            }
+            expected
+        }
+        TimestampOutcome::Newer(e) => e,
+        other => {
+            return Err(SyncError::Trust(format!(
+                "unexpected timestamp outcome {other:?}"
+            )));
+        }
+    };
+    write(bundle::TIMESTAMP, &ts)?;
+    write(
+        &format!("{}{}", bundle::TIMESTAMP, bundle::SIG_SUFFIX),
+        &ts_sig,
+    )?;
+
+    let cap = expected.manifest().size.min(Document::Manifest.max_bytes());
+    let manifest = master.get("/v1/manifest", cap)?;
+    let manifest_sig = master.get("/v1/manifest/sig", MAX_SIGNATURE_BYTES)?;
+    let (_, m) = check_manifest(&st, &manifest, &manifest_sig, Some(&expected), clock)?;
+    write(bundle::MANIFEST, &manifest)?;
+    write(
+        &format!("{}{}", bundle::MANIFEST, bundle::SIG_SUFFIX),
+        &manifest_sig,
+    )?;
+
+    let blobs = staging.join(bundle::BLOB_DIR);
+    std::fs::create_dir_all(&blobs).map_err(local("staging"))?;
+    let mut seen = BTreeSet::new();
+    for entry in &m.files {
+        if !seen.insert(entry.sha256) {
+            continue;
+        }
+        let body = master.get(&format!("/v1/blob/sha256/{}", entry.sha256), entry.size)?;
+        let path = bundle::blob_path(&staging, &entry.sha256);
+        let mut file = create_file(&path).map_err(local("staging"))?;
+        check_blob_stream(entry, body.as_slice(), &mut file)?;
+        file.sync_all().map_err(local("staging"))?;
+    }
+    drop(master);
+    let verified = verify_bundle(state, &staging, clock)?;
+    Ok(Synced::Fetched(Box::new(verified)))
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "staging lives in the agent's state directory, outside the managed root"
+)]
+fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+fn create_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::create(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tenet_keys::deployment::{self, Deployment, InitOptions};
+    use tenet_keys::publish::{self, SignOptions, Signing};
+
+    use super::*;
+    use crate::report::Collect;
+
+    #[test]
+    fn an_expired_cached_bundle_is_enforced_with_a_warning() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let now = Time::from_system(SystemTime::now());
+        let deploy = dir.path().join("deploy");
+        deployment::init(
+            &deploy,
+            &InitOptions {
+                root_keys: 1,
+                root_threshold: 1,
+                expires_in: Duration::from_secs(30 * 86_400),
+                now,
+            },
+        )
+        .expect("init");
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(&tree).expect("tree");
+        crate::test_util::write(
+            &tree.join("cluster.toml"),
+            "[cluster]\nname = \"t\"\n\n[[member]]\nname = \"alpha\"\nhostname = \"a\"\nclasses = [\"web\"]\naddresses = [{ ip = \"10.0.0.1\", role = \"boot\" }]\n",
+        );
+        let mut d = Deployment::open(&deploy).expect("open");
+        let (_, keyid) = deployment::node_key(&dir.path().join("node")).expect("node key");
+        d.enroll("alpha", keyid).expect("enroll");
+        let state_dir = dir.path().join("state");
+        let cache = Cache::open(&state_dir).expect("cache");
+        let staging = cache.fresh_staging().expect("staging");
+        let key = d.policy_key_path();
+        publish::sign(
+            &mut d,
+            &SignOptions {
+                tree,
+                out: staging.clone(),
+                serial: Some(1),
+                expires_in: Duration::from_secs(86_400),
+                now,
+                signing: Signing::WithKey(key),
+            },
+        )
+        .expect("sign");
+        let root = std::fs::read(deploy.join("root/1.root.toml")).expect("root");
+        let sig = std::fs::read(deploy.join("root/1.root.toml.sig")).expect("root sig");
+        let state = TrustState::new(TrustedRoot::bootstrap(&root, &sig, None).expect("root"));
+        let clock = Clock::new(now);
+        let verified = verify_bundle(&state, &staging, &clock).expect("verifies");
+        let cached = cache.commit(&verified).expect("commit");
+        cache.persist(verified.state()).expect("persist");
+        assert_eq!(cache.current(), Some((1, cached.clone())));
+        assert!(cached.join(TREE).join("cluster.toml").is_file());
+        assert!(!staging.exists());
+        let state = TrustState::from_toml(&cache.trust_state().expect("read").expect("some"))
+            .expect("parses");
+
+        // Still current: no warning.
+        let mut reporter = Collect::default();
+        let m = check_cached(&state, &cached, &clock, &mut reporter).expect("current");
+        assert_eq!(m.serial, 1);
+        assert!(reporter.warnings.is_empty(), "{:?}", reporter.warnings);
+
+        // Two days later the manifest has expired: enforced, loudly.
+        let later = Clock::new(
+            now.checked_add(Duration::from_secs(2 * 86_400))
+                .expect("time"),
+        );
+        let m = check_cached(&state, &cached, &later, &mut reporter).expect("still enforced");
+        assert_eq!(m.members[0].classes, ["web"]);
+        assert_eq!(reporter.warnings.len(), 1);
+        assert!(
+            reporter.warnings[0].starts_with("EXPIRED"),
+            "{:?}",
+            reporter.warnings
+        );
+
+        // A cached blob that changed is refused.
+        let blob = std::fs::read_dir(cached.join(bundle::BLOB_DIR))
+            .expect("blobs")
+            .next()
+            .expect("one blob")
+            .expect("entry")
+            .path();
+        crate::test_util::write(&blob, "changed");
+        let err = check_cached(&state, &cached, &clock, &mut reporter).expect_err("refused");
+        assert!(matches!(err, RunError::Trust(_)), "{err}");
+    }
+}

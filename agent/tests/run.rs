@@ -1,0 +1,629 @@
+//! `tenet-agent run` against a real `tenet-policyd serve` over mutual TLS on loopback:
+//! members converge, follow a new serial, fall back on their cache when the master is
+//! gone, and refuse an impostor or a tampered manifest while keeping the last good
+//! bundle.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "fixtures start the binaries under test and write starting files directly"
+)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "fixtures fail the test on any setup error"
+)]
+
+use std::collections::HashMap;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tenet_keys::deployment::{self, Deployment, InitOptions};
+use tenet_keys::publish::{self, SignOptions, Signing};
+use tenet_keys::tls::{ClientPolicy, Identity, Subject};
+use tenet_keys::{KeyId, SecretKey, Time};
+
+use crate::util::agent;
+
+/// How long any wait may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+const MEMBERS: [&str; 3] = ["alpha", "beta", "gamma"];
+
+/// `tenet-policyd`, built beside the agent by `cargo build --workspace`.
+fn policyd_binary() -> PathBuf {
+    let agent = Path::new(env!("CARGO_BIN_EXE_tenet-agent"));
+    let path = agent.with_file_name("tenet-policyd");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace` before these tests",
+        path.display()
+    );
+    path
+}
+
+fn now() -> Time {
+    Time::from_system(SystemTime::now())
+}
+
+/// A deployment (root 1 of 1, all three members enrolled) and everything the members
+/// and the master need, in one temp directory.
+struct World {
+    dir: tempfile::TempDir,
+    deployment: PathBuf,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(dir.path()).unwrap();
+        let deployment = base.join("deploy");
+        deployment::init(
+            &deployment,
+            &InitOptions {
+                root_keys: 1,
+                root_threshold: 1,
+                expires_in: Duration::from_secs(30 * 86_400),
+                now: now(),
+            },
+        )
+        .unwrap();
+        let d = Deployment::open(&deployment).unwrap();
+        for name in MEMBERS {
+            let (_, keyid) = deployment::node_key(&base.join("nodes").join(name)).unwrap();
+            d.enroll(name, keyid).unwrap();
+        }
+        World { dir, deployment }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        fs::canonicalize(self.dir.path()).unwrap().join(rel)
+    }
+
+    /// A policy tree whose files say which serial wrote them.
+    fn tree(&self, serial: u64) -> PathBuf {
+        let tree = self.path(&format!("trees/{serial}"));
+        fs::create_dir_all(&tree).unwrap();
+        let mut cluster = "[cluster]\nname = \"test\"\n".to_string();
+        for (i, (name, class)) in [("alpha", "web"), ("beta", "web"), ("gamma", "db")]
+            .iter()
+            .enumerate()
+        {
+            cluster.push_str(&format!(
+                "\n[[member]]\nname = \"{name}\"\nhostname = \"{name}.example.com\"\nclasses = [\"{class}\"]\naddresses = [{{ ip = \"10.0.0.{}\", role = \"boot\" }}]\n",
+                i + 1
+            ));
+        }
+        fs::write(tree.join("cluster.toml"), cluster).unwrap();
+        fs::write(
+            tree.join("files.toml"),
+            format!(
+                "[[file]]\npath = \"/etc/tenet-serial\"\ncontent = \"serial {serial} on ${{member}}\\n\"\ntemplate = true\nmode = \"0644\"\n\n[[file]]\nwhen = \"class(web)\"\npath = \"/etc/web.conf\"\ncontent = \"web\\n\"\nmode = \"0644\"\n"
+            ),
+        )
+        .unwrap();
+        tree
+    }
+
+    /// Signs serial `serial` into `bundles/<serial>`.
+    fn sign(&self, serial: u64) -> PathBuf {
+        let tree = self.tree(serial);
+        let mut d = Deployment::open(&self.deployment).unwrap();
+        let out = self.path(&format!("bundles/{serial}"));
+        let key = d.policy_key_path();
+        publish::sign(
+            &mut d,
+            &SignOptions {
+                tree,
+                out: out.clone(),
+                serial: Some(serial),
+                expires_in: Duration::from_secs(14 * 86_400),
+                now: now(),
+                signing: Signing::WithKey(key),
+            },
+        )
+        .unwrap();
+        out
+    }
+
+    fn root_file(&self) -> PathBuf {
+        self.deployment.join("root/1.root.toml")
+    }
+
+    fn server_key(&self) -> SecretKey {
+        SecretKey::read(&self.deployment.join("keys/server-tls.key")).unwrap()
+    }
+
+    /// Writes `members/<name>/agent.toml` pointing at `master` and returns its path.
+    /// Each member has its own state directory and sandbox root.
+    fn member(&self, name: &str, instance: &str, master: SocketAddr) -> PathBuf {
+        let dir = self.path(&format!("members/{instance}"));
+        fs::create_dir_all(dir.join("root")).unwrap();
+        let config = dir.join("agent.toml");
+        fs::write(
+            &config,
+            format!(
+                "member = \"{name}\"\nmaster = \"{master}\"\nstate_dir = \"state\"\nnode_key = \"{}\"\ntrusted_root = \"{}\"\nroot = \"root\"\nconnect_timeout = \"5s\"\n",
+                self.path(&format!("nodes/{name}/localhost.key")).display(),
+                self.root_file().display(),
+            ),
+        )
+        .unwrap();
+        config
+    }
+
+    fn policyd_config(&self) -> PathBuf {
+        let path = self.path("policyd.toml");
+        fs::write(
+            &path,
+            r#"member = "alpha"
+state_dir = "policyd-state"
+node_key = "nodes/alpha/localhost.key"
+trusted_root = "deploy/root/1.root.toml"
+
+[listener]
+listen = "127.0.0.1:0"
+
+[serve]
+listen = "127.0.0.1:0"
+timestamp_key = "deploy/keys/timestamp.key"
+server_key = "deploy/keys/server-tls.key"
+watch_interval = "100ms"
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[limits]
+max_header_bytes = 8192
+drain_timeout = "2s"
+"#,
+        )
+        .unwrap();
+        path
+    }
+}
+
+/// A running `tenet-policyd serve`, killed by PID when dropped.
+struct Policyd {
+    child: Option<Child>,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl Policyd {
+    fn start(config: &Path) -> Policyd {
+        let log = config.with_extension("log");
+        let child = Command::new(policyd_binary())
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut p = Policyd {
+            child: Some(child),
+            config: config.to_path_buf(),
+            log,
+        };
+        let start = Instant::now();
+        while !p.status().contains("listener:") {
+            if let Some(exit) = p.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("tenet-policyd exited ({exit}):\n{}", p.log());
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "tenet-policyd did not answer:\n{}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn command(&self, args: &[&str]) -> Output {
+        Command::new(policyd_binary())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn status(&self) -> String {
+        String::from_utf8_lossy(&self.command(&["status"]).stdout).into_owned()
+    }
+
+    /// Promotes (or re-promotes) with `bundle` and returns the serving address.
+    fn promote(&self, bundle: &Path, serial: u64) -> SocketAddr {
+        let out = self.command(&["promote", "--bundle", bundle.to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "promote failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        let status = self.status();
+        assert!(status.contains(&format!("serial: {serial}\n")), "{status}");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("serving: "))
+            .expect("serving address")
+            .parse()
+            .unwrap()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Policyd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A finished `tenet-agent run`.
+struct Ran {
+    code: Option<i32>,
+    out: String,
+}
+
+fn run_agent(config: &Path) -> Ran {
+    let out = agent()
+        .args(["run", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Ran {
+        code: out.status.code(),
+        out: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+fn assert_code(r: &Ran, code: i32) {
+    assert_eq!(r.code, Some(code), "{}", r.out);
+}
+
+fn read(config: &Path, rel: &str) -> Option<String> {
+    fs::read_to_string(config.with_file_name("root").join(rel)).ok()
+}
+
+/// Members converge to serial 1, then to serial 2, then live on their cache when the
+/// master dies; a member with no cache then has nothing to enforce.
+#[test]
+fn members_converge_follow_new_serials_and_survive_the_master() {
+    let world = World::new();
+    let mut policyd = Policyd::start(&world.policyd_config());
+    let addr = policyd.promote(&world.sign(1), 1);
+
+    // (a) three members converge into their own roots.
+    let configs: Vec<PathBuf> = MEMBERS.iter().map(|m| world.member(m, m, addr)).collect();
+    for (name, config) in MEMBERS.iter().zip(&configs) {
+        let r = run_agent(config);
+        assert_code(&r, 0);
+        assert_eq!(
+            read(config, "etc/tenet-serial").as_deref(),
+            Some(format!("serial 1 on {name}\n").as_str())
+        );
+        assert_eq!(
+            read(config, "etc/web.conf").is_some(),
+            *name != "gamma",
+            "{name}: classes come from the manifest inventory"
+        );
+        assert!(config.with_file_name("state/trust.toml").is_file());
+    }
+    // A second run changes nothing.
+    let r = run_agent(&configs[0]);
+    assert_code(&r, 0);
+    assert!(r.out.contains("nothing to do"), "{}", r.out);
+
+    // (b) serial 2 is published and re-promoted; members follow.
+    let addr2 = policyd.promote(&world.sign(2), 2);
+    assert_eq!(addr, addr2);
+    // A dry run fetches and verifies serial 2 but changes nothing, cache included.
+    let trust = configs[0].with_file_name("state/trust.toml");
+    let trust_before = fs::read_to_string(&trust).unwrap();
+    let out = agent()
+        .args(["run", "--dry-run", "--config"])
+        .arg(&configs[0])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("dry run: serial 2 verified"), "{text}");
+    assert_eq!(
+        read(&configs[0], "etc/tenet-serial").as_deref(),
+        Some("serial 1 on alpha\n")
+    );
+    assert_eq!(fs::read_to_string(&trust).unwrap(), trust_before);
+    assert!(
+        fs::read_link(configs[0].with_file_name("state/current"))
+            .unwrap()
+            .ends_with("1")
+    );
+    for (name, config) in MEMBERS.iter().zip(&configs) {
+        let r = run_agent(config);
+        assert_code(&r, 0);
+        assert_eq!(
+            read(config, "etc/tenet-serial").as_deref(),
+            Some(format!("serial 2 on {name}\n").as_str())
+        );
+        let link = fs::read_link(config.with_file_name("state/current")).unwrap();
+        assert!(link.ends_with("2"), "{}", link.display());
+    }
+
+    // (c) the master dies: members converge from their cache and say so.
+    policyd.kill();
+    for config in &configs {
+        fs::remove_file(config.with_file_name("root/etc/tenet-serial")).unwrap();
+        let r = run_agent(config);
+        assert_code(&r, 0);
+        assert!(
+            r.out.contains("master unreachable (")
+                && r.out.contains("converging from cached bundle serial 2"),
+            "{}",
+            r.out
+        );
+        assert!(
+            read(config, "etc/tenet-serial")
+                .unwrap()
+                .starts_with("serial 2 on")
+        );
+    }
+    // A fresh member with no cache has nothing to enforce.
+    let fresh = world.member("alpha", "alpha-fresh", addr);
+    let r = run_agent(&fresh);
+    assert_code(&r, 5);
+    assert!(r.out.contains("no cached bundle"), "{}", r.out);
+    assert_eq!(read(&fresh, "etc/tenet-serial"), None);
+}
+
+/// A configuration with an unknown field is refused before anything else happens.
+#[test]
+fn an_unknown_configuration_field_is_refused() {
+    let world = World::new();
+    let config = world.member("alpha", "alpha", "127.0.0.1:1".parse().unwrap());
+    let mut text = fs::read_to_string(&config).unwrap();
+    text.push_str("prot = 8741\n");
+    fs::write(&config, text).unwrap();
+    let r = run_agent(&config);
+    assert_code(&r, 3);
+    assert!(r.out.contains("unknown field `prot`"), "{}", r.out);
+    assert!(!config.with_file_name("state").exists());
+}
+
+/// Admits every client key: the test's stand-in servers check nothing.
+#[derive(Debug)]
+struct AdmitAll;
+
+impl ClientPolicy for AdmitAll {
+    fn admits(&self, _: &KeyId) -> bool {
+        true
+    }
+}
+
+/// A stand-in master over real TLS serving fixed bytes by path, on its own runtime
+/// thread; it stops when dropped.
+struct FakeMaster {
+    addr: SocketAddr,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl FakeMaster {
+    fn start(key: &SecretKey, routes: HashMap<String, Vec<u8>>) -> FakeMaster {
+        let id = Identity::new(key, Subject::PolicyServer).unwrap();
+        let mut config = tenet_keys::tls::server_config(&id, Arc::new(AdmitAll)).unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let routes = Arc::new(routes);
+        runtime.spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let routes = routes.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |req| {
+                        let body = routes.get(req.uri().path()).cloned();
+                        async move {
+                            let resp = match body {
+                                Some(b) => Response::new(Full::new(Bytes::from(b))),
+                                None => {
+                                    let mut r = Response::new(Full::new(Bytes::new()));
+                                    *r.status_mut() = StatusCode::NOT_FOUND;
+                                    r
+                                }
+                            };
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        FakeMaster {
+            addr,
+            _runtime: runtime,
+        }
+    }
+}
+
+/// The routes of a bundle directory, as policyd serves them.
+fn routes_of(bundle: &Path) -> HashMap<String, Vec<u8>> {
+    let mut routes = HashMap::new();
+    let mut add = |route: String, file: PathBuf| {
+        routes.insert(route, fs::read(file).unwrap());
+    };
+    add("/v1/root/1".into(), bundle.join("root/1.root.toml"));
+    add("/v1/root/1/sig".into(), bundle.join("root/1.root.toml.sig"));
+    add("/v1/manifest".into(), bundle.join("manifest.toml"));
+    add("/v1/manifest/sig".into(), bundle.join("manifest.toml.sig"));
+    for entry in fs::read_dir(bundle.join("blobs/sha256")).unwrap() {
+        let entry = entry.unwrap();
+        add(
+            format!("/v1/blob/sha256/{}", entry.file_name().to_str().unwrap()),
+            entry.path(),
+        );
+    }
+    routes
+}
+
+/// A fresh timestamp naming `manifest`, newer than any the real master signed.
+fn timestamp_for(world: &World, manifest: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let now = now();
+    timestamp_at(world, manifest, now, Some(now.unix() + 1000))
+}
+
+/// A timestamp signed at `at` (its version is `at`, or `previous + 1` if that is later).
+fn timestamp_at(
+    world: &World,
+    manifest: &[u8],
+    at: Time,
+    previous: Option<u64>,
+) -> (Vec<u8>, Vec<u8>) {
+    let d = Deployment::open(&world.deployment).unwrap();
+    let key = SecretKey::read(&world.deployment.join("keys/timestamp.key")).unwrap();
+    let (_, text, sig) = publish::make_timestamp(
+        d.id(),
+        manifest,
+        &key,
+        at,
+        Duration::from_secs(4 * 3600),
+        previous,
+    )
+    .unwrap();
+    (text.into_bytes(), sig.into_bytes())
+}
+
+/// A member with serial 1 cached meets an impostor (a server key the root does not
+/// pin), then a master serving a tampered manifest: both runs exit 4, say why, enforce
+/// the last good bundle and keep it. An older timestamp is then ignored quietly.
+#[test]
+fn an_impostor_or_a_tampered_manifest_is_refused_and_the_last_good_bundle_kept() {
+    let world = World::new();
+    let bundle1 = world.sign(1);
+    let config = {
+        let mut policyd = Policyd::start(&world.policyd_config());
+        let addr = policyd.promote(&bundle1, 1);
+        let config = world.member("beta", "beta", addr);
+        assert_code(&run_agent(&config), 0);
+        policyd.kill();
+        config
+    };
+    let trust = config.with_file_name("state/trust.toml");
+    let trust_before = fs::read_to_string(&trust).unwrap();
+    let rewrite_master = |addr: SocketAddr| {
+        let text = fs::read_to_string(&config).unwrap();
+        let text = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("master = ") {
+                    format!("master = \"{addr}\"")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        fs::write(&config, text + "\n").unwrap();
+    };
+
+    // (d) an impostor with its own key serves a newer, validly signed bundle.
+    let bundle2 = world.sign(2);
+    let mut routes = routes_of(&bundle2);
+    let manifest2 = routes["/v1/manifest"].clone();
+    let (ts, ts_sig) = timestamp_for(&world, &manifest2);
+    routes.insert("/v1/timestamp".into(), ts);
+    routes.insert("/v1/timestamp/sig".into(), ts_sig);
+    let impostor = FakeMaster::start(&SecretKey::generate().unwrap(), routes.clone());
+    rewrite_master(impostor.addr);
+    let r = run_agent(&config);
+    assert_code(&r, 4);
+    assert!(r.out.contains("not pinned"), "{}", r.out);
+    assert!(r.out.contains("cached bundle serial 1"), "{}", r.out);
+    assert!(r.out.contains("nothing to do"), "{}", r.out);
+    assert_eq!(
+        read(&config, "etc/tenet-serial").as_deref(),
+        Some("serial 1 on beta\n")
+    );
+    assert_eq!(fs::read_to_string(&trust).unwrap(), trust_before);
+    drop(impostor);
+
+    // (e) the pinned key serves a manifest changed after signing (its timestamp names
+    // the changed bytes, so only the manifest signature can catch it).
+    let mut tampered = manifest2.clone();
+    tampered.extend_from_slice(b"\n# changed after signing\n");
+    let (ts, ts_sig) = timestamp_for(&world, &tampered);
+    routes.insert("/v1/manifest".into(), tampered);
+    routes.insert("/v1/timestamp".into(), ts);
+    routes.insert("/v1/timestamp/sig".into(), ts_sig);
+    let takeover = FakeMaster::start(&world.server_key(), routes);
+    rewrite_master(takeover.addr);
+    let r = run_agent(&config);
+    assert_code(&r, 4);
+    assert!(r.out.contains("trust refused"), "{}", r.out);
+    assert!(r.out.contains("manifest"), "{}", r.out);
+    assert_eq!(
+        read(&config, "etc/tenet-serial").as_deref(),
+        Some("serial 1 on beta\n")
+    );
+    assert_eq!(fs::read_to_string(&trust).unwrap(), trust_before);
+    let link = fs::read_link(config.with_file_name("state/current")).unwrap();
+    assert!(link.ends_with("1"), "{}", link.display());
+    drop(takeover);
+
+    // (f) a validly signed but older timestamp (the other half of a split brain)
+    // naming serial 2 is ignored without alarm: serial 1 stays in force.
+    let mut routes = routes_of(&bundle2);
+    let hour_ago = Time::from_unix(now().unix() - 3600).unwrap();
+    let (ts, ts_sig) = timestamp_at(&world, &manifest2, hour_ago, None);
+    routes.insert("/v1/timestamp".into(), ts);
+    routes.insert("/v1/timestamp/sig".into(), ts_sig);
+    let stale = FakeMaster::start(&world.server_key(), routes);
+    rewrite_master(stale.addr);
+    let r = run_agent(&config);
+    assert_code(&r, 0);
+    assert!(!r.out.contains("warning"), "{}", r.out);
+    assert_eq!(
+        read(&config, "etc/tenet-serial").as_deref(),
+        Some("serial 1 on beta\n")
+    );
+    assert_eq!(fs::read_to_string(&trust).unwrap(), trust_before);
+}
