@@ -72,6 +72,13 @@ pub enum Command {
     /// then converges to it. If no master answers, the cached bundle is enforced.
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
+    /// Run periodically: `run` every --interval plus a random --splay, one run at a time.
+    ///
+    /// SIGHUP starts a run now (agent.toml is re-read by every run); SIGTERM or
+    /// SIGINT lets a run in progress finish, then exits 0. A failed run is reported
+    /// on stderr and the daemon goes on.
+    #[command(after_help = EXIT_CODES)]
+    Daemon(DaemonArgs),
     /// Apply the shipped dce-cluster example to a throwaway sandbox, twice.
     ///
     /// The first run shows every change (with diffs); the second shows that nothing
@@ -81,6 +88,28 @@ pub enum Command {
         #[arg(long)]
         keep: bool,
     },
+}
+
+/// Options of `daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// The agent's configuration.
+    #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Time between the end of one run and the start of the next (90s, 5m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration)]
+    pub interval: std::time::Duration,
+    /// Up to this much more, at random, before each run, so members do not all
+    /// fetch at once.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    pub splay: std::time::Duration,
+    /// Print JSON Lines for every run.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    tenet_keys::time::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// Options of `apply`.

@@ -12,6 +12,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod converge;
+pub mod daemon;
 pub mod demo;
 pub mod exec;
 pub mod facts;

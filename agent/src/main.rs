@@ -10,7 +10,7 @@ use std::process;
 
 use clap::Parser;
 use tenet_agent::apply::{ApplyError, ApplyOptions, apply};
-use tenet_agent::cli::{ApplyArgs, Cli, Command, ExitCode, RunArgs};
+use tenet_agent::cli::{ApplyArgs, Cli, Command, DaemonArgs, ExitCode, RunArgs};
 use tenet_agent::converge::{Diffs, Mode};
 use tenet_agent::report::{Human, JsonLines, Reporter};
 
@@ -21,6 +21,7 @@ fn main() {
         Command::Check { tree } => check(&tree),
         Command::Apply(args) => run_apply(args),
         Command::Run(args) => run(args),
+        Command::Daemon(args) => daemon(args),
         Command::Demo { keep } => demo(keep),
     };
     process::exit(code as i32);
@@ -99,7 +100,7 @@ fn run_apply(args: ApplyArgs) -> ExitCode {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    use tenet_agent::run::{RunError, RunOptions};
+    use tenet_agent::run::RunOptions;
     let opts = RunOptions {
         config: args.config,
         mode: if args.dry_run {
@@ -117,6 +118,14 @@ fn run(args: RunArgs) -> ExitCode {
     };
     let result = tenet_agent::run::run(&opts, reporter.as_mut());
     drop(reporter);
+    run_outcome(&result)
+}
+
+/// Prints how a run ended (errors on stderr) and its exit code.
+fn run_outcome(
+    result: &Result<tenet_agent::run::RunReport, tenet_agent::run::RunError>,
+) -> ExitCode {
+    use tenet_agent::run::RunError;
     match result {
         Ok(report) => {
             if let Some(why) = &report.trust_refused {
@@ -148,8 +157,40 @@ fn run(args: RunArgs) -> ExitCode {
                 }
                 _ => ExitCode::Environment,
             };
-            eprintln!("error: {}", chain(&e));
+            eprintln!("error: {}", chain(e));
             code
+        }
+    }
+}
+
+fn daemon(args: DaemonArgs) -> ExitCode {
+    use tenet_agent::daemon::{Schedule, daemon};
+    use tenet_agent::run::RunOptions;
+    let opts = RunOptions {
+        config: args.config,
+        mode: Mode::Apply,
+        diffs: Diffs::Skip,
+    };
+    let schedule = Schedule {
+        interval: args.interval,
+        splay: args.splay,
+    };
+    let json = args.json;
+    let make = move || -> Box<dyn Reporter> {
+        // Line-buffered stdout: each event shows as it happens.
+        if json {
+            Box::new(JsonLines::new(io::stdout(), false))
+        } else {
+            Box::new(Human::new(io::stdout(), false))
+        }
+    };
+    match daemon(&opts, &schedule, &make, &|r| {
+        run_outcome(r);
+    }) {
+        Ok(_) => ExitCode::Success,
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            ExitCode::Environment
         }
     }
 }

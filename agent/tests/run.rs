@@ -627,3 +627,72 @@ fn an_impostor_or_a_tampered_manifest_is_refused_and_the_last_good_bundle_kept()
     );
     assert_eq!(fs::read_to_string(&trust).unwrap(), trust_before);
 }
+
+/// The daemon runs at once, runs again on SIGHUP (its interval is an hour, so only
+/// the signal can start the second run), and exits 0 on SIGTERM.
+#[test]
+fn the_daemon_runs_on_start_and_on_sighup_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    use std::sync::mpsc;
+
+    let world = World::new();
+    let policyd = Policyd::start(&world.policyd_config());
+    let addr = policyd.promote(&world.sign(1), 1);
+    let config = world.member("alpha", "alpha", addr);
+    let mut child = agent()
+        .args(["daemon", "--interval", "1h", "--splay", "0s", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Waits for the next summary line ("alpha: ... promises ..."), up to the deadline.
+    let next_summary = |seen: &mut Vec<String>| -> String {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with("alpha: ") => return line,
+                Ok(line) => seen.push(line),
+                Err(e) => panic!("no summary line ({e}); output so far: {seen:#?}"),
+            }
+        }
+    };
+    let mut seen = Vec::new();
+    let first = next_summary(&mut seen);
+    assert!(first.contains("repaired"), "{first}");
+    assert_eq!(
+        read(&config, "etc/tenet-serial").as_deref(),
+        Some("serial 1 on alpha\n")
+    );
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let second = next_summary(&mut seen);
+    assert!(second.contains("nothing to do"), "{second}");
+
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < end, "the daemon did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    drop(policyd);
+}
