@@ -853,7 +853,10 @@ fn read_blob(dir: &Path, entry: &FileEntry) -> Result<Vec<u8>, VerifyError> {
     Ok(out)
 }
 
-fn read_blob_into(dir: &Path, entry: &FileEntry, sink: impl Write) -> Result<(), VerifyError> {
+/// Reads the blob of `entry` from the bundle at `dir` into `sink`, refusing a missing
+/// blob, one that is not a regular file, and one larger than declared before a byte is
+/// hashed; the content must then match the declared size and hash.
+pub fn read_blob_into(dir: &Path, entry: &FileEntry, sink: impl Write) -> Result<(), VerifyError> {
     let location = bundle::blob_path(dir, &entry.sha256);
     let meta = std::fs::symlink_metadata(&location).map_err(|source| VerifyError::MissingBlob {
         path: entry.path.clone(),

@@ -23,9 +23,10 @@ use std::path::{Path, PathBuf};
 
 use hyper::body::Bytes;
 use tenet_keys::document::{MAX_MANIFEST_BYTES, MAX_ROOT_BYTES, MAX_SIGNATURE_BYTES};
+use tenet_keys::verify::read_blob_into;
 use tenet_keys::{
     Clock, FileEntry, KeyId, Manifest, Sha256Sum, TrustState, TrustedRoot, VerifyError, bundle,
-    check_blob_stream, check_manifest, check_root_fresh, update_root,
+    check_manifest, check_root_fresh, update_root,
 };
 
 use crate::error::BundleError;
@@ -252,32 +253,4 @@ fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, BundleError> {
         });
     }
     Ok(out)
-}
-
-/// Streams the blob of `entry` into `sink`: a regular file (not a link), at most the
-/// declared size, with the declared hash.
-fn read_blob_into(dir: &Path, entry: &FileEntry, sink: impl io::Write) -> Result<(), VerifyError> {
-    let location = bundle::blob_path(dir, &entry.sha256);
-    let meta = std::fs::symlink_metadata(&location).map_err(|source| VerifyError::MissingBlob {
-        path: entry.path.clone(),
-        sha256: entry.sha256,
-        source,
-    })?;
-    if !meta.is_file() {
-        return Err(VerifyError::BlobNotFile {
-            path: entry.path.clone(),
-            sha256: entry.sha256,
-        });
-    }
-    if meta.len() > entry.size {
-        return Err(VerifyError::BlobTooLarge {
-            path: entry.path.clone(),
-            declared: entry.size,
-        });
-    }
-    let file = File::open(&location).map_err(|source| VerifyError::Read {
-        path: location.clone(),
-        source,
-    })?;
-    check_blob_stream(entry, file, sink)
 }
