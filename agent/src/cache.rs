@@ -180,9 +180,9 @@ fn materialise(bundle: &VerifiedBundle, tree: &Path) -> io::Result<()> {
         }
         let mut f = fs::File::create(&dest)?;
         f.write_all(&bytes)?;
-        f.sync_all()?;
     }
-    Ok(())
+    // One flush for the whole tree; the caller switches `current` only after it.
+    crate::run::flush(tree)
 }
 
 fn remove_all(path: &Path) -> io::Result<()> {
