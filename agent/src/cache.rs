@@ -162,22 +162,32 @@ fn serial_name(serial: u64) -> String {
     serial.to_string()
 }
 
-/// Writes every file of the verified manifest beneath `tree`, each blob checked again
-/// as it is read. Manifest paths are safe relative paths (checked by the keys crate).
+/// Puts every file of the verified manifest beneath `tree`, as a hard link to its
+/// verified blob (no content is copied; one inode per blob, so a change to either is
+/// caught when the cached bundle is verified again at the next run). Where a link
+/// cannot be made (another filesystem), the blob is copied, checked again as it is
+/// read. Manifest paths are safe relative paths (checked by the keys crate).
 fn materialise(bundle: &VerifiedBundle, tree: &Path) -> io::Result<()> {
     remove_all(tree)?;
     fs::create_dir_all(tree)?;
+    let mut made: Option<PathBuf> = None;
     for entry in bundle.files() {
+        tenet_keys::path::check_path(&entry.path)
+            .map_err(|e| io::Error::other(format!("{}: {e}", entry.path)))?;
+        let dest = tree.join(&entry.path);
+        if let Some(parent) = dest.parent()
+            && made.as_deref() != Some(parent)
+        {
+            fs::create_dir_all(parent)?;
+            made = Some(parent.to_path_buf());
+        }
+        if fs::hard_link(bundle.blob_path(entry), &dest).is_ok() {
+            continue;
+        }
         let bytes = bundle
             .read_file(&entry.path)
             .ok_or_else(|| io::Error::other(format!("{}: not in the manifest", entry.path)))?
             .map_err(|e| io::Error::other(tenet_keys::error_chain(&e)))?;
-        tenet_keys::path::check_path(&entry.path)
-            .map_err(|e| io::Error::other(format!("{}: {e}", entry.path)))?;
-        let dest = tree.join(&entry.path);
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent)?;
-        }
         let mut f = fs::File::create(&dest)?;
         f.write_all(&bytes)?;
     }
