@@ -18,6 +18,7 @@ pub mod examples;
 pub mod facts;
 mod load;
 pub mod model;
+pub mod plan;
 mod read;
 mod resolve;
 mod split;
@@ -39,6 +40,8 @@ pub struct Policy {
     pub values: Vec<model::Value>,
     /// Every promise, in file order then declaration order.
     pub promises: Vec<model::Promise>,
+    /// Failover plans, in file order then declaration order.
+    pub plans: Vec<plan::Plan>,
     /// Warnings found while loading (the tree is valid).
     pub warnings: Diagnostics,
 }

@@ -117,6 +117,7 @@ pub(crate) fn load_with(tree: &Path, parse: Parse) -> Result<Policy, Diagnostics
         cluster: loader.cluster,
         values: loader.values,
         promises: loader.promises,
+        plans: Vec::new(),
         warnings: diags,
     })
 }
