@@ -18,6 +18,8 @@ use crate::read::{Cx, Str, Table, Val};
 use crate::split;
 use crate::template::{Ref, Template};
 
+mod plan;
+
 /// The directory under a tree that holds content for `file` promises; never read as policy.
 pub const FILES_DIR: &str = "files";
 
@@ -26,7 +28,7 @@ pub const PROMISE_TYPES: [&str; 9] = [
     "file", "line", "setting", "link", "dir", "absent", "command", "hostname", "copy",
 ];
 
-const TOP_LEVEL: [&str; 4] = ["cluster", "member", "package", "value"];
+const TOP_LEVEL: [&str; 5] = ["cluster", "member", "package", "value", "plan"];
 
 /// Loads and validates the policy tree at `tree`.
 ///
@@ -109,6 +111,7 @@ pub(crate) fn load_with(tree: &Path, parse: Parse) -> Result<Policy, Diagnostics
     loader
         .promises
         .sort_unstable_by(|a, b| a.origin.cmp(&b.origin));
+    loader.plans.sort_by(|a, b| a.origin.cmp(&b.origin));
     if diags.has_errors() {
         return Err(diags);
     }
@@ -117,7 +120,7 @@ pub(crate) fn load_with(tree: &Path, parse: Parse) -> Result<Policy, Diagnostics
         cluster: loader.cluster,
         values: loader.values,
         promises: loader.promises,
-        plans: Vec::new(),
+        plans: loader.plans,
         warnings: diags,
     })
 }
@@ -160,6 +163,8 @@ struct Mark {
     package_member_refs: usize,
     unguarded: usize,
     named: usize,
+    plans: usize,
+    plan_names: usize,
 }
 
 /// A name reference to check once every file is read.
@@ -192,6 +197,12 @@ struct Loader {
     unguarded: Vec<usize>,
     /// Promises (by index) with an explicit `name`.
     named: Vec<usize>,
+    /// Failover plans, in reading order.
+    plans: Vec<crate::plan::Plan>,
+    /// What `check_plans` needs per plan, parallel to `plans`.
+    plan_checks: Vec<plan::PlanCheck>,
+    /// Every plan name read, with where, for duplicates (even of invalid plans).
+    plan_names: Vec<(String, Origin)>,
     /// Tables read so far per top-level array of the current file, for `file[N]` paths.
     counts: HashMap<String, usize>,
 }
@@ -274,6 +285,8 @@ impl Loader {
             package_member_refs: self.package_member_refs.len(),
             unguarded: self.unguarded.len(),
             named: self.named.len(),
+            plans: self.plans.len(),
+            plan_names: self.plan_names.len(),
         }
     }
 
@@ -293,6 +306,9 @@ impl Loader {
         self.package_member_refs.truncate(m.package_member_refs);
         self.unguarded.truncate(m.unguarded);
         self.named.truncate(m.named);
+        self.plans.truncate(m.plans);
+        self.plan_checks.truncate(m.plans);
+        self.plan_names.truncate(m.plan_names);
     }
 
     fn read_file(&mut self, cx: &mut Cx<'_>, doc: &DeTable<'_>) {
@@ -304,11 +320,12 @@ impl Loader {
             };
             match name {
                 "cluster" => self.read_cluster(cx, v),
-                "member" | "package" | "value" => {
+                "member" | "package" | "value" | "plan" => {
                     for (i, t) in self.tables(cx, v, name) {
                         match name {
                             "member" => self.read_member(cx, t, i),
                             "package" => self.read_package(cx, t, i),
+                            "plan" => self.read_plan(cx, t, i),
                             _ => self.read_value(cx, t, i),
                         }
                     }
@@ -459,19 +476,9 @@ impl Loader {
                 "a package needs at least one member",
             );
         }
-        let configuration = t.req_str(cx, "configuration").and_then(|s| {
-            one_of(
-                cx,
-                &s,
-                &t.field("configuration"),
-                &[
-                    ("cascading", Configuration::Cascading),
-                    ("rotating", Configuration::Rotating),
-                    ("one-sided", Configuration::OneSided),
-                    ("mutual", Configuration::Mutual),
-                ],
-            )
-        });
+        let configuration = t
+            .req_str(cx, "configuration")
+            .and_then(|s| one_of(cx, &s, &t.field("configuration"), &Configuration::ALL));
         let members_field = t.field("members");
         t.finish(cx);
         let (Some(n), Some(hostname), Some(ip), Some(members), Some(configuration)) =
@@ -578,30 +585,14 @@ impl Loader {
         let when = t
             .str(cx, "when")
             .and_then(|w| self.condition(cx, &w, &t.field("when")));
-        let kind = match ty {
-            "file" => self.file(cx, &mut t).map(PromiseKind::File),
-            "line" => self.line(cx, &mut t).map(PromiseKind::Line),
-            "setting" => self.setting(cx, &mut t).map(PromiseKind::Setting),
-            "link" => self.link(cx, &mut t).map(PromiseKind::Link),
-            "dir" => self.dir(cx, &mut t).map(PromiseKind::Dir),
-            "absent" => self.absent(cx, &mut t).map(PromiseKind::Absent),
-            "command" => self.command(cx, &mut t).map(PromiseKind::Command),
-            "hostname" => self.hostname(cx, &mut t).map(PromiseKind::Hostname),
-            _ => self.copy(cx, &mut t).map(PromiseKind::Copy),
-        };
+        let kind = self.promise_kind(cx, ty, &mut t);
         let table_path = t.path.clone();
         t.finish(cx);
         let Some(kind) = kind else { return };
         let explicit_name = name.is_some();
         let id = match name {
             Some(n) => {
-                if n.value.trim().is_empty() {
-                    cx.error(
-                        &n.span,
-                        &format!("{table_path}.name"),
-                        "a promise's name must not be empty",
-                    );
-                }
+                check_not_empty(cx, &n, &table_path, "a promise's name must not be empty");
                 n.value.to_string()
             }
             None => default_id(&kind),
@@ -620,6 +611,27 @@ impl Loader {
             when,
             kind,
         });
+    }
+
+    /// The fields of a promise of type `ty` (one of [`PROMISE_TYPES`]), read from
+    /// `t`: the one reader of top-level promises and of plan steps.
+    fn promise_kind(
+        &mut self,
+        cx: &mut Cx<'_>,
+        ty: &str,
+        t: &mut Table<'_, '_>,
+    ) -> Option<PromiseKind> {
+        match ty {
+            "file" => self.file(cx, t).map(PromiseKind::File),
+            "line" => self.line(cx, t).map(PromiseKind::Line),
+            "setting" => self.setting(cx, t).map(PromiseKind::Setting),
+            "link" => self.link(cx, t).map(PromiseKind::Link),
+            "dir" => self.dir(cx, t).map(PromiseKind::Dir),
+            "absent" => self.absent(cx, t).map(PromiseKind::Absent),
+            "command" => self.command(cx, t).map(PromiseKind::Command),
+            "hostname" => self.hostname(cx, t).map(PromiseKind::Hostname),
+            _ => self.copy(cx, t).map(PromiseKind::Copy),
+        }
     }
 
     fn file(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<FilePromise> {
@@ -1148,6 +1160,7 @@ impl Loader {
             );
         }
         conflict::check(&self.promises, diags);
+        self.check_plans(diags);
     }
 }
 
@@ -1300,6 +1313,13 @@ fn check_name(cx: &mut Cx<'_>, s: &Str<'_>, field: &str) {
                 s.value
             ),
         );
+    }
+}
+
+/// Reports `message` when a name is empty or only blanks.
+fn check_not_empty(cx: &mut Cx<'_>, n: &Str<'_>, table_path: &str, message: &str) {
+    if n.value.trim().is_empty() {
+        cx.error(&n.span, &format!("{table_path}.name"), message);
     }
 }
 

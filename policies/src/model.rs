@@ -104,7 +104,7 @@ pub struct Package {
 }
 
 /// The cluster configuration of a package (HACMP's terms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Configuration {
     /// Hot standby with cascading resources: the owner takes the package back when it returns.
     Cascading,
@@ -114,6 +114,32 @@ pub enum Configuration {
     OneSided,
     /// Mutual takeover: each member runs its own package and takes over the other's.
     Mutual,
+}
+
+impl Configuration {
+    /// Every configuration with its name as written in the policy.
+    pub const ALL: [(&'static str, Configuration); 4] = [
+        ("cascading", Configuration::Cascading),
+        ("rotating", Configuration::Rotating),
+        ("one-sided", Configuration::OneSided),
+        ("mutual", Configuration::Mutual),
+    ];
+
+    /// The name as written in the policy.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cascading => "cascading",
+            Self::Rotating => "rotating",
+            Self::OneSided => "one-sided",
+            Self::Mutual => "mutual",
+        }
+    }
+}
+
+impl fmt::Display for Configuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// A computed value, declared with `[[value]]` and referenced as `${name}`.
@@ -481,8 +507,21 @@ pub struct CopyPromise {
 impl<S> Promise<S> {
     /// Turns every text field into another type, consuming the promise (nothing is
     /// copied), stopping at the first error.
-    pub fn try_map<T, E>(self, mut f: impl FnMut(S) -> Result<T, E>) -> Result<Promise<T>, E> {
-        let kind = match self.kind {
+    pub fn try_map<T, E>(self, f: impl FnMut(S) -> Result<T, E>) -> Result<Promise<T>, E> {
+        Ok(Promise {
+            id: self.id,
+            origin: self.origin,
+            when: self.when,
+            kind: self.kind.try_map(f)?,
+        })
+    }
+}
+
+impl<S> PromiseKind<S> {
+    /// Turns every text field into another type, consuming the kind, stopping at
+    /// the first error (shared by promises and plan steps).
+    pub fn try_map<T, E>(self, mut f: impl FnMut(S) -> Result<T, E>) -> Result<PromiseKind<T>, E> {
+        Ok(match self {
             PromiseKind::File(p) => PromiseKind::File(FilePromise {
                 path: p.path,
                 content: match p.content {
@@ -539,12 +578,6 @@ impl<S> Promise<S> {
                 persist: p.persist,
             }),
             PromiseKind::Copy(p) => PromiseKind::Copy(p),
-        };
-        Ok(Promise {
-            id: self.id,
-            origin: self.origin,
-            when: self.when,
-            kind,
         })
     }
 }

@@ -118,6 +118,18 @@ pub enum Action<S = Template> {
     HostnameRestore,
 }
 
+impl<S> Action<S> {
+    /// The step type as written in `type = "..."`: `hostname-save`,
+    /// `hostname-restore`, or the promise's type name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Promise(kind) => kind.type_name(),
+            Self::HostnameSave => "hostname-save",
+            Self::HostnameRestore => "hostname-restore",
+        }
+    }
+}
+
 /// What the HA engine reports to `tenet-agent event`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {

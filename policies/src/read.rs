@@ -29,6 +29,11 @@ impl Cx<'_> {
         let origin = self.origin(span);
         self.diags.error(origin, field, message);
     }
+
+    pub(crate) fn warning(&mut self, span: &Range<usize>, field: &str, message: impl Into<String>) {
+        let origin = self.origin(span);
+        self.diags.warning(origin, field, message);
+    }
 }
 
 /// A string with the span of its TOML value.
@@ -261,7 +266,7 @@ fn describe(v: &DeValue<'_>) -> String {
 }
 
 /// The known name within edit distance 2 of `name`, if any.
-fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+pub(crate) fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
     known
         .iter()
         .map(|k| (edit_distance(name, k), *k))

@@ -1,14 +1,17 @@
-//! Evaluates a policy for one member: which promises apply, with every template expanded.
+//! Evaluates a policy for one member: which promises apply, with every template
+//! expanded; `plans` does the same for failover plans and a cluster event.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use crate::Policy;
-use crate::cond::Atom;
+use crate::cond::{Atom, Condition};
 use crate::diag::Origin;
 use crate::facts::Facts;
 use crate::model::{AddressRole, AddressSelect, Member, Promise, ValueKind};
 use crate::template::Ref;
+
+mod plans;
 
 /// What a policy asks of one member.
 #[derive(Debug)]
@@ -37,13 +40,17 @@ pub struct Unresolved {
     pub reason: String,
 }
 
-/// The facts and cluster config seen from one member.
+/// The facts and cluster config seen from one member: who it is, its classes, the
+/// computed values; answers conditions and template references for promises and
+/// plans alike.
 struct Scope<'a> {
     policy: &'a Policy,
     facts: &'a Facts,
     member: Option<&'a Member>,
     classes: BTreeSet<&'a str>,
     values: HashMap<&'a str, Result<String, String>>,
+    /// A package arriving here (a plan's event): `holds(it)` is true whatever the facts say.
+    arriving: Option<&'a str>,
 }
 
 impl Policy {
@@ -53,9 +60,41 @@ impl Policy {
     /// a large policy is never held twice.
     pub fn resolve(mut self, facts: &Facts) -> Resolution {
         let owned = std::mem::take(&mut self.promises);
-        let this = &self;
         let mut warnings = Vec::new();
-        let cluster = &this.cluster;
+        let scope = Scope::new(&self, facts, &mut warnings);
+        let mut promises = Vec::with_capacity(owned.len());
+        let mut skipped = 0;
+        for p in owned {
+            if !scope.eval(p.when.as_ref()) {
+                skipped += 1;
+                continue;
+            }
+            // Kept aside only to name the promise if a fact is missing.
+            let (id, type_name, origin) = (p.id.clone(), p.kind.type_name(), p.origin.clone());
+            let expanded = p
+                .try_map(|t| t.render(&mut |r| scope.lookup(r)))
+                .map_err(|reason| Unresolved {
+                    id,
+                    type_name,
+                    origin,
+                    reason,
+                });
+            promises.push(expanded);
+        }
+        Resolution {
+            member: scope.member.map(|m| m.name.clone()),
+            promises,
+            skipped,
+            warnings,
+        }
+    }
+}
+
+impl<'a> Scope<'a> {
+    /// Finds the member the facts describe and computes every value; anything
+    /// worth telling the administrator goes to `warnings`.
+    fn new(policy: &'a Policy, facts: &'a Facts, warnings: &mut Vec<String>) -> Self {
+        let cluster = &policy.cluster;
         let member = match &facts.member {
             Some(name) => {
                 let m = cluster.member(name);
@@ -85,51 +124,37 @@ impl Policy {
             classes.extend(m.classes.iter().map(String::as_str));
         }
         let mut scope = Scope {
-            policy: this,
+            policy,
             facts,
             member,
             classes,
             values: HashMap::new(),
+            arriving: None,
         };
-        for v in &this.values {
-            let computed = scope.compute(&v.kind, &v.name, &mut warnings);
+        for v in &policy.values {
+            let computed = scope.compute(&v.kind, &v.name, warnings);
             scope.values.insert(&v.name, computed);
         }
-        let mut promises = Vec::with_capacity(owned.len());
-        let mut skipped = 0;
-        for p in owned {
-            if !p.when.as_ref().is_none_or(|c| c.eval(&|a| scope.atom(a))) {
-                skipped += 1;
-                continue;
-            }
-            // Kept aside only to name the promise if a fact is missing.
-            let (id, type_name, origin) = (p.id.clone(), p.kind.type_name(), p.origin.clone());
-            let expanded = p
-                .try_map(|t| t.render(&mut |r| scope.lookup(r)))
-                .map_err(|reason| Unresolved {
-                    id,
-                    type_name,
-                    origin,
-                    reason,
-                });
-            promises.push(expanded);
-        }
-        Resolution {
-            member: member.map(|m| m.name.clone()),
-            promises,
-            skipped,
-            warnings,
-        }
+        scope
     }
-}
 
-impl Scope<'_> {
+    /// Whether this member holds `package` now, per the facts (or because it is arriving).
+    fn holds(&self, package: &str) -> bool {
+        self.atom(&Atom::Holds(package.to_string()))
+    }
+
+    /// Whether a condition (`None` is always) holds here.
+    fn eval(&self, c: Option<&Condition>) -> bool {
+        c.is_none_or(|c| c.eval(&|a| self.atom(a)))
+    }
+
     fn atom(&self, a: &Atom) -> bool {
         let me = self.member.map(|m| m.name.as_str());
         let package = |p: &str| self.policy.cluster.package(p);
         match a {
             Atom::Member(m) => me == Some(m.as_str()),
             Atom::Class(c) => self.classes.contains(c.as_str()),
+            Atom::Holds(p) if self.arriving == Some(p.as_str()) => true,
             Atom::Holds(p) => match &self.facts.holds {
                 Some(held) => held.contains(p),
                 None => package(p).is_some_and(|p| self.facts.addresses.contains(&p.ip)),

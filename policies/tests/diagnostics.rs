@@ -89,6 +89,16 @@ fn warnings() {
 }
 
 #[test]
+fn plans() {
+    check("plans");
+}
+
+#[test]
+fn plan_warnings() {
+    check("plan-warnings");
+}
+
+#[test]
 fn the_shipped_example_is_valid() {
     let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dce-cluster");
     let p = tenet_policies::load(&tree).unwrap();
