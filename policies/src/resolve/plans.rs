@@ -326,3 +326,6 @@ fn expand(scope: &Scope<'_>, step: &Step) -> Result<Step<String>, Unresolved> {
         action,
     })
 }
+
+#[cfg(test)]
+mod tests;
