@@ -98,6 +98,103 @@ fn plan_warnings() {
     check("plan-warnings");
 }
 
+/// Every file of `examples/NAME`, relative, sorted.
+fn example_files(name: &str) -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name);
+    let mut out = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                out.push(p.strip_prefix(&root).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_shipped_examples_are_valid_without_warnings_and_embedded_whole() {
+    use tenet_policies::examples::{DCE_CLUSTER, NFS_CLUSTER};
+    for (name, embedded) in [("dce-cluster", DCE_CLUSTER), ("nfs-cluster", NFS_CLUSTER)] {
+        let tree = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(name);
+        let p = tenet_policies::load(&tree).unwrap_or_else(|d| panic!("{name}: {d}"));
+        assert!(p.warnings.is_empty(), "{name}: {}", p.warnings);
+        assert!(!p.plans.is_empty(), "{name} shows failover plans");
+        let mut listed: Vec<String> = embedded.iter().map(|(rel, _)| rel.to_string()).collect();
+        listed.sort();
+        assert_eq!(
+            listed,
+            example_files(name),
+            "examples.rs embeds every file of {name}"
+        );
+        for (rel, text) in embedded {
+            assert_eq!(
+                *text,
+                fs::read_to_string(tree.join(rel)).unwrap(),
+                "{name}/{rel}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_dce_example_runs_the_seed_plans() {
+    use tenet_policies::plan::{Event, Trigger};
+    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dce-cluster");
+    let p = tenet_policies::load(&tree).unwrap();
+    let facts = |member: &str, holds: &str| {
+        let mut f = tenet_policies::Facts::default();
+        f.set(&format!("member={member}")).unwrap();
+        f.set(&format!("holds={holds}")).unwrap();
+        f
+    };
+    // Takeover on beta: cascading, so no hostname steps.
+    let s = p.plans_for(&Event::NodeDown("alpha".into()), &facts("beta", "dce"));
+    let names: Vec<String> = s.runs[0]
+        .steps
+        .iter()
+        .map(|st| st.as_ref().unwrap().name.clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "stale endpoint map and credentials",
+            "command:/usr/bin/start.dce",
+            "command:/usr/bin/start.dfs",
+        ]
+    );
+    // alpha returns: beta stops, alpha reintegrates then starts.
+    let s = p.plans_for(&Event::NodeUp("alpha".into()), &facts("beta", "dce"));
+    let runs: Vec<(Trigger, &str)> = s
+        .runs
+        .iter()
+        .map(|r| (r.trigger, r.plan.as_str()))
+        .collect();
+    assert_eq!(runs, [(Trigger::PackageStop, "dce-stop")]);
+    let s = p.plans_for(&Event::NodeUp("alpha".into()), &facts("alpha", ""));
+    let runs: Vec<(Trigger, &str)> = s
+        .runs
+        .iter()
+        .map(|r| (r.trigger, r.plan.as_str()))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            (Trigger::Reintegrate, "dce-reintegrate"),
+            (Trigger::PackageStart, "dce-start")
+        ]
+    );
+}
+
 #[test]
 fn the_shipped_example_is_valid() {
     let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dce-cluster");
