@@ -1425,10 +1425,16 @@ mod tests {
                     .iter()
                     .map(|p| format!("{} {}", p.id, p.origin))
                     .collect();
+                let plans: Vec<String> = p
+                    .plans
+                    .iter()
+                    .map(|p| format!("{} {} {}", p.name, p.origin, p.steps.len()))
+                    .collect();
                 format!(
-                    "ok {}\n{}\n{}",
+                    "ok {}\n{}\n{}\n{}",
                     p.cluster.members.len(),
                     ids.join("\n"),
+                    plans.join("\n"),
                     p.warnings
                 )
             }
@@ -1451,6 +1457,8 @@ mod tests {
         "[[setting]]\nfile = \"/etc/environment\"\nkey = \"K\"\nvalue = \"\"\"v\"\"\"\"\"\n",
         "[[file]]\npath = \"/broken\ncontent = 1\n",
         "[[value]]\nname = \"v\"\ntext = \"${member}\"\n",
+        "[[plan]]\nname = \"p\"\non = \"master-move\"\npackage = \"tenet\"\n[[plan.step]]\ntype = \"command\"\nargv = [\"/bin/true\"]\n[plan.step.env]\nA = \"1\"\n[[plan.step]]\ntype = \"hostname-save\"\n",
+        "[[package]]\nname = \"tenet\"\nhostname = \"t\"\nip = \"10.0.0.1\"\nmembers = [\"m1\"]\nconfiguration = \"rotating\"\n",
     ];
 
     proptest! {
