@@ -89,7 +89,8 @@ fn init_node_key_enroll_sign_timestamp_verify() {
     ]);
     let out = ok(&[&"verify", &bundle, &"--root", &dep.join("root/1.root.toml")]);
     assert!(out.contains("serial      1"), "{out}");
-    assert!(out.contains("files       3"), "{out}");
+    // cluster.toml, dce.toml, plans.toml, files/motd-dce
+    assert!(out.contains("files       4"), "{out}");
     assert!(out.contains("alpha"), "{out}");
     assert!(out.contains("timestamp   version"), "{out}");
 
