@@ -696,3 +696,84 @@ fn the_daemon_runs_on_start_and_on_sighup_and_stops_on_sigterm() {
     assert_eq!(status.code(), Some(0));
     drop(policyd);
 }
+
+/// Root rotation end to end: the administrators replace the root and policy keys
+/// (root 2, policy epoch raised), sign root 2 with the old and the new root keys,
+/// and publish serial 2 signed by the new policy key. Members learn root 2 from the
+/// master, accept it because both key sets signed it, and converge serial 2; their
+/// persisted trust moves to root 2 and the new epoch.
+#[test]
+fn a_rotated_root_and_policy_key_reach_members_through_the_master() {
+    use tenet_keys::deployment::{NextRootOptions, Rotate};
+    use tenet_keys::verify::TrustState;
+
+    let world = World::new();
+    let mut policyd = Policyd::start(&world.policyd_config());
+    let addr = policyd.promote(&world.sign(1), 1);
+    let config = world.member("alpha", "alpha", addr);
+    assert_code(&run_agent(&config), 0);
+    let trust = |config: &Path| {
+        let text = fs::read_to_string(config.with_file_name("state/trust.toml")).unwrap();
+        TrustState::from_toml(&text).unwrap()
+    };
+    let before = trust(&config);
+    assert_eq!(before.root().root().version, 1);
+
+    let mut d = Deployment::open(&world.deployment).unwrap();
+    let next = deployment::next_root(
+        &d,
+        &NextRootOptions {
+            expires_in: Duration::from_secs(30 * 86_400),
+            now: now(),
+            rotate: vec![Rotate::Root, Rotate::Policy],
+            bump_epoch: false,
+            drop_pins: Vec::new(),
+        },
+    )
+    .unwrap();
+    assert_eq!(next.version, 2);
+    let new_key = |prefix: &str| {
+        next.keys
+            .iter()
+            .find(|(name, _, _)| name.starts_with(prefix))
+            .map(|(_, file, _)| file.clone())
+            .unwrap()
+    };
+    let old_root = SecretKey::read(&world.deployment.join("keys/root-1.key")).unwrap();
+    let new_root = SecretKey::read(&new_key("root")).unwrap();
+    let trusted = d.root_history().unwrap();
+    for key in [&old_root, &new_root] {
+        publish::attest(&next.path, key, Some(trusted.state.root().root())).unwrap();
+    }
+
+    let out = world.path("bundles/2");
+    publish::sign(
+        &mut d,
+        &SignOptions {
+            tree: world.tree(2),
+            out: out.clone(),
+            serial: Some(2),
+            expires_in: Duration::from_secs(14 * 86_400),
+            now: now(),
+            signing: Signing::WithKey(new_key("policy")),
+        },
+    )
+    .unwrap();
+    policyd.promote(&out, 2);
+
+    let r = run_agent(&config);
+    assert_code(&r, 0);
+    assert_eq!(
+        read(&config, "etc/tenet-serial").as_deref(),
+        Some("serial 2 on alpha\n"),
+        "{}",
+        r.out
+    );
+    let after = trust(&config);
+    assert_eq!(after.root().root().version, 2, "{}", r.out);
+    assert_eq!(after.epoch(), before.epoch() + 1);
+    assert!(after.root().root().has_role_key(
+        tenet_keys::Role::Policy,
+        &SecretKey::read(&new_key("policy")).unwrap().key_id()
+    ));
+}
