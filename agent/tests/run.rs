@@ -708,7 +708,7 @@ fn a_rotated_root_and_policy_key_reach_members_through_the_master() {
     use tenet_keys::verify::TrustState;
 
     let world = World::new();
-    let mut policyd = Policyd::start(&world.policyd_config());
+    let policyd = Policyd::start(&world.policyd_config());
     let addr = policyd.promote(&world.sign(1), 1);
     let config = world.member("alpha", "alpha", addr);
     assert_code(&run_agent(&config), 0);
