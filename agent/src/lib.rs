@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod demo;
 pub mod exec;
 pub mod facts;
+pub mod failover;
 pub mod fetch;
 pub mod fsops;
 pub mod lock;
