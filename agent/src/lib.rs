@@ -14,6 +14,7 @@ pub mod config;
 pub mod converge;
 pub mod daemon;
 pub mod demo;
+pub mod event;
 pub mod exec;
 pub mod facts;
 pub mod failover;
@@ -22,5 +23,6 @@ pub mod fsops;
 pub mod lock;
 pub mod report;
 pub mod run;
+pub mod simulate;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
