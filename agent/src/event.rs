@@ -517,13 +517,7 @@ fn replay(
             StepStatus::Ok => outcome.ok += 1,
             StepStatus::Failed => {
                 if outcome.first_failure.is_none() {
-                    outcome.first_failure = Some(format!(
-                        "step {} `{}` of plan {}: {}",
-                        e.index,
-                        e.step,
-                        e.plan,
-                        e.reason.as_deref().unwrap_or("no reason given")
-                    ));
+                    outcome.first_failure = Some(failover::describe(&e));
                 }
                 outcome.failed += 1;
             }

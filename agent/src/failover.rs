@@ -126,7 +126,7 @@ pub fn execute(
         ..Outcome::default()
     };
     let mut saved = earlier.hostname.clone();
-    // The plan that failed (by position) and the failure, once one has.
+    // The plan that failed (by position) and the failed step, once one has.
     let mut failed: Option<(usize, String)> = None;
     for (pi, run) in selection.runs.iter().enumerate() {
         reporter.plan(&run.plan, run.trigger.name(), &run.package);
@@ -136,8 +136,8 @@ pub fn execute(
             if let Some(end) = earlier.ends.get(&(run.plan.clone(), index)) {
                 let e = from_end(end, true);
                 if e.status == StepStatus::Failed && failed.is_none() {
-                    failed = Some((pi, describe(&e)));
-                    outcome.first_failure = failed.as_ref().map(|(_, d)| d.clone());
+                    failed = Some((pi, which(&e)));
+                    outcome.first_failure = Some(describe(&e));
                 }
                 outcome.count(e.status);
                 reporter.step(&e);
@@ -152,7 +152,7 @@ pub fn execute(
                     index,
                     name,
                     result: StepStatus::Skipped,
-                    reason: Some(format!("not run: {why}")),
+                    reason: Some(format!("not run: {why} failed")),
                     exit_code: None,
                     duration_ms: 0,
                     output: String::new(),
@@ -180,8 +180,8 @@ pub fn execute(
             }
             let e = from_end(&end, false);
             if e.status == StepStatus::Failed && failed.is_none() {
-                failed = Some((pi, describe(&e)));
-                outcome.first_failure = failed.as_ref().map(|(_, d)| d.clone());
+                failed = Some((pi, which(&e)));
+                outcome.first_failure = Some(describe(&e));
             }
             outcome.count(e.status);
             reporter.step(&e);
@@ -196,14 +196,17 @@ pub fn now() -> String {
 }
 
 /// `step N `name` of plan P: reason`.
-fn describe(e: &StepEvent) -> String {
+pub fn describe(e: &StepEvent) -> String {
     format!(
-        "step {} `{}` of plan {}: {}",
-        e.index,
-        e.step,
-        e.plan,
+        "{}: {}",
+        which(e),
         e.reason.as_deref().unwrap_or("no reason given")
     )
+}
+
+/// `step N `name` of plan P`.
+fn which(e: &StepEvent) -> String {
+    format!("step {} `{}` of plan {}", e.index, e.step, e.plan)
 }
 
 /// The report of a step's end record.

@@ -204,6 +204,10 @@ fn the_first_failure_stops_the_event_and_always_steps_restore_the_hostname() {
     let failed = &r.steps[2];
     assert_eq!(failed.exit_code, Some(3));
     assert_eq!(failed.output, "starting\nboom\n");
+    assert_eq!(
+        r.steps[3].reason.as_deref(),
+        Some("not run: step 3 `start dce` of plan dce-takeover failed")
+    );
     assert_eq!(f.read("log"), "", "a skipped step ran");
     assert_eq!(f.read("proc/sys/kernel/hostname"), "alpha\n");
 }
