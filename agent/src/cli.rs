@@ -24,18 +24,22 @@ pub enum ExitCode {
     Locked = 6,
     /// The run could not start: the root or state directory is unusable.
     Environment = 7,
+    /// An earlier run of this event id was interrupted; nothing was re-run (`--resume`).
+    Interrupted = 8,
 }
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0  run finished; every promise kept or repaired (a dry run: or would be)
   1  run finished; at least one promise failed, was blocked, or did not converge
+     (event, watch: a step failed)
   2  usage error
   3  policy invalid: diagnostics printed, nothing changed
   4  trust refused: bad signature, unknown signer, rollback, expired manifest
   5  no master answered and no cached bundle exists
-  6  another run is already in progress
-  7  the run could not start: root or state directory unusable";
+  6  another run is already in progress (event, watch: still, after --lock-timeout)
+  7  the run could not start: root or state directory unusable
+  8  event: an earlier run of this id was interrupted; nothing re-run; use --resume";
 
 /// tenet-agent keeps this cluster member configured as its policy says.
 #[derive(Debug, Parser)]
@@ -79,6 +83,30 @@ pub enum Command {
     /// on stderr and the daemon goes on.
     #[command(after_help = EXIT_CODES)]
     Daemon(DaemonArgs),
+    /// Run this member's failover plans for an event the HA engine reports.
+    ///
+    /// The plans bound to the event are selected for this member and run strictly in
+    /// order, each step finishing before the next; the first failed step stops them
+    /// (steps marked `always`, such as restoring the hostname, still run). Each step
+    /// is journalled in STATE/events/ID.jsonl before it runs, so an event id runs at
+    /// most once: running the same --id again prints the earlier result and exits
+    /// with its code; if that run was interrupted (a crash), it is reported with exit
+    /// 8 and continued only with --resume. Plans come from the cached verified bundle
+    /// (no master is asked), or from --policy TREE. A periodic run holding the run lock
+    /// is waited for, up to --lock-timeout.
+    #[command(after_help = EXIT_CODES)]
+    Event(EventArgs),
+    /// Show the failover plans, or simulate what a member would do on an event.
+    #[command(subcommand)]
+    Plan(PlanCommand),
+    /// Run a package's package-running plans every `every` until SIGTERM or SIGINT.
+    ///
+    /// For a Serviceguard service_cmd or an OCF agent: one line per round; a round
+    /// with a failed step says which and why, and the next round runs all the same.
+    /// SIGTERM or SIGINT lets the round in progress finish, then exits 0. Rounds are
+    /// not journalled.
+    #[command(after_help = EXIT_CODES)]
+    Watch(WatchArgs),
     /// Apply the shipped dce-cluster example to a throwaway sandbox, twice.
     ///
     /// The first run shows every change (with diffs); the second shows that nothing
@@ -88,6 +116,136 @@ pub enum Command {
         #[arg(long)]
         keep: bool,
     },
+}
+
+/// What the HA engine reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventKind {
+    /// The package is starting on this member (takeover, or its normal start).
+    PackageStart,
+    /// The package is stopping on this member.
+    PackageStop,
+    /// The package runs here: one round of its package-running plans.
+    PackageRunning,
+    /// A member joined or rejoined the cluster (reintegration).
+    NodeUp,
+    /// A member left the cluster.
+    NodeDown,
+    /// The policy server's package moved to the named member.
+    MasterMove,
+}
+
+impl EventKind {
+    /// The kind as written on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PackageStart => "package-start",
+            Self::PackageStop => "package-stop",
+            Self::PackageRunning => "package-running",
+            Self::NodeUp => "node-up",
+            Self::NodeDown => "node-down",
+            Self::MasterMove => "master-move",
+        }
+    }
+}
+
+/// Where plans come from and where they act, shared by `event`, `plan` and `watch`.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// The agent's configuration: plans come from its cached verified bundle
+    /// [default: /etc/tenet/agent.toml].
+    #[arg(long, value_name = "FILE", conflicts_with = "policy")]
+    pub config: Option<PathBuf>,
+    /// Use this unsigned local policy tree instead (tests, simulation).
+    #[arg(long, value_name = "TREE")]
+    pub policy: Option<PathBuf>,
+    /// Resolve every absolute path beneath this directory [default: the configuration's
+    /// root, or /].
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// State directory (run lock, journals) [default: the configuration's, or
+    /// ROOT/var/lib/tenet].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Override a fact: hostname, member, addresses (a,b), classes (a,b), holds (pkg,...), os, or any KEY for ${fact.KEY}.
+    #[arg(long = "fact", value_name = "KEY=VALUE")]
+    pub facts: Vec<String>,
+}
+
+/// Options of `event`.
+#[derive(Debug, Args)]
+pub struct EventArgs {
+    /// What happened.
+    #[arg(value_enum)]
+    pub kind: EventKind,
+    /// The package (or, for node-up, node-down and master-move, the member) it names.
+    pub name: String,
+    /// The event's id: it runs at most once [default: generated from the time and pid,
+    /// and printed].
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+    /// Continue an interrupted run of this --id from the step it was in.
+    #[arg(long, requires = "id")]
+    pub resume: bool,
+    /// Print JSON Lines: {"type":"step",...} per step, then {"type":"event",...}.
+    #[arg(long)]
+    pub json: bool,
+    /// Wait this long for a run in progress to release the run lock (30s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    pub lock_timeout: std::time::Duration,
+    /// Source, root, state directory and facts.
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+/// `plan` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Print every plan with its trigger, package, configurations and steps, resolved
+    /// for a member.
+    Show {
+        /// Resolve for this member [default: this member].
+        #[arg(long, value_name = "MEMBER")]
+        member: Option<String>,
+        /// Source, root, state directory and facts.
+        #[command(flatten)]
+        source: SourceArgs,
+    },
+    /// What would MEMBER do if EVENT happened now? Changes nothing, runs no command.
+    ///
+    /// Prints the selection's notes, the plans and their steps in order, and for each
+    /// promise step whether it would change something beneath --root right now.
+    Simulate {
+        /// The member whose view is simulated.
+        #[arg(long, value_name = "MEMBER")]
+        member: String,
+        /// KIND:NAME, such as package-start:dce or node-up:alpha.
+        #[arg(long, value_name = "KIND:NAME", value_parser = event)]
+        event: tenet_policies::plan::Event,
+        /// The packages MEMBER holds at that moment [default: as its addresses say].
+        #[arg(long, value_name = "PKG,...", value_delimiter = ',')]
+        holds: Option<Vec<String>>,
+        /// Source, root, state directory and facts.
+        #[command(flatten)]
+        source: SourceArgs,
+    },
+}
+
+/// Options of `watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The package whose package-running plans repeat.
+    pub package: String,
+    /// Wait this long for a run in progress to release the run lock, each round.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    pub lock_timeout: std::time::Duration,
+    /// Source, root, state directory and facts.
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+fn event(s: &str) -> Result<tenet_policies::plan::Event, String> {
+    crate::event::parse_event(s)
 }
 
 /// Options of `daemon`.

@@ -23,7 +23,7 @@ use tenet_policies::model::{AbsPath, Owner, Perms, Promise, PromiseKind};
 
 use crate::exec;
 use crate::fsops::{Attrs, Batch, Journal, PathError, Replace, Root};
-use crate::report::{PromiseEvent, Reporter, Status, Summary, TextDiff};
+use crate::report::{Collect, PromiseEvent, Reporter, Status, Summary, TextDiff};
 
 mod absent;
 mod command;
@@ -330,6 +330,100 @@ pub fn converge(
     }
     summary.duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     summary
+}
+
+/// Converges one promise of a failover step alone, and returns its outcome with the
+/// end of its command when one ran (exit code, timeout, output tail), which the
+/// step's report and journal record.
+///
+/// Everything but a command in apply mode goes through [`converge`] itself; a
+/// command is evaluated (guards), run and verified the same way, keeping what
+/// [`exec::run`] said about it.
+pub(crate) fn converge_step(
+    promise: &Promise<String>,
+    root: &Root,
+    options: Options<'_>,
+) -> (PromiseEvent, Option<exec::Finished>) {
+    let mut event = PromiseEvent {
+        id: promise.id.clone(),
+        promise: promise.kind.type_name(),
+        origin: promise.origin.to_string(),
+        status: Status::Failed,
+        changes: Vec::new(),
+        diffs: Vec::new(),
+        reason: Some("the engine reported nothing".to_string()),
+    };
+    if !(matches!(promise.kind, PromiseKind::Command(_)) && options.mode == Mode::Apply) {
+        let mut collect = Collect::default();
+        converge(
+            std::slice::from_ref(&Ok(promise.clone())),
+            root,
+            options,
+            &mut collect,
+        );
+        root.forget();
+        return (collect.events.pop().unwrap_or(event), None);
+    }
+    let cx = Cx {
+        root,
+        mode: options.mode,
+        diffs: Diffs::Skip,
+        state_dir: options.state_dir,
+    };
+    let one = |_: usize| Some(promise);
+    event.reason = None;
+    let verdict = evaluate(&cx, &Unit::One(0), &one).pop().map(|(_, v)| v);
+    let (changes, ops) = match verdict {
+        None | Some(Ok(Plan::Kept)) => {
+            event.status = Status::Kept;
+            return (event, None);
+        }
+        Some(Ok(Plan::Blocked(why))) => {
+            event.status = Status::Blocked;
+            event.reason = Some(why);
+            return (event, None);
+        }
+        Some(Err(e)) => {
+            event.reason = Some(e.to_string());
+            return (event, None);
+        }
+        Some(Ok(Plan::Repair { changes, ops })) => (changes, ops),
+    };
+    event.changes = changes.into_iter().map(|c| c.summary).collect();
+    let mut finished = None;
+    for op in &ops {
+        if let Op::Run(inv) = op {
+            let program = inv.argv.first().map_or("", String::as_str);
+            match exec::run(inv) {
+                Ok(f) => {
+                    if !f.success() {
+                        event.reason = Some(format!("{program} {}", f.describe()));
+                    }
+                    finished = Some(f);
+                }
+                Err(e) => event.reason = Some(e.to_string()),
+            }
+        }
+    }
+    root.forget();
+    if event.reason.is_some() {
+        return (event, finished);
+    }
+    event.status = Status::Repaired;
+    if verifiable(promise) {
+        match evaluate(&cx, &Unit::One(0), &one).pop().map(|(_, v)| v) {
+            None | Some(Ok(Plan::Kept)) => {}
+            Some(Ok(_)) => {
+                event.status = Status::DidNotConverge;
+                event.reason = Some("after it ran, its guard still says it is needed".to_string());
+            }
+            Some(Err(e)) => {
+                event.status = Status::DidNotConverge;
+                event.reason = Some(format!("after it ran: {e}"));
+            }
+        }
+    }
+    (event, finished)
 }
 
 /// Evaluates, applies and verifies a set of units that may be committed together.

@@ -14,12 +14,15 @@ pub mod config;
 pub mod converge;
 pub mod daemon;
 pub mod demo;
+pub mod event;
 pub mod exec;
 pub mod facts;
+pub mod failover;
 pub mod fetch;
 pub mod fsops;
 pub mod lock;
 pub mod report;
 pub mod run;
+pub mod simulate;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;

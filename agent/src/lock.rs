@@ -7,7 +7,7 @@
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Why the run lock was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,17 @@ pub struct RunLock {
 impl RunLock {
     /// Takes the lock in `state_dir` (created if missing) without waiting.
     pub fn acquire(state_dir: &Path, what: &str) -> Result<Self, LockError> {
+        Self::acquire_within(state_dir, what, Duration::ZERO)
+    }
+
+    /// Takes the lock in `state_dir`, waiting up to `timeout` for a run in progress
+    /// to finish (a failover must not fail because a periodic run holds the lock).
+    /// [`LockError::Held`] names the holder when the wait runs out.
+    pub fn acquire_within(
+        state_dir: &Path,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<Self, LockError> {
         let path = state_dir.join("run.lock");
         let io_err = |source| LockError::Io {
             path: path.clone(),
@@ -54,20 +65,29 @@ impl RunLock {
             .truncate(false)
             .open(&path)
             .map_err(io_err)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.split_whitespace().collect::<Vec<_>>().join(" ");
-                let holder = if holder.is_empty() {
-                    "holder unknown".to_string()
-                } else {
-                    holder
-                };
-                return Err(LockError::Held { holder, path });
+        // flock has no timed wait; polling every 50 ms costs nothing next to a failover.
+        let deadline = Instant::now() + timeout;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(
+                        POLL.min(deadline.saturating_duration_since(Instant::now())),
+                    );
+                }
+                Err(TryLockError::WouldBlock) => {
+                    let mut holder = String::new();
+                    let _ = file.read_to_string(&mut holder);
+                    let holder = holder.split_whitespace().collect::<Vec<_>>().join(" ");
+                    let holder = if holder.is_empty() {
+                        "holder unknown".to_string()
+                    } else {
+                        holder
+                    };
+                    return Err(LockError::Held { holder, path });
+                }
+                Err(TryLockError::Error(e)) => return Err(io_err(e)),
             }
-            Err(TryLockError::Error(e)) => return Err(io_err(e)),
         }
         let since = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -84,6 +104,9 @@ impl RunLock {
         Ok(Self { _file: file })
     }
 }
+
+/// How often a waiting run tries the lock again.
+const POLL: Duration = Duration::from_millis(50);
 
 #[cfg(test)]
 mod tests {
@@ -105,5 +128,20 @@ mod tests {
         }
         drop(first);
         RunLock::acquire(dir.path(), "apply").unwrap();
+    }
+
+    #[test]
+    fn a_waiting_lock_is_taken_when_the_holder_lets_go_and_refused_after_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunLock::acquire(dir.path(), "run").unwrap();
+        let short = RunLock::acquire_within(dir.path(), "event", Duration::from_millis(120));
+        assert!(matches!(short, Err(LockError::Held { .. })), "{short:?}");
+        let waiter = std::thread::scope(|s| {
+            let h =
+                s.spawn(|| RunLock::acquire_within(dir.path(), "event", Duration::from_secs(60)));
+            drop(first);
+            h.join().unwrap()
+        });
+        waiter.unwrap();
     }
 }

@@ -10,8 +10,12 @@ use std::process;
 
 use clap::Parser;
 use tenet_agent::apply::{ApplyError, ApplyOptions, apply};
-use tenet_agent::cli::{ApplyArgs, Cli, Command, DaemonArgs, ExitCode, RunArgs};
+use tenet_agent::cli::{
+    ApplyArgs, Cli, Command, DaemonArgs, EventArgs, ExitCode, PlanCommand, RunArgs, SourceArgs,
+    WatchArgs,
+};
 use tenet_agent::converge::{Diffs, Mode};
+use tenet_agent::event::{EventError, Scope, Source};
 use tenet_agent::report::{Human, JsonLines, Reporter};
 
 fn main() {
@@ -22,6 +26,9 @@ fn main() {
         Command::Apply(args) => run_apply(args),
         Command::Run(args) => run(args),
         Command::Daemon(args) => daemon(args),
+        Command::Event(args) => process::exit(run_event(args)),
+        Command::Plan(cmd) => plan(cmd),
+        Command::Watch(args) => watch(args),
         Command::Demo { keep } => demo(keep),
     };
     process::exit(code as i32);
@@ -144,7 +151,7 @@ fn run_outcome(
             let code = match &e {
                 RunError::Config(_) => ExitCode::InvalidPolicy,
                 RunError::Lock(tenet_agent::lock::LockError::Held { .. }) => ExitCode::Locked,
-                RunError::NoMaster(_) => ExitCode::NoMaster,
+                RunError::NoMaster(_) | RunError::NoCache { .. } => ExitCode::NoMaster,
                 RunError::Trust(_) => ExitCode::TrustRefused,
                 RunError::Apply(ApplyError::InvalidPolicy { tree, diagnostics }) => {
                     eprint!("{diagnostics}");
@@ -192,6 +199,134 @@ fn daemon(args: DaemonArgs) -> ExitCode {
             eprintln!("error: {}", chain(&e));
             ExitCode::Environment
         }
+    }
+}
+
+fn scope(s: SourceArgs) -> Scope {
+    let source = match (s.policy, s.config) {
+        (Some(tree), _) => Source::Policy(tree),
+        (None, Some(config)) => Source::Config(config),
+        (None, None) => Source::Config(tenet_agent::config::DEFAULT_CONFIG.into()),
+    };
+    Scope {
+        source,
+        root: s.root,
+        state_dir: s.state_dir,
+        facts: s.facts,
+    }
+}
+
+/// Prints why an event, plan or watch command could not run, and its exit code.
+fn event_error(e: &EventError) -> ExitCode {
+    match e {
+        EventError::InvalidPolicy { tree, diagnostics } => {
+            eprint!("{diagnostics}");
+            eprintln!(
+                "error: policy tree {} is invalid ({} errors); nothing was run",
+                tree.display(),
+                diagnostics.error_count()
+            );
+        }
+        EventError::Interrupted { .. } => eprintln!("{}", chain(e)),
+        _ => eprintln!("error: {}", chain(e)),
+    }
+    e.exit_code()
+}
+
+/// The exit code of `event`: a replay exits with the earlier run's code.
+fn run_event(args: EventArgs) -> i32 {
+    use tenet_agent::event::{EventOptions, Resume, event, event_from};
+    let ev = match event_from(args.kind.name(), &args.name) {
+        Ok(e) => e,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return ExitCode::Usage as i32;
+        }
+    };
+    let opts = EventOptions {
+        event: ev,
+        id: args.id,
+        resume: if args.resume {
+            Resume::Continue
+        } else {
+            Resume::Refuse
+        },
+        scope: scope(args.source),
+        lock_timeout: args.lock_timeout,
+    };
+    // Line-buffered stdout: each step shows as it ends, which an operator watching a
+    // failover wants.
+    let mut reporter: Box<dyn tenet_agent::report::StepReporter> = if args.json {
+        Box::new(JsonLines::new(io::stdout(), false))
+    } else {
+        Box::new(Human::new(io::stdout(), false))
+    };
+    match event(&opts, reporter.as_mut()) {
+        Ok(report) => i32::from(report.exit),
+        Err(e) => event_error(&e) as i32,
+    }
+}
+
+fn plan(cmd: PlanCommand) -> ExitCode {
+    use tenet_agent::simulate::{ShowError, ShowOptions, SimulateOptions, show, simulate};
+    let mut out = io::stdout().lock();
+    let result = match cmd {
+        PlanCommand::Show { member, source } => show(
+            &ShowOptions {
+                scope: scope(source),
+                member,
+            },
+            &mut out,
+        ),
+        PlanCommand::Simulate {
+            member,
+            event,
+            holds,
+            source,
+        } => simulate(
+            &SimulateOptions {
+                scope: scope(source),
+                member,
+                event,
+                holds,
+            },
+            &mut out,
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::Success,
+        Err(ShowError::Load(e)) => event_error(&e),
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            ExitCode::Environment
+        }
+    }
+}
+
+fn watch(args: WatchArgs) -> ExitCode {
+    use tenet_agent::event::{WatchOptions, watch};
+    let opts = WatchOptions {
+        package: args.package.clone(),
+        scope: scope(args.source),
+        lock_timeout: args.lock_timeout,
+    };
+    let package = args.package;
+    let mut on_round = |r: &tenet_agent::event::Round| match &r.outcome {
+        Ok(o) if o.all_ok() => println!(
+            "{package} round {}: ok: {} plans, {} steps ok ({} ms)",
+            r.number, o.plans, o.ok, r.duration_ms
+        ),
+        Ok(o) => println!(
+            "{package} round {}: failed at {} ({} ms)",
+            r.number,
+            o.first_failure.as_deref().unwrap_or("a step"),
+            r.duration_ms
+        ),
+        Err(why) => println!("{package} round {}: did not run: {why}", r.number),
+    };
+    match watch(&opts, &mut on_round) {
+        Ok(_) => ExitCode::Success,
+        Err(e) => event_error(&e),
     }
 }
 

@@ -2,10 +2,13 @@
 //! to a [`Reporter`]; the human printer, the JSON-lines printer (also what a pushed
 //! run streams back) and the tests implement it. These are the engine's only
 //! serialisable types.
+//!
+//! Failover plans report through [`StepReporter`]: one [`StepEvent`] per step and an
+//! [`EventSummary`]; the same printers implement it.
 
 use std::io::{self, Write};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What became of one promise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -326,6 +329,250 @@ impl<W: Write> Reporter for JsonLines<W> {
     }
 
     fn summary(&mut self, s: &Summary) {
+        self.line(s);
+        let _ = self.out.flush();
+    }
+}
+
+/// What became of one step of a failover plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Its promise was kept or repaired, its command exited 0, its hostname was saved.
+    Ok,
+    /// It failed; the reason says why. The plan stops here (`always` steps still run).
+    Failed,
+    /// Not run: an earlier step failed.
+    Skipped,
+}
+
+impl StepStatus {
+    /// The word printed for it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// One step's outcome: `{"type":"step",...}` in JSON Lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepEvent {
+    /// Always `"step"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The plan it belongs to.
+    pub plan: String,
+    /// The step's name.
+    pub step: String,
+    /// Its position in the plan, from 1.
+    pub index: usize,
+    /// What became of it.
+    pub status: StepStatus,
+    /// Why it failed or was skipped, or what it did.
+    pub reason: Option<String>,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// The command's exit code, when a command ran and exited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The last bytes of the command's output (stdout, then stderr), for a failed step.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub output: String,
+    /// It ran in an earlier, interrupted run of the event (resumed or replayed): not run now.
+    #[serde(skip_serializing_if = "is_false")]
+    pub earlier: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// How an event ended: `{"type":"event",...}`, the last line in JSON Lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventSummary {
+    /// Always `"event"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The event id (its journal's name).
+    pub id: String,
+    /// The event, as `package-start:dce`.
+    pub event: String,
+    /// The member the plans ran for.
+    pub member: Option<String>,
+    /// `ok` or `failed`.
+    pub status: StepStatus,
+    /// The result of an earlier run of this id, printed again; nothing ran now.
+    pub replay: bool,
+    /// This run continued an interrupted one.
+    pub resumed: bool,
+    /// The exit code this run ends with.
+    pub exit_code: u8,
+    /// The first failed step: `step N `name` of plan P: reason`.
+    pub failed_step: Option<String>,
+    /// Plans selected.
+    pub plans: usize,
+    /// Steps that ended ok.
+    pub ok: usize,
+    /// Steps that failed.
+    pub failed: usize,
+    /// Steps skipped.
+    pub skipped: usize,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
+/// Receives a failover event's report as it happens.
+pub trait StepReporter {
+    /// Something worth reading: the selection's notes, the event id, a replay.
+    fn note(&mut self, message: &str);
+    /// A plan starts.
+    fn plan(&mut self, plan: &str, trigger: &str, package: &str);
+    /// One step's outcome.
+    fn step(&mut self, event: &StepEvent);
+    /// The end of the event.
+    fn event(&mut self, summary: &EventSummary);
+}
+
+/// Collects a failover event's report in memory (tests, and callers that print later).
+#[derive(Debug, Default)]
+pub struct CollectSteps {
+    /// Notes in order.
+    pub notes: Vec<String>,
+    /// Plans started, in order.
+    pub plans: Vec<String>,
+    /// Steps in order.
+    pub steps: Vec<StepEvent>,
+    /// The summary.
+    pub summary: Option<EventSummary>,
+}
+
+impl StepReporter for CollectSteps {
+    fn note(&mut self, message: &str) {
+        self.notes.push(message.to_string());
+    }
+    fn plan(&mut self, plan: &str, _trigger: &str, _package: &str) {
+        self.plans.push(plan.to_string());
+    }
+    fn step(&mut self, event: &StepEvent) {
+        self.steps.push(event.clone());
+    }
+    fn event(&mut self, summary: &EventSummary) {
+        self.summary = Some(summary.clone());
+    }
+}
+
+impl<W: Write> StepReporter for Human<W> {
+    fn note(&mut self, message: &str) {
+        self.write(|o| writeln!(o, "{message}"));
+    }
+
+    fn plan(&mut self, plan: &str, trigger: &str, package: &str) {
+        self.write(|o| writeln!(o, "plan {plan} ({trigger} {package})"));
+    }
+
+    fn step(&mut self, e: &StepEvent) {
+        self.write(|o| {
+            let earlier = if e.earlier { ", earlier run" } else { "" };
+            write!(
+                o,
+                "{:>9}  {}. {} ({} ms{earlier})",
+                e.status.word(),
+                e.index,
+                e.step,
+                e.duration_ms
+            )?;
+            match &e.reason {
+                Some(r) => writeln!(o, ": {r}")?,
+                None => writeln!(o)?,
+            }
+            if e.status == StepStatus::Failed {
+                for l in e
+                    .output
+                    .lines()
+                    .rev()
+                    .take(OUTPUT_LINES)
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .rev()
+                {
+                    writeln!(o, "           | {l}")?;
+                }
+            }
+            Ok(())
+        });
+        self.write(|o| o.flush());
+    }
+
+    fn event(&mut self, s: &EventSummary) {
+        self.write(|o| {
+            let replay = if s.replay {
+                "replay of an earlier run, nothing was run now: "
+            } else {
+                ""
+            };
+            let who = s.member.as_deref().map(|m| format!(" on {m}")).unwrap_or_default();
+            match &s.failed_step {
+                Some(f) => writeln!(
+                    o,
+                    "{replay}event {} (id {}){who} failed at {f}; {} ok, {} failed, {} skipped ({} ms)",
+                    s.event, s.id, s.ok, s.failed, s.skipped, s.duration_ms
+                ),
+                None => writeln!(
+                    o,
+                    "{replay}event {} (id {}){who} ok: {} plans, {} steps ok ({} ms)",
+                    s.event, s.id, s.plans, s.ok, s.duration_ms
+                ),
+            }
+        });
+        self.write(|o| o.flush());
+    }
+}
+
+/// Lines of a failed command's output a person sees (the journal and JSON keep ~2 KiB).
+const OUTPUT_LINES: usize = 10;
+
+#[derive(Serialize)]
+struct JsonNote<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonPlan<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    plan: &'a str,
+    trigger: &'a str,
+    package: &'a str,
+}
+
+impl<W: Write> StepReporter for JsonLines<W> {
+    fn note(&mut self, message: &str) {
+        self.line(&JsonNote {
+            kind: "note",
+            message,
+        });
+    }
+
+    fn plan(&mut self, plan: &str, trigger: &str, package: &str) {
+        self.line(&JsonPlan {
+            kind: "plan",
+            plan,
+            trigger,
+            package,
+        });
+    }
+
+    fn step(&mut self, e: &StepEvent) {
+        self.line(e);
+        let _ = self.out.flush();
+    }
+
+    fn event(&mut self, s: &EventSummary) {
         self.line(s);
         let _ = self.out.flush();
     }

@@ -69,6 +69,12 @@ pub enum RunError {
     /// No master answered and nothing is cached.
     #[error("master unreachable ({0}) and no cached bundle")]
     NoMaster(String),
+    /// Nothing is cached, and nothing is to be fetched (`event`, `plan`).
+    #[error("no cached bundle in {}: `tenet-agent run` has not fetched one yet", state_dir.display())]
+    NoCache {
+        /// The state directory.
+        state_dir: PathBuf,
+    },
     /// Trust refused and nothing (valid) is cached.
     #[error("trust refused: {0}")]
     Trust(String),
@@ -207,20 +213,7 @@ pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, 
         }
     };
 
-    let classes = match manifest.members.iter().find(|m| m.name == config.member) {
-        Some(m) => m.classes.join(","),
-        None => {
-            reporter.warning(&format!(
-                "member {} is not in the inventory of serial {serial}",
-                config.member
-            ));
-            String::new()
-        }
-    };
-    let mut facts = vec![format!("member={}", config.member)];
-    if !classes.is_empty() {
-        facts.push(format!("classes={classes}"));
-    }
+    let facts = member_facts(&config.member, &manifest, serial, reporter);
     let apply_opts = ApplyOptions {
         tree: tree_dir,
         root: config.root.clone(),
@@ -235,6 +228,67 @@ pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, 
         serial,
         trust_refused,
     })
+}
+
+/// The verified bundle in force, read from the cache without asking the master.
+#[derive(Debug, Clone)]
+pub struct CachedTree {
+    /// Its policy tree.
+    pub tree: PathBuf,
+    /// Its serial.
+    pub serial: u64,
+    /// `member=` and `classes=` fact overrides for the member, from the signed inventory.
+    pub facts: Vec<String>,
+}
+
+/// The bundle in force in `config`'s state directory, verified again against the
+/// persisted trust state (an expired one is used with a warning), and the facts
+/// `member` has in its signed inventory. The caller holds the run lock, or only reads.
+pub fn cached_tree(
+    config: &Config,
+    member: &str,
+    reporter: &mut dyn Reporter,
+) -> Result<CachedTree, RunError> {
+    let cache = Cache::open(&config.state_dir).map_err(|e| {
+        RunError::Environment(format!("cache in {}: {e}", config.state_dir.display()))
+    })?;
+    let Some((serial, dir)) = cache.current() else {
+        return Err(RunError::NoCache {
+            state_dir: config.state_dir.clone(),
+        });
+    };
+    let state = load_state(config, &cache)?;
+    let clock = Clock::new(Time::from_system(SystemTime::now()));
+    let (tree, manifest, serial) = from_cache(&state, serial, &dir, &clock, reporter)?;
+    let facts = member_facts(member, &manifest, serial, reporter);
+    Ok(CachedTree {
+        tree,
+        serial,
+        facts,
+    })
+}
+
+/// `member=` and `classes=` for `member` from the signed inventory (a warning when it is not there).
+fn member_facts(
+    member: &str,
+    manifest: &Manifest,
+    serial: u64,
+    reporter: &mut dyn Reporter,
+) -> Vec<String> {
+    let classes = match manifest.members.iter().find(|m| m.name == member) {
+        Some(m) => m.classes.join(","),
+        None => {
+            reporter.warning(&format!(
+                "member {member} is not in the inventory of serial {serial}"
+            ));
+            String::new()
+        }
+    };
+    let mut facts = vec![format!("member={member}")];
+    if !classes.is_empty() {
+        facts.push(format!("classes={classes}"));
+    }
+    facts
 }
 
 fn from_cache(

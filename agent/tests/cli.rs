@@ -307,9 +307,16 @@ fn help_lists_every_exit_code() {
     apply_help.expect_code(0);
     let run_help = util::run(["run", "--help"]);
     run_help.expect_code(0);
-    for help in [&r.stdout, &apply_help.stdout, &run_help.stdout] {
+    let event_help = util::run(["event", "--help"]);
+    event_help.expect_code(0);
+    for help in [
+        &r.stdout,
+        &apply_help.stdout,
+        &run_help.stdout,
+        &event_help.stdout,
+    ] {
         assert!(help.contains("\nExit codes:\n"), "{help}");
-        for code in 0..=7 {
+        for code in 0..=8 {
             assert!(
                 help.lines()
                     .any(|l| l.trim_start().starts_with(&format!("{code}  "))),

@@ -3,6 +3,7 @@
 mod bad_input;
 mod cli;
 mod crash;
+mod event;
 mod idempotence;
 mod run;
 mod util;

@@ -1,0 +1,313 @@
+//! `tenet-agent plan show` and `plan simulate`: what the plans are, and what a member
+//! would do if an event happened now. Both only read: nothing is changed, no command
+//! runs (not even a guard), no lock is taken.
+
+use std::convert::Infallible;
+use std::io::{self, Write};
+
+use tenet_policies::Unresolved;
+use tenet_policies::model::{Configuration, Program, Promise, PromiseKind};
+use tenet_policies::plan::{Action, Event, Plan, Step, Trigger};
+use tenet_policies::template::Template;
+
+use crate::converge::{self, Diffs, Mode};
+use crate::event::{EventError, Place, Scope, event_name, load};
+use crate::failover::step_name;
+use crate::report::Status;
+
+/// What `plan show` needs.
+#[derive(Debug, Clone)]
+pub struct ShowOptions {
+    /// Source, root and facts.
+    pub scope: Scope,
+    /// Resolve for this member (default: this one).
+    pub member: Option<String>,
+}
+
+/// What `plan simulate` needs.
+#[derive(Debug, Clone)]
+pub struct SimulateOptions {
+    /// Source, root and facts.
+    pub scope: Scope,
+    /// The member whose view is simulated.
+    pub member: String,
+    /// What happens.
+    pub event: Event,
+    /// The packages the member holds at that moment (`None`: as its addresses say).
+    pub holds: Option<Vec<String>>,
+}
+
+/// Writes every plan: trigger, package, configurations, and its steps resolved for
+/// the member (a plan that does not apply to the member shows its steps as written).
+pub fn show(opts: &ShowOptions, out: &mut dyn Write) -> Result<(), ShowError> {
+    let place = Place::of(&opts.scope)?;
+    let mut notes = Vec::new();
+    let loaded = load(&opts.scope, &place, opts.member.as_deref(), &mut notes)?;
+    for n in &notes {
+        writeln!(out, "{n}")?;
+    }
+    let member = loaded
+        .facts
+        .member
+        .clone()
+        .unwrap_or_else(|| "(this member)".to_string());
+    let policy = &loaded.policy;
+    writeln!(
+        out,
+        "{} plans in {}, resolved for member {member}",
+        policy.plans.len(),
+        loaded.source
+    )?;
+    for plan in &policy.plans {
+        writeln!(out)?;
+        writeln!(out, "plan {} ({})", plan.name, plan.origin)?;
+        writeln!(out, "  on {} of package {}", plan.trigger, plan.package)?;
+        if !plan.configurations.is_empty() {
+            let c: Vec<&str> = plan
+                .configurations
+                .iter()
+                .map(|c| configuration(*c))
+                .collect();
+            writeln!(out, "  configurations: {}", c.join(", "))?;
+        }
+        if plan.server {
+            writeln!(out, "  starts or stops servers")?;
+        }
+        if let Some(every) = plan.every {
+            writeln!(out, "  every {}", seconds(every))?;
+        }
+        let event = event_for(plan, &member, policy);
+        let selection = policy.plans_for(&event, &loaded.facts);
+        match selection.runs.iter().find(|r| r.plan == plan.name) {
+            Some(run) => {
+                writeln!(
+                    out,
+                    "  runs on {member} on {}: {}",
+                    event_name(&event),
+                    run.why
+                )?;
+                for (i, step) in run.steps.iter().enumerate() {
+                    writeln!(out, "  {}. {}", i + 1, describe_resolved(step))?;
+                }
+            }
+            None => {
+                writeln!(
+                    out,
+                    "  does not run on {member} on {}{}",
+                    event_name(&event),
+                    if selection.notes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", selection.notes.join("; "))
+                    }
+                )?;
+                for (i, step) in plan.steps.iter().enumerate() {
+                    writeln!(out, "  {}. {}", i + 1, describe_written(step))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes what `member` would do if `event` happened now: the selection's notes,
+/// the plans and their steps in order, and for each promise step whether it would
+/// change something now (a dry run beneath the root; commands are not run).
+pub fn simulate(opts: &SimulateOptions, out: &mut dyn Write) -> Result<(), ShowError> {
+    let place = Place::of(&opts.scope)?;
+    let mut notes = Vec::new();
+    let mut loaded = load(&opts.scope, &place, Some(&opts.member), &mut notes)?;
+    if let Some(holds) = &opts.holds {
+        loaded.facts.holds = Some(holds.iter().cloned().collect());
+    }
+    writeln!(
+        out,
+        "simulating {} on member {} ({}); nothing is changed and no command runs",
+        event_name(&opts.event),
+        opts.member,
+        loaded.source
+    )?;
+    for n in &notes {
+        writeln!(out, "{n}")?;
+    }
+    let selection = loaded.policy.plans_for(&opts.event, &loaded.facts);
+    for n in &selection.notes {
+        writeln!(out, "note: {n}")?;
+    }
+    if selection.runs.is_empty() {
+        writeln!(out, "no plan runs")?;
+        return Ok(());
+    }
+    for run in &selection.runs {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "plan {} ({} {}): {}",
+            run.plan, run.trigger, run.package, run.why
+        )?;
+        for (i, step) in run.steps.iter().enumerate() {
+            let now = match step {
+                Ok(s) => would(s, &place),
+                Err(u) => format!("would fail: cannot be expanded here: {}", u.reason),
+            };
+            writeln!(out, "  {}. {}", i + 1, describe_resolved(step))?;
+            writeln!(out, "       {now}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Why `plan show` or `plan simulate` did not finish.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShowError {
+    /// Loading the plans failed.
+    #[error(transparent)]
+    Load(#[from] EventError),
+    /// Writing the output failed.
+    #[error("cannot write the output")]
+    Write(#[from] io::Error),
+}
+
+/// What a step would do now.
+fn would(step: &Step<String>, place: &Place) -> String {
+    match &step.action {
+        Action::HostnameSave => "would save the hostname".to_string(),
+        Action::HostnameRestore => "would set the hostname back to the saved one".to_string(),
+        Action::Promise(PromiseKind::Command(c)) => match &c.creates {
+            Some(p) => format!("would run, unless {p} exists then"),
+            None => "would run".to_string(),
+        },
+        Action::Promise(kind) => {
+            let p = Promise {
+                id: step.name.clone(),
+                origin: step.origin.clone(),
+                when: None,
+                kind: kind.clone(),
+            };
+            let (event, _) = converge::converge_step(
+                &p,
+                &place.root,
+                converge::Options {
+                    mode: Mode::DryRun,
+                    diffs: Diffs::Skip,
+                    state_dir: None,
+                },
+            );
+            match event.status {
+                Status::Kept => "already as promised: no change now".to_string(),
+                Status::WouldRepair | Status::Repaired => {
+                    format!("would change: {}", event.changes.join("; "))
+                }
+                s => format!(
+                    "would fail ({}): {}",
+                    s.word(),
+                    event.reason.as_deref().unwrap_or("no reason given")
+                ),
+            }
+        }
+    }
+}
+
+/// The event that runs `plan` on `member`, for `plan show`.
+fn event_for(plan: &Plan, member: &str, policy: &tenet_policies::Policy) -> Event {
+    let p = plan.package.clone();
+    match plan.trigger {
+        Trigger::PackageStart => Event::PackageStart(p),
+        Trigger::PackageStop => Event::PackageStop(p),
+        Trigger::PackageRunning => Event::PackageRunning(p),
+        // Reintegration happens when the package's owner comes back.
+        Trigger::Reintegrate => Event::NodeUp(
+            policy
+                .cluster
+                .package(&plan.package)
+                .and_then(|k| k.members.first().cloned())
+                .unwrap_or_else(|| member.to_string()),
+        ),
+        Trigger::MasterMove => Event::MasterMove(member.to_string()),
+    }
+}
+
+fn configuration(c: Configuration) -> &'static str {
+    match c {
+        Configuration::Cascading => "cascading",
+        Configuration::Rotating => "rotating",
+        Configuration::OneSided => "one-sided",
+        Configuration::Mutual => "mutual",
+    }
+}
+
+fn seconds(d: std::time::Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+fn describe_resolved(step: &Result<Step<String>, Unresolved>) -> String {
+    match step {
+        Ok(s) => describe(s, &|t: &String| t.clone()),
+        Err(u) => format!("{}: cannot be expanded here: {}", step_name(step), u.reason),
+    }
+}
+
+fn describe_written(step: &Step<Template>) -> String {
+    describe(step, &|t: &Template| {
+        t.render(&mut |r| Ok::<_, Infallible>(r.to_string()))
+            .unwrap_or_default()
+    })
+}
+
+/// `name: what it does [always]`.
+fn describe<S>(step: &Step<S>, text: &dyn Fn(&S) -> String) -> String {
+    let what = match &step.action {
+        Action::HostnameSave => "hostname-save".to_string(),
+        Action::HostnameRestore => "hostname-restore".to_string(),
+        Action::Promise(kind) => describe_kind(kind, text),
+    };
+    let always = if step.always { " [always]" } else { "" };
+    if step.name == what {
+        format!("{what}{always}")
+    } else {
+        format!("{}: {what}{always}", step.name)
+    }
+}
+
+fn describe_kind<S>(kind: &PromiseKind<S>, text: &dyn Fn(&S) -> String) -> String {
+    let paths = |ps: &[tenet_policies::model::AbsPath]| {
+        ps.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match kind {
+        PromiseKind::File(f) => format!("file {}", f.path),
+        PromiseKind::Line(l) => format!("line in {}: {}", l.file, text(&l.line)),
+        PromiseKind::Setting(s) => format!("setting {}={} in {}", s.key, text(&s.value), s.file),
+        PromiseKind::Link(l) => format!("link {} -> {}", l.path, text(&l.target)),
+        PromiseKind::Dir(d) => format!("dir {}", d.path),
+        PromiseKind::Absent(a) => format!("absent {}", paths(&a.paths)),
+        PromiseKind::Command(c) => {
+            let program = match &c.program {
+                Program::Argv(a) => a.iter().map(text).collect::<Vec<_>>().join(" "),
+                Program::Shell(s) => format!("sh -c {:?}", text(s)),
+            };
+            let mut s = format!("command {program} (timeout {})", seconds(c.timeout));
+            if let Some(p) = &c.creates {
+                s.push_str(&format!(", unless {p} exists"));
+            }
+            if let Some(g) = &c.unless {
+                s.push_str(&format!(
+                    ", unless {} succeeds",
+                    g.iter().map(text).collect::<Vec<_>>().join(" ")
+                ));
+            }
+            if let Some(g) = &c.onlyif {
+                s.push_str(&format!(
+                    ", only if {} succeeds",
+                    g.iter().map(text).collect::<Vec<_>>().join(" ")
+                ));
+            }
+            s
+        }
+        PromiseKind::Hostname(h) => format!("hostname {}", text(&h.name)),
+        PromiseKind::Copy(c) => format!("copy {} -> {}", c.from, c.to),
+    }
+}
