@@ -1,11 +1,8 @@
 //! `tenet-agent event`, `plan show`, `plan simulate` and `watch` end to end: real
 //! processes in sandbox roots, plans written as `[[plan]]` TOML.
 //!
-//! Tests marked `#[ignore = "issue 4: ..."]` need the `[[plan]]` loader and
-//! `Policy::plans_for` (issue 4, part 1, branch plan-lang); they compile now and run
-//! once it merges (`cargo test -p tenet-agent -- --include-ignored` meanwhile shows
-//! which still wait). The executor and journal are covered without the loader by the
-//! unit tests in `agent/src/failover/`.
+//! The executor and journal are also covered without a policy tree by the unit
+//! tests in `agent/src/failover/`.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -330,7 +327,6 @@ fn event_from_a_configuration_with_no_cached_bundle_exits_5() {
 // With plans: these need the [[plan]] loader.
 
 #[test]
-#[ignore = "issue 4: needs the [[plan]] loader and Policy::plans_for (branch plan-lang)"]
 fn steps_run_in_order_and_an_id_runs_once() {
     let sb = sandbox(&takeover(&format!(
         "{}{}{}",
@@ -384,7 +380,6 @@ fn steps_run_in_order_and_an_id_runs_once() {
 }
 
 #[test]
-#[ignore = "issue 4: needs the [[plan]] loader and Policy::plans_for (branch plan-lang)"]
 fn a_failed_step_stops_the_plan_and_the_hostname_is_restored() {
     let failing = "[[plan.step]]\ntype = \"command\"\nname = \"start dce\"\nshell = \"echo starting; echo no cell >&2; exit 3\"\ntimeout = \"30s\"\n\n";
     let sb = sandbox(&takeover(&format!(
@@ -415,7 +410,6 @@ fn a_failed_step_stops_the_plan_and_the_hostname_is_restored() {
 }
 
 #[test]
-#[ignore = "issue 4: needs the [[plan]] loader and Policy::plans_for (branch plan-lang)"]
 fn a_crash_during_a_step_exits_8_until_resume_finishes_the_event() {
     let sleepy = "[[plan.step]]\ntype = \"command\"\nname = \"slow\"\nshell = \"echo slow >> $TENET_ROOT/log; if [ ! -e $TENET_ROOT/resumed ]; then echo $$ > $TENET_ROOT/sleeping; sleep 60; fi\"\ntimeout = \"120s\"\n\n";
     let sb = sandbox(&takeover(&format!(
@@ -465,7 +459,6 @@ fn a_crash_during_a_step_exits_8_until_resume_finishes_the_event() {
 }
 
 #[test]
-#[ignore = "issue 4: needs the [[plan]] loader and Policy::plans_for (branch plan-lang)"]
 fn plan_show_and_simulate_describe_the_steps_and_change_nothing() {
     let start = "[[plan.step]]\ntype = \"command\"\nname = \"start dce\"\nargv = [\"/usr/bin/start.dce\", \"${member}\"]\ntimeout = \"30s\"\n\n";
     let cell = "[[plan.step]]\ntype = \"file\"\nname = \"cell name\"\npath = \"/etc/dce/cell\"\ncontent = \"dcecell\\n\"\n\n";
@@ -521,7 +514,6 @@ fn plan_show_and_simulate_describe_the_steps_and_change_nothing() {
 }
 
 #[test]
-#[ignore = "issue 4: needs the [[plan]] loader and Policy::plans_for (branch plan-lang)"]
 fn watch_repeats_package_running_plans_until_sigterm() {
     let plans = format!(
         "[[plan]]\nname = \"dce-locks\"\non = \"package-running\"\npackage = \"dce\"\nevery = \"1s\"\n\n{}",

@@ -19,7 +19,6 @@ pub mod facts;
 mod load;
 pub mod model;
 pub mod plan;
-mod plans_for_stub;
 mod read;
 mod resolve;
 mod split;
