@@ -313,8 +313,11 @@ fn watch(args: WatchArgs) -> ExitCode {
     let package = args.package;
     let mut on_round = |r: &tenet_agent::event::Round| match &r.outcome {
         Ok(o) if o.all_ok() => println!(
-            "{package} round {}: ok: {} plans, {} steps ok ({} ms)",
-            r.number, o.plans, o.ok, r.duration_ms
+            "{package} round {}: ok: {}, {} ok ({} ms)",
+            r.number,
+            tenet_agent::report::counted(o.plans, "plan"),
+            tenet_agent::report::counted(o.ok, "step"),
+            r.duration_ms
         ),
         Ok(o) => println!(
             "{package} round {}: failed at {} ({} ms)",

@@ -522,12 +522,25 @@ impl<W: Write> StepReporter for Human<W> {
                 ),
                 None => writeln!(
                     o,
-                    "{replay}event {} (id {}){who} ok: {} plans, {} steps ok ({} ms)",
-                    s.event, s.id, s.plans, s.ok, s.duration_ms
+                    "{replay}event {} (id {}){who} ok: {}, {} ok ({} ms)",
+                    s.event,
+                    s.id,
+                    counted(s.plans, "plan"),
+                    counted(s.ok, "step"),
+                    s.duration_ms
                 ),
             }
         });
         self.write(|o| o.flush());
+    }
+}
+
+/// `1 plan`, `3 plans`.
+pub fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
