@@ -39,9 +39,10 @@ fn check(tree: &std::path::Path) -> ExitCode {
         Ok(policy) => {
             print!("{}", policy.warnings);
             println!(
-                "{}: valid: {} promises, {} members, {} packages",
+                "{}: valid: {} promises, {} plans, {} members, {} packages",
                 tree.display(),
                 policy.promises.len(),
+                policy.plans.len(),
                 policy.cluster.members.len(),
                 policy.cluster.packages.len()
             );
