@@ -34,13 +34,14 @@ pub enum ExitCode {
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  done; for status: promoted, serving the bundle
-  1  failed: the daemon is not running or cannot be reached (promote, demote, status),
-     the daemon could not start (serve), or a file or socket failed
+  0  done; for status: promoted, serving the bundle; for stop: nothing is served here
+  1  failed: the daemon is not running or cannot be reached (promote, demote, status,
+     watch), does not answer (stop), could not start (serve, start), or a file or
+     socket failed
   2  usage error
   3  invalid configuration, or promote without a key path; nothing changed
   4  trust refused: the bundle, the root or a key did not verify; nothing changed
-  7  status only: the daemon runs but is not promoted (OCF_NOT_RUNNING)";
+  7  status and watch only: the daemon runs but is not promoted (OCF_NOT_RUNNING)";
 
 const ABOUT: &str = "\
 The tenet policy server.
@@ -105,6 +106,48 @@ pub enum Command {
     /// 1 when the daemon cannot be reached (the HA engine's monitor action).
     #[command(after_help = EXIT_CODES)]
     Status,
+    /// Make this member serve a bundle, whatever state it is in (the HA adapters'
+    /// start): start the listener in the background if it does not answer, then
+    /// promote. Exit 0 only once the daemon serves the bundle; idempotent.
+    ///
+    /// A listener started here runs `serve` with the same configuration in its own
+    /// process group, stdin and stdout on /dev/null and stderr appended to --log; it
+    /// keeps running after `stop`. --timeout bounds the whole command.
+    #[command(after_help = EXIT_CODES)]
+    Start(StartArgs),
+    /// Make sure this member serves nothing (the HA adapters' stop): demote. The
+    /// listener keeps running; a daemon that is not running serves nothing, so that is
+    /// success too. Exit 1 only when the daemon runs but does not answer.
+    #[command(after_help = EXIT_CODES)]
+    Stop,
+    /// Stay in the foreground while the daemon serves; exit 7 as soon as it stops
+    /// serving, 1 when it cannot be reached (a monitored service command, such as
+    /// Serviceguard's service_cmd).
+    #[command(after_help = EXIT_CODES)]
+    Watch(WatchArgs),
+    /// Check the configuration, the node key and the trusted root without starting
+    /// anything (the HA adapters' validate). Exit 0 valid, 3 invalid.
+    #[command(after_help = EXIT_CODES)]
+    Validate,
+}
+
+/// Options of `start`.
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    /// The bundle and keys, as for promote.
+    #[command(flatten)]
+    pub promote: PromoteArgs,
+    /// The log of a listener this command starts; default STATE_DIR/serve.log.
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+}
+
+/// Options of `watch`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// How often to ask the daemon.
+    #[arg(long, default_value = "1s", value_parser = parse_timeout)]
+    pub interval: Duration,
 }
 
 /// Options of `promote`.
@@ -141,16 +184,13 @@ pub fn run_control(
 ) -> ExitCode {
     let (request, timeout) = match command {
         Command::Serve => return ExitCode::Usage,
+        Command::Start(args) => return crate::ha::start(args, config, out, err),
+        Command::Stop => return crate::ha::stop(config, out, err),
+        Command::Watch(args) => return crate::ha::watch(args, config, out, err),
+        Command::Validate => return crate::ha::validate(config, out, err),
         Command::Status => (request(ControlCommand::Status), Duration::from_secs(10)),
         Command::Demote => (request(ControlCommand::Demote), Duration::from_secs(60)),
-        Command::Promote(args) => {
-            let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
-            let mut r = request(ControlCommand::Promote);
-            r.bundle = Some(absolute(&args.bundle));
-            r.timestamp_key = args.timestamp_key.as_ref().map(absolute);
-            r.server_key = args.server_key.as_ref().map(absolute);
-            (r, args.timeout)
-        }
+        Command::Promote(args) => (promote_request(args), args.timeout),
     };
     let reply = match control::request(&config.control_socket(), &request, timeout) {
         Ok(r) => r,
@@ -162,7 +202,22 @@ pub fn run_control(
     report(command, &reply, out, err)
 }
 
-fn report(command: &Command, reply: &Reply, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
+/// The control request of `promote` (paths made absolute).
+pub(crate) fn promote_request(args: &PromoteArgs) -> Request {
+    let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+    let mut r = request(ControlCommand::Promote);
+    r.bundle = Some(absolute(&args.bundle));
+    r.timestamp_key = args.timestamp_key.as_ref().map(absolute);
+    r.server_key = args.server_key.as_ref().map(absolute);
+    r
+}
+
+pub(crate) fn report(
+    command: &Command,
+    reply: &Reply,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> ExitCode {
     match reply.outcome {
         Outcome::Ok => {}
         Outcome::Refused => {
@@ -193,7 +248,7 @@ fn report(command: &Command, reply: &Reply, out: &mut dyn Write, err: &mut dyn W
     }
 }
 
-fn request(command: ControlCommand) -> Request {
+pub(crate) fn request(command: ControlCommand) -> Request {
     Request {
         command,
         bundle: None,

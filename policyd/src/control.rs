@@ -14,6 +14,7 @@
 //!                                        [status]
 //!                                        state = "serving"   # listening | serving
 //!                                        serial = 12
+//!                                        pid = 4711
 //!                                        listener = "0.0.0.0:8740"
 //!                                        serving = "0.0.0.0:8741"
 //! ```
@@ -108,6 +109,9 @@ pub struct Status {
     /// The served bundle directory (symlinks resolved).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<PathBuf>,
+    /// The daemon's process id (so an HA adapter or a test can signal it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
     /// The listener's bound address.
     pub listener: SocketAddr,
     /// The serving socket's bound address, while promoted.
@@ -171,6 +175,9 @@ impl Status {
         }
         if let Some(b) = &self.bundle {
             line("bundle", b.display().to_string());
+        }
+        if let Some(p) = self.pid {
+            line("pid", p.to_string());
         }
         line("listener", self.listener.to_string());
         if let Some(a) = self.serving {
@@ -369,6 +376,7 @@ pub(crate) fn status(shared: &Shared) -> Status {
         },
         serial: snapshot.as_ref().map(|s| s.bundle.serial()),
         bundle: snapshot.as_ref().map(|s| s.bundle.dir().to_path_buf()),
+        pid: Some(std::process::id()),
         listener: shared.addresses.listener,
         serving: snapshot.as_ref().map(|s| s.address),
         metrics: shared.addresses.metrics,

@@ -217,7 +217,7 @@ pub fn shutdown_signals() -> Result<impl Future<Output = ()>, DaemonError> {
     })
 }
 
-fn read_trusted_root(path: &Path) -> Result<TrustedRoot, DaemonError> {
+pub(crate) fn read_trusted_root(path: &Path) -> Result<TrustedRoot, DaemonError> {
     let read = |p: &Path| {
         std::fs::read(p).map_err(|source| DaemonError::ReadRoot {
             path: p.to_path_buf(),

@@ -15,7 +15,9 @@
 //! served manifest's members at the handshake, while the listener admits any proved
 //! key and authorises per route. Demotion is then simply closing a socket.
 //!
-//! - [`config`]: `policyd.toml`; [`cli`]: the command line and exit codes.
+//! - [`config`]: `policyd.toml`; [`cli`]: the command line and exit codes; [`ha`]: the
+//!   idempotent `start`/`stop`/`watch`/`validate` that the HA adapters in `packaging/`
+//!   map to their engine's conventions.
 //! - [`daemon`]: start-up, run, drain; [`promotion`]: the [`promotion::State`] and the
 //!   serving session; [`control`]: the Unix socket the one-shot commands use.
 //! - Inside: `bundle` (load and verify a bundle into memory), `http` (accept loop,
@@ -31,6 +33,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod error;
+pub mod ha;
 pub mod promotion;
 
 mod bundle;

@@ -9,7 +9,9 @@ fn help_matches_golden_files() {
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/help");
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut mismatches = Vec::new();
-    for cmd in ["", "serve", "promote", "demote", "status"] {
+    for cmd in [
+        "", "serve", "promote", "demote", "status", "start", "stop", "watch", "validate",
+    ] {
         let mut args: Vec<&str> = Vec::new();
         if !cmd.is_empty() {
             args.push(cmd);

@@ -5,6 +5,8 @@
 //! the workspace's test allowance for `unwrap`.
 
 #[cfg(test)]
+mod ha;
+#[cfg(test)]
 mod help;
 #[cfg(test)]
 mod lifecycle;

@@ -4,6 +4,8 @@
 //! The binaries are built by `cargo test --workspace` (or `cargo build`) before the
 //! tests run; a missing one is a clear failure, never a silent skip.
 
+pub mod ha;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 

@@ -1,0 +1,17 @@
+//! tenet's policy server as a Pacemaker package on a real 3-node Pacemaker + Corosync
+//! cluster with STONITH (`tests/ha/cluster.sh`: network, mount and UTS namespaces on
+//! this machine; needs root, pacemaker, corosync and resource-agents; skipped with a
+//! printed reason when they are missing, a failure when `TENET_REQUIRE_HA=1`).
+//!
+//! Up; serial 2 published, every member converges. Then, for a node crash (fenced), a
+//! planned switchover (standby) and an application failure (the policyd listener on the
+//! active node is killed): the package moves; agents that run during the gap report the
+//! master unreachable and keep their configuration (their sandbox unchanged); afterwards
+//! every agent fetches the same serial from the new master by the same name. A split
+//! brain, a second policyd promoted by hand with a higher serial that half the members
+//! ask, leaves every member on the highest serial. The takeover times are printed
+//! (`mode=... takeover_ms=...`), never asserted. `cluster.sh down` runs whatever happens.
+
+#[cfg(test)]
+#[path = "cluster/failover.rs"]
+mod failover;

@@ -1,0 +1,16 @@
+//! The HA adapters in `packaging/` against a real `tenet-policyd` and a signed bundle,
+//! each called the way its engine calls it:
+//!
+//! - the OCF agent passes `ocf-tester`, its meta-data validates against the
+//!   resource-agents DTD and RELAX NG schema, and its failures map to OCF codes with an
+//!   `ocf-exit-reason:` line;
+//! - the Serviceguard external script under `env -i` with only SG_* and PEV_* variables
+//!   (start, stop, validate; 0/1/2), and its service command exiting when serving stops;
+//! - the PowerHA start, stop and monitor scripts with no arguments and no environment;
+//! - the keepalived notify script with each state, and its vrrp_script check.
+//!
+//! Every listener the scripts start is killed by PID when the test ends.
+
+#[cfg(test)]
+#[path = "ha_scripts/contracts.rs"]
+mod contracts;

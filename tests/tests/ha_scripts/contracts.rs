@@ -1,0 +1,555 @@
+//! The contract tests (in a `cfg(test)` module so helpers get the tests' `unwrap` allowance).
+#![expect(
+    clippy::disallowed_methods,
+    reason = "the tests run the shipped scripts as processes and write their settings"
+)]
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use tenet_tests::binary;
+use tenet_tests::ha::{
+    Deployment, Pids, example, have_tools, kill, packaging, policyd_pid, run, text, wait_for,
+};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A deployment, a bundle of serial 1 and a policyd configuration on loopback.
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    bundle: PathBuf,
+    pids: Pids,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        // ocf-tester runs meta-data as `nobody`: the agent's directory must be reachable.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dep = Deployment::new(dir.path(), &["alpha"]);
+        let bundle = dir.path().join("package/bundle");
+        dep.sign(&example(), 1, &bundle);
+        let config = dir.path().join("policyd.toml");
+        std::fs::write(
+            &config,
+            dep.policyd_toml(
+                "alpha",
+                &dir.path().join("state"),
+                "127.0.0.1:0",
+                "127.0.0.1:0",
+            ),
+        )
+        .unwrap();
+        Setup {
+            dir,
+            config,
+            bundle,
+            pids: Pids::default(),
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `tenet-policyd status` exit code; remembers the daemon's PID for cleanup.
+    fn status(&mut self) -> Option<i32> {
+        if let Some(pid) = policyd_pid(&self.config) {
+            self.pids.push(pid);
+        }
+        let out = run(
+            &binary("tenet-policyd"),
+            &["status", "--config", self.config.to_str().unwrap()],
+        );
+        out.status.code()
+    }
+
+    /// Kills the listener (an application failure) and waits until it is gone.
+    fn kill_listener(&mut self) {
+        let pid = policyd_pid(&self.config).expect("a listener runs");
+        kill(pid, "KILL");
+        wait_for("the killed listener to stop answering", DEADLINE, || {
+            (self.status() == Some(1)).then_some(())
+        });
+    }
+
+    /// A copy of `packaging/DIR/NAMES` in a directory of its own, with a
+    /// `tenet-ha.conf` naming this setup's binary, configuration and bundle.
+    fn install(&self, dir: &str, names: &[&str], bundle: &Path) -> PathBuf {
+        let to = self.path(dir);
+        std::fs::create_dir_all(&to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for n in names {
+            std::fs::copy(packaging().join(dir).join(n), to.join(n)).unwrap();
+        }
+        std::fs::write(
+            to.join("tenet-ha.conf"),
+            format!(
+                "TENET_POLICYD={}\nTENET_CONFIG={}\nTENET_BUNDLE={}\nTENET_STATE_DIR={}\n",
+                binary("tenet-policyd").display(),
+                self.config.display(),
+                bundle.display(),
+                self.path("run").display()
+            ),
+        )
+        .unwrap();
+        to
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Some(pid) = policyd_pid(&self.config) {
+            self.pids.push(pid);
+        }
+    }
+}
+
+/// Runs `script args` with exactly `env` as its environment.
+fn run_env(script: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
+    Command::new(script)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()))
+}
+
+fn code(out: &Output) -> Option<i32> {
+    out.status.code()
+}
+
+/// The OCF environment of the policyd agent for `action`.
+fn ocf_env(s: &Setup, binary_path: &Path, interval_ms: u32) -> Vec<(&'static str, String)> {
+    vec![
+        ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
+        ("OCF_ROOT", "/usr/lib/ocf".to_string()),
+        ("OCF_RESOURCE_INSTANCE", "policyd-test".to_string()),
+        ("OCF_RESKEY_binary", binary_path.display().to_string()),
+        ("OCF_RESKEY_config", s.config.display().to_string()),
+        ("OCF_RESKEY_bundle", s.bundle.display().to_string()),
+        ("OCF_RESKEY_CRM_meta_interval", interval_ms.to_string()),
+        ("OCF_RESKEY_CRM_meta_timeout", "20000".to_string()),
+        ("HA_RSCTMP", s.path("rsctmp").display().to_string()),
+    ]
+}
+
+fn with(
+    mut env: Vec<(&'static str, String)>,
+    key: &'static str,
+    value: &str,
+) -> Vec<(&'static str, String)> {
+    env.retain(|(k, _)| *k != key);
+    env.push((key, value.to_string()));
+    env
+}
+
+fn ocf_agent(name: &str) -> PathBuf {
+    packaging().join("ocf").join(name)
+}
+
+#[test]
+fn ocf_tester_passes_on_the_policyd_agent() {
+    if !have_tools(
+        "ocf_tester_passes_on_the_policyd_agent",
+        &["ocf-tester", "xmllint"],
+    ) {
+        return;
+    }
+    let mut s = Setup::new();
+    // ocf-tester runs meta-data as nobody: use a copy in a directory nobody can reach.
+    let agent = s.install("ocf", &["tenet-policyd"], &s.bundle.clone());
+    let agent = agent.join("tenet-policyd");
+    let out = Command::new(tenet_tests::ha::which("ocf-tester").unwrap())
+        .args(["-v", "-n", "policyd-test"])
+        .arg("-o")
+        .arg(format!("config={}", s.config.display()))
+        .arg("-o")
+        .arg(format!("bundle={}", s.bundle.display()))
+        .arg("-o")
+        .arg(format!("binary={}", binary("tenet-policyd").display()))
+        .arg(&agent)
+        .env("HA_RSCTMP", s.path("rsctmp"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    // Whatever happened, the listener the agent started is cleaned up by PID.
+    s.status();
+    assert_eq!(code(&out), Some(0), "ocf-tester:\n{}", text(&out));
+    assert!(text(&out).contains("passed all tests"), "{}", text(&out));
+    // The agent started the listener and left it running, not serving.
+    assert_eq!(s.status(), Some(7));
+}
+
+#[test]
+fn the_meta_data_of_both_agents_validates() {
+    if !have_tools("the_meta_data_of_both_agents_validates", &["xmllint"]) {
+        return;
+    }
+    let rng = Path::new("/usr/share/resource-agents/metadata.rng");
+    let dtd = Path::new("/usr/share/resource-agents/ra-api-1.dtd");
+    if !(rng.is_file() && dtd.is_file()) {
+        assert!(
+            !tenet_tests::ha::ha_required(),
+            "TENET_REQUIRE_HA=1 but resource-agents is not installed"
+        );
+        tenet_tests::ha::skip(
+            "the_meta_data_of_both_agents_validates: resource-agents not installed",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["tenet-policyd", "tenet-package"] {
+        let out = run_env(&ocf_agent(name), &["meta-data"], &[]);
+        assert_eq!(code(&out), Some(0), "{name} meta-data: {}", text(&out));
+        let xml = dir.path().join(format!("{name}.xml"));
+        std::fs::write(&xml, &out.stdout).unwrap();
+        for args in [
+            vec!["--noout", "--relaxng", rng.to_str().unwrap(), "-"],
+            vec!["--noout", "--valid", "-"],
+        ] {
+            // On stdin from the DTD's directory, as ocf-tester does, so SYSTEM
+            // "ra-api-1.dtd" resolves.
+            let out = Command::new("xmllint")
+                .args(&args)
+                .stdin(std::fs::File::open(&xml).unwrap())
+                .current_dir("/usr/share/resource-agents")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success()
+                    && !String::from_utf8_lossy(&out.stderr).contains("error")
+                    && !String::from_utf8_lossy(&out.stderr).contains("warning"),
+                "{name}: xmllint {args:?}:\n{}",
+                text(&out)
+            );
+        }
+    }
+}
+
+#[test]
+fn the_policyd_agent_maps_every_outcome_to_its_ocf_code() {
+    let mut s = Setup::new();
+    let agent = ocf_agent("tenet-policyd");
+    let policyd = binary("tenet-policyd");
+    let env = ocf_env(&s, &policyd, 10_000);
+    let probe = ocf_env(&s, &policyd, 0);
+    let reason = |out: &Output| String::from_utf8_lossy(&out.stderr).contains("ocf-exit-reason:");
+
+    // Nothing runs: monitor and probe 7, stop 0 (twice).
+    assert_eq!(code(&run_env(&agent, &["monitor"], &env)), Some(7));
+    assert_eq!(code(&run_env(&agent, &["monitor"], &probe)), Some(7));
+    assert_eq!(code(&run_env(&agent, &["stop"], &env)), Some(0));
+    assert_eq!(code(&run_env(&agent, &["stop"], &env)), Some(0));
+    assert_eq!(code(&run_env(&agent, &["validate-all"], &env)), Some(0));
+
+    // Not installed: validate-all 5, a probe 7, a recurring monitor 5, stop 0.
+    let missing = with(
+        env.clone(),
+        "OCF_RESKEY_binary",
+        "/nonexistent/tenet-policyd",
+    );
+    let out = run_env(&agent, &["validate-all"], &missing);
+    assert_eq!(code(&out), Some(5), "{}", text(&out));
+    assert!(reason(&out), "{}", text(&out));
+    let probe_missing = with(
+        probe.clone(),
+        "OCF_RESKEY_binary",
+        "/nonexistent/tenet-policyd",
+    );
+    assert_eq!(
+        code(&run_env(&agent, &["monitor"], &probe_missing)),
+        Some(7)
+    );
+    assert_eq!(code(&run_env(&agent, &["monitor"], &missing)), Some(5));
+    assert_eq!(code(&run_env(&agent, &["stop"], &missing)), Some(0));
+    let out = run_env(&agent, &["start"], &missing);
+    assert_eq!(code(&out), Some(5), "{}", text(&out));
+    let no_config = with(
+        env.clone(),
+        "OCF_RESKEY_config",
+        "/nonexistent/policyd.toml",
+    );
+    assert_eq!(
+        code(&run_env(&agent, &["validate-all"], &no_config)),
+        Some(5)
+    );
+
+    // Misconfigured: an invalid policyd.toml or no bundle parameter is 6.
+    let bad = s.path("bad.toml");
+    std::fs::write(&bad, "member = \"alpha\"\n[limits]\nmax_conections = 3\n").unwrap();
+    let out = run_env(
+        &agent,
+        &["validate-all"],
+        &with(env.clone(), "OCF_RESKEY_config", bad.to_str().unwrap()),
+    );
+    assert_eq!(code(&out), Some(6), "{}", text(&out));
+    assert!(reason(&out), "{}", text(&out));
+    let no_bundle = with(env.clone(), "OCF_RESKEY_bundle", "");
+    assert_eq!(
+        code(&run_env(&agent, &["validate-all"], &no_bundle)),
+        Some(6)
+    );
+    assert_eq!(code(&run_env(&agent, &["start"], &no_bundle)), Some(6));
+
+    // A bundle that is not there (package filesystem missing): 1, listener left up.
+    let out = run_env(
+        &agent,
+        &["start"],
+        &with(env.clone(), "OCF_RESKEY_bundle", "/nonexistent/bundle"),
+    );
+    assert_eq!(code(&out), Some(1), "{}", text(&out));
+    assert!(reason(&out), "{}", text(&out));
+    assert_eq!(s.status(), Some(7));
+
+    // Start: serving on return; twice is fine; a probe sees it.
+    let out = run_env(&agent, &["start"], &env);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(s.status(), Some(0));
+    assert_eq!(code(&run_env(&agent, &["start"], &env)), Some(0));
+    assert_eq!(code(&run_env(&agent, &["monitor"], &env)), Some(0));
+    assert_eq!(code(&run_env(&agent, &["monitor"], &probe)), Some(0));
+
+    // The listener dies (application failure): monitor 7, the recovery's stop 0, and a
+    // start brings a new listener up.
+    s.kill_listener();
+    assert_eq!(code(&run_env(&agent, &["monitor"], &env)), Some(7));
+    assert_eq!(code(&run_env(&agent, &["stop"], &env)), Some(0));
+    let out = run_env(&agent, &["start"], &env);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(s.status(), Some(0));
+
+    // Stop: not serving, the listener still up.
+    assert_eq!(code(&run_env(&agent, &["stop"], &env)), Some(0));
+    assert_eq!(s.status(), Some(7));
+    assert_eq!(code(&run_env(&agent, &["monitor"], &env)), Some(7));
+    assert_eq!(code(&run_env(&agent, &["bogus"], &env)), Some(3));
+}
+
+#[test]
+fn the_package_agent_checks_what_it_can_without_the_event_command() {
+    // start and stop run `tenet-agent event`, which is not on this branch yet; ocf-tester
+    // of this agent waits for it. What does not need it is checked here.
+    let s = Setup::new();
+    let agent = ocf_agent("tenet-package");
+    let agent_toml = s.path("agent.toml");
+    std::fs::write(&agent_toml, "# placeholder\n").unwrap();
+    let env = vec![
+        ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
+        ("OCF_ROOT", "/usr/lib/ocf".to_string()),
+        ("OCF_RESOURCE_INSTANCE", "app".to_string()),
+        ("OCF_RESKEY_package", "dce".to_string()),
+        (
+            "OCF_RESKEY_binary",
+            binary("tenet-agent").display().to_string(),
+        ),
+        ("OCF_RESKEY_config", agent_toml.display().to_string()),
+        ("OCF_RESKEY_CRM_meta_interval", "0".to_string()),
+        ("HA_RSCTMP", s.path("rsctmp").display().to_string()),
+    ];
+    assert_eq!(code(&run_env(&agent, &["validate-all"], &env)), Some(0));
+    assert_eq!(code(&run_env(&agent, &["monitor"], &env)), Some(7));
+    assert_eq!(code(&run_env(&agent, &["stop"], &env)), Some(0));
+    let out = run_env(
+        &agent,
+        &["validate-all"],
+        &with(env.clone(), "OCF_RESKEY_package", ""),
+    );
+    assert_eq!(code(&out), Some(6), "{}", text(&out));
+    let missing = with(env.clone(), "OCF_RESKEY_binary", "/nonexistent/tenet-agent");
+    assert_eq!(code(&run_env(&agent, &["validate-all"], &missing)), Some(5));
+    assert_eq!(code(&run_env(&agent, &["monitor"], &missing)), Some(7));
+    let recurring = with(missing, "OCF_RESKEY_CRM_meta_interval", "10000");
+    assert_eq!(code(&run_env(&agent, &["monitor"], &recurring)), Some(5));
+}
+
+/// What Serviceguard gives an external script: SG_* and the package's PEV_* variables.
+fn sg_env(s: &Setup, policyd: &Path, config: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("SG_PACKAGE", "tenet-policyd".to_string()),
+        ("SG_PACKAGE_NAME", "tenet-policyd".to_string()),
+        ("SG_NODE", "node1".to_string()),
+        ("PEV_TENET_POLICYD", policyd.display().to_string()),
+        ("PEV_TENET_CONFIG", config.display().to_string()),
+        ("PEV_TENET_BUNDLE", s.bundle.display().to_string()),
+    ]
+}
+
+fn wait_exit(child: &mut Child) -> Option<i32> {
+    let status = wait_for("the service command to exit", DEADLINE, || {
+        child.try_wait().unwrap()
+    });
+    status.code()
+}
+
+#[test]
+fn the_serviceguard_external_script_and_service_command_follow_the_contract() {
+    let mut s = Setup::new();
+    let script = packaging().join("serviceguard/tenet-policyd.sh");
+    let service = packaging().join("serviceguard/tenet-policyd-service.sh");
+    let policyd = binary("tenet-policyd");
+    let env = sg_env(&s, &policyd, &s.config);
+
+    let out = run_env(&script, &["validate"], &env);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    // Halting a package that never ran here: 0.
+    assert_eq!(code(&run_env(&script, &["stop"], &env)), Some(0));
+
+    let out = run_env(&script, &["start"], &env);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(s.status(), Some(0), "serving when start returns");
+    assert_eq!(code(&run_env(&script, &["start"], &env)), Some(0));
+
+    // The service command: foreground while serving, exits non-zero when serving stops.
+    let config = s.config.clone();
+    let start_service = || {
+        Command::new(&service)
+            .arg(&config)
+            .arg(&policyd)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut svc = start_service();
+    s.pids.push(svc.id());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        svc.try_wait().unwrap().is_none(),
+        "the service exited while serving"
+    );
+    let out = run_env(&script, &["stop"], &env);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(wait_exit(&mut svc), Some(7));
+    assert_eq!(s.status(), Some(7), "the listener stays after halt");
+    assert_eq!(code(&run_env(&script, &["stop"], &env)), Some(0));
+
+    // The listener dies while the package runs: the service exits 1.
+    assert_eq!(code(&run_env(&script, &["start"], &env)), Some(0));
+    let mut svc = start_service();
+    s.pids.push(svc.id());
+    s.kill_listener();
+    assert_eq!(wait_exit(&mut svc), Some(1));
+    assert_eq!(code(&run_env(&script, &["stop"], &env)), Some(0));
+
+    // Failures: no binary here -> 2 (another node may have it); invalid configuration
+    // -> validate 1, start 1 (same everywhere; do not bounce the package).
+    let missing = sg_env(&s, Path::new("/nonexistent/tenet-policyd"), &s.config);
+    assert_eq!(code(&run_env(&script, &["start"], &missing)), Some(2));
+    assert_eq!(code(&run_env(&script, &["validate"], &missing)), Some(1));
+    assert_eq!(code(&run_env(&script, &["stop"], &missing)), Some(0));
+    let bad = s.path("bad.toml");
+    std::fs::write(&bad, "member = \"alpha\"\n").unwrap();
+    let bad_env = sg_env(&s, &policyd, &bad);
+    assert_eq!(code(&run_env(&script, &["validate"], &bad_env)), Some(1));
+    assert_eq!(code(&run_env(&script, &["start"], &bad_env)), Some(1));
+    assert_eq!(code(&run_env(&script, &[], &env)), Some(1));
+}
+
+#[test]
+fn the_powerha_scripts_work_with_no_arguments_and_no_environment() {
+    let mut s = Setup::new();
+    let dir = s.install(
+        "powerha",
+        &[
+            "tenet-policyd-start",
+            "tenet-policyd-stop",
+            "tenet-policyd-monitor",
+        ],
+        &s.bundle.clone(),
+    );
+    let start = dir.join("tenet-policyd-start");
+    let stop = dir.join("tenet-policyd-stop");
+    let monitor = dir.join("tenet-policyd-monitor");
+
+    assert_ne!(code(&run_env(&monitor, &[], &[])), Some(0));
+    assert_eq!(
+        code(&run_env(&stop, &[], &[])),
+        Some(0),
+        "stop of a stopped application"
+    );
+    let out = run_env(&start, &[], &[]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(s.status(), Some(0), "serving when start returns");
+    assert_eq!(code(&run_env(&monitor, &[], &[])), Some(0));
+    assert_eq!(code(&run_env(&start, &[], &[])), Some(0));
+    let out = run_env(&stop, &[], &[]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(s.status(), Some(7));
+    assert_ne!(code(&run_env(&monitor, &[], &[])), Some(0));
+    assert_eq!(code(&run_env(&stop, &[], &[])), Some(0));
+
+    // The listener dies: the monitor fails, cleanup (stop) succeeds, restart works.
+    assert_eq!(code(&run_env(&start, &[], &[])), Some(0));
+    s.kill_listener();
+    assert_ne!(code(&run_env(&monitor, &[], &[])), Some(0));
+    assert_eq!(code(&run_env(&stop, &[], &[])), Some(0));
+    assert_eq!(code(&run_env(&start, &[], &[])), Some(0));
+    assert_eq!(code(&run_env(&monitor, &[], &[])), Some(0));
+}
+
+#[test]
+fn the_keepalived_notify_script_follows_each_state_and_the_check_reports_health() {
+    let mut s = Setup::new();
+    let dir = s.install(
+        "keepalived",
+        &["tenet-policyd-notify", "tenet-policyd-check"],
+        &s.bundle.clone(),
+    );
+    let notify = |state: &str| {
+        run_env(
+            &dir.join("tenet-policyd-notify"),
+            &["INSTANCE", "tenet", state, "150"],
+            &[],
+        )
+    };
+    let check = || code(&run_env(&dir.join("tenet-policyd-check"), &["tenet"], &[]));
+
+    // BACKUP first (keepalived starts in BACKUP): nothing runs, nothing to stop.
+    assert_eq!(code(&notify("BACKUP")), Some(0));
+    assert_eq!(check(), Some(1), "no listener: unhealthy");
+    let out = notify("MASTER");
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(s.status(), Some(0), "serving when notify returns");
+    assert_eq!(check(), Some(0));
+    for state in ["BACKUP", "FAULT", "STOP", "DELETED"] {
+        assert_eq!(code(&notify("MASTER")), Some(0));
+        assert_eq!(s.status(), Some(0));
+        let out = notify(state);
+        assert_eq!(code(&out), Some(0), "{state}: {}", text(&out));
+        assert_eq!(s.status(), Some(7), "{state}: demoted, listener up");
+        assert_eq!(check(), Some(0), "{state}: a healthy backup");
+    }
+
+    // A MASTER that cannot serve fails its check until it has given the address up.
+    std::fs::write(
+        dir.join("tenet-ha.conf"),
+        std::fs::read_to_string(dir.join("tenet-ha.conf"))
+            .unwrap()
+            .replace(s.bundle.to_str().unwrap(), "/nonexistent/bundle"),
+    )
+    .unwrap();
+    assert_eq!(code(&notify("MASTER")), Some(1));
+    assert_eq!(check(), Some(1));
+    assert_eq!(code(&notify("FAULT")), Some(0));
+    assert_eq!(check(), Some(0));
+
+    // The listener dies: unhealthy.
+    s.kill_listener();
+    assert_eq!(check(), Some(1));
+    assert_eq!(code(&notify("BOGUS")), Some(2));
+    assert_eq!(
+        code(&run_env(
+            &dir.join("tenet-policyd-notify"),
+            &["INSTANCE"],
+            &[]
+        )),
+        Some(2)
+    );
+}
