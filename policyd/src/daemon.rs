@@ -102,6 +102,7 @@ impl Daemon {
             .map_err(|source| DaemonError::Tls { source })?;
 
         prepare_state_dir(&config.state_dir)?;
+        let ratchet = load_ratchet(&config.state_dir, trusted)?;
         let socket_path = config.control_socket();
         let control = bind_control(&socket_path)?;
 
@@ -126,7 +127,7 @@ impl Daemon {
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
-            promotion: Promotion::new(TrustState::new(trusted)),
+            promotion: Promotion::new(ratchet),
             metrics: Metrics::default(),
             connections: Tracker::default(),
             shutdown: shutdown_rx,
@@ -339,4 +340,40 @@ fn metrics_response(shared: &Shared, req: &Request<Incoming>) -> Response<Full<B
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
+}
+
+/// The trust state this member last served from (so a restart never serves an older
+/// serial), or a fresh one anchored at the configured root.
+fn load_ratchet(state_dir: &Path, trusted: TrustedRoot) -> Result<TrustState, DaemonError> {
+    let path = state_dir.join(crate::promotion::RATCHET_FILE);
+    let fail = |reason: String| DaemonError::Ratchet {
+        path: path.clone(),
+        reason,
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(TrustState::new(trusted));
+        }
+        Err(e) => return Err(fail(e.to_string())),
+    };
+    let state = TrustState::from_toml(&text).map_err(|e| fail(tenet_keys::error_chain(&e)))?;
+    let (persisted, configured) = (state.root().root(), trusted.root());
+    if persisted.deployment != configured.deployment {
+        return Err(fail(format!(
+            "it belongs to deployment {}, the trusted root to {}",
+            persisted.deployment, configured.deployment
+        )));
+    }
+    if persisted.version < configured.version {
+        warn!(
+            path = %path.display(),
+            persisted = persisted.version,
+            configured = configured.version,
+            "the configured root is newer than the persisted ratchet's; starting from the configured root"
+        );
+        return Ok(TrustState::new(trusted));
+    }
+    info!(serial = state.serial(), path = %path.display(), "ratchet restored: never serving an older serial");
+    Ok(state)
 }

@@ -57,6 +57,16 @@ pub enum ConfigError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DaemonError {
+    /// The persisted ratchet is unreadable, forged, or from another deployment.
+    #[error(
+        "cannot use the persisted ratchet {path}: {reason}; remove it only if this member must serve another deployment"
+    )]
+    Ratchet {
+        /// The ratchet file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The node key could not be read.
     #[error("cannot use the node key {path}")]
     NodeKey {
@@ -245,6 +255,16 @@ impl BundleError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PromoteError {
+    /// The ratchet could not be persisted, so the bundle is not served: a restarted
+    /// daemon must never serve an older serial than this one.
+    #[error("cannot persist the served serial to {path}")]
+    Ratchet {
+        /// The ratchet file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// No key file was named, on the command line or in the configuration.
     #[error("no {what} key: pass {flag} or set {field} in the configuration")]
     NoKey {

@@ -19,7 +19,7 @@
 //! forward, and survives demotion: a daemon never serves an older serial than it has
 //! served, nor another manifest with the same serial.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -232,6 +232,7 @@ async fn promote_locked(
     check_keys(&bundle, &timestamp_key, server_key.key_id())?;
     let previous = shared.promotion.snapshot().map(|s| s.timestamp.version);
     let timestamp = sign_timestamp(shared, &bundle, &timestamp_key, now, previous)?;
+    persist_ratchet(&shared.config.state_dir, bundle.state())?;
     let fingerprint = (bundle.dir().to_path_buf(), bundle.manifest_sha256());
     let bundle = Arc::new(bundle);
     let timestamp_key = Arc::new(timestamp_key);
@@ -292,6 +293,35 @@ async fn promote_locked(
         refresh_task,
     });
     Ok(snapshot)
+}
+
+/// The file in the state directory that keeps the ratchet across restarts.
+pub(crate) const RATCHET_FILE: &str = "ratchet.toml";
+
+/// Writes the trust state of a bundle about to be served, atomically (temp file,
+/// fsync, rename, directory fsync), before it is served.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the daemon's own state, outside any managed root; the directory is fsynced here"
+)]
+fn persist_ratchet(state_dir: &Path, state: &TrustState) -> Result<(), PromoteError> {
+    let path = state_dir.join(RATCHET_FILE);
+    let fail = |source| PromoteError::Ratchet {
+        path: path.clone(),
+        source,
+    };
+    let text = state
+        .to_toml()
+        .map_err(|e| fail(std::io::Error::other(e)))?;
+    let tmp = state_dir.join(format!("{RATCHET_FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(state_dir)?.sync_all()
+    };
+    write().map_err(fail)
 }
 
 /// Makes `bundle` the served one: ratchet, handshake pins, then the snapshot.
@@ -429,6 +459,7 @@ async fn pick_up(shared: &Arc<Shared>) {
     let accepted = loaded.and_then(|bundle| {
         check_keys(&bundle, &timestamp_key, server_key_id)?;
         let timestamp = sign_timestamp(shared, &bundle, &timestamp_key, now, previous)?;
+        persist_ratchet(&shared.config.state_dir, bundle.state())?;
         Ok((bundle, timestamp))
     });
     match accepted {

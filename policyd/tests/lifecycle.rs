@@ -260,3 +260,29 @@ fn the_timestamp_is_signed_again_every_half_ttl() {
     });
     assert!(second > first);
 }
+
+/// The served serial survives a restart: a daemon that served serial 2 refuses to be
+/// promoted with serial 1 after it was restarted, and still serves 2 and higher.
+#[test]
+fn a_restarted_daemon_never_serves_an_older_serial() {
+    let fx = Fixture::new();
+    let cfg = fx.config("");
+    let (one, two) = (fx.sign(1), fx.sign(2));
+    let mut daemon = Daemon::start(&cfg);
+    daemon.promote(&two);
+    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+    assert!(fx.path("state/ratchet.toml").is_file());
+
+    let mut daemon = Daemon::start(&cfg);
+    let out = daemon.command(&["promote", "--bundle", one.to_str().unwrap()]);
+    assert_ne!(code(&out), Some(0), "serial 1 was promoted after serving 2");
+    assert_eq!(code(&daemon.command(&["status"])), Some(7));
+    assert!(
+        daemon.log().contains("ratchet restored"),
+        "{}",
+        daemon.log()
+    );
+    let status = daemon.promote(&two);
+    assert_eq!(status.serial, Some(2));
+    assert_eq!(daemon.terminate().code(), Some(0));
+}
