@@ -19,6 +19,7 @@ pub mod facts;
 pub mod fetch;
 pub mod fsops;
 pub mod lock;
+pub mod push;
 pub mod report;
 pub mod run;
 #[cfg(any(test, feature = "test-util"))]

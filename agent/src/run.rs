@@ -42,6 +42,9 @@ pub struct RunOptions {
     pub mode: Mode,
     /// Whether reports carry diffs.
     pub diffs: Diffs,
+    /// Classes set for this run only, beside the member's inventory classes (a pushed
+    /// run's classes).
+    pub classes: Vec<String>,
 }
 
 /// A run that converged.
@@ -207,16 +210,22 @@ pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, 
         }
     };
 
-    let classes = match manifest.members.iter().find(|m| m.name == config.member) {
-        Some(m) => m.classes.join(","),
+    let mut classes: Vec<String> = match manifest.members.iter().find(|m| m.name == config.member) {
+        Some(m) => m.classes.clone(),
         None => {
             reporter.warning(&format!(
                 "member {} is not in the inventory of serial {serial}",
                 config.member
             ));
-            String::new()
+            Vec::new()
         }
     };
+    for c in &opts.classes {
+        if !classes.contains(c) {
+            classes.push(c.clone());
+        }
+    }
+    let classes = classes.join(",");
     let mut facts = vec![format!("member={}", config.member)];
     if !classes.is_empty() {
         facts.push(format!("classes={classes}"));
@@ -235,6 +244,28 @@ pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, 
         serial,
         trust_refused,
     })
+}
+
+/// The cached bundle's manifest and tree, re-verified against the persisted trust
+/// state (an expired bundle is used with a warning), without fetching anything: what
+/// `push` reads the member list from.
+pub fn cached_bundle(
+    config: &Config,
+    reporter: &mut dyn Reporter,
+) -> Result<(TrustState, Manifest, PathBuf), RunError> {
+    let cache = Cache::open(&config.state_dir).map_err(|e| {
+        RunError::Environment(format!("cache in {}: {e}", config.state_dir.display()))
+    })?;
+    let Some((serial, dir)) = cache.current() else {
+        return Err(RunError::NoMaster(format!(
+            "no bundle is cached in {}; run `tenet-agent run` first",
+            config.state_dir.display()
+        )));
+    };
+    let state = load_state(config, &cache)?;
+    let clock = Clock::new(Time::from_system(SystemTime::now()));
+    let (tree, manifest, _) = from_cache(&state, serial, &dir, &clock, reporter)?;
+    Ok((state, manifest, tree))
 }
 
 fn from_cache(
