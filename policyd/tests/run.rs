@@ -14,6 +14,35 @@ use tenet_keys::{SecretKey, Time, publish};
 
 use crate::util::{Client, Daemon, Fixture, now};
 
+/// Reads a streamed body until a line satisfies `want`; returns the lines read.
+async fn read_until(
+    body: &mut hyper::body::Incoming,
+    buf: &mut Vec<u8>,
+    want: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    use http_body_util::BodyExt as _;
+    let mut lines = Vec::new();
+    loop {
+        while let Some(at) = buf.iter().position(|b| *b == b'\n') {
+            let l: Vec<u8> = buf.drain(..=at).collect();
+            let v: Value = serde_json::from_slice(&l).unwrap();
+            let done = want(&v);
+            lines.push(v);
+            if done {
+                return lines;
+            }
+        }
+        let frame = body
+            .frame()
+            .await
+            .unwrap_or_else(|| panic!("the stream ended early: {lines:?}"))
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+        }
+    }
+}
+
 /// A fixture whose root 2 lists alice (every member, `maint_*`) and bob (beta only),
 /// and a daemon for alpha trusting root 2 whose "agent" is /bin/true.
 struct World {
@@ -25,6 +54,10 @@ struct World {
 
 impl World {
     fn new() -> World {
+        World::with_agent("/bin/true")
+    }
+
+    fn with_agent(agent: &str) -> World {
         let fx = Fixture::new();
         let d = Deployment::open(&fx.deployment).unwrap();
         let (alice, _) = d
@@ -68,11 +101,12 @@ listen = "127.0.0.1:0"
 listen = "off"
 
 [run]
-agent = "/bin/true"
+agent = "AGENT"
 agent_config = "agent.toml"
 agent_state = "agent-state"
 timeout = "30s"
-"#,
+"#
+            .replace("AGENT", agent),
         )
         .unwrap();
         let daemon = Daemon::start(&config);
@@ -299,4 +333,76 @@ fn every_refusal_on_the_wire() {
         .unwrap();
     let (status, _) = rt.block_on(client.get(addr, "/v1/run")).unwrap();
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// A second request while a pushed run is going is attached to it: it gets `busy`
+/// naming the run's pid, then that run's own lines and end; no second run starts.
+#[test]
+fn a_request_during_a_pushed_run_reports_that_run() {
+    let fx_dir = tempfile::tempdir().unwrap();
+    let go = fx_dir.path().join("go");
+    let script = fx_dir.path().join("agent.sh");
+    let count = fx_dir.path().join("runs");
+    #[expect(clippy::disallowed_methods, reason = "a fake agent for the test")]
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho started >> {count}\necho '{{\"type\":\"warning\",\"message\":\"waiting\"}}'\nwhile [ ! -e {go} ]; do sleep 0.02; done\necho '{{\"type\":\"summary\",\"repaired\":1}}'\n",
+            count = count.display(),
+            go = go.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let w = World::with_agent(script.to_str().unwrap());
+    let addr = w.daemon.status().unwrap().listener;
+    let client = Client::new(&w.alice, vec![w.fx.node_key("alpha").key_id()]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let post = |r: &RunRequest| {
+            let signed = runreq::sign(r, &w.alice).unwrap();
+            let builder = Request::post("/v1/run").header(
+                SIGNATURE_HEADER,
+                runreq::signature_header(&signed.signatures),
+            );
+            client.open(addr, builder, Full::new(Bytes::from(signed.bytes)))
+        };
+        let (status, mut first) = post(&w.request("alpha", &[])).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        let mut first_buf = Vec::new();
+        let head = read_until(&mut first, &mut first_buf, |v| v["type"] == "warning").await;
+        let pid = head[0]["pid"].as_u64().unwrap();
+
+        let (status, mut second) = post(&w.request("alpha", &[])).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        let mut second_buf = Vec::new();
+        let busy = read_until(&mut second, &mut second_buf, |v| v["type"] == "busy").await;
+        assert_eq!(busy[0]["attached"], true, "{busy:?}");
+        assert_eq!(busy[0]["pid"].as_u64(), Some(pid));
+
+        #[expect(clippy::disallowed_methods, reason = "releases the fake agent")]
+        std::fs::write(&go, "").unwrap();
+        let first_rest = read_until(&mut first, &mut first_buf, |v| v["type"] == "end").await;
+        let second_rest = read_until(&mut second, &mut second_buf, |v| v["type"] == "end").await;
+        assert!(
+            first_rest.iter().any(|v| v["type"] == "summary"),
+            "{first_rest:?}"
+        );
+        assert!(
+            second_rest.iter().any(|v| v["type"] == "summary"),
+            "{second_rest:?}"
+        );
+        assert_eq!(
+            first_rest.last(),
+            second_rest.last(),
+            "both see the same end"
+        );
+        assert_eq!(second_rest.last().unwrap()["pid"].as_u64(), Some(pid));
+    });
+    let runs = std::fs::read_to_string(&count).unwrap();
+    assert_eq!(runs.lines().count(), 1, "exactly one run started");
 }
