@@ -87,10 +87,10 @@ pub enum Command {
     ///
     /// Members and their addresses come from this machine's verified cached bundle
     /// (run `tenet-agent run` first): the inventory pins each member's key, the cluster
-    /// config gives its boot address, on port 8740 ([push] port and [push] addresses
+    /// config gives its boot address, on port 8740 (push.port and push.addresses
     /// in agent.toml override). A member not in the inventory (revoked, never enrolled)
     /// is not contacted. Each request is signed with the administrator's key (--key or
-    /// [push] key), which must be an admin key of the root with a scope covering the
+    /// push.key), which must be an admin key of the root with a scope covering the
     /// member and the classes; it says only "converge now" (as a dry run with
     /// --dry-run), never a command or policy. The member streams its run back; a
     /// summary table ends the output (--json: JSON Lines instead).
@@ -141,7 +141,7 @@ pub struct PushArgs {
     /// Push to every member of the cached bundle's inventory.
     #[arg(long)]
     pub all: bool,
-    /// The agent's configuration (state directory, [push]).
+    /// The agent's configuration (state directory, the push table).
     #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_CONFIG)]
     pub config: PathBuf,
     /// Ask for dry runs: report what would change, change nothing.
@@ -159,7 +159,7 @@ pub struct PushArgs {
     /// Print JSON Lines: every member's events, a line per member, a summary.
     #[arg(long)]
     pub json: bool,
-    /// The administrator's key [default: [push] key in agent.toml].
+    /// The administrator's key [default: push.key in agent.toml].
     #[arg(long, value_name = "ADMIN_KEY")]
     pub key: Option<PathBuf>,
 }
