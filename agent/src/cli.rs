@@ -26,6 +26,9 @@ pub enum ExitCode {
     Environment = 7,
     /// An earlier run of this event id was interrupted; nothing was re-run (`--resume`).
     Interrupted = 8,
+    /// `push`: some member was unreachable, refused the request, or was busy; its run
+    /// did not happen.
+    PushIncomplete = 9,
 }
 
 const EXIT_CODES: &str = "\
@@ -39,7 +42,8 @@ Exit codes:
   5  no master answered and no cached bundle exists
   6  another run is already in progress (event, watch: still, after --lock-timeout)
   7  the run could not start: root or state directory unusable
-  8  event: an earlier run of this id was interrupted; nothing re-run; use --resume";
+  8  event: an earlier run of this id was interrupted; nothing re-run; use --resume
+  9  push: some member unreachable, refused, or busy (its run did not happen)";
 
 /// tenet-agent keeps this cluster member configured as its policy says.
 #[derive(Debug, Parser)]
@@ -107,6 +111,22 @@ pub enum Command {
     /// not journalled.
     #[command(after_help = EXIT_CODES)]
     Watch(WatchArgs),
+    /// Ask members to converge now: a signed run request to each member's listener.
+    ///
+    /// Members and their addresses come from this machine's verified cached bundle
+    /// (run `tenet-agent run` first): the inventory pins each member's key, the cluster
+    /// config gives its boot address, on port 8740 (push.port and push.addresses
+    /// in agent.toml override). A member not in the inventory (revoked, never enrolled)
+    /// is not contacted. Each request is signed with the administrator's key (--key or
+    /// push.key), which must be an admin key of the root with a scope covering the
+    /// member and the classes; it says only "converge now" (as a dry run with
+    /// --dry-run), never a command or policy. The member streams its run back; a
+    /// summary table ends the output (--json: JSON Lines instead).
+    ///
+    /// Exit status: 0 every run ok; 1 some run failed (and every member ran); 9 some
+    /// member unreachable, refused, or busy with another run (wins over 1).
+    #[command(after_help = EXIT_CODES)]
+    Push(PushArgs),
     /// Apply the shipped dce-cluster example to a throwaway sandbox, twice.
     ///
     /// The first run shows every change (with diffs); the second shows that nothing
@@ -266,6 +286,42 @@ pub struct DaemonArgs {
     pub json: bool,
 }
 
+/// Options of `push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Members to push to (names from the cluster config).
+    #[arg(
+        value_name = "MEMBER",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub members: Vec<String>,
+    /// Push to every member of the cached bundle's inventory.
+    #[arg(long)]
+    pub all: bool,
+    /// The agent's configuration (state directory, the push table).
+    #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Ask for dry runs: report what would change, change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Set a class for the runs (repeatable; the admin key's scope must allow it).
+    #[arg(long = "class", value_name = "CLASS", value_parser = class_name)]
+    pub classes: Vec<String>,
+    /// Members contacted at once.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: u16,
+    /// Limit on each member's whole run, connection included (30s, 10m).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = duration)]
+    pub timeout: std::time::Duration,
+    /// Print JSON Lines: every member's events, a line per member, a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// The administrator's key [default: push.key in agent.toml].
+    #[arg(long, value_name = "ADMIN_KEY")]
+    pub key: Option<PathBuf>,
+}
+
 fn duration(s: &str) -> Result<std::time::Duration, String> {
     tenet_keys::time::parse_duration(s).map_err(|e| e.to_string())
 }
@@ -310,4 +366,16 @@ pub struct RunArgs {
     /// Print JSON Lines: one object per promise, then {"type":"summary",...}.
     #[arg(long)]
     pub json: bool,
+    /// Set a class for this run, beside this member's inventory classes (repeatable;
+    /// what a pushed run's classes become).
+    #[arg(long = "class", value_name = "CLASS", value_parser = class_name)]
+    pub classes: Vec<String>,
+}
+
+fn class_name(s: &str) -> Result<String, String> {
+    if tenet_keys::root::is_class_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err("a class is 1 to 64 letters, digits, '_', '-' or '.'".to_string())
+    }
 }

@@ -8,6 +8,11 @@
 //! trusted_root = "/etc/tenet/root.toml"        # with root.toml.sig beside it
 //! root = "/"                                   # default
 //! connect_timeout = "5s"                       # default
+//!
+//! [push]                                       # only for `tenet-agent push`
+//! key = "/etc/tenet/admin.key"                 # the administrator's key (else --key)
+//! port = 8740                                  # members' listener port; default 8740
+//! addresses = { alpha = "127.0.0.1:18740" }    # per-member host:port overrides
 //! ```
 //!
 //! Relative paths are taken from the directory of the configuration file. Unknown
@@ -46,7 +51,23 @@ pub struct Config {
     pub root: PathBuf,
     /// The limit on connecting (TCP and TLS) to the master.
     pub connect_timeout: Duration,
+    /// `[push]`: how `tenet-agent push` reaches members.
+    pub push: PushConfig,
 }
+
+/// `[push]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushConfig {
+    /// The administrator's key, when `--key` is not given.
+    pub key: Option<PathBuf>,
+    /// The members' listener port.
+    pub port: u16,
+    /// `host:port` per member name, instead of its boot address and `port`.
+    pub addresses: std::collections::BTreeMap<String, String>,
+}
+
+/// The members' listener port when `[push] port` is not set.
+pub const DEFAULT_LISTENER_PORT: u16 = 8740;
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +102,17 @@ struct File {
     trusted_root: PathBuf,
     root: Option<PathBuf>,
     connect_timeout: Option<String>,
+    #[serde(default)]
+    push: PushFile,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushFile {
+    key: Option<PathBuf>,
+    port: Option<u16>,
+    #[serde(default)]
+    addresses: std::collections::BTreeMap<String, String>,
 }
 
 impl Config {
@@ -124,7 +156,17 @@ impl Config {
         if connect_timeout.is_zero() {
             return Err("connect_timeout: must be more than 0".to_string());
         }
+        let push_port = f.push.port.unwrap_or(DEFAULT_LISTENER_PORT);
+        if push_port == 0 {
+            return Err("push.port: must not be 0".to_string());
+        }
+        let push = PushConfig {
+            key: f.push.key.map(abs),
+            port: push_port,
+            addresses: f.push.addresses,
+        };
         Ok(Config {
+            push,
             member: f.member,
             host,
             port,

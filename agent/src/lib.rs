@@ -21,6 +21,7 @@ pub mod failover;
 pub mod fetch;
 pub mod fsops;
 pub mod lock;
+pub mod push;
 pub mod report;
 pub mod run;
 pub mod simulate;

@@ -30,6 +30,7 @@ fn main() {
         Command::Plan(cmd) => plan(cmd),
         Command::Watch(args) => watch(args),
         Command::Demo { keep } => demo(keep),
+        Command::Push(args) => push(args),
     };
     process::exit(code as i32);
 }
@@ -117,6 +118,7 @@ fn run(args: RunArgs) -> ExitCode {
             Mode::Apply
         },
         diffs: if args.diff { Diffs::Keep } else { Diffs::Skip },
+        classes: args.classes,
     };
     let stdout = io::BufWriter::new(io::stdout().lock());
     let mut reporter: Box<dyn Reporter> = if args.json {
@@ -178,6 +180,7 @@ fn daemon(args: DaemonArgs) -> ExitCode {
         config: args.config,
         mode: Mode::Apply,
         diffs: Diffs::Skip,
+        classes: Vec::new(),
     };
     let schedule = Schedule {
         interval: args.interval,
@@ -300,6 +303,54 @@ fn plan(cmd: PlanCommand) -> ExitCode {
         Err(e) => {
             eprintln!("error: {}", chain(&e));
             ExitCode::Environment
+        }
+    }
+}
+
+fn push(args: tenet_agent::cli::PushArgs) -> ExitCode {
+    use tenet_agent::push::{
+        PushError, PushExit, PushHuman, PushJson, PushOptions, PushReporter, Targets,
+    };
+    let opts = PushOptions {
+        config: args.config,
+        targets: if args.all {
+            Targets::All
+        } else {
+            Targets::Members(args.members)
+        },
+        mode: if args.dry_run {
+            tenet_keys::runreq::RunMode::DryRun
+        } else {
+            tenet_keys::runreq::RunMode::Apply
+        },
+        classes: args.classes,
+        parallel: usize::from(args.parallel),
+        timeout: args.timeout,
+        key: args.key,
+    };
+    let mut reporter: Box<dyn PushReporter> = if args.json {
+        Box::new(PushJson::new(io::stdout()))
+    } else {
+        Box::new(PushHuman::new(io::stdout(), io::stdout().is_terminal()))
+    };
+    match tenet_agent::push::push(&opts, reporter.as_mut()) {
+        Ok(report) => match report.exit() {
+            PushExit::AllOk => ExitCode::Success,
+            PushExit::SomeFailed => ExitCode::PromisesFailed,
+            PushExit::SomeNotRun => ExitCode::PushIncomplete,
+        },
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            match e {
+                PushError::Config(_) | PushError::Policy { .. } => ExitCode::InvalidPolicy,
+                PushError::NoKey { .. } | PushError::NoTargets => ExitCode::Usage,
+                PushError::Bundle(
+                    tenet_agent::run::RunError::NoMaster(_)
+                    | tenet_agent::run::RunError::NoCache { .. },
+                ) => ExitCode::NoMaster,
+                PushError::Bundle(tenet_agent::run::RunError::Trust(_)) => ExitCode::TrustRefused,
+                _ => ExitCode::Environment,
+            }
         }
     }
 }

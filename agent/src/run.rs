@@ -42,6 +42,9 @@ pub struct RunOptions {
     pub mode: Mode,
     /// Whether reports carry diffs.
     pub diffs: Diffs,
+    /// Classes set for this run only, beside the member's inventory classes (a pushed
+    /// run's classes).
+    pub classes: Vec<String>,
 }
 
 /// A run that converged.
@@ -213,7 +216,7 @@ pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, 
         }
     };
 
-    let facts = member_facts(&config.member, &manifest, serial, reporter);
+    let facts = member_facts(&config.member, &manifest, serial, &opts.classes, reporter);
     let apply_opts = ApplyOptions {
         tree: tree_dir,
         root: config.root.clone(),
@@ -249,18 +252,9 @@ pub fn cached_tree(
     member: &str,
     reporter: &mut dyn Reporter,
 ) -> Result<CachedTree, RunError> {
-    let cache = Cache::open(&config.state_dir).map_err(|e| {
-        RunError::Environment(format!("cache in {}: {e}", config.state_dir.display()))
-    })?;
-    let Some((serial, dir)) = cache.current() else {
-        return Err(RunError::NoCache {
-            state_dir: config.state_dir.clone(),
-        });
-    };
-    let state = load_state(config, &cache)?;
-    let clock = Clock::new(Time::from_system(SystemTime::now()));
-    let (tree, manifest, serial) = from_cache(&state, serial, &dir, &clock, reporter)?;
-    let facts = member_facts(member, &manifest, serial, reporter);
+    let (_, manifest, tree) = cached_bundle(config, reporter)?;
+    let serial = manifest.serial;
+    let facts = member_facts(member, &manifest, serial, &[], reporter);
     Ok(CachedTree {
         tree,
         serial,
@@ -273,22 +267,50 @@ fn member_facts(
     member: &str,
     manifest: &Manifest,
     serial: u64,
+    extra_classes: &[String],
     reporter: &mut dyn Reporter,
 ) -> Vec<String> {
-    let classes = match manifest.members.iter().find(|m| m.name == member) {
-        Some(m) => m.classes.join(","),
+    let mut classes: Vec<String> = match manifest.members.iter().find(|m| m.name == member) {
+        Some(m) => m.classes.clone(),
         None => {
             reporter.warning(&format!(
                 "member {member} is not in the inventory of serial {serial}"
             ));
-            String::new()
+            Vec::new()
         }
     };
+    for c in extra_classes {
+        if !classes.contains(c) {
+            classes.push(c.clone());
+        }
+    }
+    let classes = classes.join(",");
     let mut facts = vec![format!("member={member}")];
     if !classes.is_empty() {
         facts.push(format!("classes={classes}"));
     }
     facts
+}
+
+/// The cached bundle's manifest and tree, re-verified against the persisted trust
+/// state (an expired bundle is used with a warning), without fetching anything: what
+/// `push` reads the member list from, and `event` its plans.
+pub fn cached_bundle(
+    config: &Config,
+    reporter: &mut dyn Reporter,
+) -> Result<(TrustState, Manifest, PathBuf), RunError> {
+    let cache = Cache::open(&config.state_dir).map_err(|e| {
+        RunError::Environment(format!("cache in {}: {e}", config.state_dir.display()))
+    })?;
+    let Some((serial, dir)) = cache.current() else {
+        return Err(RunError::NoCache {
+            state_dir: config.state_dir.clone(),
+        });
+    };
+    let state = load_state(config, &cache)?;
+    let clock = Clock::new(Time::from_system(SystemTime::now()));
+    let (tree, manifest, _) = from_cache(&state, serial, &dir, &clock, reporter)?;
+    Ok((state, manifest, tree))
 }
 
 fn from_cache(

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::deployment::{self, Deployment, Enrollment, InitOptions, NextRootOptions, Rotate};
+use crate::deployment::{
+    self, AdminChange, Deployment, Enrollment, InitOptions, NextRootOptions, Rotate,
+};
 use crate::error::{KeyError, PublishError};
 use crate::id::KeyId;
 use crate::key::SecretKey;
@@ -58,6 +60,10 @@ A typical first run:
   tenet-keys sign tree/ --deployment deploy/ --out bundle/
   tenet-keys timestamp bundle/ --key deploy/keys/timestamp.key
   tenet-keys verify bundle/ --root deploy/root/1.root.toml
+
+Administrators (keys that sign run requests for `tenet-agent push`):
+  tenet-keys admin-key deploy/ alice --member '*' --class 'maint_*'
+  tenet-keys root-next deploy/ && tenet-keys attest deploy/root/2.root.toml --key ...
 
 Rotating keys or extending the root's expiry:
   tenet-keys root-next deploy/ --rotate timestamp
@@ -133,6 +139,36 @@ pub enum Command {
     /// is recorded in the deployment; it only ever increases.
     #[command(after_help = EXIT_CODES)]
     Sign(SignArgs),
+    /// Make an administrator's key, or change its scope, for the next root.
+    ///
+    /// An administrator signs run requests (`tenet-agent push`): "converge now", as a
+    /// dry run or not, with classes set for that run. Its scope says which members it may
+    /// trigger (names, or '*') and which classes it may set (names, 'prefix*', or '*';
+    /// none by default). A new administrator gets DIR/keys/admin-NAME.key (mode 0600;
+    /// hand it to the operator); an existing one keeps its key and gets the new scope.
+    /// Everything is recorded in DIR/admins.toml and takes effect with the next root:
+    /// run `root-next`, then `attest` it with the root keys.
+    #[command(after_help = EXIT_CODES)]
+    AdminKey {
+        /// The deployment directory.
+        dir: PathBuf,
+        /// The administrator's name.
+        name: String,
+        /// A member the administrator may trigger, or '*' for all (repeatable).
+        #[arg(long = "member", value_name = "MEMBER", default_values_t = ["*".to_string()])]
+        members: Vec<String>,
+        /// A class the administrator may set: a name, 'prefix*' or '*' (repeatable).
+        #[arg(long = "class", value_name = "CLASS")]
+        classes: Vec<String>,
+    },
+    /// Remove an administrator; the next root (`root-next`) no longer lists its key.
+    #[command(after_help = EXIT_CODES)]
+    AdminRevoke {
+        /// The deployment directory.
+        dir: PathBuf,
+        /// The administrator's name.
+        name: String,
+    },
     /// Prepare the next root version (unsigned): new expiry, rotated keys, dropped pins.
     ///
     /// Writes DIR/root/NEXT.root.toml from the latest verified root (NEXT = its version + 1).
@@ -286,6 +322,13 @@ pub fn run(cli: Cli, now: Time, out: &mut dyn Write, err: &mut dyn Write) -> Exi
             key_id,
         } => enroll(&dir, &member, key_id, out),
         Command::Revoke { dir, member } => revoke(&dir, &member, out),
+        Command::AdminKey {
+            dir,
+            name,
+            members,
+            classes,
+        } => admin_key(&dir, &name, members, classes, out),
+        Command::AdminRevoke { dir, name } => admin_revoke(&dir, &name, out),
         Command::Sign(a) => sign(&a, now, out, err),
         Command::RootNext(a) => root_next(&a, now, out),
         Command::Attest {
@@ -388,6 +431,62 @@ fn revoke(dir: &Path, member: &str, out: &mut dyn Write) -> Result<(), PublishEr
     let _ = writeln!(
         out,
         "revoked key {old} of member {member}; the next signed manifest leaves it out"
+    );
+    Ok(())
+}
+
+fn admin_key(
+    dir: &Path,
+    name: &str,
+    members: Vec<String>,
+    classes: Vec<String>,
+    out: &mut dyn Write,
+) -> Result<(), PublishError> {
+    let d = Deployment::open(dir)?;
+    let (admin, change) = d.add_admin(name, members, classes)?;
+    let classes = if admin.classes.is_empty() {
+        "none".to_string()
+    } else {
+        admin.classes.join(", ")
+    };
+    match change {
+        AdminChange::NewKey(path) => {
+            let _ = writeln!(
+                out,
+                "administrator {name}: key {} ({})",
+                admin.keyid,
+                path.display()
+            );
+        }
+        AdminChange::ScopeReplaced => {
+            let _ = writeln!(
+                out,
+                "administrator {name}: key {} kept, scope replaced",
+                admin.keyid
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  may trigger: {}
+  may set classes: {classes}",
+        admin.members.join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "next: tenet-keys root-next {} and attest it; members honour the new root after their next run",
+        dir.display()
+    );
+    Ok(())
+}
+
+fn admin_revoke(dir: &Path, name: &str, out: &mut dyn Write) -> Result<(), PublishError> {
+    let d = Deployment::open(dir)?;
+    let keyid = d.remove_admin(name)?;
+    let _ = writeln!(
+        out,
+        "administrator {name} (key {keyid}) removed; the next root leaves it out: tenet-keys root-next {}",
+        dir.display()
     );
     Ok(())
 }

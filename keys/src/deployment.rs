@@ -4,6 +4,8 @@
 //! ```text
 //! DIR/deployment.toml   deployment id, last serial signed
 //! DIR/inventory.toml    enrolled members: name and node key id
+//! DIR/admins.toml       administrators: name, key id, public key, scope (the next
+//!                       root's admin role; absent until the first `admin-key`)
 //! DIR/keys/*.key        private keys (0600, in a 0700 directory)
 //! DIR/root/N.root.toml  every root version, with its .sig
 //! ```
@@ -23,7 +25,10 @@ use crate::fsio::{self, Overwrite};
 use crate::id::{DeploymentId, KeyId};
 use crate::key::SecretKey;
 use crate::manifest::is_valid_name;
-use crate::root::{Alg, KeyEntry, RoleSpec, Roles, Root, Transport};
+use crate::root::{
+    AdminScope, Alg, KeyEntry, RoleSpec, Roles, Root, Transport, is_class_pattern,
+    is_member_pattern,
+};
 use crate::sig::SignatureFile;
 use crate::time::Time;
 use crate::verify::{TrustState, TrustedRoot, update_root};
@@ -40,6 +45,8 @@ pub const POLICY_KEY: &str = "keys/policy.key";
 pub const TIMESTAMP_KEY: &str = "keys/timestamp.key";
 /// The policy server's TLS key made by `init`.
 pub const SERVER_TLS_KEY: &str = "keys/server-tls.key";
+/// The administrators file.
+pub const ADMINS_FILE: &str = "admins.toml";
 /// A member's identity key, as `node-key` writes it.
 pub const NODE_KEY_FILE: &str = "localhost.key";
 
@@ -84,6 +91,48 @@ pub struct Enrolled {
     pub name: String,
     /// Its node key's id.
     pub keyid: KeyId,
+}
+
+/// An administrator: a key of the admin role and its scope, as the next root lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// The administrator's name (the key's name in the root).
+    pub name: String,
+    /// The admin key's id.
+    pub keyid: KeyId,
+    /// The public key.
+    pub public: crate::key::PublicKey,
+    /// Member names or `*`.
+    pub members: Vec<String>,
+    /// Class names, `prefix*` or `*`.
+    #[serde(default)]
+    pub classes: Vec<String>,
+}
+
+/// What `add_admin` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminChange {
+    /// A new key was made at this path.
+    NewKey(PathBuf),
+    /// The administrator existed: only the scope was replaced.
+    ScopeReplaced,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminsFile {
+    schema: Schema,
+    kind: AdminsKind,
+    #[serde(rename = "admin", default)]
+    admins: Vec<Admin>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+enum AdminsKind {
+    #[default]
+    #[serde(rename = "admins")]
+    Admins,
 }
 
 /// What `enroll` changed.
@@ -218,6 +267,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, PublishError> 
             },
         },
         keys,
+        admin_scopes: vec![],
         transport: Transport {
             server_spki: vec![server.key_id()],
         },
@@ -377,6 +427,30 @@ pub fn next_root(d: &Deployment, opts: &NextRootOptions) -> Result<NextRootRepor
     root.transport
         .server_spki
         .retain(|pin| !opts.drop_pins.contains(pin));
+    if let Some(admins) = d.load_admins()? {
+        // admins.toml is the admin role of every root from now on.
+        let old_admins = root.roles.admin.keyids.clone();
+        root.keys.retain(|k| !old_admins.contains(&k.id));
+        root.roles.admin.keyids = admins.admins.iter().map(|a| a.keyid).collect();
+        root.roles.admin.threshold = 1;
+        for a in &admins.admins {
+            root.keys.push(KeyEntry {
+                id: a.keyid,
+                alg: Alg::Ed25519,
+                public: a.public,
+                name: a.name.clone(),
+            });
+        }
+        root.admin_scopes = admins
+            .admins
+            .iter()
+            .map(|a| AdminScope {
+                keyid: a.keyid,
+                members: a.members.clone(),
+                classes: a.classes.clone(),
+            })
+            .collect();
+    }
     // Keys no role names any more leave the root.
     let named: Vec<KeyId> = [
         &root.roles.root,
@@ -556,6 +630,108 @@ impl Deployment {
         let removed = inv.members.remove(at);
         self.save_inventory(&inv)?;
         Ok(removed.keyid)
+    }
+
+    /// The administrators recorded in `admins.toml` (none before the first).
+    pub fn admins(&self) -> Result<Vec<Admin>, PublishError> {
+        Ok(self.load_admins()?.map(|f| f.admins).unwrap_or_default())
+    }
+
+    /// Records administrator `name` with a scope: makes its key `keys/admin-NAME.key`
+    /// (0600) if the administrator is new, else replaces only the scope. The next root
+    /// (`root-next`) lists it in the admin role with this scope.
+    pub fn add_admin(
+        &self,
+        name: &str,
+        members: Vec<String>,
+        classes: Vec<String>,
+    ) -> Result<(Admin, AdminChange), PublishError> {
+        if !is_valid_name(name) {
+            return Err(PublishError::MemberName {
+                name: name.to_string(),
+            });
+        }
+        let bad = members
+            .iter()
+            .find(|m| !is_member_pattern(m))
+            .map(|m| ("member", m))
+            .or_else(|| {
+                classes
+                    .iter()
+                    .find(|c| !is_class_pattern(c))
+                    .map(|c| ("class", c))
+            });
+        if let Some((what, pattern)) = bad {
+            return Err(PublishError::ScopePattern {
+                what,
+                pattern: pattern.clone(),
+            });
+        }
+        let mut file = self.load_admins()?.unwrap_or_default();
+        let change = match file.admins.iter_mut().find(|a| a.name == name) {
+            Some(a) => {
+                a.members = members;
+                a.classes = classes;
+                AdminChange::ScopeReplaced
+            }
+            None => {
+                let key = SecretKey::generate()?;
+                let path = self.dir.join(KEYS_DIR).join(format!("admin-{name}.key"));
+                key.write(&path)?;
+                file.admins.push(Admin {
+                    name: name.to_string(),
+                    keyid: key.key_id(),
+                    public: key.public(),
+                    members,
+                    classes,
+                });
+                AdminChange::NewKey(path)
+            }
+        };
+        file.admins.sort_by(|a, b| a.name.cmp(&b.name));
+        self.save_admins(&file)?;
+        let admin = file
+            .admins
+            .into_iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| PublishError::NoAdmin {
+                name: name.to_string(),
+            })?;
+        Ok((admin, change))
+    }
+
+    /// Removes administrator `name`; the next root leaves its key out.
+    pub fn remove_admin(&self, name: &str) -> Result<KeyId, PublishError> {
+        let mut file = self.load_admins()?.unwrap_or_default();
+        let at = file
+            .admins
+            .iter()
+            .position(|a| a.name == name)
+            .ok_or_else(|| PublishError::NoAdmin {
+                name: name.to_string(),
+            })?;
+        let removed = file.admins.remove(at);
+        self.save_admins(&file)?;
+        Ok(removed.keyid)
+    }
+
+    fn load_admins(&self) -> Result<Option<AdminsFile>, PublishError> {
+        let path = self.dir.join(ADMINS_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = read_text(&path)?;
+        toml::from_str(&text)
+            .map(Some)
+            .map_err(|source| PublishError::Config { path, source })
+    }
+
+    fn save_admins(&self, file: &AdminsFile) -> Result<(), PublishError> {
+        let text = render(file).map_err(|source| PublishError::Render {
+            what: "the administrators",
+            source,
+        })?;
+        write_replace(&self.dir.join(ADMINS_FILE), text.as_bytes(), 0o644)
     }
 
     /// The default policy key, `DIR/keys/policy.key`.
@@ -755,5 +931,57 @@ mod tests {
         let h = d.root_history().unwrap();
         assert_eq!(h.versions, vec![1]);
         assert_eq!(h.pending.map(|p| p.0), Some(2));
+    }
+
+    #[test]
+    fn admins_enter_and_leave_the_admin_role_with_their_scope() {
+        let (_tmp, d) = fresh();
+        let next = |d: &Deployment| {
+            let r = next_root(
+                d,
+                &NextRootOptions {
+                    expires_in: Duration::from_secs(86_400),
+                    now: Time::from_unix(1_795_298_400).unwrap(),
+                    rotate: vec![],
+                    bump_epoch: false,
+                    drop_pins: vec![],
+                },
+            )
+            .unwrap();
+            let bytes = std::fs::read(&r.path).unwrap();
+            let key = SecretKey::read(&d.dir().join("keys/root-1.key")).unwrap();
+            crate::publish::attest(&r.path, &key, None).unwrap();
+            Root::parse(&bytes).unwrap()
+        };
+        let (alice, change) = d
+            .add_admin("alice", vec!["*".into()], vec!["maint_*".into()])
+            .unwrap();
+        let AdminChange::NewKey(path) = change else {
+            panic!("{change:?}")
+        };
+        assert_eq!(SecretKey::read(&path).unwrap().key_id(), alice.keyid);
+        let root = next(&d);
+        assert_eq!(root.roles.admin.keyids, vec![alice.keyid]);
+        assert_eq!(root.key(&alice.keyid).unwrap().name, "alice");
+        assert!(
+            root.admin_scope(&alice.keyid)
+                .unwrap()
+                .allows_class("maint_a")
+        );
+        // A scope change keeps the key.
+        let (again, change) = d.add_admin("alice", vec!["beta".into()], vec![]).unwrap();
+        assert_eq!(
+            (again.keyid, change),
+            (alice.keyid, AdminChange::ScopeReplaced)
+        );
+        assert!(matches!(
+            d.add_admin("bob", vec!["a b".into()], vec![]),
+            Err(PublishError::ScopePattern { what: "member", .. })
+        ));
+        // Removed: the next root has no admin key left.
+        assert_eq!(d.remove_admin("alice").unwrap(), alice.keyid);
+        let root = next(&d);
+        assert!(root.roles.admin.keyids.is_empty() && root.admin_scopes.is_empty());
+        assert!(root.key(&alice.keyid).is_none());
     }
 }

@@ -1,4 +1,4 @@
-//! The three signed document kinds and the parsing they share: a size cap, UTF-8, a
+//! The signed document kinds and the parsing they share: a size cap, UTF-8, a
 //! header check (`schema`, `kind`), then a strict serde parse.
 //!
 //! Parsing is not verification: callers check signatures over the raw bytes first (see
@@ -21,6 +21,8 @@ pub const MAX_ROOT_BYTES: u64 = 64 * 1024;
 pub const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
 /// Largest `timestamp.toml` read.
 pub const MAX_TIMESTAMP_BYTES: u64 = 4 * 1024;
+/// Largest run request read (a request names one member and a few classes).
+pub const MAX_RUNREQ_BYTES: u64 = 4 * 1024;
 /// Largest detached signature file read.
 pub const MAX_SIGNATURE_BYTES: u64 = 64 * 1024;
 
@@ -34,6 +36,8 @@ pub enum Document {
     Manifest,
     /// `timestamp.toml`: which manifest is current, briefly.
     Timestamp,
+    /// A run request: an administrator asks one member to converge now.
+    RunRequest,
 }
 
 impl Document {
@@ -43,14 +47,20 @@ impl Document {
             Document::Root => "root",
             Document::Manifest => "manifest",
             Document::Timestamp => "timestamp",
+            Document::RunRequest => "runreq",
         }
     }
 
     /// The document whose `kind` is `kind`.
     pub fn from_kind(kind: &str) -> Option<Document> {
-        [Document::Root, Document::Manifest, Document::Timestamp]
-            .into_iter()
-            .find(|d| d.kind() == kind)
+        [
+            Document::Root,
+            Document::Manifest,
+            Document::Timestamp,
+            Document::RunRequest,
+        ]
+        .into_iter()
+        .find(|d| d.kind() == kind)
     }
 
     /// The signature context.
@@ -59,6 +69,7 @@ impl Document {
             Document::Root => Context::Root,
             Document::Manifest => Context::Manifest,
             Document::Timestamp => Context::Timestamp,
+            Document::RunRequest => Context::RunRequest,
         }
     }
 
@@ -68,6 +79,7 @@ impl Document {
             Document::Root => Role::Root,
             Document::Manifest => Role::Policy,
             Document::Timestamp => Role::Timestamp,
+            Document::RunRequest => Role::Admin,
         }
     }
 
@@ -77,6 +89,7 @@ impl Document {
             Document::Root => MAX_ROOT_BYTES,
             Document::Manifest => MAX_MANIFEST_BYTES,
             Document::Timestamp => MAX_TIMESTAMP_BYTES,
+            Document::RunRequest => MAX_RUNREQ_BYTES,
         }
     }
 }
@@ -150,6 +163,11 @@ kind_tag!(
     /// The `kind = "timestamp"` field.
     TimestampKind,
     "timestamp"
+);
+kind_tag!(
+    /// The `kind = "runreq"` field.
+    RunRequestKind,
+    "runreq"
 );
 
 /// Refuses `bytes` larger than the document's cap.

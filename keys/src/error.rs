@@ -485,6 +485,23 @@ pub enum RootProblem {
         /// The key id.
         keyid: KeyId,
     },
+    /// An `[[admin_scope]]` names a key that is not in the admin role.
+    ScopeNotAdmin {
+        /// The key id.
+        keyid: KeyId,
+    },
+    /// Two `[[admin_scope]]` tables name one key.
+    DuplicateScope {
+        /// The key id.
+        keyid: KeyId,
+    },
+    /// A scope pattern is neither `*`, a name, nor (for classes) `prefix*`.
+    ScopePattern {
+        /// The key id.
+        keyid: KeyId,
+        /// The pattern.
+        pattern: String,
+    },
 }
 
 impl fmt::Display for RootProblem {
@@ -514,6 +531,17 @@ impl fmt::Display for RootProblem {
             Self::KeyName { keyid } => write!(
                 f,
                 "[[key]] {keyid} has an empty or unprintable name (at most 64 printable characters)"
+            ),
+            Self::ScopeNotAdmin { keyid } => write!(
+                f,
+                "[[admin_scope]] names key {keyid}, which is not a key of the admin role"
+            ),
+            Self::DuplicateScope { keyid } => {
+                write!(f, "[[admin_scope]] for key {keyid} is given twice")
+            }
+            Self::ScopePattern { keyid, pattern } => write!(
+                f,
+                "[[admin_scope]] of key {keyid}: {pattern:?} is not a member or class pattern"
             ),
         }
     }
@@ -717,6 +745,20 @@ pub enum PublishError {
         requested: u64,
         /// The last serial recorded.
         last: u64,
+    },
+    /// No administrator of that name is recorded.
+    #[error("administrator {name} is not recorded in admins.toml")]
+    NoAdmin {
+        /// The name.
+        name: String,
+    },
+    /// A scope pattern given for an administrator is invalid.
+    #[error("{pattern:?} is not a {what} pattern (a name, `*`, or for classes `prefix*`)")]
+    ScopePattern {
+        /// `member` or `class`.
+        what: &'static str,
+        /// The pattern.
+        pattern: String,
     },
     /// The member is not enrolled.
     #[error("member {member} is not enrolled")]

@@ -1,5 +1,5 @@
-//! Fixed-size identifiers written as lower-case hex: key ids, SHA-256 sums and
-//! deployment ids.
+//! Fixed-size identifiers written as lower-case hex: key ids, SHA-256 sums,
+//! deployment ids and run request nonces.
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,6 +22,10 @@ pub struct Sha256Sum([u8; 32]);
 /// signed document, so one deployment's documents never verify in another.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DeploymentId([u8; 16]);
+
+/// A run request's random 128-bit nonce: a member accepts each one once.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Nonce([u8; 16]);
 
 impl KeyId {
     /// The key id whose SPKI DER is `spki`.
@@ -69,6 +73,15 @@ impl DeploymentId {
     }
 }
 
+impl Nonce {
+    /// A new random nonce.
+    pub fn generate() -> Result<Nonce, getrandom::Error> {
+        let mut b = [0u8; 16];
+        getrandom::fill(&mut b)?;
+        Ok(Nonce(b))
+    }
+}
+
 macro_rules! hex_id {
     ($t:ty, $n:expr) => {
         impl fmt::Display for $t {
@@ -110,6 +123,7 @@ macro_rules! hex_id {
 hex_id!(KeyId, 32);
 hex_id!(Sha256Sum, 32);
 hex_id!(DeploymentId, 16);
+hex_id!(Nonce, 16);
 
 /// A list of key ids, displayed comma-separated (for error messages).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

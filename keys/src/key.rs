@@ -39,7 +39,7 @@ pub enum Context {
     Manifest,
     /// `timestamp.toml`.
     Timestamp,
-    /// A run request (reserved).
+    /// A run request ([`crate::runreq`]).
     RunRequest,
 }
 

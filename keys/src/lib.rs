@@ -12,6 +12,8 @@
 //!   [`verify::check_blob`], [`verify::verify_bundle`] → [`verify::VerifiedBundle`].
 //! - Transport: [`tls::client_config`] and [`tls::server_config`] (TLS 1.3, peers
 //!   pinned by key id).
+//! - Run requests: [`runreq::sign`] (an admin), [`runreq::verify`] with a
+//!   [`runreq::ReplayCache`] (the member).
 //!
 //! **Invariants:** only this crate reads private key material; only
 //! [`verify::verify_bundle`] constructs a [`verify::VerifiedBundle`]; signatures are
@@ -31,6 +33,7 @@ pub mod manifest;
 pub mod path;
 pub mod publish;
 pub mod root;
+pub mod runreq;
 pub mod sig;
 pub mod time;
 pub mod timestamp;

@@ -23,9 +23,17 @@
 //! public = "68aa…"         # 32 bytes, hex
 //! name = "root-1"
 //!
+//! [[admin_scope]]         # one per admin key: what its run requests may ask for
+//! keyid = "77c1…"          # a key of the admin role
+//! members = ["*"]          # member names, or "*" for every member
+//! classes = ["maint_*"]    # class names, "prefix*", or "*"; [] allows no classes
+//!
 //! [transport]
 //! server_spki = ["5a06…"]  # the policy server's TLS key id(s): current, then next
 //! ```
+//!
+//! `[[admin_scope]]` came after the first roots: a root without it parses as before, and
+//! an admin key without a scope may ask for nothing.
 
 use std::collections::BTreeSet;
 
@@ -59,6 +67,9 @@ pub struct Root {
     /// Every key any role names.
     #[serde(rename = "key", default)]
     pub keys: Vec<KeyEntry>,
+    /// What each admin key's run requests may ask for (absent in older roots).
+    #[serde(rename = "admin_scope", default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_scopes: Vec<AdminScope>,
     /// Transport pins.
     pub transport: Transport,
 }
@@ -110,6 +121,59 @@ pub enum Alg {
     Ed25519,
 }
 
+/// One `[[admin_scope]]`: the members and classes an admin key's run requests may name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminScope {
+    /// A key of the admin role.
+    pub keyid: KeyId,
+    /// Member names, or `"*"` for every member.
+    pub members: Vec<String>,
+    /// Class names, `"prefix*"`, or `"*"`; empty allows a plain "converge now" only.
+    #[serde(default)]
+    pub classes: Vec<String>,
+}
+
+impl AdminScope {
+    /// Whether the scope names `member` (or every member).
+    pub fn allows_member(&self, member: &str) -> bool {
+        self.members.iter().any(|m| m == "*" || m == member)
+    }
+
+    /// Whether the scope allows setting `class`.
+    pub fn allows_class(&self, class: &str) -> bool {
+        self.classes.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => class.starts_with(prefix),
+            None => p == class,
+        })
+    }
+}
+
+/// Whether `pattern` is a member pattern of a scope: `*` or a member name.
+pub fn is_member_pattern(pattern: &str) -> bool {
+    pattern == "*" || crate::manifest::is_valid_name(pattern)
+}
+
+/// Whether `pattern` is a class pattern of a scope: a class name, optionally followed by
+/// `*` (a prefix), or `*` alone.
+pub fn is_class_pattern(pattern: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some("") => true,
+        Some(prefix) => is_class_name(prefix),
+        None => is_class_name(pattern),
+    }
+}
+
+/// Whether `name` is a class name a run request may carry: 1 to 64 ASCII letters,
+/// digits, `_`, `-` or `.`.
+pub fn is_class_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-' || c == b'.')
+}
+
 /// `[transport]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,6 +211,11 @@ impl Root {
         }
     }
 
+    /// The scope of the admin key `id`, if the root gives it one.
+    pub fn admin_scope(&self, id: &KeyId) -> Option<&AdminScope> {
+        self.admin_scopes.iter().find(|s| s.keyid == *id)
+    }
+
     /// The `[[key]]` with this id.
     pub fn key(&self, id: &KeyId) -> Option<&KeyEntry> {
         self.keys.iter().find(|k| k.id == *id)
@@ -173,7 +242,8 @@ impl Root {
 
     /// The structural rules: versions from 1; every `[[key]]` id is its key's id and
     /// unique; every role names listed keys, each once, and a threshold between 1 and its
-    /// key count (the admin role may be empty).
+    /// key count (the admin role may be empty); each `[[admin_scope]]` belongs to a key of
+    /// the admin role, once, and holds only valid patterns.
     fn check(&self) -> Result<(), RootProblem> {
         if self.version == 0 {
             return Err(RootProblem::ZeroVersion);
@@ -217,6 +287,26 @@ impl Root {
                     role,
                     threshold: spec.threshold,
                     keys: seen.len(),
+                });
+            }
+        }
+        let mut scoped = BTreeSet::new();
+        for scope in &self.admin_scopes {
+            if !self.roles.admin.keyids.contains(&scope.keyid) {
+                return Err(RootProblem::ScopeNotAdmin { keyid: scope.keyid });
+            }
+            if !scoped.insert(scope.keyid) {
+                return Err(RootProblem::DuplicateScope { keyid: scope.keyid });
+            }
+            let bad = scope
+                .members
+                .iter()
+                .find(|m| !is_member_pattern(m))
+                .or_else(|| scope.classes.iter().find(|c| !is_class_pattern(c)));
+            if let Some(pattern) = bad {
+                return Err(RootProblem::ScopePattern {
+                    keyid: scope.keyid,
+                    pattern: pattern.clone(),
                 });
             }
         }
@@ -269,6 +359,7 @@ mod tests {
                 entry(&p, "policy"),
                 entry(&t, "timestamp"),
             ],
+            admin_scopes: vec![],
             transport: Transport {
                 server_spki: vec![t.key_id()],
             },
@@ -342,5 +433,62 @@ mod tests {
             |r| r.keys[1].name = "a\u{1b}[2J".to_string(),
             RootProblem::KeyName { keyid: policy },
         );
+        let admin = SecretKey::from_seed(&[7; 32]);
+        let with_admin = |r: &mut Root| {
+            r.keys.push(entry(&admin, "alice"));
+            r.roles.admin.keyids.push(admin.key_id());
+        };
+        let scope = |keyid, members: &[&str], classes: &[&str]| AdminScope {
+            keyid,
+            members: members.iter().map(|s| s.to_string()).collect(),
+            classes: classes.iter().map(|s| s.to_string()).collect(),
+        };
+        check(
+            |r| r.admin_scopes.push(scope(policy, &["*"], &[])),
+            RootProblem::ScopeNotAdmin { keyid: policy },
+        );
+        check(
+            |r| {
+                with_admin(r);
+                r.admin_scopes.push(scope(admin.key_id(), &["*"], &[]));
+                r.admin_scopes.push(scope(admin.key_id(), &["alpha"], &[]));
+            },
+            RootProblem::DuplicateScope {
+                keyid: admin.key_id(),
+            },
+        );
+        for bad in ["a b", "x*y", "**"] {
+            check(
+                |r| {
+                    with_admin(r);
+                    r.admin_scopes.push(scope(admin.key_id(), &["*"], &[bad]));
+                },
+                RootProblem::ScopePattern {
+                    keyid: admin.key_id(),
+                    pattern: bad.to_string(),
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn scopes_render_parse_and_match() {
+        let mut root = sample();
+        // A root without scopes renders without the table: older roots keep their bytes.
+        assert!(!root.render().unwrap().contains("admin_scope"));
+        let admin = SecretKey::from_seed(&[7; 32]);
+        root.keys.push(entry(&admin, "alice"));
+        root.roles.admin.keyids.push(admin.key_id());
+        root.admin_scopes.push(AdminScope {
+            keyid: admin.key_id(),
+            members: vec!["alpha".to_string()],
+            classes: vec!["maint_*".to_string(), "web".to_string()],
+        });
+        let parsed = Root::parse(root.render().unwrap().as_bytes()).unwrap();
+        assert_eq!(parsed, root);
+        let s = parsed.admin_scope(&admin.key_id()).unwrap();
+        assert!(s.allows_member("alpha") && !s.allows_member("beta"));
+        assert!(s.allows_class("maint_x") && s.allows_class("web"));
+        assert!(!s.allows_class("webx") && !s.allows_class("maint"));
     }
 }

@@ -102,6 +102,9 @@ pub enum Subject {
     /// A member's node key: CN `tenet-member NAME`, EKU client and server authentication
     /// (a member connects to the master and also answers on its own listener).
     Member(String),
+    /// An administrator's key, as `tenet-agent push` presents it to members' listeners:
+    /// CN `tenet-admin NAME`, EKU client authentication.
+    Admin(String),
 }
 
 /// A key with its self-signed certificate, ready for [`client_config`] or
@@ -140,6 +143,10 @@ impl Identity {
                     rcgen::ExtendedKeyUsagePurpose::ClientAuth,
                     rcgen::ExtendedKeyUsagePurpose::ServerAuth,
                 ],
+            ),
+            Subject::Admin(name) => (
+                format!("tenet-admin {name}"),
+                vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth],
             ),
         };
         params.distinguished_name = rcgen::DistinguishedName::new();

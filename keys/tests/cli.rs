@@ -608,6 +608,8 @@ fn help_matches_golden_files() {
         "node-key",
         "enroll",
         "revoke",
+        "admin-key",
+        "admin-revoke",
         "sign",
         "root-next",
         "attest",

@@ -101,6 +101,7 @@ impl Fx {
                 },
             },
             keys,
+            admin_scopes: vec![],
             transport: Transport {
                 server_spki: vec![key(30).key_id()],
             },

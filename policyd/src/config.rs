@@ -84,6 +84,18 @@ Configuration file (TOML; relative paths are relative to the file's directory):
                              for a new manifest (publish into a new directory and flip a
                              symlink; a newer serial is verified and served without restart).
 
+  [run]                      pushed runs: POST /v1/run on the listener (tenet-agent push)
+  agent = FILE               default /usr/bin/tenet-agent. Started as
+                             `tenet-agent run --json --config AGENT_CONFIG` for a pushed run.
+  agent_config = FILE        default /etc/tenet/agent.toml.
+  agent_state = DIR          default /var/lib/tenet. The agent's state directory: its
+                             trust.toml holds the newest root it verified (admin keys and
+                             scopes come from there, else from trusted_root) and run.lock
+                             is the one-run-at-a-time lock pushed runs share.
+  timeout = DURATION         default 10m. A pushed run still going after this is killed.
+  max_skew = DURATION        default 2m. How far in the future a request's issue time may
+                             be (clock skew between the admin and this member).
+
   [metrics]
   listen = ADDR:PORT|\"off\"   default 127.0.0.1:8742. Plain-HTTP Prometheus endpoint
                              GET /metrics; keep it on loopback.
@@ -124,7 +136,31 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Connection and request limits.
     pub limits: Limits,
+    /// Pushed runs.
+    pub run: RunConfig,
 }
+
+/// `[run]`: how a pushed run is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunConfig {
+    /// The agent binary.
+    pub agent: PathBuf,
+    /// The agent's configuration file.
+    pub agent_config: PathBuf,
+    /// The agent's state directory (trust state, run lock).
+    pub agent_state: PathBuf,
+    /// A pushed run is killed after this long.
+    pub timeout: Duration,
+    /// How far in the future a request's issue time may be.
+    pub max_skew: Duration,
+}
+
+/// The agent binary's default path.
+pub const DEFAULT_AGENT: &str = "/usr/bin/tenet-agent";
+/// The agent's default configuration.
+pub const DEFAULT_AGENT_CONFIG: &str = "/etc/tenet/agent.toml";
+/// The agent's default state directory.
+pub const DEFAULT_AGENT_STATE: &str = "/var/lib/tenet";
 
 /// `[listener]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,6 +356,31 @@ impl Config {
                 d.drain_timeout,
             )?,
         };
+        let r = raw.run;
+        let run = RunConfig {
+            agent: base.join(r.agent.unwrap_or_else(|| PathBuf::from(DEFAULT_AGENT))),
+            agent_config: base.join(
+                r.agent_config
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_AGENT_CONFIG)),
+            ),
+            agent_state: base.join(
+                r.agent_state
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_AGENT_STATE)),
+            ),
+            timeout: duration_or(
+                "run.timeout",
+                r.timeout.as_deref(),
+                Duration::from_secs(600),
+            )?,
+            max_skew: duration_or(
+                "run.max_skew",
+                r.max_skew.as_deref(),
+                tenet_keys::runreq::DEFAULT_MAX_SKEW,
+            )?,
+        };
+        if run.timeout.is_zero() {
+            return Err(invalid("run.timeout", "must be more than zero".to_string()));
+        }
         if limits.max_connections == 0 {
             return Err(invalid(
                 "limits.max_connections",
@@ -361,6 +422,7 @@ impl Config {
             serve,
             metrics,
             limits,
+            run,
         })
     }
 
@@ -449,6 +511,18 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    run: RawRun,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRun {
+    agent: Option<PathBuf>,
+    agent_config: Option<PathBuf>,
+    agent_state: Option<PathBuf>,
+    timeout: Option<String>,
+    max_skew: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -76,6 +76,10 @@ pub(crate) struct Shared {
     pub(crate) connections: Tracker,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) addresses: Addresses,
+    /// The root from `trusted_root` (run requests use the agent's newer one when it has it).
+    pub(crate) anchor: TrustedRoot,
+    /// The pushed run in progress and the replay cache's lock.
+    pub(crate) runs: crate::runreq::Runs,
 }
 
 /// Runs the daemon from a checked configuration until SIGTERM or SIGINT.
@@ -102,7 +106,7 @@ impl Daemon {
             .map_err(|source| DaemonError::Tls { source })?;
 
         prepare_state_dir(&config.state_dir)?;
-        let ratchet = load_ratchet(&config.state_dir, trusted)?;
+        let ratchet = load_ratchet(&config.state_dir, trusted.clone())?;
         let socket_path = config.control_socket();
         let control = bind_control(&socket_path)?;
 
@@ -127,6 +131,8 @@ impl Daemon {
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
+            anchor: trusted.clone(),
+            runs: crate::runreq::Runs::default(),
             promotion: Promotion::new(ratchet),
             metrics: Metrics::default(),
             connections: Tracker::default(),

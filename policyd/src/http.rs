@@ -72,6 +72,9 @@ pub(crate) async fn serve_tls(
                 }
             },
         };
+        // Streamed answers (a pushed run's lines) are many small writes: without this,
+        // Nagle's algorithm and the client's delayed ACK hold each one for ~40 ms.
+        let _ = stream.set_nodelay(true);
         let acceptor = TlsAcceptor::from(
             acceptor
                 .read()

@@ -1,8 +1,8 @@
 //! The tenet policy server, `tenet-policyd`.
 //!
 //! Every member runs it. Its **listener** (default port 8740, mutual TLS with the
-//! member's node key) answers `GET /v1/health` and is where push-triggered runs will
-//! arrive. When the HA engine starts the policyd package on a member, `tenet-policyd
+//! member's node key) answers `GET /v1/health` and `POST /v1/run`, a push-triggered
+//! run signed by an administrator ([`runreq`]). When the HA engine starts the policyd package on a member, `tenet-policyd
 //! promote` makes that member the **master**: the daemon verifies the signed bundle
 //! against its trusted root and serves it on the **serving socket** (default port 8741,
 //! mutual TLS with the policy server key pinned in the root; only enrolled members of
@@ -35,6 +35,7 @@ pub mod daemon;
 pub mod error;
 pub mod ha;
 pub mod promotion;
+pub mod runreq;
 
 mod bundle;
 mod http;

@@ -3,6 +3,7 @@
 //! | socket   | route                         | answers                | auth    |
 //! |----------|-------------------------------|------------------------|---------|
 //! | listener | `GET /v1/health`              | state and serial       | any peer|
+//! | listener | `POST /v1/run`                | a pushed run, streamed | admin   |
 //! | serve    | `GET /v1/root/{n}` (`/sig`)   | root version n         | member  |
 //! | serve    | `GET /v1/timestamp` (`/sig`)  | the current timestamp  | member  |
 //! | serve    | `GET /v1/manifest` (`/sig`)   | the current manifest   | member  |
@@ -13,15 +14,19 @@
 //! 404 before any state or file is looked at. No request text becomes a filesystem
 //! path: a blob is found by its hash in the verified manifest, and only then read from
 //! the blob store under the name that hash gives. Every route takes `GET` only and no
-//! request body.
+//! request body, except `POST /v1/run` (a signed run request of at most 4 KiB; see
+//! [`crate::runreq`]).
 //!
 //! "member" means the peer's key id is in the inventory of the manifest being served,
 //! checked on every request (the handshake already refused others; the check covers a
 //! connection that outlives a manifest that dropped its key).
 
+use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Bytes, Incoming};
 use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -37,6 +42,8 @@ use crate::promotion::{Snapshot, State};
 pub(crate) enum Route {
     /// `GET /v1/health` (listener).
     Health,
+    /// `POST /v1/run` (listener): a pushed run.
+    Run,
     /// `GET /v1/root/{n}`.
     Root(u64),
     /// `GET /v1/root/{n}/sig`.
@@ -60,7 +67,13 @@ enum Auth {
     AnyPeer,
     /// An enrolled member of the manifest being served.
     Member,
+    /// A key of the admin role of the member's newest verified root (checked by the
+    /// handler, which also requires it to be the request's signer).
+    Admin,
 }
+
+/// A response body: whole (most routes) or streamed (`POST /v1/run`).
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
 impl Route {
     /// The route `path` names on `site`, if any.
@@ -70,8 +83,7 @@ impl Route {
         match site {
             Site::Listener => match segments.as_slice() {
                 ["health"] => Some(Route::Health),
-                // Push-triggered runs (`POST /v1/run`, auth = an admin key) join this
-                // table in a later version.
+                ["run"] => Some(Route::Run),
                 _ => None,
             },
             Site::Serving => match segments.as_slice() {
@@ -91,6 +103,7 @@ impl Route {
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Route::Health => "health",
+            Route::Run => "run",
             Route::Root(_) => "root",
             Route::RootSig(_) => "root_sig",
             Route::Timestamp => "timestamp",
@@ -104,6 +117,7 @@ impl Route {
     fn auth(&self) -> Auth {
         match self {
             Route::Health => Auth::AnyPeer,
+            Route::Run => Auth::Admin,
             _ => Auth::Member,
         }
     }
@@ -111,15 +125,28 @@ impl Route {
 
 /// Answers one request from `peer` on `site`, and counts it.
 pub(crate) async fn handle(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     site: Site,
     peer: KeyId,
     req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     let route = Route::parse(site, req.uri().path());
     let response = match route {
-        None => text(StatusCode::NOT_FOUND, "no such route\n".to_string()),
-        Some(route) => answer(shared, route, peer, &req).await,
+        None => text(StatusCode::NOT_FOUND, "no such route\n".to_string()).map(BodyExt::boxed),
+        Some(Route::Run) => {
+            if req.method() == Method::POST {
+                crate::runreq::handle(shared, peer, req).await
+            } else {
+                let mut r = text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "this route answers POST only\n".to_string(),
+                );
+                r.headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static("POST"));
+                r.map(BodyExt::boxed)
+            }
+        }
+        Some(route) => answer(shared, route, peer, &req).await.map(BodyExt::boxed),
     };
     let label = route.as_ref().map_or("unknown", Route::name);
     shared
@@ -152,7 +179,7 @@ async fn answer(
     }
     match route.auth() {
         // The listener's routes: any peer that proved its key.
-        Auth::AnyPeer => match route {
+        Auth::AnyPeer | Auth::Admin => match route {
             Route::Health => health(shared),
             _ => text(StatusCode::NOT_FOUND, "no such route\n".to_string()),
         },
@@ -190,7 +217,7 @@ async fn bundle_route(shared: &Shared, s: &Snapshot, route: Route) -> Response<F
         Route::Manifest => toml(s.bundle.manifest_document().bytes),
         Route::ManifestSig => toml(s.bundle.manifest_document().sig),
         Route::Blob(sha256) => blob(shared, s, sha256).await,
-        Route::Health => text(StatusCode::NOT_FOUND, "no such route\n".to_string()),
+        Route::Health | Route::Run => text(StatusCode::NOT_FOUND, "no such route\n".to_string()),
     }
 }
 
@@ -333,6 +360,9 @@ mod tests {
         check(Site::Serving, "/v1/health", None);
         check(Site::Listener, "/v1/manifest", None);
         check(Site::Listener, "/v1/health", Some(Route::Health));
+        check(Site::Listener, "/v1/run", Some(Route::Run));
+        check(Site::Serving, "/v1/run", None);
+        check(Site::Listener, "/v1/run/", None);
     }
 
     #[test]

@@ -11,6 +11,8 @@ mod help;
 #[cfg(test)]
 mod lifecycle;
 #[cfg(test)]
+mod run;
+#[cfg(test)]
 mod serving;
 #[cfg(test)]
 mod util;

@@ -380,6 +380,31 @@ pub(crate) type Answer = (StatusCode, Bytes);
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Client {
+    /// Sends a request over HTTP/1.1 and returns the status and the body as it streams
+    /// (call inside the runtime that will read the body).
+    pub(crate) async fn open<B>(
+        &self,
+        addr: SocketAddr,
+        builder: hyper::http::request::Builder,
+        body: B,
+    ) -> Result<(StatusCode, hyper::body::Incoming), BoxError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = TcpStream::connect(addr).await?;
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(tls::server_name(), tcp)
+            .await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        let req = builder.header("host", tls::SERVER_NAME).body(body)?;
+        let resp = sender.send_request(req).await?;
+        Ok((resp.status(), resp.into_body()))
+    }
+
     /// A member with `key`, pinning `pins`; offers h2 and HTTP/1.1.
     pub(crate) fn new(key: &SecretKey, pins: Vec<KeyId>) -> Client {
         let id = Identity::new(key, Subject::Member("test".to_string())).unwrap();

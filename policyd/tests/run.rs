@@ -1,0 +1,408 @@
+//! `POST /v1/run` on a real listener: every refusal on the wire (status and reason
+//! code), an accepted request streaming `accepted` then `end`, and a replay refused even
+//! after the daemon restarts.
+
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, StatusCode};
+use serde_json::Value;
+use tenet_keys::deployment::{Deployment, NextRootOptions, next_root};
+use tenet_keys::runreq::{self, RunMode, RunRequest, SIGNATURE_HEADER, SignedRunRequest};
+use tenet_keys::{SecretKey, Time, publish};
+
+use crate::util::{Client, Daemon, Fixture, now};
+
+/// Reads a streamed body until a line satisfies `want`; returns the lines read.
+async fn read_until(
+    body: &mut hyper::body::Incoming,
+    buf: &mut Vec<u8>,
+    want: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    use http_body_util::BodyExt as _;
+    let mut lines = Vec::new();
+    loop {
+        while let Some(at) = buf.iter().position(|b| *b == b'\n') {
+            let l: Vec<u8> = buf.drain(..=at).collect();
+            let v: Value = serde_json::from_slice(&l).unwrap();
+            let done = want(&v);
+            lines.push(v);
+            if done {
+                return lines;
+            }
+        }
+        let frame = body
+            .frame()
+            .await
+            .unwrap_or_else(|| panic!("the stream ended early: {lines:?}"))
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+        }
+    }
+}
+
+/// A fixture whose root 2 lists alice (every member, `maint_*`) and bob (beta only),
+/// and a daemon for alpha trusting root 2 whose "agent" is /bin/true.
+struct World {
+    fx: Fixture,
+    daemon: Daemon,
+    alice: SecretKey,
+    bob: SecretKey,
+}
+
+impl World {
+    fn new() -> World {
+        World::with_agent("/bin/true")
+    }
+
+    fn with_agent(agent: &str) -> World {
+        let fx = Fixture::new();
+        let d = Deployment::open(&fx.deployment).unwrap();
+        let (alice, _) = d
+            .add_admin("alice", vec!["*".into()], vec!["maint_*".into()])
+            .unwrap();
+        let (bob, _) = d.add_admin("bob", vec!["beta".into()], vec![]).unwrap();
+        let r = next_root(
+            &d,
+            &NextRootOptions {
+                expires_in: Duration::from_secs(30 * 86_400),
+                now: now(),
+                rotate: vec![],
+                bump_epoch: false,
+                drop_pins: vec![],
+            },
+        )
+        .unwrap();
+        let root_key = SecretKey::read(&fx.deployment.join("keys/root-1.key")).unwrap();
+        publish::attest(&r.path, &root_key, None).unwrap();
+        let key = |name: &str| {
+            SecretKey::read(&fx.deployment.join(format!("keys/admin-{name}.key"))).unwrap()
+        };
+        assert_eq!(key("alice").key_id(), alice.keyid);
+        assert_eq!(key("bob").key_id(), bob.keyid);
+        let config = fx.path("run-policyd.toml");
+        #[expect(clippy::disallowed_methods, reason = "a starting file for the test")]
+        std::fs::write(
+            &config,
+            r#"member = "alpha"
+state_dir = "state"
+node_key = "nodes/alpha/localhost.key"
+trusted_root = "deploy/root/2.root.toml"
+
+[listener]
+listen = "127.0.0.1:0"
+
+[serve]
+listen = "127.0.0.1:0"
+
+[metrics]
+listen = "off"
+
+[run]
+agent = "AGENT"
+agent_config = "agent.toml"
+agent_state = "agent-state"
+timeout = "30s"
+"#
+            .replace("AGENT", agent),
+        )
+        .unwrap();
+        let daemon = Daemon::start(&config);
+        World {
+            daemon,
+            alice: key("alice"),
+            bob: key("bob"),
+            fx,
+        }
+    }
+
+    fn request(&self, member: &str, classes: &[&str]) -> RunRequest {
+        let mut r = RunRequest::new(
+            self.fx.trusted_root().root().deployment,
+            member,
+            now(),
+            Duration::from_secs(300),
+            RunMode::Apply,
+            classes.iter().map(|s| s.to_string()).collect(),
+        )
+        .unwrap();
+        r.issued = Time::from_unix(now().unix() - 5).unwrap();
+        r
+    }
+
+    /// Posts `signed` over a connection with `client_key`; returns status and lines.
+    fn post(&self, client_key: &SecretKey, signed: &SignedRunRequest) -> (StatusCode, Vec<Value>) {
+        self.post_raw(
+            client_key,
+            Some(runreq::signature_header(&signed.signatures)),
+            signed.bytes.clone(),
+        )
+    }
+
+    fn post_raw(
+        &self,
+        client_key: &SecretKey,
+        header: Option<String>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Vec<Value>) {
+        let addr = self.daemon.status().unwrap().listener;
+        let client = Client::new(client_key, vec![self.fx.node_key("alpha").key_id()]);
+        let mut builder = Request::post("/v1/run");
+        if let Some(h) = header {
+            builder = builder.header(SIGNATURE_HEADER, h);
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (status, body) = rt
+            .block_on(client.send(addr, builder, Full::new(Bytes::from(body))))
+            .unwrap();
+        let lines = String::from_utf8_lossy(&body)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (status, lines)
+    }
+
+    /// Asserts a refusal's status and reason.
+    #[track_caller]
+    fn refused(&self, got: (StatusCode, Vec<Value>), status: StatusCode, reason: &str) {
+        assert_eq!(got.0, status, "{:?}", got.1);
+        assert_eq!(got.1.len(), 1, "{:?}", got.1);
+        assert_eq!(got.1[0]["type"], "refused");
+        assert_eq!(got.1[0]["reason"], reason, "{:?}", got.1);
+    }
+}
+
+#[test]
+fn an_accepted_request_streams_the_run_and_its_nonce_is_never_accepted_again() {
+    let mut w = World::new();
+    let signed = runreq::sign(&w.request("alpha", &["maint_x"]), &w.alice).unwrap();
+    let (status, lines) = w.post(&w.alice, &signed);
+    assert_eq!(status, StatusCode::OK, "{lines:?}");
+    assert_eq!(lines.first().unwrap()["type"], "accepted");
+    assert_eq!(lines.first().unwrap()["classes"][0], "maint_x");
+    let end = lines.last().unwrap();
+    assert_eq!(end["type"], "end", "{lines:?}");
+    assert_eq!(end["exit_code"], 0);
+    let replay = w.post(&w.alice, &signed);
+    w.refused(replay, StatusCode::FORBIDDEN, "replayed");
+
+    // A restart does not reopen the window: the nonce cache is on disk.
+    w.daemon.terminate();
+    w.daemon = Daemon::start(&w.daemon.config);
+    let replay = w.post(&w.alice, &signed);
+    w.refused(replay, StatusCode::FORBIDDEN, "replayed");
+}
+
+#[test]
+fn every_refusal_on_the_wire() {
+    let w = World::new();
+    let forbidden = StatusCode::FORBIDDEN;
+    let sign = |r: &RunRequest, k: &SecretKey| runreq::sign(r, k).unwrap();
+
+    // Expired, not yet valid, a lifetime over 15 minutes.
+    let mut r = w.request("alpha", &[]);
+    r.issued = Time::from_unix(now().unix() - 600).unwrap();
+    r.expires = Time::from_unix(now().unix() - 300).unwrap();
+    w.refused(w.post(&w.alice, &sign(&r, &w.alice)), forbidden, "expired");
+    let mut r = w.request("alpha", &[]);
+    r.issued = Time::from_unix(now().unix() + 600).unwrap();
+    r.expires = Time::from_unix(now().unix() + 900).unwrap();
+    w.refused(
+        w.post(&w.alice, &sign(&r, &w.alice)),
+        forbidden,
+        "not_yet_valid",
+    );
+    let mut r = w.request("alpha", &[]);
+    r.expires = Time::from_unix(now().unix() + 3600).unwrap();
+    w.refused(w.post(&w.alice, &sign(&r, &w.alice)), forbidden, "lifetime");
+
+    // Scope: bob may trigger beta only; alice may set maint_* only.
+    let r = w.request("alpha", &[]);
+    w.refused(
+        w.post(&w.bob, &sign(&r, &w.bob)),
+        forbidden,
+        "member_out_of_scope",
+    );
+    let r = w.request("alpha", &["web"]);
+    w.refused(
+        w.post(&w.alice, &sign(&r, &w.alice)),
+        forbidden,
+        "class_out_of_scope",
+    );
+
+    // Unsigned, wrongly signed, signed by another admin than the connection's key.
+    let r = w.request("alpha", &[]);
+    let good = sign(&r, &w.alice);
+    w.refused(
+        w.post_raw(&w.alice, None, good.bytes.clone()),
+        forbidden,
+        "unsigned",
+    );
+    let mut tampered = good.clone();
+    tampered.bytes.extend_from_slice(b"# x\n");
+    w.refused(w.post(&w.alice, &tampered), forbidden, "bad_signature");
+    w.refused(
+        w.post(&w.bob, &sign(&w.request("alpha", &[]), &w.alice)),
+        forbidden,
+        "peer_not_signer",
+    );
+    w.refused(
+        w.post_raw(&w.alice, Some("nonsense".into()), good.bytes.clone()),
+        StatusCode::BAD_REQUEST,
+        "malformed_signature",
+    );
+
+    // Unknown and non-admin keys: refused at the connection's key, before the body.
+    let stranger = SecretKey::from_seed(&[42; 32]);
+    w.refused(
+        w.post(&stranger, &sign(&w.request("alpha", &[]), &stranger)),
+        forbidden,
+        "not_admin_peer",
+    );
+    let member = w.fx.node_key("beta");
+    w.refused(
+        w.post(&member, &sign(&w.request("alpha", &[]), &member)),
+        forbidden,
+        "not_admin_peer",
+    );
+    let policy = SecretKey::read(&w.fx.deployment.join("keys/policy.key")).unwrap();
+    w.refused(
+        w.post(&w.alice, &sign(&w.request("alpha", &[]), &policy)),
+        forbidden,
+        "not_admin",
+    );
+    w.refused(
+        w.post(&w.alice, &sign(&w.request("alpha", &[]), &stranger)),
+        forbidden,
+        "unknown_key",
+    );
+
+    // Oversized, malformed, wrong deployment, wrong member.
+    let big = vec![b'#'; 5000];
+    let sig = w.alice.sign(tenet_keys::Context::RunRequest, &big);
+    let header = format!(
+        "{}:{}",
+        w.alice.key_id(),
+        sig.to_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    w.refused(
+        w.post_raw(&w.alice, Some(header), big),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "oversized",
+    );
+    let text = b"schema = 1\nkind = \"runreq\"\ncommand = \"reboot\"\n".to_vec();
+    let signed = SignedRunRequest {
+        signatures: vec![tenet_keys::sig::SignatureEntry {
+            keyid: w.alice.key_id(),
+            sig: w.alice.sign(tenet_keys::Context::RunRequest, &text),
+        }],
+        bytes: text,
+    };
+    w.refused(
+        w.post(&w.alice, &signed),
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
+    let mut r = w.request("alpha", &[]);
+    r.deployment = "ffeeddccbbaa99887766554433221100".parse().unwrap();
+    w.refused(
+        w.post(&w.alice, &sign(&r, &w.alice)),
+        forbidden,
+        "wrong_deployment",
+    );
+    w.refused(
+        w.post(&w.alice, &sign(&w.request("beta", &[]), &w.alice)),
+        forbidden,
+        "wrong_member",
+    );
+
+    // Only POST.
+    let addr = w.daemon.status().unwrap().listener;
+    let client = Client::new(&w.alice, vec![w.fx.node_key("alpha").key_id()]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, _) = rt.block_on(client.get(addr, "/v1/run")).unwrap();
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// A second request while a pushed run is going is attached to it: it gets `busy`
+/// naming the run's pid, then that run's own lines and end; no second run starts.
+#[test]
+fn a_request_during_a_pushed_run_reports_that_run() {
+    let fx_dir = tempfile::tempdir().unwrap();
+    let go = fx_dir.path().join("go");
+    let script = fx_dir.path().join("agent.sh");
+    let count = fx_dir.path().join("runs");
+    #[expect(clippy::disallowed_methods, reason = "a fake agent for the test")]
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho started >> {count}\necho '{{\"type\":\"warning\",\"message\":\"waiting\"}}'\nwhile [ ! -e {go} ]; do sleep 0.02; done\necho '{{\"type\":\"summary\",\"repaired\":1}}'\n",
+            count = count.display(),
+            go = go.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let w = World::with_agent(script.to_str().unwrap());
+    let addr = w.daemon.status().unwrap().listener;
+    let client = Client::new(&w.alice, vec![w.fx.node_key("alpha").key_id()]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let post = |r: &RunRequest| {
+            let signed = runreq::sign(r, &w.alice).unwrap();
+            let builder = Request::post("/v1/run").header(
+                SIGNATURE_HEADER,
+                runreq::signature_header(&signed.signatures),
+            );
+            client.open(addr, builder, Full::new(Bytes::from(signed.bytes)))
+        };
+        let (status, mut first) = post(&w.request("alpha", &[])).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        let mut first_buf = Vec::new();
+        let head = read_until(&mut first, &mut first_buf, |v| v["type"] == "warning").await;
+        let pid = head[0]["pid"].as_u64().unwrap();
+
+        let (status, mut second) = post(&w.request("alpha", &[])).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        let mut second_buf = Vec::new();
+        let busy = read_until(&mut second, &mut second_buf, |v| v["type"] == "busy").await;
+        assert_eq!(busy[0]["attached"], true, "{busy:?}");
+        assert_eq!(busy[0]["pid"].as_u64(), Some(pid));
+
+        #[expect(clippy::disallowed_methods, reason = "releases the fake agent")]
+        std::fs::write(&go, "").unwrap();
+        let first_rest = read_until(&mut first, &mut first_buf, |v| v["type"] == "end").await;
+        let second_rest = read_until(&mut second, &mut second_buf, |v| v["type"] == "end").await;
+        assert!(
+            first_rest.iter().any(|v| v["type"] == "summary"),
+            "{first_rest:?}"
+        );
+        assert!(
+            second_rest.iter().any(|v| v["type"] == "summary"),
+            "{second_rest:?}"
+        );
+        assert_eq!(
+            first_rest.last(),
+            second_rest.last(),
+            "both see the same end"
+        );
+        assert_eq!(second_rest.last().unwrap()["pid"].as_u64(), Some(pid));
+    });
+    let runs = std::fs::read_to_string(&count).unwrap();
+    assert_eq!(runs.lines().count(), 1, "exactly one run started");
+}
