@@ -10,6 +10,11 @@
 # group tenet-master = IPaddr2 VIP (10.213.X.100) + ocf:tenet:policyd, and fences with
 # the test-only agent fence_tenet_netns.
 #
+# A second group, dce = IPaddr2 (10.213.X.101) + ocf:tenet:package package=dce, runs the
+# DCE plans of tests/ha/policy/plans.toml (`dce-up`): each node's sandbox has
+# tests/ha/fake-dce as /usr/bin/start.dce, start.dfs, stop.dfs and stop.dce, logging to
+# sandbox/var/log/dce.log.
+#
 # The "package filesystem" is STATE/pkg, bind-mounted at /run/tenet/pkg in every node
 # (shared storage mounted everywhere, not moved): it holds bundle -> bundles/N and the
 # online keys. Each node sees its own STATE/nN at /run/tenet/node (policyd.toml,
@@ -28,12 +33,21 @@
 #                   | wait-moved FROM T0_MS    wait as failover does, print RESULT
 #                   | recover FROM MODE        rejoin / unstandby / restart listener + cleanup
 #                   | exec N CMD...            run CMD in node N's namespaces
+#                   | dce-up                   the DCE package: seed every sandbox (fake
+#                                              /usr/bin/start.dce..., Ep.db, creds), cache the
+#                                              bundle, add group dce (VIP 10.213.X.101 +
+#                                              ocf:tenet:package package=dce); print its node
+#                   | dce-node                 the node holding the dce VIP
+#                   | dce-seed N               a stale Ep.db and creds/* in node N's sandbox
+#                   | dce-failover crash|standby   fault the dce node; wait for start.dfs on the
+#                                              takeover node; print RESULT ... dce_takeover_ms=
+#                   | dce-refresh              re-probe dce-pkg everywhere; wait for every probe
 #   env: PFX (namespace prefix; `up` picks tn$$ when unset and prints it; every later
 #        command needs the same PFX), STATE (default /var/tmp/tenet-ha-$PFX),
 #        TENET_BIN (default REPO/target/debug), TOKEN (corosync token ms, default 1000).
 #
 # Installs, for the run only: /usr/sbin/fence_tenet_netns and
-# /usr/lib/ocf/resource.d/tenet/policyd (removed by `down` once no run uses them).
+# /usr/lib/ocf/resource.d/tenet/{policyd,package} (removed by `down` once no run uses them).
 # `down` kills every process of the run by PID (ip netns pids), deletes the namespaces
 # and STATE; it is idempotent. Needs root, iproute2, util-linux, pacemaker, corosync,
 # resource-agents.
@@ -68,6 +82,7 @@ holder() { cat "$STATE/n$1/holder.pid" 2>/dev/null; }
 nx() { local n=$1; shift; nsenter -t "$(holder "$n")" -n -m -u -- "$@"; }
 net() { cat "$STATE/net"; }
 vip() { echo "$(net).100"; }
+dce_vip() { echo "$(net).101"; }
 P() { "$TENET_BIN/tenet-policyd" "$@"; }
 K() { "$TENET_BIN/tenet-keys" "$@"; }
 
@@ -334,13 +349,14 @@ install_shared() {
 	install -m 755 "$HERE/fence_tenet_netns" "$FENCE"
 	install -d -m 755 "$OCF_DIR"
 	install -m 755 "$REPO/packaging/ocf/tenet-policyd" "$OCF_DIR/policyd"
+	install -m 755 "$REPO/packaging/ocf/tenet-package" "$OCF_DIR/package"
 }
 
 remove_shared() {
 	rm -f "$USERS/$PFX"
 	# Other runs of this harness on the machine may still use them.
 	[ -n "$(ls -A "$USERS" 2>/dev/null)" ] && return 0
-	rm -f "$FENCE" "$OCF_DIR/policyd"
+	rm -f "$FENCE" "$OCF_DIR/policyd" "$OCF_DIR/package"
 	rmdir "$OCF_DIR" "$USERS" 2>/dev/null
 	return 0
 }
@@ -349,7 +365,9 @@ cmd_publish() { # publish SERIAL [OUT]
 	local serial=$1 out=${2:-} tree
 	tree=$STATE/trees/$serial
 	rm -rf "$tree" && mkdir -p "$tree"
-	sed "s/@SERIAL@/$serial/g; s/@NET@/$(net)/g" "$HERE/policy/cluster.toml" >"$tree/cluster.toml"
+	for f in "$HERE"/policy/*.toml; do
+		sed "s/@SERIAL@/$serial/g; s/@NET@/$(net)/g" "$f" >"$tree/${f##*/}"
+	done
 	if [ -n "$out" ]; then
 		K sign "$tree" --deployment "$STATE/deploy" --out "$out" --serial "$serial" >/dev/null 2>&1 || die "sign $serial failed"
 		return 0
@@ -521,6 +539,128 @@ cmd_recover() { # recover FROM MODE: bring the faulted node back as a standby me
 	wait_online "$o" >/dev/null 2>&1
 }
 
+# The departed member's endpoint map and credentials in node N's sandbox.
+dce_seed() {
+	local s=$STATE/n$1/sandbox
+	mkdir -p "$s/opt/dcelocal/var/dced" "$s/opt/dcelocal/var/security/creds"
+	echo endpoints >"$s/opt/dcelocal/var/dced/Ep.db"
+	echo a >"$s/opt/dcelocal/var/security/creds/a"
+	echo b >"$s/opt/dcelocal/var/security/creds/b"
+}
+
+# The node holding the dce VIP.
+dce_node() {
+	local i
+	for i in $(seq 1 $NODES); do
+		[ -n "$(holder "$i")" ] || continue
+		ip -n "$(ns_of "$i")" -o addr show 2>/dev/null | grep " $(dce_vip)/" >/dev/null && { echo "$i"; return 0; }
+	done
+	return 1
+}
+
+wait_dce() { # wait_dce N: dce-pkg started on the node holding the dce VIP; print it
+	local n=$1 t0 a
+	t0=$(now_ms)
+	while :; do
+		a=$(dce_node) &&
+			nx "$n" crm_mon -1 -X 2>/dev/null | grep 'resource id="dce-pkg".*role="Started".*active="true"' >/dev/null &&
+			{ echo "$a"; return 0; }
+		[ $(( $(now_ms) - t0 )) -lt 60000 ] || { log "dce not started after 60 s"; nx "$n" crm_mon -1 -r -f >&2; return 1; }
+		sleep 0.1
+	done
+}
+
+cmd_dce_up() {
+	local i s n
+	for i in $(seq 1 $NODES); do
+		[ -n "$(holder "$i")" ] || continue
+		s=$STATE/n$i/sandbox
+		mkdir -p "$s/usr/bin" "$s/var/log"
+		for p in start.dce start.dfs stop.dfs stop.dce; do install -m 755 "$HERE/fake-dce" "$s/usr/bin/$p"; done
+		dce_seed "$i"
+		# The plans come from the cached bundle: make sure there is one.
+		nx "$i" "$TENET_BIN/tenet-agent" run --config /run/tenet/node/agent.toml >/dev/null 2>&1 ||
+			die "node$i: tenet-agent run failed"
+	done
+	n=$(other_node) || die "no live node"
+	nx "$n" cibadmin -C -o resources -X "
+<group id=\"dce\">
+  <primitive id=\"dce-vip\" class=\"ocf\" provider=\"heartbeat\" type=\"IPaddr2\">
+    <instance_attributes id=\"dce-vip-ia\">
+      <nvpair id=\"dce-vip-ip\" name=\"ip\" value=\"$(dce_vip)\"/>
+      <nvpair id=\"dce-vip-cidr\" name=\"cidr_netmask\" value=\"24\"/>
+      <nvpair id=\"dce-vip-nic\" name=\"nic\" value=\"eth0\"/>
+    </instance_attributes>
+    <operations>
+      <op id=\"dce-vip-mon\" name=\"monitor\" interval=\"2s\" timeout=\"20s\"/>
+    </operations>
+  </primitive>
+  <primitive id=\"dce-pkg\" class=\"ocf\" provider=\"tenet\" type=\"package\">
+    <instance_attributes id=\"dce-pkg-ia\">
+      <nvpair id=\"dce-pkg-package\" name=\"package\" value=\"dce\"/>
+      <nvpair id=\"dce-pkg-config\" name=\"config\" value=\"/run/tenet/node/agent.toml\"/>
+      <nvpair id=\"dce-pkg-binary\" name=\"binary\" value=\"$TENET_BIN/tenet-agent\"/>
+      <nvpair id=\"dce-pkg-lock\" name=\"lock_timeout\" value=\"30s\"/>
+    </instance_attributes>
+    <operations>
+      <op id=\"dce-pkg-start\" name=\"start\" interval=\"0s\" timeout=\"60s\"/>
+      <op id=\"dce-pkg-stop\" name=\"stop\" interval=\"0s\" timeout=\"60s\"/>
+      <op id=\"dce-pkg-mon\" name=\"monitor\" interval=\"2s\" timeout=\"20s\"/>
+    </operations>
+  </primitive>
+</group>" || die "cibadmin dce"
+	wait_dce "$n"
+}
+
+# dce-failover MODE: fault the dce node; wait until the dce VIP is up elsewhere and
+# start.dfs has run there; the takeover time is from the VIP up to start.dfs done.
+cmd_dce_failover() {
+	local mode=$1 a o t0 new="" t_vip="" t_vip_abs="" dfs="" i log
+	a=$(dce_node) || die "the dce VIP is nowhere"
+	o=$(other_node "$a") || die "no other node"
+	t0=$(now_ms)
+	case $mode in
+	crash) crash_node "$a" ;;
+	standby) nx "$o" crm_attribute -t nodes -N "node$a" -n standby -v on >/dev/null ;;
+	*) die "unknown fault $mode" ;;
+	esac
+	while [ $(( $(now_ms) - t0 )) -lt 90000 ]; do
+		if [ -z "$t_vip" ]; then
+			for i in $(seq 1 $NODES); do
+				[ "$i" = "$a" ] && continue
+				ip -n "$(ns_of "$i")" -o addr show 2>/dev/null | grep " $(dce_vip)/" >/dev/null &&
+					{ t_vip_abs=$(now_ms); t_vip=$((t_vip_abs - t0)); new=$i; }
+			done
+		fi
+		if [ -n "$new" ]; then
+			log=$STATE/n$new/sandbox/var/log/dce.log
+			# The first start.dfs that ended after the fault.
+			dfs=$(awk -v t="${t0}000000" '$1 == "start.dfs" && $3 >= t { print substr($3, 1, 13); exit }' "$log" 2>/dev/null)
+			[ -n "$dfs" ] && break
+		fi
+		sleep 0.01
+	done
+	[ -n "$dfs" ] || { log "no dce takeover within 90 s"; cmd_status >&2; return 1; }
+	echo "RESULT from=node$a to=node$new vip_ms=$t_vip dfs_ms=$((dfs - t0)) dce_takeover_ms=$((dfs - t_vip_abs))"
+}
+
+# Re-probes dce-pkg on every node and waits until each live node has answered.
+cmd_dce_refresh() {
+	local n t0 want got
+	n=$(other_node) || die "no live node"
+	want=0
+	for i in $(seq 1 $NODES); do [ -n "$(holder "$i")" ] && want=$((want + 1)); done
+	nx "$n" crm_resource --refresh -r dce-pkg >/dev/null 2>&1 || die "crm_resource --refresh"
+	t0=$(now_ms)
+	while :; do
+		got=$(nx "$n" cibadmin -Q -o status 2>/dev/null | grep -c '<lrm_rsc_op id="dce-pkg_last_0"[^>]*operation="monitor"')
+		[ "${got:-0}" -ge "$want" ] && nx "$n" crm_mon -1 -X 2>/dev/null |
+			grep 'resource id="dce-pkg".*role="Started".*active="true"' >/dev/null && break
+		[ $(( $(now_ms) - t0 )) -lt 30000 ] || die "dce-pkg not re-probed on $want nodes in 30 s"
+		sleep 0.1
+	done
+}
+
 case $CMD in
 up) cmd_up ;;
 down) cmd_down ;;
@@ -536,5 +676,10 @@ wait-moved) cmd_wait_moved "$2" "$3" ;;
 failover) t0=$(now_ms); a=$(cmd_fault "$2") && cmd_wait_moved "$a" "$t0" ;;
 recover) cmd_recover "$2" "$3" ;;
 exec) n=$2; shift 2; nx "$n" "$@" ;;
-*) sed -n 2,40p "$0"; exit 2 ;;
+dce-up) cmd_dce_up ;;
+dce-node) dce_node ;;
+dce-seed) dce_seed "$2" ;;
+dce-failover) cmd_dce_failover "$2" ;;
+dce-refresh) cmd_dce_refresh ;;
+*) sed -n 2,52p "$0"; exit 2 ;;
 esac

@@ -10,7 +10,17 @@
 //! every agent fetches the same serial from the new master by the same name. A split
 //! brain, a second policyd promoted by hand with a higher serial that half the members
 //! ask, leaves every member on the highest serial. The takeover times are printed
-//! (`mode=... takeover_ms=...`), never asserted. `cluster.sh down` runs whatever happens.
+//! (`mode=... takeover_ms=...`), never asserted.
+//!
+//! Then the DCE package (`tests/tests/cluster/dce.rs`): a second group `dce` (VIP +
+//! ocf:tenet:package package=dce) runs the DCE plans from the signed bundle. After a
+//! crash of its node, on the takeover node the stale Ep.db and creds/* were gone before
+//! start.dce ran and start.dfs ran after it, once each (a re-probe everywhere and the
+//! same event id by hand run nothing: a replay); with start.dce failing on the third
+//! node, moving the group there fails the start with the step in the exit reason
+//! (crm_mon shows it), start.dfs never runs there, the stop plan cleans up, and the
+//! group runs cleanly elsewhere (`dce_takeover_ms` = VIP up to start.dfs done).
+//! `cluster.sh down` runs whatever happens.
 
 #[cfg(test)]
 #[path = "cluster/failover.rs"]

@@ -4,6 +4,11 @@
 //! - the OCF agent passes `ocf-tester`, its meta-data validates against the
 //!   resource-agents DTD and RELAX NG schema, and its failures map to OCF codes with an
 //!   `ocf-exit-reason:` line;
+//! - the package agent (ocf:tenet:package) passes `ocf-tester` with the HA tests' DCE
+//!   plans in a sandbox root of fake /usr/bin/start.dce etc. (each start and stop runs
+//!   its plan once, in order); a failed step fails the start with the step named in the
+//!   exit reason and start.dfs never runs; a start whose tenet-agent is SIGKILLed in
+//!   start.dce is resumed by the next start (finished steps are not run again);
 //! - the Serviceguard external script under `env -i` with only SG_* and PEV_* variables
 //!   (start, stop, validate; 0/1/2), and its service command exiting when serving stops;
 //! - the PowerHA start, stop and monitor scripts with no arguments and no environment;

@@ -14,11 +14,14 @@ use serde_json::Value;
 use tenet_tests::ha::{Pids, ha_required, have_tools, policyd_pid, skip, text, wait_for};
 use tenet_tests::{binary, json_lines};
 
+#[path = "dce.rs"]
+mod dce;
+
 const NODES: [u32; 3] = [1, 2, 3];
 
 /// A cluster brought up by `tests/ha/cluster.sh up`; `down` when dropped, whatever
 /// happened.
-struct Cluster {
+pub(crate) struct Cluster {
     pfx: String,
     state: PathBuf,
     bin: PathBuf,
@@ -462,6 +465,8 @@ fn policyd_fails_over_on_a_real_pacemaker_cluster() {
     for n in NODES {
         c.agent(n).assert_on(4);
     }
+
+    dce::dce_plans(&c);
     drop(c);
     println!(
         "cluster test wall time {} ms",

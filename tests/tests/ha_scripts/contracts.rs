@@ -330,29 +330,202 @@ fn the_policyd_agent_maps_every_outcome_to_its_ocf_code() {
     assert_eq!(code(&run_env(&agent, &["bogus"], &env)), Some(3));
 }
 
+/// A member's sandbox for the package agent: the HA tests' DCE plans
+/// (`tests/ha/policy/plans.toml`) in a local policy tree, and a root whose
+/// /usr/bin/start.dce, start.dfs, stop.dfs and stop.dce are `tests/ha/fake-dce` (each
+/// logs a line to ROOT/var/log/dce.log), with a stale Ep.db and credentials.
+struct PackageSandbox {
+    dir: tempfile::TempDir,
+}
+
+const DCE_CLUSTER: &str = r#"
+[cluster]
+name = "t"
+
+[[member]]
+name = "alpha"
+hostname = "node1"
+addresses = [{ ip = "10.0.0.1", role = "boot" }]
+
+[[member]]
+name = "beta"
+hostname = "node2"
+addresses = [{ ip = "10.0.0.2", role = "boot" }]
+
+[[package]]
+name = "dce"
+hostname = "dcecell"
+ip = "10.0.0.9"
+members = ["alpha", "beta"]
+configuration = "cascading"
+"#;
+
+impl PackageSandbox {
+    fn new() -> PackageSandbox {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let sb = PackageSandbox { dir };
+        std::fs::create_dir_all(sb.path("tree")).unwrap();
+        std::fs::write(sb.path("tree/cluster.toml"), DCE_CLUSTER).unwrap();
+        let ha = Path::new(env!("CARGO_MANIFEST_DIR")).join("ha");
+        std::fs::copy(ha.join("policy/plans.toml"), sb.path("tree/plans.toml")).unwrap();
+        std::fs::create_dir_all(sb.root("usr/bin")).unwrap();
+        for name in ["start.dce", "start.dfs", "stop.dfs", "stop.dce"] {
+            std::fs::copy(ha.join("fake-dce"), sb.root(&format!("usr/bin/{name}"))).unwrap();
+        }
+        sb.seed();
+        // The agent's copy, reachable by `nobody` (ocf-tester runs meta-data as nobody).
+        std::fs::create_dir_all(sb.path("ocf")).unwrap();
+        std::fs::set_permissions(sb.path("ocf"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::copy(ocf_agent("tenet-package"), sb.path("ocf/tenet-package")).unwrap();
+        sb
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn root(&self, rel: &str) -> PathBuf {
+        self.path("root").join(rel)
+    }
+
+    /// The departed member's endpoint map and credentials, as on shared DASD.
+    fn seed(&self) {
+        std::fs::create_dir_all(self.root("opt/dcelocal/var/dced")).unwrap();
+        std::fs::create_dir_all(self.root("opt/dcelocal/var/security/creds")).unwrap();
+        std::fs::write(self.root("opt/dcelocal/var/dced/Ep.db"), "endpoints\n").unwrap();
+        for c in ["a", "b"] {
+            std::fs::write(
+                self.root(&format!("opt/dcelocal/var/security/creds/{c}")),
+                c,
+            )
+            .unwrap();
+        }
+    }
+
+    /// Makes ROOT/etc/dce-KIND/NAME exist (`fail`, `block`) or not.
+    fn flag(&self, kind: &str, name: &str, on: bool) {
+        let f = self.root(&format!("etc/dce-{kind}/{name}"));
+        if on {
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(&f, "").unwrap();
+        } else {
+            let _ = std::fs::remove_file(&f);
+        }
+    }
+
+    /// The log lines: (program, rest).
+    fn log(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(self.root("var/log/dce.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let (name, rest) = l.split_once(' ').unwrap_or((l, ""));
+                (name.to_string(), rest.to_string())
+            })
+            .collect()
+    }
+
+    /// The programs that ran, in order.
+    fn ran(&self) -> Vec<String> {
+        self.log().into_iter().map(|(n, _)| n).collect()
+    }
+
+    fn agent(&self) -> PathBuf {
+        self.path("ocf/tenet-package")
+    }
+
+    /// The agent's OCF parameters and environment.
+    fn env(&self, interval_ms: u32) -> Vec<(&'static str, String)> {
+        vec![
+            ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
+            ("OCF_ROOT", "/usr/lib/ocf".to_string()),
+            ("OCF_RESOURCE_INSTANCE", "dce-pkg".to_string()),
+            ("OCF_RESKEY_package", "dce".to_string()),
+            (
+                "OCF_RESKEY_binary",
+                binary("tenet-agent").display().to_string(),
+            ),
+            ("OCF_RESKEY_policy", self.path("tree").display().to_string()),
+            ("OCF_RESKEY_root", self.path("root").display().to_string()),
+            (
+                "OCF_RESKEY_state_dir",
+                self.path("state").display().to_string(),
+            ),
+            ("OCF_RESKEY_CRM_meta_interval", interval_ms.to_string()),
+            ("HA_RSCTMP", self.path("rsctmp").display().to_string()),
+        ]
+    }
+}
+
+fn exit_reasons(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| l.strip_prefix("ocf-exit-reason:"))
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
-fn the_package_agent_checks_what_it_can_without_the_event_command() {
-    // start and stop run `tenet-agent event`, which is not on this branch yet; ocf-tester
-    // of this agent waits for it. What does not need it is checked here.
-    let s = Setup::new();
-    let agent = ocf_agent("tenet-package");
-    let agent_toml = s.path("agent.toml");
-    std::fs::write(&agent_toml, "# placeholder\n").unwrap();
-    let env = vec![
-        ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
-        ("OCF_ROOT", "/usr/lib/ocf".to_string()),
-        ("OCF_RESOURCE_INSTANCE", "app".to_string()),
-        ("OCF_RESKEY_package", "dce".to_string()),
-        (
-            "OCF_RESKEY_binary",
-            binary("tenet-agent").display().to_string(),
-        ),
-        ("OCF_RESKEY_config", agent_toml.display().to_string()),
-        ("OCF_RESKEY_CRM_meta_interval", "0".to_string()),
-        ("HA_RSCTMP", s.path("rsctmp").display().to_string()),
-    ];
+fn ocf_tester_passes_on_the_package_agent_with_a_real_policy() {
+    if !have_tools(
+        "ocf_tester_passes_on_the_package_agent_with_a_real_policy",
+        &["ocf-tester", "xmllint"],
+    ) {
+        return;
+    }
+    let sb = PackageSandbox::new();
+    let mut cmd = Command::new(tenet_tests::ha::which("ocf-tester").unwrap());
+    cmd.args(["-v", "-n", "dce-pkg"]);
+    for (k, v) in sb.env(10_000) {
+        if let Some(param) = k.strip_prefix("OCF_RESKEY_")
+            && param != "CRM_meta_interval"
+        {
+            cmd.arg("-o").arg(format!("{param}={v}"));
+        }
+    }
+    // With watch=true the agent also keeps `tenet-agent watch dce` running.
+    let out = cmd
+        .args(["-o", "watch=true"])
+        .arg(sb.agent())
+        .env("HA_RSCTMP", sb.path("rsctmp"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let mut pids = Pids::default();
+    let watch_pid = sb.path("rsctmp/tenet-package-dce-pkg.watch.pid");
+    if let Ok(p) = std::fs::read_to_string(&watch_pid) {
+        pids.push(p.trim().parse().unwrap());
+    }
+    assert_eq!(code(&out), Some(0), "ocf-tester:\n{}", text(&out));
+    assert!(text(&out).contains("passed all tests"), "{}", text(&out));
+    // ocf-tester starts twice (the second on a started package), stops twice (the
+    // second on a stopped one), with a start and stop in between: the plans ran
+    // exactly for the two real starts and stops, each strictly in order, and the stale
+    // files were gone before start.dce ran.
+    let cycle = ["start.dce", "start.dfs", "stop.dfs", "stop.dce"];
+    assert_eq!(sb.ran(), [cycle, cycle].concat(), "{:?}", sb.log());
+    let first = &sb.log()[0].1;
+    assert!(first.contains("ep=absent creds=0 rc=0"), "{first}");
+    assert!(!watch_pid.exists(), "stop leaves no watch process behind");
+    // Every event ran to its end: no event id is left for a retry.
+    let left: Vec<_> = std::fs::read_dir(sb.path("rsctmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".id"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn the_package_agent_maps_outcomes_to_ocf_codes() {
+    let sb = PackageSandbox::new();
+    let agent = sb.agent();
+    let env = sb.env(10_000);
+    let probe = sb.env(0);
     assert_eq!(code(&run_env(&agent, &["validate-all"], &env)), Some(0));
     assert_eq!(code(&run_env(&agent, &["monitor"], &env)), Some(7));
+    assert_eq!(code(&run_env(&agent, &["monitor"], &probe)), Some(7));
     assert_eq!(code(&run_env(&agent, &["stop"], &env)), Some(0));
     let out = run_env(
         &agent,
@@ -360,11 +533,165 @@ fn the_package_agent_checks_what_it_can_without_the_event_command() {
         &with(env.clone(), "OCF_RESKEY_package", ""),
     );
     assert_eq!(code(&out), Some(6), "{}", text(&out));
+    assert!(!exit_reasons(&out).is_empty(), "{}", text(&out));
     let missing = with(env.clone(), "OCF_RESKEY_binary", "/nonexistent/tenet-agent");
     assert_eq!(code(&run_env(&agent, &["validate-all"], &missing)), Some(5));
-    assert_eq!(code(&run_env(&agent, &["monitor"], &missing)), Some(7));
-    let recurring = with(missing, "OCF_RESKEY_CRM_meta_interval", "10000");
-    assert_eq!(code(&run_env(&agent, &["monitor"], &recurring)), Some(5));
+    assert_eq!(code(&run_env(&agent, &["start"], &missing)), Some(5));
+    let probe_missing = with(missing.clone(), "OCF_RESKEY_CRM_meta_interval", "0");
+    assert_eq!(
+        code(&run_env(&agent, &["monitor"], &probe_missing)),
+        Some(7)
+    );
+    assert_eq!(code(&run_env(&agent, &["monitor"], &missing)), Some(5));
+    let no_tree = with(env.clone(), "OCF_RESKEY_policy", "/nonexistent/tree");
+    assert_eq!(code(&run_env(&agent, &["validate-all"], &no_tree)), Some(5));
+    // A package the policy does not know: a misconfigured resource, nothing to stop.
+    let nfs = with(env.clone(), "OCF_RESKEY_package", "nfs");
+    let out = run_env(&agent, &["start"], &nfs);
+    assert_eq!(code(&out), Some(6), "{}", text(&out));
+    assert_eq!(
+        exit_reasons(&out),
+        ["package nfs is not in the tenet policy"],
+        "{}",
+        text(&out)
+    );
+    assert_eq!(code(&run_env(&agent, &["monitor"], &nfs)), Some(7));
+    // A policy tree that does not load: 6, with the reason.
+    std::fs::write(sb.path("tree/broken.toml"), "[[plan]]\nname = 3\n").unwrap();
+    let out = run_env(&agent, &["start"], &env);
+    assert_eq!(code(&out), Some(6), "{}", text(&out));
+    assert!(!exit_reasons(&out).is_empty(), "{}", text(&out));
+    assert!(sb.ran().is_empty(), "{:?}", sb.log());
+    assert_eq!(code(&run_env(&agent, &["bogus"], &env)), Some(3));
+}
+
+#[test]
+fn a_failed_step_fails_the_start_and_names_the_step() {
+    let sb = PackageSandbox::new();
+    let agent = sb.agent();
+    let env = sb.env(10_000);
+    sb.flag("fail", "start.dce", true);
+    let out = run_env(&agent, &["start"], &env);
+    assert_eq!(code(&out), Some(1), "{}", text(&out));
+    let reasons = exit_reasons(&out);
+    assert!(
+        reasons.iter().any(|r| r.starts_with(
+            "package-start dce failed at step 2 `start.dce` of plan dce-start: exited with status 3"
+        )),
+        "{}",
+        text(&out)
+    );
+    // The plan stopped at the failed step: start.dfs never ran.
+    assert_eq!(sb.ran(), ["start.dce"], "{:?}", sb.log());
+    assert!(sb.log()[0].1.contains("ep=absent creds=0 rc=3"));
+    // Half started: monitor says failed; the cluster's stop runs the stop plan.
+    let out = run_env(&agent, &["monitor"], &env);
+    assert_eq!(code(&out), Some(1), "{}", text(&out));
+    assert_eq!(code(&run_env(&agent, &["stop"], &env)), Some(0));
+    assert_eq!(sb.ran(), ["start.dce", "stop.dfs", "stop.dce"]);
+    assert_eq!(code(&run_env(&agent, &["monitor"], &env)), Some(7));
+    assert_eq!(code(&run_env(&agent, &["stop"], &env)), Some(0));
+    // Repaired: the next start is a new event (not a replay of the failure) and runs.
+    sb.flag("fail", "start.dce", false);
+    let out = run_env(&agent, &["start"], &env);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(
+        sb.ran(),
+        [
+            "start.dce",
+            "stop.dfs",
+            "stop.dce",
+            "start.dce",
+            "start.dfs"
+        ]
+    );
+    assert_eq!(code(&run_env(&agent, &["monitor"], &env)), Some(0));
+    assert_eq!(code(&run_env(&agent, &["stop"], &env)), Some(0));
+}
+
+/// The parent PID of `pid` (from /proc).
+fn parent(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // pid (comm) state ppid ...
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_start_whose_agent_was_killed_resumes_on_the_next_start() {
+    let sb = PackageSandbox::new();
+    let agent = sb.agent();
+    let env = sb.env(10_000);
+    let mut pids = Pids::default();
+    sb.flag("block", "start.dce", true);
+    let mut start = Command::new(&agent)
+        .arg("start")
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    pids.push(start.id());
+    // start.dce blocks; the agent running it is its parent.
+    let step_pid: u32 = wait_for("start.dce to block", DEADLINE, || {
+        std::fs::read_to_string(sb.root("var/run/start.dce.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    });
+    pids.push(step_pid);
+    let agent_pid = parent(step_pid);
+    pids.push(agent_pid);
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{agent_pid}/comm"))
+            .unwrap()
+            .trim(),
+        "tenet-agent"
+    );
+    // The step 1 already ran: the stale files are gone.
+    assert!(!sb.root("opt/dcelocal/var/dced/Ep.db").exists());
+    kill(agent_pid, "KILL");
+    kill(step_pid, "KILL");
+    let status = wait_exit(&mut start);
+    let out = start.wait_with_output().unwrap();
+    assert_eq!(status, Some(1), "{}", text(&out));
+    assert!(!exit_reasons(&out).is_empty(), "{}", text(&out));
+    assert!(
+        sb.path("rsctmp/tenet-package-dce-pkg.package-start.id")
+            .is_file(),
+        "the event id is kept for the retry"
+    );
+    assert!(sb.ran().is_empty(), "{:?}", sb.log());
+
+    // A new Ep.db appears: were step 1 run again, it would go.
+    sb.seed();
+    sb.flag("block", "start.dce", false);
+    let out = run_env(&agent, &["start"], &env);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("resuming"),
+        "the retry resumed the same event: {}",
+        text(&out)
+    );
+    assert!(
+        sb.root("opt/dcelocal/var/dced/Ep.db").exists(),
+        "the finished step 1 ran again: {}",
+        text(&out)
+    );
+    // The interrupted step and the rest ran, once each.
+    assert_eq!(sb.ran(), ["start.dce", "start.dfs"], "{:?}", sb.log());
+    assert!(
+        !sb.path("rsctmp/tenet-package-dce-pkg.package-start.id")
+            .exists()
+    );
+    assert_eq!(code(&run_env(&agent, &["monitor"], &env)), Some(0));
+    assert_eq!(code(&run_env(&agent, &["start"], &env)), Some(0));
+    assert_eq!(sb.ran(), ["start.dce", "start.dfs"]);
+    assert_eq!(code(&run_env(&agent, &["stop"], &env)), Some(0));
+    assert_eq!(sb.ran(), ["start.dce", "start.dfs", "stop.dfs", "stop.dce"]);
 }
 
 /// What Serviceguard gives an external script: SG_* and the package's PEV_* variables.
