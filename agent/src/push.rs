@@ -308,6 +308,12 @@ pub fn push(opts: &PushOptions, reporter: &mut dyn PushReporter) -> Result<PushR
             root.version
         ));
     }
+    if root.roles.admin.threshold > 1 {
+        reporter.warning(&format!(
+            "the admin role of root version {} needs {} signatures on a run request; push signs with one key, so members will refuse it (threshold)",
+            root.version, root.roles.admin.threshold
+        ));
+    }
     let policy = tenet_policies::load(&tree).map_err(|d| PushError::Policy {
         tree: tree.clone(),
         count: d.error_count(),
