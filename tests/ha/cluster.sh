@@ -64,6 +64,9 @@ if [ -z "${PFX:-}" ]; then
 fi
 STATE=${STATE:-/var/tmp/tenet-ha-$PFX}
 TENET_BIN=${TENET_BIN:-$REPO/target/debug}
+# Each node mounts a private /tmp, which hides binaries built in a checkout under
+# /tmp: `up` copies them to $STATE/bin, and every command after it runs those.
+[ -x "$STATE/bin/tenet-agent" ] && TENET_BIN=$STATE/bin
 TOKEN=${TOKEN:-1000}
 NODES=3
 BRNS=$PFX-br
@@ -389,6 +392,11 @@ cmd_up() {
 	# A failed or interrupted `up` leaves nothing behind.
 	trap 'log "up failed; tearing down"; cmd_down' EXIT
 	trap 'exit 1' INT TERM
+	mkdir -p "$STATE/bin"
+	for t in tenet-policyd tenet-agent tenet-keys; do
+		cp "$TENET_BIN/$t" "$STATE/bin/$t" || die "cannot copy $t to $STATE/bin"
+	done
+	TENET_BIN=$STATE/bin
 	echo "$PFX" >"$STATE/pfx"
 	pick_net >"$STATE/net" || die "no free 10.213.X.0/24"
 	install_shared

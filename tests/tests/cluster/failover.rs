@@ -57,6 +57,8 @@ impl Cluster {
         let start = Instant::now();
         let out = cluster.sh(&["up"]);
         assert!(out.status.success(), "cluster.sh up:\n{}", text(&out));
+        // The nodes run the copies `up` made (their private /tmp may hide a checkout).
+        cluster.bin = cluster.state.join("bin");
         println!(
             "cluster {} up in {} ms",
             cluster.pfx,
