@@ -618,7 +618,7 @@ fn parent(pid: u32) -> u32 {
 }
 
 #[test]
-fn a_start_whose_agent_was_killed_resumes_on_the_next_start() {
+fn a_start_whose_agent_was_killed_is_resumed_only_with_resume_true() {
     let sb = PackageSandbox::new();
     let agent = sb.agent();
     let env = sb.env(10_000);
@@ -659,17 +659,45 @@ fn a_start_whose_agent_was_killed_resumes_on_the_next_start() {
     let out = start.wait_with_output().unwrap();
     assert_eq!(status, Some(1), "{}", text(&out));
     assert!(!exit_reasons(&out).is_empty(), "{}", text(&out));
-    assert!(
-        sb.path("rsctmp/tenet-package-dce-pkg.package-start.id")
-            .is_file(),
-        "the event id is kept for the retry"
-    );
+    let id_file = sb.path("rsctmp/tenet-package-dce-pkg.package-start.id");
+    let id = std::fs::read_to_string(&id_file)
+        .expect("the event id is kept for the retry")
+        .trim()
+        .to_string();
     assert!(sb.ran().is_empty(), "{:?}", sb.log());
 
     // A new Ep.db appears: were step 1 run again, it would go.
     sb.seed();
     sb.flag("block", "start.dce", false);
+    // By default (resume=false) the retry refuses: the exit reason names the
+    // interrupted step, the id and both ways on; nothing runs, the id stays.
     let out = run_env(&agent, &["start"], &env);
+    assert_eq!(code(&out), Some(1), "{}", text(&out));
+    assert_eq!(
+        exit_reasons(&out),
+        [format!(
+            "package-start dce interrupted at step 2 `start.dce` of plan dce-start (id {id}): \
+             set resume=true for the next start, or run tenet-agent event package-start dce \
+             --id {id} --resume"
+        )],
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains(&format!("package-start dce --id {id} --resume --policy")),
+        "the log has the whole command: {}",
+        text(&out)
+    );
+    assert!(sb.ran().is_empty(), "{:?}", sb.log());
+    assert!(sb.root("opt/dcelocal/var/dced/Ep.db").exists());
+    assert_eq!(std::fs::read_to_string(&id_file).unwrap().trim(), id);
+    assert_eq!(code(&run_env(&agent, &["monitor"], &env)), Some(1));
+    let out = run_env(&agent, &["start"], &env);
+    assert_eq!(code(&out), Some(1), "refused again: {}", text(&out));
+
+    // resume=true for the next start: it continues the same event.
+    let resume = with(env.clone(), "OCF_RESKEY_resume", "true");
+    let out = run_env(&agent, &["start"], &resume);
     assert_eq!(code(&out), Some(0), "{}", text(&out));
     assert!(
         text(&out).contains("resuming"),
