@@ -13,7 +13,8 @@
 //! - the Serviceguard external script under `env -i` with only SG_* and PEV_* variables
 //!   (start, stop, validate; 0/1/2), and its service command exiting when serving stops;
 //! - the PowerHA start, stop and monitor scripts with no arguments and no environment;
-//! - the keepalived notify script with each state, and its vrrp_script check.
+//! - the keepalived notify script with each state, and its vrrp_script check; two
+//!   notifies started nearly together end in the later transition.
 //!
 //! Every listener the scripts start is killed by PID when the test ends.
 

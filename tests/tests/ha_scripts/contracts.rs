@@ -908,3 +908,54 @@ fn the_keepalived_notify_script_follows_each_state_and_the_check_reports_health(
         Some(2)
     );
 }
+
+#[test]
+fn racing_keepalived_notifies_end_in_the_last_transition() {
+    let mut s = Setup::new();
+    let dir = s.install(
+        "keepalived",
+        &["tenet-policyd-notify", "tenet-policyd-check"],
+        &s.bundle.clone(),
+    );
+    let script = dir.join("tenet-policyd-notify");
+    let recorded = s.path("run/keepalived-tenet.state");
+    let notify = |state: &str| {
+        Command::new(&script)
+            .args(["INSTANCE", "tenet", state, "150"])
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let check = || code(&run_env(&dir.join("tenet-policyd-check"), &["tenet"], &[]));
+    let mut first = notify("MASTER");
+    s.pids.push(first.id());
+    assert_eq!(wait_exit(&mut first), Some(0));
+    assert_eq!(s.status(), Some(0));
+    // keepalived starts a notify without waiting for the one before: a flap starts
+    // both nearly together. Whichever gets going first, the later transition wins;
+    // the other exits 0 (superseded) or acts first.
+    for round in 0..4 {
+        for (before, last, serving) in [("MASTER", "BACKUP", 7), ("BACKUP", "MASTER", 0)] {
+            let mut a = notify(before);
+            let mut b = notify(last);
+            s.pids.push(a.id());
+            s.pids.push(b.id());
+            assert_eq!(wait_exit(&mut a), Some(0), "round {round}: {before}");
+            assert_eq!(wait_exit(&mut b), Some(0), "round {round}: {last}");
+            assert_eq!(
+                s.status(),
+                Some(serving),
+                "round {round}: {before} then {last}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(&recorded).unwrap().trim(),
+                last,
+                "round {round}"
+            );
+            assert_eq!(check(), Some(0), "round {round}: {last} healthy");
+        }
+    }
+}
