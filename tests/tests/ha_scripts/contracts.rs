@@ -4,6 +4,7 @@
     reason = "the tests run the shipped scripts as processes and write their settings"
 )]
 
+use std::io::BufRead as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -734,6 +735,27 @@ fn sg_env(s: &Setup, policyd: &Path, config: &Path) -> Vec<(&'static str, String
     ]
 }
 
+/// The next line the service command prints on stdout (`serving serial N` once a status
+/// check of its own saw the daemon serving), read by a thread that drains its stdout
+/// until it exits; `None` if it exited without one.
+fn first_line(child: &mut Child) -> Option<String> {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(line) => Some(line),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the service command neither printed nor exited within {DEADLINE:?}")
+        }
+    }
+}
+
 fn wait_exit(child: &mut Child) -> Option<i32> {
     let status = wait_for("the service command to exit", DEADLINE, || {
         child.try_wait().unwrap()
@@ -767,14 +789,15 @@ fn the_serviceguard_external_script_and_service_command_follow_the_contract() {
             .arg(&policyd)
             .env_clear()
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap()
     };
     let mut svc = start_service();
     s.pids.push(svc.id());
-    std::thread::sleep(Duration::from_millis(500));
+    // The service's own status check saw the daemon serving, and it goes on running.
+    assert_eq!(first_line(&mut svc).as_deref(), Some("serving serial 1"));
     assert!(
         svc.try_wait().unwrap().is_none(),
         "the service exited while serving"
@@ -789,6 +812,7 @@ fn the_serviceguard_external_script_and_service_command_follow_the_contract() {
     assert_eq!(code(&run_env(&script, &["start"], &env)), Some(0));
     let mut svc = start_service();
     s.pids.push(svc.id());
+    assert_eq!(first_line(&mut svc).as_deref(), Some("serving serial 1"));
     s.kill_listener();
     assert_eq!(wait_exit(&mut svc), Some(1));
     assert_eq!(code(&run_env(&script, &["stop"], &env)), Some(0));
