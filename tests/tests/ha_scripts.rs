@@ -13,6 +13,9 @@
 //! - the Serviceguard external script under `env -i` with only SG_* and PEV_* variables
 //!   (start, stop, validate; 0/1/2), and its service command exiting when serving stops;
 //! - the PowerHA start, stop and monitor scripts with no arguments and no environment;
+//!   the node_up pre- and post-event pair with PowerHA's arguments and no environment:
+//!   the stop side only on the standby in the pre-event, the start side only on the
+//!   returning owner in the post-event, tenet's exit codes passed on;
 //! - the keepalived notify script with each state, and its vrrp_script check; two
 //!   notifies started nearly together end in the later transition.
 //!

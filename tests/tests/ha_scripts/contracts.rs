@@ -873,6 +873,129 @@ fn the_powerha_scripts_work_with_no_arguments_and_no_environment() {
     assert_eq!(code(&run_env(&monitor, &[], &[])), Some(0));
 }
 
+impl PackageSandbox {
+    /// The PowerHA node_up pre- and post-event scripts in a directory of their own,
+    /// with a `tenet-ha.conf` that makes this sandbox PowerHA node `member` (the tenet
+    /// member of the same name), holding the packages `holds`.
+    fn powerha(&self, member: &str, holds: &str) -> PathBuf {
+        let to = self.path("powerha");
+        std::fs::create_dir_all(&to).unwrap();
+        for n in ["tenet-node-up-pre", "tenet-node-up-post"] {
+            std::fs::copy(packaging().join("powerha").join(n), to.join(n)).unwrap();
+        }
+        std::fs::write(
+            to.join("tenet-ha.conf"),
+            format!(
+                "TENET_AGENT={}\nTENET_AGENT_CONFIG=\nTENET_AGENT_ARGS=\"--policy {} --root {} \
+                 --state-dir {} --fact member={member} --fact holds={holds}\"\n\
+                 TENET_RUN_DIR={}\nTENET_NODE={member}\n",
+                binary("tenet-agent").display(),
+                self.path("tree").display(),
+                self.path("root").display(),
+                self.path("state").display(),
+                self.path("run").display(),
+            ),
+        )
+        .unwrap();
+        to
+    }
+
+    /// The event ids the PowerHA scripts keep for unfinished events.
+    fn kept_ids(&self) -> Vec<String> {
+        std::fs::read_dir(self.path("run"))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".id"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn the_powerha_node_up_pair_runs_the_stop_side_on_the_standby_and_the_start_side_on_the_owner() {
+    // alpha owns dce (cascading) and returns; beta, the standby, holds it until its
+    // pre-event has run; alpha holds it from its post-event on.
+    let owner = PackageSandbox::new();
+    let standby = PackageSandbox::new();
+    let on_owner = owner.powerha("alpha", "dce");
+    let on_standby = standby.powerha("beta", "dce");
+    let pre = |dir: &Path, args: &[&str]| run_env(&dir.join("tenet-node-up-pre"), args, &[]);
+    let post = |dir: &Path, args: &[&str]| run_env(&dir.join("tenet-node-up-post"), args, &[]);
+
+    // No arguments (and no environment): usage, nothing runs.
+    assert_eq!(code(&pre(&on_standby, &[])), Some(2));
+    assert_eq!(code(&post(&on_owner, &[])), Some(2));
+    assert_eq!(code(&post(&on_owner, &["node_up", "0"])), Some(2));
+
+    // node_up alpha, in PowerHA's order: every node's pre-event (the standby stops the
+    // package, the returning owner does nothing yet), then the post-events (the owner
+    // starts it, the standby does nothing).
+    let out = pre(&on_owner, &["node_up", "alpha"]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert!(owner.ran().is_empty(), "{:?}", owner.log());
+    let out = pre(&on_standby, &["node_up", "alpha"]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(
+        standby.ran(),
+        ["stop.dfs", "stop.dce"],
+        "{:?}",
+        standby.log()
+    );
+    let out = post(&on_standby, &["node_up", "0", "alpha"]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(standby.ran(), ["stop.dfs", "stop.dce"]);
+    assert!(
+        owner.ran().is_empty(),
+        "the owner started before its post-event"
+    );
+    let out = post(&on_owner, &["node_up", "0", "alpha"]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(owner.ran(), ["start.dce", "start.dfs"], "{:?}", owner.log());
+    assert!(owner.log()[0].1.contains("ep=absent creds=0 rc=0"));
+    // Both ran to their end: no id kept; the journals name the node_up.
+    assert!(owner.kept_ids().is_empty() && standby.kept_ids().is_empty());
+    let journals: Vec<String> = std::fs::read_dir(owner.path("state/events"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        journals.len() == 1 && journals[0].starts_with("powerha-node_up-alpha-post-"),
+        "{journals:?}"
+    );
+
+    // A node that owns nothing returns: nothing anywhere.
+    assert_eq!(code(&pre(&on_standby, &["node_up", "beta"])), Some(0));
+    assert_eq!(code(&post(&on_standby, &["node_up", "0", "beta"])), Some(0));
+    assert_eq!(standby.ran(), ["stop.dfs", "stop.dce"]);
+
+    // node_up itself failed: the owner starts nothing.
+    let out = post(&on_owner, &["node_up", "1", "alpha"]);
+    assert_eq!(code(&out), Some(1), "{}", text(&out));
+    assert_eq!(owner.ran(), ["start.dce", "start.dfs"]);
+
+    // A failed step fails the event with tenet's code, naming the step; the id is
+    // dropped (the event ran to its end), so the next node_up is a new event.
+    standby.flag("fail", "stop.dfs", true);
+    let out = pre(&on_standby, &["node_up", "alpha"]);
+    assert_eq!(code(&out), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("`stop.dfs`"), "{}", text(&out));
+    assert!(standby.kept_ids().is_empty());
+    standby.flag("fail", "stop.dfs", false);
+    let out = pre(&on_standby, &["node_up", "alpha"]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(
+        standby.ran(),
+        ["stop.dfs", "stop.dce", "stop.dfs", "stop.dfs", "stop.dce"]
+    );
+
+    // A broken policy: tenet's code 3, and the id is kept for the retry.
+    std::fs::write(owner.path("tree/broken.toml"), "[[plan]]\nname = 3\n").unwrap();
+    let out = post(&on_owner, &["node_up", "0", "alpha"]);
+    assert_eq!(code(&out), Some(3), "{}", text(&out));
+    assert_eq!(owner.kept_ids().len(), 1, "{:?}", owner.kept_ids());
+}
+
 #[test]
 fn the_keepalived_notify_script_follows_each_state_and_the_check_reports_health() {
     let mut s = Setup::new();
