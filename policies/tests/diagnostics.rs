@@ -94,6 +94,11 @@ fn plans() {
 }
 
 #[test]
+fn mutual_peers() {
+    check("mutual-peers");
+}
+
+#[test]
 fn plan_warnings() {
     check("plan-warnings");
 }

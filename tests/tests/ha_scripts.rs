@@ -8,11 +8,16 @@
 //!   plans in a sandbox root of fake /usr/bin/start.dce etc. (each start and stop runs
 //!   its plan once, in order); a failed step fails the start with the step named in the
 //!   exit reason and start.dfs never runs; a start whose tenet-agent is SIGKILLed in
-//!   start.dce is resumed by the next start (finished steps are not run again);
+//!   start.dce is refused by the next start (exit reason: the step and the event id)
+//!   and resumed by a start with resume=true (finished steps are not run again);
 //! - the Serviceguard external script under `env -i` with only SG_* and PEV_* variables
 //!   (start, stop, validate; 0/1/2), and its service command exiting when serving stops;
 //! - the PowerHA start, stop and monitor scripts with no arguments and no environment;
-//! - the keepalived notify script with each state, and its vrrp_script check.
+//!   the node_up pre- and post-event pair with PowerHA's arguments and no environment:
+//!   the stop side only on the standby in the pre-event, the start side only on the
+//!   returning owner in the post-event, tenet's exit codes passed on;
+//! - the keepalived notify script with each state, and its vrrp_script check; two
+//!   notifies started nearly together end in the later transition.
 //!
 //! Every listener the scripts start is killed by PID when the test ends.
 

@@ -12,7 +12,7 @@ use super::{
     default_id, one_of, parse_duration, tables,
 };
 use crate::diag::{Diagnostics, Origin};
-use crate::model::Configuration;
+use crate::model::{Configuration, Package};
 use crate::plan::{Action, Plan, Step, Trigger};
 use crate::read::closest;
 
@@ -276,7 +276,9 @@ impl Loader {
     }
 
     /// Cross-file checks of plans: the package of master-move plans, the plan's
-    /// configurations against its package's, and the mutual-takeover rule.
+    /// configurations against its package's, and the mutual-takeover rule (a
+    /// `server = true` plan's package is not `mutual`, and none of its members is a
+    /// member of a `mutual` package).
     pub(super) fn check_plans(&mut self, diags: &mut Diagnostics) {
         for (plan, check) in self.plans.iter_mut().zip(&self.plan_checks) {
             if check.package.is_none() {
@@ -321,9 +323,41 @@ impl Loader {
                         package.name
                     ),
                 );
+            } else if plan.server
+                && let Some((mutual, member)) = mutual_peer(&self.cluster.packages, package)
+            {
+                // Not mutual itself, but a member of it is a mutual-takeover peer: the
+                // plan would start servers on that node.
+                let (origin, field) = check.server.clone().unwrap_or_else(|| check.header.clone());
+                diags.error(
+                    origin,
+                    field,
+                    format!(
+                        "member `{member}` of package `{}` is also a member of package `{}`, which is configured as mutual takeover, and DCE and DFS servers cannot reside on nodes configured as mutual takeover (HACMP for AIX, supported configurations); a `server = true` plan needs a package none of whose members is a mutual-takeover peer",
+                        package.name, mutual.name
+                    ),
+                );
             }
         }
     }
+}
+
+/// The first `mutual` package (in declaration order) that shares a member with
+/// `package`, and that member (in `package`'s priority order).
+fn mutual_peer<'a>(
+    packages: &'a [Package],
+    package: &'a Package,
+) -> Option<(&'a Package, &'a str)> {
+    packages
+        .iter()
+        .filter(|p| p.configuration == Configuration::Mutual && p.name != package.name)
+        .find_map(|p| {
+            package
+                .members
+                .iter()
+                .find(|m| p.members.contains(m))
+                .map(|m| (p, m.as_str()))
+        })
 }
 
 /// A list of configuration names. `Some(None)` when absent, `None` when invalid.

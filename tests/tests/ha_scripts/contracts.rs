@@ -4,6 +4,7 @@
     reason = "the tests run the shipped scripts as processes and write their settings"
 )]
 
+use std::io::BufRead as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -618,7 +619,7 @@ fn parent(pid: u32) -> u32 {
 }
 
 #[test]
-fn a_start_whose_agent_was_killed_resumes_on_the_next_start() {
+fn a_start_whose_agent_was_killed_is_resumed_only_with_resume_true() {
     let sb = PackageSandbox::new();
     let agent = sb.agent();
     let env = sb.env(10_000);
@@ -659,17 +660,45 @@ fn a_start_whose_agent_was_killed_resumes_on_the_next_start() {
     let out = start.wait_with_output().unwrap();
     assert_eq!(status, Some(1), "{}", text(&out));
     assert!(!exit_reasons(&out).is_empty(), "{}", text(&out));
-    assert!(
-        sb.path("rsctmp/tenet-package-dce-pkg.package-start.id")
-            .is_file(),
-        "the event id is kept for the retry"
-    );
+    let id_file = sb.path("rsctmp/tenet-package-dce-pkg.package-start.id");
+    let id = std::fs::read_to_string(&id_file)
+        .expect("the event id is kept for the retry")
+        .trim()
+        .to_string();
     assert!(sb.ran().is_empty(), "{:?}", sb.log());
 
     // A new Ep.db appears: were step 1 run again, it would go.
     sb.seed();
     sb.flag("block", "start.dce", false);
+    // By default (resume=false) the retry refuses: the exit reason names the
+    // interrupted step, the id and both ways on; nothing runs, the id stays.
     let out = run_env(&agent, &["start"], &env);
+    assert_eq!(code(&out), Some(1), "{}", text(&out));
+    assert_eq!(
+        exit_reasons(&out),
+        [format!(
+            "package-start dce interrupted at step 2 `start.dce` of plan dce-start (id {id}): \
+             set resume=true for the next start, or run tenet-agent event package-start dce \
+             --id {id} --resume"
+        )],
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains(&format!("package-start dce --id {id} --resume --policy")),
+        "the log has the whole command: {}",
+        text(&out)
+    );
+    assert!(sb.ran().is_empty(), "{:?}", sb.log());
+    assert!(sb.root("opt/dcelocal/var/dced/Ep.db").exists());
+    assert_eq!(std::fs::read_to_string(&id_file).unwrap().trim(), id);
+    assert_eq!(code(&run_env(&agent, &["monitor"], &env)), Some(1));
+    let out = run_env(&agent, &["start"], &env);
+    assert_eq!(code(&out), Some(1), "refused again: {}", text(&out));
+
+    // resume=true for the next start: it continues the same event.
+    let resume = with(env.clone(), "OCF_RESKEY_resume", "true");
+    let out = run_env(&agent, &["start"], &resume);
     assert_eq!(code(&out), Some(0), "{}", text(&out));
     assert!(
         text(&out).contains("resuming"),
@@ -706,6 +735,27 @@ fn sg_env(s: &Setup, policyd: &Path, config: &Path) -> Vec<(&'static str, String
     ]
 }
 
+/// The next line the service command prints on stdout (`serving serial N` once a status
+/// check of its own saw the daemon serving), read by a thread that drains its stdout
+/// until it exits; `None` if it exited without one.
+fn first_line(child: &mut Child) -> Option<String> {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(line) => Some(line),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the service command neither printed nor exited within {DEADLINE:?}")
+        }
+    }
+}
+
 fn wait_exit(child: &mut Child) -> Option<i32> {
     let status = wait_for("the service command to exit", DEADLINE, || {
         child.try_wait().unwrap()
@@ -739,14 +789,15 @@ fn the_serviceguard_external_script_and_service_command_follow_the_contract() {
             .arg(&policyd)
             .env_clear()
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap()
     };
     let mut svc = start_service();
     s.pids.push(svc.id());
-    std::thread::sleep(Duration::from_millis(500));
+    // The service's own status check saw the daemon serving, and it goes on running.
+    assert_eq!(first_line(&mut svc).as_deref(), Some("serving serial 1"));
     assert!(
         svc.try_wait().unwrap().is_none(),
         "the service exited while serving"
@@ -761,6 +812,7 @@ fn the_serviceguard_external_script_and_service_command_follow_the_contract() {
     assert_eq!(code(&run_env(&script, &["start"], &env)), Some(0));
     let mut svc = start_service();
     s.pids.push(svc.id());
+    assert_eq!(first_line(&mut svc).as_deref(), Some("serving serial 1"));
     s.kill_listener();
     assert_eq!(wait_exit(&mut svc), Some(1));
     assert_eq!(code(&run_env(&script, &["stop"], &env)), Some(0));
@@ -821,6 +873,129 @@ fn the_powerha_scripts_work_with_no_arguments_and_no_environment() {
     assert_eq!(code(&run_env(&monitor, &[], &[])), Some(0));
 }
 
+impl PackageSandbox {
+    /// The PowerHA node_up pre- and post-event scripts in a directory of their own,
+    /// with a `tenet-ha.conf` that makes this sandbox PowerHA node `member` (the tenet
+    /// member of the same name), holding the packages `holds`.
+    fn powerha(&self, member: &str, holds: &str) -> PathBuf {
+        let to = self.path("powerha");
+        std::fs::create_dir_all(&to).unwrap();
+        for n in ["tenet-node-up-pre", "tenet-node-up-post"] {
+            std::fs::copy(packaging().join("powerha").join(n), to.join(n)).unwrap();
+        }
+        std::fs::write(
+            to.join("tenet-ha.conf"),
+            format!(
+                "TENET_AGENT={}\nTENET_AGENT_CONFIG=\nTENET_AGENT_ARGS=\"--policy {} --root {} \
+                 --state-dir {} --fact member={member} --fact holds={holds}\"\n\
+                 TENET_RUN_DIR={}\nTENET_NODE={member}\n",
+                binary("tenet-agent").display(),
+                self.path("tree").display(),
+                self.path("root").display(),
+                self.path("state").display(),
+                self.path("run").display(),
+            ),
+        )
+        .unwrap();
+        to
+    }
+
+    /// The event ids the PowerHA scripts keep for unfinished events.
+    fn kept_ids(&self) -> Vec<String> {
+        std::fs::read_dir(self.path("run"))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".id"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn the_powerha_node_up_pair_runs_the_stop_side_on_the_standby_and_the_start_side_on_the_owner() {
+    // alpha owns dce (cascading) and returns; beta, the standby, holds it until its
+    // pre-event has run; alpha holds it from its post-event on.
+    let owner = PackageSandbox::new();
+    let standby = PackageSandbox::new();
+    let on_owner = owner.powerha("alpha", "dce");
+    let on_standby = standby.powerha("beta", "dce");
+    let pre = |dir: &Path, args: &[&str]| run_env(&dir.join("tenet-node-up-pre"), args, &[]);
+    let post = |dir: &Path, args: &[&str]| run_env(&dir.join("tenet-node-up-post"), args, &[]);
+
+    // No arguments (and no environment): usage, nothing runs.
+    assert_eq!(code(&pre(&on_standby, &[])), Some(2));
+    assert_eq!(code(&post(&on_owner, &[])), Some(2));
+    assert_eq!(code(&post(&on_owner, &["node_up", "0"])), Some(2));
+
+    // node_up alpha, in PowerHA's order: every node's pre-event (the standby stops the
+    // package, the returning owner does nothing yet), then the post-events (the owner
+    // starts it, the standby does nothing).
+    let out = pre(&on_owner, &["node_up", "alpha"]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert!(owner.ran().is_empty(), "{:?}", owner.log());
+    let out = pre(&on_standby, &["node_up", "alpha"]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(
+        standby.ran(),
+        ["stop.dfs", "stop.dce"],
+        "{:?}",
+        standby.log()
+    );
+    let out = post(&on_standby, &["node_up", "0", "alpha"]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(standby.ran(), ["stop.dfs", "stop.dce"]);
+    assert!(
+        owner.ran().is_empty(),
+        "the owner started before its post-event"
+    );
+    let out = post(&on_owner, &["node_up", "0", "alpha"]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(owner.ran(), ["start.dce", "start.dfs"], "{:?}", owner.log());
+    assert!(owner.log()[0].1.contains("ep=absent creds=0 rc=0"));
+    // Both ran to their end: no id kept; the journals name the node_up.
+    assert!(owner.kept_ids().is_empty() && standby.kept_ids().is_empty());
+    let journals: Vec<String> = std::fs::read_dir(owner.path("state/events"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        journals.len() == 1 && journals[0].starts_with("powerha-node_up-alpha-post-"),
+        "{journals:?}"
+    );
+
+    // A node that owns nothing returns: nothing anywhere.
+    assert_eq!(code(&pre(&on_standby, &["node_up", "beta"])), Some(0));
+    assert_eq!(code(&post(&on_standby, &["node_up", "0", "beta"])), Some(0));
+    assert_eq!(standby.ran(), ["stop.dfs", "stop.dce"]);
+
+    // node_up itself failed: the owner starts nothing.
+    let out = post(&on_owner, &["node_up", "1", "alpha"]);
+    assert_eq!(code(&out), Some(1), "{}", text(&out));
+    assert_eq!(owner.ran(), ["start.dce", "start.dfs"]);
+
+    // A failed step fails the event with tenet's code, naming the step; the id is
+    // dropped (the event ran to its end), so the next node_up is a new event.
+    standby.flag("fail", "stop.dfs", true);
+    let out = pre(&on_standby, &["node_up", "alpha"]);
+    assert_eq!(code(&out), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("`stop.dfs`"), "{}", text(&out));
+    assert!(standby.kept_ids().is_empty());
+    standby.flag("fail", "stop.dfs", false);
+    let out = pre(&on_standby, &["node_up", "alpha"]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(
+        standby.ran(),
+        ["stop.dfs", "stop.dce", "stop.dfs", "stop.dfs", "stop.dce"]
+    );
+
+    // A broken policy: tenet's code 3, and the id is kept for the retry.
+    std::fs::write(owner.path("tree/broken.toml"), "[[plan]]\nname = 3\n").unwrap();
+    let out = post(&on_owner, &["node_up", "0", "alpha"]);
+    assert_eq!(code(&out), Some(3), "{}", text(&out));
+    assert_eq!(owner.kept_ids().len(), 1, "{:?}", owner.kept_ids());
+}
+
 #[test]
 fn the_keepalived_notify_script_follows_each_state_and_the_check_reports_health() {
     let mut s = Setup::new();
@@ -879,4 +1054,55 @@ fn the_keepalived_notify_script_follows_each_state_and_the_check_reports_health(
         )),
         Some(2)
     );
+}
+
+#[test]
+fn racing_keepalived_notifies_end_in_the_last_transition() {
+    let mut s = Setup::new();
+    let dir = s.install(
+        "keepalived",
+        &["tenet-policyd-notify", "tenet-policyd-check"],
+        &s.bundle.clone(),
+    );
+    let script = dir.join("tenet-policyd-notify");
+    let recorded = s.path("run/keepalived-tenet.state");
+    let notify = |state: &str| {
+        Command::new(&script)
+            .args(["INSTANCE", "tenet", state, "150"])
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let check = || code(&run_env(&dir.join("tenet-policyd-check"), &["tenet"], &[]));
+    let mut first = notify("MASTER");
+    s.pids.push(first.id());
+    assert_eq!(wait_exit(&mut first), Some(0));
+    assert_eq!(s.status(), Some(0));
+    // keepalived starts a notify without waiting for the one before: a flap starts
+    // both nearly together. Whichever gets going first, the later transition wins;
+    // the other exits 0 (superseded) or acts first.
+    for round in 0..4 {
+        for (before, last, serving) in [("MASTER", "BACKUP", 7), ("BACKUP", "MASTER", 0)] {
+            let mut a = notify(before);
+            let mut b = notify(last);
+            s.pids.push(a.id());
+            s.pids.push(b.id());
+            assert_eq!(wait_exit(&mut a), Some(0), "round {round}: {before}");
+            assert_eq!(wait_exit(&mut b), Some(0), "round {round}: {last}");
+            assert_eq!(
+                s.status(),
+                Some(serving),
+                "round {round}: {before} then {last}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(&recorded).unwrap().trim(),
+                last,
+                "round {round}"
+            );
+            assert_eq!(check(), Some(0), "round {round}: {last} healthy");
+        }
+    }
 }
