@@ -354,7 +354,16 @@ pub fn event(
     let id = opts.id.clone().unwrap_or_else(generated_id);
     reporter.note(&format!("event {name}, id {id}"));
 
-    let history = History::read(&place.state_dir, &id)?;
+    let mut history = History::read(&place.state_dir, &id)?;
+    if history.as_ref().is_some_and(|h| h.begin().is_none()) {
+        // An older agent crashed between creating the journal and writing its begin
+        // record: nothing of the event ran.
+        reporter.note(&format!(
+            "warning: the journal of id {id} has no begin record (a crash before the event began); it counts as never run"
+        ));
+        failover::journal::discard(&place.state_dir, &id)?;
+        history = None;
+    }
     if let Some(h) = &history {
         let begin = h.begin();
         if let Some(b) = begin

@@ -542,3 +542,18 @@ fn watch_repeats_package_running_plans_until_sigterm() {
         "watch rounds are not journalled"
     );
 }
+
+#[test]
+fn a_journal_without_its_begin_record_counts_as_never_run() {
+    let sb = sandbox(&takeover(&log_step("start", "start")));
+    // An older agent crashed between creating the journal and writing its first record.
+    journal(&sb, "torn", &[]);
+    let r = event(&sb, "package-start", "dce", &["--id", "torn"]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("has no begin record"), "{}", r.stdout);
+    assert_eq!(read(&sb.at("/log")), "start\n");
+    // And it is complete now: replayed.
+    let again = event(&sb, "package-start", "dce", &["--id", "torn"]);
+    again.expect_code(0);
+    assert!(again.stdout.contains("replay"), "{}", again.stdout);
+}

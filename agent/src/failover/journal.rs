@@ -384,8 +384,12 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Creates the journal of a new event and writes its begin record. Fails if a
-    /// journal of that id exists (the caller has read it first, under the run lock).
+    /// Creates the journal of a new event with its begin record. Fails if a journal
+    /// of that id exists (the caller has read it first, under the run lock).
+    ///
+    /// The begin record is written and fsynced in a temp file (`.ID.jsonl.tenet-new`)
+    /// that is then linked into place (no clobbering) and the directory fsynced: a
+    /// crash leaves no journal or one with its begin record, never an empty one.
     pub fn create(state_dir: &Path, begin: Begin) -> Result<Journal, JournalError> {
         let path = path(state_dir, &begin.id)?;
         let io_err = |source| JournalError::Io {
@@ -398,19 +402,30 @@ impl Journal {
         if made {
             sync_dir(state_dir).map_err(io_err)?;
         }
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(&path)
+        let temp = dir.join(format!(".{}.jsonl{TEMP_SUFFIX}", begin.id));
+        let mut line = serde_json::to_vec(&Record::EventBegin(begin))
+            .map_err(|e| io_err(io::Error::other(e)))?;
+        line.push(b'\n');
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
             .map_err(io_err)?;
+        file.write_all(&line).map_err(io_err)?;
+        file.sync_all().map_err(io_err)?;
+        drop(file);
+        let linked = fs::hard_link(&temp, &path);
+        // The temp name is per id, so a leftover one is reused next time.
+        let _ = fs::remove_file(&temp);
+        linked.map_err(io_err)?;
         // The file's name must survive a crash along with its first record.
         sync_dir(&dir).map_err(io_err)?;
-        let mut j = Journal {
-            path: path.clone(),
-            file,
-        };
-        j.append(&Record::EventBegin(begin))?;
-        Ok(j)
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_err)?;
+        Ok(Journal { path, file })
     }
 
     /// Reopens an interrupted event's journal for appending, cutting off a torn last line.
@@ -459,6 +474,20 @@ impl Journal {
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Suffix of the temp file a journal's begin record is written to.
+const TEMP_SUFFIX: &str = ".tenet-new";
+
+/// Removes the journal of `id`: one without a begin record (left by an agent from
+/// before journals were created whole) counts as never run.
+pub fn discard(state_dir: &Path, id: &str) -> Result<(), JournalError> {
+    let path = path(state_dir, id)?;
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(JournalError::Io { path, source }),
+    }
 }
 
 #[cfg(test)]
@@ -587,6 +616,27 @@ mod tests {
         let h = History::read(dir.path(), "e2").unwrap().unwrap();
         assert_eq!(h.records.len(), 3);
         assert_eq!(h.step_ends().len(), 1);
+    }
+
+    #[test]
+    fn a_crash_while_creating_leaves_no_journal_and_the_id_can_run() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a crash between creating the file and writing its begin record left:
+        // only the temp file, which is not a journal and is reused.
+        let events = dir.path().join(EVENTS_DIR);
+        fs::create_dir_all(&events).unwrap();
+        File::create(events.join(".e4.jsonl.tenet-new")).unwrap();
+        assert!(History::read(dir.path(), "e4").unwrap().is_none());
+        let j = Journal::create(dir.path(), begin("e4")).unwrap();
+        drop(j);
+        let h = History::read(dir.path(), "e4").unwrap().unwrap();
+        assert_eq!(h.begin(), Some(&begin("e4")));
+        assert!(!events.join(".e4.jsonl.tenet-new").exists());
+        // An empty journal (an older agent's crash there) is discarded, and the id runs.
+        File::create(events.join("e5.jsonl")).unwrap();
+        assert!(Journal::create(dir.path(), begin("e5")).is_err());
+        discard(dir.path(), "e5").unwrap();
+        Journal::create(dir.path(), begin("e5")).unwrap();
     }
 
     #[test]
