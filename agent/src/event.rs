@@ -354,6 +354,16 @@ pub fn event(
     let id = opts.id.clone().unwrap_or_else(generated_id);
     reporter.note(&format!("event {name}, id {id}"));
 
+    let others = unfinished_warnings(&place.state_dir, Some(&id));
+    for w in &others {
+        reporter.note(w);
+    }
+    if !others.is_empty() {
+        reporter.note(&format!(
+            "event {name} (id {id}) runs all the same: an interrupted event is continued only with its own id and --resume"
+        ));
+    }
+
     let mut history = History::read(&place.state_dir, &id)?;
     if history.as_ref().is_some_and(|h| h.begin().is_none()) {
         // An older agent crashed between creating the journal and writing its begin
@@ -554,6 +564,42 @@ fn replay(
     EventReport { summary, exit }
 }
 
+/// Most interrupted events [`unfinished_warnings`] names.
+pub const MAX_UNFINISHED_REPORTED: usize = 10;
+
+/// One warning per event journal in `state_dir` without an `event_end` (an event
+/// that was interrupted and never resumed), except `except`'s, newest first and at
+/// most [`MAX_UNFINISHED_REPORTED`] (then how many more). Reads only the tails.
+pub fn unfinished_warnings(state_dir: &std::path::Path, except: Option<&str>) -> Vec<String> {
+    let (found, _) = failover::journal::unfinished(state_dir, usize::MAX);
+    let found: Vec<_> = found
+        .into_iter()
+        .filter(|u| Some(u.id.as_str()) != except)
+        .collect();
+    let mut out: Vec<String> = found
+        .iter()
+        .take(MAX_UNFINISHED_REPORTED)
+        .map(|u| {
+            let written = u
+                .modified
+                .map(|t| format!(", last written {}", tenet_keys::Time::from_system(t)))
+                .unwrap_or_default();
+            format!(
+                "warning: event {} (id {}) did not finish: {}{written}; `tenet-agent event ... --id {} --resume` continues it",
+                u.event, u.id, u.interruption, u.id
+            )
+        })
+        .collect();
+    if found.len() > MAX_UNFINISHED_REPORTED {
+        out.push(format!(
+            "warning: and {} more interrupted events in {}",
+            found.len() - MAX_UNFINISHED_REPORTED,
+            state_dir.join(failover::journal::EVENTS_DIR).display()
+        ));
+    }
+    out
+}
+
 /// `20261122T013500Z-4242`: the time and this process's id.
 fn generated_id() -> String {
     let t = tenet_keys::Time::from_system(SystemTime::now()).to_string();
@@ -594,10 +640,18 @@ pub enum Stopped {
 /// plans'; [`DEFAULT_EVERY`] when none says) until SIGTERM or SIGINT, which let the
 /// round in progress finish. The policy is loaded again each round, so a new bundle
 /// takes effect. A round that fails is reported and the next one runs all the same.
-pub fn watch(opts: &WatchOptions, on_round: &mut dyn FnMut(&Round)) -> Result<Stopped, EventError> {
+/// Interrupted events found at the start (see [`unfinished_warnings`]) go to `on_warning`.
+pub fn watch(
+    opts: &WatchOptions,
+    on_warning: &mut dyn FnMut(&str),
+    on_round: &mut dyn FnMut(&Round),
+) -> Result<Stopped, EventError> {
     use tokio::signal::unix::{SignalKind, signal};
     let place = Place::of(&opts.scope)?;
     place.create_state_dir()?;
+    for w in unfinished_warnings(&place.state_dir, None) {
+        on_warning(&w);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

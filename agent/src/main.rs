@@ -379,7 +379,8 @@ fn watch(args: WatchArgs) -> ExitCode {
         ),
         Err(why) => println!("{package} round {}: did not run: {why}", r.number),
     };
-    match watch(&opts, &mut on_round) {
+    let mut on_warning = |w: &str| println!("{w}");
+    match watch(&opts, &mut on_warning, &mut on_round) {
         Ok(_) => ExitCode::Success,
         Err(e) => event_error(&e),
     }

@@ -141,6 +141,9 @@ pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, 
             )
         })?;
     let _lock = RunLock::acquire(&config.state_dir, "run")?;
+    for w in crate::event::unfinished_warnings(&config.state_dir, None) {
+        reporter.warning(w.strip_prefix("warning: ").unwrap_or(&w));
+    }
     let cache = Cache::open(&config.state_dir).map_err(|e| env("cache", &e))?;
     cache
         .clean_staging()

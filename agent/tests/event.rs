@@ -520,6 +520,7 @@ fn watch_repeats_package_running_plans_until_sigterm() {
         log_step("migrate locks", "round")
     );
     let sb = sandbox(&plans);
+    journal(&sb, "old", &[begin("old"), start(1, "a")]);
     let mut args = vec!["watch".to_string(), "dce".to_string()];
     args.extend(place(&sb));
     let child = util::agent()
@@ -538,9 +539,39 @@ fn watch_repeats_package_running_plans_until_sigterm() {
     assert!(r.stdout.contains("dce round 1: ok"), "{}", r.stdout);
     assert!(r.stdout.contains("dce round 2: ok"), "{}", r.stdout);
     assert!(
-        !sb.state.join("events").exists(),
+        r.stdout
+            .starts_with("warning: event package-start:dce (id old) did not finish"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        fs::read_dir(sb.state.join("events")).unwrap().count(),
+        1,
         "watch rounds are not journalled"
     );
+}
+
+#[test]
+fn every_event_reports_interrupted_events_of_other_ids_and_runs_all_the_same() {
+    let sb = sandbox(&takeover(&log_step("start", "start")));
+    journal(&sb, "old", &[begin("old"), start(1, "a")]);
+    journal(
+        &sb,
+        "older",
+        &[begin("older"), start(1, "a"), end(1, "a", "ok")],
+    );
+    let r = event(&sb, "package-stop", "dce", &["--id", "new"]);
+    r.expect_code(0);
+    for line in [
+        "warning: event package-start:dce (id old) did not finish: interrupted at step 1 `a` of plan p, started at 2026-01-01T00:00:01Z, last written ",
+        "warning: event package-start:dce (id older) did not finish: interrupted after step 1 `a` of plan p ended",
+        "event package-stop:dce (id new) runs all the same",
+    ] {
+        assert!(r.stdout.contains(line), "no {line:?} in:\n{}", r.stdout);
+    }
+    // A finished event is not reported.
+    let r = event(&sb, "package-stop", "dce", &["--id", "newer"]);
+    assert!(!r.stdout.contains("(id new)"), "{}", r.stdout);
 }
 
 #[test]
