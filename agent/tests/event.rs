@@ -551,6 +551,101 @@ fn watch_repeats_package_running_plans_until_sigterm() {
     );
 }
 
+/// Waits until process `pid` has `lock` open: it is waiting for the lock (held here).
+fn wait_until_waiting(pid: u32, lock: &Path) {
+    wait_for("the agent to open the lock file", || {
+        let fds = fs::read_dir(format!("/proc/{pid}/fd")).map_err(|e| e.to_string())?;
+        fds.filter_map(Result::ok)
+            .any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t == lock))
+            .then_some(())
+            .ok_or_else(|| "run.lock not open yet".to_string())
+    });
+}
+
+#[test]
+fn apply_and_run_wait_for_a_watch_round_to_release_the_run_lock() {
+    let sb = sandbox("");
+    let lock_path = sb.state.join("run.lock");
+    write(&lock_path, b"pid 1 watch started at unix time 1\n");
+    let hold = || {
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .unwrap();
+        f.try_lock().unwrap();
+        f
+    };
+    let apply = |extra: &[&str]| {
+        let mut args = vec![
+            "apply",
+            path(&sb.policy),
+            "--root",
+            path(&sb.root),
+            "--state-dir",
+            path(&sb.state),
+            "--fact",
+            "member=beta",
+        ];
+        args.extend(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+
+    // apply does not wait unless asked.
+    let holder = hold();
+    let r = util::run(apply(&[]));
+    r.expect_code(6);
+    assert!(r.stderr.contains("pid 1 watch"), "{}", r.stderr);
+    let child = util::agent()
+        .args(apply(&["--lock-timeout", "60s"]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start apply");
+    wait_until_waiting(child.id(), &lock_path);
+    drop(holder);
+    finish(child).expect_code(0);
+
+    // run waits 30 s by default.
+    let config = sb.outside.join("agent.toml");
+    write(
+        &config,
+        format!(
+            "member = \"beta\"\nmaster = \"127.0.0.1:1\"\ntrusted_root = \"root.toml\"\nstate_dir = \"{}\"\nroot = \"{}\"\n",
+            path(&sb.state),
+            path(&sb.root)
+        )
+        .as_bytes(),
+    );
+    // An interrupted event is reported by every run.
+    journal(&sb, "old", &[begin("old"), start(1, "a")]);
+    let holder = hold();
+    let r = util::run(["run", "--config", path(&config), "--lock-timeout", "0s"]);
+    r.expect_code(6);
+    let child = util::agent()
+        .args(["run", "--config", path(&config)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start run");
+    wait_until_waiting(child.id(), &lock_path);
+    drop(holder);
+    let r = finish(child);
+    // Past the lock, it fails for want of a trusted root and a master; not 6.
+    assert_ne!(r.code, 6, "{r:?}");
+    assert!(
+        !r.stderr.contains("another run is in progress"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        format!("{}{}", r.stdout, r.stderr).contains(
+            "event package-start:dce (id old) did not finish: interrupted at step 1 `a` of plan p"
+        ),
+        "{r:?}"
+    );
+}
+
 #[test]
 fn every_event_reports_interrupted_events_of_other_ids_and_runs_all_the_same() {
     let sb = sandbox(&takeover(&log_step("start", "start")));
