@@ -243,7 +243,8 @@ pub enum PlanCommand {
         /// KIND:NAME, such as package-start:dce or node-up:alpha.
         #[arg(long, value_name = "KIND:NAME", value_parser = event)]
         event: tenet_policies::plan::Event,
-        /// The packages MEMBER holds at that moment [default: as its addresses say].
+        /// The packages MEMBER holds at that moment [default: as this machine's addresses
+        /// say, when MEMBER is this machine's member; nothing for another member].
         #[arg(long, value_name = "PKG,...", value_delimiter = ',')]
         holds: Option<Vec<String>>,
         /// Source, root, state directory and facts.

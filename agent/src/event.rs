@@ -295,10 +295,17 @@ pub(crate) struct Loaded {
     pub(crate) facts: Facts,
     /// `bundle serial N` or `policy tree DIR`.
     pub(crate) source: String,
+    /// The facts are another member's, not this machine's: its configured hostname,
+    /// no addresses, and it holds only what the caller says.
+    pub(crate) remote: bool,
 }
 
 /// Loads the plans of `scope` and the facts of `member` (default: this member),
 /// `--fact` overrides last. Warnings go to `notes`.
+///
+/// When `member` is not this machine's member, nothing of this machine is used for
+/// it: its hostname is the one the cluster config gives it, it has no addresses (so
+/// it holds no package by address), and [`Loaded::remote`] says so.
 pub(crate) fn load(
     scope: &Scope,
     place: &Place,
@@ -306,6 +313,7 @@ pub(crate) fn load(
     notes: &mut Vec<String>,
 ) -> Result<Loaded, EventError> {
     let mut facts = crate::facts::gather();
+    let mut member_facts = Vec::new();
     let (tree, source) = match (&scope.source, &place.config) {
         (Source::Config(_), Some(config)) => {
             let mut warnings = Collect::default();
@@ -316,25 +324,47 @@ pub(crate) fn load(
                     .into_iter()
                     .map(|w| format!("warning: {w}")),
             );
-            crate::apply::apply_overrides(&mut facts, &cached.facts)?;
+            member_facts = cached.facts;
             (cached.tree, format!("bundle serial {}", cached.serial))
         }
         (Source::Policy(tree), _) | (Source::Config(tree), None) => {
             (tree.clone(), format!("policy tree {}", tree.display()))
         }
     };
-    if let (Some(m), Source::Policy(_)) = (member, &scope.source) {
-        facts.member = Some(m.to_string());
-    }
-    crate::apply::apply_overrides(&mut facts, &scope.facts)?;
     let policy = tenet_policies::load(&tree).map_err(|diagnostics| EventError::InvalidPolicy {
         tree: tree.clone(),
         diagnostics,
     })?;
+    // This machine's member: the configuration's, or as its facts say.
+    let local = match &place.config {
+        Some(config) => Some(config.member.clone()),
+        None => {
+            let mut mine = facts.clone();
+            crate::apply::apply_overrides(&mut mine, &scope.facts)?;
+            policy.member_of(&mine).map(|m| m.name.clone())
+        }
+    };
+    let remote = member.is_some_and(|m| local.as_deref() != Some(m));
+    if let (true, Some(m)) = (remote, member) {
+        facts = Facts {
+            hostname: policy
+                .cluster
+                .member(m)
+                .map_or_else(|| m.to_string(), |x| x.hostname.clone()),
+            os: facts.os,
+            ..Facts::default()
+        };
+    }
+    crate::apply::apply_overrides(&mut facts, &member_facts)?;
+    crate::apply::apply_overrides(&mut facts, &scope.facts)?;
+    if let Some(m) = member {
+        facts.member = Some(m.to_string());
+    }
     Ok(Loaded {
         policy,
         facts,
         source,
+        remote,
     })
 }
 

@@ -551,6 +551,77 @@ fn watch_repeats_package_running_plans_until_sigterm() {
     );
 }
 
+#[test]
+fn simulating_another_member_uses_its_hostname_and_holds_only_what_holds_says() {
+    let who = "[[plan.step]]\ntype = \"line\"\nname = \"who\"\nfile = \"/etc/who\"\nline = \"${hostname}\"\ncreate = true\n\n";
+    let sb = sandbox(&takeover(who));
+    // This machine is alpha; the simulation is beta's view.
+    let base = |member: &str, ev: &str| {
+        vec![
+            "plan".to_string(),
+            "simulate".to_string(),
+            "--member".to_string(),
+            member.to_string(),
+            "--event".to_string(),
+            ev.to_string(),
+            "--policy".to_string(),
+            path(&sb.policy).to_string(),
+            "--root".to_string(),
+            path(&sb.root).to_string(),
+            "--state-dir".to_string(),
+            path(&sb.state).to_string(),
+            "--fact".to_string(),
+            "member=alpha".to_string(),
+        ]
+    };
+    let sim = util::run(base("beta", "package-start:dce"));
+    sim.expect_code(0);
+    assert!(
+        sim.stdout.contains("1. who: line in /etc/who: beta"),
+        "{}",
+        sim.stdout
+    );
+    assert!(
+        sim.stdout.contains("beta is not this machine's member: it holds nothing (only what --holds says), its hostname is beta"),
+        "{}",
+        sim.stdout
+    );
+    // Whatever this machine's addresses are, beta holds nothing it was not told.
+    let down = util::run(base("beta", "node-down:alpha"));
+    down.expect_code(0);
+    assert!(
+        down.stdout
+            .contains("beta does not hold `dce` after alpha left"),
+        "{}",
+        down.stdout
+    );
+    let mut held = base("beta", "node-down:alpha");
+    held.extend(["--holds".to_string(), "dce".to_string()]);
+    let held = util::run(held);
+    held.expect_code(0);
+    assert!(
+        held.stdout
+            .contains("plan dce-takeover (package-start dce)"),
+        "{}",
+        held.stdout
+    );
+    // This machine's own member keeps this machine's facts.
+    let here = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_ne!(here, "beta", "the test needs a machine not named beta");
+    let mine = util::run(base("alpha", "package-start:dce"));
+    mine.expect_code(0);
+    assert!(
+        mine.stdout.contains(&format!("line in /etc/who: {here}")),
+        "{}",
+        mine.stdout
+    );
+    assert!(
+        !mine.stdout.contains("not this machine's member"),
+        "{}",
+        mine.stdout
+    );
+}
+
 /// Waits until process `pid` has `lock` open: it is waiting for the lock (held here).
 fn wait_until_waiting(pid: u32, lock: &Path) {
     wait_for("the agent to open the lock file", || {
