@@ -11,6 +11,7 @@
 //! `watch` runs a package's `package-running` plans round after round, without a
 //! journal, until SIGTERM or SIGINT (which let the round in progress finish).
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -22,7 +23,7 @@ use tenet_policies::{Diagnostics, Facts, Policy};
 use crate::cli::ExitCode;
 use crate::config::{Config, ConfigError};
 use crate::failover::journal::{Begin, History, Journal, JournalError, Record};
-use crate::failover::{self, Context, Earlier, Outcome};
+use crate::failover::{self, Context, Earlier, Outcome, started};
 use crate::fsops::{self, Root};
 use crate::lock::{LockError, RunLock};
 use crate::report::{Collect, EventSummary, StepReporter, StepStatus};
@@ -437,7 +438,11 @@ pub fn event(
         )),
     }
     let mut notes = Vec::new();
-    let loaded = load(&opts.scope, &place, None, &mut notes)?;
+    let mut loaded = load(&opts.scope, &place, None, &mut notes)?;
+    let boot = started::boot_id(&place.root);
+    loaded.facts.started = started::read_all(&place.state_dir, boot.as_deref(), &mut notes);
+    // A resumed run of the event that started a package selects what it selected then.
+    loaded.facts.started.retain(|_, s| s.event_id != id);
     let selection = loaded.policy.plans_for(&opts.event, &loaded.facts);
     notes.extend(selection.notes.iter().cloned());
     for n in &notes {
@@ -497,6 +502,22 @@ pub fn event(
     } else {
         ExitCode::PromisesFailed
     } as u8;
+    let marker = started::Marker {
+        event_id: id.clone(),
+        event: name.clone(),
+        time: failover::now(),
+        boot_id: boot,
+    };
+    for warning in record_packages(
+        &place,
+        &opts.event,
+        &loaded.policy,
+        &selection,
+        &outcome,
+        &marker,
+    ) {
+        reporter.note(&warning);
+    }
     journal.append(&Record::EventEnd {
         result: status(&outcome),
         exit_code: exit,
@@ -505,6 +526,51 @@ pub fn event(
     let summary = summary(&id, &name, &selection, &outcome, exit, start, resumed);
     reporter.event(&summary);
     Ok(EventReport { summary, exit })
+}
+
+/// Records the packages whose `package-start` plans all ended ok as started here,
+/// and forgets those whose `package-stop` plans did (a `package-stop` event with no
+/// plans stops its package too). Returns warnings: a record that cannot be written
+/// does not fail the event, whose steps have run.
+fn record_packages(
+    place: &Place,
+    event: &Event,
+    policy: &Policy,
+    selection: &Selection,
+    outcome: &Outcome,
+    marker: &started::Marker,
+) -> Vec<String> {
+    // Per package and trigger: whether every plan of it ended ok.
+    let mut ok: BTreeMap<(&str, Trigger), bool> = BTreeMap::new();
+    for (run, plan_ok) in selection.runs.iter().zip(&outcome.plans_ok) {
+        *ok.entry((run.package.as_str(), run.trigger))
+            .or_insert(true) &= *plan_ok;
+    }
+    if let Event::PackageStop(p) = event
+        && policy.cluster.package(p).is_some()
+    {
+        ok.entry((p.as_str(), Trigger::PackageStop)).or_insert(true);
+    }
+    let mut warnings = Vec::new();
+    for ((package, trigger), all_ok) in ok {
+        let done = match (trigger, all_ok) {
+            (Trigger::PackageStart, true) => started::record(&place.state_dir, package, marker),
+            (Trigger::PackageStop, true) => started::remove(&place.state_dir, package),
+            _ => continue,
+        };
+        if let Err(e) = done {
+            warnings.push(format!(
+                "warning: cannot record that `{package}` {} here: {}",
+                if trigger == Trigger::PackageStart {
+                    "started"
+                } else {
+                    "stopped"
+                },
+                tenet_keys::error_chain(&e)
+            ));
+        }
+    }
+    warnings
 }
 
 fn status(o: &Outcome) -> StepStatus {

@@ -368,7 +368,8 @@ fn steps_run_in_order_and_an_id_runs_once() {
     assert!(again.stdout.contains("replay"), "{}", again.stdout);
     assert_eq!(read(&sb.at("/log")), "one\ntwo\nthree\n", "ran twice");
 
-    // Without --id, an id is made up and printed, and the plans run again.
+    // Without --id, an id is made up and printed; the package was started here
+    // already (by `once`), so nothing runs again.
     let fresh = event(&sb, "package-start", "dce", &[]);
     fresh.expect_code(0);
     assert!(
@@ -376,7 +377,50 @@ fn steps_run_in_order_and_an_id_runs_once() {
         "{}",
         fresh.stdout
     );
-    assert_eq!(read(&sb.at("/log")), "one\ntwo\nthree\none\ntwo\nthree\n");
+    assert!(
+        fresh
+            .stdout
+            .contains("was already started here by event once"),
+        "{}",
+        fresh.stdout
+    );
+    assert_eq!(read(&sb.at("/log")), "one\ntwo\nthree\n");
+}
+
+#[test]
+fn a_takeover_reported_twice_runs_the_start_plans_once_per_boot() {
+    let sb = sandbox(&takeover(&log_step("start", "start")));
+    let boot = sb.at("/proc/sys/kernel/random/boot_id");
+    write(&boot, b"boot-1\n");
+    // The OCF agent's package-start, then the event script's node-down (alpha ranks
+    // above beta, so for beta, which holds dce, that is a takeover).
+    event(&sb, "package-start", "dce", &["--id", "ocf-1"]).expect_code(0);
+    let marker = read(&sb.state.join("packages/dce.toml"));
+    assert!(marker.contains("event_id = \"ocf-1\""), "{marker}");
+    assert!(marker.contains("boot_id = \"boot-1\""), "{marker}");
+    let down = event(&sb, "node-down", "alpha", &["--id", "nd-1"]);
+    down.expect_code(0);
+    assert!(
+        down.stdout
+            .contains("`dce` was already started here by event ocf-1 at "),
+        "{}",
+        down.stdout
+    );
+    assert_eq!(read(&sb.at("/log")), "start\n", "the takeover ran twice");
+    // The same id again is a replay, not a refusal.
+    event(&sb, "package-start", "dce", &["--id", "ocf-1"]).expect_code(0);
+    assert_eq!(read(&sb.at("/log")), "start\n");
+
+    // Stopped here: the record goes, and the next takeover runs.
+    event(&sb, "package-stop", "dce", &["--id", "stop-1"]).expect_code(0);
+    assert!(!sb.state.join("packages/dce.toml").exists());
+    event(&sb, "node-down", "alpha", &["--id", "nd-2"]).expect_code(0);
+    assert_eq!(read(&sb.at("/log")), "start\nstart\n");
+
+    // After a reboot (another boot id), the record is stale: the package is not here.
+    write(&boot, b"boot-2\n");
+    event(&sb, "node-down", "alpha", &["--id", "nd-3"]).expect_code(0);
+    assert_eq!(read(&sb.at("/log")), "start\nstart\nstart\n");
 }
 
 #[test]
