@@ -32,6 +32,8 @@ pub struct ApplyOptions {
     pub diffs: Diffs,
     /// `KEY=VALUE` fact overrides.
     pub facts: Vec<String>,
+    /// How long to wait for another run to release the run lock (zero: not at all).
+    pub lock_timeout: std::time::Duration,
 }
 
 /// Why a run did not happen. A failed promise is not an error: it is in the summary.
@@ -101,8 +103,16 @@ fn apply_inner(
     // the lock only where one exists, so it never reports a half-applied run.
     let _lock = match opts.mode {
         _ if locked => None,
-        Mode::Apply => Some(RunLock::acquire(&state_dir, "apply")?),
-        Mode::DryRun if state_dir.is_dir() => Some(RunLock::acquire(&state_dir, "dry run")?),
+        Mode::Apply => Some(RunLock::acquire_within(
+            &state_dir,
+            "apply",
+            opts.lock_timeout,
+        )?),
+        Mode::DryRun if state_dir.is_dir() => Some(RunLock::acquire_within(
+            &state_dir,
+            "dry run",
+            opts.lock_timeout,
+        )?),
         Mode::DryRun => None,
     };
     if opts.mode == Mode::Apply {

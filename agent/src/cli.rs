@@ -40,7 +40,8 @@ Exit codes:
   3  policy invalid: diagnostics printed, nothing changed
   4  trust refused: bad signature, unknown signer, rollback, expired manifest
   5  no master answered and no cached bundle exists
-  6  another run is already in progress (event, watch: still, after --lock-timeout)
+  6  another run is already in progress (still, after --lock-timeout: run waits 30s,
+     event and watch 60s, apply not at all by default)
   7  the run could not start: root or state directory unusable
   8  event: an earlier run of this id was interrupted; nothing re-run; use --resume
   9  push: some member unreachable, refused, or busy (its run did not happen)";
@@ -242,7 +243,8 @@ pub enum PlanCommand {
         /// KIND:NAME, such as package-start:dce or node-up:alpha.
         #[arg(long, value_name = "KIND:NAME", value_parser = event)]
         event: tenet_policies::plan::Event,
-        /// The packages MEMBER holds at that moment [default: as its addresses say].
+        /// The packages MEMBER holds at that moment [default: as this machine's addresses
+        /// say, when MEMBER is this machine's member; nothing for another member].
         #[arg(long, value_name = "PKG,...", value_delimiter = ',')]
         holds: Option<Vec<String>>,
         /// Source, root, state directory and facts.
@@ -349,6 +351,10 @@ pub struct ApplyArgs {
     /// Override a fact: hostname, member, addresses (a,b), classes (a,b), holds (pkg,...), os, or any KEY for ${fact.KEY}.
     #[arg(long = "fact", value_name = "KEY=VALUE")]
     pub facts: Vec<String>,
+    /// Wait this long for another run (watch, event, run) to release the run lock
+    /// before giving up with exit 6; by default apply does not wait (30s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration)]
+    pub lock_timeout: std::time::Duration,
 }
 
 /// Options of `run`.
@@ -370,6 +376,10 @@ pub struct RunArgs {
     /// what a pushed run's classes become).
     #[arg(long = "class", value_name = "CLASS", value_parser = class_name)]
     pub classes: Vec<String>,
+    /// Wait this long for another run (watch, event, apply) to release the run lock
+    /// before giving up with exit 6 (0s: do not wait).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    pub lock_timeout: std::time::Duration,
 }
 
 fn class_name(s: &str) -> Result<String, String> {

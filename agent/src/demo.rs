@@ -65,6 +65,7 @@ pub fn run(
         mode: Mode::Apply,
         diffs: Diffs::Keep,
         facts: DEMO_FACTS.iter().map(|s| s.to_string()).collect(),
+        lock_timeout: std::time::Duration::ZERO,
     };
     let first = apply(&opts, reporter)?;
     between();

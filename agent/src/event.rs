@@ -11,6 +11,7 @@
 //! `watch` runs a package's `package-running` plans round after round, without a
 //! journal, until SIGTERM or SIGINT (which let the round in progress finish).
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -22,7 +23,7 @@ use tenet_policies::{Diagnostics, Facts, Policy};
 use crate::cli::ExitCode;
 use crate::config::{Config, ConfigError};
 use crate::failover::journal::{Begin, History, Journal, JournalError, Record};
-use crate::failover::{self, Context, Earlier, Outcome};
+use crate::failover::{self, Context, Earlier, Outcome, started};
 use crate::fsops::{self, Root};
 use crate::lock::{LockError, RunLock};
 use crate::report::{Collect, EventSummary, StepReporter, StepStatus};
@@ -295,10 +296,17 @@ pub(crate) struct Loaded {
     pub(crate) facts: Facts,
     /// `bundle serial N` or `policy tree DIR`.
     pub(crate) source: String,
+    /// The facts are another member's, not this machine's: its configured hostname,
+    /// no addresses, and it holds only what the caller says.
+    pub(crate) remote: bool,
 }
 
 /// Loads the plans of `scope` and the facts of `member` (default: this member),
 /// `--fact` overrides last. Warnings go to `notes`.
+///
+/// When `member` is not this machine's member, nothing of this machine is used for
+/// it: its hostname is the one the cluster config gives it, it has no addresses (so
+/// it holds no package by address), and [`Loaded::remote`] says so.
 pub(crate) fn load(
     scope: &Scope,
     place: &Place,
@@ -306,6 +314,7 @@ pub(crate) fn load(
     notes: &mut Vec<String>,
 ) -> Result<Loaded, EventError> {
     let mut facts = crate::facts::gather();
+    let mut member_facts = Vec::new();
     let (tree, source) = match (&scope.source, &place.config) {
         (Source::Config(_), Some(config)) => {
             let mut warnings = Collect::default();
@@ -316,25 +325,47 @@ pub(crate) fn load(
                     .into_iter()
                     .map(|w| format!("warning: {w}")),
             );
-            crate::apply::apply_overrides(&mut facts, &cached.facts)?;
+            member_facts = cached.facts;
             (cached.tree, format!("bundle serial {}", cached.serial))
         }
         (Source::Policy(tree), _) | (Source::Config(tree), None) => {
             (tree.clone(), format!("policy tree {}", tree.display()))
         }
     };
-    if let (Some(m), Source::Policy(_)) = (member, &scope.source) {
-        facts.member = Some(m.to_string());
-    }
-    crate::apply::apply_overrides(&mut facts, &scope.facts)?;
     let policy = tenet_policies::load(&tree).map_err(|diagnostics| EventError::InvalidPolicy {
         tree: tree.clone(),
         diagnostics,
     })?;
+    // This machine's member: the configuration's, or as its facts say.
+    let local = match &place.config {
+        Some(config) => Some(config.member.clone()),
+        None => {
+            let mut mine = facts.clone();
+            crate::apply::apply_overrides(&mut mine, &scope.facts)?;
+            policy.member_of(&mine).map(|m| m.name.clone())
+        }
+    };
+    let remote = member.is_some_and(|m| local.as_deref() != Some(m));
+    if let (true, Some(m)) = (remote, member) {
+        facts = Facts {
+            hostname: policy
+                .cluster
+                .member(m)
+                .map_or_else(|| m.to_string(), |x| x.hostname.clone()),
+            os: facts.os,
+            ..Facts::default()
+        };
+    }
+    crate::apply::apply_overrides(&mut facts, &member_facts)?;
+    crate::apply::apply_overrides(&mut facts, &scope.facts)?;
+    if let Some(m) = member {
+        facts.member = Some(m.to_string());
+    }
     Ok(Loaded {
         policy,
         facts,
         source,
+        remote,
     })
 }
 
@@ -354,7 +385,26 @@ pub fn event(
     let id = opts.id.clone().unwrap_or_else(generated_id);
     reporter.note(&format!("event {name}, id {id}"));
 
-    let history = History::read(&place.state_dir, &id)?;
+    let others = unfinished_warnings(&place.state_dir, Some(&id));
+    for w in &others {
+        reporter.note(w);
+    }
+    if !others.is_empty() {
+        reporter.note(&format!(
+            "event {name} (id {id}) runs all the same: an interrupted event is continued only with its own id and --resume"
+        ));
+    }
+
+    let mut history = History::read(&place.state_dir, &id)?;
+    if history.as_ref().is_some_and(|h| h.begin().is_none()) {
+        // An older agent crashed between creating the journal and writing its begin
+        // record: nothing of the event ran.
+        reporter.note(&format!(
+            "warning: the journal of id {id} has no begin record (a crash before the event began); it counts as never run"
+        ));
+        failover::journal::discard(&place.state_dir, &id)?;
+        history = None;
+    }
     if let Some(h) = &history {
         let begin = h.begin();
         if let Some(b) = begin
@@ -388,7 +438,11 @@ pub fn event(
         )),
     }
     let mut notes = Vec::new();
-    let loaded = load(&opts.scope, &place, None, &mut notes)?;
+    let mut loaded = load(&opts.scope, &place, None, &mut notes)?;
+    let boot = started::boot_id(&place.root);
+    loaded.facts.started = started::read_all(&place.state_dir, boot.as_deref(), &mut notes);
+    // A resumed run of the event that started a package selects what it selected then.
+    loaded.facts.started.retain(|_, s| s.event_id != id);
     let selection = loaded.policy.plans_for(&opts.event, &loaded.facts);
     notes.extend(selection.notes.iter().cloned());
     for n in &notes {
@@ -448,6 +502,22 @@ pub fn event(
     } else {
         ExitCode::PromisesFailed
     } as u8;
+    let marker = started::Marker {
+        event_id: id.clone(),
+        event: name.clone(),
+        time: failover::now(),
+        boot_id: boot,
+    };
+    for warning in record_packages(
+        &place,
+        &opts.event,
+        &loaded.policy,
+        &selection,
+        &outcome,
+        &marker,
+    ) {
+        reporter.note(&warning);
+    }
     journal.append(&Record::EventEnd {
         result: status(&outcome),
         exit_code: exit,
@@ -456,6 +526,51 @@ pub fn event(
     let summary = summary(&id, &name, &selection, &outcome, exit, start, resumed);
     reporter.event(&summary);
     Ok(EventReport { summary, exit })
+}
+
+/// Records the packages whose `package-start` plans all ended ok as started here,
+/// and forgets those whose `package-stop` plans did (a `package-stop` event with no
+/// plans stops its package too). Returns warnings: a record that cannot be written
+/// does not fail the event, whose steps have run.
+fn record_packages(
+    place: &Place,
+    event: &Event,
+    policy: &Policy,
+    selection: &Selection,
+    outcome: &Outcome,
+    marker: &started::Marker,
+) -> Vec<String> {
+    // Per package and trigger: whether every plan of it ended ok.
+    let mut ok: BTreeMap<(&str, Trigger), bool> = BTreeMap::new();
+    for (run, plan_ok) in selection.runs.iter().zip(&outcome.plans_ok) {
+        *ok.entry((run.package.as_str(), run.trigger))
+            .or_insert(true) &= *plan_ok;
+    }
+    if let Event::PackageStop(p) = event
+        && policy.cluster.package(p).is_some()
+    {
+        ok.entry((p.as_str(), Trigger::PackageStop)).or_insert(true);
+    }
+    let mut warnings = Vec::new();
+    for ((package, trigger), all_ok) in ok {
+        let done = match (trigger, all_ok) {
+            (Trigger::PackageStart, true) => started::record(&place.state_dir, package, marker),
+            (Trigger::PackageStop, true) => started::remove(&place.state_dir, package),
+            _ => continue,
+        };
+        if let Err(e) = done {
+            warnings.push(format!(
+                "warning: cannot record that `{package}` {} here: {}",
+                if trigger == Trigger::PackageStart {
+                    "started"
+                } else {
+                    "stopped"
+                },
+                tenet_keys::error_chain(&e)
+            ));
+        }
+    }
+    warnings
 }
 
 fn status(o: &Outcome) -> StepStatus {
@@ -545,6 +660,42 @@ fn replay(
     EventReport { summary, exit }
 }
 
+/// Most interrupted events [`unfinished_warnings`] names.
+pub const MAX_UNFINISHED_REPORTED: usize = 10;
+
+/// One warning per event journal in `state_dir` without an `event_end` (an event
+/// that was interrupted and never resumed), except `except`'s, newest first and at
+/// most [`MAX_UNFINISHED_REPORTED`] (then how many more). Reads only the tails.
+pub fn unfinished_warnings(state_dir: &std::path::Path, except: Option<&str>) -> Vec<String> {
+    let (found, _) = failover::journal::unfinished(state_dir, usize::MAX);
+    let found: Vec<_> = found
+        .into_iter()
+        .filter(|u| Some(u.id.as_str()) != except)
+        .collect();
+    let mut out: Vec<String> = found
+        .iter()
+        .take(MAX_UNFINISHED_REPORTED)
+        .map(|u| {
+            let written = u
+                .modified
+                .map(|t| format!(", last written {}", tenet_keys::Time::from_system(t)))
+                .unwrap_or_default();
+            format!(
+                "warning: event {} (id {}) did not finish: {}{written}; `tenet-agent event ... --id {} --resume` continues it",
+                u.event, u.id, u.interruption, u.id
+            )
+        })
+        .collect();
+    if found.len() > MAX_UNFINISHED_REPORTED {
+        out.push(format!(
+            "warning: and {} more interrupted events in {}",
+            found.len() - MAX_UNFINISHED_REPORTED,
+            state_dir.join(failover::journal::EVENTS_DIR).display()
+        ));
+    }
+    out
+}
+
 /// `20261122T013500Z-4242`: the time and this process's id.
 fn generated_id() -> String {
     let t = tenet_keys::Time::from_system(SystemTime::now()).to_string();
@@ -585,10 +736,18 @@ pub enum Stopped {
 /// plans'; [`DEFAULT_EVERY`] when none says) until SIGTERM or SIGINT, which let the
 /// round in progress finish. The policy is loaded again each round, so a new bundle
 /// takes effect. A round that fails is reported and the next one runs all the same.
-pub fn watch(opts: &WatchOptions, on_round: &mut dyn FnMut(&Round)) -> Result<Stopped, EventError> {
+/// Interrupted events found at the start (see [`unfinished_warnings`]) go to `on_warning`.
+pub fn watch(
+    opts: &WatchOptions,
+    on_warning: &mut dyn FnMut(&str),
+    on_round: &mut dyn FnMut(&Round),
+) -> Result<Stopped, EventError> {
     use tokio::signal::unix::{SignalKind, signal};
     let place = Place::of(&opts.scope)?;
     place.create_state_dir()?;
+    for w in unfinished_warnings(&place.state_dir, None) {
+        on_warning(&w);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

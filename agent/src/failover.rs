@@ -27,6 +27,7 @@ use crate::fsops::{Follow, Root};
 use crate::report::{Status, StepEvent, StepReporter, StepStatus};
 
 pub mod journal;
+pub mod started;
 
 use journal::{History, Journal, JournalError, Outline, Record, StepEnd};
 
@@ -74,6 +75,8 @@ pub struct Outcome {
     pub skipped: usize,
     /// The first failed step: `step N `name` of plan P: reason`.
     pub first_failure: Option<String>,
+    /// Per selected plan, in order: whether every one of its steps ended ok.
+    pub plans_ok: Vec<bool>,
 }
 
 impl Outcome {
@@ -123,6 +126,7 @@ pub fn execute(
 ) -> Result<Outcome, JournalError> {
     let mut outcome = Outcome {
         plans: selection.runs.len(),
+        plans_ok: vec![true; selection.runs.len()],
         ..Outcome::default()
     };
     let mut saved = earlier.hostname.clone();
@@ -140,6 +144,7 @@ pub fn execute(
                     outcome.first_failure = Some(describe(&e));
                 }
                 outcome.count(e.status);
+                outcome.plans_ok[pi] &= e.status == StepStatus::Ok;
                 reporter.step(&e);
                 continue;
             }
@@ -163,6 +168,7 @@ pub fn execute(
                 }
                 let e = from_end(&end, false);
                 outcome.count(e.status);
+                outcome.plans_ok[pi] = false;
                 reporter.step(&e);
                 continue;
             }
@@ -184,6 +190,7 @@ pub fn execute(
                 outcome.first_failure = Some(describe(&e));
             }
             outcome.count(e.status);
+            outcome.plans_ok[pi] &= e.status == StepStatus::Ok;
             reporter.step(&e);
         }
     }

@@ -73,6 +73,7 @@ fn run_apply(args: ApplyArgs) -> ExitCode {
         },
         diffs: if args.diff { Diffs::Keep } else { Diffs::Skip },
         facts: args.facts,
+        lock_timeout: args.lock_timeout,
     };
     // Buffered: a run of 10,000 promises is one write, not 10,000; the summary flushes.
     let stdout = io::BufWriter::new(io::stdout().lock());
@@ -119,6 +120,7 @@ fn run(args: RunArgs) -> ExitCode {
         },
         diffs: if args.diff { Diffs::Keep } else { Diffs::Skip },
         classes: args.classes,
+        lock_timeout: args.lock_timeout,
     };
     let stdout = io::BufWriter::new(io::stdout().lock());
     let mut reporter: Box<dyn Reporter> = if args.json {
@@ -181,6 +183,7 @@ fn daemon(args: DaemonArgs) -> ExitCode {
         mode: Mode::Apply,
         diffs: Diffs::Skip,
         classes: Vec::new(),
+        lock_timeout: tenet_agent::run::DEFAULT_LOCK_TIMEOUT,
     };
     let schedule = Schedule {
         interval: args.interval,
@@ -379,7 +382,8 @@ fn watch(args: WatchArgs) -> ExitCode {
         ),
         Err(why) => println!("{package} round {}: did not run: {why}", r.number),
     };
-    match watch(&opts, &mut on_round) {
+    let mut on_warning = |w: &str| println!("{w}");
+    match watch(&opts, &mut on_warning, &mut on_round) {
         Ok(_) => ExitCode::Success,
         Err(e) => event_error(&e),
     }

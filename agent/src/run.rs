@@ -30,6 +30,11 @@ use crate::fetch::{self, FetchError, Master};
 use crate::lock::{LockError, RunLock};
 use crate::report::{Reporter, Summary};
 
+/// How long `run` (and each run of `daemon`) waits for another run to release the
+/// run lock: `watch` takes it for a moment every round, and a periodic run must not
+/// fail because of it.
+pub const DEFAULT_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Most root updates walked in one run.
 pub const MAX_ROOT_UPDATES: u64 = 16;
 
@@ -45,6 +50,9 @@ pub struct RunOptions {
     /// Classes set for this run only, beside the member's inventory classes (a pushed
     /// run's classes).
     pub classes: Vec<String>,
+    /// How long to wait for another run (`watch`, `event`, `apply`) to release the
+    /// run lock.
+    pub lock_timeout: std::time::Duration,
 }
 
 /// A run that converged.
@@ -140,7 +148,10 @@ pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, 
                 &e,
             )
         })?;
-    let _lock = RunLock::acquire(&config.state_dir, "run")?;
+    let _lock = RunLock::acquire_within(&config.state_dir, "run", opts.lock_timeout)?;
+    for w in crate::event::unfinished_warnings(&config.state_dir, None) {
+        reporter.warning(w.strip_prefix("warning: ").unwrap_or(&w));
+    }
     let cache = Cache::open(&config.state_dir).map_err(|e| env("cache", &e))?;
     cache
         .clean_staging()
@@ -224,6 +235,7 @@ pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, 
         mode: opts.mode,
         diffs: opts.diffs,
         facts,
+        lock_timeout: opts.lock_timeout,
     };
     let summary = apply_locked(&apply_opts, reporter)?;
     Ok(RunReport {

@@ -127,6 +127,20 @@ pub fn simulate(opts: &SimulateOptions, out: &mut dyn Write) -> Result<(), ShowE
         opts.member,
         loaded.source
     )?;
+    if loaded.remote {
+        // Another member: this machine's addresses say nothing about what it holds.
+        let held = loaded.facts.holds.get_or_insert_with(Default::default);
+        let held = if held.is_empty() {
+            "nothing".to_string()
+        } else {
+            held.iter().cloned().collect::<Vec<_>>().join(", ")
+        };
+        writeln!(
+            out,
+            "{} is not this machine's member: it holds {held} (only what --holds says), its hostname is {}, and this machine's addresses are not used",
+            opts.member, loaded.facts.hostname
+        )?;
+    }
     for n in &notes {
         writeln!(out, "{n}")?;
     }

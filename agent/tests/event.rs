@@ -368,7 +368,8 @@ fn steps_run_in_order_and_an_id_runs_once() {
     assert!(again.stdout.contains("replay"), "{}", again.stdout);
     assert_eq!(read(&sb.at("/log")), "one\ntwo\nthree\n", "ran twice");
 
-    // Without --id, an id is made up and printed, and the plans run again.
+    // Without --id, an id is made up and printed; the package was started here
+    // already (by `once`), so nothing runs again.
     let fresh = event(&sb, "package-start", "dce", &[]);
     fresh.expect_code(0);
     assert!(
@@ -376,7 +377,50 @@ fn steps_run_in_order_and_an_id_runs_once() {
         "{}",
         fresh.stdout
     );
-    assert_eq!(read(&sb.at("/log")), "one\ntwo\nthree\none\ntwo\nthree\n");
+    assert!(
+        fresh
+            .stdout
+            .contains("was already started here by event once"),
+        "{}",
+        fresh.stdout
+    );
+    assert_eq!(read(&sb.at("/log")), "one\ntwo\nthree\n");
+}
+
+#[test]
+fn a_takeover_reported_twice_runs_the_start_plans_once_per_boot() {
+    let sb = sandbox(&takeover(&log_step("start", "start")));
+    let boot = sb.at("/proc/sys/kernel/random/boot_id");
+    write(&boot, b"boot-1\n");
+    // The OCF agent's package-start, then the event script's node-down (alpha ranks
+    // above beta, so for beta, which holds dce, that is a takeover).
+    event(&sb, "package-start", "dce", &["--id", "ocf-1"]).expect_code(0);
+    let marker = read(&sb.state.join("packages/dce.toml"));
+    assert!(marker.contains("event_id = \"ocf-1\""), "{marker}");
+    assert!(marker.contains("boot_id = \"boot-1\""), "{marker}");
+    let down = event(&sb, "node-down", "alpha", &["--id", "nd-1"]);
+    down.expect_code(0);
+    assert!(
+        down.stdout
+            .contains("`dce` was already started here by event ocf-1 at "),
+        "{}",
+        down.stdout
+    );
+    assert_eq!(read(&sb.at("/log")), "start\n", "the takeover ran twice");
+    // The same id again is a replay, not a refusal.
+    event(&sb, "package-start", "dce", &["--id", "ocf-1"]).expect_code(0);
+    assert_eq!(read(&sb.at("/log")), "start\n");
+
+    // Stopped here: the record goes, and the next takeover runs.
+    event(&sb, "package-stop", "dce", &["--id", "stop-1"]).expect_code(0);
+    assert!(!sb.state.join("packages/dce.toml").exists());
+    event(&sb, "node-down", "alpha", &["--id", "nd-2"]).expect_code(0);
+    assert_eq!(read(&sb.at("/log")), "start\nstart\n");
+
+    // After a reboot (another boot id), the record is stale: the package is not here.
+    write(&boot, b"boot-2\n");
+    event(&sb, "node-down", "alpha", &["--id", "nd-3"]).expect_code(0);
+    assert_eq!(read(&sb.at("/log")), "start\nstart\nstart\n");
 }
 
 #[test]
@@ -520,6 +564,7 @@ fn watch_repeats_package_running_plans_until_sigterm() {
         log_step("migrate locks", "round")
     );
     let sb = sandbox(&plans);
+    journal(&sb, "old", &[begin("old"), start(1, "a")]);
     let mut args = vec!["watch".to_string(), "dce".to_string()];
     args.extend(place(&sb));
     let child = util::agent()
@@ -538,7 +583,218 @@ fn watch_repeats_package_running_plans_until_sigterm() {
     assert!(r.stdout.contains("dce round 1: ok"), "{}", r.stdout);
     assert!(r.stdout.contains("dce round 2: ok"), "{}", r.stdout);
     assert!(
-        !sb.state.join("events").exists(),
+        r.stdout
+            .starts_with("warning: event package-start:dce (id old) did not finish"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        fs::read_dir(sb.state.join("events")).unwrap().count(),
+        1,
         "watch rounds are not journalled"
     );
+}
+
+#[test]
+fn simulating_another_member_uses_its_hostname_and_holds_only_what_holds_says() {
+    let who = "[[plan.step]]\ntype = \"line\"\nname = \"who\"\nfile = \"/etc/who\"\nline = \"${hostname}\"\ncreate = true\n\n";
+    let sb = sandbox(&takeover(who));
+    // This machine is alpha; the simulation is beta's view.
+    let base = |member: &str, ev: &str| {
+        vec![
+            "plan".to_string(),
+            "simulate".to_string(),
+            "--member".to_string(),
+            member.to_string(),
+            "--event".to_string(),
+            ev.to_string(),
+            "--policy".to_string(),
+            path(&sb.policy).to_string(),
+            "--root".to_string(),
+            path(&sb.root).to_string(),
+            "--state-dir".to_string(),
+            path(&sb.state).to_string(),
+            "--fact".to_string(),
+            "member=alpha".to_string(),
+        ]
+    };
+    let sim = util::run(base("beta", "package-start:dce"));
+    sim.expect_code(0);
+    assert!(
+        sim.stdout.contains("1. who: line in /etc/who: beta"),
+        "{}",
+        sim.stdout
+    );
+    assert!(
+        sim.stdout.contains("beta is not this machine's member: it holds nothing (only what --holds says), its hostname is beta"),
+        "{}",
+        sim.stdout
+    );
+    // Whatever this machine's addresses are, beta holds nothing it was not told.
+    let down = util::run(base("beta", "node-down:alpha"));
+    down.expect_code(0);
+    assert!(
+        down.stdout
+            .contains("beta does not hold `dce` after alpha left"),
+        "{}",
+        down.stdout
+    );
+    let mut held = base("beta", "node-down:alpha");
+    held.extend(["--holds".to_string(), "dce".to_string()]);
+    let held = util::run(held);
+    held.expect_code(0);
+    assert!(
+        held.stdout
+            .contains("plan dce-takeover (package-start dce)"),
+        "{}",
+        held.stdout
+    );
+    // This machine's own member keeps this machine's facts.
+    let here = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_ne!(here, "beta", "the test needs a machine not named beta");
+    let mine = util::run(base("alpha", "package-start:dce"));
+    mine.expect_code(0);
+    assert!(
+        mine.stdout.contains(&format!("line in /etc/who: {here}")),
+        "{}",
+        mine.stdout
+    );
+    assert!(
+        !mine.stdout.contains("not this machine's member"),
+        "{}",
+        mine.stdout
+    );
+}
+
+/// Waits until process `pid` has `lock` open: it is waiting for the lock (held here).
+fn wait_until_waiting(pid: u32, lock: &Path) {
+    wait_for("the agent to open the lock file", || {
+        let fds = fs::read_dir(format!("/proc/{pid}/fd")).map_err(|e| e.to_string())?;
+        fds.filter_map(Result::ok)
+            .any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t == lock))
+            .then_some(())
+            .ok_or_else(|| "run.lock not open yet".to_string())
+    });
+}
+
+#[test]
+fn apply_and_run_wait_for_a_watch_round_to_release_the_run_lock() {
+    let sb = sandbox("");
+    let lock_path = sb.state.join("run.lock");
+    write(&lock_path, b"pid 1 watch started at unix time 1\n");
+    let hold = || {
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .unwrap();
+        f.try_lock().unwrap();
+        f
+    };
+    let apply = |extra: &[&str]| {
+        let mut args = vec![
+            "apply",
+            path(&sb.policy),
+            "--root",
+            path(&sb.root),
+            "--state-dir",
+            path(&sb.state),
+            "--fact",
+            "member=beta",
+        ];
+        args.extend(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+
+    // apply does not wait unless asked.
+    let holder = hold();
+    let r = util::run(apply(&[]));
+    r.expect_code(6);
+    assert!(r.stderr.contains("pid 1 watch"), "{}", r.stderr);
+    let child = util::agent()
+        .args(apply(&["--lock-timeout", "60s"]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start apply");
+    wait_until_waiting(child.id(), &lock_path);
+    drop(holder);
+    finish(child).expect_code(0);
+
+    // run waits 30 s by default.
+    let config = sb.outside.join("agent.toml");
+    write(
+        &config,
+        format!(
+            "member = \"beta\"\nmaster = \"127.0.0.1:1\"\ntrusted_root = \"root.toml\"\nstate_dir = \"{}\"\nroot = \"{}\"\n",
+            path(&sb.state),
+            path(&sb.root)
+        )
+        .as_bytes(),
+    );
+    // An interrupted event is reported by every run.
+    journal(&sb, "old", &[begin("old"), start(1, "a")]);
+    let holder = hold();
+    let r = util::run(["run", "--config", path(&config), "--lock-timeout", "0s"]);
+    r.expect_code(6);
+    let child = util::agent()
+        .args(["run", "--config", path(&config)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start run");
+    wait_until_waiting(child.id(), &lock_path);
+    drop(holder);
+    let r = finish(child);
+    // Past the lock, it fails for want of a trusted root and a master; not 6.
+    assert_ne!(r.code, 6, "{r:?}");
+    assert!(
+        !r.stderr.contains("another run is in progress"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        format!("{}{}", r.stdout, r.stderr).contains(
+            "event package-start:dce (id old) did not finish: interrupted at step 1 `a` of plan p"
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn every_event_reports_interrupted_events_of_other_ids_and_runs_all_the_same() {
+    let sb = sandbox(&takeover(&log_step("start", "start")));
+    journal(&sb, "old", &[begin("old"), start(1, "a")]);
+    journal(
+        &sb,
+        "older",
+        &[begin("older"), start(1, "a"), end(1, "a", "ok")],
+    );
+    let r = event(&sb, "package-stop", "dce", &["--id", "new"]);
+    r.expect_code(0);
+    for line in [
+        "warning: event package-start:dce (id old) did not finish: interrupted at step 1 `a` of plan p, started at 2026-01-01T00:00:01Z, last written ",
+        "warning: event package-start:dce (id older) did not finish: interrupted after step 1 `a` of plan p ended",
+        "event package-stop:dce (id new) runs all the same",
+    ] {
+        assert!(r.stdout.contains(line), "no {line:?} in:\n{}", r.stdout);
+    }
+    // A finished event is not reported.
+    let r = event(&sb, "package-stop", "dce", &["--id", "newer"]);
+    assert!(!r.stdout.contains("(id new)"), "{}", r.stdout);
+}
+
+#[test]
+fn a_journal_without_its_begin_record_counts_as_never_run() {
+    let sb = sandbox(&takeover(&log_step("start", "start")));
+    // An older agent crashed between creating the journal and writing its first record.
+    journal(&sb, "torn", &[]);
+    let r = event(&sb, "package-start", "dce", &["--id", "torn"]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("has no begin record"), "{}", r.stdout);
+    assert_eq!(read(&sb.at("/log")), "start\n");
+    // And it is complete now: replayed.
+    let again = event(&sb, "package-start", "dce", &["--id", "torn"]);
+    again.expect_code(0);
+    assert!(again.stdout.contains("replay"), "{}", again.stdout);
 }

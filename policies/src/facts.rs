@@ -23,6 +23,19 @@ pub struct Facts {
     pub holds: Option<BTreeSet<String>>,
     /// Any other fact, as `${fact.KEY}`.
     pub extra: BTreeMap<String, String>,
+    /// Packages this member has started since it booted (the agent's records of
+    /// `package-start` plans that finished ok, not yet undone by a stop): a
+    /// takeover of one of them does not run its start plans again.
+    pub started: BTreeMap<String, Started>,
+}
+
+/// Which event started a package on this member, and when.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Started {
+    /// The event's id.
+    pub event_id: String,
+    /// When its start plans finished (RFC 3339).
+    pub time: String,
 }
 
 /// A `--fact` that cannot be used.

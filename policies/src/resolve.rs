@@ -90,6 +90,24 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// The member the facts describe: `facts.member`, else the one whose name or
+    /// hostname is the hostname (or its first label).
+    pub fn member_of(&self, facts: &Facts) -> Option<&Member> {
+        match &facts.member {
+            Some(name) => self.cluster.member(name),
+            None => self.member_by_hostname(&facts.hostname),
+        }
+    }
+
+    fn member_by_hostname(&self, hostname: &str) -> Option<&Member> {
+        let short = hostname.split('.').next().unwrap_or_default();
+        self.cluster.members.iter().find(|m| {
+            m.name == hostname || m.hostname == hostname || (!short.is_empty() && m.name == short)
+        })
+    }
+}
+
 impl<'a> Scope<'a> {
     /// Finds the member the facts describe and computes every value; anything
     /// worth telling the administrator goes to `warnings`.
@@ -104,12 +122,7 @@ impl<'a> Scope<'a> {
                 m
             }
             None => {
-                let short = facts.hostname.split('.').next().unwrap_or_default();
-                let m = cluster.members.iter().find(|m| {
-                    m.name == facts.hostname
-                        || m.hostname == facts.hostname
-                        || (!short.is_empty() && m.name == short)
-                });
+                let m = policy.member_by_hostname(&facts.hostname);
                 if m.is_none() && !cluster.members.is_empty() {
                     warnings.push(format!(
                         "host `{}` is not a member of cluster `{}`; pass --fact member=NAME to say which it is",

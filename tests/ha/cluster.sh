@@ -197,6 +197,10 @@ node_up() {
 		install -o hacluster -g haclient -m 600 "$STATE/cib.xml" "$r/lib-pacemaker/cib/cib.xml"
 	fi
 	node_files "$i"
+	# Each start of the node is a boot: a new boot id beneath the agent's root, so the
+	# packages it had started before a crash count as not running here any more.
+	mkdir -p "$d/sandbox/proc/sys/kernel/random" &&
+		cat /proc/sys/kernel/random/uuid >"$d/sandbox/proc/sys/kernel/random/boot_id"
 	# The holder owns the node's mount and UTS namespaces (the netns is named).
 	ip netns exec "$(ns_of "$i")" unshare -m -u --propagation private /bin/sh -c "
 		hostname node$i

@@ -344,36 +344,41 @@ impl History {
 
     /// Where an incomplete journal stops.
     pub fn interruption(&self) -> Interruption {
-        let mut open: Option<Interruption> = None;
-        let mut last_end: Option<Interruption> = None;
-        for r in &self.records {
-            match r {
-                Record::StepStart {
-                    plan,
-                    index,
-                    name,
-                    time,
-                } => {
-                    open = Some(Interruption::During {
-                        plan: plan.clone(),
-                        index: *index,
-                        name: name.clone(),
-                        started: time.clone(),
-                    });
-                }
-                Record::StepEnd(e) => {
-                    open = None;
-                    last_end = Some(Interruption::After {
-                        plan: e.plan.clone(),
-                        index: e.index,
-                        name: e.name.clone(),
-                    });
-                }
-                _ => {}
-            }
-        }
-        open.or(last_end).unwrap_or(Interruption::BeforeFirstStep)
+        interruption(&self.records)
     }
+}
+
+/// Where a journal whose records end with `records` stops.
+fn interruption(records: &[Record]) -> Interruption {
+    let mut open: Option<Interruption> = None;
+    let mut last_end: Option<Interruption> = None;
+    for r in records {
+        match r {
+            Record::StepStart {
+                plan,
+                index,
+                name,
+                time,
+            } => {
+                open = Some(Interruption::During {
+                    plan: plan.clone(),
+                    index: *index,
+                    name: name.clone(),
+                    started: time.clone(),
+                });
+            }
+            Record::StepEnd(e) => {
+                open = None;
+                last_end = Some(Interruption::After {
+                    plan: e.plan.clone(),
+                    index: e.index,
+                    name: e.name.clone(),
+                });
+            }
+            _ => {}
+        }
+    }
+    open.or(last_end).unwrap_or(Interruption::BeforeFirstStep)
 }
 
 /// An open journal, appending.
@@ -384,8 +389,12 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Creates the journal of a new event and writes its begin record. Fails if a
-    /// journal of that id exists (the caller has read it first, under the run lock).
+    /// Creates the journal of a new event with its begin record. Fails if a journal
+    /// of that id exists (the caller has read it first, under the run lock).
+    ///
+    /// The begin record is written and fsynced in a temp file (`.ID.jsonl.tenet-new`)
+    /// that is then linked into place (no clobbering) and the directory fsynced: a
+    /// crash leaves no journal or one with its begin record, never an empty one.
     pub fn create(state_dir: &Path, begin: Begin) -> Result<Journal, JournalError> {
         let path = path(state_dir, &begin.id)?;
         let io_err = |source| JournalError::Io {
@@ -398,19 +407,30 @@ impl Journal {
         if made {
             sync_dir(state_dir).map_err(io_err)?;
         }
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(&path)
+        let temp = dir.join(format!(".{}.jsonl{TEMP_SUFFIX}", begin.id));
+        let mut line = serde_json::to_vec(&Record::EventBegin(begin))
+            .map_err(|e| io_err(io::Error::other(e)))?;
+        line.push(b'\n');
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
             .map_err(io_err)?;
+        file.write_all(&line).map_err(io_err)?;
+        file.sync_all().map_err(io_err)?;
+        drop(file);
+        let linked = fs::hard_link(&temp, &path);
+        // The temp name is per id, so a leftover one is reused next time.
+        let _ = fs::remove_file(&temp);
+        linked.map_err(io_err)?;
         // The file's name must survive a crash along with its first record.
         sync_dir(&dir).map_err(io_err)?;
-        let mut j = Journal {
-            path: path.clone(),
-            file,
-        };
-        j.append(&Record::EventBegin(begin))?;
-        Ok(j)
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_err)?;
+        Ok(Journal { path, file })
     }
 
     /// Reopens an interrupted event's journal for appending, cutting off a torn last line.
@@ -459,6 +479,100 @@ impl Journal {
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Suffix of the temp file a journal's begin record is written to.
+const TEMP_SUFFIX: &str = ".tenet-new";
+
+/// Removes the journal of `id`: one without a begin record (left by an agent from
+/// before journals were created whole) counts as never run.
+pub fn discard(state_dir: &Path, id: &str) -> Result<(), JournalError> {
+    let path = path(state_dir, id)?;
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(JournalError::Io { path, source }),
+    }
+}
+
+/// A journal without an `event_end`: an event that was interrupted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    /// The event id.
+    pub id: String,
+    /// The event, as `package-start:dce`.
+    pub event: String,
+    /// Where it stopped.
+    pub interruption: Interruption,
+    /// When the journal was last written.
+    pub modified: Option<std::time::SystemTime>,
+}
+
+/// How much of a journal's end [`unfinished`] reads (a record is a few KiB at most).
+const TAIL_BYTES: u64 = 16 * 1024;
+
+/// How much of a journal's start [`unfinished`] reads for its begin record.
+const HEAD_BYTES: u64 = 256 * 1024;
+
+/// The journals in `state_dir` without an `event_end`, newest first, and how many
+/// there are in all: at most `max` are returned. Reads only the tail of each journal
+/// (and the head of an unfinished one); journals that cannot be read are left out.
+pub fn unfinished(state_dir: &Path, max: usize) -> (Vec<Unfinished>, usize) {
+    let Ok(entries) = fs::read_dir(state_dir.join(EVENTS_DIR)) else {
+        return (Vec::new(), 0);
+    };
+    let mut found: Vec<Unfinished> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name();
+            let id = name.to_str()?.strip_suffix(".jsonl")?;
+            check_id(id).ok()?;
+            unfinished_one(&e.path(), id)
+        })
+        .collect();
+    found.sort_by(|a, b| b.modified.cmp(&a.modified).then_with(|| a.id.cmp(&b.id)));
+    let total = found.len();
+    found.truncate(max);
+    (found, total)
+}
+
+fn unfinished_one(path: &Path, id: &str) -> Option<Unfinished> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut file = File::open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    let len = meta.len();
+    let from = len.saturating_sub(TAIL_BYTES);
+    file.seek(SeekFrom::Start(from)).ok()?;
+    let mut tail = Vec::new();
+    (&mut file).take(TAIL_BYTES).read_to_end(&mut tail).ok()?;
+    let mut lines: Vec<&[u8]> = tail.split(|b| *b == b'\n').collect();
+    // The last piece follows the last newline: empty, or a torn record.
+    lines.pop();
+    if from > 0 && !lines.is_empty() {
+        // The first piece may start mid-record.
+        lines.remove(0);
+    }
+    let records: Vec<Record> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect();
+    if records.iter().any(|r| matches!(r, Record::EventEnd { .. })) {
+        return None;
+    }
+    file.seek(SeekFrom::Start(0)).ok()?;
+    let mut head = Vec::new();
+    file.take(HEAD_BYTES).read_to_end(&mut head).ok()?;
+    let first = head.split(|b| *b == b'\n').next()?;
+    let Ok(Record::EventBegin(begin)) = serde_json::from_slice(first) else {
+        // No begin record: the event never began.
+        return None;
+    };
+    Some(Unfinished {
+        id: id.to_string(),
+        event: begin.event,
+        interruption: interruption(&records),
+        modified: meta.modified().ok(),
+    })
 }
 
 #[cfg(test)]
@@ -587,6 +701,70 @@ mod tests {
         let h = History::read(dir.path(), "e2").unwrap().unwrap();
         assert_eq!(h.records.len(), 3);
         assert_eq!(h.step_ends().len(), 1);
+    }
+
+    #[test]
+    fn a_crash_while_creating_leaves_no_journal_and_the_id_can_run() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a crash between creating the file and writing its begin record left:
+        // only the temp file, which is not a journal and is reused.
+        let events = dir.path().join(EVENTS_DIR);
+        fs::create_dir_all(&events).unwrap();
+        File::create(events.join(".e4.jsonl.tenet-new")).unwrap();
+        assert!(History::read(dir.path(), "e4").unwrap().is_none());
+        assert_eq!(unfinished(dir.path(), 10).1, 0);
+        let j = Journal::create(dir.path(), begin("e4")).unwrap();
+        drop(j);
+        let h = History::read(dir.path(), "e4").unwrap().unwrap();
+        assert_eq!(h.begin(), Some(&begin("e4")));
+        assert!(!events.join(".e4.jsonl.tenet-new").exists());
+        // An empty journal (an older agent's crash there) is discarded, and the id runs.
+        File::create(events.join("e5.jsonl")).unwrap();
+        assert!(Journal::create(dir.path(), begin("e5")).is_err());
+        discard(dir.path(), "e5").unwrap();
+        Journal::create(dir.path(), begin("e5")).unwrap();
+    }
+
+    #[test]
+    fn unfinished_journals_are_found_from_their_tails_and_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(unfinished(dir.path(), 10), (Vec::new(), 0));
+        let mut done = Journal::create(dir.path(), begin("done")).unwrap();
+        done.append(&start(1)).unwrap();
+        done.append(&end(1, StepStatus::Ok)).unwrap();
+        done.append(&Record::EventEnd {
+            result: StepStatus::Ok,
+            exit_code: 0,
+            time: "T".into(),
+        })
+        .unwrap();
+        let mut cut = Journal::create(dir.path(), begin("cut")).unwrap();
+        cut.append(&start(1)).unwrap();
+        // Long outputs, so the begin record is beyond the tail that is read.
+        for _ in 0..20 {
+            let Record::StepEnd(mut e) = end(1, StepStatus::Ok) else {
+                panic!("a step end")
+            };
+            e.output = "x".repeat(2000);
+            cut.append(&Record::StepEnd(e)).unwrap();
+        }
+        cut.append(&start(2)).unwrap();
+        Journal::create(dir.path(), begin("fresh")).unwrap();
+        let (found, total) = unfinished(dir.path(), 10);
+        assert_eq!(total, 2);
+        let mut ids: Vec<&str> = found.iter().map(|u| u.id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["cut", "fresh"]);
+        let cut = found.iter().find(|u| u.id == "cut").unwrap();
+        assert_eq!(cut.event, "package-start:dce");
+        assert_eq!(
+            cut.interruption.to_string(),
+            "interrupted at step 2 `s2` of plan p, started at T"
+        );
+        let fresh = found.iter().find(|u| u.id == "fresh").unwrap();
+        assert_eq!(fresh.interruption, Interruption::BeforeFirstStep);
+        let (capped, total) = unfinished(dir.path(), 1);
+        assert_eq!((capped.len(), total), (1, 2));
     }
 
     #[test]

@@ -186,7 +186,7 @@ impl Loader {
             }
             return None;
         }
-        let mut saved = false;
+        let mut saved = None;
         let mut ok = true;
         let mut steps = Vec::with_capacity(items.len());
         for (_, st) in items {
@@ -198,14 +198,14 @@ impl Loader {
         ok.then_some(steps)
     }
 
-    /// One step; `saved` says whether an earlier step saves the hostname.
+    /// One step; `saved` says where the last earlier step that saves the hostname runs.
     fn read_step(
         &mut self,
         cx: &mut Cx<'_>,
         mut t: Table<'_, '_>,
         plan: &str,
         plan_confs: Option<&[Configuration]>,
-        saved: &mut bool,
+        saved: &mut Option<SaveScope>,
     ) -> Option<Step> {
         let origin = cx.origin(&t.span);
         let ty = t.req_str(cx, "type");
@@ -224,9 +224,17 @@ impl Loader {
                 }
             }
         }
-        let when = t
-            .str(cx, "when")
-            .and_then(|w| self.condition(cx, &w, &t.field("when")));
+        let when_str = t.str(cx, "when");
+        let when_text = when_str.as_ref().map(|w| w.value.trim().to_string());
+        let when = when_str.and_then(|w| self.condition(cx, &w, &t.field("when")));
+        // The configurations this step runs under: its own, else its plan's.
+        let runs_under: Vec<Configuration> = match confs.as_ref().and_then(Option::as_ref) {
+            Some(list) => list.iter().map(|(c, _)| *c).collect(),
+            None => plan_confs.map_or_else(
+                || Configuration::ALL.iter().map(|(_, c)| *c).collect(),
+                <[Configuration]>::to_vec,
+            ),
+        };
         // Explicit names may use templates, expanded per member like targets.
         if let Some(n) = &name {
             check_not_empty(cx, n, &t.path, "a step's name must not be empty");
@@ -236,16 +244,22 @@ impl Loader {
         let ty = ty?;
         let action = match ty.value {
             HOSTNAME_SAVE => {
-                *saved = true;
+                *saved = Some(SaveScope {
+                    runs_under,
+                    when: when_text,
+                });
                 Some(Action::HostnameSave)
             }
             HOSTNAME_RESTORE => {
-                if !*saved {
-                    cx.error(
+                match saved {
+                    None => cx.error(
                         &ty.span,
                         &t.field("type"),
                         "`hostname-restore` needs an earlier `hostname-save` step in the same plan",
-                    );
+                    ),
+                    Some(save) => {
+                        restore_outside_save(cx, &ty, &t, save, &runs_under, when_text.as_deref())
+                    }
                 }
                 Some(Action::HostnameRestore)
             }
@@ -393,6 +407,57 @@ fn configurations(
         }
     }
     ok.then_some(Some(out))
+}
+
+/// Where a plan's `hostname-save` step runs: what a later `hostname-restore` is held to.
+#[derive(Debug)]
+struct SaveScope {
+    /// The configurations it runs under.
+    runs_under: Vec<Configuration>,
+    /// Its `when`, as written.
+    when: Option<String>,
+}
+
+/// Warns when a `hostname-restore` can run where the `hostname-save` before it does
+/// not: it would set a hostname that was never saved (and fail the plan).
+fn restore_outside_save(
+    cx: &mut Cx<'_>,
+    ty: &Str<'_>,
+    t: &Table<'_, '_>,
+    save: &SaveScope,
+    runs_under: &[Configuration],
+    when: Option<&str>,
+) {
+    let extra: Vec<String> = runs_under
+        .iter()
+        .filter(|c| !save.runs_under.contains(c))
+        .map(|c| format!("`{c}`"))
+        .collect();
+    if !extra.is_empty() {
+        cx.warning(
+            &ty.span,
+            &t.field("configurations"),
+            format!(
+                "this `hostname-restore` runs under {}, where the `hostname-save` before it does not: list the same configurations",
+                extra.join(", ")
+            ),
+        );
+    }
+    if let Some(w) = &save.when
+        && when != Some(w.as_str())
+    {
+        cx.warning(
+            &ty.span,
+            &t.field("when"),
+            format!(
+                "the `hostname-save` before it runs only when `{w}`, and this `hostname-restore` {}: it can run where nothing was saved; give it the same `when`",
+                match when {
+                    Some(mine) => format!("has `when = \"{mine}\"`"),
+                    None => "has no `when`".to_string(),
+                }
+            ),
+        );
+    }
 }
 
 fn unknown_step_type(cx: &mut Cx<'_>, ty: &Str<'_>, field: &str, other: &str) {

@@ -28,6 +28,10 @@ impl Policy {
     ///   member in a cascading, one-sided or mutual package (the package did not move).
     /// - `MasterMove(X)`: the `master-move` plans, on every member.
     ///
+    /// A package in `facts.started` (this member started it since it booted) runs no
+    /// start side again: `PackageStart(P)`, the takeover of `NodeDown(N)` and the
+    /// owner's side of `NodeUp(N)` select nothing for it and say so in a note.
+    ///
     /// While a plan's conditions are evaluated, `holds(P)` is true for its package.
     /// Never fails: a step that needs a missing fact is `Err(Unresolved)`, an
     /// unknown package or member is a note.
@@ -83,6 +87,9 @@ impl<'a> Selector<'a> {
         let Some(p) = self.package(package) else {
             return;
         };
+        if trigger == Trigger::PackageStart && self.already_started(&p.name) {
+            return;
+        }
         let why = format!(
             "package `{}` {verb} {} ({} configuration)",
             p.name, self.me, p.configuration
@@ -131,6 +138,9 @@ impl<'a> Selector<'a> {
                     "`{name}` is rotating: the returning member {n} takes the standby role; no reintegration"
                 ));
             } else if me == n {
+                if self.already_started(name) {
+                    continue;
+                }
                 let c = p.configuration;
                 self.add(
                     Trigger::Reintegrate,
@@ -197,7 +207,7 @@ impl<'a> Selector<'a> {
                     "{n} ranks below {me} for `{name}` ({}), so the package did not move: no takeover",
                     p.configuration
                 ));
-            } else {
+            } else if !self.already_started(name) {
                 self.add(
                     Trigger::PackageStart,
                     p,
@@ -208,6 +218,19 @@ impl<'a> Selector<'a> {
                 );
             }
         }
+    }
+
+    /// Whether this member started `package` already (since it booted), with a note
+    /// saying so: its start plans are not run again.
+    fn already_started(&mut self, package: &str) -> bool {
+        let Some(s) = self.scope.facts.started.get(package) else {
+            return false;
+        };
+        self.notes.push(format!(
+            "`{package}` was already started here by event {} at {}; its start plans are not run again",
+            s.event_id, s.time
+        ));
+        true
     }
 
     fn master_move(&mut self, x: &str) {

@@ -381,3 +381,51 @@ fn plans_are_in_declaration_order_across_files() {
     let s = p.plans_for(&Event::PackageStop("casc".into()), &facts);
     assert_eq!(runs(&s), ["package-stop casc-stop", "package-stop a-first"]);
 }
+
+/// `select`, with `started` (comma-separated) already started here by event `e0`.
+fn select_started(event: Event, member: &str, holds: &str, started: &str) -> Selection {
+    let mut facts = Facts::default();
+    facts.set(&format!("member={member}")).unwrap();
+    facts.set(&format!("holds={holds}")).unwrap();
+    for p in started.split(',').filter(|p| !p.is_empty()) {
+        facts.started.insert(
+            p.to_string(),
+            crate::facts::Started {
+                event_id: "e0".to_string(),
+                time: "2026-11-22T01:00:00Z".to_string(),
+            },
+        );
+    }
+    policy().plans_for(&event, &facts)
+}
+
+#[test]
+fn node_down_does_not_start_again_a_package_already_started_here() {
+    // The rotating package is on gamma already (started there by e0) when alpha leaves.
+    let s = select_started(Event::NodeDown("alpha".into()), "gamma", "rot", "rot");
+    assert!(s.runs.is_empty(), "{:?}", runs(&s));
+    has_note(
+        &s,
+        "`rot` was already started here by event e0 at 2026-11-22T01:00:00Z; its start plans are not run again",
+    );
+    // Cascading: beta took casc over earlier; alpha leaving again moves nothing.
+    let s = select_started(Event::NodeDown("alpha".into()), "beta", "casc", "casc");
+    assert!(s.runs.is_empty(), "{:?}", runs(&s));
+    has_note(&s, "`casc` was already started here by event e0");
+    // Not started here: the takeover runs as before.
+    let s = select_started(Event::NodeDown("alpha".into()), "gamma", "rot", "casc");
+    assert_eq!(runs(&s), ["package-start rot-start"]);
+}
+
+#[test]
+fn package_start_and_the_owners_return_run_nothing_for_a_package_started_here() {
+    let s = select_started(Event::PackageStart("casc".into()), "beta", "casc", "casc");
+    assert!(s.runs.is_empty(), "{:?}", runs(&s));
+    has_note(&s, "`casc` was already started here by event e0");
+    let s = select_started(Event::NodeUp("alpha".into()), "alpha", "casc", "casc");
+    assert!(s.runs.is_empty(), "{:?}", runs(&s));
+    has_note(&s, "`casc` was already started here");
+    // Stopping is not affected.
+    let s = select_started(Event::PackageStop("casc".into()), "beta", "casc", "casc");
+    assert_eq!(runs(&s), ["package-stop casc-stop"]);
+}
