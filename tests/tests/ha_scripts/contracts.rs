@@ -110,13 +110,44 @@ impl Drop for Setup {
 }
 
 /// Runs `script args` with exactly `env` as its environment.
+/// Spawning a script this test just copied can fail with ETXTBSY while another test
+/// thread forks with the copy's write descriptor still open (the child closes it at
+/// exec); the error is transient, so these retry on exactly that error.
+trait SpawnBusy {
+    fn spawn_busy(&mut self) -> std::io::Result<std::process::Child>;
+    fn output_busy(&mut self) -> std::io::Result<Output>;
+}
+
+impl SpawnBusy for Command {
+    fn spawn_busy(&mut self) -> std::io::Result<std::process::Child> {
+        busy_retry(|| self.spawn())
+    }
+
+    fn output_busy(&mut self) -> std::io::Result<Output> {
+        busy_retry(|| self.output())
+    }
+}
+
+fn busy_retry<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    let mut left = 100;
+    loop {
+        match f() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && left > 0 => {
+                left -= 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn run_env(script: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
     Command::new(script)
         .args(args)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
-        .output()
+        .output_busy()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()))
 }
 
@@ -176,7 +207,7 @@ fn ocf_tester_passes_on_the_policyd_agent() {
         .arg(&agent)
         .env("HA_RSCTMP", s.path("rsctmp"))
         .stdin(Stdio::null())
-        .output()
+        .output_busy()
         .unwrap();
     // Whatever happened, the listener the agent started is cleaned up by PID.
     s.status();
@@ -219,7 +250,7 @@ fn the_meta_data_of_both_agents_validates() {
                 .args(&args)
                 .stdin(std::fs::File::open(&xml).unwrap())
                 .current_dir("/usr/share/resource-agents")
-                .output()
+                .output_busy()
                 .unwrap();
             assert!(
                 out.status.success()
@@ -491,7 +522,7 @@ fn ocf_tester_passes_on_the_package_agent_with_a_real_policy() {
         .arg(sb.agent())
         .env("HA_RSCTMP", sb.path("rsctmp"))
         .stdin(Stdio::null())
-        .output()
+        .output_busy()
         .unwrap();
     let mut pids = Pids::default();
     let watch_pid = sb.path("rsctmp/tenet-package-dce-pkg.watch.pid");
@@ -632,7 +663,7 @@ fn a_start_whose_agent_was_killed_is_resumed_only_with_resume_true() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_busy()
         .unwrap();
     pids.push(start.id());
     // start.dce blocks; the agent running it is its parent.
@@ -791,7 +822,7 @@ fn the_serviceguard_external_script_and_service_command_follow_the_contract() {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .spawn()
+            .spawn_busy()
             .unwrap()
     };
     let mut svc = start_service();
@@ -1073,7 +1104,7 @@ fn racing_keepalived_notifies_end_in_the_last_transition() {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
+            .spawn_busy()
             .unwrap()
     };
     let check = || code(&run_env(&dir.join("tenet-policyd-check"), &["tenet"], &[]));
