@@ -146,6 +146,8 @@ impl Cluster {
     }
 
     /// Every file of node N's sandbox root and its content.
+    /// Every file of node `n`'s sandbox root, except the model of its kernel state
+    /// (`proc/`: the boot id changes when a crashed node comes back).
     fn sandbox(&self, n: u32) -> BTreeMap<PathBuf, Vec<u8>> {
         let mut files = BTreeMap::new();
         let root = self.node(n).join("sandbox");
@@ -153,6 +155,9 @@ impl Cluster {
         while let Some(d) = dirs.pop() {
             for e in std::fs::read_dir(&d).unwrap() {
                 let p = e.unwrap().path();
+                if p == root.join("proc") {
+                    continue;
+                }
                 if p.is_dir() {
                     dirs.push(p);
                 } else {
