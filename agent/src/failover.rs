@@ -138,14 +138,13 @@ pub fn execute(
             let index = i + 1;
             let name = step_name(step).to_string();
             if let Some(end) = earlier.ends.get(&(run.plan.clone(), index)) {
-                let e = from_end(end, true);
-                if e.status == StepStatus::Failed && failed.is_none() {
-                    failed = Some((pi, which(&e)));
-                    outcome.first_failure = Some(describe(&e));
-                }
-                outcome.count(e.status);
-                outcome.plans_ok[pi] &= e.status == StepStatus::Ok;
-                reporter.step(&e);
+                tally(
+                    &from_end(end, true),
+                    pi,
+                    &mut failed,
+                    &mut outcome,
+                    reporter,
+                );
                 continue;
             }
             let always = step.as_ref().is_ok_and(|s| s.always);
@@ -184,14 +183,13 @@ pub fn execute(
             if let Some(j) = journal.as_deref_mut() {
                 j.append(&Record::StepEnd(end.clone()))?;
             }
-            let e = from_end(&end, false);
-            if e.status == StepStatus::Failed && failed.is_none() {
-                failed = Some((pi, which(&e)));
-                outcome.first_failure = Some(describe(&e));
-            }
-            outcome.count(e.status);
-            outcome.plans_ok[pi] &= e.status == StepStatus::Ok;
-            reporter.step(&e);
+            tally(
+                &from_end(&end, false),
+                pi,
+                &mut failed,
+                &mut outcome,
+                reporter,
+            );
         }
     }
     Ok(outcome)
@@ -212,6 +210,24 @@ pub fn describe(e: &StepEvent) -> String {
 }
 
 /// `step N `name` of plan P`.
+/// Counts a step's end (run now or in the journal's earlier run), remembers the
+/// first failure, and reports it.
+fn tally(
+    e: &StepEvent,
+    plan: usize,
+    failed: &mut Option<(usize, String)>,
+    outcome: &mut Outcome,
+    reporter: &mut dyn StepReporter,
+) {
+    if e.status == StepStatus::Failed && failed.is_none() {
+        *failed = Some((plan, which(e)));
+        outcome.first_failure = Some(describe(e));
+    }
+    outcome.count(e.status);
+    outcome.plans_ok[plan] &= e.status == StepStatus::Ok;
+    reporter.step(e);
+}
+
 fn which(e: &StepEvent) -> String {
     format!("step {} `{}` of plan {}", e.index, e.step, e.plan)
 }
