@@ -16,7 +16,7 @@
 #               push      tenet-agent push m002 (from m001)
 #               local     tenet-agent run on m002 (the same no-op run, started locally)
 #               runagent  cf-runagent -H 127.0.0.1:PORT (cf-serverd runs cf-agent on a
-#                         1-report policy), as in /work/shared/bench/dist_cf3.sh
+#                         1-report policy), as bench/dist.sh sets up CFEngine
 #               cf_local  that cf-agent run started locally
 #             trigger overhead = median(push) - median(local), and the same for cf3.
 #   fanout    tenet-agent push --all --parallel MEMBERS: MEMBERS pushed no-op runs;
@@ -131,7 +131,7 @@ printf '\n[push]\nkey = "%s"\naddresses = { %s }\n' "$D/keys/admin-alice.key" "$
 log "first run on every member"
 for m in "${names[@]}"; do $AGENT run --config "$B/m/$m/agent.toml" >/dev/null; done
 
-# ---- CFEngine side (as in /work/shared/bench/dist_cf3.sh) ----
+# ---- CFEngine side (set up as in bench/dist.sh) ----
 CFCMDS=()
 if command -v cf-serverd >/dev/null && command -v cf-runagent >/dev/null; then
   SRV=$CF/srv/wd CLI=$CF/cli/wd
