@@ -4,7 +4,8 @@
 #   (alpha, beta, gamma) with their own keys enrolled, the shipped dce-cluster
 #   example signed, a tenet-policyd promoted on loopback, and each member's
 #   `tenet-agent run` fetching, verifying and converging its own sandbox root.
-# Then the policy server stops and the members run again from their caches.
+# Then the policy server stops and the members run again from their caches, and
+# beta takes over the dce package: its failover plan runs from beta's cache.
 # Everything lives in one temporary directory, removed at the end; the daemon is
 # stopped by PID. Nothing outside the temporary directory is touched.
 #   scripts/demo.sh [--keep]
@@ -91,5 +92,19 @@ run_all
 say "the master goes away: members keep their configuration from the cache"
 kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
 run_all
+
+say "alpha fails; beta takes over the dce package and runs its failover plan from its cache"
+# Stand-ins for DCE's start programs in beta's sandbox, and the owner's stale files.
+mkdir -p "$W/beta/root/usr/bin" "$W/beta/root/opt/dcelocal/var/dced" "$W/beta/root/opt/dcelocal/var/security/creds"
+for p in start.dce start.dfs; do
+  printf '#!/bin/sh\necho "%s ran"\n' "$p" >"$W/beta/root/usr/bin/$p"
+  chmod 755 "$W/beta/root/usr/bin/$p"
+done
+: >"$W/beta/root/opt/dcelocal/var/dced/Ep.db"
+"$A" plan simulate --config "$W/beta/agent.toml" --member beta --event package-start:dce --holds dce 2>&1 | sed 's/^/   /'
+echo "   --"
+"$A" event package-start dce --id demo-takeover-1 --config "$W/beta/agent.toml" 2>&1 | sed 's/^/   /'
+say "the HA engine reports the same event again: it is not run twice"
+"$A" event package-start dce --id demo-takeover-1 --config "$W/beta/agent.toml" 2>&1 | sed 's/^/   /'
 echo
 echo "alpha's /etc/services now ends with: $(tail -1 "$W/alpha/root/etc/services")"
