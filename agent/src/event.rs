@@ -306,7 +306,7 @@ pub(crate) fn load(
     notes: &mut Vec<String>,
 ) -> Result<Loaded, EventError> {
     let mut facts = crate::facts::gather();
-    let (tree, source) = match (&scope.source, &place.config) {
+    let (tree, files, source) = match (&scope.source, &place.config) {
         (Source::Config(_), Some(config)) => {
             let mut warnings = Collect::default();
             let cached = cached_tree(config, member.unwrap_or(&config.member), &mut warnings)?;
@@ -317,17 +317,27 @@ pub(crate) fn load(
                     .map(|w| format!("warning: {w}")),
             );
             crate::apply::apply_overrides(&mut facts, &cached.facts)?;
-            (cached.tree, format!("bundle serial {}", cached.serial))
+            (
+                cached.files.tree(),
+                Some(cached.files),
+                format!("bundle serial {}", cached.serial),
+            )
         }
-        (Source::Policy(tree), _) | (Source::Config(tree), None) => {
-            (tree.clone(), format!("policy tree {}", tree.display()))
-        }
+        (Source::Policy(tree), _) | (Source::Config(tree), None) => (
+            tree.clone(),
+            None,
+            format!("policy tree {}", tree.display()),
+        ),
     };
     if let (Some(m), Source::Policy(_)) = (member, &scope.source) {
         facts.member = Some(m.to_string());
     }
     crate::apply::apply_overrides(&mut facts, &scope.facts)?;
-    let policy = tenet_policies::load(&tree).map_err(|diagnostics| EventError::InvalidPolicy {
+    let loaded = match &files {
+        Some(f) => tenet_policies::load_from(&tree, f),
+        None => tenet_policies::load(&tree),
+    };
+    let policy = loaded.map_err(|diagnostics| EventError::InvalidPolicy {
         tree: tree.clone(),
         diagnostics,
     })?;
