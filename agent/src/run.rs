@@ -38,7 +38,8 @@ pub const MAX_ROOT_UPDATES: u64 = 16;
 pub struct RunOptions {
     /// The configuration file.
     pub config: PathBuf,
-    /// Apply or dry run (a dry run fetches and verifies but caches and persists nothing).
+    /// Apply or dry run (a dry run fetches and verifies but switches no cached bundle and
+    /// persists no trust state; blobs it fetched stay in the blob store, by hash).
     pub mode: Mode,
     /// Whether reports carry diffs.
     pub diffs: Diffs,
