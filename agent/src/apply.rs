@@ -22,6 +22,9 @@ pub const DEFAULT_STATE_DIR: &str = "var/lib/tenet";
 pub struct ApplyOptions {
     /// The policy tree.
     pub tree: PathBuf,
+    /// Where its files are read from instead of the directory `tree` (a verified
+    /// cached bundle, each file checked against the signed manifest as it is read).
+    pub files: Option<crate::cache::BundleFiles>,
     /// The root every policy path resolves beneath.
     pub root: PathBuf,
     /// The state directory (run lock); defaults to `ROOT/var/lib/tenet`.
@@ -84,11 +87,14 @@ fn apply_inner(
     locked: bool,
 ) -> Result<Summary, ApplyError> {
     let start = Instant::now();
-    let policy =
-        tenet_policies::load(&opts.tree).map_err(|diagnostics| ApplyError::InvalidPolicy {
-            tree: opts.tree.clone(),
-            diagnostics,
-        })?;
+    let loaded = match &opts.files {
+        Some(files) => tenet_policies::load_from(&opts.tree, files),
+        None => tenet_policies::load(&opts.tree),
+    };
+    let policy = loaded.map_err(|diagnostics| ApplyError::InvalidPolicy {
+        tree: opts.tree.clone(),
+        diagnostics,
+    })?;
     let root = Root::new(&opts.root).map_err(|source| ApplyError::Root {
         path: opts.root.clone(),
         source,

@@ -4,10 +4,18 @@
 //! STATE/
 //!   run.lock
 //!   trust.toml                the ratchet (TrustState::to_toml), replaced atomically
-//!   bundles/<serial>/         a verified bundle (no timestamp) and its tree/
+//!   blobs/sha256/<hex>        every cached blob, named by its SHA-256; a blob enters
+//!                             only after its bytes were hashed against that name
+//!   bundles/<serial>/         a verified bundle (no timestamp): roots, manifest,
+//!                             blobs -> ../../blobs (the shared store)
+//!   bundles/.staging/         the bundle being fetched (same layout); removed on start
 //!   current -> bundles/<serial>
-//!   staging/                  the bundle being fetched; removed on start
 //! ```
+//!
+//! A new serial stores only the blobs the store does not hold yet: a change of one
+//! file writes one blob, and no bundle owns a copy or a link per file. Blobs no bundle
+//! kept (the one in force and the previous one) refers to are removed once they
+//! outnumber the bundle in force's.
 //!
 //! These files live in the agent's state directory, never in the managed root, so
 //! they are written here rather than through `fsops`.
@@ -16,12 +24,14 @@
     reason = "the cache is the agent's own state, outside the managed root; every write is atomic here"
 )]
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Write as _};
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use tenet_keys::{TrustState, VerifiedBundle};
+use tenet_keys::{FileEntry, Manifest, TrustState, VerifiedBundle};
 
 /// The trust state's file name.
 pub const TRUST_FILE: &str = "trust.toml";
@@ -29,9 +39,17 @@ pub const TRUST_FILE: &str = "trust.toml";
 pub const BUNDLES: &str = "bundles";
 /// The link to the bundle in force.
 pub const CURRENT: &str = "current";
-/// The bundle being fetched.
-pub const STAGING: &str = "staging";
-/// The policy tree materialised in a cached bundle.
+/// The bundle being fetched (beside the cached bundles, so that its relative `blobs`
+/// link holds after it is renamed into place).
+pub const STAGING: &str = "bundles/.staging";
+/// Where versions before the shared store staged.
+const OLD_STAGING: &str = "staging";
+/// The shared blob store.
+pub const BLOBS: &str = "blobs";
+/// What `bundles/<serial>/blobs` (and staging's) links to.
+const BLOBS_LINK: &str = "../../blobs";
+/// The name a bundle's policy tree goes by in diagnostics (`bundles/<serial>/tree/x.toml`);
+/// the tree is not materialised: its files are read from the blobs ([`BundleFiles`]).
 pub const TREE: &str = "tree";
 
 /// The cache in a state directory.
@@ -52,17 +70,44 @@ impl Cache {
         })
     }
 
-    /// The staging directory, emptied.
+    /// The staging directory, emptied; its `blobs` links to the shared store.
     pub fn fresh_staging(&self) -> io::Result<PathBuf> {
         let staging = self.dir.join(STAGING);
         remove_all(&staging)?;
         fs::create_dir_all(&staging)?;
+        fs::create_dir_all(self.blob_store())?;
+        std::os::unix::fs::symlink(BLOBS_LINK, staging.join(BLOBS))?;
         Ok(staging)
     }
 
     /// Removes what an interrupted run left in staging.
     pub fn clean_staging(&self) -> io::Result<()> {
+        remove_all(&self.dir.join(OLD_STAGING))?;
         remove_all(&self.dir.join(STAGING))
+    }
+
+    /// `STATE/blobs/sha256`: every cached blob, by hash.
+    pub fn blob_store(&self) -> PathBuf {
+        self.dir.join(tenet_keys::bundle::BLOB_DIR)
+    }
+
+    /// The names (hex SHA-256) of the blobs in the store.
+    pub fn stored_blobs(&self) -> io::Result<HashSet<String>> {
+        let mut out = HashSet::new();
+        let list = match fs::read_dir(self.blob_store()) {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for e in list {
+            let name = e?.file_name();
+            if let Some(n) = name.to_str()
+                && !n.starts_with('.')
+            {
+                out.insert(n.to_string());
+            }
+        }
+        Ok(out)
     }
 
     /// The persisted trust state, if any (a corrupted one is an error).
@@ -98,15 +143,16 @@ impl Cache {
         let target = fs::read_link(self.dir.join(CURRENT)).ok()?;
         let serial = target.file_name()?.to_str()?.parse().ok()?;
         let dir = self.dir.join(BUNDLES).join(serial_name(serial));
-        dir.join(TREE).is_dir().then_some((serial, dir))
+        dir.join(tenet_keys::bundle::MANIFEST)
+            .is_file()
+            .then_some((serial, dir))
     }
 
-    /// Makes the verified staged bundle the one in force: materialises its tree, moves it
-    /// to `bundles/<serial>/` and flips `current` atomically. Older bundles but the
+    /// Makes the verified staged bundle (already flushed) the one in force: moves it to
+    /// `bundles/<serial>/` and flips `current` atomically. Older bundles but the
     /// previous one are removed.
     pub fn commit(&self, bundle: &VerifiedBundle) -> io::Result<PathBuf> {
         let staged = bundle.dir().to_path_buf();
-        self.stage_tree(bundle, &staged.join(TREE))?;
         // The timestamp expires within hours; the cached bundle is re-verified without it.
         for name in [
             tenet_keys::bundle::TIMESTAMP.to_string(),
@@ -120,6 +166,21 @@ impl Cache {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
+        }
+        // A bundle staged with blobs of its own (a test's, or signed into staging) moves
+        // them into the store: they were verified with it.
+        let link = staged.join(BLOBS);
+        if fs::symlink_metadata(&link)?.is_dir() {
+            let store = self.blob_store();
+            fs::create_dir_all(&store)?;
+            for e in fs::read_dir(staged.join(tenet_keys::bundle::BLOB_DIR))? {
+                let e = e?;
+                fs::rename(e.path(), store.join(e.file_name()))?;
+            }
+            crate::run::flush(&store)?;
+            fs::remove_dir_all(&link)?;
+            std::os::unix::fs::symlink(BLOBS_LINK, &link)?;
+            sync_dir(&staged)?;
         }
         let serial = bundle.manifest().serial;
         let bundles = self.dir.join(BUNDLES);
@@ -147,14 +208,43 @@ impl Cache {
                 remove_all(&entry.path())?;
             }
         }
+        self.collect_blobs(bundle.manifest(), previous.filter(|p| *p != serial))?;
         Ok(dest)
     }
-}
 
-impl Cache {
-    /// Writes every file of the verified bundle's manifest beneath `tree`.
-    pub fn stage_tree(&self, bundle: &VerifiedBundle, tree: &Path) -> io::Result<()> {
-        materialise(bundle, tree)
+    /// Removes blobs that neither the bundle in force (`manifest`) nor the previous one
+    /// refers to, once the store holds more than twice the blobs in force (so a run
+    /// that changes one file does not read the previous manifest for one blob).
+    fn collect_blobs(&self, manifest: &Manifest, previous: Option<u64>) -> io::Result<()> {
+        let stored = self.stored_blobs()?;
+        let mut keep: HashSet<String> = manifest
+            .files
+            .iter()
+            .map(|f| f.sha256.to_string())
+            .collect();
+        if stored.len() <= 2 * keep.len() + 64 {
+            return Ok(());
+        }
+        if let Some(p) = previous {
+            let path = self
+                .dir
+                .join(BUNDLES)
+                .join(serial_name(p))
+                .join(tenet_keys::bundle::MANIFEST);
+            // Verified when it was committed; if it cannot be read, keep everything.
+            let Ok(m) = fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| Manifest::parse(&b).map_err(|e| e.to_string()))
+            else {
+                return Ok(());
+            };
+            keep.extend(m.files.iter().map(|f| f.sha256.to_string()));
+        }
+        let store = self.blob_store();
+        for name in stored.difference(&keep) {
+            remove_all(&store.join(name))?;
+        }
+        Ok(())
     }
 }
 
@@ -162,37 +252,68 @@ fn serial_name(serial: u64) -> String {
     serial.to_string()
 }
 
-/// Puts every file of the verified manifest beneath `tree`, as a hard link to its
-/// verified blob (no content is copied; one inode per blob, so a change to either is
-/// caught when the cached bundle is verified again at the next run). Where a link
-/// cannot be made (another filesystem), the blob is copied, checked again as it is
-/// read. Manifest paths are safe relative paths (checked by the keys crate).
-fn materialise(bundle: &VerifiedBundle, tree: &Path) -> io::Result<()> {
-    remove_all(tree)?;
-    fs::create_dir_all(tree)?;
-    let mut made: Option<PathBuf> = None;
-    for entry in bundle.files() {
-        tenet_keys::path::check_path(&entry.path)
-            .map_err(|e| io::Error::other(format!("{}: {e}", entry.path)))?;
-        let dest = tree.join(&entry.path);
-        if let Some(parent) = dest.parent()
-            && made.as_deref() != Some(parent)
-        {
-            fs::create_dir_all(parent)?;
-            made = Some(parent.to_path_buf());
+/// A verified bundle's policy tree, read straight from its blobs: the files are the
+/// manifest's, and each is checked against its size and SHA-256 in the signed manifest
+/// as it is read ([`tenet_keys::read_blob_into`]), so the policy loaded is made of
+/// verified bytes only, whatever happened to the directory since it was verified.
+#[derive(Debug, Clone)]
+pub struct BundleFiles {
+    /// Where `blobs/sha256/<hex>` is (the state directory, or the bundle's own).
+    dir: PathBuf,
+    tree: PathBuf,
+    files: Arc<HashMap<String, FileEntry>>,
+}
+
+impl BundleFiles {
+    /// The tree of the bundle at `dir`, whose verified manifest is `manifest`.
+    pub fn new(dir: &Path, manifest: &Manifest) -> BundleFiles {
+        // Blobs are read from the store the bundle's `blobs` link names, resolved once
+        // rather than followed for every file.
+        let blobs = fs::canonicalize(dir.join(BLOBS)).ok();
+        BundleFiles {
+            tree: dir.join(TREE),
+            dir: blobs
+                .as_deref()
+                .and_then(Path::parent)
+                .map_or_else(|| dir.to_path_buf(), Path::to_path_buf),
+            files: Arc::new(
+                manifest
+                    .files
+                    .iter()
+                    .map(|f| (f.path.clone(), f.clone()))
+                    .collect(),
+            ),
         }
-        if fs::hard_link(bundle.blob_path(entry), &dest).is_ok() {
-            continue;
-        }
-        let bytes = bundle
-            .read_file(&entry.path)
-            .ok_or_else(|| io::Error::other(format!("{}: not in the manifest", entry.path)))?
-            .map_err(|e| io::Error::other(tenet_keys::error_chain(&e)))?;
-        let mut f = fs::File::create(&dest)?;
-        f.write_all(&bytes)?;
     }
-    // One flush for the whole tree; the caller switches `current` only after it.
-    crate::run::flush(tree)
+
+    /// The path the tree goes by in diagnostics.
+    pub fn tree(&self) -> PathBuf {
+        self.tree.clone()
+    }
+}
+
+impl tenet_policies::TreeFiles for BundleFiles {
+    fn policy_files(&self, _tree: &Path) -> Result<Vec<PathBuf>, String> {
+        let mut out: Vec<PathBuf> = self
+            .files
+            .keys()
+            .map(PathBuf::from)
+            .filter(|p| tenet_policies::is_policy_file(p))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn read(&self, _tree: &Path, rel: &Path) -> io::Result<Vec<u8>> {
+        let entry = rel
+            .to_str()
+            .and_then(|r| self.files.get(r))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not in the signed manifest"))?;
+        let mut out = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
+        tenet_keys::read_blob_into(&self.dir, entry, &mut out)
+            .map_err(|e| io::Error::other(tenet_keys::error_chain(&e)))?;
+        Ok(out)
+    }
 }
 
 fn remove_all(path: &Path) -> io::Result<()> {

@@ -60,6 +60,7 @@ pub fn run(
     })?;
     let opts = ApplyOptions {
         tree,
+        files: None,
         root: root.clone(),
         state_dir: None,
         mode: Mode::Apply,

@@ -315,7 +315,7 @@ pub(crate) fn load(
 ) -> Result<Loaded, EventError> {
     let mut facts = crate::facts::gather();
     let mut member_facts = Vec::new();
-    let (tree, source) = match (&scope.source, &place.config) {
+    let (tree, files, source) = match (&scope.source, &place.config) {
         (Source::Config(_), Some(config)) => {
             let mut warnings = Collect::default();
             let cached = cached_tree(config, member.unwrap_or(&config.member), &mut warnings)?;
@@ -326,13 +326,23 @@ pub(crate) fn load(
                     .map(|w| format!("warning: {w}")),
             );
             member_facts = cached.facts;
-            (cached.tree, format!("bundle serial {}", cached.serial))
+            (
+                cached.files.tree(),
+                Some(cached.files),
+                format!("bundle serial {}", cached.serial),
+            )
         }
-        (Source::Policy(tree), _) | (Source::Config(tree), None) => {
-            (tree.clone(), format!("policy tree {}", tree.display()))
-        }
+        (Source::Policy(tree), _) | (Source::Config(tree), None) => (
+            tree.clone(),
+            None,
+            format!("policy tree {}", tree.display()),
+        ),
     };
-    let policy = tenet_policies::load(&tree).map_err(|diagnostics| EventError::InvalidPolicy {
+    let loaded = match &files {
+        Some(f) => tenet_policies::load_from(&tree, f),
+        None => tenet_policies::load(&tree),
+    };
+    let policy = loaded.map_err(|diagnostics| EventError::InvalidPolicy {
         tree: tree.clone(),
         diagnostics,
     })?;

@@ -64,6 +64,7 @@ fn check(tree: &std::path::Path) -> ExitCode {
 fn run_apply(args: ApplyArgs) -> ExitCode {
     let opts = ApplyOptions {
         tree: args.tree,
+        files: None,
         root: args.root,
         state_dir: args.state_dir,
         mode: if args.dry_run {

@@ -295,8 +295,9 @@ pub fn push(opts: &PushOptions, reporter: &mut dyn PushReporter) -> Result<PushR
         source,
     })?;
     let mut warnings = Collect::default();
-    let (state, manifest, tree) =
+    let (state, manifest, files) =
         cached_bundle(&config, &mut warnings).map_err(PushError::Bundle)?;
+    let tree = files.tree();
     for w in &warnings.warnings {
         reporter.warning(w);
     }
@@ -314,7 +315,7 @@ pub fn push(opts: &PushOptions, reporter: &mut dyn PushReporter) -> Result<PushR
             root.version, root.roles.admin.threshold
         ));
     }
-    let policy = tenet_policies::load(&tree).map_err(|d| PushError::Policy {
+    let policy = tenet_policies::load_from(&tree, &files).map_err(|d| PushError::Policy {
         tree: tree.clone(),
         count: d.error_count(),
     })?;

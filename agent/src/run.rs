@@ -19,11 +19,11 @@ use tenet_keys::document::{Document, MAX_SIGNATURE_BYTES};
 use tenet_keys::{
     Clock, Manifest, SecretKey, Time, TimestampOutcome, TrustState, TrustedRoot, VerifiedBundle,
     VerifyError, bundle, check_blob_stream, check_manifest, check_root_fresh, check_timestamp,
-    update_root, verify_bundle,
+    update_root, verify_bundle_stored,
 };
 
 use crate::apply::{ApplyError, ApplyOptions, apply_locked};
-use crate::cache::{Cache, TREE};
+use crate::cache::{BundleFiles, Cache};
 use crate::config::{Config, ConfigError};
 use crate::converge::{Diffs, Mode};
 use crate::fetch::{self, FetchError, Master};
@@ -43,7 +43,8 @@ pub const MAX_ROOT_UPDATES: u64 = 16;
 pub struct RunOptions {
     /// The configuration file.
     pub config: PathBuf,
-    /// Apply or dry run (a dry run fetches and verifies but caches and persists nothing).
+    /// Apply or dry run (a dry run fetches and verifies but switches no cached bundle and
+    /// persists no trust state; blobs it fetched stay in the blob store, by hash).
     pub mode: Mode,
     /// Whether reports carry diffs.
     pub diffs: Diffs,
@@ -169,19 +170,15 @@ pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, 
         }
     }
     let mut trust_refused = None;
-    let (tree_dir, manifest, serial) = match synced {
+    let (files, manifest, serial) = match synced {
         Ok(Synced::Fetched(bundle)) => {
             let serial = bundle.manifest().serial;
             let manifest = bundle.manifest().clone();
             if opts.mode == Mode::DryRun {
-                let tree = bundle.dir().join(TREE);
-                cache
-                    .stage_tree(&bundle, &tree)
-                    .map_err(|e| env("cannot materialise the policy tree", &e))?;
                 reporter.warning(&format!(
                     "dry run: serial {serial} verified; not cached, trust state not updated"
                 ));
-                (tree, manifest, serial)
+                (BundleFiles::new(bundle.dir(), &manifest), manifest, serial)
             } else {
                 let dir = cache
                     .commit(&bundle)
@@ -189,7 +186,7 @@ pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, 
                 cache
                     .persist(bundle.state())
                     .map_err(|e| env("cannot persist the trust state", &e))?;
-                (dir.join(TREE), manifest, serial)
+                (BundleFiles::new(&dir, &manifest), manifest, serial)
             }
         }
         Ok(Synced::Current(s)) => {
@@ -229,7 +226,8 @@ pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, 
 
     let facts = member_facts(&config.member, &manifest, serial, &opts.classes, reporter);
     let apply_opts = ApplyOptions {
-        tree: tree_dir,
+        tree: files.tree(),
+        files: Some(files),
         root: config.root.clone(),
         state_dir: Some(config.state_dir.clone()),
         mode: opts.mode,
@@ -248,8 +246,8 @@ pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, 
 /// The verified bundle in force, read from the cache without asking the master.
 #[derive(Debug, Clone)]
 pub struct CachedTree {
-    /// Its policy tree.
-    pub tree: PathBuf,
+    /// Its policy tree (read from its blobs, each checked as it is read).
+    pub files: BundleFiles,
     /// Its serial.
     pub serial: u64,
     /// `member=` and `classes=` fact overrides for the member, from the signed inventory.
@@ -264,11 +262,11 @@ pub fn cached_tree(
     member: &str,
     reporter: &mut dyn Reporter,
 ) -> Result<CachedTree, RunError> {
-    let (_, manifest, tree) = cached_bundle(config, reporter)?;
+    let (_, manifest, files) = cached_bundle(config, reporter)?;
     let serial = manifest.serial;
     let facts = member_facts(member, &manifest, serial, &[], reporter);
     Ok(CachedTree {
-        tree,
+        files,
         serial,
         facts,
     })
@@ -310,7 +308,7 @@ fn member_facts(
 pub fn cached_bundle(
     config: &Config,
     reporter: &mut dyn Reporter,
-) -> Result<(TrustState, Manifest, PathBuf), RunError> {
+) -> Result<(TrustState, Manifest, BundleFiles), RunError> {
     let cache = Cache::open(&config.state_dir).map_err(|e| {
         RunError::Environment(format!("cache in {}: {e}", config.state_dir.display()))
     })?;
@@ -321,8 +319,8 @@ pub fn cached_bundle(
     };
     let state = load_state(config, &cache)?;
     let clock = Clock::new(Time::from_system(SystemTime::now()));
-    let (tree, manifest, _) = from_cache(&state, serial, &dir, &clock, reporter)?;
-    Ok((state, manifest, tree))
+    let (files, manifest, _) = from_cache(&state, serial, &dir, &clock, reporter)?;
+    Ok((state, manifest, files))
 }
 
 fn from_cache(
@@ -331,9 +329,9 @@ fn from_cache(
     dir: &Path,
     clock: &Clock,
     reporter: &mut dyn Reporter,
-) -> Result<(PathBuf, Manifest, u64), RunError> {
+) -> Result<(BundleFiles, Manifest, u64), RunError> {
     let manifest = check_cached(state, dir, clock, reporter)?;
-    Ok((dir.join(TREE), manifest, serial))
+    Ok((BundleFiles::new(dir, &manifest), manifest, serial))
 }
 
 /// The persisted trust state, or the enrolment root's on the first run.
@@ -370,15 +368,17 @@ fn load_state(config: &Config, cache: &Cache) -> Result<TrustState, RunError> {
     Ok(TrustState::new(root))
 }
 
-/// Re-verifies the cached bundle against the trust state. An expired bundle is still
-/// enforced, with a warning; any other failure refuses it.
+/// Re-verifies the cached bundle against the trust state: roots, manifest, every blob
+/// present at its size; the blobs were hashed when stored and are hashed again as the
+/// policy is read ([`BundleFiles`]). An expired bundle is still enforced, with a
+/// warning; any other failure refuses it.
 fn check_cached(
     state: &TrustState,
     dir: &Path,
     clock: &Clock,
     reporter: &mut dyn Reporter,
 ) -> Result<Manifest, RunError> {
-    match verify_bundle(state, dir, clock) {
+    match verify_bundle_stored(state, dir, clock) {
         Ok(b) => Ok(b.manifest().clone()),
         Err(e @ VerifyError::Expired { .. }) => {
             reporter.warning(&format!(
@@ -485,37 +485,97 @@ fn sync(
         &manifest_sig,
     )?;
 
-    let blobs = staging.join(bundle::BLOB_DIR);
-    std::fs::create_dir_all(&blobs).map_err(local("staging"))?;
-    // Blobs the bundle in force already has are linked, not fetched again: a new
-    // serial that changes one file fetches one blob. Whatever is linked is verified
-    // again with the whole staged bundle below, like everything fetched.
+    // Blobs are stored once, by hash, in the shared store (`staging/blobs` links to
+    // it): a new serial that changes one file fetches and writes one blob. A blob
+    // enters the store only after it streamed in hashed against the signed manifest
+    // (or was linked from an older cache layout, where it was hashed when stored); a
+    // stored one is trusted by its name, and hashed again whenever its bytes are read
+    // (`BundleFiles`).
+    let store = cache.blob_store();
+    let stored = cache.stored_blobs().map_err(local("blob store"))?;
     let in_force = cache.current().map(|(_, dir)| dir);
     let mut seen = BTreeSet::new();
+    let mut written = Vec::new();
+    let roots = staging.join(bundle::ROOT_DIR);
+    for dir in [&staging, &roots] {
+        if let Ok(list) = std::fs::read_dir(dir) {
+            for e in list.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_file()) {
+                    written.push(e.path());
+                }
+            }
+        }
+    }
     for entry in &m.files {
         if !seen.insert(entry.sha256) {
             continue;
         }
-        let path = bundle::blob_path(&staging, &entry.sha256);
+        let hex = entry.sha256.to_string();
+        if stored.contains(&hex) {
+            continue;
+        }
+        let path = store.join(&hex);
         if let Some(dir) = &in_force
             && link_blob(&bundle::blob_path(dir, &entry.sha256), &path).is_ok()
         {
+            written.push(path);
             continue;
         }
-        let body = master.get(&format!("/v1/blob/sha256/{}", entry.sha256), entry.size)?;
-        let mut file = create_file(&path).map_err(local("staging"))?;
-        check_blob_stream(entry, body.as_slice(), &mut file)?;
+        let body = master.get(&format!("/v1/blob/sha256/{hex}"), entry.size)?;
+        let part = store.join(format!(".{hex}.part"));
+        let mut file = create_file(&part).map_err(local("blob store"))?;
+        if let Err(e) = check_blob_stream(entry, body.as_slice(), &mut file) {
+            drop(file);
+            let _ = std::fs::remove_file(&part);
+            return Err(e.into());
+        }
+        drop(file);
+        rename_file(&part, &path).map_err(local("blob store"))?;
+        written.push(path);
     }
     drop(master);
-    // One flush for every staged blob, before anything is verified or switched.
-    flush(&staging).map_err(local("staging"))?;
-    let verified = verify_bundle(state, &staging, clock)?;
+    // Everything staged is durable before anything is verified or switched: one fsync
+    // per file when few were written (a change of one file), else one syncfs.
+    let state_blobs = config.state_dir.join(crate::cache::BLOBS);
+    flush_written(
+        &written,
+        &[&staging, &roots, &store, &state_blobs, &config.state_dir],
+    )
+    .map_err(local("staging"))?;
+    let verified = verify_bundle_stored(state, &staging, clock)?;
     Ok(Synced::Fetched(Box::new(verified)))
 }
 
-/// Hard-links a blob of the bundle in force into staging.
+/// Hard-links a blob of the bundle in force (older cache layout) into the store.
 fn link_blob(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::hard_link(from, to)
+}
+
+/// Above this many files written, staging is flushed with one `syncfs`.
+const FSYNC_MAX: usize = 16;
+
+/// Makes `files` and the directories `dirs` durable: each fsynced when they are few,
+/// one `syncfs` otherwise (0.5 ms per fsync on a busy disk; a `syncfs` also flushes
+/// whatever else is dirty on the filesystem).
+fn flush_written(files: &[PathBuf], dirs: &[&Path]) -> std::io::Result<()> {
+    if files.len() > FSYNC_MAX {
+        return flush(dirs[0]);
+    }
+    for f in files {
+        match std::fs::File::open(f) {
+            Ok(f) => f.sync_all()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for d in dirs {
+        match std::fs::File::open(d) {
+            Ok(d) => d.sync_all()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Flushes the filesystem holding `dir` (one `syncfs` instead of one fsync per file).
@@ -532,6 +592,14 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
 }
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the blob store lives in the agent's state directory, outside the managed root; flushed before use"
+)]
+fn rename_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::rename(from, to)
+}
+
 fn create_file(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::File::create(path)
 }
@@ -544,6 +612,7 @@ mod tests {
     use tenet_keys::publish::{self, SignOptions, Signing};
 
     use super::*;
+    use crate::cache::TREE;
     use crate::report::Collect;
 
     #[test]
@@ -573,6 +642,8 @@ mod tests {
         let state_dir = dir.path().join("state");
         let cache = Cache::open(&state_dir).expect("cache");
         let staging = cache.fresh_staging().expect("staging");
+        // Signed with blobs of its own: commit moves them into the store.
+        std::fs::remove_file(staging.join(crate::cache::BLOBS)).expect("unlink");
         let key = d.policy_key_path();
         publish::sign(
             &mut d,
@@ -590,11 +661,11 @@ mod tests {
         let sig = std::fs::read(deploy.join("root/1.root.toml.sig")).expect("root sig");
         let state = TrustState::new(TrustedRoot::bootstrap(&root, &sig, None).expect("root"));
         let clock = Clock::new(now);
-        let verified = verify_bundle(&state, &staging, &clock).expect("verifies");
+        let verified = tenet_keys::verify_bundle(&state, &staging, &clock).expect("verifies");
         let cached = cache.commit(&verified).expect("commit");
         cache.persist(verified.state()).expect("persist");
         assert_eq!(cache.current(), Some((1, cached.clone())));
-        assert!(cached.join(TREE).join("cluster.toml").is_file());
+        assert!(cached.join(bundle::MANIFEST).is_file());
         assert!(!staging.exists());
         let state = TrustState::from_toml(&cache.trust_state().expect("read").expect("some"))
             .expect("parses");
@@ -619,15 +690,194 @@ mod tests {
             reporter.warnings
         );
 
-        // A cached blob that changed is refused.
+        // The policy reads from the blobs, each checked as it is read.
+        let files = BundleFiles::new(&cached, &m);
+        let policy = tenet_policies::load_from(&files.tree(), &files).expect("loads");
+        assert_eq!(policy.cluster.members[0].name, "alpha");
+
         let blob = std::fs::read_dir(cached.join(bundle::BLOB_DIR))
             .expect("blobs")
             .next()
             .expect("one blob")
             .expect("entry")
             .path();
+        let original = std::fs::read(&blob).expect("blob");
+        // A cached blob changed in place, same size: the bundle's documents still
+        // verify (blobs are not hashed again there), but not a byte of it is used:
+        // loading the policy refuses it.
+        let mut changed = original.clone();
+        changed[0] ^= 0x20;
+        crate::test_util::write(&blob, std::str::from_utf8(&changed).expect("text"));
+        check_cached(&state, &cached, &clock, &mut reporter).expect("documents verify");
+        let diags = tenet_policies::load_from(&files.tree(), &files).expect_err("refused");
+        let text = diags.to_string();
+        assert!(
+            text.contains("does not match") || text.contains("sha256"),
+            "{text}"
+        );
+        // A blob of another size, or none at all: refused as it is read.
         crate::test_util::write(&blob, "changed");
-        let err = check_cached(&state, &cached, &clock, &mut reporter).expect_err("refused");
-        assert!(matches!(err, RunError::Trust(_)), "{err}");
+        check_cached(&state, &cached, &clock, &mut reporter).expect("documents verify");
+        let diags = tenet_policies::load_from(&files.tree(), &files).expect_err("refused");
+        assert!(diags.to_string().contains("blob for"), "{diags}");
+        std::fs::remove_file(&blob).expect("remove");
+        let diags = tenet_policies::load_from(&files.tree(), &files).expect_err("refused");
+        assert!(diags.to_string().contains("blob for"), "{diags}");
+        // A file in the bundle directory that the manifest does not name is never read.
+        crate::test_util::write(&blob, std::str::from_utf8(&original).expect("text"));
+        crate::test_util::write(
+            &cached.join(TREE).join("extra.toml"),
+            "[[file]]\npath = \"/etc/x\"\ncontent = \"x\"\n",
+        );
+        let policy = tenet_policies::load_from(&files.tree(), &files).expect("loads");
+        assert!(policy.promises.is_empty());
+    }
+
+    /// A deployment with member alpha, a tree, and a member cache to commit into.
+    struct World {
+        _dir: tempfile::TempDir,
+        deploy: PathBuf,
+        tree: PathBuf,
+        cache: Cache,
+        state: TrustState,
+        now: Time,
+    }
+
+    impl World {
+        fn new() -> World {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let now = Time::from_system(SystemTime::now());
+            let deploy = dir.path().join("deploy");
+            deployment::init(
+                &deploy,
+                &InitOptions {
+                    root_keys: 1,
+                    root_threshold: 1,
+                    expires_in: Duration::from_secs(30 * 86_400),
+                    now,
+                },
+            )
+            .expect("init");
+            let tree = dir.path().join("tree");
+            crate::test_util::write(
+                &tree.join("cluster.toml"),
+                "[cluster]\nname = \"t\"\n\n[[member]]\nname = \"alpha\"\nhostname = \"a\"\naddresses = [{ ip = \"10.0.0.1\", role = \"boot\" }]\n",
+            );
+            let d = Deployment::open(&deploy).expect("open");
+            let (_, keyid) = deployment::node_key(&dir.path().join("node")).expect("node key");
+            d.enroll("alpha", keyid).expect("enroll");
+            let root = std::fs::read(deploy.join("root/1.root.toml")).expect("root");
+            let sig = std::fs::read(deploy.join("root/1.root.toml.sig")).expect("root sig");
+            let state = TrustState::new(TrustedRoot::bootstrap(&root, &sig, None).expect("root"));
+            let cache = Cache::open(&dir.path().join("state")).expect("cache");
+            World {
+                deploy,
+                tree,
+                cache,
+                state,
+                now,
+                _dir: dir,
+            }
+        }
+
+        /// Signs the tree as `serial` into staging, verifies and commits it.
+        fn commit(&mut self, serial: u64) -> PathBuf {
+            let mut d = Deployment::open(&self.deploy).expect("open");
+            let staging = self.cache.fresh_staging().expect("staging");
+            // `sign` wants an empty directory: the bundle comes with blobs of its own,
+            // which commit moves into the store.
+            std::fs::remove_file(staging.join(crate::cache::BLOBS)).expect("unlink");
+            let key = d.policy_key_path();
+            publish::sign(
+                &mut d,
+                &SignOptions {
+                    tree: self.tree.clone(),
+                    out: staging.clone(),
+                    serial: Some(serial),
+                    expires_in: Duration::from_secs(86_400),
+                    now: self.now,
+                    signing: Signing::WithKey(key),
+                },
+            )
+            .expect("sign");
+            let clock = Clock::new(self.now);
+            let verified = verify_bundle_stored(&self.state, &staging, &clock).expect("verifies");
+            let dir = self.cache.commit(&verified).expect("commit");
+            self.state = verified.into_state();
+            dir
+        }
+
+        fn load(&self, dir: &Path) -> Result<tenet_policies::Policy, tenet_policies::Diagnostics> {
+            let clock = Clock::new(self.now);
+            let mut reporter = Collect::default();
+            let m = check_cached(&self.state, dir, &clock, &mut reporter).expect("verifies");
+            let files = BundleFiles::new(dir, &m);
+            tenet_policies::load_from(&files.tree(), &files)
+        }
+    }
+
+    fn motd(world: &World, text: &str) {
+        crate::test_util::write(
+            &world.tree.join("motd.toml"),
+            "[[file]]\npath = \"/etc/motd\"\nsource = \"motd\"\n",
+        );
+        crate::test_util::write(&world.tree.join("files/motd"), text);
+    }
+
+    fn content(policy: &tenet_policies::Policy) -> Vec<u8> {
+        match &policy.promises[0].kind {
+            tenet_policies::model::PromiseKind::File(f) => match &f.content {
+                tenet_policies::model::Content::Bytes(b) => b.clone(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bundles_share_one_blob_store_and_a_changed_stored_blob_is_never_used() {
+        let mut w = World::new();
+        motd(&w, "first\n");
+        let one = w.commit(1);
+        let stored_one = w.cache.stored_blobs().expect("store");
+        assert_eq!(stored_one.len(), 3, "{stored_one:?}");
+        assert!(
+            std::fs::symlink_metadata(one.join(crate::cache::BLOBS))
+                .expect("link")
+                .is_symlink()
+        );
+        assert_eq!(content(&w.load(&one).expect("loads")), b"first\n");
+
+        // A new serial that changes one file adds one blob; both bundles read theirs.
+        motd(&w, "other\n");
+        let two = w.commit(2);
+        let stored_two = w.cache.stored_blobs().expect("store");
+        assert_eq!(stored_two.difference(&stored_one).count(), 1);
+        assert_eq!(w.cache.current().map(|(s, _)| s), Some(2));
+        assert_eq!(content(&w.load(&two).expect("loads")), b"other\n");
+
+        // The stored blob of motd changed in place (same size, same name): the bundle's
+        // documents verify, but loading refuses it, so no byte of it is converged.
+        let sha = tenet_keys::Sha256Sum::of(b"other\n").to_string();
+        let blob = w.cache.blob_store().join(&sha);
+        crate::test_util::write(&blob, "OTHER\n");
+        let diags = w.load(&two).expect_err("refused");
+        assert!(diags.to_string().contains("sha256"), "{diags}");
+        crate::test_util::write(&blob, "other\n");
+        assert_eq!(content(&w.load(&two).expect("loads")), b"other\n");
+
+        // Unreferenced blobs are collected once they outnumber the bundle in force's;
+        // the previous bundle's stay.
+        for i in 0..100 {
+            crate::test_util::write(&w.cache.blob_store().join(format!("{i:064x}")), "junk");
+        }
+        motd(&w, "third\n");
+        let three = w.commit(3);
+        let stored = w.cache.stored_blobs().expect("store");
+        assert_eq!(stored.len(), 4, "{stored:?}");
+        assert!(stored.contains(&sha), "the previous bundle's blob is kept");
+        assert_eq!(content(&w.load(&three).expect("loads")), b"third\n");
+        assert!(!one.exists(), "bundle 1 removed");
+        assert!(two.exists(), "the previous bundle is kept");
     }
 }

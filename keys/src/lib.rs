@@ -51,8 +51,8 @@ pub use timestamp::Timestamp;
 pub use tls::{ClientPolicy, Identity, MemberPins, Subject, TlsError};
 pub use verify::{
     Clock, ExpectedManifest, TimestampOutcome, TrustState, TrustedRoot, VerifiedBundle, check_blob,
-    check_blob_stream, check_manifest, check_root_fresh, check_timestamp, update_root,
-    verify_bundle,
+    check_blob_stream, check_manifest, check_root_fresh, check_timestamp, read_blob_into,
+    update_root, verify_bundle, verify_bundle_stored,
 };
 
 /// An error and its sources, joined by `: `.

@@ -26,7 +26,7 @@ pub mod template;
 
 pub use diag::{Diagnostic, Diagnostics, Origin, Severity};
 pub use facts::Facts;
-pub use load::{FILES_DIR, PROMISE_TYPES, TEMP_SUFFIX, load};
+pub use load::{FILES_DIR, PROMISE_TYPES, TEMP_SUFFIX, TreeFiles, is_policy_file, load, load_from};
 pub use resolve::{Resolution, Unresolved};
 
 /// A validated policy tree.

@@ -35,17 +35,68 @@ const TOP_LEVEL: [&str; 5] = ["cluster", "member", "package", "value", "plan"];
 /// Returns the policy (with any warnings in [`Policy::warnings`]), or every
 /// diagnostic, errors and warnings, sorted by location.
 pub fn load(tree: &Path) -> Result<Policy, Diagnostics> {
-    load_with(tree, Parse::InParts)
+    load_with(tree, &Dir, Parse::InParts)
+}
+
+/// Where a policy tree's files come from: a directory ([`load`]), or anything else
+/// that can list and read them by their path relative to the tree (the agent reads a
+/// cached bundle's blobs by hash, checking each as it is read).
+pub trait TreeFiles: Sync {
+    /// Every `*.toml` policy file, relative to the tree, sorted by path; none beneath
+    /// `files/` and no hidden entries (a name starting with `.`).
+    fn policy_files(&self, tree: &Path) -> Result<Vec<PathBuf>, String>;
+    /// The bytes of the file at `rel` (relative to the tree: `x.toml`, `files/a/b`).
+    fn read(&self, tree: &Path, rel: &Path) -> std::io::Result<Vec<u8>>;
+}
+
+/// The policy tree as a directory.
+struct Dir;
+
+impl TreeFiles for Dir {
+    fn policy_files(&self, tree: &Path) -> Result<Vec<PathBuf>, String> {
+        policy_files(tree)
+    }
+    fn read(&self, tree: &Path, rel: &Path) -> std::io::Result<Vec<u8>> {
+        std::fs::read(tree.join(rel))
+    }
+}
+
+/// [`load`] reading every file through `files`; `tree` names the tree in diagnostics.
+pub fn load_from(tree: &Path, files: &dyn TreeFiles) -> Result<Policy, Diagnostics> {
+    load_with(tree, files, Parse::InParts)
+}
+
+/// Whether a relative path is one [`load`] reads as a policy file: `*.toml`, not
+/// beneath `files/`, no hidden component (the rules of the directory walk).
+pub fn is_policy_file(rel: &Path) -> bool {
+    let mut components = rel.components();
+    if components
+        .next()
+        .is_some_and(|c| c.as_os_str() == FILES_DIR)
+        && components.next().is_some()
+    {
+        return false;
+    }
+    rel.extension().is_some_and(|x| x == "toml")
+        && rel.components().all(|c| match c {
+            Component::Normal(n) => !n.to_string_lossy().starts_with('.'),
+            _ => false,
+        })
 }
 
 /// [`load`], choosing how documents are parsed.
-pub(crate) fn load_with(tree: &Path, parse: Parse) -> Result<Policy, Diagnostics> {
+pub(crate) fn load_with(
+    tree: &Path,
+    source: &dyn TreeFiles,
+    parse: Parse,
+) -> Result<Policy, Diagnostics> {
     let mut loader = Loader {
         tree: tree.to_path_buf(),
+        source: Some(source),
         ..Loader::default()
     };
     let mut diags = Diagnostics::default();
-    let files = match policy_files(tree) {
+    let files = match source.policy_files(tree) {
         Ok(f) => f,
         Err(e) => {
             diags.error(
@@ -74,7 +125,7 @@ pub(crate) fn load_with(tree: &Path, parse: Parse) -> Result<Policy, Diagnostics
     }
     // One file at a time: its text is dropped as soon as it has been read.
     for rel in files {
-        match std::fs::read(tree.join(&rel)) {
+        match source.read(tree, &rel) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => {
                     // Roughly one promise per `[[` header: no doubling slack on large files.
@@ -183,8 +234,10 @@ enum NameKind {
 }
 
 #[derive(Default)]
-struct Loader {
+struct Loader<'s> {
     tree: PathBuf,
+    /// Where files are read from (always set; `Option` only for `Default`).
+    source: Option<&'s dyn TreeFiles>,
     cluster: Cluster,
     cluster_origin: Option<Origin>,
     values: Vec<Value>,
@@ -217,7 +270,7 @@ pub(crate) enum Parse {
     Whole,
 }
 
-impl Loader {
+impl Loader<'_> {
     /// Parses one file and reads what it declares; a syntax error anywhere in it
     /// reports the parser's errors for the whole file and nothing else of it.
     fn read_source(&mut self, src: &SourceText, diags: &mut Diagnostics, parse: Parse) {
@@ -1084,8 +1137,11 @@ impl Loader {
             );
             return None;
         }
-        let path = self.tree.join(FILES_DIR).join(rel);
-        match std::fs::read(&path) {
+        let read = match self.source {
+            Some(source) => source.read(&self.tree, &Path::new(FILES_DIR).join(rel)),
+            None => std::fs::read(self.tree.join(FILES_DIR).join(rel)),
+        };
+        match read {
             Ok(b) => Some(b),
             Err(e) => {
                 cx.error(
@@ -1165,7 +1221,7 @@ impl Loader {
 }
 
 /// Each table of an array of tables, with its field path; reports anything else.
-impl Loader {
+impl Loader<'_> {
     /// Each table of a top-level array, numbered on from the same array in earlier
     /// parts of the file.
     fn tables<'a, 'i>(
@@ -1418,7 +1474,7 @@ mod tests {
 
     /// What a load produced, comparable across parse modes.
     fn outcome(tree: &Path, parse: Parse) -> String {
-        match load_with(tree, parse) {
+        match load_with(tree, &Dir, parse) {
             Ok(p) => {
                 let ids: Vec<String> = p
                     .promises

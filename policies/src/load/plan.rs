@@ -33,7 +33,7 @@ pub(super) struct PlanCheck {
     server: Option<(Origin, String)>,
 }
 
-impl Loader {
+impl Loader<'_> {
     /// Reads one `[[plan]]` with its steps.
     pub(super) fn read_plan(&mut self, cx: &mut Cx<'_>, mut t: Table<'_, '_>, _i: usize) {
         let origin = cx.origin(&t.span);
