@@ -2,9 +2,11 @@
 # Server load on the policy server's serving port, on loopback:
 #   1. new mutual-TLS polls per second (each poll: TCP connect, TLS 1.3 handshake
 #      with both certificates checked, GET /v1/timestamp, close);
-#   2. memory of the daemon holding COUNT idle mutual-TLS connections.
+#   2. sequential requests on one HTTP/1.1 keep-alive connection (as an agent fetches);
+#   3. memory of the daemon holding COUNT idle mutual-TLS connections.
 #   bench/policyd_load.sh [SECONDS] [CONCURRENCY] [IDLE_COUNT]   (defaults 10 64 10000)
 # Everything runs in a temporary directory; the daemon is stopped by PID on exit.
+# POLICYD=PATH runs another build of the daemon (to compare two commits in one session).
 set -euo pipefail
 SECONDS_=${1:-10}
 CONC=${2:-64}
@@ -24,7 +26,7 @@ log "building (release)"
 (cd "$REPO" && cargo build -q --release -p tenet-keys -p tenet-policyd --bins \
   && cargo build -q --release -p tenet-policyd --example load)
 T=$REPO/target/release
-K=$T/tenet-keys P=$T/tenet-policyd L=$T/examples/load
+K=$T/tenet-keys P=${POLICYD:-$T/tenet-policyd} L=$T/examples/load
 
 # A deployment, one enrolled member (the load client), a signed bundle.
 "$K" init "$W/dep" >/dev/null
@@ -71,6 +73,10 @@ log "polls: $SECONDS_ s, $CONC concurrent clients"
 POLL=$("$L" poll "$W/member/localhost.key" "$W/dep/root/1.root.toml" "127.0.0.1:$SERVE" "$SECONDS_" "$CONC") || { log "$POLL"; cat "$W/policyd.log" >&2; exit 1; }
 echo "new mutual-TLS polls: $POLL (policyd VmHWM $(hwm) KB)"
 
+log "sequential: 20000 requests on one keep-alive connection"
+SEQ=$("$L" seq "$W/member/localhost.key" "$W/dep/root/1.root.toml" "127.0.0.1:$SERVE" 20000) || { log "$SEQ"; cat "$W/policyd.log" >&2; exit 1; }
+echo "keep-alive requests: $SEQ"
+
 log "idle: $IDLE connections"
 BEFORE=$(rss)
 mkfifo "$W/hold"
@@ -84,7 +90,9 @@ until grep -q "idle $IDLE ready" "$W/idle.out"; do
   sleep 0.2
 done
 HELD=$(rss)
-echo "idle connections: $IDLE held; policyd VmRSS $BEFORE KB before, $HELD KB holding them ($(( (HELD - BEFORE) * 1024 / IDLE )) bytes each); VmHWM $(hwm) KB"
+# Every connection must still be open on the server's side when memory is read.
+OPEN=$(ss -Htn state established "( sport = :$SERVE )" 2>/dev/null | wc -l)
+echo "idle connections: $IDLE held ($OPEN established at the server); policyd VmRSS $BEFORE KB before, $HELD KB holding them ($(( (HELD - BEFORE) * 1024 / IDLE )) bytes each); VmHWM $(hwm) KB"
 exec 3>&-
 wait "$IDLE_PID" || true
 IDLE_PID=

@@ -5,6 +5,10 @@
 //! pinned from the trusted root file ROOT), GET `/v1/timestamp` over HTTP/1.1,
 //! read the body and close; prints completed polls per second and errors.
 //!
+//! `load seq KEY ROOT ADDR COUNT`: COUNT requests (`GET /v1/timestamp`) one after
+//! another on one HTTP/1.1 keep-alive connection, as an agent fetches a bundle; prints
+//! requests per second.
+//!
 //! `load idle KEY ROOT ADDR COUNT`: opens COUNT mutual-TLS connections, each with one
 //! completed request so the server holds it as an idle keep-alive connection, prints
 //! `idle COUNT ready` and holds them until stdin closes.
@@ -29,8 +33,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage =
-        "usage: load poll KEY ROOT ADDR SECONDS CONCURRENCY | load idle KEY ROOT ADDR COUNT";
+    let usage = "usage: load poll KEY ROOT ADDR SECONDS CONCURRENCY | load seq KEY ROOT ADDR COUNT | load idle KEY ROOT ADDR COUNT";
     let (mode, key, root, addr) = match args.as_slice() {
         [mode, key, root, addr, ..] => (mode.as_str(), key, root, addr),
         _ => return Err(usage.into()),
@@ -48,6 +51,7 @@ fn main() -> Result<(), Error> {
             Duration::from_secs(number(4)?),
             number(5)?,
         )),
+        "seq" => rt.block_on(seq(connector, addr, number(4)?)),
         "idle" => rt.block_on(idle(connector, addr, number(4)?)),
         _ => Err(usage.into()),
     }
@@ -124,6 +128,28 @@ async fn poll(
     } else {
         Ok(())
     }
+}
+
+async fn seq(connector: TlsConnector, addr: SocketAddr, count: u64) -> Result<(), Error> {
+    let mut send = request(&connector, addr).await?;
+    let start = Instant::now();
+    for _ in 0..count {
+        send.ready().await?;
+        let req = hyper::Request::get("/v1/timestamp")
+            .header("host", "tenet-policyd")
+            .body(Empty::new())?;
+        let resp = send.send_request(req).await?;
+        if !resp.status().is_success() {
+            return Err(format!("status {}", resp.status()).into());
+        }
+        resp.into_body().collect().await?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "requests {count} seconds {elapsed:.2} per_second {:.0}",
+        count as f64 / elapsed
+    );
+    Ok(())
 }
 
 async fn idle(connector: TlsConnector, addr: SocketAddr, count: u64) -> Result<(), Error> {

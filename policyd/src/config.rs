@@ -104,9 +104,11 @@ Configuration file (TOML; relative paths are relative to the file's directory):
   max_connections = N        default 256. Open connections per TLS socket; further
                              clients wait in the kernel's backlog.
   handshake_timeout = DUR    default 10s. A TLS handshake must finish within this.
-  header_read_timeout = DUR  default 10s. An HTTP/1.1 request head must arrive within this.
+  header_read_timeout = DUR  default 10s. An HTTP/1.1 request head must arrive within this:
+                             the first one after the handshake, a later one once it began.
   idle_timeout = DUR         default 60s. A connection with no bytes in either direction
-                             for this long is closed (slow or stalled clients).
+                             for this long is closed (slow or stalled clients, and
+                             keep-alive connections idle between requests).
   max_header_bytes = N       default 16384 (8192..=1048576). Largest request head;
                              larger ones get 431 (HTTP/1.1) or a stream reset (h2).
   h2_max_concurrent_streams = N   default 16. Concurrent HTTP/2 streams per connection.
@@ -198,9 +200,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// Time allowed for a TLS handshake.
     pub handshake_timeout: Duration,
-    /// Time allowed for an HTTP/1.1 request head.
+    /// Time allowed for an HTTP/1.1 request head: the first from the end of the
+    /// handshake, a later one from its first byte.
     pub header_read_timeout: Duration,
-    /// A connection silent for this long is closed.
+    /// A connection silent for this long is closed (also an idle keep-alive one).
     pub idle_timeout: Duration,
     /// Largest request head, in bytes.
     pub max_header_bytes: usize,

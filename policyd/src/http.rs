@@ -4,28 +4,37 @@
 //! - a semaphore around `accept` caps open connections (further clients wait in the
 //!   kernel's backlog);
 //! - the TLS handshake must finish within `handshake_timeout`;
-//! - HTTP/1.1 request heads must arrive within `header_read_timeout` and fit in
+//! - HTTP/1.1 request heads must arrive within `header_read_timeout` (the first from
+//!   the end of the handshake, a later one from its first byte) and fit in
 //!   `max_header_bytes` (else 431); HTTP/2 header lists share the byte cap and streams
 //!   are capped per connection;
 //! - a connection with no bytes moving for `idle_timeout` is closed, which also ends
-//!   slow readers and writers;
+//!   slow readers and writers and idle keep-alive connections;
 //! - on shutdown or demotion a connection is asked to finish and then closed after
 //!   `drain_timeout`.
 //!
 //! The protocol follows ALPN (`h2`, else HTTP/1.1). The verified peer key id is taken
 //! from the finished handshake and passed to the routes with every request.
+//!
+//! Memory: an HTTP/1.1 keep-alive connection between requests holds no hyper state
+//! (see [`serve_http1`]), and the connection task is kept small, so an idle
+//! connection costs about 10 KB: its TLS session (rustls keeps a 4 KiB receive
+//! buffer), the task, and the socket's registration (`bench/RESULTS.md`).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::service::service_fn;
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::server::conn::{http1, http2};
+use hyper::service::Service;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tenet_keys::KeyId;
 use tenet_keys::tls::{self, ClientPolicy, MemberPins};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -33,6 +42,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
 use crate::daemon::Shared;
@@ -96,6 +106,10 @@ pub(crate) async fn serve_tls(
 
 /// One TLS connection: handshake, then HTTP until the client leaves, goes idle, or
 /// the socket is stopped.
+///
+/// The task of an idle connection is kept small: what only the handshake or a request
+/// needs is boxed for that time, and the TLS stream is borrowed rather than passed by
+/// value (an `async fn` keeps a copy of each argument besides its local).
 async fn connection(
     shared: Arc<Shared>,
     site: Site,
@@ -103,6 +117,46 @@ async fn connection(
     acceptor: TlsAcceptor,
     mut stop: Stop,
 ) {
+    let Some((tls, peer, h2)) = Box::pin(handshake(&shared, site, stream, acceptor)).await else {
+        return;
+    };
+    let _open = shared.metrics.connection(site);
+    let activity = Activity::new();
+    let mut io = Watched {
+        inner: tls,
+        activity: activity.clone(),
+    };
+    let service = Answer {
+        shared: shared.clone(),
+        site,
+        peer,
+        requests: Arc::new(Requests::default()),
+    };
+    if h2 {
+        let limits = &shared.config.limits;
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        let mut conn: H2<'_> = Box::pin(builder.serve_connection(TokioIo::new(&mut io), service));
+        if let Some(Err(e)) = Box::pin(drive(&mut conn, &shared, site, &activity, &mut stop)).await
+        {
+            debug!(socket = site.name(), peer = %peer, error = %e, "connection ended with an error");
+        }
+    } else {
+        serve_http1(&shared, site, &mut io, service, &activity, &mut stop).await;
+    }
+}
+
+/// The TLS handshake within `handshake_timeout`: the stream, the client's verified key
+/// id and whether it chose h2; `None` (counted and logged) if it failed.
+async fn handshake(
+    shared: &Shared,
+    site: Site,
+    stream: TcpStream,
+    acceptor: TlsAcceptor,
+) -> Option<(Tls, KeyId, bool)> {
     let limits = &shared.config.limits;
     let metrics = &shared.metrics;
     let handshake = acceptor.accept(stream).into_fallible();
@@ -110,14 +164,14 @@ async fn connection(
         Err(_) => {
             metrics.handshake_refused(site, HandshakeRefusal::Timeout);
             debug!(socket = site.name(), "tls handshake timed out");
-            return;
+            return None;
         }
         Ok(Err((e, stream))) => {
             let why = classify(&e);
             metrics.handshake_refused(site, why);
             debug!(socket = site.name(), reason = why.name(), error = %e, "tls handshake refused");
             linger(stream).await;
-            return;
+            return None;
         }
         Ok(Ok(tls)) => tls,
     };
@@ -125,59 +179,275 @@ async fn connection(
     let Ok(peer) = tls::peer_key_id(conn) else {
         // Client authentication is mandatory, so a finished handshake has a certificate.
         metrics.handshake_refused(site, HandshakeRefusal::Failed);
-        return;
+        return None;
     };
     let h2 = conn.alpn_protocol() == Some(b"h2".as_slice());
-    let _open = metrics.connection(site);
+    Some((tls, peer, h2))
+}
 
-    let activity = Activity::new();
-    let io = TokioIo::new(Watched {
-        inner: tls,
-        activity: activity.clone(),
-    });
-    let service_shared = shared.clone();
-    let service = service_fn(move |req| {
-        let shared = service_shared.clone();
-        async move { Ok::<_, Infallible>(routes::handle(&shared, site, peer, req).await) }
-    });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    let builder = if h2 {
-        builder.http2_only()
-    } else {
-        builder.http1_only()
-    };
-    let conn = builder.serve_connection(io, service);
-    tokio::pin!(conn);
+/// HTTP/1.1 on one connection, one request at a time. Between requests (keep-alive)
+/// the connection holds no HTTP state: hyper serves a *turn* over a [`Turn`] stream,
+/// which ends the turn once every request of it is answered and flushed and the client
+/// has sent nothing more; the connection then waits here for the first byte of the
+/// next request and starts a new turn with it. Idle, a connection costs its TLS state
+/// and this task, not hyper's buffers (16 KiB and more).
+///
+/// Timeouts: the first request must start within `header_read_timeout` of the
+/// handshake; later ones within `idle_timeout` of the last bytes moved; a request head,
+/// once started, within `header_read_timeout` (hyper's timer runs from the start of a
+/// turn).
+async fn serve_http1(
+    shared: &Shared,
+    site: Site,
+    io: &mut Watched<Tls>,
+    mut service: Answer,
+    activity: &Activity,
+    stop: &mut Stop,
+) {
+    use tokio::io::AsyncReadExt as _;
+    let limits = &shared.config.limits;
+    let peer = service.peer;
+    let requests = service.requests.clone();
+    let mut quiet = limits.header_read_timeout;
+    let mut prefix = Bytes::new();
+    loop {
+        if prefix.is_empty() {
+            let mut byte = [0u8; 1];
+            let read = tokio::select! {
+                read = io.read(&mut byte) => read,
+                () = stop.wait() => {
+                    Box::pin(close(io, limits.drain_timeout)).await;
+                    return;
+                }
+                () = activity.idle_for(quiet) => {
+                    debug!(socket = site.name(), peer = %peer, "closing an idle connection");
+                    Box::pin(close(io, limits.drain_timeout)).await;
+                    return;
+                }
+            };
+            match read {
+                Ok(0) => {
+                    // The client closed its side: close ours as hyper would.
+                    Box::pin(close(io, limits.drain_timeout)).await;
+                    return;
+                }
+                Ok(_) => prefix = Bytes::copy_from_slice(&byte),
+                Err(e) => {
+                    debug!(socket = site.name(), peer = %peer, error = %e, "connection ended with an error");
+                    return;
+                }
+            }
+        }
+        quiet = limits.idle_timeout;
+        requests.new_turn();
+        let turn = Turn {
+            prefix: std::mem::take(&mut prefix),
+            inner: &mut *io,
+            requests: requests.clone(),
+            unflushed: false,
+            paused: false,
+        };
+        let mut conn: H1<'_> = Box::new(
+            http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes)
+                .serve_connection(TokioIo::new(turn), service),
+        );
+        let Some(result) = Box::pin(drive(&mut conn, shared, site, activity, stop)).await else {
+            return;
+        };
+        let paused;
+        (paused, prefix, service) = {
+            let parts = conn.into_parts();
+            // The bytes of a pipelined request, copied: `read_buf` shares hyper's
+            // whole read buffer.
+            let rest = Bytes::copy_from_slice(&parts.read_buf);
+            (parts.io.inner().paused, rest, parts.service)
+        };
+        let resumable = paused
+            && match &result {
+                Ok(()) => true,
+                // The turn ended inside a pipelined request's head: its bytes are in
+                // `prefix` and start the next turn.
+                Err(e) => e.is_incomplete_message(),
+            };
+        if !resumable {
+            match result {
+                Ok(()) => Box::pin(close(io, limits.drain_timeout)).await,
+                Err(e) => {
+                    debug!(socket = site.name(), peer = %peer, error = %e, "connection ended with an error");
+                }
+            }
+            return;
+        }
+    }
+}
+
+type Tls = TlsStream<TcpStream>;
+type H1<'a> = Box<http1::Connection<TokioIo<Turn<&'a mut Watched<Tls>>>, Answer>>;
+type H2<'a> = Pin<Box<http2::Connection<TokioIo<&'a mut Watched<Tls>>, Answer, TokioExecutor>>>;
+
+/// A hyper connection as the select loop drives it.
+trait Serving {
+    /// Polls the connection; for HTTP/1.1, without shutting the stream down, so that a
+    /// paused turn gives it back.
+    fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>>;
+    /// Asks the connection to finish its requests and close.
+    fn graceful_shutdown(&mut self);
+}
+
+impl Serving for H1<'_> {
+    fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        self.poll_without_shutdown(cx)
+    }
+
+    fn graceful_shutdown(&mut self) {
+        Pin::new(&mut **self).graceful_shutdown();
+    }
+}
+
+impl Serving for H2<'_> {
+    fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        self.as_mut().poll(cx)
+    }
+
+    fn graceful_shutdown(&mut self) {
+        self.as_mut().graceful_shutdown();
+    }
+}
+
+/// Serves `conn` until it ends (its result), or until it is abandoned (`None`): after
+/// a stop or `idle_timeout` without bytes moving it is asked to finish, and dropped
+/// when its drain time is up.
+async fn drive<C: Serving>(
+    conn: &mut C,
+    shared: &Shared,
+    site: Site,
+    activity: &Activity,
+    stop: &mut Stop,
+) -> Option<hyper::Result<()>> {
+    let limits = &shared.config.limits;
     let mut deadline: Option<Instant> = None;
     loop {
         tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    debug!(socket = site.name(), peer = %peer, error = %e, "connection ended with an error");
-                }
-                break;
-            }
+            result = std::future::poll_fn(|cx| conn.poll_serve(cx)) => return Some(result),
             () = stop.wait(), if deadline.is_none() => {
-                conn.as_mut().graceful_shutdown();
+                conn.graceful_shutdown();
                 deadline = Some(Instant::now() + limits.drain_timeout);
             }
             () = activity.idle_for(limits.idle_timeout), if deadline.is_none() => {
-                debug!(socket = site.name(), peer = %peer, "closing an idle connection");
-                conn.as_mut().graceful_shutdown();
+                debug!(socket = site.name(), "closing an idle connection");
+                conn.graceful_shutdown();
                 deadline = Some(Instant::now() + limits.drain_timeout.min(limits.idle_timeout));
             }
-            () = sleep_until(deadline), if deadline.is_some() => break,
+            () = sleep_until(deadline), if deadline.is_some() => return None,
         }
+    }
+}
+
+/// Closes a connection's TLS session and TCP stream (`close_notify`, then FIN), giving
+/// up after `limit`.
+async fn close<T: AsyncWrite + Unpin>(io: &mut T, limit: Duration) {
+    use tokio::io::AsyncWriteExt as _;
+    let _ = tokio::time::timeout(limit, io.shutdown()).await;
+}
+
+/// The service of one connection: [`routes::handle`] for the verified `peer`, with
+/// each request counted in `requests`.
+struct Answer {
+    shared: Arc<Shared>,
+    site: Site,
+    peer: KeyId,
+    requests: Arc<Requests>,
+}
+
+impl Service<Request<Incoming>> for Answer {
+    type Response = Response<Tracked>;
+    type Error = Infallible;
+    // Boxed: hyper keeps a slot for the future of the request in flight for the whole
+    // turn, and the routes' future is large.
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Tracked>, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.requests.begin(req.body().is_end_stream());
+        let (shared, site, peer) = (self.shared.clone(), self.site, self.peer);
+        let requests = self.requests.clone();
+        Box::pin(async move {
+            let response = routes::handle(&shared, site, peer, req).await;
+            Ok(response.map(|body| Tracked { body, requests }))
+        })
+    }
+}
+
+/// What the requests of an HTTP/1.1 turn are doing, as [`Turn`] needs to know it.
+#[derive(Debug, Default)]
+struct Requests {
+    /// Requests whose answer hyper has not finished writing.
+    open: AtomicUsize,
+    /// Whether a request of this turn has been answered.
+    answered: AtomicBool,
+    /// Whether a request of this connection had a body: such a turn is never paused,
+    /// since hyper may still be reading (or draining) that body.
+    bodies: AtomicBool,
+}
+
+impl Requests {
+    fn new_turn(&self) {
+        self.answered.store(false, Ordering::Relaxed);
+    }
+
+    fn begin(&self, bodiless: bool) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        if !bodiless {
+            self.bodies.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn end(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.answered.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether hyper is between requests: something was answered, nothing is open, and
+    /// no request body can be in the stream.
+    fn between(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
+            && self.open.load(Ordering::Relaxed) == 0
+            && !self.bodies.load(Ordering::Relaxed)
+    }
+}
+
+/// A response body that marks its request answered when hyper drops it, which hyper
+/// does once the whole body is in its write buffer (or the response is abandoned).
+struct Tracked {
+    body: routes::Body,
+    requests: Arc<Requests>,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.requests.end();
     }
 }
 
@@ -422,6 +692,78 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The stream of one HTTP/1.1 turn: `prefix` (bytes read before the turn started)
+/// first, then `inner`. When hyper asks for more bytes between requests
+/// ([`Requests::between`]), everything written has been flushed, and `inner` has none
+/// ready, it reads end-of-stream instead and the turn is `paused`: hyper finishes
+/// without shutting `inner` down and gives it back.
+struct Turn<T> {
+    prefix: Bytes,
+    inner: T,
+    requests: Arc<Requests>,
+    /// Written to since the last completed flush.
+    unflushed: bool,
+    paused: bool,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Turn<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix = self.prefix.slice(n..);
+            return Poll::Ready(Ok(()));
+        }
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Pending if !self.unflushed && self.requests.between() => {
+                self.paused = true;
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Turn<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.unflushed = true;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.unflushed = true;
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        if matches!(result, Poll::Ready(Ok(()))) {
+            self.unflushed = false;
+        }
+        result
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

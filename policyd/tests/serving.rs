@@ -301,6 +301,140 @@ async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
     );
 }
 
+/// A request head as an agent sends it.
+fn get_head(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nhost: tenet-policyd\r\n\r\n")
+}
+
+/// Reads one HTTP/1.1 response (every route answers with a `content-length`) from
+/// `tls`, keeping the bytes that follow it in `buf`.
+async fn read_response(
+    tls: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+) -> (u16, Vec<u8>) {
+    use tokio::io::AsyncReadExt as _;
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+            let status = head[9..12].parse().unwrap();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().unwrap())
+                })
+                .expect("a content-length");
+            let start = end + 4;
+            if buf.len() >= start + len {
+                let body = buf[start..start + len].to_vec();
+                buf.drain(..start + len);
+                return (status, body);
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(crate::util::DEADLINE, tls.read(&mut chunk))
+            .await
+            .expect("a response in time")
+            .unwrap();
+        assert!(n > 0, "the server closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Waits until the server closes `tls` and returns how long that took.
+async fn closed_after(tls: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::time::Duration {
+    use tokio::io::AsyncReadExt as _;
+    let start = std::time::Instant::now();
+    let mut chunk = [0u8; 64];
+    let read = tokio::time::timeout(crate::util::DEADLINE, tls.read(&mut chunk)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "the server kept the connection: {read:?}"
+    );
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn keep_alive_serves_after_pauses_split_heads_and_pipelining() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt as _;
+    let fx = Fixture::new();
+    let (daemon, _) = promoted(&fx, "header_read_timeout = \"1s\"\nidle_timeout = \"3s\"\n");
+    let beta = Client::new(&fx.node_key("beta"), fx.server_pins());
+    let (_, timestamp) = beta.get(daemon.serving(), "/v1/timestamp").await.unwrap();
+    let (_, manifest) = beta.get(daemon.serving(), "/v1/manifest").await.unwrap();
+    let mut tls = beta.connect_http1(daemon.serving()).await;
+    let mut buf = Vec::new();
+    let ok = |got: (u16, Vec<u8>), body: &[u8]| {
+        assert_eq!(got.0, 200, "{}", String::from_utf8_lossy(&got.1));
+        assert_eq!(got.1, body);
+    };
+
+    tls.write_all(get_head("/v1/timestamp").as_bytes())
+        .await
+        .unwrap();
+    ok(read_response(&mut tls, &mut buf).await, &timestamp);
+    // Idle for longer than the header timeout, shorter than the idle timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tls.write_all(get_head("/v1/manifest").as_bytes())
+        .await
+        .unwrap();
+    ok(read_response(&mut tls, &mut buf).await, &manifest);
+    // A head in two pieces.
+    let head = get_head("/v1/timestamp");
+    tls.write_all(&head.as_bytes()[..20]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tls.write_all(&head.as_bytes()[20..]).await.unwrap();
+    ok(read_response(&mut tls, &mut buf).await, &timestamp);
+    // Two pipelined requests, then one and the start of another.
+    let two = get_head("/v1/manifest") + &get_head("/v1/timestamp");
+    tls.write_all(two.as_bytes()).await.unwrap();
+    ok(read_response(&mut tls, &mut buf).await, &manifest);
+    ok(read_response(&mut tls, &mut buf).await, &timestamp);
+    let next = get_head("/v1/manifest");
+    let first = get_head("/v1/timestamp") + &next[..10];
+    tls.write_all(first.as_bytes()).await.unwrap();
+    ok(read_response(&mut tls, &mut buf).await, &timestamp);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tls.write_all(&next.as_bytes()[10..]).await.unwrap();
+    ok(read_response(&mut tls, &mut buf).await, &manifest);
+    // Unknown routes are answered on the same connection too.
+    tls.write_all(get_head("/v1/nothing").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut tls, &mut buf).await.0, 404);
+    // Left idle, the connection is closed after the idle timeout.
+    let idle = closed_after(&mut tls).await;
+    assert!(idle >= Duration::from_millis(2500), "closed after {idle:?}");
+    assert!(buf.is_empty());
+
+    // A request head that starts but never ends is cut after the header timeout.
+    let mut tls = beta.connect_http1(daemon.serving()).await;
+    tls.write_all(get_head("/v1/timestamp").as_bytes())
+        .await
+        .unwrap();
+    ok(read_response(&mut tls, &mut buf).await, &timestamp);
+    tls.write_all(b"GET /v1/manifest HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let cut = closed_after(&mut tls).await;
+    assert!(cut < Duration::from_millis(2500), "closed after {cut:?}");
+
+    // Demotion closes an idle keep-alive connection at once.
+    let mut tls = beta.connect_http1(daemon.serving()).await;
+    tls.write_all(get_head("/v1/timestamp").as_bytes())
+        .await
+        .unwrap();
+    ok(read_response(&mut tls, &mut buf).await, &timestamp);
+    assert_eq!(daemon.command(&["demote"]).status.code(), Some(0));
+    let demoted = closed_after(&mut tls).await;
+    assert!(
+        demoted < Duration::from_millis(1500),
+        "closed after {demoted:?}"
+    );
+}
+
 /// Writes `bytes` over a file of a bundle (tests tamper with signed bundles).
 pub(crate) fn tamper(path: &Path, bytes: &[u8]) {
     #[expect(

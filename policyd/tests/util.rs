@@ -422,6 +422,20 @@ impl Client {
         }
     }
 
+    /// A mutual-TLS connection offering HTTP/1.1 only, for speaking HTTP by hand.
+    pub(crate) async fn connect_http1(
+        &self,
+        addr: SocketAddr,
+    ) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        TlsConnector::from(Arc::new(config))
+            .connect(tls::server_name(), tcp)
+            .await
+            .unwrap()
+    }
+
     /// `GET path` with no extra headers.
     pub(crate) async fn get(&self, addr: SocketAddr, path: &str) -> Result<Answer, BoxError> {
         self.send(addr, Request::get(path), Empty::<Bytes>::new())
