@@ -32,10 +32,11 @@ pub enum LockError {
     },
 }
 
-/// Held while a run goes on; dropping it releases the lock.
+/// Held while a run goes on; dropping it clears the note and releases the lock.
 #[derive(Debug)]
 pub struct RunLock {
-    _file: File,
+    file: File,
+    since: u64,
 }
 
 impl RunLock {
@@ -101,7 +102,21 @@ impl RunLock {
             .and_then(|()| file.rewind())
             .and_then(|()| file.write_all(note.as_bytes()))
             .map_err(io_err)?;
-        Ok(Self { _file: file })
+        Ok(Self { file, since })
+    }
+
+    /// When the lock was taken (unix seconds), as its note says: with this process's
+    /// pid, what names this run to a reader of the note (policyd's `busy`).
+    pub fn started_unix(&self) -> u64 {
+        self.since
+    }
+}
+
+impl Drop for RunLock {
+    /// Clears the note while the lock is still held, so a later holder that writes no
+    /// note (another tool's `flock`) is never taken for this run.
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
     }
 }
 

@@ -139,6 +139,7 @@ fn run_outcome(
     result: &Result<tenet_agent::run::RunReport, tenet_agent::run::RunError>,
 ) -> ExitCode {
     use tenet_agent::run::RunError;
+    let code = tenet_agent::run::exit_code(result);
     match result {
         Ok(report) => {
             if let Some(why) = &report.trust_refused {
@@ -146,34 +147,19 @@ fn run_outcome(
                     "error: trust refused: {why}; enforced the last good bundle (serial {})",
                     report.serial
                 );
-                ExitCode::TrustRefused
-            } else if report.summary.all_ok() {
-                ExitCode::Success
-            } else {
-                ExitCode::PromisesFailed
             }
         }
-        Err(e) => {
-            let code = match &e {
-                RunError::Config(_) => ExitCode::InvalidPolicy,
-                RunError::Lock(tenet_agent::lock::LockError::Held { .. }) => ExitCode::Locked,
-                RunError::NoMaster(_) | RunError::NoCache { .. } => ExitCode::NoMaster,
-                RunError::Trust(_) => ExitCode::TrustRefused,
-                RunError::Apply(ApplyError::InvalidPolicy { tree, diagnostics }) => {
-                    eprint!("{diagnostics}");
-                    eprintln!(
-                        "error: policy tree {} is invalid ({} errors); nothing was changed",
-                        tree.display(),
-                        diagnostics.error_count()
-                    );
-                    return ExitCode::InvalidPolicy;
-                }
-                _ => ExitCode::Environment,
-            };
-            eprintln!("error: {}", chain(e));
-            code
+        Err(RunError::Apply(ApplyError::InvalidPolicy { tree, diagnostics })) => {
+            eprint!("{diagnostics}");
+            eprintln!(
+                "error: policy tree {} is invalid ({} errors); nothing was changed",
+                tree.display(),
+                diagnostics.error_count()
+            );
         }
+        Err(e) => eprintln!("error: {}", chain(e)),
     }
+    code
 }
 
 fn daemon(args: DaemonArgs) -> ExitCode {

@@ -189,6 +189,9 @@ pub struct MemberReport {
     pub duration: Duration,
     /// Whether this request reported another pushed run already in progress.
     pub attached: bool,
+    /// Set when this request reported a run another process held (a timer run, an
+    /// operator's `tenet-agent run`) by that run's summary: its pid.
+    pub reported_existing: Option<u64>,
 }
 
 /// Every member's result, sorted by member.
@@ -427,6 +430,8 @@ struct Seen {
     failed: Option<u64>,
     busy: Option<(String, bool)>,
     busy_end: bool,
+    /// The foreign run's summary (`attached_summary`).
+    attached_summary: Option<Value>,
     end: Option<Value>,
 }
 
@@ -444,6 +449,11 @@ impl Seen {
                 self.busy = Some((message.to_string(), v["attached"] == true));
             }
             Some("busy_end") => self.busy_end = true,
+            Some("attached_summary") => {
+                self.changed = Some(n("repaired") + n("would_repair"));
+                self.failed = Some(n("failed") + n("blocked"));
+                self.attached_summary = Some(v.clone());
+            }
             Some("end") => self.end = Some(v.clone()),
             _ => {}
         }
@@ -480,6 +490,21 @@ impl Seen {
         if let Some((message, _)) = &self.busy
             && self.busy_end
         {
+            if let Some(s) = &self.attached_summary {
+                return match s["exit_code"].as_i64() {
+                    Some(0) => Outcome::Ok,
+                    Some(1) => Outcome::Failed {
+                        reason: "promises failed or were blocked".to_string(),
+                    },
+                    code => Outcome::Failed {
+                        reason: format!(
+                            "the run exited with status {}: {}",
+                            code.map_or_else(|| "unknown".to_string(), |c| c.to_string()),
+                            s["error"].as_str().unwrap_or("")
+                        ),
+                    },
+                };
+            }
             return Outcome::Busy {
                 message: message.clone(),
             };
@@ -529,6 +554,11 @@ async fn push_one(ctx: &Ctx, target: &Target, tx: &mpsc::UnboundedSender<Msg>) -
         changed: seen.changed,
         failed: seen.failed,
         attached: seen.busy.as_ref().is_some_and(|(_, a)| *a),
+        reported_existing: seen
+            .attached_summary
+            .as_ref()
+            .filter(|_| seen.end.is_none() && seen.busy_end)
+            .map(|s| s["pid"].as_u64().unwrap_or(0)),
         outcome,
         duration: start.elapsed(),
     }
@@ -777,7 +807,12 @@ impl<W: Write> PushReporter for PushHuman<W> {
         self.done += 1;
         self.running.remove(&r.member);
         self.clear();
-        let detail = r.outcome.detail();
+        let mut detail = r.outcome.detail();
+        if let Some(pid) = r.reported_existing {
+            detail = format!("reported an existing run (pid {pid}); {detail}")
+                .trim_end_matches("; ")
+                .to_string();
+        }
         let _ = writeln!(
             self.out,
             "{}: {}{} in {:.2}s{}",
@@ -820,6 +855,9 @@ pub fn table(report: &PushReport) -> String {
         let mut detail = m.outcome.detail();
         if m.attached {
             detail = format!("reported the pushed run already in progress; {detail}");
+        }
+        if let Some(pid) = m.reported_existing {
+            detail = format!("reported an existing run (pid {pid}); {detail}");
         }
         s.push_str(&format!(
             "{:<width$}  {:<11}  {:>7}  {:>6}  {:>7.2}s  {}\n",
@@ -911,6 +949,8 @@ fn member_json(r: &MemberReport) -> Value {
         "changed": r.changed,
         "failed": r.failed,
         "attached": r.attached,
+        "reported_existing": r.reported_existing.is_some(),
+        "existing_pid": r.reported_existing,
         "duration_ms": u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
     })
 }
@@ -968,6 +1008,27 @@ mod tests {
             outcome(&[json!({"type": "accepted"})]),
             Outcome::Unreachable { .. }
         ));
+        // A foreign run reported by its summary: classified by it.
+        let busy = json!({"type": "busy", "attached": false, "message": "m", "pid": 7});
+        let summary = |code: i64| json!({"type": "attached_summary", "pid": 7, "exit_code": code, "repaired": 2, "error": "e"});
+        let busy_end = json!({"type": "busy_end", "ended": true, "reported": true});
+        assert_eq!(
+            outcome(&[busy.clone(), summary(0), busy_end.clone()]),
+            Outcome::Ok
+        );
+        assert!(matches!(
+            outcome(&[busy.clone(), summary(1), busy_end.clone()]),
+            Outcome::Failed { .. }
+        ));
+        match outcome(&[busy.clone(), summary(5), busy_end.clone()]) {
+            Outcome::Failed { reason } => assert!(reason.contains("status 5: e"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        // Without its busy_end the stream broke.
+        assert!(matches!(
+            outcome(&[busy, summary(0)]),
+            Outcome::Unreachable { .. }
+        ));
     }
 
     #[test]
@@ -980,6 +1041,7 @@ mod tests {
             failed: None,
             duration: Duration::ZERO,
             attached: false,
+            reported_existing: None,
         };
         let report = |outcomes: Vec<Outcome>| PushReport {
             members: outcomes.into_iter().map(m).collect(),

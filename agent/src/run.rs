@@ -24,6 +24,7 @@ use tenet_keys::{
 
 use crate::apply::{ApplyError, ApplyOptions, apply_locked};
 use crate::cache::{BundleFiles, Cache};
+use crate::cli::ExitCode;
 use crate::config::{Config, ConfigError};
 use crate::converge::{Diffs, Mode};
 use crate::fetch::{self, FetchError, Master};
@@ -149,7 +150,86 @@ pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, 
                 &e,
             )
         })?;
-    let _lock = RunLock::acquire_within(&config.state_dir, "run", opts.lock_timeout)?;
+    let lock = RunLock::acquire_within(&config.state_dir, "run", opts.lock_timeout)?;
+    let result = run_locked(opts, &config, reporter);
+    // Written while the lock is held: whoever waits for the lock (policyd's `busy`)
+    // finds this run's summary once it is free.
+    if let Err(e) = record_last_run(&config.state_dir, &lock, &result, opts.mode) {
+        reporter.warning(&format!(
+            "cannot write {}: {e}",
+            config.state_dir.join(LAST_RUN).display()
+        ));
+    }
+    drop(lock);
+    result
+}
+
+/// The file in the state directory holding the last `run`'s summary.
+pub const LAST_RUN: &str = "last-run.json";
+
+/// The exit code of a run's outcome (`run`, and what `STATE/last-run.json` says).
+pub fn exit_code(result: &Result<RunReport, RunError>) -> ExitCode {
+    match result {
+        Ok(report) if report.trust_refused.is_some() => ExitCode::TrustRefused,
+        Ok(report) if report.summary.all_ok() => ExitCode::Success,
+        Ok(_) => ExitCode::PromisesFailed,
+        Err(e) => match e {
+            RunError::Config(_) => ExitCode::InvalidPolicy,
+            RunError::Lock(LockError::Held { .. }) => ExitCode::Locked,
+            RunError::NoMaster(_) | RunError::NoCache { .. } => ExitCode::NoMaster,
+            RunError::Trust(_) => ExitCode::TrustRefused,
+            RunError::Apply(ApplyError::InvalidPolicy { .. }) => ExitCode::InvalidPolicy,
+            _ => ExitCode::Environment,
+        },
+    }
+}
+
+/// Writes `STATE/last-run.json` atomically (temp file, fsync, rename): the object of
+/// the run's `{"type":"summary",...}` line (its counts absent when the run failed
+/// before converging) with `pid`, `started` (unix seconds, as in the run lock's note),
+/// `ended`, `exit_code`, `serial` and `error`.
+fn record_last_run(
+    state_dir: &Path,
+    lock: &RunLock,
+    result: &Result<RunReport, RunError>,
+    mode: Mode,
+) -> std::io::Result<()> {
+    let mut v = match result {
+        Ok(r) => serde_json::to_value(&r.summary).map_err(std::io::Error::other)?,
+        Err(_) => serde_json::json!({"dry_run": mode == Mode::DryRun}),
+    };
+    let ended = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let (serial, error) = match result {
+        Ok(r) => (Some(r.serial), r.trust_refused.clone()),
+        Err(e) => (None, Some(tenet_keys::error_chain(e))),
+    };
+    if let Some(o) = v.as_object_mut() {
+        o.insert("type".into(), "summary".into());
+        o.insert("pid".into(), std::process::id().into());
+        o.insert("started".into(), lock.started_unix().into());
+        o.insert("ended".into(), ended.into());
+        o.insert("exit_code".into(), (exit_code(result) as i32).into());
+        o.insert("serial".into(), serial.into());
+        o.insert("error".into(), error.into());
+    }
+    let mut text = v.to_string();
+    text.push('\n');
+    let path = state_dir.join(LAST_RUN);
+    let part = state_dir.join(format!("{LAST_RUN}.part"));
+    write_file(&part, text.as_bytes())?;
+    std::fs::File::open(&part)?.sync_all()?;
+    rename_file(&part, &path)
+}
+
+fn run_locked(
+    opts: &RunOptions,
+    config: &Config,
+    reporter: &mut dyn Reporter,
+) -> Result<RunReport, RunError> {
+    let env = |what: &str, e: &dyn std::fmt::Display| RunError::Environment(format!("{what}: {e}"));
     for w in crate::event::unfinished_warnings(&config.state_dir, None) {
         reporter.warning(w.strip_prefix("warning: ").unwrap_or(&w));
     }
@@ -158,11 +238,11 @@ pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, 
         .clean_staging()
         .map_err(|e| env("cannot clean the staging directory", &e))?;
 
-    let state = load_state(&config, &cache)?;
+    let state = load_state(config, &cache)?;
     let clock = Clock::new(Time::from_system(SystemTime::now()));
     let cached = cache.current();
 
-    let synced = sync(&config, &state, &clock, &cache, cached.is_some());
+    let synced = sync(config, &state, &clock, &cache, cached.is_some());
     if synced.is_err() {
         // Unverified bytes do not outlive the run that fetched them.
         if let Err(e) = cache.clean_staging() {

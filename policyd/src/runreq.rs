@@ -22,13 +22,18 @@
 //! **attached** to it (`busy` line naming its pid and start, then the rest of that run's
 //! lines and its `end`); a request accepted while another run holds the agent's run lock
 //! (the timer, or an operator) gets a `busy` line naming the holder, then `busy_end` when
-//! the lock is free; neither starts a second run. A pushed run that outlives
+//! the lock is free; neither starts a second run. Once that lock is free, the agent's
+//! `STATE/last-run.json` (written by every `tenet-agent run` before it lets go of the
+//! lock) is streamed as an `attached_summary` line before `busy_end`, only if its `pid`
+//! and `started` are the ones the `busy` line named. A pushed run that outlives
 //! `[run] timeout` is killed with its process group. `heartbeat` lines keep a quiet run's
 //! connection from the listener's idle timeout.
 //!
 //! Wire lines (JSON, one per line): `{"type":"refused","reason":CODE,"message":...}` (with
 //! a 4xx status); `{"type":"accepted",...}`; the agent's own lines (`promise`, `warning`,
 //! `summary`); `{"type":"heartbeat"}`; `{"type":"busy",...}`, `{"type":"busy_end",...}`;
+//! `{"type":"attached_summary",...}` (the foreign run's summary object: counts, `pid`,
+//! `started`, `ended`, `exit_code`, `error`);
 //! `{"type":"end","exit_code":N,...}`.
 
 use std::convert::Infallible;
@@ -68,6 +73,10 @@ const LOCK_FILE: &str = "run.lock";
 /// Lines buffered for one receiver before the agent's output waits (origin) or a slow
 /// attached receiver skips some (attached).
 const LINES_BUFFERED: usize = 1024;
+/// The agent's summary of its last run in its state directory.
+const LAST_RUN_FILE: &str = "last-run.json";
+/// Largest `last-run.json` reported (a summary is a few hundred bytes).
+const MAX_LAST_RUN: u64 = 16 * 1024;
 /// The stderr kept for the `end` line.
 const STDERR_TAIL: usize = 2048;
 
@@ -532,17 +541,21 @@ async fn forward_attached(
     }
 }
 
-/// Another process holds the run lock: say who, wait until it is free, say so.
+/// Another process holds the run lock: say who, wait until it is free, report the
+/// run it held if it left its summary (`attached_summary`), say so (`busy_end`).
 async fn wait_for_foreign_run(
     shared: Arc<Shared>,
     holder: String,
     file: File,
     to: mpsc::Sender<Bytes>,
 ) {
+    let named = parse_holder(&holder);
     let busy = line(&json!({
         "type": "busy",
         "attached": false,
         "holder": holder,
+        "pid": named.map(|(pid, _)| pid),
+        "started": named.map(|(_, started)| started),
         "message": format!("a run is in progress ({holder}); this request waits for its end instead of starting another"),
     }));
     if to.send(busy).await.is_err() {
@@ -571,14 +584,72 @@ async fn wait_for_foreign_run(
         }
     };
     let waited = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut reported = false;
+    if ended && let Some((pid, started)) = named {
+        let path = shared.config.run.agent_state.join(LAST_RUN_FILE);
+        let found = tokio::task::spawn_blocking(move || last_run_of(&path, pid, started))
+            .await
+            .ok()
+            .flatten();
+        if let Some(mut summary) = found {
+            summary.insert("type".into(), "attached_summary".into());
+            summary.insert(
+                "message".into(),
+                format!("the run in progress (pid {pid}) ended; this is its summary").into(),
+            );
+            reported = to
+                .send(line(&serde_json::Value::Object(summary)))
+                .await
+                .is_ok();
+        }
+    }
     let _ = to
         .send(line(&json!({
             "type": "busy_end",
             "ended": ended,
+            "reported": reported,
             "waited_ms": waited,
             "message": if ended { "the run in progress ended; no second run was started" } else { "the run in progress is still going after the run timeout" },
         })))
         .await;
+}
+
+/// The pid and start (unix seconds) in a run lock's note (`pid N WHAT started at unix
+/// time T`), if it has them.
+fn parse_holder(note: &str) -> Option<(u32, u64)> {
+    let words: Vec<&str> = note.split_whitespace().collect();
+    match words.as_slice() {
+        ["pid", pid, .., "unix", "time", started] => {
+            Some((pid.parse().ok()?, started.parse().ok()?))
+        }
+        _ => None,
+    }
+}
+
+/// The agent's `last-run.json` as an object, if it is at most [`MAX_LAST_RUN`] bytes
+/// and names the run `pid` started at `started` (an older run's summary never passes
+/// for this one's).
+fn last_run_of(
+    path: &Path,
+    pid: u32,
+    started: u64,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .ok()?
+        .take(MAX_LAST_RUN + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    if bytes.len() as u64 > MAX_LAST_RUN {
+        warn!(path = %path.display(), "the agent's last-run summary is too large; not reported");
+        return None;
+    }
+    let serde_json::Value::Object(v) = serde_json::from_slice(&bytes).ok()? else {
+        return None;
+    };
+    let matches = v.get("pid").and_then(serde_json::Value::as_u64) == Some(u64::from(pid))
+        && v.get("started").and_then(serde_json::Value::as_u64) == Some(started);
+    matches.then_some(v)
 }
 
 fn is_end(l: &[u8]) -> bool {

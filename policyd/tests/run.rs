@@ -406,3 +406,97 @@ fn a_request_during_a_pushed_run_reports_that_run() {
     let runs = std::fs::read_to_string(&count).unwrap();
     assert_eq!(runs.lines().count(), 1, "exactly one run started");
 }
+
+/// A request while another process holds the agent's run lock gets `busy` naming the
+/// holder; once the lock is free, the agent's `last-run.json` is reported as
+/// `attached_summary` before `busy_end`, but only when its pid and start are the
+/// holder's: an older summary is never passed off as this run's. No run starts.
+#[test]
+fn a_request_during_a_foreign_run_reports_its_summary_only_if_it_is_that_run() {
+    let fx_dir = tempfile::tempdir().unwrap();
+    let count = fx_dir.path().join("runs");
+    let script = fx_dir.path().join("agent.sh");
+    #[expect(clippy::disallowed_methods, reason = "a fake agent for the test")]
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho started >> {}\n", count.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let w = World::with_agent(script.to_str().unwrap());
+    let state = w.fx.path("agent-state");
+    std::fs::create_dir_all(&state).unwrap();
+    let addr = w.daemon.status().unwrap().listener;
+    let client = Client::new(&w.alice, vec![w.fx.node_key("alpha").key_id()]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // (summary's pid, summary's start) against the holder's "pid 4242 ... 1700000000".
+    for (pid, started, reported) in [
+        (4242, 1_700_000_000, true),
+        (4242, 1_699_999_999, false),
+        (4243, 1_700_000_000, false),
+    ] {
+        use std::io::Write as _;
+        let mut lock = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(state.join("run.lock"))
+            .unwrap();
+        lock.lock().unwrap();
+        lock.write_all(b"pid 4242 run started at unix time 1700000000\n")
+            .unwrap();
+        let summary = serde_json::json!({
+            "type": "summary", "kept": 3, "repaired": 2, "would_repair": 0, "failed": 0,
+            "blocked": 0, "skipped": 0, "duration_ms": 5, "member": "alpha", "dry_run": false,
+            "pid": pid, "started": started, "ended": started + 1, "exit_code": 0,
+            "serial": 1, "error": null,
+        });
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the agent's summary, for the test"
+        )]
+        std::fs::write(state.join("last-run.json"), format!("{summary}\n")).unwrap();
+        rt.block_on(async {
+            let signed = runreq::sign(&w.request("alpha", &[]), &w.alice).unwrap();
+            let builder = Request::post("/v1/run").header(
+                SIGNATURE_HEADER,
+                runreq::signature_header(&signed.signatures),
+            );
+            let (status, mut body) = client
+                .open(addr, builder, Full::new(Bytes::from(signed.bytes)))
+                .await
+                .unwrap();
+            assert_eq!(status, StatusCode::OK);
+            let mut buf = Vec::new();
+            let busy = read_until(&mut body, &mut buf, |v| v["type"] == "busy").await;
+            assert_eq!(busy[0]["attached"], false, "{busy:?}");
+            assert_eq!(busy[0]["pid"], 4242, "{busy:?}");
+            assert_eq!(busy[0]["started"], 1_700_000_000, "{busy:?}");
+            lock.unlock().unwrap();
+            let rest = read_until(&mut body, &mut buf, |v| v["type"] == "busy_end").await;
+            let attached: Vec<&Value> = rest
+                .iter()
+                .filter(|v| v["type"] == "attached_summary")
+                .collect();
+            assert_eq!(rest.last().unwrap()["reported"], reported, "{rest:?}");
+            if reported {
+                assert_eq!(attached.len(), 1, "{rest:?}");
+                assert_eq!(attached[0]["repaired"], 2);
+                assert_eq!(attached[0]["exit_code"], 0);
+                assert_eq!(attached[0]["pid"], 4242);
+            } else {
+                assert!(
+                    attached.is_empty(),
+                    "an older summary is not reported: {rest:?}"
+                );
+            }
+            assert!(!rest.iter().any(|v| v["type"] == "end"), "{rest:?}");
+        });
+    }
+    assert!(!count.exists(), "no run was started");
+}

@@ -6,9 +6,10 @@
 //! member's policyd is promoted and serves the bundle; every member first runs once (so
 //! it trusts the root that lists the administrator), a new serial is published, and a
 //! push makes every member converge to it. Then: a member enrolled later accepts a push
-//! with no other change, a revoked one is left out and refused, a run lock held by
-//! another run is reported instead of a second run, and a stopped member is reported
-//! unreachable.
+//! with no other change, a revoked one is left out and refused, an operator's run holding
+//! the run lock is reported by its summary instead of a second run, a lock held by
+//! another run whose summary is not there is reported busy, and a stopped member is
+//! reported unreachable.
 #![expect(
     clippy::disallowed_methods,
     reason = "the test spawns the real binaries and writes their configuration files"
@@ -544,9 +545,85 @@ fn push_converges_members_and_reports_each_one() {
         "a revoked member keeps its last good bundle and gets nothing newer"
     );
 
-    // Another run holds beta's run lock: the push reports it and does not start a
-    // second run; when the lock is released the member says so.
-    let lock = fs::File::options()
+    // An operator's `tenet-agent run` holds beta's run lock (its master accepts and
+    // stays silent, so the run waits out its connect_timeout, then converges from the
+    // cache): the push starts no second run and reports that run by its summary.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("silent master");
+    let beta_dir = w.member("beta").dir.clone();
+    let slow = beta_dir.join("agent-slow.toml");
+    let text: String = fs::read_to_string(w.member("beta").agent_config())
+        .expect("beta's config")
+        .lines()
+        .map(|l| {
+            if l.starts_with("master =") {
+                format!(
+                    "master = \"{}\"\nconnect_timeout = \"5s\"",
+                    silent.local_addr().expect("address")
+                )
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    fs::write(&slow, text + "\n").expect("slow config");
+    let operator = Command::new(binary("tenet-agent"))
+        .args(["run", "--json", "--config", s(&slow)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run starts");
+    let note = format!("pid {} run", operator.id());
+    let start = Instant::now();
+    while !fs::read_to_string(beta_dir.join("state/run.lock"))
+        .unwrap_or_default()
+        .starts_with(&note)
+    {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the operator's run never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let p = w.push(&["beta"]);
+    let ran = operator
+        .wait_with_output()
+        .expect("the operator's run ends");
+    assert_eq!(
+        ran.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert_eq!(p.code, Some(0), "{}", p.text);
+    let beta = p.member("beta");
+    assert_eq!(beta["result"], "ok", "{}", p.text);
+    assert_eq!(beta["reported_existing"], true, "{}", p.text);
+    assert_eq!(beta["existing_pid"], ran_pid(&note), "{}", p.text);
+    let attached = p
+        .lines
+        .iter()
+        .find(|l| l["event"]["type"] == "attached_summary")
+        .unwrap_or_else(|| panic!("no attached summary:\n{}", p.text));
+    assert_eq!(attached["event"]["exit_code"], 0, "{}", p.text);
+    assert!(attached["event"]["kept"].as_u64().is_some(), "{}", p.text);
+    assert!(
+        !p.lines.iter().any(|l| l["event"]["type"] == "accepted"),
+        "no second run: {}",
+        p.text
+    );
+    let last: Value = serde_json::from_str(
+        &fs::read_to_string(beta_dir.join("state/last-run.json")).expect("last-run.json"),
+    )
+    .expect("JSON");
+    assert_eq!(last["pid"], attached["event"]["pid"]);
+    drop(silent);
+
+    // Another run holds beta's run lock (its note names a run other than the one
+    // last-run.json is about): the push reports it busy and does not start a second
+    // run; when the lock is released the member says so, and passes off no older summary.
+    let mut lock = fs::File::options()
         .read(true)
         .write(true)
         .create(true)
@@ -554,6 +631,7 @@ fn push_converges_members_and_reports_each_one() {
         .open(w.member("beta").dir.join("state/run.lock"))
         .expect("lock file");
     lock.lock().expect("the test holds the run lock");
+    std::io::Write::write_all(&mut lock, b"pid 1 run started at unix time 1\n").expect("note");
     let mut child = Command::new(binary("tenet-agent"))
         .args([
             "push",
@@ -595,9 +673,15 @@ fn push_converges_members_and_reports_each_one() {
         .expect("beta's result");
     assert_eq!(beta["result"], "busy", "{rest}");
     assert!(
-        lines
+        lines.iter().any(|l| l["event"]["type"] == "busy_end"
+            && l["event"]["ended"] == true
+            && l["event"]["reported"] == false),
+        "{rest}"
+    );
+    assert!(
+        !lines
             .iter()
-            .any(|l| l["event"]["type"] == "busy_end" && l["event"]["ended"] == true),
+            .any(|l| l["event"]["type"] == "attached_summary"),
         "{rest}"
     );
 
@@ -607,4 +691,12 @@ fn push_converges_members_and_reports_each_one() {
     assert_eq!(p.code, Some(9), "{}", p.text);
     assert_eq!(p.result("alpha"), "ok");
     assert_eq!(p.result("beta"), "unreachable", "{}", p.text);
+}
+
+/// The pid in a run lock note's start (`pid N run`).
+fn ran_pid(note: &str) -> u64 {
+    note.split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("pid")
 }
