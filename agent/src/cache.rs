@@ -26,10 +26,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{self, Write as _};
+use std::io;
+
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tenet_keys::fsio::{Overwrite, write_atomic};
 
 use tenet_keys::{FileEntry, Manifest, TrustState, VerifiedBundle};
 
@@ -124,18 +126,12 @@ impl Cache {
         let text = state
             .to_toml()
             .map_err(|e| io::Error::other(format!("cannot render the trust state: {e}")))?;
-        let tmp = self.dir.join(format!("{TRUST_FILE}.tmp"));
-        {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, self.dir.join(TRUST_FILE))?;
-        sync_dir(&self.dir)
+        write_atomic(
+            &self.dir.join(TRUST_FILE),
+            text.as_bytes(),
+            0o644,
+            Overwrite::Replace,
+        )
     }
 
     /// The bundle in force: its serial and directory.

@@ -217,11 +217,12 @@ fn record_last_run(
     }
     let mut text = v.to_string();
     text.push('\n');
-    let path = state_dir.join(LAST_RUN);
-    let part = state_dir.join(format!("{LAST_RUN}.part"));
-    write_file(&part, text.as_bytes())?;
-    std::fs::File::open(&part)?.sync_all()?;
-    rename_file(&part, &path)
+    tenet_keys::fsio::write_atomic(
+        &state_dir.join(LAST_RUN),
+        text.as_bytes(),
+        0o644,
+        tenet_keys::fsio::Overwrite::Replace,
+    )
 }
 
 fn run_locked(

@@ -1,7 +1,8 @@
 //! Atomic file writes: a temp file in the same directory, fsync, rename (or link), fsync
 //! the directory. A crash leaves the old file or the new one, never a torn one.
 //!
-//! This is the only module of the crate that renames files.
+//! This is the only module of the crate that renames files. The agent and policyd use
+//! [`write_atomic`] for their own state files too.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Whether an existing destination may be replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Overwrite {
+pub enum Overwrite {
     /// Replace the destination atomically.
     Replace,
     /// Fail with `AlreadyExists` if the destination exists (private keys are never
@@ -20,12 +21,7 @@ pub(crate) enum Overwrite {
 }
 
 /// Writes `bytes` to `path` with `mode`, atomically, and makes it durable.
-pub(crate) fn write_atomic(
-    path: &Path,
-    bytes: &[u8],
-    mode: u32,
-    overwrite: Overwrite,
-) -> io::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, overwrite: Overwrite) -> io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -25,7 +25,7 @@ pub mod cli;
 pub mod deployment;
 pub mod document;
 pub mod error;
-mod fsio;
+pub mod fsio;
 pub mod hex;
 pub mod id;
 pub mod key;

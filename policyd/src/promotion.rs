@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
+use tenet_keys::fsio::Overwrite;
 use tenet_keys::key::Role;
 use tenet_keys::tls::{self, Identity, MemberPins, Subject};
 use tenet_keys::{
@@ -298,12 +299,8 @@ async fn promote_locked(
 /// The file in the state directory that keeps the ratchet across restarts.
 pub(crate) const RATCHET_FILE: &str = "ratchet.toml";
 
-/// Writes the trust state of a bundle about to be served, atomically (temp file,
-/// fsync, rename, directory fsync), before it is served.
-#[expect(
-    clippy::disallowed_methods,
-    reason = "the daemon's own state, outside any managed root; the directory is fsynced here"
-)]
+/// Writes the trust state of a bundle about to be served, atomically, before it is
+/// served.
 fn persist_ratchet(state_dir: &Path, state: &TrustState) -> Result<(), PromoteError> {
     let path = state_dir.join(RATCHET_FILE);
     let fail = |source| PromoteError::Ratchet {
@@ -313,15 +310,7 @@ fn persist_ratchet(state_dir: &Path, state: &TrustState) -> Result<(), PromoteEr
     let text = state
         .to_toml()
         .map_err(|e| fail(std::io::Error::other(e)))?;
-    let tmp = state_dir.join(format!("{RATCHET_FILE}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(state_dir)?.sync_all()
-    };
-    write().map_err(fail)
+    tenet_keys::fsio::write_atomic(&path, text.as_bytes(), 0o600, Overwrite::Replace).map_err(fail)
 }
 
 /// Makes `bundle` the served one: ratchet, handshake pins, then the snapshot.

@@ -18,8 +18,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Write as _};
+use std::io;
+
 use std::path::{Path, PathBuf};
+use tenet_keys::fsio::{Overwrite, write_atomic};
 
 use serde::{Deserialize, Serialize};
 use tenet_policies::facts::Started;
@@ -101,18 +103,7 @@ pub fn record(state_dir: &Path, package: &str, marker: &Marker) -> Result<(), Ma
         sync_dir(state_dir).map_err(io_err)?;
     }
     let text = toml::to_string(marker).map_err(|e| io_err(io::Error::other(e)))?;
-    let temp = dir.join(format!(".{package}.toml.tenet-new"));
-    let mut f = File::create(&temp).map_err(io_err)?;
-    f.write_all(text.as_bytes()).map_err(io_err)?;
-    f.sync_all().map_err(io_err)?;
-    drop(f);
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the agent's own state, outside the managed root; the directory is fsynced below"
-    )]
-    let renamed = fs::rename(&temp, &path);
-    renamed.map_err(io_err)?;
-    sync_dir(&dir).map_err(io_err)
+    write_atomic(&path, text.as_bytes(), 0o644, Overwrite::Replace).map_err(io_err)
 }
 
 /// Removes the record of `package` (none is fine).
