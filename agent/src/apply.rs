@@ -13,6 +13,7 @@ use crate::converge::{self, Diffs, Mode};
 use crate::fsops::{self, Root};
 use crate::lock::{LockError, RunLock};
 use crate::report::{Reporter, Summary};
+use crate::statcache::StatCache;
 
 /// The state directory beneath the root when none is given.
 pub const DEFAULT_STATE_DIR: &str = "var/lib/tenet";
@@ -37,6 +38,8 @@ pub struct ApplyOptions {
     pub facts: Vec<String>,
     /// How long to wait for another run to release the run lock (zero: not at all).
     pub lock_timeout: std::time::Duration,
+    /// Read every managed file instead of trusting the stat cache for unchanged ones.
+    pub rehash: bool,
 }
 
 /// Why a run did not happen. A failed promise is not an error: it is in the summary.
@@ -95,6 +98,7 @@ fn apply_inner(
         tree: opts.tree.clone(),
         diagnostics,
     })?;
+    tracing::debug!(elapsed_us = start.elapsed().as_micros(), "policy loaded");
     let root = Root::new(&opts.root).map_err(|source| ApplyError::Root {
         path: opts.root.clone(),
         source,
@@ -137,9 +141,12 @@ fn apply_inner(
         reporter.warning(&w.to_string());
     }
     let resolution = policy.resolve(&facts);
+    tracing::debug!(elapsed_us = start.elapsed().as_micros(), "policy resolved");
     for w in &resolution.warnings {
         reporter.warning(w);
     }
+    // A dry run creates no state directory, so it reads a cache but never writes one.
+    let stat_cache = (!opts.rehash && state_dir.is_dir()).then(|| StatCache::load(&state_dir));
     let mut summary = converge::converge(
         &resolution.promises,
         &root,
@@ -147,9 +154,23 @@ fn apply_inner(
             mode: opts.mode,
             diffs: opts.diffs,
             state_dir: Some(&state_dir),
+            source: opts.files.as_ref().map(|files| converge::Source {
+                tree: &opts.tree,
+                files,
+            }),
+            stat_cache: stat_cache.as_ref(),
         },
         reporter,
     );
+    if let Some(cache) = &stat_cache
+        && opts.mode == Mode::Apply
+        && let Err(e) = cache.save(&state_dir)
+    {
+        reporter.warning(&format!(
+            "cannot save the stat cache in {}: {e}",
+            state_dir.display()
+        ));
+    }
     summary.skipped = resolution.skipped;
     summary.member = resolution.member;
     summary.duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);

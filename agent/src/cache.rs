@@ -310,6 +310,13 @@ impl tenet_policies::TreeFiles for BundleFiles {
             .map_err(|e| io::Error::other(tenet_keys::error_chain(&e)))?;
         Ok(out)
     }
+
+    /// From the signed manifest: a `source` file is compared by its hash and read
+    /// (and checked) only when a file must be written.
+    fn digest(&self, _tree: &Path, rel: &Path) -> Option<(u64, [u8; 32])> {
+        let entry = self.files.get(rel.to_str()?)?;
+        Some((entry.size, *entry.sha256.as_bytes()))
+    }
 }
 
 fn remove_all(path: &Path) -> io::Result<()> {

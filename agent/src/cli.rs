@@ -355,6 +355,11 @@ pub struct ApplyArgs {
     /// before giving up with exit 6; by default apply does not wait (30s, 5m).
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration)]
     pub lock_timeout: std::time::Duration,
+    /// Read every managed file to compare it, instead of trusting the stat cache
+    /// (STATE/stat-cache) for files whose inode, size, times, mode and owner have not
+    /// changed since a run read them.
+    #[arg(long)]
+    pub rehash: bool,
 }
 
 /// Options of `run`.
@@ -380,6 +385,11 @@ pub struct RunArgs {
     /// before giving up with exit 6 (0s: do not wait).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
     pub lock_timeout: std::time::Duration,
+    /// Read every managed file to compare it, instead of trusting the stat cache
+    /// (STATE/stat-cache) for files whose inode, size, times, mode and owner have not
+    /// changed since a run read them.
+    #[arg(long)]
+    pub rehash: bool,
 }
 
 fn class_name(s: &str) -> Result<String, String> {

@@ -19,11 +19,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tenet_policies::Unresolved;
-use tenet_policies::model::{AbsPath, Owner, Perms, Promise, PromiseKind};
+use tenet_policies::model::{AbsPath, Owner, Perms, Promise, PromiseKind, StoredFile};
 
 use crate::exec;
 use crate::fsops::{Attrs, Batch, Journal, PathError, Replace, Root};
 use crate::report::{Collect, PromiseEvent, Reporter, Status, Summary, TextDiff};
+use crate::statcache::StatCache;
 
 mod absent;
 mod command;
@@ -53,6 +54,30 @@ pub struct Options<'a> {
     /// Where batches journal their temp files, so an interrupted run is cleaned up
     /// by the next one ([`crate::fsops::recover`]); `None` keeps no journal.
     pub state_dir: Option<&'a Path>,
+    /// Where `file` promises whose content is known by its hash
+    /// ([`Content::Stored`](tenet_policies::model::Content::Stored)) read it from: the
+    /// tree the policy was loaded from.
+    pub source: Option<Source<'a>>,
+    /// Files known unchanged since they were last read (by their `lstat`) are not
+    /// read again ([`crate::statcache`]); `None` reads every file.
+    pub stat_cache: Option<&'a StatCache>,
+}
+
+/// The tree a policy was loaded from, for content read on demand.
+#[derive(Clone, Copy)]
+pub struct Source<'a> {
+    /// The tree's path (as given to [`tenet_policies::load_from`]).
+    pub tree: &'a Path,
+    /// Its files.
+    pub files: &'a dyn tenet_policies::TreeFiles,
+}
+
+impl std::fmt::Debug for Source<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("tree", &self.tree)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Whether changes are made.
@@ -200,9 +225,23 @@ pub(crate) struct Cx<'a> {
     pub(crate) mode: Mode,
     pub(crate) diffs: Diffs,
     pub(crate) state_dir: Option<&'a Path>,
+    pub(crate) source: Option<Source<'a>>,
+    pub(crate) stat_cache: Option<&'a StatCache>,
 }
 
 impl Cx<'_> {
+    /// The bytes of a file known by its hash, read from the policy's source (which
+    /// checks them against it).
+    pub(crate) fn read_stored(&self, f: &StoredFile) -> io::Result<Vec<u8>> {
+        let Some(source) = self.source else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no policy source to read {} from", f.rel.display()),
+            ));
+        };
+        source.files.read(source.tree, &f.rel)
+    }
+
     /// Looks up the ids a promise asks for.
     pub(crate) fn attrs(&self, perms: &Perms) -> Result<Attrs, PromiseError> {
         Ok(Attrs {
@@ -254,6 +293,8 @@ pub fn converge(
         mode,
         diffs,
         state_dir,
+        source,
+        stat_cache,
     } = options;
     let start = Instant::now();
     let mut summary = Summary {
@@ -266,6 +307,8 @@ pub fn converge(
         mode,
         diffs,
         state_dir,
+        source,
+        stat_cache,
     };
     let mut phases: [Vec<Unit>; 8] = Default::default();
     let mut edits: HashMap<&AbsPath, usize> = HashMap::new();
@@ -369,6 +412,8 @@ pub(crate) fn converge_step(
         mode: options.mode,
         diffs: Diffs::Skip,
         state_dir: options.state_dir,
+        source: options.source,
+        stat_cache: options.stat_cache,
     };
     let one = |_: usize| Some(promise);
     event.reason = None;

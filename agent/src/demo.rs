@@ -67,6 +67,7 @@ pub fn run(
         diffs: Diffs::Keep,
         facts: DEMO_FACTS.iter().map(|s| s.to_string()).collect(),
         lock_timeout: std::time::Duration::ZERO,
+        rehash: false,
     };
     let first = apply(&opts, reporter)?;
     between();

@@ -299,6 +299,20 @@ pub(crate) struct Loaded {
     /// The facts are another member's, not this machine's: its configured hostname,
     /// no addresses, and it holds only what the caller says.
     pub(crate) remote: bool,
+    /// The tree the policy was loaded from, and its files when they are a cached
+    /// bundle's: where steps read content known by its hash.
+    pub(crate) tree: PathBuf,
+    pub(crate) files: Option<crate::cache::BundleFiles>,
+}
+
+impl Loaded {
+    /// Where the steps' `file` promises read content known only by its hash.
+    pub(crate) fn content_source(&self) -> Option<crate::converge::Source<'_>> {
+        self.files.as_ref().map(|files| crate::converge::Source {
+            tree: &self.tree,
+            files,
+        })
+    }
 }
 
 /// Loads the plans of `scope` and the facts of `member` (default: this member),
@@ -376,6 +390,8 @@ pub(crate) fn load(
         facts,
         source,
         remote,
+        tree,
+        files,
     })
 }
 
@@ -505,6 +521,7 @@ pub fn event(
     let cx = Context {
         root: &place.root,
         state_dir: &place.state_dir,
+        source: loaded.content_source(),
     };
     let outcome = failover::execute(&selection, cx, Some(&mut journal), &earlier, reporter)?;
     let exit = if outcome.all_ok() {
@@ -815,6 +832,7 @@ fn round_inner(opts: &WatchOptions, place: &Place) -> Result<(Outcome, Duration)
     let cx = Context {
         root: &place.root,
         state_dir: &place.state_dir,
+        source: loaded.content_source(),
     };
     let mut quiet = crate::report::CollectSteps::default();
     let outcome = failover::execute(&selection, cx, None, &Earlier::default(), &mut quiet)?;

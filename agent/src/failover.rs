@@ -41,6 +41,8 @@ pub struct Context<'a> {
     pub root: &'a Root,
     /// The state directory (the engine's batch journals).
     pub state_dir: &'a Path,
+    /// Where `file` steps read content known by its hash (a cached bundle).
+    pub source: Option<converge::Source<'a>>,
 }
 
 /// What an interrupted run of the event finished, to continue from.
@@ -327,6 +329,8 @@ fn converge_into(p: &Promise<String>, cx: Context<'_>, end: &mut StepEnd) {
             mode: Mode::Apply,
             diffs: Diffs::Skip,
             state_dir: Some(cx.state_dir),
+            source: cx.source,
+            stat_cache: None,
         },
     );
     end.result = match event.status {

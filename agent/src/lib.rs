@@ -25,5 +25,6 @@ pub mod push;
 pub mod report;
 pub mod run;
 pub mod simulate;
+pub mod statcache;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;

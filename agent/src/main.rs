@@ -75,6 +75,7 @@ fn run_apply(args: ApplyArgs) -> ExitCode {
         diffs: if args.diff { Diffs::Keep } else { Diffs::Skip },
         facts: args.facts,
         lock_timeout: args.lock_timeout,
+        rehash: args.rehash,
     };
     // Buffered: a run of 10,000 promises is one write, not 10,000; the summary flushes.
     let stdout = io::BufWriter::new(io::stdout().lock());
@@ -122,6 +123,7 @@ fn run(args: RunArgs) -> ExitCode {
         diffs: if args.diff { Diffs::Keep } else { Diffs::Skip },
         classes: args.classes,
         lock_timeout: args.lock_timeout,
+        rehash: args.rehash,
     };
     let stdout = io::BufWriter::new(io::stdout().lock());
     let mut reporter: Box<dyn Reporter> = if args.json {
@@ -171,6 +173,7 @@ fn daemon(args: DaemonArgs) -> ExitCode {
         diffs: Diffs::Skip,
         classes: Vec::new(),
         lock_timeout: tenet_agent::run::DEFAULT_LOCK_TIMEOUT,
+        rehash: false,
     };
     let schedule = Schedule {
         interval: args.interval,

@@ -55,6 +55,8 @@ pub struct RunOptions {
     /// How long to wait for another run (`watch`, `event`, `apply`) to release the
     /// run lock.
     pub lock_timeout: std::time::Duration,
+    /// Read every managed file instead of trusting the stat cache for unchanged ones.
+    pub rehash: bool,
 }
 
 /// A run that converged.
@@ -243,7 +245,13 @@ fn run_locked(
     let clock = Clock::new(Time::from_system(SystemTime::now()));
     let cached = cache.current();
 
+    let t0 = std::time::Instant::now();
     let synced = sync(config, &state, &clock, &cache, cached.is_some());
+    tracing::debug!(
+        elapsed_us = t0.elapsed().as_micros(),
+        ok = synced.is_ok(),
+        "synced with the master"
+    );
     if synced.is_err() {
         // Unverified bytes do not outlive the run that fetched them.
         if let Err(e) = cache.clean_staging() {
@@ -305,6 +313,11 @@ fn run_locked(
         }
     };
 
+    tracing::debug!(
+        elapsed_us = t0.elapsed().as_micros(),
+        serial,
+        "bundle in force"
+    );
     let facts = member_facts(&config.member, &manifest, serial, &opts.classes, reporter);
     let apply_opts = ApplyOptions {
         tree: files.tree(),
@@ -315,6 +328,7 @@ fn run_locked(
         diffs: opts.diffs,
         facts,
         lock_timeout: opts.lock_timeout,
+        rehash: opts.rehash,
     };
     let summary = apply_locked(&apply_opts, reporter)?;
     Ok(RunReport {
@@ -888,12 +902,27 @@ mod tests {
             dir
         }
 
-        fn load(&self, dir: &Path) -> Result<tenet_policies::Policy, tenet_policies::Diagnostics> {
+        /// The content motd's promise converges to, read from the bundle at `dir` the
+        /// way a run reads it: a `source` known by its hash is read (and checked) only
+        /// when it is needed.
+        fn motd(&self, dir: &Path) -> Result<Vec<u8>, String> {
+            use tenet_policies::TreeFiles;
+            use tenet_policies::model::{Content, PromiseKind};
             let clock = Clock::new(self.now);
             let mut reporter = Collect::default();
             let m = check_cached(&self.state, dir, &clock, &mut reporter).expect("verifies");
             let files = BundleFiles::new(dir, &m);
-            tenet_policies::load_from(&files.tree(), &files)
+            let policy =
+                tenet_policies::load_from(&files.tree(), &files).map_err(|d| d.to_string())?;
+            match &policy.promises[0].kind {
+                PromiseKind::File(f) => match &f.content {
+                    Content::Stored(s) => {
+                        files.read(&files.tree(), &s.rel).map_err(|e| e.to_string())
+                    }
+                    other => panic!("{other:?}"),
+                },
+                other => panic!("{other:?}"),
+            }
         }
     }
 
@@ -903,16 +932,6 @@ mod tests {
             "[[file]]\npath = \"/etc/motd\"\nsource = \"motd\"\n",
         );
         crate::test_util::write(&world.tree.join("files/motd"), text);
-    }
-
-    fn content(policy: &tenet_policies::Policy) -> Vec<u8> {
-        match &policy.promises[0].kind {
-            tenet_policies::model::PromiseKind::File(f) => match &f.content {
-                tenet_policies::model::Content::Bytes(b) => b.clone(),
-                other => panic!("{other:?}"),
-            },
-            other => panic!("{other:?}"),
-        }
     }
 
     #[test]
@@ -927,7 +946,7 @@ mod tests {
                 .expect("link")
                 .is_symlink()
         );
-        assert_eq!(content(&w.load(&one).expect("loads")), b"first\n");
+        assert_eq!(w.motd(&one).expect("reads"), b"first\n");
 
         // A new serial that changes one file adds one blob; both bundles read theirs.
         motd(&w, "other\n");
@@ -935,17 +954,17 @@ mod tests {
         let stored_two = w.cache.stored_blobs().expect("store");
         assert_eq!(stored_two.difference(&stored_one).count(), 1);
         assert_eq!(w.cache.current().map(|(s, _)| s), Some(2));
-        assert_eq!(content(&w.load(&two).expect("loads")), b"other\n");
+        assert_eq!(w.motd(&two).expect("reads"), b"other\n");
 
         // The stored blob of motd changed in place (same size, same name): the bundle's
-        // documents verify, but loading refuses it, so no byte of it is converged.
+        // documents verify, but reading it refuses it, so no byte of it is converged.
         let sha = tenet_keys::Sha256Sum::of(b"other\n").to_string();
         let blob = w.cache.blob_store().join(&sha);
         crate::test_util::write(&blob, "OTHER\n");
-        let diags = w.load(&two).expect_err("refused");
-        assert!(diags.to_string().contains("sha256"), "{diags}");
+        let refused = w.motd(&two).expect_err("refused");
+        assert!(refused.contains("sha256"), "{refused}");
         crate::test_util::write(&blob, "other\n");
-        assert_eq!(content(&w.load(&two).expect("loads")), b"other\n");
+        assert_eq!(w.motd(&two).expect("reads"), b"other\n");
 
         // Unreferenced blobs are collected once they outnumber the bundle in force's;
         // the previous bundle's stay.
@@ -957,7 +976,7 @@ mod tests {
         let stored = w.cache.stored_blobs().expect("store");
         assert_eq!(stored.len(), 4, "{stored:?}");
         assert!(stored.contains(&sha), "the previous bundle's blob is kept");
-        assert_eq!(content(&w.load(&three).expect("loads")), b"third\n");
+        assert_eq!(w.motd(&three).expect("reads"), b"third\n");
         assert!(!one.exists(), "bundle 1 removed");
         assert!(two.exists(), "the previous bundle is kept");
     }

@@ -161,7 +161,7 @@ pub fn simulate(opts: &SimulateOptions, out: &mut dyn Write) -> Result<(), ShowE
         )?;
         for (i, step) in run.steps.iter().enumerate() {
             let now = match step {
-                Ok(s) => would(s, &place),
+                Ok(s) => would(s, &place, loaded.content_source()),
                 Err(u) => format!("would fail: cannot be expanded here: {}", u.reason),
             };
             writeln!(out, "  {}. {}", i + 1, describe_resolved(step))?;
@@ -184,7 +184,7 @@ pub enum ShowError {
 }
 
 /// What a step would do now.
-fn would(step: &Step<String>, place: &Place) -> String {
+fn would(step: &Step<String>, place: &Place, source: Option<converge::Source<'_>>) -> String {
     match &step.action {
         Action::HostnameSave => "would save the hostname".to_string(),
         Action::HostnameRestore => "would set the hostname back to the saved one".to_string(),
@@ -206,6 +206,8 @@ fn would(step: &Step<String>, place: &Place) -> String {
                     mode: Mode::DryRun,
                     diffs: Diffs::Skip,
                     state_dir: None,
+                    source,
+                    stat_cache: None,
                 },
             );
             match event.status {

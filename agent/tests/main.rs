@@ -6,4 +6,5 @@ mod crash;
 mod event;
 mod idempotence;
 mod run;
+mod statcache;
 mod util;

@@ -54,7 +54,7 @@ impl Sha256Sum {
     }
 
     /// From a finished digest.
-    pub(crate) fn from_bytes(bytes: [u8; 32]) -> Sha256Sum {
+    pub fn from_bytes(bytes: [u8; 32]) -> Sha256Sum {
         Sha256Sum(bytes)
     }
 

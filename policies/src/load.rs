@@ -47,6 +47,14 @@ pub trait TreeFiles: Sync {
     fn policy_files(&self, tree: &Path) -> Result<Vec<PathBuf>, String>;
     /// The bytes of the file at `rel` (relative to the tree: `x.toml`, `files/a/b`).
     fn read(&self, tree: &Path, rel: &Path) -> std::io::Result<Vec<u8>>;
+    /// The size and SHA-256 of the file at `rel`, when this source knows them without
+    /// reading it (a signed manifest). A non-template `source` is then loaded as
+    /// [`Content::Stored`](crate::model::Content::Stored) and read only when a file must
+    /// be written; `None` (the default) reads it at load.
+    fn digest(&self, tree: &Path, rel: &Path) -> Option<(u64, [u8; 32])> {
+        let _ = (tree, rel);
+        None
+    }
 }
 
 /// The policy tree as a directory.
@@ -702,34 +710,43 @@ impl Loader<'_> {
             }
             (false, true) => {
                 let s = t.str(cx, "source")?;
-                let bytes = self.source_file(cx, &s, &t.field("source"))?;
-                if template {
-                    match String::from_utf8(bytes) {
-                        Ok(text) => match Template::parse(&text) {
-                            Ok(tpl) => {
-                                self.template_refs(cx, &tpl, &s.span, &t.field("source"));
-                                Some(Content::Text(tpl))
-                            }
-                            Err(e) => {
+                let rel = self.source_rel(cx, &s, &t.field("source"))?;
+                let digest = match self.source {
+                    Some(source) if !template => source.digest(&self.tree, &rel),
+                    _ => None,
+                };
+                if let Some((size, sha256)) = digest {
+                    Some(Content::Stored(StoredFile { rel, size, sha256 }))
+                } else {
+                    let bytes = self.source_file(cx, &s, &rel, &t.field("source"))?;
+                    if template {
+                        match String::from_utf8(bytes) {
+                            Ok(text) => match Template::parse(&text) {
+                                Ok(tpl) => {
+                                    self.template_refs(cx, &tpl, &s.span, &t.field("source"));
+                                    Some(Content::Text(tpl))
+                                }
+                                Err(e) => {
+                                    cx.error(
+                                        &s.span,
+                                        &t.field("source"),
+                                        format!("in {}: {}", s.value, e.message),
+                                    );
+                                    None
+                                }
+                            },
+                            Err(_) => {
                                 cx.error(
                                     &s.span,
                                     &t.field("source"),
-                                    format!("in {}: {}", s.value, e.message),
+                                    "a template source must be UTF-8 text",
                                 );
                                 None
                             }
-                        },
-                        Err(_) => {
-                            cx.error(
-                                &s.span,
-                                &t.field("source"),
-                                "a template source must be UTF-8 text",
-                            );
-                            None
                         }
+                    } else {
+                        Some(Content::Bytes(bytes))
                     }
-                } else {
-                    Some(Content::Bytes(bytes))
                 }
             }
             _ => {
@@ -1122,7 +1139,8 @@ impl Loader<'_> {
         }
     }
 
-    fn source_file(&mut self, cx: &mut Cx<'_>, s: &Str<'_>, field: &str) -> Option<Vec<u8>> {
+    /// A `source` as a path relative to the tree (`files/...`), if it stays inside `files/`.
+    fn source_rel(&mut self, cx: &mut Cx<'_>, s: &Str<'_>, field: &str) -> Option<PathBuf> {
         let rel = Path::new(s.value);
         let safe =
             !s.value.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
@@ -1137,9 +1155,19 @@ impl Loader<'_> {
             );
             return None;
         }
+        Some(Path::new(FILES_DIR).join(rel))
+    }
+
+    fn source_file(
+        &mut self,
+        cx: &mut Cx<'_>,
+        s: &Str<'_>,
+        rel: &Path,
+        field: &str,
+    ) -> Option<Vec<u8>> {
         let read = match self.source {
-            Some(source) => source.read(&self.tree, &Path::new(FILES_DIR).join(rel)),
-            None => std::fs::read(self.tree.join(FILES_DIR).join(rel)),
+            Some(source) => source.read(&self.tree, rel),
+            None => std::fs::read(self.tree.join(rel)),
         };
         match read {
             Ok(b) => Some(b),

@@ -359,6 +359,20 @@ pub enum Content<S> {
     Bytes(Vec<u8>),
     /// A template, expanded per member.
     Text(S),
+    /// A `files/` file known by its size and SHA-256, not read at load: the tree's
+    /// source vouches for both (a signed manifest) and reads the bytes on demand.
+    Stored(StoredFile),
+}
+
+/// A file of the tree's `files/` known by its digest, read only when needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    /// Its path relative to the tree (`files/...`), as [`crate::TreeFiles::read`] takes it.
+    pub rel: std::path::PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The SHA-256 of its bytes.
+    pub sha256: [u8; 32],
 }
 
 /// `[[file]]`: exact content, mode, owner, group.
@@ -527,6 +541,7 @@ impl<S> PromiseKind<S> {
                 content: match p.content {
                     Content::Bytes(b) => Content::Bytes(b),
                     Content::Text(t) => Content::Text(f(t)?),
+                    Content::Stored(d) => Content::Stored(d),
                 },
                 perms: p.perms,
             }),

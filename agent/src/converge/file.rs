@@ -5,17 +5,21 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use std::time::SystemTime;
+
+use tenet_keys::Sha256Sum;
 use tenet_policies::model::{Content, FilePromise};
 
 use super::{Change, Cx, Diffs, Op, Plan, PromiseError};
 use crate::fsops::{Attrs, Follow};
+use crate::statcache::Stat;
 
 /// What is at the path.
 #[derive(Debug)]
 pub(crate) enum Observed {
     Missing,
     File {
-        content: Vec<u8>,
+        content: Seen,
         mode: u32,
         uid: u32,
         gid: u32,
@@ -25,13 +29,51 @@ pub(crate) enum Observed {
     Other,
 }
 
-pub(crate) fn evaluate(cx: &Cx<'_>, p: &FilePromise<String>) -> Result<Plan, PromiseError> {
-    let path = cx.root.resolve(&p.path, Follow::Parent)?;
-    let found = observe(&path).map_err(|e| PromiseError::io(&p.path, e))?;
-    Ok(plan(p, &path, cx.attrs(&p.perms)?, found, cx.diffs))
+/// A file's content as observed.
+#[derive(Debug)]
+pub(crate) enum Seen {
+    /// Its bytes.
+    Bytes(Vec<u8>),
+    /// Equal to the wanted content: its SHA-256 matched (read now, or known from the
+    /// stat cache for an unchanged file), so the bytes were not kept.
+    Same,
 }
 
-fn observe(path: &Path) -> io::Result<Observed> {
+pub(crate) fn evaluate(cx: &Cx<'_>, p: &FilePromise<String>) -> Result<Plan, PromiseError> {
+    let path = cx.root.resolve(&p.path, Follow::Parent)?;
+    let found = observe(cx, &path, &p.content).map_err(|e| PromiseError::io(&p.path, e))?;
+    let stored;
+    let content: &[u8] = match (&p.content, &found) {
+        (Content::Bytes(b), _) => b,
+        (Content::Text(t), _) => t.as_bytes(),
+        (
+            Content::Stored(_),
+            Observed::File {
+                content: Seen::Same,
+                ..
+            },
+        ) => &[],
+        (Content::Stored(f), _) => {
+            stored = cx
+                .read_stored(f)
+                .map_err(|e| PromiseError::io(&p.path, e))?;
+            &stored
+        }
+    };
+    Ok(plan(
+        p,
+        content,
+        &path,
+        cx.attrs(&p.perms)?,
+        found,
+        cx.diffs,
+    ))
+}
+
+/// What is at `path`. A regular file's content is compared by SHA-256 when the wanted
+/// content is known by its hash (a signed `source`), or when the stat cache knows the
+/// file; its bytes are read only when they may differ.
+fn observe<S: AsRef<str>>(cx: &Cx<'_>, path: &Path, want: &Content<S>) -> io::Result<Observed> {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Observed::Missing),
@@ -40,7 +82,7 @@ fn observe(path: &Path) -> io::Result<Observed> {
     let ft = meta.file_type();
     Ok(if ft.is_file() {
         Observed::File {
-            content: fs::read(path)?,
+            content: read_content(cx, path, &meta, want)?,
             mode: meta.mode() & 0o7777,
             uid: meta.uid(),
             gid: meta.gid(),
@@ -54,18 +96,55 @@ fn observe(path: &Path) -> io::Result<Observed> {
     })
 }
 
+fn read_content<S: AsRef<str>>(
+    cx: &Cx<'_>,
+    path: &Path,
+    meta: &fs::Metadata,
+    want: &Content<S>,
+) -> io::Result<Seen> {
+    let wanted: Option<[u8; 32]> = match want {
+        Content::Stored(f) if f.size != meta.len() => None,
+        Content::Stored(f) => Some(f.sha256),
+        Content::Bytes(b) if cx.stat_cache.is_some() => Some(*Sha256Sum::of(b).as_bytes()),
+        Content::Text(t) if cx.stat_cache.is_some() => {
+            Some(*Sha256Sum::of(t.as_ref().as_bytes()).as_bytes())
+        }
+        Content::Bytes(_) | Content::Text(_) => None,
+    };
+    let stat = Stat::of(meta);
+    if let (Some(cache), Some(w)) = (cx.stat_cache, wanted)
+        && cache.lookup(path, &stat) == Some(w)
+    {
+        return Ok(Seen::Same);
+    }
+    let read_start = SystemTime::now();
+    let bytes = fs::read(path)?;
+    if wanted.is_none() && cx.stat_cache.is_none() {
+        return Ok(Seen::Bytes(bytes));
+    }
+    let found = *Sha256Sum::of(&bytes).as_bytes();
+    if let Some(cache) = cx.stat_cache {
+        cache.record(path, &stat, read_start, found);
+    }
+    Ok(if wanted == Some(found) {
+        Seen::Same
+    } else {
+        Seen::Bytes(bytes)
+    })
+}
+
 /// Pure: what to do about `found`.
+///
+/// `content` is what the file must hold; it is not consulted when `found` is a file
+/// already seen to hold it ([`Seen::Same`]).
 pub(crate) fn plan(
     p: &FilePromise<String>,
+    content: &[u8],
     path: &Path,
     want: Attrs,
     found: Observed,
     diffs: Diffs,
 ) -> Plan {
-    let content = match &p.content {
-        Content::Bytes(b) => b.as_slice(),
-        Content::Text(t) => t.as_bytes(),
-    };
     match found {
         Observed::Missing => {
             let mode = want.mode.unwrap_or(0o644);
@@ -98,7 +177,9 @@ pub(crate) fn plan(
             gid,
         } => {
             let mut changes = Vec::new();
-            if old != content {
+            if let Seen::Bytes(old) = old
+                && old != content
+            {
                 changes.push(Change::with_diff(
                     format!("rewrote {} (content differed)", p.path),
                     &p.path,
@@ -179,21 +260,34 @@ mod tests {
 
     fn file(content: &str, mode: u32) -> Observed {
         Observed::File {
-            content: content.as_bytes().to_vec(),
+            content: Seen::Bytes(content.as_bytes().to_vec()),
             mode,
             uid: 0,
             gid: 0,
         }
     }
 
+    fn text(p: &FilePromise<String>) -> &[u8] {
+        match &p.content {
+            Content::Text(t) => t.as_bytes(),
+            _ => unreachable!("the table promises are text"),
+        }
+    }
+
     /// The change lines a plan reports, or `kept` / `blocked: ...`.
     fn check(p: &FilePromise<String>, want: Attrs, found: Observed, expected: &[&str]) {
-        let got: Vec<String> =
-            match plan(p, &PathBuf::from("/r/etc/motd"), want, found, Diffs::Keep) {
-                Plan::Kept => vec!["kept".into()],
-                Plan::Blocked(why) => vec![format!("blocked: {why}")],
-                Plan::Repair { changes, .. } => changes.into_iter().map(|c| c.summary).collect(),
-            };
+        let got: Vec<String> = match plan(
+            p,
+            text(p),
+            &PathBuf::from("/r/etc/motd"),
+            want,
+            found,
+            Diffs::Keep,
+        ) {
+            Plan::Kept => vec!["kept".into()],
+            Plan::Blocked(why) => vec![format!("blocked: {why}")],
+            Plan::Repair { changes, .. } => changes.into_iter().map(|c| c.summary).collect(),
+        };
         assert_eq!(got, expected);
     }
 
@@ -261,10 +355,11 @@ mod tests {
         let p = promise("new");
         let Plan::Repair { ops, .. } = plan(
             &p,
+            text(&p),
             &PathBuf::from("/r/f"),
             Attrs::default(),
             Observed::File {
-                content: b"old".to_vec(),
+                content: Seen::Bytes(b"old".to_vec()),
                 mode: 0o600,
                 uid: 5,
                 gid: 6,

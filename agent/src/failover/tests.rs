@@ -114,6 +114,7 @@ impl Fixture {
         Context {
             root: &self.root,
             state_dir: &self.state,
+            source: None,
         }
     }
 

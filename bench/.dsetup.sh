@@ -1,0 +1,289 @@
+#!/usr/bin/env bash
+# Distribution benchmark: tenet (tenet-policyd -> tenet-agent run) against
+# CFEngine 3 (cf-serverd -> cf-agent copy_from compare=digest), on 127.0.0.1.
+#
+#   bench/dist.sh [RUNS]        default 5 runs per scenario and tool
+#
+# The tree (bench/dist_gen.py): 10,000 files of 198 bytes in 100 directories
+# and 10 files of 1 MiB, deterministic.
+#   cf3:   cf-serverd serves CF/tree; cf-agent -K -w CF/cli copies it to
+#          CF/dst with copy_from compare=digest, depth_search inf (the protocol
+#          of the CFEngine baseline).
+#   tenet: TN/policy holds files/ (the tree) and dist.toml, one [[file]]
+#          promise per file: source = its path under files/, path = /dist/...
+#          Signed with tenet-keys sign, served by a promoted tenet-policyd;
+#          one enrolled member, m1, runs tenet-agent run into its sandbox root
+#          TN/m1/root, so the tree lands in TN/m1/root/dist.
+# Scenarios, cf-agent and tenet in one hyperfine invocation:
+#   full   empty destination; for tenet also a fresh state directory (no
+#          cache, no trust state).  --prepare renames the old ones into .trash
+#          and syncs; --cleanup deletes .trash after the batch.
+#   noop   nothing changed (--warmup 1).
+#   one    --prepare rewrites s42/f04242 (198 bytes, new content each time):
+#          cf3 in its served tree; tenet in the policy tree, then signs a new
+#          bundle (serial + 1) and promotes it.
+# Each scenario is split into $ROUNDS invocations (default 2) with the command
+# order reversed from one to the next.  After every batch, diff -rq between
+# each source tree and its destination; any difference fails the script.
+# Server peak RSS: VmHWM of cf-serverd and tenet-policyd after all runs.
+# Signed bundles go to /dev/shm/tenet-dist (tmpfs): tenet-keys sign fsyncs
+# every blob, which takes ~48 s for this tree on this disk, too long for a
+# --prepare step.  Everything else lives in /tmp/tenet-dist.
+set -euo pipefail
+RUNS=${1:-5}
+case $RUNS in ''|*[!0-9]*|0) echo "dist.sh: RUNS must be a positive integer, got '$RUNS'" >&2; exit 2;; esac
+ROUNDS=${ROUNDS:-2}
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(dirname "$HERE")
+RES=$HERE/results
+B=/tmp/tenet-dist
+SHM=/dev/shm/tenet-dist
+CF=$B/cf TN=$B/tenet
+GEN="$HERE/dist_gen.py"
+log() { printf '%s\n' "$*" >&2; }
+
+# ---- daemons: stopped by PID on exit (also those of an interrupted run) ----
+stop_pid() {
+  local f=$1 p
+  [ -f "$f" ] || return 0
+  p=$(cat "$f")
+  # only if that PID still runs one of our daemons (PIDs are reused)
+  if [ -n "$p" ] && grep -qE '^(cf-serverd|tenet-policyd)$' "/proc/$p/comm" 2>/dev/null; then
+    kill "$p" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$f"
+}
+cleanup() { stop_pid "$B/cf-serverd.pid"; stop_pid "$B/policyd.pid"; rm -rf "$SHM"; }
+stop_pid "$B/cf-serverd.pid"; stop_pid "$B/policyd.pid"
+: no trap
+
+# ---- tools ----
+if ! command -v cf-serverd >/dev/null || ! command -v hyperfine >/dev/null; then
+  log "installing cfengine3 hyperfine"
+  apt-get install -y cfengine3 hyperfine || { apt-get update && apt-get install -y cfengine3 hyperfine; }
+fi
+log "building tenet-keys, tenet-policyd and tenet-agent (release)"
+(cd "$REPO" && cargo build -q --release -p tenet-keys -p tenet-policyd -p tenet-agent --bins)
+T=${CARGO_TARGET_DIR:-$REPO/target}/release
+K=$T/tenet-keys P=$T/tenet-policyd A=$T/tenet-agent
+
+rm -rf "$B" "$SHM"
+mkdir -p "$B" "$SHM" "$RES"
+rm -f "$RES"/dist_*
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "nproc: $(nproc)"
+  echo "kernel: $(uname -sr)"
+  echo "cpu: $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"
+  echo "mem: $(awk '/^MemTotal/{print $2 " kB"}' /proc/meminfo)"
+  echo "os: $(. /etc/os-release && echo "$PRETTY_NAME")"
+  echo "fs /tmp: $(df -T /tmp | awk 'NR==2{print $2}')"
+  echo "cf-agent: $(cf-agent --version | head -1) (package cfengine3 $(dpkg-query -W -f='${Version}' cfengine3 2>/dev/null))"
+  echo "hyperfine: $(hyperfine --version)"
+  echo "rustc: $(rustc -V)"
+  echo "tenet commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$REPO" status --porcelain -- . ':!bench' 2>/dev/null | grep -q . && echo ' (dirty tree)')"
+  echo "runs: $RUNS in $ROUNDS rounds"
+} >"$RES/dist_env.txt"
+
+# ---- the tree, twice: cf3's served tree and tenet's policy tree ----
+log "generating the tree"
+mkdir -p "$TN/policy/files" "$CF"
+python3 "$GEN" tree "$TN/policy/files"
+cp -a "$TN/policy/files" "$CF/tree"
+python3 "$GEN" policy "$TN/policy/files" "$TN/policy/dist.toml"
+cat >"$TN/policy/cluster.toml" <<'TOML'
+# The distribution benchmark: one member, m1, fetches from the policy server.
+[cluster]
+name = "dist"
+policy_server = "tenet"
+
+[[member]]
+name = "m1"
+hostname = "m1.example.com"
+addresses = [ { ip = "10.0.0.1", role = "boot" } ]
+
+[[member]]
+name = "srv"
+hostname = "srv.example.com"
+addresses = [ { ip = "10.0.0.2", role = "boot" } ]
+
+[[package]]
+name = "tenet"
+hostname = "tenet.example.com"
+ip = "10.0.0.10"
+members = ["srv"]
+configuration = "rotating"
+TOML
+
+# ---- cf3: cf-serverd and the copy policy (as the baseline protocol) ----
+CFPORT=$(free_port)
+SRV=$CF/srv CLI=$CF/cli DST=$CF/dst
+mkdir -p "$SRV/inputs" "$CLI/inputs"
+for wd in "$SRV" "$CLI"; do
+  ln -s /usr/bin "$wd/bin"
+  CFENGINE_TEST_OVERRIDE_WORKDIR=$wd cf-key >/dev/null
+done
+CFENGINE_TEST_OVERRIDE_WORKDIR=$SRV cf-key -t "root@127.0.0.1:$CLI/ppkeys/localhost.pub" >/dev/null
+CFENGINE_TEST_OVERRIDE_WORKDIR=$CLI cf-key -t "root@127.0.0.1:$SRV/ppkeys/localhost.pub" >/dev/null
+cat >"$SRV/inputs/promises.cf" <<EOF
+body common control
+{
+  bundlesequence => { "main" };
+}
+bundle agent main
+{
+  vars:
+      "unused" string => "cf-serverd does not run agent bundles";
+}
+body server control
+{
+  port => "$CFPORT";
+  bindtointerface => "127.0.0.1";
+  allowconnects => { "127.0.0.1" };
+  allowallconnects => { "127.0.0.1" };
+  allowusers => { "root" };
+  maxconnections => "100";
+}
+bundle server access_rules
+{
+  access:
+      "$CF/tree/" admit_ips => { "127.0.0.1" };
+}
+EOF
+cat >"$CLI/inputs/promises.cf" <<EOF
+body common control
+{
+  bundlesequence => { "main" };
+}
+body copy_from remote(src)
+{
+  servers => { "127.0.0.1" };
+  portnumber => "$CFPORT";
+  source => "\$(src)";
+  compare => "digest";
+  copy_backup => "false";
+  trustkey => "false";
+}
+body depth_search recurse(d)
+{
+  depth => "\$(d)";
+  xdev => "true";
+}
+bundle agent main
+{
+  files:
+      "$DST/."
+        create => "true";
+      "$DST"
+        copy_from => remote("$CF/tree"),
+        depth_search => recurse("inf");
+}
+EOF
+CFENGINE_TEST_OVERRIDE_WORKDIR=$SRV cf-serverd -F -K -f "$SRV/inputs/promises.cf" >"$CF/serverd.log" 2>&1 &
+echo $! >"$B/cf-serverd.pid"
+
+# ---- tenet: deployment, member m1, bundle 1, tenet-policyd promoted ----
+log "tenet deployment and the first bundle"
+"$K" init "$TN/dep" >/dev/null
+mkdir -p "$TN/m1"
+ID=$("$K" node-key --out "$TN/m1/key" | grep -o '[0-9a-f]\{64\}' | head -1)
+"$K" enroll "$TN/dep" --member m1 --key-id "$ID" >/dev/null
+"$K" node-key --out "$TN/srv" >/dev/null
+"$K" sign "$TN/policy" --deployment "$TN/dep" --out "$SHM/b0" >"$RES/dist_sign.txt" 2>&1
+echo 0 >"$B/count"
+LISTEN=$(free_port) SERVE=$(free_port)
+cat >"$TN/policyd.toml" <<TOML
+member = "srv"
+state_dir = "$TN/srv/state"
+node_key = "$TN/srv/localhost.key"
+trusted_root = "$TN/dep/root/1.root.toml"
+[listener]
+listen = "127.0.0.1:$LISTEN"
+[serve]
+listen = "127.0.0.1:$SERVE"
+timestamp_key = "$TN/dep/keys/timestamp.key"
+server_key = "$TN/dep/keys/server-tls.key"
+[metrics]
+listen = "off"
+TOML
+"$P" serve --config "$TN/policyd.toml" 2>"$TN/policyd.log" &
+echo $! >"$B/policyd.pid"
+for i in $(seq 100); do
+  code=0; "$P" status --config "$TN/policyd.toml" >/dev/null 2>&1 || code=$?
+  [ "$code" = 7 ] && break
+  kill -0 "$(cat "$B/policyd.pid")" 2>/dev/null || { cat "$TN/policyd.log" >&2; exit 1; }
+  [ "$i" -lt 100 ] || { log "tenet-policyd did not start"; cat "$TN/policyd.log" >&2; exit 1; }
+  sleep 0.1
+done
+"$P" promote --config "$TN/policyd.toml" --bundle "$SHM/b0" >"$RES/dist_promote.txt"
+cat >"$TN/m1/agent.toml" <<TOML
+member = "m1"
+master = "127.0.0.1:$SERVE"
+state_dir = "$TN/m1/state"
+node_key = "$TN/m1/key/localhost.key"
+trusted_root = "$TN/dep/root/1.root.toml"
+root = "$TN/m1/root"
+TOML
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$CFPORT") 2>/dev/null && break; sleep 0.2; done
+
+# ---- prepare steps ----
+cat >"$B/cf_full.sh" <<EOF
+#!/bin/sh
+# full copy: move the destination aside (renamed, deleted by --cleanup), sync
+set -e
+mkdir -p $CF/.trash
+if [ -e $DST ]; then mv $DST $CF/.trash/dst.\$(date +%s%N); fi
+sync
+EOF
+cat >"$B/tenet_full.sh" <<EOF
+#!/bin/sh
+# full sync: a fresh member state (no cache, no trust state) and an empty root
+set -e
+mkdir -p $TN/.trash
+s=\$(date +%s%N)
+if [ -e $TN/m1/state ]; then mv $TN/m1/state $TN/.trash/state.\$s; fi
+if [ -e $TN/m1/root ]; then mv $TN/m1/root $TN/.trash/root.\$s; fi
+mkdir -p $TN/m1/root
+sync
+EOF
+cat >"$B/cf_one.sh" <<EOF
+#!/bin/sh
+# one file changed in the served tree (new content each time)
+set -e
+n=\$((\$(cat $B/count) + 1)); echo \$n >$B/count
+sleep 1.1
+python3 $GEN mutate $CF/tree/s42/f04242 \$n
+sync
+EOF
+cat >"$B/tenet_one.sh" <<EOF
+#!/bin/sh
+# one file changed in the policy tree; sign a new bundle (serial + 1), promote it
+set -e
+n=\$((\$(cat $B/count) + 1)); echo \$n >$B/count
+python3 $GEN mutate $TN/policy/files/s42/f04242 \$n
+$K sign $TN/policy --deployment $TN/dep --out $SHM/b\$n >/dev/null 2>&1
+$P promote --config $TN/policyd.toml --bundle $SHM/b\$n >/dev/null
+for d in $SHM/b*; do [ "\$d" = $SHM/b\$n ] || rm -rf "\$d"; done
+sync
+EOF
+chmod +x "$B"/*.sh
+
+CFA="cf-agent -K -w $CLI"
+TAG="$A run --config $TN/m1/agent.toml"
+STATUS=0
+check() { # LABEL: both destinations against their sources
+  local l=$1 ok=1
+  if ! diff -rq "$CF/tree" "$DST" >"$RES/dist_diff_cf.txt" 2>&1; then ok=0; log "$l: cf3 destination differs"; head -5 "$RES/dist_diff_cf.txt" >&2; fi
+  if ! diff -rq "$TN/policy/files" "$TN/m1/root/dist" >"$RES/dist_diff_tenet.txt" 2>&1; then ok=0; log "$l: tenet destination differs"; head -5 "$RES/dist_diff_tenet.txt" >&2; fi
+  if [ $ok = 1 ]; then
+    echo "$l: identical (cf3 $(find "$DST" -type f | wc -l) files, tenet $(find "$TN/m1/root/dist" -type f | wc -l) files)" >>"$RES/dist_check.log"
+  else
+    echo "$l: MISMATCH" >>"$RES/dist_check.log"; STATUS=1
+  fi
+}
+tsum() { tail -1 "$1" | tr -d '\n'; }
+: >"$RES/dist_check.log"
+
