@@ -637,7 +637,13 @@ fn sync(
         &[&staging, &roots, &store, &state_blobs, &config.state_dir],
     )
     .map_err(local("staging"))?;
-    let verified = verify_bundle_stored(state, &staging, clock)?;
+    // Everything is read back from staging and checked again; the manifest's bytes,
+    // if unchanged, are not parsed a second time.
+    let known = tenet_keys::Known {
+        sha256: tenet_keys::Sha256Sum::of(&manifest),
+        manifest: m,
+    };
+    let verified = tenet_keys::verify_bundle_staged(state, &staging, clock, known)?;
     Ok(Synced::Fetched(Box::new(verified)))
 }
 

@@ -427,6 +427,19 @@ pub fn check_manifest(
     expected: Option<&ExpectedManifest>,
     clock: &Clock,
 ) -> Result<(TrustState, Manifest), VerifyError> {
+    check_manifest_known(state, bytes, signatures, expected, clock, None)
+}
+
+/// [`check_manifest`], taking the parse from `known` when `bytes` hash to its hash:
+/// the same bytes, parsed and checked moments ago (every other check runs again).
+fn check_manifest_known(
+    state: &TrustState,
+    bytes: &[u8],
+    signatures: &[u8],
+    expected: Option<&ExpectedManifest>,
+    clock: &Clock,
+    known: Option<Known>,
+) -> Result<(TrustState, Manifest), VerifyError> {
     check_size(Document::Manifest, bytes)?;
     let sha256 = if let Some(e) = expected {
         let found = bytes.len() as u64;
@@ -455,7 +468,13 @@ pub fn check_manifest(
         &sigs,
         &root.role_keys(Role::Policy),
     )?;
-    let m = Manifest::parse(bytes)?;
+    let m = match known {
+        Some(Known {
+            sha256: k,
+            manifest,
+        }) if k == sha256 => manifest,
+        _ => Manifest::parse(bytes)?,
+    };
     check_deployment(Document::Manifest, m.deployment, state)?;
     if m.epoch != root.policy_epoch {
         return Err(VerifyError::Epoch {
@@ -644,7 +663,7 @@ pub fn verify_bundle(
     dir: &Path,
     clock: &Clock,
 ) -> Result<VerifiedBundle, VerifyError> {
-    verify_bundle_with(state, dir, clock, Blobs::Hash)
+    verify_bundle_with(state, dir, clock, Blobs::Hash, None)
 }
 
 /// [`verify_bundle`] for a bundle whose blobs were each checked against their hash
@@ -658,7 +677,7 @@ pub fn verify_bundle_stored(
     dir: &Path,
     clock: &Clock,
 ) -> Result<VerifiedBundle, VerifyError> {
-    verify_bundle_with(state, dir, clock, Blobs::Stored)
+    verify_bundle_with(state, dir, clock, Blobs::Stored, None)
 }
 
 /// How [`verify_bundle_with`] checks blobs.
@@ -670,11 +689,33 @@ enum Blobs {
     Stored,
 }
 
+/// A manifest already parsed and checked, with the hash of the bytes it came from.
+#[derive(Debug)]
+pub struct Known {
+    /// The SHA-256 of the manifest's bytes.
+    pub sha256: Sha256Sum,
+    /// What [`Manifest::parse`] made of them.
+    pub manifest: Manifest,
+}
+
+/// [`verify_bundle_stored`] for a bundle just staged from a manifest that
+/// [`check_manifest`] accepted: every document is read back and checked again, but a
+/// manifest whose bytes still hash to `known`'s is not parsed a second time.
+pub fn verify_bundle_staged(
+    state: &TrustState,
+    dir: &Path,
+    clock: &Clock,
+    known: Known,
+) -> Result<VerifiedBundle, VerifyError> {
+    verify_bundle_with(state, dir, clock, Blobs::Stored, Some(known))
+}
+
 fn verify_bundle_with(
     state: &TrustState,
     dir: &Path,
     clock: &Clock,
     blobs: Blobs,
+    known: Option<Known>,
 ) -> Result<VerifiedBundle, VerifyError> {
     let mut state = state.clone();
     let mut root_updates = Vec::new();
@@ -719,7 +760,8 @@ fn verify_bundle_with(
     let m_path = dir.join(bundle::MANIFEST);
     let bytes = read_capped(&m_path, Document::Manifest)?;
     let sigs = read_signatures(&m_path, Document::Manifest)?;
-    let (state, manifest) = check_manifest(&state, &bytes, &sigs, expected.as_ref(), clock)?;
+    let (state, manifest) =
+        check_manifest_known(&state, &bytes, &sigs, expected.as_ref(), clock, known)?;
 
     let mut checked = BTreeSet::new();
     for entry in &manifest.files {

@@ -772,7 +772,7 @@ fn garbage_with_a_bad_signature_is_a_signature_error_not_a_parse_error() {
     let text = "\u{0}\u{1}not toml at all [[[";
     let s = sig(&[&key(99)], Document::Manifest, text.as_bytes());
     let e = manifest_refused(&fx, text, &s);
-    assert!(matches!(e, VerifyError::Threshold { .. }), "{e:?}");
+    assert!(matches!(e, VerifyError::BadSignature { .. }), "{e:?}");
 }
 
 #[test]
@@ -1023,4 +1023,36 @@ fn bootstrap_root_without_its_own_threshold() {
         ),
         "{e:?}"
     );
+}
+
+/// A staged bundle is verified from its files: a manifest known from the fetch is
+/// reused only for the very bytes it came from, so bytes changed on disk after the
+/// check are read, and refused, as if nothing were known.
+#[test]
+fn a_staged_manifest_is_reused_only_for_the_same_bytes() {
+    use tenet_keys::{Known, verify_bundle_staged};
+    let fx = Fx::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (text, s) = fx.signed(&fx.manifest(1));
+    let b = fx.write_bundle(dir.path(), &text, &s);
+    let known = |serial: u64, bytes: &str| Known {
+        sha256: Sha256Sum::of(bytes.as_bytes()),
+        manifest: fx.manifest(serial),
+    };
+    // The same bytes: verifies, with the known parse.
+    let v = verify_bundle_staged(&fx.state(), &b, &fx.clock(), known(1, &text)).unwrap();
+    assert_eq!(v.manifest().serial, 1);
+    // A parse that came from other bytes is not used: the file on disk is parsed.
+    let v = verify_bundle_staged(&fx.state(), &b, &fx.clock(), known(7, "other")).unwrap();
+    assert_eq!(v.manifest().serial, 1);
+    // The manifest changed on disk after it was checked: refused on its signature.
+    write(
+        &b.join(bundle::MANIFEST),
+        format!("{text}\n# appended\n").as_bytes(),
+    );
+    let state = fx.state();
+    let e = refused(&state, |st| {
+        verify_bundle_staged(st, &b, &fx.clock(), known(1, &text))
+    });
+    assert!(matches!(e, VerifyError::BadSignature { .. }), "{e:?}");
 }
