@@ -191,13 +191,20 @@ struct Header {
     kind: Option<toml::Value>,
 }
 
-/// Size cap, UTF-8, header, then a strict parse into `T`.
-pub(crate) fn parse<T: DeserializeOwned>(
-    document: Document,
-    bytes: &[u8],
-) -> Result<T, VerifyError> {
+/// A signed document's type: its `schema` field is a [`Schema`] and its `kind` a kind
+/// tag, so a strict parse succeeds only with the right header.
+pub(crate) trait Headed: DeserializeOwned {}
+
+/// Size cap, UTF-8, then a strict parse into `T`. Only when that fails is the header
+/// read leniently, so that a document of another kind or a newer schema gets that
+/// error rather than "unknown field" (a large manifest is parsed once, not twice).
+pub(crate) fn parse<T: Headed>(document: Document, bytes: &[u8]) -> Result<T, VerifyError> {
     check_size(document, bytes)?;
     let text = std::str::from_utf8(bytes).map_err(|_| VerifyError::NotUtf8 { document })?;
+    let strict = toml::from_str(text).map_err(|source| VerifyError::Parse { document, source });
+    if strict.is_ok() {
+        return strict;
+    }
     let header: Header =
         toml::from_str(text).map_err(|source| VerifyError::Parse { document, source })?;
     match header.schema {
@@ -237,7 +244,7 @@ pub(crate) fn parse<T: DeserializeOwned>(
             });
         }
     }
-    toml::from_str(text).map_err(|source| VerifyError::Parse { document, source })
+    strict
 }
 
 /// Renders a document (or any of the crate's TOML files) as TOML text.
@@ -249,14 +256,22 @@ pub(crate) fn render<T: serde::Serialize>(value: &T) -> Result<String, toml::ser
 mod tests {
     use super::*;
 
+    kind_tag!(
+        /// The test document's kind.
+        TinyKind,
+        "timestamp"
+    );
+
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     #[expect(dead_code, reason = "fields exist to be parsed")]
     struct Tiny {
-        schema: u32,
-        kind: String,
+        schema: Schema,
+        kind: TinyKind,
         x: u32,
     }
+
+    impl Headed for Tiny {}
 
     fn check(text: &str) -> Result<Tiny, VerifyError> {
         parse(Document::Timestamp, text.as_bytes())

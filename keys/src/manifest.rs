@@ -70,6 +70,8 @@ pub struct Manifest {
     pub members: Vec<MemberEntry>,
 }
 
+impl crate::document::Headed for Manifest {}
+
 /// One `[[file]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

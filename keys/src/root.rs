@@ -74,6 +74,8 @@ pub struct Root {
     pub transport: Transport,
 }
 
+impl crate::document::Headed for Root {}
+
 /// The four roles of a root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

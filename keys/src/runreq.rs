@@ -88,6 +88,8 @@ pub struct RunRequest {
     pub classes: Vec<String>,
 }
 
+impl crate::document::Headed for RunRequest {}
+
 /// How a run should go: apply or dry run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunMode {

@@ -45,6 +45,8 @@ pub struct Timestamp {
     pub manifest: ManifestRef,
 }
 
+impl crate::document::Headed for Timestamp {}
+
 /// The manifest a timestamp names: enough to fetch it with a size cap and check it by
 /// hash before verifying its signatures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
