@@ -256,18 +256,12 @@ pub(crate) fn render<T: serde::Serialize>(value: &T) -> Result<String, toml::ser
 mod tests {
     use super::*;
 
-    kind_tag!(
-        /// The test document's kind.
-        TinyKind,
-        "timestamp"
-    );
-
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     #[expect(dead_code, reason = "fields exist to be parsed")]
     struct Tiny {
         schema: Schema,
-        kind: TinyKind,
+        kind: TimestampKind,
         x: u32,
     }
 
