@@ -107,6 +107,17 @@ impl World {
             ),
         )
         .unwrap();
+        fs::write(
+            tree.join("motd.toml"),
+            "[[file]]\npath = \"/etc/motd\"\nsource = \"motd\"\nmode = \"0644\"\n",
+        )
+        .unwrap();
+        fs::create_dir_all(tree.join("files")).unwrap();
+        fs::write(
+            tree.join("files/motd"),
+            format!("motd of serial {serial}\n"),
+        )
+        .unwrap();
         tree
     }
 
@@ -776,4 +787,48 @@ fn a_rotated_root_and_policy_key_reach_members_through_the_master() {
         tenet_keys::Role::Policy,
         &SecretKey::read(&new_key("policy")).unwrap().key_id()
     ));
+}
+
+/// A `source` file is compared by its signed hash and read from the blob store only
+/// to be written: a stored blob changed after it was verified fails that promise (and
+/// only that one), and no byte of it reaches the root; restoring it converges again.
+#[test]
+fn a_stored_blob_changed_after_verification_is_never_written() {
+    let world = World::new();
+    let policyd = Policyd::start(&world.policyd_config());
+    let addr = policyd.promote(&world.sign(1), 1);
+    let config = world.member("alpha", "alpha", addr);
+    assert_code(&run_agent(&config), 0);
+    assert_eq!(
+        read(&config, "etc/motd").as_deref(),
+        Some("motd of serial 1\n")
+    );
+
+    // Unchanged destination: kept by its hash, the blob is not even read.
+    let blob = config
+        .with_file_name("state/blobs/sha256")
+        .join(tenet_keys::Sha256Sum::of(b"motd of serial 1\n").to_string());
+    fs::write(&blob, "MOTD OF SERIAL 1\n").unwrap();
+    let r = run_agent(&config);
+    assert_code(&r, 0);
+    assert!(r.out.contains("nothing to do"), "{}", r.out);
+
+    // The destination must be written: the blob is read, refused, and nothing written.
+    fs::remove_file(config.with_file_name("root/etc/motd")).unwrap();
+    let r = run_agent(&config);
+    assert_code(&r, 1);
+    assert!(r.out.contains("sha256"), "{}", r.out);
+    assert!(r.out.contains("1 failed"), "{}", r.out);
+    assert_eq!(read(&config, "etc/motd"), None);
+    assert_eq!(
+        read(&config, "etc/tenet-serial").as_deref(),
+        Some("serial 1 on alpha\n")
+    );
+
+    fs::write(&blob, "motd of serial 1\n").unwrap();
+    assert_code(&run_agent(&config), 0);
+    assert_eq!(
+        read(&config, "etc/motd").as_deref(),
+        Some("motd of serial 1\n")
+    );
 }
