@@ -23,6 +23,9 @@ pub struct Schedule {
     pub interval: Duration,
     /// Up to this much more, drawn at random before each wait.
     pub splay: Duration,
+    /// A run at least this long after the last full one reads every managed file
+    /// (`run --rehash`) instead of trusting the stat cache; zero: never.
+    pub rehash_every: Duration,
 }
 
 /// What ended the daemon.
@@ -58,12 +61,19 @@ pub fn daemon(
         let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Setup)?;
         let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Setup)?;
         tracing::info!(interval = ?schedule.interval, splay = ?schedule.splay, "daemon started");
+        let mut last_rehash = tokio::time::Instant::now();
         loop {
+            let mut this_run = opts.clone();
+            if rehash_due(last_rehash.elapsed(), schedule.rehash_every) {
+                this_run.rehash = true;
+                last_rehash = tokio::time::Instant::now();
+                tracing::info!("reading every managed file this run (--rehash-every)");
+            }
             // One run, on a blocking thread; signals that arrive meanwhile wait for it.
             let result = std::thread::scope(|s| {
                 s.spawn(|| {
                     let mut reporter = make_reporter();
-                    crate::run::run(opts, reporter.as_mut())
+                    crate::run::run(&this_run, reporter.as_mut())
                 })
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -81,6 +91,11 @@ pub fn daemon(
     })
 }
 
+/// Whether a run `since` the last full read of every file must read them all again.
+fn rehash_due(since: Duration, every: Duration) -> bool {
+    !every.is_zero() && since >= every
+}
+
 /// A random duration in `[0, max)`; zero when `max` is zero. The standard library's
 /// hasher keys are random per process, which is all a splay needs.
 fn random_below(max: Duration) -> Duration {
@@ -95,6 +110,14 @@ fn random_below(max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_read_is_due_once_its_interval_passed_and_never_at_zero() {
+        let day = Duration::from_secs(86_400);
+        assert!(!rehash_due(Duration::from_secs(5), day));
+        assert!(rehash_due(day, day));
+        assert!(!rehash_due(day * 30, Duration::ZERO));
+    }
 
     #[test]
     fn splay_stays_below_its_bound() {

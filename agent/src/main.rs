@@ -178,6 +178,7 @@ fn daemon(args: DaemonArgs) -> ExitCode {
     let schedule = Schedule {
         interval: args.interval,
         splay: args.splay,
+        rehash_every: args.rehash_every,
     };
     let json = args.json;
     let make = move || -> Box<dyn Reporter> {
