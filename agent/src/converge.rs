@@ -655,7 +655,7 @@ fn carry_out_batch(cx: &Cx<'_>, pending: &[(usize, Vec<Op>)]) -> Vec<(usize, Str
 }
 
 /// Units evaluated, applied and verified together in a batched phase.
-const PHASE_CHUNK: usize = 4096;
+const PHASE_CHUNK: usize = 1024;
 
 /// Below this many items a phase stays on one thread: spawning costs more than it saves.
 const PARALLEL_MIN: usize = 256;
