@@ -69,6 +69,8 @@ pub struct Master {
     runtime: tokio::runtime::Runtime,
     sender: SendRequest<Full<Bytes>>,
     name: String,
+    config: Arc<rustls::ClientConfig>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Master {
@@ -104,37 +106,22 @@ impl Master {
             .enable_time()
             .build()
             .map_err(|e| FetchError::Setup(format!("cannot start the I/O runtime: {e}")))?;
-        let name = master.to_string();
-        let unreachable = |what: String| FetchError::Unreachable(format!("{name}: {what}"));
-        let sender = runtime.block_on(async {
-            let connect = async {
-                let tcp = TcpStream::connect(master)
-                    .await
-                    .map_err(|e| unreachable(format!("connect: {e}")))?;
-                let _ = tcp.set_nodelay(true);
-                let tls = TlsConnector::from(config)
-                    .connect(tls::server_name(), tcp)
-                    .await
-                    .map_err(|e| classify(&name, "TLS handshake", &e))?;
-                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                    .await
-                    .map_err(|e| classify(&name, "HTTP handshake", &e))?;
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!("connection to the master ended: {e}");
-                    }
-                });
-                Ok::<_, FetchError>(sender)
-            };
-            tokio::time::timeout(timeout, connect)
-                .await
-                .map_err(|_| unreachable(format!("no connection within {timeout:?}")))?
-        })?;
+        let sender = runtime.block_on(open(master, config.clone(), timeout))?;
         Ok(Master {
             runtime,
             sender,
-            name,
+            name: master.to_string(),
+            config,
+            timeout,
         })
+    }
+
+    /// Replaces the connection with a new one (after a refused request whose body the
+    /// master may not have read: it may close the connection under the rest of it).
+    fn reconnect(&mut self) -> Result<(), FetchError> {
+        let open = open(&self.name, self.config.clone(), self.timeout);
+        self.sender = self.runtime.block_on(open)?;
+        Ok(())
     }
 
     /// `GET path`: the body of a 200 response, at most `max` bytes.
@@ -226,20 +213,29 @@ impl Master {
                     .map_err(|e| classify(&name, &format!("POST {path}"), &e))?;
                 let status = resp.status();
                 if status != StatusCode::OK {
-                    // Read a short refusal to its end, so the connection stays usable.
                     let _ = read_capped(&name, path, resp.into_body(), REFUSAL_MAX).await;
-                    return Err(FetchError::Status {
-                        method: Method::POST,
-                        path: path.to_string(),
-                        status,
-                    });
+                    return Ok(Err(status));
                 }
-                Ok(resp.into_body())
+                Ok(Ok(resp.into_body()))
             };
             tokio::time::timeout_at(deadline, send)
                 .await
                 .map_err(|_| late())?
         })?;
+        let body = match body {
+            Ok(body) => body,
+            Err(status) => {
+                // A master that refuses may not have read the whole request body, and
+                // then closes the connection under the rest (an older policyd's 404):
+                // the next request gets a new one.
+                self.reconnect()?;
+                return Err(FetchError::Status {
+                    method: Method::POST,
+                    path: path.to_string(),
+                    status,
+                });
+            }
+        };
         Ok(BodyReader {
             runtime: &self.runtime,
             body,
@@ -252,6 +248,38 @@ impl Master {
             error: None,
         })
     }
+}
+
+/// One HTTP/1.1 connection to `master` within `timeout`, its driver spawned on the
+/// current runtime.
+async fn open(
+    master: &str,
+    config: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> Result<SendRequest<Full<Bytes>>, FetchError> {
+    let unreachable = |what: String| FetchError::Unreachable(format!("{master}: {what}"));
+    let connect = async {
+        let tcp = TcpStream::connect(master)
+            .await
+            .map_err(|e| unreachable(format!("connect: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = TlsConnector::from(config)
+            .connect(tls::server_name(), tcp)
+            .await
+            .map_err(|e| classify(master, "TLS handshake", &e))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| classify(master, "HTTP handshake", &e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection to the master ended: {e}");
+            }
+        });
+        Ok::<_, FetchError>(sender)
+    };
+    tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| unreachable(format!("no connection within {timeout:?}")))?
 }
 
 /// The most of a refusal's body read (and dropped) to keep the connection usable.

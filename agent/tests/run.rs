@@ -969,7 +969,8 @@ fn metric(text: &str, series: &str) -> u64 {
 }
 
 /// A full sync of more blobs than one request may name (4096) takes two batched
-/// requests and no per-blob ones, and converges; the next run fetches nothing.
+/// requests and no per-blob ones, and converges; the next run fetches nothing. From a
+/// master without the batched route, the same sync falls back on per-blob requests.
 #[test]
 fn a_full_sync_of_more_blobs_than_one_batch_converges_in_two_requests() {
     const EXTRA: usize = 4200;
@@ -1023,4 +1024,18 @@ fn a_full_sync_of_more_blobs_than_one_batch_converges_in_two_requests() {
     assert!(r.out.contains("nothing to do"), "{}", r.out);
     let text = metrics_of(&policyd);
     assert_eq!(metric(&text, &series("blobs", 200)), 2, "{text}");
+
+    // A master without the batched route refuses the first batch (4096 hashes, more
+    // than it reads before answering) and the member falls back on one GET per blob.
+    let mut routes = routes_of(&bundle);
+    let (ts, ts_sig) = timestamp_for(&world, &routes["/v1/manifest"]);
+    routes.insert("/v1/timestamp".into(), ts);
+    routes.insert("/v1/timestamp/sig".into(), ts_sig);
+    let older = FakeMaster::start(&world.server_key(), routes);
+    let fresh = world.member("beta", "beta", older.addr);
+    assert_code(&run_agent(&fresh), 0);
+    assert_eq!(
+        read(&fresh, "etc/tenet-serial").as_deref(),
+        Some("serial 1 on beta\n")
+    );
 }
