@@ -1,17 +1,19 @@
 //! The mTLS client to the master: one HTTP/1.1 connection over the keys crate's pinned
 //! TLS client configuration, on a current-thread tokio runtime, every response capped.
 //!
-//! The caller sees a blocking [`Master`]: `get` returns the body of a 200, and any
-//! other status, a body over its cap, a timeout or a transport failure is a
-//! [`FetchError`] that says whether the master was unreachable or refused on trust.
+//! The caller sees a blocking [`Master`]: `get` returns the body of a 200, `post` a
+//! [`BodyReader`] streaming it, and any other status, a body over its cap, a timeout or
+//! a transport failure is a [`FetchError`] that says whether the master was unreachable
+//! or refused on trust.
 
+use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt as _, Empty};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::SendRequest;
-use hyper::{Request, StatusCode};
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tenet_keys::tls::{self, Identity, Refusal, Subject};
 use tenet_keys::{KeyId, SecretKey};
@@ -38,16 +40,20 @@ pub enum FetchError {
         refusal: Refusal,
     },
     /// The master answered something other than 200.
-    #[error("GET {path}: status {status}")]
+    #[error("{method} {path}: status {status}")]
     Status {
+        /// The request method.
+        method: Method,
         /// The request path.
         path: String,
         /// The status.
         status: StatusCode,
     },
     /// The body is larger than allowed.
-    #[error("GET {path}: response over {max} bytes")]
+    #[error("{method} {path}: response over {max} bytes")]
     TooLarge {
+        /// The request method.
+        method: Method,
         /// The request path.
         path: String,
         /// The cap.
@@ -61,8 +67,10 @@ pub enum FetchError {
 /// A connection to the master.
 pub struct Master {
     runtime: tokio::runtime::Runtime,
-    sender: SendRequest<Empty<Bytes>>,
+    sender: SendRequest<Full<Bytes>>,
     name: String,
+    config: Arc<rustls::ClientConfig>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Master {
@@ -98,37 +106,22 @@ impl Master {
             .enable_time()
             .build()
             .map_err(|e| FetchError::Setup(format!("cannot start the I/O runtime: {e}")))?;
-        let name = master.to_string();
-        let unreachable = |what: String| FetchError::Unreachable(format!("{name}: {what}"));
-        let sender = runtime.block_on(async {
-            let connect = async {
-                let tcp = TcpStream::connect(master)
-                    .await
-                    .map_err(|e| unreachable(format!("connect: {e}")))?;
-                let _ = tcp.set_nodelay(true);
-                let tls = TlsConnector::from(config)
-                    .connect(tls::server_name(), tcp)
-                    .await
-                    .map_err(|e| classify(&name, "TLS handshake", &e))?;
-                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                    .await
-                    .map_err(|e| classify(&name, "HTTP handshake", &e))?;
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!("connection to the master ended: {e}");
-                    }
-                });
-                Ok::<_, FetchError>(sender)
-            };
-            tokio::time::timeout(timeout, connect)
-                .await
-                .map_err(|_| unreachable(format!("no connection within {timeout:?}")))?
-        })?;
+        let sender = runtime.block_on(open(master, config.clone(), timeout))?;
         Ok(Master {
             runtime,
             sender,
-            name,
+            name: master.to_string(),
+            config,
+            timeout,
         })
+    }
+
+    /// Replaces the connection with a new one (after a refused request whose body the
+    /// master may not have read: it may close the connection under the rest of it).
+    fn reconnect(&mut self) -> Result<(), FetchError> {
+        let open = open(&self.name, self.config.clone(), self.timeout);
+        self.sender = self.runtime.block_on(open)?;
+        Ok(())
     }
 
     /// `GET path`: the body of a 200 response, at most `max` bytes.
@@ -136,6 +129,7 @@ impl Master {
         match self.get_optional(path, max)? {
             Some(body) => Ok(body),
             None => Err(FetchError::Status {
+                method: Method::GET,
                 path: path.to_string(),
                 status: StatusCode::NOT_FOUND,
             }),
@@ -154,7 +148,7 @@ impl Master {
                     .map_err(|e| classify(&name, "connection", &e))?;
                 let req = Request::get(path)
                     .header("host", tls::SERVER_NAME)
-                    .body(Empty::<Bytes>::new())
+                    .body(Full::new(Bytes::new()))
                     .map_err(|e| FetchError::Setup(format!("GET {path}: {e}")))?;
                 let resp = sender
                     .send_request(req)
@@ -165,6 +159,7 @@ impl Master {
                     StatusCode::NOT_FOUND => return Ok(None),
                     status => {
                         return Err(FetchError::Status {
+                            method: Method::GET,
                             path: path.to_string(),
                             status,
                         });
@@ -183,6 +178,217 @@ impl Master {
                 })?
         })
     }
+    /// `POST path` with `body` (`application/octet-stream`): on 200, a reader of the
+    /// answer's body that fails once it has yielded more than `max` bytes; any other
+    /// status is [`FetchError::Status`]. The body streams as it is read, within
+    /// [`REQUEST_TIMEOUT`] of the request.
+    pub fn post(
+        &mut self,
+        path: &str,
+        body: Vec<u8>,
+        max: u64,
+    ) -> Result<BodyReader<'_>, FetchError> {
+        let name = self.name.clone();
+        let sender = &mut self.sender;
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        let late = || {
+            FetchError::Unreachable(format!(
+                "{name}: POST {path}: no answer within {REQUEST_TIMEOUT:?}"
+            ))
+        };
+        let body = self.runtime.block_on(async {
+            let send = async {
+                sender
+                    .ready()
+                    .await
+                    .map_err(|e| classify(&name, "connection", &e))?;
+                let req = Request::post(path)
+                    .header("host", tls::SERVER_NAME)
+                    .header("content-type", "application/octet-stream")
+                    .body(Full::new(Bytes::from(body)))
+                    .map_err(|e| FetchError::Setup(format!("POST {path}: {e}")))?;
+                let resp = sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| classify(&name, &format!("POST {path}"), &e))?;
+                let status = resp.status();
+                if status != StatusCode::OK {
+                    let _ = read_capped(&name, path, resp.into_body(), REFUSAL_MAX).await;
+                    return Ok(Err(status));
+                }
+                Ok(Ok(resp.into_body()))
+            };
+            tokio::time::timeout_at(deadline, send)
+                .await
+                .map_err(|_| late())?
+        })?;
+        let body = match body {
+            Ok(body) => body,
+            Err(status) => {
+                // A master that refuses may not have read the whole request body, and
+                // then closes the connection under the rest (an older policyd's 404):
+                // the next request gets a new one.
+                self.reconnect()?;
+                return Err(FetchError::Status {
+                    method: Method::POST,
+                    path: path.to_string(),
+                    status,
+                });
+            }
+        };
+        Ok(BodyReader {
+            runtime: &self.runtime,
+            body,
+            chunk: Bytes::new(),
+            delivered: 0,
+            max,
+            deadline,
+            name: self.name.clone(),
+            path: path.to_string(),
+            error: None,
+        })
+    }
+}
+
+/// One HTTP/1.1 connection to `master` within `timeout`, its driver spawned on the
+/// current runtime.
+async fn open(
+    master: &str,
+    config: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> Result<SendRequest<Full<Bytes>>, FetchError> {
+    let unreachable = |what: String| FetchError::Unreachable(format!("{master}: {what}"));
+    let connect = async {
+        let tcp = TcpStream::connect(master)
+            .await
+            .map_err(|e| unreachable(format!("connect: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = TlsConnector::from(config)
+            .connect(tls::server_name(), tcp)
+            .await
+            .map_err(|e| classify(master, "TLS handshake", &e))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| classify(master, "HTTP handshake", &e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection to the master ended: {e}");
+            }
+        });
+        Ok::<_, FetchError>(sender)
+    };
+    tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| unreachable(format!("no connection within {timeout:?}")))?
+}
+
+/// The most of a refusal's body read (and dropped) to keep the connection usable.
+const REFUSAL_MAX: u64 = 64 * 1024;
+
+/// The body of a 200 to [`Master::post`], read as it arrives (nothing but the frame in
+/// hand is held). A transport failure, the timeout or more than the cap is an
+/// `io::Error` to the reader, and the [`FetchError`] behind it is kept for
+/// [`BodyReader::take_error`], so the caller can tell an unreachable master from a
+/// body that failed a check.
+pub struct BodyReader<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    body: Incoming,
+    chunk: Bytes,
+    /// Bytes handed to the reader so far (at most `max`).
+    delivered: u64,
+    max: u64,
+    deadline: tokio::time::Instant,
+    name: String,
+    path: String,
+    error: Option<FetchError>,
+}
+
+impl std::fmt::Debug for BodyReader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyReader")
+            .field("path", &self.path)
+            .field("delivered", &self.delivered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BodyReader<'_> {
+    /// The failure behind the last `io::Error` this reader returned, if any.
+    pub fn take_error(&mut self) -> Option<FetchError> {
+        self.error.take()
+    }
+
+    /// Whether the body has no byte left (reads at most one more frame; the cap does
+    /// not apply, so a body longer than expected answers `false`, not an error).
+    pub fn at_end(&mut self) -> Result<bool, FetchError> {
+        if !self.chunk.is_empty() {
+            return Ok(false);
+        }
+        Ok(self.next_chunk()?.is_none())
+    }
+
+    /// The next non-empty data frame, `None` at the end of the body.
+    fn next_chunk(&mut self) -> Result<Option<Bytes>, FetchError> {
+        let (name, path) = (&self.name, &self.path);
+        let body = &mut self.body;
+        loop {
+            let deadline = self.deadline;
+            let frame = self
+                .runtime
+                .block_on(async { tokio::time::timeout_at(deadline, body.frame()).await })
+                .map_err(|_| {
+                    FetchError::Unreachable(format!(
+                        "{name}: POST {path}: no answer within {REQUEST_TIMEOUT:?}"
+                    ))
+                })?;
+            let Some(frame) = frame else {
+                return Ok(None);
+            };
+            let frame = frame.map_err(|e| classify(name, &format!("POST {path}"), &e))?;
+            if let Ok(data) = frame.into_data()
+                && !data.is_empty()
+            {
+                return Ok(Some(data));
+            }
+        }
+    }
+
+    fn fail(&mut self, e: FetchError) -> io::Error {
+        let error = io::Error::other(e.to_string());
+        self.error = Some(e);
+        error
+    }
+}
+
+impl Read for BodyReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.chunk.is_empty() {
+            match self.next_chunk() {
+                Ok(Some(chunk)) => self.chunk = chunk,
+                Ok(None) => return Ok(0),
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+        let room = self.max.saturating_sub(self.delivered);
+        if room == 0 {
+            let e = FetchError::TooLarge {
+                method: Method::POST,
+                path: self.path.clone(),
+                max: self.max,
+            };
+            return Err(self.fail(e));
+        }
+        let n = buf
+            .len()
+            .min(self.chunk.len())
+            .min(usize::try_from(room).unwrap_or(usize::MAX));
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        self.delivered += n as u64;
+        Ok(n)
+    }
 }
 
 async fn read_capped(
@@ -197,6 +403,7 @@ async fn read_capped(
         if let Ok(data) = frame.into_data() {
             if (out.len() + data.len()) as u64 > max {
                 return Err(FetchError::TooLarge {
+                    method: Method::GET,
                     path: path.to_string(),
                     max,
                 });
@@ -205,6 +412,40 @@ async fn read_capped(
         }
     }
     Ok(out)
+}
+
+/// How much one batched request may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Most blobs per request.
+    pub blobs: usize,
+    /// Most bytes of declared size per request; a blob larger than this goes alone.
+    pub bytes: u64,
+}
+
+/// Splits blobs of `sizes` (in order) into consecutive index ranges within `limits`;
+/// every range holds at least one blob.
+pub fn plan_batches(
+    sizes: impl IntoIterator<Item = u64>,
+    limits: BatchLimits,
+) -> Vec<std::ops::Range<usize>> {
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    let mut end = 0;
+    for (at, size) in sizes.into_iter().enumerate() {
+        let full = at - start >= limits.blobs.max(1)
+            || (at > start && bytes.saturating_add(size) > limits.bytes);
+        if full {
+            batches.push(start..at);
+            (start, bytes) = (at, 0);
+        }
+        bytes = bytes.saturating_add(size);
+        end = at + 1;
+    }
+    if end > start {
+        batches.push(start..end);
+    }
+    batches
 }
 
 /// A transport failure: an unpinned server key is a trust refusal, anything else
@@ -217,5 +458,31 @@ fn classify(name: &str, what: &str, e: &(dyn std::error::Error + 'static)) -> Fe
         },
         Some(r) => FetchError::Unreachable(format!("{name}: {what}: {r}")),
         None => FetchError::Unreachable(format!("{name}: {what}: {}", tenet_keys::error_chain(e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(sizes: &[u64], blobs: usize, bytes: u64) -> Vec<std::ops::Range<usize>> {
+        plan_batches(sizes.iter().copied(), BatchLimits { blobs, bytes })
+    }
+
+    #[test]
+    fn batches_respect_both_limits_and_cover_every_blob_once() {
+        assert_eq!(plan(&[], 3, 10), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(plan(&[1; 7], 3, 100), [0..3, 3..6, 6..7]);
+        assert_eq!(plan(&[1; 6], 3, 100), [0..3, 3..6]);
+        // Bytes: 4 + 4 fits 10, a third 4 does not.
+        assert_eq!(plan(&[4, 4, 4, 2], 10, 10), [0..2, 2..4]);
+        // Exactly the cap fits.
+        assert_eq!(plan(&[5, 5, 1], 10, 10), [0..2, 2..3]);
+        // A blob over the cap goes alone, wherever it is.
+        assert_eq!(plan(&[1, 50, 1, 1], 10, 10), [0..1, 1..2, 2..4]);
+        assert_eq!(plan(&[50], 10, 10), Vec::from_iter(std::iter::once(0..1)));
+        assert_eq!(plan(&[0; 5], 2, 0), [0..2, 2..4, 4..5]);
+        // No limit of zero blobs can stall the plan.
+        assert_eq!(plan(&[1, 1], 0, 10), [0..1, 1..2]);
     }
 }

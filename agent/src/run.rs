@@ -585,7 +585,7 @@ fn sync(
     // enters the store only after it streamed in hashed against the signed manifest
     // (or was linked from an older cache layout, where it was hashed when stored); a
     // stored one is trusted by its name, and hashed again whenever its bytes are read
-    // (`BundleFiles`).
+    // (`BundleFiles`). The missing ones are fetched a batch per request (`fetch_blobs`).
     let store = cache.blob_store();
     let stored = cache.stored_blobs().map_err(local("blob store"))?;
     let in_force = cache.current().map(|(_, dir)| dir);
@@ -601,6 +601,7 @@ fn sync(
             }
         }
     }
+    let mut missing = Vec::new();
     for entry in &m.files {
         if !seen.insert(entry.sha256) {
             continue;
@@ -616,18 +617,9 @@ fn sync(
             written.push(path);
             continue;
         }
-        let body = master.get(&format!("/v1/blob/sha256/{hex}"), entry.size)?;
-        let part = store.join(format!(".{hex}.part"));
-        let mut file = create_file(&part).map_err(local("blob store"))?;
-        if let Err(e) = check_blob_stream(entry, body.as_slice(), &mut file) {
-            drop(file);
-            let _ = std::fs::remove_file(&part);
-            return Err(e.into());
-        }
-        drop(file);
-        rename_file(&part, &path).map_err(local("blob store"))?;
-        written.push(path);
+        missing.push(entry);
     }
+    fetch_blobs(&mut master, &store, &missing, BATCH_LIMITS, &mut written)?;
     drop(master);
     // Everything staged is durable before anything is verified or switched: one fsync
     // per file when few were written (a change of one file), else one syncfs.
@@ -645,6 +637,142 @@ fn sync(
     };
     let verified = tenet_keys::verify_bundle_staged(state, &staging, clock, known)?;
     Ok(Synced::Fetched(Box::new(verified)))
+}
+
+/// What one `POST /v1/blobs` asks for: the server's most hashes, and a share of the
+/// server's per-request bytes (a blob larger than that goes alone).
+const BATCH_LIMITS: fetch::BatchLimits = fetch::BatchLimits {
+    blobs: 4096,
+    bytes: 32 * 1024 * 1024,
+};
+
+/// Fetches the `missing` blobs into `store` (appending each stored path to `written`):
+/// in batches within `limits` from `POST /v1/blobs`, or one `GET` each from a master
+/// that does not have that route (404 or 405: an older policyd). The fallback also
+/// follows a 404 for a hash the master no longer serves; its first `GET` of such a
+/// blob fails as before.
+fn fetch_blobs(
+    master: &mut Master,
+    store: &Path,
+    missing: &[&tenet_keys::FileEntry],
+    limits: fetch::BatchLimits,
+    written: &mut Vec<PathBuf>,
+) -> Result<(), SyncError> {
+    for range in fetch::plan_batches(missing.iter().map(|e| e.size), limits) {
+        let start = range.start;
+        match fetch_batch(master, store, &missing[range], written) {
+            Ok(()) => {}
+            Err(Batch::Unsupported) => {
+                tracing::debug!("the master has no batched blob route: one request per blob");
+                return missing[start..]
+                    .iter()
+                    .try_for_each(|entry| fetch_one(master, store, entry, written));
+            }
+            Err(Batch::Failed(e)) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Why a batch was not stored.
+enum Batch {
+    /// The master has no `POST /v1/blobs` (404 or 405).
+    Unsupported,
+    /// Anything else: the sync fails.
+    Failed(SyncError),
+}
+
+impl<E: Into<SyncError>> From<E> for Batch {
+    fn from(e: E) -> Batch {
+        Batch::Failed(e.into())
+    }
+}
+
+/// One `POST /v1/blobs` for `batch`: the answer is split by the manifest's declared
+/// sizes, each blob streamed through the same checks as a single `GET` into
+/// `.{hex}.part`, then renamed into the store. A body shorter than the sum of sizes
+/// fails the blob it cuts short (`BlobTooSmall`); bytes after the last blob fail that
+/// blob as too large (`BlobTooLarge`), as one `GET` of an over-long blob does. Only the
+/// frame in hand is held in memory.
+fn fetch_batch(
+    master: &mut Master,
+    store: &Path,
+    batch: &[&tenet_keys::FileEntry],
+    written: &mut Vec<PathBuf>,
+) -> Result<(), Batch> {
+    let mut request = String::with_capacity(batch.len() * 65);
+    let mut total: u64 = 0;
+    for entry in batch {
+        request.push_str(&entry.sha256.to_string());
+        request.push('\n');
+        total = total.saturating_add(entry.size);
+    }
+    let mut body = match master.post("/v1/blobs", request.into_bytes(), total) {
+        Ok(b) => b,
+        Err(FetchError::Status { status, .. })
+            if status == hyper::StatusCode::NOT_FOUND
+                || status == hyper::StatusCode::METHOD_NOT_ALLOWED =>
+        {
+            return Err(Batch::Unsupported);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for entry in batch {
+        let hex = entry.sha256.to_string();
+        let part = store.join(format!(".{hex}.part"));
+        let mut file = create_file(&part).map_err(local("blob store"))?;
+        if let Err(e) =
+            check_blob_stream(entry, std::io::Read::take(&mut body, entry.size), &mut file)
+        {
+            drop(file);
+            let _ = std::fs::remove_file(&part);
+            // A transport failure under the read is the master's, not the blob's.
+            return Err(match body.take_error() {
+                Some(fetch) => fetch.into(),
+                None => e.into(),
+            });
+        }
+        drop(file);
+        let path = store.join(&hex);
+        rename_file(&part, &path).map_err(local("blob store"))?;
+        written.push(path);
+    }
+    match (body.at_end()?, batch.last()) {
+        (false, Some(last)) => Err(VerifyError::BlobTooLarge {
+            path: last.path.clone(),
+            declared: last.size,
+        }
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// One `GET /v1/blob/sha256/{hex}` into the store (a master without batches). A body
+/// over the declared size is read one byte past it, so the check refuses it on trust
+/// (`BlobTooLarge`) as a batch does.
+fn fetch_one(
+    master: &mut Master,
+    store: &Path,
+    entry: &tenet_keys::FileEntry,
+    written: &mut Vec<PathBuf>,
+) -> Result<(), SyncError> {
+    let hex = entry.sha256.to_string();
+    let body = master.get(
+        &format!("/v1/blob/sha256/{hex}"),
+        entry.size.saturating_add(1),
+    )?;
+    let part = store.join(format!(".{hex}.part"));
+    let mut file = create_file(&part).map_err(local("blob store"))?;
+    if let Err(e) = check_blob_stream(entry, body.as_slice(), &mut file) {
+        drop(file);
+        let _ = std::fs::remove_file(&part);
+        return Err(e.into());
+    }
+    drop(file);
+    let path = store.join(&hex);
+    rename_file(&part, &path).map_err(local("blob store"))?;
+    written.push(path);
+    Ok(())
 }
 
 /// Hard-links a blob of the bundle in force (older cache layout) into the store.

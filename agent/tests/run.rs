@@ -19,7 +19,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -442,8 +442,27 @@ struct FakeMaster {
     _runtime: tokio::runtime::Runtime,
 }
 
+/// What a [`FakeMaster`] makes of the concatenated blobs a `POST /v1/blobs` asks for.
+type Tweak = fn(Vec<u8>) -> Vec<u8>;
+
 impl FakeMaster {
+    /// Serves `routes` by path, whatever the method: `POST /v1/blobs` is a 404, as from
+    /// an older policyd.
     fn start(key: &SecretKey, routes: HashMap<String, Vec<u8>>) -> FakeMaster {
+        FakeMaster::serve(key, routes, None)
+    }
+
+    /// Serves `routes`, and `POST /v1/blobs` as policyd does from the blob routes, its
+    /// answer passed through `tweak`.
+    fn batched(key: &SecretKey, routes: HashMap<String, Vec<u8>>, tweak: Tweak) -> FakeMaster {
+        FakeMaster::serve(key, routes, Some(tweak))
+    }
+
+    fn serve(
+        key: &SecretKey,
+        routes: HashMap<String, Vec<u8>>,
+        batch: Option<Tweak>,
+    ) -> FakeMaster {
         let id = Identity::new(key, Subject::PolicyServer).unwrap();
         let mut config = tenet_keys::tls::server_config(&id, Arc::new(AdmitAll)).unwrap();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -469,20 +488,30 @@ impl FakeMaster {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
-                    let service = hyper::service::service_fn(move |req| {
-                        let body = routes.get(req.uri().path()).cloned();
-                        async move {
-                            let resp = match body {
-                                Some(b) => Response::new(Full::new(Bytes::from(b))),
-                                None => {
-                                    let mut r = Response::new(Full::new(Bytes::new()));
-                                    *r.status_mut() = StatusCode::NOT_FOUND;
-                                    r
-                                }
-                            };
-                            Ok::<_, std::convert::Infallible>(resp)
-                        }
-                    });
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let routes = routes.clone();
+                            async move {
+                                let body = match batch {
+                                    Some(tweak) if req.uri().path() == "/v1/blobs" => {
+                                        let asked =
+                                            req.into_body().collect().await.unwrap().to_bytes();
+                                        concatenated(&routes, &asked).map(tweak)
+                                    }
+                                    _ => routes.get(req.uri().path()).cloned(),
+                                };
+                                let resp = match body {
+                                    Some(b) => Response::new(Full::new(Bytes::from(b))),
+                                    None => {
+                                        let mut r = Response::new(Full::new(Bytes::new()));
+                                        *r.status_mut() = StatusCode::NOT_FOUND;
+                                        r
+                                    }
+                                };
+                                Ok::<_, std::convert::Infallible>(resp)
+                            }
+                        },
+                    );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service)
                         .await;
@@ -494,6 +523,16 @@ impl FakeMaster {
             _runtime: runtime,
         }
     }
+}
+
+/// The blobs of `routes` that a `POST /v1/blobs` body names, concatenated; `None` if
+/// one is missing.
+fn concatenated(routes: &HashMap<String, Vec<u8>>, asked: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for hex in String::from_utf8_lossy(asked).lines() {
+        out.extend_from_slice(routes.get(&format!("/v1/blob/sha256/{hex}"))?);
+    }
+    Some(out)
 }
 
 /// The routes of a bundle directory, as policyd serves them.
@@ -787,6 +826,229 @@ fn a_rotated_root_and_policy_key_reach_members_through_the_master() {
         tenet_keys::Role::Policy,
         &SecretKey::read(&new_key("policy")).unwrap().key_id()
     ));
+}
+
+/// Points `config` at `addr`.
+fn point_at(config: &Path, addr: SocketAddr) {
+    let text = fs::read_to_string(config).unwrap();
+    let text = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("master = ") {
+                format!("master = \"{addr}\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    fs::write(config, text + "\n").unwrap();
+}
+
+/// The blob names (hashes) of a bundle directory.
+fn blob_names(bundle: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(bundle.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A member with serial 1 cached meets the pinned master serving serial 2 whose new
+/// blob does not match the signed manifest, batched or one request per blob (an
+/// older master), or a batch answer longer or shorter than the declared sizes: each
+/// run exits 4 on trust, applies nothing, and keeps serial 1 and its trust state.
+/// The untouched answers then converge, batched and (for a fresh member) one by one.
+#[test]
+fn a_tampered_or_misframed_blob_is_refused_on_trust_batched_or_not() {
+    let world = World::new();
+    let bundle1 = world.sign(1);
+    let config = {
+        let mut policyd = Policyd::start(&world.policyd_config());
+        let addr = policyd.promote(&bundle1, 1);
+        let config = world.member("beta", "beta", addr);
+        assert_code(&run_agent(&config), 0);
+        policyd.kill();
+        config
+    };
+    let trust = config.with_file_name("state/trust.toml");
+    let trust_before = fs::read_to_string(&trust).unwrap();
+
+    let bundle2 = world.sign(2);
+    let mut routes = routes_of(&bundle2);
+    let (ts, ts_sig) = timestamp_for(&world, &routes["/v1/manifest"]);
+    routes.insert("/v1/timestamp".into(), ts);
+    routes.insert("/v1/timestamp/sig".into(), ts_sig);
+    // The blobs serial 2 adds: the member's store lacks them, so they are fetched.
+    let old = blob_names(&bundle1);
+    let new: Vec<String> = blob_names(&bundle2)
+        .into_iter()
+        .filter(|h| !old.contains(h))
+        .collect();
+    assert!(!new.is_empty());
+    let mut tampered = routes.clone();
+    for hex in &new {
+        let blob = tampered.get_mut(&format!("/v1/blob/sha256/{hex}")).unwrap();
+        blob[0] ^= 0x20;
+    }
+    let mut longer = routes.clone();
+    for hex in &new {
+        let blob = longer.get_mut(&format!("/v1/blob/sha256/{hex}")).unwrap();
+        blob.push(b'\n');
+    }
+
+    let key = world.server_key();
+    let keep = |b: Vec<u8>| b;
+    let masters = [
+        (
+            "tampered, batched",
+            FakeMaster::batched(&key, tampered.clone(), keep),
+        ),
+        ("tampered, one by one", FakeMaster::start(&key, tampered)),
+        ("too long, one by one", FakeMaster::start(&key, longer)),
+        (
+            "a byte short",
+            FakeMaster::batched(&key, routes.clone(), |mut b| {
+                b.pop();
+                b
+            }),
+        ),
+        // Last: the blobs before the extra byte verify, and stay in the store by hash.
+        (
+            "a byte after the batch",
+            FakeMaster::batched(&key, routes.clone(), |mut b| {
+                b.push(b'x');
+                b
+            }),
+        ),
+    ];
+    for (case, master) in masters {
+        point_at(&config, master.addr);
+        let r = run_agent(&config);
+        assert_eq!(r.code, Some(4), "{case}: {}", r.out);
+        assert!(r.out.contains("trust refused"), "{case}: {}", r.out);
+        assert!(r.out.contains("blob for"), "{case}: {}", r.out);
+        assert_eq!(
+            read(&config, "etc/tenet-serial").as_deref(),
+            Some("serial 1 on beta\n"),
+            "{case}"
+        );
+        assert_eq!(fs::read_to_string(&trust).unwrap(), trust_before, "{case}");
+        let link = fs::read_link(config.with_file_name("state/current")).unwrap();
+        assert!(link.ends_with("1"), "{case}: {}", link.display());
+    }
+
+    // The same bundle, answered faithfully, converges.
+    let batched = FakeMaster::batched(&key, routes.clone(), keep);
+    point_at(&config, batched.addr);
+    assert_code(&run_agent(&config), 0);
+    assert_eq!(
+        read(&config, "etc/tenet-serial").as_deref(),
+        Some("serial 2 on beta\n")
+    );
+    let older = FakeMaster::start(&key, routes);
+    let fresh = world.member("gamma", "gamma-fresh", older.addr);
+    assert_code(&run_agent(&fresh), 0);
+    assert_eq!(
+        read(&fresh, "etc/tenet-serial").as_deref(),
+        Some("serial 2 on gamma\n")
+    );
+}
+
+/// `GET /metrics` from policyd's plain-HTTP metrics endpoint.
+fn metrics_of(policyd: &Policyd) -> String {
+    use std::io::{Read as _, Write as _};
+    let status = policyd.status();
+    let addr = status
+        .lines()
+        .find_map(|l| l.strip_prefix("metrics: "))
+        .expect("metrics address");
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// The value of one series in a metrics text (0 when absent).
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A full sync of more blobs than one request may name (4096) takes two batched
+/// requests and no per-blob ones, and converges; the next run fetches nothing. From a
+/// master without the batched route, the same sync falls back on per-blob requests.
+#[test]
+fn a_full_sync_of_more_blobs_than_one_batch_converges_in_two_requests() {
+    const EXTRA: usize = 4200;
+    let world = World::new();
+    let many = world.tree(1).join("files/many");
+    fs::create_dir_all(&many).unwrap();
+    for i in 0..EXTRA {
+        fs::write(many.join(format!("{i:04}")), format!("blob {i}\n")).unwrap();
+    }
+    let bundle = world.sign(1);
+    let blobs = blob_names(&bundle).len();
+    assert!(blobs > EXTRA, "{blobs}");
+    let policyd = Policyd::start(&world.policyd_config());
+    let addr = policyd.promote(&bundle, 1);
+    let config = world.member("alpha", "alpha", addr);
+    let r = run_agent(&config);
+    assert_code(&r, 0);
+    assert_eq!(
+        read(&config, "etc/tenet-serial").as_deref(),
+        Some("serial 1 on alpha\n")
+    );
+    let stored = fs::read_dir(config.with_file_name("state/blobs/sha256"))
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_str()
+                .unwrap()
+                .starts_with('.')
+        })
+        .count();
+    assert_eq!(stored, blobs);
+
+    let series = |route: &str, status: u16| {
+        format!(
+            "tenet_policyd_requests_total{{socket=\"serve\",route=\"{route}\",status=\"{status}\"}}"
+        )
+    };
+    let text = metrics_of(&policyd);
+    assert_eq!(metric(&text, &series("blobs", 200)), 2, "{text}");
+    assert_eq!(metric(&text, &series("blob", 200)), 0, "{text}");
+    assert_eq!(
+        metric(&text, "tenet_policyd_blob_reads_total"),
+        blobs as u64,
+        "{text}"
+    );
+
+    let r = run_agent(&config);
+    assert_code(&r, 0);
+    assert!(r.out.contains("nothing to do"), "{}", r.out);
+    let text = metrics_of(&policyd);
+    assert_eq!(metric(&text, &series("blobs", 200)), 2, "{text}");
+
+    // A master without the batched route refuses the first batch (4096 hashes, more
+    // than it reads before answering) and the member falls back on one GET per blob.
+    let mut routes = routes_of(&bundle);
+    let (ts, ts_sig) = timestamp_for(&world, &routes["/v1/manifest"]);
+    routes.insert("/v1/timestamp".into(), ts);
+    routes.insert("/v1/timestamp/sig".into(), ts_sig);
+    let older = FakeMaster::start(&world.server_key(), routes);
+    let fresh = world.member("beta", "beta", older.addr);
+    assert_code(&run_agent(&fresh), 0);
+    assert_eq!(
+        read(&fresh, "etc/tenet-serial").as_deref(),
+        Some("serial 1 on beta\n")
+    );
 }
 
 /// A `source` file is compared by its signed hash and read from the blob store only

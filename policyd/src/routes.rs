@@ -8,6 +8,7 @@
 //! | serve    | `GET /v1/timestamp` (`/sig`)  | the current timestamp  | member  |
 //! | serve    | `GET /v1/manifest` (`/sig`)   | the current manifest   | member  |
 //! | serve    | `GET /v1/blob/sha256/{hex}`   | a file of the tree     | member  |
+//! | serve    | `POST /v1/blobs`              | many files, in order   | member  |
 //!
 //! Paths are matched segment by segment against these literals, with `{n}` a decimal
 //! without leading zeros and `{hex}` exactly 64 lower-case hex digits; anything else is
@@ -15,7 +16,20 @@
 //! path: a blob is found by its hash in the verified manifest, and only then read from
 //! the blob store under the name that hash gives. Every route takes `GET` only and no
 //! request body, except `POST /v1/run` (a signed run request of at most 4 KiB; see
-//! [`crate::runreq`]).
+//! [`crate::runreq`]) and `POST /v1/blobs`.
+//!
+//! `POST /v1/blobs` (a full sync in a handful of requests): the body names blobs, one
+//! hash per line (`{hex}` as above, each line ending in `\n`, the last one optionally
+//! not), at most [`MAX_BATCH_BLOBS`] of them ([`MAX_BATCH_BODY`] bytes; 413 beyond). A
+//! malformed line is 400 naming its number; a hash no file of the served manifest has
+//! is 404 naming the first such, before any blob is read. The answer is 200,
+//! `application/octet-stream`, the blobs' bytes concatenated in request order with no
+//! framing (the member knows every size from the signed manifest), its
+//! `Content-Length` their sum. A hash named twice is served twice. Each blob is read
+//! and hashed again as for `GET /v1/blob`, all before the answer starts, so a blob store
+//! that no longer matches the manifest is a 500, never wrong bytes; a batch of more than
+//! one blob whose sizes add up to over [`MAX_BATCH_BYTES`] is 413 (the memory one
+//! request may hold; a single blob of any size is served, as by `GET /v1/blob`).
 //!
 //! "member" means the peer's key id is in the inventory of the manifest being served,
 //! checked on every request (the handshake already refused others; the check covers a
@@ -28,9 +42,9 @@ use std::sync::Arc;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Bytes, Incoming};
-use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use tenet_keys::{KeyId, Sha256Sum};
+use tenet_keys::{FileEntry, KeyId, Sha256Sum, VerifyError};
 use tracing::error;
 
 use crate::daemon::Shared;
@@ -58,7 +72,17 @@ pub(crate) enum Route {
     ManifestSig,
     /// `GET /v1/blob/sha256/{hex}`.
     Blob(Sha256Sum),
+    /// `POST /v1/blobs`: many blobs in one answer.
+    Blobs,
 }
+
+/// Most hashes one `POST /v1/blobs` may name.
+pub(crate) const MAX_BATCH_BLOBS: usize = 4096;
+/// Largest `POST /v1/blobs` body: [`MAX_BATCH_BLOBS`] lines of 64 hex digits and `\n`.
+pub(crate) const MAX_BATCH_BODY: u64 = MAX_BATCH_BLOBS as u64 * 65;
+/// Largest sum of sizes a `POST /v1/blobs` of more than one blob may ask for: the answer
+/// is held in memory until it is sent.
+pub(crate) const MAX_BATCH_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Whom a route answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +118,7 @@ impl Route {
                 ["manifest"] => Some(Route::Manifest),
                 ["manifest", "sig"] => Some(Route::ManifestSig),
                 ["blob", "sha256", hex] => sha256(hex).map(Route::Blob),
+                ["blobs"] => Some(Route::Blobs),
                 _ => None,
             },
         }
@@ -111,6 +136,7 @@ impl Route {
             Route::Manifest => "manifest",
             Route::ManifestSig => "manifest_sig",
             Route::Blob(_) => "blob",
+            Route::Blobs => "blobs",
         }
     }
 
@@ -133,19 +159,17 @@ pub(crate) async fn handle(
     let route = Route::parse(site, req.uri().path());
     let response = match route {
         None => text(StatusCode::NOT_FOUND, "no such route\n".to_string()).map(BodyExt::boxed),
-        Some(Route::Run) => {
-            if req.method() == Method::POST {
-                crate::runreq::handle(shared, peer, req).await
-            } else {
-                let mut r = text(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "this route answers POST only\n".to_string(),
-                );
-                r.headers_mut()
-                    .insert(ALLOW, HeaderValue::from_static("POST"));
-                r.map(BodyExt::boxed)
-            }
+        Some(Route::Run | Route::Blobs) if req.method() != Method::POST => {
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this route answers POST only\n".to_string(),
+            );
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("POST"));
+            r.map(BodyExt::boxed)
         }
+        Some(Route::Run) => crate::runreq::handle(shared, peer, req).await,
+        Some(Route::Blobs) => blobs(shared, peer, req).await.map(BodyExt::boxed),
         Some(route) => answer(shared, route, peer, &req).await.map(BodyExt::boxed),
     };
     let label = route.as_ref().map_or("unknown", Route::name);
@@ -183,25 +207,34 @@ async fn answer(
             Route::Health => health(shared),
             _ => text(StatusCode::NOT_FOUND, "no such route\n".to_string()),
         },
-        Auth::Member => {
-            let Some(snapshot) = shared.promotion.snapshot() else {
-                return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "this member is not serving a bundle\n".to_string(),
-                );
-            };
-            if !snapshot.bundle.members().contains(&peer) {
-                return text(
-                    StatusCode::FORBIDDEN,
-                    format!(
-                        "key id {peer} is not an enrolled member of manifest serial {}\n",
-                        snapshot.bundle.serial()
-                    ),
-                );
-            }
-            bundle_route(shared, &snapshot, route).await
-        }
+        Auth::Member => match member_snapshot(shared, peer) {
+            Ok(snapshot) => bundle_route(shared, &snapshot, route).await,
+            Err((status, message)) => text(status, message),
+        },
     }
+}
+
+/// A refusal: its status and message.
+type Refused = (StatusCode, String);
+
+/// The bundle served now, if `peer` is an enrolled member of it; else the refusal.
+fn member_snapshot(shared: &Shared, peer: KeyId) -> Result<Arc<Snapshot>, Refused> {
+    let Some(snapshot) = shared.promotion.snapshot() else {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this member is not serving a bundle\n".to_string(),
+        ));
+    };
+    if !snapshot.bundle.members().contains(&peer) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "key id {peer} is not an enrolled member of manifest serial {}\n",
+                snapshot.bundle.serial()
+            ),
+        ));
+    }
+    Ok(snapshot)
 }
 
 async fn bundle_route(shared: &Shared, s: &Snapshot, route: Route) -> Response<Full<Bytes>> {
@@ -217,7 +250,9 @@ async fn bundle_route(shared: &Shared, s: &Snapshot, route: Route) -> Response<F
         Route::Manifest => toml(s.bundle.manifest_document().bytes),
         Route::ManifestSig => toml(s.bundle.manifest_document().sig),
         Route::Blob(sha256) => blob(shared, s, sha256).await,
-        Route::Health | Route::Run => text(StatusCode::NOT_FOUND, "no such route\n".to_string()),
+        Route::Health | Route::Run | Route::Blobs => {
+            text(StatusCode::NOT_FOUND, "no such route\n".to_string())
+        }
     }
 }
 
@@ -249,18 +284,7 @@ async fn blob(shared: &Shared, s: &Snapshot, sha256: Sha256Sum) -> Response<Full
             );
             r
         }
-        Ok((entry, Err(e))) => {
-            error!(
-                path = %entry.path,
-                sha256 = %entry.sha256,
-                error = %tenet_keys::error_chain(&e),
-                "a blob no longer matches the served manifest"
-            );
-            text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the blob store no longer matches the served manifest\n".to_string(),
-            )
-        }
+        Ok((entry, Err(e))) => store_mismatch(&entry, &e),
         Err(e) => {
             error!(error = %e, "reading a blob failed");
             text(
@@ -269,6 +293,189 @@ async fn blob(shared: &Shared, s: &Snapshot, sha256: Sha256Sum) -> Response<Full
             )
         }
     }
+}
+
+/// `POST /v1/blobs` from `peer`: the named blobs, concatenated in request order (see the
+/// module docs). Membership is checked before any body is read, and every hash is
+/// looked up before any blob is.
+async fn blobs(shared: &Shared, peer: KeyId, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let snapshot = match member_snapshot(shared, peer) {
+        Ok(s) => s,
+        Err((status, message)) => return text(status, message),
+    };
+    let body = match read_batch_body(shared, req.into_body()).await {
+        Ok(b) => b,
+        Err((status, message)) => return text(status, message),
+    };
+    let hashes = match parse_batch(&body) {
+        Ok(h) => h,
+        Err(e) => return text(e.status(), format!("{e}\n")),
+    };
+    let mut entries = Vec::with_capacity(hashes.len());
+    let mut total: u64 = 0;
+    for (at, sha256) in hashes.iter().enumerate() {
+        // Only a hash the verified manifest lists reaches the filesystem.
+        let Some(entry) = snapshot.bundle.blob_entry(sha256) else {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "line {}: no file of the served manifest has hash {sha256}\n",
+                    at + 1
+                ),
+            );
+        };
+        total = total.saturating_add(entry.size);
+        entries.push(entry.clone());
+    }
+    if entries.len() > 1 && total > MAX_BATCH_BYTES {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "these {} blobs add up to {total} bytes, over the {MAX_BATCH_BYTES} one request may ask for\n",
+                entries.len()
+            ),
+        );
+    }
+    let bundle = snapshot.bundle.clone();
+    let metrics = shared.metrics.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        // Concatenated as read: each blob is hashed again by `read_blob` before it
+        // joins the answer, so nothing is sent unless every blob still matches.
+        let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+        for entry in entries {
+            metrics.blob_read();
+            match bundle.read_blob(&entry) {
+                Ok(bytes) => out.extend_from_slice(&bytes),
+                Err(e) => return Err(Box::new((entry, e))),
+            }
+        }
+        Ok(out)
+    })
+    .await;
+    match read {
+        Ok(Ok(bytes)) => {
+            let length = bytes.len();
+            let mut r = Response::new(Full::new(Bytes::from(bytes)));
+            let headers = r.headers_mut();
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Ok(Err(failed)) => store_mismatch(&failed.0, &failed.1),
+        Err(e) => {
+            error!(error = %e, "reading blobs failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "reading the blobs failed\n".to_string(),
+            )
+        }
+    }
+}
+
+/// Reads a `POST /v1/blobs` body: at most [`MAX_BATCH_BODY`] bytes (413 beyond), within
+/// `header_read_timeout` (400 after).
+async fn read_batch_body(shared: &Shared, mut body: Incoming) -> Result<Vec<u8>, Refused> {
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a request names at most {MAX_BATCH_BLOBS} blobs ({MAX_BATCH_BODY} bytes of body)\n"
+            ),
+        )
+    };
+    if body.size_hint().lower() > MAX_BATCH_BODY {
+        return Err(too_large());
+    }
+    let read = async {
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body: {e}\n"),
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if (out.len() + data.len()) as u64 > MAX_BATCH_BODY {
+                    return Err(too_large());
+                }
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok(out)
+    };
+    tokio::time::timeout(shared.config.limits.header_read_timeout, read)
+        .await
+        .map_err(|_| {
+            (
+                StatusCode::BAD_REQUEST,
+                "the request body did not arrive in time\n".to_string(),
+            )
+        })?
+}
+
+/// Why a `POST /v1/blobs` body names no blobs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum BatchError {
+    /// The body is empty.
+    #[error("the request names no blob: send one hash per line")]
+    Empty,
+    /// More than [`MAX_BATCH_BLOBS`] lines.
+    #[error("the request names {0} blobs; at most {MAX_BATCH_BLOBS} per request")]
+    TooMany(usize),
+    /// A line that is not 64 lower-case hex digits.
+    #[error("line {0}: not a blob hash (64 lower-case hex digits)")]
+    Malformed(usize),
+}
+
+impl BatchError {
+    fn status(&self) -> StatusCode {
+        match self {
+            BatchError::TooMany(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BatchError::Empty | BatchError::Malformed(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// The hashes of a `POST /v1/blobs` body, in order: one per line, each line ending in
+/// `\n` (optional after the last).
+fn parse_batch(body: &[u8]) -> Result<Vec<Sha256Sum>, BatchError> {
+    let body = body.strip_suffix(b"\n").unwrap_or(body);
+    if body.is_empty() {
+        return Err(BatchError::Empty);
+    }
+    let lines = body.split(|&c| c == b'\n');
+    let count = lines.clone().count();
+    if count > MAX_BATCH_BLOBS {
+        return Err(BatchError::TooMany(count));
+    }
+    lines
+        .enumerate()
+        .map(|(at, line)| {
+            std::str::from_utf8(line)
+                .ok()
+                .and_then(sha256)
+                .ok_or(BatchError::Malformed(at + 1))
+        })
+        .collect()
+}
+
+/// The 500 of a blob that no longer matches the served manifest, logged.
+fn store_mismatch(entry: &FileEntry, e: &VerifyError) -> Response<Full<Bytes>> {
+    error!(
+        path = %entry.path,
+        sha256 = %entry.sha256,
+        error = %tenet_keys::error_chain(e),
+        "a blob no longer matches the served manifest"
+    );
+    text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the blob store no longer matches the served manifest\n".to_string(),
+    )
 }
 
 fn health(shared: &Shared) -> Response<Full<Bytes>> {
@@ -363,6 +570,57 @@ mod tests {
         check(Site::Listener, "/v1/run", Some(Route::Run));
         check(Site::Serving, "/v1/run", None);
         check(Site::Listener, "/v1/run/", None);
+        check(Site::Serving, "/v1/blobs", Some(Route::Blobs));
+        check(Site::Serving, "/v1/blobs/", None);
+        check(Site::Listener, "/v1/blobs", None);
+    }
+
+    #[test]
+    fn a_batch_is_one_hash_per_line() {
+        let a = "ab".repeat(32);
+        let b = "0f".repeat(32);
+        let (sa, sb): (Sha256Sum, Sha256Sum) = (a.parse().unwrap(), b.parse().unwrap());
+        assert_eq!(
+            parse_batch(format!("{a}\n{b}\n").as_bytes()),
+            Ok(vec![sa, sb])
+        );
+        assert_eq!(
+            parse_batch(format!("{a}\n{b}").as_bytes()),
+            Ok(vec![sa, sb])
+        );
+        assert_eq!(
+            parse_batch(format!("{a}\n{a}\n").as_bytes()),
+            Ok(vec![sa, sa])
+        );
+        assert_eq!(parse_batch(b""), Err(BatchError::Empty));
+        assert_eq!(parse_batch(b"\n"), Err(BatchError::Empty));
+        for (body, line) in [
+            (format!("{a}\n\n{b}\n"), 2),
+            (format!("{a}\n\n"), 2),
+            (format!("{a}\r\n{b}\n"), 1),
+            (format!("{a}\n{}\n", b.to_uppercase()), 2),
+            (format!("{a}\n{}\n", &b[..63]), 2),
+            (format!("{a}\n{b}0\n"), 2),
+            (format!("{a} {b}\n"), 1),
+            ("../../etc/passwd\n".to_string(), 1),
+        ] {
+            assert_eq!(
+                parse_batch(body.as_bytes()),
+                Err(BatchError::Malformed(line)),
+                "{body:?}"
+            );
+        }
+        let most = format!("{a}\n").repeat(MAX_BATCH_BLOBS);
+        assert_eq!(most.len() as u64, MAX_BATCH_BODY);
+        assert_eq!(
+            parse_batch(most.as_bytes()).map(|h| h.len()),
+            Ok(MAX_BATCH_BLOBS)
+        );
+        let over = "x\n".repeat(MAX_BATCH_BLOBS + 1);
+        assert_eq!(
+            parse_batch(over.as_bytes()),
+            Err(BatchError::TooMany(MAX_BATCH_BLOBS + 1))
+        );
     }
 
     #[test]
