@@ -112,6 +112,20 @@ impl Cache {
         Ok(out)
     }
 
+    /// Whether a stored blob was found damaged (and removed) since the bundle in force
+    /// was last fetched: the next sync fetches it again even if nothing is newer.
+    pub fn damaged(&self) -> bool {
+        damaged_marker(&self.dir).exists()
+    }
+
+    /// Clears the damaged mark once the bundle in force was fetched again.
+    pub fn clear_damaged(&self) -> io::Result<()> {
+        match fs::remove_file(damaged_marker(&self.dir)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// The persisted trust state, if any (a corrupted one is an error).
     pub fn trust_state(&self) -> io::Result<Option<String>> {
         match fs::read_to_string(self.dir.join(TRUST_FILE)) {
@@ -286,6 +300,42 @@ impl BundleFiles {
     pub fn tree(&self) -> PathBuf {
         self.tree.clone()
     }
+
+    /// Removes a stored blob whose bytes no longer match its name, and marks the
+    /// store damaged so that the next `run` that reaches the master fetches the
+    /// bundle in force again (only the blobs the store lacks). Best effort: the
+    /// caller refuses the blob either way.
+    fn set_aside(&self, entry: &FileEntry) {
+        let blob = tenet_keys::bundle::blob_path(&self.dir, &entry.sha256);
+        let marker = damaged_marker(&self.dir);
+        match fs::remove_file(&blob).and_then(|()| fs::File::create(&marker).map(drop)) {
+            Ok(()) => tracing::warn!(
+                blob = %blob.display(),
+                "removed a stored blob that no longer matches its hash; the next run fetches it again"
+            ),
+            Err(e) => {
+                tracing::warn!(blob = %blob.display(), error = %e, "cannot set a damaged blob aside")
+            }
+        }
+    }
+}
+
+/// Whether a read failed because the stored bytes are not the blob's (as opposed to
+/// the store being unreadable).
+fn is_damaged(e: &tenet_keys::VerifyError) -> bool {
+    use tenet_keys::VerifyError as V;
+    matches!(
+        e,
+        V::BlobHash { .. }
+            | V::BlobTooLarge { .. }
+            | V::BlobTooSmall { .. }
+            | V::BlobNotFile { .. }
+    )
+}
+
+/// `STATE/blobs/.damaged`: a stored blob was found damaged and removed.
+fn damaged_marker(state_dir: &Path) -> PathBuf {
+    state_dir.join(BLOBS).join(".damaged")
 }
 
 impl tenet_policies::TreeFiles for BundleFiles {
@@ -306,8 +356,12 @@ impl tenet_policies::TreeFiles for BundleFiles {
             .and_then(|r| self.files.get(r))
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not in the signed manifest"))?;
         let mut out = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
-        tenet_keys::read_blob_into(&self.dir, entry, &mut out)
-            .map_err(|e| io::Error::other(tenet_keys::error_chain(&e)))?;
+        if let Err(e) = tenet_keys::read_blob_into(&self.dir, entry, &mut out) {
+            if is_damaged(&e) {
+                self.set_aside(entry);
+            }
+            return Err(io::Error::other(tenet_keys::error_chain(&e)));
+        }
         Ok(out)
     }
 

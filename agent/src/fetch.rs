@@ -118,7 +118,8 @@ impl Master {
 
     /// Replaces the connection with a new one (after a refused request whose body the
     /// master may not have read: it may close the connection under the rest of it).
-    fn reconnect(&mut self) -> Result<(), FetchError> {
+    /// Opens a new connection to the master in place of the current one.
+    pub(crate) fn reconnect(&mut self) -> Result<(), FetchError> {
         let open = open(&self.name, self.config.clone(), self.timeout);
         self.sender = self.runtime.block_on(open)?;
         Ok(())

@@ -275,6 +275,9 @@ fn run_locked(
                 cache
                     .persist(bundle.state())
                     .map_err(|e| env("cannot persist the trust state", &e))?;
+                if let Err(e) = cache.clear_damaged() {
+                    reporter.warning(&format!("cannot clear the damaged-blob mark: {e}"));
+                }
                 (BundleFiles::new(&dir, &manifest), manifest, serial)
             }
         }
@@ -552,7 +555,9 @@ fn sync(
             )));
         }
         TimestampOutcome::Current { state, expected } => {
-            if have_cache {
+            // A damaged stored blob was set aside: fetch the bundle in force again
+            // (its manifest is accepted as the one trusted; only missing blobs move).
+            if have_cache && !cache.damaged() {
                 return Ok(Synced::Current(state));
             }
             expected
@@ -668,6 +673,18 @@ fn fetch_blobs(
                     .iter()
                     .try_for_each(|entry| fetch_one(master, store, entry, written));
             }
+            // An older master may answer 404 without reading the request body and close
+            // the connection under the rest of it; the POST then fails before any answer
+            // is read. Only a new connection tells that apart from a master that is gone.
+            Err(Batch::Broken(e)) => {
+                if master.reconnect().is_err() {
+                    return Err(e.into());
+                }
+                tracing::debug!(error = %e, "the batched blob request broke: one request per blob");
+                return missing[start..]
+                    .iter()
+                    .try_for_each(|entry| fetch_one(master, store, entry, written));
+            }
             Err(Batch::Failed(e)) => return Err(e),
         }
     }
@@ -678,6 +695,8 @@ fn fetch_blobs(
 enum Batch {
     /// The master has no `POST /v1/blobs` (404 or 405).
     Unsupported,
+    /// The request broke before any answer was read.
+    Broken(FetchError),
     /// Anything else: the sync fails.
     Failed(SyncError),
 }
@@ -715,6 +734,7 @@ fn fetch_batch(
         {
             return Err(Batch::Unsupported);
         }
+        Err(e @ FetchError::Unreachable(_)) => return Err(Batch::Broken(e)),
         Err(e) => return Err(e.into()),
     };
     for entry in batch {
@@ -949,7 +969,10 @@ mod tests {
         check_cached(&state, &cached, &clock, &mut reporter).expect("documents verify");
         let diags = tenet_policies::load_from(&files.tree(), &files).expect_err("refused");
         assert!(diags.to_string().contains("blob for"), "{diags}");
-        std::fs::remove_file(&blob).expect("remove");
+        assert!(
+            !blob.exists(),
+            "a damaged blob is set aside for the next run to fetch"
+        );
         let diags = tenet_policies::load_from(&files.tree(), &files).expect_err("refused");
         assert!(diags.to_string().contains("blob for"), "{diags}");
         // A file in the bundle directory that the manifest does not name is never read.

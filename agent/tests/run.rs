@@ -1053,7 +1053,7 @@ fn a_full_sync_of_more_blobs_than_one_batch_converges_in_two_requests() {
 
 /// A `source` file is compared by its signed hash and read from the blob store only
 /// to be written: a stored blob changed after it was verified fails that promise (and
-/// only that one), and no byte of it reaches the root; restoring it converges again.
+/// only that one), no byte of it reaches the root, and the next run fetches it again.
 #[test]
 fn a_stored_blob_changed_after_verification_is_never_written() {
     let world = World::new();
@@ -1087,10 +1087,19 @@ fn a_stored_blob_changed_after_verification_is_never_written() {
         Some("serial 1 on alpha\n")
     );
 
-    fs::write(&blob, "motd of serial 1\n").unwrap();
-    assert_code(&run_agent(&config), 0);
+    // The damaged blob was set aside; the next run fetches the bundle in force again
+    // (same serial) for the blob the store now lacks, and converges.
+    assert!(!blob.exists(), "the damaged blob is removed from the store");
+    let r = run_agent(&config);
+    assert_code(&r, 0);
     assert_eq!(
         read(&config, "etc/motd").as_deref(),
         Some("motd of serial 1\n")
     );
+    assert_eq!(fs::read(&blob).unwrap(), b"motd of serial 1\n");
+    // Healed: later runs talk to the master only for the timestamp again.
+    let r = run_agent(&config);
+    assert_code(&r, 0);
+    assert!(r.out.contains("nothing to do"), "{}", r.out);
+    assert!(!config.with_file_name("state/blobs/.damaged").exists());
 }
