@@ -666,12 +666,9 @@ fn fetch_blobs(
     for range in fetch::plan_batches(missing.iter().map(|e| e.size), limits) {
         let start = range.start;
         match fetch_batch(master, store, &missing[range], written) {
-            Ok(()) => {}
+            Ok(()) => continue,
             Err(Batch::Unsupported) => {
                 tracing::debug!("the master has no batched blob route: one request per blob");
-                return missing[start..]
-                    .iter()
-                    .try_for_each(|entry| fetch_one(master, store, entry, written));
             }
             // An older master may answer 404 without reading the request body and close
             // the connection under the rest of it; the POST then fails before any answer
@@ -681,12 +678,12 @@ fn fetch_blobs(
                     return Err(e.into());
                 }
                 tracing::debug!(error = %e, "the batched blob request broke: one request per blob");
-                return missing[start..]
-                    .iter()
-                    .try_for_each(|entry| fetch_one(master, store, entry, written));
             }
             Err(Batch::Failed(e)) => return Err(e),
         }
+        return missing[start..]
+            .iter()
+            .try_for_each(|entry| fetch_one(master, store, entry, written));
     }
     Ok(())
 }

@@ -121,6 +121,17 @@ impl World {
         tree
     }
 
+    /// Member `name` with serial 1 (signed into `bundles/1`) converged and cached, and
+    /// its master gone.
+    fn cached_member(&self, name: &str) -> PathBuf {
+        let mut policyd = Policyd::start(&self.policyd_config());
+        let addr = policyd.promote(&self.sign(1), 1);
+        let config = self.member(name, name, addr);
+        assert_code(&run_agent(&config), 0);
+        policyd.kill();
+        config
+    }
+
     /// Signs serial `serial` into `bundles/<serial>`.
     fn sign(&self, serial: u64) -> PathBuf {
         let tree = self.tree(serial);
@@ -588,32 +599,9 @@ fn timestamp_at(
 #[test]
 fn an_impostor_or_a_tampered_manifest_is_refused_and_the_last_good_bundle_kept() {
     let world = World::new();
-    let bundle1 = world.sign(1);
-    let config = {
-        let mut policyd = Policyd::start(&world.policyd_config());
-        let addr = policyd.promote(&bundle1, 1);
-        let config = world.member("beta", "beta", addr);
-        assert_code(&run_agent(&config), 0);
-        policyd.kill();
-        config
-    };
+    let config = world.cached_member("beta");
     let trust = config.with_file_name("state/trust.toml");
     let trust_before = fs::read_to_string(&trust).unwrap();
-    let rewrite_master = |addr: SocketAddr| {
-        let text = fs::read_to_string(&config).unwrap();
-        let text = text
-            .lines()
-            .map(|l| {
-                if l.starts_with("master = ") {
-                    format!("master = \"{addr}\"")
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        fs::write(&config, text + "\n").unwrap();
-    };
 
     // (d) an impostor with its own key serves a newer, validly signed bundle.
     let bundle2 = world.sign(2);
@@ -623,7 +611,7 @@ fn an_impostor_or_a_tampered_manifest_is_refused_and_the_last_good_bundle_kept()
     routes.insert("/v1/timestamp".into(), ts);
     routes.insert("/v1/timestamp/sig".into(), ts_sig);
     let impostor = FakeMaster::start(&SecretKey::generate().unwrap(), routes.clone());
-    rewrite_master(impostor.addr);
+    point_at(&config, impostor.addr);
     let r = run_agent(&config);
     assert_code(&r, 4);
     assert!(r.out.contains("not pinned"), "{}", r.out);
@@ -645,7 +633,7 @@ fn an_impostor_or_a_tampered_manifest_is_refused_and_the_last_good_bundle_kept()
     routes.insert("/v1/timestamp".into(), ts);
     routes.insert("/v1/timestamp/sig".into(), ts_sig);
     let takeover = FakeMaster::start(&world.server_key(), routes);
-    rewrite_master(takeover.addr);
+    point_at(&config, takeover.addr);
     let r = run_agent(&config);
     assert_code(&r, 4);
     assert!(r.out.contains("trust refused"), "{}", r.out);
@@ -667,7 +655,7 @@ fn an_impostor_or_a_tampered_manifest_is_refused_and_the_last_good_bundle_kept()
     routes.insert("/v1/timestamp".into(), ts);
     routes.insert("/v1/timestamp/sig".into(), ts_sig);
     let stale = FakeMaster::start(&world.server_key(), routes);
-    rewrite_master(stale.addr);
+    point_at(&config, stale.addr);
     let r = run_agent(&config);
     assert_code(&r, 0);
     assert!(!r.out.contains("warning"), "{}", r.out);
@@ -863,15 +851,7 @@ fn blob_names(bundle: &Path) -> Vec<String> {
 #[test]
 fn a_tampered_or_misframed_blob_is_refused_on_trust_batched_or_not() {
     let world = World::new();
-    let bundle1 = world.sign(1);
-    let config = {
-        let mut policyd = Policyd::start(&world.policyd_config());
-        let addr = policyd.promote(&bundle1, 1);
-        let config = world.member("beta", "beta", addr);
-        assert_code(&run_agent(&config), 0);
-        policyd.kill();
-        config
-    };
+    let config = world.cached_member("beta");
     let trust = config.with_file_name("state/trust.toml");
     let trust_before = fs::read_to_string(&trust).unwrap();
 
@@ -881,7 +861,7 @@ fn a_tampered_or_misframed_blob_is_refused_on_trust_batched_or_not() {
     routes.insert("/v1/timestamp".into(), ts);
     routes.insert("/v1/timestamp/sig".into(), ts_sig);
     // The blobs serial 2 adds: the member's store lacks them, so they are fetched.
-    let old = blob_names(&bundle1);
+    let old = blob_names(&world.path("bundles/1"));
     let new: Vec<String> = blob_names(&bundle2)
         .into_iter()
         .filter(|h| !old.contains(h))
