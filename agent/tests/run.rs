@@ -567,6 +567,15 @@ fn routes_of(bundle: &Path) -> HashMap<String, Vec<u8>> {
 }
 
 /// A fresh timestamp naming `manifest`, newer than any the real master signed.
+/// What a master serves for `bundle`: its routes and a fresh timestamp naming it.
+fn served(world: &World, bundle: &Path) -> HashMap<String, Vec<u8>> {
+    let mut routes = routes_of(bundle);
+    let (ts, ts_sig) = timestamp_for(world, &routes["/v1/manifest"]);
+    routes.insert("/v1/timestamp".into(), ts);
+    routes.insert("/v1/timestamp/sig".into(), ts_sig);
+    routes
+}
+
 fn timestamp_for(world: &World, manifest: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let now = now();
     timestamp_at(world, manifest, now, Some(now.unix() + 1000))
@@ -856,10 +865,7 @@ fn a_tampered_or_misframed_blob_is_refused_on_trust_batched_or_not() {
     let trust_before = fs::read_to_string(&trust).unwrap();
 
     let bundle2 = world.sign(2);
-    let mut routes = routes_of(&bundle2);
-    let (ts, ts_sig) = timestamp_for(&world, &routes["/v1/manifest"]);
-    routes.insert("/v1/timestamp".into(), ts);
-    routes.insert("/v1/timestamp/sig".into(), ts_sig);
+    let routes = served(&world, &bundle2);
     // The blobs serial 2 adds: the member's store lacks them, so they are fetched.
     let old = blob_names(&world.path("bundles/1"));
     let new: Vec<String> = blob_names(&bundle2)
@@ -1018,10 +1024,7 @@ fn a_full_sync_of_more_blobs_than_one_batch_converges_in_two_requests() {
 
     // A master without the batched route refuses the first batch (4096 hashes, more
     // than it reads before answering) and the member falls back on one GET per blob.
-    let mut routes = routes_of(&bundle);
-    let (ts, ts_sig) = timestamp_for(&world, &routes["/v1/manifest"]);
-    routes.insert("/v1/timestamp".into(), ts);
-    routes.insert("/v1/timestamp/sig".into(), ts_sig);
+    let routes = served(&world, &bundle);
     let older = FakeMaster::start(&world.server_key(), routes);
     let fresh = world.member("beta", "beta", older.addr);
     assert_code(&run_agent(&fresh), 0);
