@@ -146,7 +146,15 @@ fn apply_inner(
         reporter.warning(w);
     }
     // A dry run creates no state directory, so it reads a cache but never writes one.
-    let stat_cache = (!opts.rehash && state_dir.is_dir()).then(|| StatCache::load(&state_dir));
+    // --rehash starts from an empty cache: every file is read, and what the reads
+    // found replaces every entry.
+    let stat_cache = state_dir.is_dir().then(|| {
+        if opts.rehash {
+            StatCache::replacing()
+        } else {
+            StatCache::load(&state_dir)
+        }
+    });
     let mut summary = converge::converge(
         &resolution.promises,
         &root,

@@ -196,6 +196,13 @@ impl Cache {
         let bundles = self.dir.join(BUNDLES);
         let dest = bundles.join(serial_name(serial));
         let previous = self.current().map(|(s, _)| s);
+        if previous == Some(serial) && dest.is_dir() {
+            // The bundle in force fetched again (a damaged blob was set aside): the
+            // same manifest, whose missing blobs are now in the store. It stays in
+            // place, so no crash can leave the member without it.
+            remove_all(&staged)?;
+            return Ok(dest);
+        }
         if dest.exists() {
             // The same serial fetched again (its cache was lost): it is not in force.
             remove_all(&dest)?;
@@ -270,6 +277,9 @@ fn serial_name(serial: u64) -> String {
 pub struct BundleFiles {
     /// Where `blobs/sha256/<hex>` is (the state directory, or the bundle's own).
     dir: PathBuf,
+    /// Whether `dir` is the state directory's shared store (through the bundle's
+    /// `blobs` link), where a damaged blob is set aside to be fetched again.
+    shared: bool,
     tree: PathBuf,
     files: Arc<HashMap<String, FileEntry>>,
 }
@@ -280,7 +290,9 @@ impl BundleFiles {
         // Blobs are read from the store the bundle's `blobs` link names, resolved once
         // rather than followed for every file.
         let blobs = fs::canonicalize(dir.join(BLOBS)).ok();
+        let shared = fs::symlink_metadata(dir.join(BLOBS)).is_ok_and(|m| m.is_symlink());
         BundleFiles {
+            shared,
             tree: dir.join(TREE),
             dir: blobs
                 .as_deref()
@@ -306,9 +318,16 @@ impl BundleFiles {
     /// bundle in force again (only the blobs the store lacks). Best effort: the
     /// caller refuses the blob either way.
     fn set_aside(&self, entry: &FileEntry) {
+        if !self.shared {
+            return;
+        }
         let blob = tenet_keys::bundle::blob_path(&self.dir, &entry.sha256);
         let marker = damaged_marker(&self.dir);
-        match fs::remove_file(&blob).and_then(|()| fs::File::create(&marker).map(drop)) {
+        // The mark first: a blob is never gone without the mark that fetches it again.
+        match fs::File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| fs::remove_file(&blob))
+        {
             Ok(()) => tracing::warn!(
                 blob = %blob.display(),
                 "removed a stored blob that no longer matches its hash; the next run fetches it again"

@@ -283,8 +283,9 @@ pub struct DaemonArgs {
     /// fetch at once.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
     pub splay: std::time::Duration,
-    /// Once this long has passed since the last, a run reads every managed file
-    /// (as `run --rehash`) instead of trusting the stat cache (0s: never).
+    /// The first run, and a run once this long has passed since the last such run,
+    /// read every managed file (as `run --rehash`) instead of trusting the stat cache
+    /// (0s: never).
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = duration)]
     pub rehash_every: std::time::Duration,
     /// Print JSON Lines for every run.

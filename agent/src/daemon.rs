@@ -23,8 +23,9 @@ pub struct Schedule {
     pub interval: Duration,
     /// Up to this much more, drawn at random before each wait.
     pub splay: Duration,
-    /// A run at least this long after the last full one reads every managed file
-    /// (`run --rehash`) instead of trusting the stat cache; zero: never.
+    /// The first run, and a run at least this long after the last full one, read
+    /// every managed file (`run --rehash`) instead of trusting the stat cache; zero:
+    /// never.
     pub rehash_every: Duration,
 }
 
@@ -61,12 +62,15 @@ pub fn daemon(
         let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Setup)?;
         let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Setup)?;
         tracing::info!(interval = ?schedule.interval, splay = ?schedule.splay, "daemon started");
-        let mut last_rehash = tokio::time::Instant::now();
+        // The first run reads everything: a daemon restarted more often than
+        // `rehash_every` still reads every file at each start.
+        let mut last_rehash: Option<tokio::time::Instant> = None;
         loop {
             let mut this_run = opts.clone();
-            if rehash_due(last_rehash.elapsed(), schedule.rehash_every) {
+            let since = last_rehash.map_or(Duration::MAX, |t| t.elapsed());
+            if rehash_due(since, schedule.rehash_every) {
                 this_run.rehash = true;
-                last_rehash = tokio::time::Instant::now();
+                last_rehash = Some(tokio::time::Instant::now());
                 tracing::info!("reading every managed file this run (--rehash-every)");
             }
             // One run, on a blocking thread; signals that arrive meanwhile wait for it.

@@ -191,7 +191,11 @@ impl Master {
     ) -> Result<BodyReader<'_>, FetchError> {
         let name = self.name.clone();
         let sender = &mut self.sender;
-        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        // A batch may be tens of MiB: on top of the request timeout, time for its
+        // declared bytes at no less than 256 KiB/s.
+        let deadline = tokio::time::Instant::now()
+            + REQUEST_TIMEOUT
+            + std::time::Duration::from_secs(max / (256 * 1024));
         let late = || {
             FetchError::Unreachable(format!(
                 "{name}: POST {path}: no answer within {REQUEST_TIMEOUT:?}"

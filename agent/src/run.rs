@@ -674,8 +674,14 @@ fn fetch_blobs(
             // the connection under the rest of it; the POST then fails before any answer
             // is read. Only a new connection tells that apart from a master that is gone.
             Err(Batch::Broken(e)) => {
-                if master.reconnect().is_err() {
-                    return Err(e.into());
+                // A key the root does not pin on the new connection is refused on
+                // trust, not taken for an absent master.
+                if let Err(r) = master.reconnect() {
+                    return Err(match r {
+                        FetchError::Unreachable(_) => e,
+                        other => other,
+                    }
+                    .into());
                 }
                 tracing::debug!(error = %e, "the batched blob request broke: one request per blob");
             }

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::fs::{self, Metadata};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,6 +97,8 @@ struct Entry {
 pub struct StatCache {
     loaded: Loaded,
     learnt: Mutex<Vec<(Box<[u8]>, Entry)>>,
+    /// Written in full by [`StatCache::save`] even if this run learnt nothing.
+    replace: bool,
 }
 
 impl StatCache {
@@ -114,6 +116,15 @@ impl StatCache {
         };
         StatCache {
             loaded,
+            ..StatCache::default()
+        }
+    }
+
+    /// An empty cache whose [`save`](StatCache::save) replaces the stored one with
+    /// what this run's reads found (`--rehash`: every entry comes from a real read).
+    pub fn replacing() -> StatCache {
+        StatCache {
+            replace: true,
             ..StatCache::default()
         }
     }
@@ -169,7 +180,7 @@ impl StatCache {
             .filter(|(_, hit)| hit.load(Ordering::Relaxed))
             .count();
         let unused = self.loaded.len() - confirmed;
-        if learnt.is_empty() && unused <= self.loaded.len() / 8 {
+        if !self.replace && learnt.is_empty() && unused <= self.loaded.len() / 8 {
             return Ok(());
         }
         let mut entries: Vec<(&[u8], &Entry)> = self
@@ -252,7 +263,16 @@ fn parse(bytes: &[u8]) -> Option<Loaded> {
 )]
 fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let result = fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
+    // Owner-only: the hashes of managed files would let others confirm guesses of
+    // secret contents.
+    let result = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| fs::rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }

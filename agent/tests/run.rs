@@ -1085,4 +1085,12 @@ fn a_stored_blob_changed_after_verification_is_never_written() {
     assert_code(&r, 0);
     assert!(r.out.contains("nothing to do"), "{}", r.out);
     assert!(!config.with_file_name("state/blobs/.damaged").exists());
+    // The bundle in force stayed in place throughout.
+    let current = fs::read_link(config.with_file_name("state/current")).unwrap();
+    assert!(current.ends_with("1"), "{}", current.display());
+    assert!(
+        config
+            .with_file_name("state/bundles/1/manifest.toml")
+            .is_file()
+    );
 }

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use tenet_keys::Sha256Sum;
@@ -62,9 +62,17 @@ fn an_unchanged_stat_spares_the_read_a_changed_file_is_always_read() {
     cache_entry(&sb.state, &a, Sha256Sum::of(b"one\n"));
     assert_eq!(status(&sb, &[]), "kept");
     assert_eq!(fs::read(&a).unwrap(), b"two\n");
-    // ... and --rehash reads every file.
+    // ... and --rehash reads every file, and replaces the cache with what it read
+    // (here nothing: the file it rewrote has not settled yet).
     assert_eq!(status(&sb, &["--rehash"]), "repaired");
     assert_eq!(fs::read(&a).unwrap(), b"one\n");
+    let cache = fs::read_to_string(sb.state.join("stat-cache")).unwrap();
+    assert!(!cache.contains(a.to_str().unwrap()), "{cache}");
+    let mode = fs::metadata(sb.state.join("stat-cache"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the cache is owner-only: {mode:o}");
 
     // A write through the file system changes ctime (and here the inode): the entry
     // no longer matches, so the file is read, and repaired.

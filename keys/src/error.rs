@@ -287,6 +287,16 @@ pub enum VerifyError {
         /// The path.
         path: String,
     },
+    /// Two files with the same SHA-256 but different sizes (one blob cannot be both).
+    #[error("{path} has sha256 {sha256} like {other}, but another size")]
+    ConflictingBlobSize {
+        /// The later file.
+        path: String,
+        /// The earlier file with that hash.
+        other: String,
+        /// The shared hash.
+        sha256: Sha256Sum,
+    },
     /// Two members of the inventory share a key id.
     #[error("manifest lists key id {keyid} for both member {first} and member {second}")]
     DuplicateMemberKey {

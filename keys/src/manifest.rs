@@ -26,6 +26,7 @@
 //! Parsing checks the manifest's own rules (safe, unique paths; unique members and key
 //! ids; plain names). Whether it is trusted is decided by [`crate::verify`].
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -123,6 +124,7 @@ impl Manifest {
 
     fn check(&self) -> Result<(), VerifyError> {
         let mut paths = BTreeSet::new();
+        let mut sizes: BTreeMap<Sha256Sum, (u64, &str)> = BTreeMap::new();
         for f in &self.files {
             check_path(&f.path).map_err(|problem| VerifyError::UnsafePath {
                 path: f.path.clone(),
@@ -132,6 +134,19 @@ impl Manifest {
                 return Err(VerifyError::DuplicatePath {
                     path: f.path.clone(),
                 });
+            }
+            match sizes.entry(f.sha256) {
+                Entry::Vacant(v) => {
+                    v.insert((f.size, f.path.as_str()));
+                }
+                Entry::Occupied(o) if o.get().0 != f.size => {
+                    return Err(VerifyError::ConflictingBlobSize {
+                        path: f.path.clone(),
+                        other: o.get().1.to_string(),
+                        sha256: f.sha256,
+                    });
+                }
+                Entry::Occupied(_) => {}
             }
         }
         let mut names = BTreeSet::new();

@@ -1056,3 +1056,21 @@ fn a_staged_manifest_is_reused_only_for_the_same_bytes() {
     });
     assert!(matches!(e, VerifyError::BadSignature { .. }), "{e:?}");
 }
+
+/// One hash cannot name two sizes: a signed manifest that says so is refused, so a
+/// member never stores a blob under a name one entry contradicts.
+#[test]
+fn one_hash_with_two_sizes() {
+    let fx = Fx::new();
+    let mut m = fx.manifest(1);
+    let mut twin = m.files[0].clone();
+    twin.path = "files/twin".to_string();
+    twin.size += 1;
+    m.files.push(twin);
+    let (text, s) = fx.signed(&m);
+    let e = manifest_refused(&fx, &text, &s);
+    assert!(
+        matches!(e, VerifyError::ConflictingBlobSize { ref path, .. } if path == "files/twin"),
+        "{e:?}"
+    );
+}
