@@ -4,8 +4,10 @@
 //! STATE/
 //!   run.lock
 //!   trust.toml                the ratchet (TrustState::to_toml), replaced atomically
-//!   blobs/sha256/<hex>        every cached blob, named by its SHA-256; a blob enters
+//!   blobs/sha256/<hex>        a cached blob, named by its SHA-256; a blob enters
 //!                             only after its bytes were hashed against that name
+//!   blobs/packs/<name>.pack   many cached blobs, written by one sync ([`Store`])
+//!   blobs/packs/<name>.idx
 //!   bundles/<serial>/         a verified bundle (no timestamp): roots, manifest,
 //!                             blobs -> ../../blobs (the shared store)
 //!   bundles/.staging/         the bundle being fetched (same layout); removed on start
@@ -33,7 +35,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tenet_keys::fsio::{Overwrite, write_atomic};
 
-use tenet_keys::{FileEntry, Manifest, TrustState, VerifiedBundle};
+use tenet_keys::{FileEntry, Manifest, Sha256Sum, TrustState, VerifiedBundle};
+
+use crate::store::Store;
 
 /// The trust state's file name.
 pub const TRUST_FILE: &str = "trust.toml";
@@ -82,10 +86,17 @@ impl Cache {
         Ok(staging)
     }
 
-    /// Removes what an interrupted run left in staging.
+    /// Removes what an interrupted run left in staging and half-written packs.
     pub fn clean_staging(&self) -> io::Result<()> {
         remove_all(&self.dir.join(OLD_STAGING))?;
-        remove_all(&self.dir.join(STAGING))
+        remove_all(&self.dir.join(STAGING))?;
+        Store::clean(&self.dir)
+    }
+
+    /// The shared blob store. A pack whose index is damaged is removed, and the store
+    /// marked for the next sync to fetch what it held.
+    pub fn store(&self) -> io::Result<Store> {
+        open_store(&self.dir)
     }
 
     /// `STATE/blobs/sha256`: every cached blob, by hash.
@@ -93,23 +104,9 @@ impl Cache {
         self.dir.join(tenet_keys::bundle::BLOB_DIR)
     }
 
-    /// The names (hex SHA-256) of the blobs in the store.
+    /// The names (hex SHA-256) of the blobs in the store, loose or packed.
     pub fn stored_blobs(&self) -> io::Result<HashSet<String>> {
-        let mut out = HashSet::new();
-        let list = match fs::read_dir(self.blob_store()) {
-            Ok(l) => l,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e),
-        };
-        for e in list {
-            let name = e?.file_name();
-            if let Some(n) = name.to_str()
-                && !n.starts_with('.')
-            {
-                out.insert(n.to_string());
-            }
-        }
-        Ok(out)
+        self.store()?.names()
     }
 
     /// Whether a stored blob was found damaged (and removed) since the bundle in force
@@ -233,12 +230,9 @@ impl Cache {
     /// refers to, once the store holds more than twice the blobs in force (so a run
     /// that changes one file does not read the previous manifest for one blob).
     fn collect_blobs(&self, manifest: &Manifest, previous: Option<u64>) -> io::Result<()> {
-        let stored = self.stored_blobs()?;
-        let mut keep: HashSet<String> = manifest
-            .files
-            .iter()
-            .map(|f| f.sha256.to_string())
-            .collect();
+        let store = self.store()?;
+        let stored = store.names()?;
+        let mut keep: HashSet<Sha256Sum> = manifest.files.iter().map(|f| f.sha256).collect();
         if stored.len() <= 2 * keep.len() + 64 {
             return Ok(());
         }
@@ -255,13 +249,9 @@ impl Cache {
             else {
                 return Ok(());
             };
-            keep.extend(m.files.iter().map(|f| f.sha256.to_string()));
+            keep.extend(m.files.iter().map(|f| f.sha256));
         }
-        let store = self.blob_store();
-        for name in stored.difference(&keep) {
-            remove_all(&store.join(name))?;
-        }
-        Ok(())
+        store.retain(&keep)
     }
 }
 
@@ -275,8 +265,10 @@ fn serial_name(serial: u64) -> String {
 /// verified bytes only, whatever happened to the directory since it was verified.
 #[derive(Debug, Clone)]
 pub struct BundleFiles {
-    /// Where `blobs/sha256/<hex>` is (the state directory, or the bundle's own).
+    /// Where `blobs/` is (the state directory, or the bundle's own).
     dir: PathBuf,
+    /// The blobs under `dir`, loose or packed.
+    store: Arc<Store>,
     /// Whether `dir` is the state directory's shared store (through the bundle's
     /// `blobs` link), where a damaged blob is set aside to be fetched again.
     shared: bool,
@@ -286,18 +278,24 @@ pub struct BundleFiles {
 
 impl BundleFiles {
     /// The tree of the bundle at `dir`, whose verified manifest is `manifest`.
-    pub fn new(dir: &Path, manifest: &Manifest) -> BundleFiles {
+    pub fn new(dir: &Path, manifest: &Manifest) -> io::Result<BundleFiles> {
         // Blobs are read from the store the bundle's `blobs` link names, resolved once
         // rather than followed for every file.
         let blobs = fs::canonicalize(dir.join(BLOBS)).ok();
         let shared = fs::symlink_metadata(dir.join(BLOBS)).is_ok_and(|m| m.is_symlink());
-        BundleFiles {
+        let base = blobs
+            .as_deref()
+            .and_then(Path::parent)
+            .map_or_else(|| dir.to_path_buf(), Path::to_path_buf);
+        Ok(BundleFiles {
             shared,
             tree: dir.join(TREE),
-            dir: blobs
-                .as_deref()
-                .and_then(Path::parent)
-                .map_or_else(|| dir.to_path_buf(), Path::to_path_buf),
+            store: Arc::new(if shared {
+                open_store(&base)?
+            } else {
+                Store::open(&base, |_| {})?
+            }),
+            dir: base,
             files: Arc::new(
                 manifest
                     .files
@@ -305,7 +303,7 @@ impl BundleFiles {
                     .map(|f| (f.path.clone(), f.clone()))
                     .collect(),
             ),
-        }
+        })
     }
 
     /// The path the tree goes by in diagnostics.
@@ -313,27 +311,32 @@ impl BundleFiles {
         self.tree.clone()
     }
 
-    /// Removes a stored blob whose bytes no longer match its name, and marks the
-    /// store damaged so that the next `run` that reaches the master fetches the
-    /// bundle in force again (only the blobs the store lacks). Best effort: the
-    /// caller refuses the blob either way.
-    fn set_aside(&self, entry: &FileEntry) {
+    /// Removes a stored blob whose bytes no longer match its name (or notes one that
+    /// is missing), and marks the store damaged so that the next `run` that reaches
+    /// the master fetches the bundle in force again (only the blobs the store lacks).
+    /// Best effort: the caller refuses the blob either way.
+    fn set_aside(&self, entry: &FileEntry, present: bool) {
         if !self.shared {
             return;
         }
-        let blob = tenet_keys::bundle::blob_path(&self.dir, &entry.sha256);
-        let marker = damaged_marker(&self.dir);
+        let blob = entry.sha256;
         // The mark first: a blob is never gone without the mark that fetches it again.
-        match fs::File::create(&marker)
-            .and_then(|f| f.sync_all())
-            .and_then(|()| fs::remove_file(&blob))
-        {
-            Ok(()) => tracing::warn!(
-                blob = %blob.display(),
+        match mark_damaged(&self.dir).and_then(|()| {
+            if present {
+                self.store.forget(&blob)
+            } else {
+                Ok(())
+            }
+        }) {
+            Ok(()) if present => tracing::warn!(
+                %blob,
                 "removed a stored blob that no longer matches its hash; the next run fetches it again"
             ),
+            Ok(()) => {
+                tracing::warn!(%blob, "a stored blob is missing; the next run fetches it again")
+            }
             Err(e) => {
-                tracing::warn!(blob = %blob.display(), error = %e, "cannot set a damaged blob aside")
+                tracing::warn!(%blob, error = %e, "cannot set a damaged blob aside")
             }
         }
     }
@@ -357,6 +360,24 @@ fn damaged_marker(state_dir: &Path) -> PathBuf {
     state_dir.join(BLOBS).join(".damaged")
 }
 
+fn mark_damaged(state_dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(state_dir.join(BLOBS))?;
+    fs::File::create(damaged_marker(state_dir))?.sync_all()
+}
+
+/// The shared store of `state_dir`; a damaged pack index found while opening it is
+/// removed with its pack, and the store marked for the next sync to fetch them again.
+fn open_store(state_dir: &Path) -> io::Result<Store> {
+    Store::open(state_dir, |what| {
+        if let Err(e) = mark_damaged(state_dir) {
+            tracing::warn!(error = %e, "cannot mark the blob store damaged");
+        }
+        tracing::warn!(
+            "removed a damaged pack of the blob store ({what}); the next run fetches its blobs again"
+        );
+    })
+}
+
 impl tenet_policies::TreeFiles for BundleFiles {
     fn policy_files(&self, _tree: &Path) -> Result<Vec<PathBuf>, String> {
         let mut out: Vec<PathBuf> = self
@@ -375,9 +396,11 @@ impl tenet_policies::TreeFiles for BundleFiles {
             .and_then(|r| self.files.get(r))
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not in the signed manifest"))?;
         let mut out = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
-        if let Err(e) = tenet_keys::read_blob_into(&self.dir, entry, &mut out) {
+        if let Err(e) = self.store.read_into(entry, &mut out) {
             if is_damaged(&e) {
-                self.set_aside(entry);
+                self.set_aside(entry, true);
+            } else if matches!(e, tenet_keys::VerifyError::MissingBlob { .. }) {
+                self.set_aside(entry, false);
             }
             return Err(io::Error::other(tenet_keys::error_chain(&e)));
         }

@@ -26,5 +26,6 @@ pub mod report;
 pub mod run;
 pub mod simulate;
 pub mod statcache;
+pub mod store;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;

@@ -11,6 +11,7 @@
 //! enforces it and is returned in [`RunReport::trust_refused`] so the exit code shows it.
 
 use std::collections::BTreeSet;
+use std::io::Read;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -30,6 +31,7 @@ use crate::converge::{Diffs, Mode};
 use crate::fetch::{self, FetchError, Master};
 use crate::lock::{LockError, RunLock};
 use crate::report::{Reporter, Summary};
+use crate::store::{PACK_MIN, PackWriter};
 
 /// How long `run` (and each run of `daemon`) waits for another run to release the
 /// run lock: `watch` takes it for a moment every round, and a periodic run must not
@@ -244,6 +246,13 @@ fn run_locked(
     let state = load_state(config, &cache)?;
     let clock = Clock::new(Time::from_system(SystemTime::now()));
     let cached = cache.current();
+    // A pack whose index is damaged is removed as the store opens, and the store
+    // marked: opened before the sync, so that this run fetches what it held.
+    if cached.is_some() {
+        cache
+            .store()
+            .map_err(|e| env("cannot open the blob store", &e))?;
+    }
 
     let t0 = std::time::Instant::now();
     let synced = sync(config, &state, &clock, &cache, cached.is_some());
@@ -267,7 +276,9 @@ fn run_locked(
                 reporter.warning(&format!(
                     "dry run: serial {serial} verified; not cached, trust state not updated"
                 ));
-                (BundleFiles::new(bundle.dir(), &manifest), manifest, serial)
+                let files = BundleFiles::new(bundle.dir(), &manifest)
+                    .map_err(|e| env("cannot open the blob store", &e))?;
+                (files, manifest, serial)
             } else {
                 let dir = cache
                     .commit(&bundle)
@@ -278,7 +289,9 @@ fn run_locked(
                 if let Err(e) = cache.clear_damaged() {
                     reporter.warning(&format!("cannot clear the damaged-blob mark: {e}"));
                 }
-                (BundleFiles::new(&dir, &manifest), manifest, serial)
+                let files = BundleFiles::new(&dir, &manifest)
+                    .map_err(|e| env("cannot open the blob store", &e))?;
+                (files, manifest, serial)
             }
         }
         Ok(Synced::Current(s)) => {
@@ -429,7 +442,9 @@ fn from_cache(
     reporter: &mut dyn Reporter,
 ) -> Result<(BundleFiles, Manifest, u64), RunError> {
     let manifest = check_cached(state, dir, clock, reporter)?;
-    Ok((BundleFiles::new(dir, &manifest), manifest, serial))
+    let files = BundleFiles::new(dir, &manifest)
+        .map_err(|e| RunError::Environment(format!("cannot open the blob store: {e}")))?;
+    Ok((files, manifest, serial))
 }
 
 /// The persisted trust state, or the enrolment root's on the first run.
@@ -624,14 +639,38 @@ fn sync(
         }
         missing.push(entry);
     }
-    fetch_blobs(&mut master, &store, &missing, BATCH_LIMITS, &mut written)?;
+    // Many blobs go into one pack (a full sync: one sequential file instead of
+    // thousands), a few loose. A pack keeps the blobs that were checked before a
+    // failure, as loose files do, so a retry fetches only the rest.
+    let mut sink = if missing.len() >= PACK_MIN {
+        Sink::Pack(PackWriter::create(&config.state_dir).map_err(local("blob store"))?)
+    } else {
+        Sink::Loose {
+            dir: store,
+            written: Vec::new(),
+        }
+    };
+    let fetched = fetch_blobs(&mut master, &mut sink, &missing, BATCH_LIMITS);
+    let kept = sink.finish().map_err(local("blob store"));
+    let loose = match (fetched, kept) {
+        (Err(e), _) => return Err(e),
+        (Ok(()), Err(e)) => return Err(e),
+        (Ok(()), Ok(loose)) => loose,
+    };
+    written.extend(loose);
     drop(master);
     // Everything staged is durable before anything is verified or switched: one fsync
     // per file when few were written (a change of one file), else one syncfs.
     let state_blobs = config.state_dir.join(crate::cache::BLOBS);
     flush_written(
         &written,
-        &[&staging, &roots, &store, &state_blobs, &config.state_dir],
+        &[
+            &staging,
+            &roots,
+            &cache.blob_store(),
+            &state_blobs,
+            &config.state_dir,
+        ],
     )
     .map_err(local("staging"))?;
     // Everything is read back from staging and checked again; the manifest's bytes,
@@ -658,14 +697,13 @@ const BATCH_LIMITS: fetch::BatchLimits = fetch::BatchLimits {
 /// blob fails as before.
 fn fetch_blobs(
     master: &mut Master,
-    store: &Path,
+    sink: &mut Sink,
     missing: &[&tenet_keys::FileEntry],
     limits: fetch::BatchLimits,
-    written: &mut Vec<PathBuf>,
 ) -> Result<(), SyncError> {
     for range in fetch::plan_batches(missing.iter().map(|e| e.size), limits) {
         let start = range.start;
-        match fetch_batch(master, store, &missing[range], written) {
+        match fetch_batch(master, sink, &missing[range]) {
             Ok(()) => continue,
             Err(Batch::Unsupported) => {
                 tracing::debug!("the master has no batched blob route: one request per blob");
@@ -689,7 +727,7 @@ fn fetch_blobs(
         }
         return missing[start..]
             .iter()
-            .try_for_each(|entry| fetch_one(master, store, entry, written));
+            .try_for_each(|entry| fetch_one(master, sink, entry));
     }
     Ok(())
 }
@@ -711,16 +749,15 @@ impl<E: Into<SyncError>> From<E> for Batch {
 }
 
 /// One `POST /v1/blobs` for `batch`: the answer is split by the manifest's declared
-/// sizes, each blob streamed through the same checks as a single `GET` into
-/// `.{hex}.part`, then renamed into the store. A body shorter than the sum of sizes
+/// sizes, each blob streamed through the same checks as a single `GET` into the
+/// `sink`. A body shorter than the sum of sizes
 /// fails the blob it cuts short (`BlobTooSmall`); bytes after the last blob fail that
 /// blob as too large (`BlobTooLarge`), as one `GET` of an over-long blob does. Only the
 /// frame in hand is held in memory.
 fn fetch_batch(
     master: &mut Master,
-    store: &Path,
+    sink: &mut Sink,
     batch: &[&tenet_keys::FileEntry],
-    written: &mut Vec<PathBuf>,
 ) -> Result<(), Batch> {
     let mut request = String::with_capacity(batch.len() * 65);
     let mut total: u64 = 0;
@@ -741,24 +778,13 @@ fn fetch_batch(
         Err(e) => return Err(e.into()),
     };
     for entry in batch {
-        let hex = entry.sha256.to_string();
-        let part = store.join(format!(".{hex}.part"));
-        let mut file = create_file(&part).map_err(local("blob store"))?;
-        if let Err(e) =
-            check_blob_stream(entry, std::io::Read::take(&mut body, entry.size), &mut file)
-        {
-            drop(file);
-            let _ = std::fs::remove_file(&part);
+        if let Err(e) = sink.put(entry, std::io::Read::take(&mut body, entry.size)) {
             // A transport failure under the read is the master's, not the blob's.
             return Err(match body.take_error() {
                 Some(fetch) => fetch.into(),
                 None => e.into(),
             });
         }
-        drop(file);
-        let path = store.join(&hex);
-        rename_file(&part, &path).map_err(local("blob store"))?;
-        written.push(path);
     }
     match (body.at_end()?, batch.last()) {
         (false, Some(last)) => Err(VerifyError::BlobTooLarge {
@@ -775,27 +801,56 @@ fn fetch_batch(
 /// (`BlobTooLarge`) as a batch does.
 fn fetch_one(
     master: &mut Master,
-    store: &Path,
+    sink: &mut Sink,
     entry: &tenet_keys::FileEntry,
-    written: &mut Vec<PathBuf>,
 ) -> Result<(), SyncError> {
-    let hex = entry.sha256.to_string();
     let body = master.get(
-        &format!("/v1/blob/sha256/{hex}"),
+        &format!("/v1/blob/sha256/{}", entry.sha256),
         entry.size.saturating_add(1),
     )?;
-    let part = store.join(format!(".{hex}.part"));
-    let mut file = create_file(&part).map_err(local("blob store"))?;
-    if let Err(e) = check_blob_stream(entry, body.as_slice(), &mut file) {
-        drop(file);
-        let _ = std::fs::remove_file(&part);
-        return Err(e.into());
+    sink.put(entry, body.as_slice())
+}
+
+/// Where fetched blobs are stored.
+enum Sink {
+    /// One file each in the store's `sha256/` (`written`, to be flushed).
+    Loose { dir: PathBuf, written: Vec<PathBuf> },
+    /// All in one pack.
+    Pack(PackWriter),
+}
+
+impl Sink {
+    /// Stores the blob of `entry` from `reader`, checked against its size and hash
+    /// first; a blob that fails leaves nothing behind.
+    fn put(&mut self, entry: &tenet_keys::FileEntry, reader: impl Read) -> Result<(), SyncError> {
+        match self {
+            Sink::Pack(pack) => Ok(pack.add(entry, reader)?),
+            Sink::Loose { dir, written } => {
+                let hex = entry.sha256.to_string();
+                let part = dir.join(format!(".{hex}.part"));
+                let mut file = create_file(&part).map_err(local("blob store"))?;
+                if let Err(e) = check_blob_stream(entry, reader, &mut file) {
+                    drop(file);
+                    let _ = std::fs::remove_file(&part);
+                    return Err(e.into());
+                }
+                drop(file);
+                let path = dir.join(&hex);
+                rename_file(&part, &path).map_err(local("blob store"))?;
+                written.push(path);
+                Ok(())
+            }
+        }
     }
-    drop(file);
-    let path = store.join(&hex);
-    rename_file(&part, &path).map_err(local("blob store"))?;
-    written.push(path);
-    Ok(())
+
+    /// The loose files written (to be flushed with staging), or nothing once the
+    /// pack is durable and in place.
+    fn finish(self) -> std::io::Result<Vec<PathBuf>> {
+        match self {
+            Sink::Loose { written, .. } => Ok(written),
+            Sink::Pack(pack) => pack.finish().map(|_| Vec::new()),
+        }
+    }
 }
 
 /// Hard-links a blob of the bundle in force (older cache layout) into the store.
@@ -943,7 +998,7 @@ mod tests {
         );
 
         // The policy reads from the blobs, each checked as it is read.
-        let files = BundleFiles::new(&cached, &m);
+        let files = BundleFiles::new(&cached, &m).expect("store");
         let policy = tenet_policies::load_from(&files.tree(), &files).expect("loads");
         assert_eq!(policy.cluster.members[0].name, "alpha");
 
@@ -1071,7 +1126,7 @@ mod tests {
             let clock = Clock::new(self.now);
             let mut reporter = Collect::default();
             let m = check_cached(&self.state, dir, &clock, &mut reporter).expect("verifies");
-            let files = BundleFiles::new(dir, &m);
+            let files = BundleFiles::new(dir, &m).expect("store");
             let policy =
                 tenet_policies::load_from(&files.tree(), &files).map_err(|d| d.to_string())?;
             match &policy.promises[0].kind {

@@ -8,6 +8,11 @@ use std::path::Path;
 
 /// Writes `content` to `path`, creating parents.
 pub fn write(path: &Path, content: &str) {
+    write_bytes(path, content.as_bytes());
+}
+
+/// Writes `content` to `path`, creating parents.
+pub fn write_bytes(path: &Path, content: &[u8]) {
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p).expect("fixture parent directory");
     }

@@ -989,18 +989,8 @@ fn a_full_sync_of_more_blobs_than_one_batch_converges_in_two_requests() {
         read(&config, "etc/tenet-serial").as_deref(),
         Some("serial 1 on alpha\n")
     );
-    let stored = fs::read_dir(config.with_file_name("state/blobs/sha256"))
-        .unwrap()
-        .filter(|e| {
-            !e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_str()
-                .unwrap()
-                .starts_with('.')
-        })
-        .count();
-    assert_eq!(stored, blobs);
+    // Stored as one pack (one sequential file and its index), not one file each.
+    assert_one_pack_of(&config, &bundle);
 
     let series = |route: &str, status: u16| {
         format!(
@@ -1032,6 +1022,42 @@ fn a_full_sync_of_more_blobs_than_one_batch_converges_in_two_requests() {
         read(&fresh, "etc/tenet-serial").as_deref(),
         Some("serial 1 on beta\n")
     );
+    assert_one_pack_of(&fresh, &bundle);
+}
+
+/// The member's store holds every blob of `bundle` in one pack, and nothing loose.
+fn assert_one_pack_of(config: &Path, bundle: &Path) {
+    let names = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .map(|l| {
+                l.map(|e| e.unwrap().file_name().to_str().unwrap().to_string())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        names(&config.with_file_name("state/blobs/sha256")),
+        Vec::<String>::new(),
+        "no loose blob"
+    );
+    let packs = names(&config.with_file_name("state/blobs/packs"));
+    assert_eq!(packs.len(), 2, "one pack and its index: {packs:?}");
+    let pack = packs.iter().find(|n| n.ends_with(".pack")).unwrap();
+    let total: u64 = blob_names(bundle)
+        .iter()
+        .map(|n| {
+            fs::metadata(bundle.join("blobs/sha256").join(n))
+                .unwrap()
+                .len()
+        })
+        .sum();
+    let len = fs::metadata(config.with_file_name("state/blobs/packs").join(pack))
+        .unwrap()
+        .len();
+    assert_eq!(len, total, "every blob once, back to back");
 }
 
 /// A `source` file is compared by its signed hash and read from the blob store only
@@ -1092,5 +1118,86 @@ fn a_stored_blob_changed_after_verification_is_never_written() {
         config
             .with_file_name("state/bundles/1/manifest.toml")
             .is_file()
+    );
+}
+
+/// The same for a blob in a pack (a sync of many blobs stores them as one): a packed
+/// blob changed in place fails the promise that must write it, its entry is dropped
+/// from the pack's index, and the next run fetches it again. A pack index that no
+/// longer matches its checksum is removed with its pack, and the same run fetches
+/// what it held again before loading the policy.
+#[test]
+fn a_damaged_pack_or_pack_index_is_set_aside_and_fetched_again() {
+    let world = World::new();
+    let many = world.tree(1).join("files/many");
+    fs::create_dir_all(&many).unwrap();
+    for i in 0..100 {
+        fs::write(many.join(format!("{i:03}")), format!("blob {i}\n")).unwrap();
+    }
+    let bundle = world.sign(1);
+    let policyd = Policyd::start(&world.policyd_config());
+    let addr = policyd.promote(&bundle, 1);
+    let config = world.member("alpha", "alpha", addr);
+    assert_code(&run_agent(&config), 0);
+    assert_one_pack_of(&config, &bundle);
+    let packs = config.with_file_name("state/blobs/packs");
+    let named = |ext: &str| {
+        fs::read_dir(&packs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == ext))
+            .unwrap()
+    };
+    let pack = named("pack");
+    let mut bytes = fs::read(&pack).unwrap();
+    let motd = b"motd of serial 1\n";
+    let at = bytes
+        .windows(motd.len())
+        .position(|w| w == motd)
+        .expect("motd is packed");
+    bytes[at..at + 4].copy_from_slice(b"MOTD");
+    fs::write(&pack, &bytes).unwrap();
+
+    fs::remove_file(config.with_file_name("root/etc/motd")).unwrap();
+    let r = run_agent(&config);
+    assert_code(&r, 1);
+    assert!(r.out.contains("sha256"), "{}", r.out);
+    assert_eq!(read(&config, "etc/motd"), None);
+    assert!(config.with_file_name("state/blobs/.damaged").exists());
+
+    let r = run_agent(&config);
+    assert_code(&r, 0);
+    assert_eq!(
+        read(&config, "etc/motd").as_deref(),
+        Some("motd of serial 1\n")
+    );
+    // One blob was missing: it came back loose, beside the pack.
+    let loose = config
+        .with_file_name("state/blobs/sha256")
+        .join(tenet_keys::Sha256Sum::of(motd).to_string());
+    assert_eq!(fs::read(&loose).unwrap(), motd);
+    assert!(!config.with_file_name("state/blobs/.damaged").exists());
+
+    // A damaged index: its pack is removed, and the run fetches it again (the policy
+    // files themselves are blobs).
+    let idx = named("idx");
+    let mut bytes = fs::read(&idx).unwrap();
+    bytes[20] ^= 1;
+    fs::write(&idx, &bytes).unwrap();
+    let r = run_agent(&config);
+    assert_code(&r, 0);
+    assert!(r.out.contains("nothing to do"), "{}", r.out);
+    assert!(r.out.contains("checksum mismatch"), "{}", r.out);
+    assert!(!idx.exists() && !pack.exists());
+    assert!(!config.with_file_name("state/blobs/.damaged").exists());
+    let fresh = named("idx");
+    assert_ne!(fresh, idx);
+    // Everything reads from the new pack.
+    fs::remove_dir_all(config.with_file_name("root/etc")).unwrap();
+    let r = run_agent(&config);
+    assert_code(&r, 0);
+    assert_eq!(
+        read(&config, "etc/motd").as_deref(),
+        Some("motd of serial 1\n")
     );
 }
