@@ -561,7 +561,10 @@ pub fn check_blob_stream(
     };
     let mut limited = reader.take(entry.size.saturating_add(1));
     let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    // Sized to the blob (plus the byte that tells an over-long one): most blobs are
+    // small, and a full sync streams ten thousand of them.
+    let room = usize::try_from(entry.size.saturating_add(1)).unwrap_or(usize::MAX);
+    let mut buf = vec![0u8; room.min(64 * 1024)];
     let mut total: u64 = 0;
     loop {
         let n = match limited.read(&mut buf) {
@@ -929,19 +932,45 @@ fn read_blob(dir: &Path, entry: &FileEntry) -> Result<Vec<u8>, VerifyError> {
 
 /// Reads the blob of `entry` from the bundle at `dir` into `sink`, refusing a missing
 /// blob, one that is not a regular file, and one larger than declared before a byte is
-/// hashed; the content must then match the declared size and hash.
+/// hashed; the content must then match the declared size and hash. The blob is opened
+/// without following a symlink or blocking on a FIFO, and judged by what was opened
+/// (one path lookup, and nothing can be swapped in between a check and the open).
 pub fn read_blob_into(dir: &Path, entry: &FileEntry, sink: impl Write) -> Result<(), VerifyError> {
+    use nix::fcntl::OFlag;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let location = bundle::blob_path(dir, &entry.sha256);
-    let meta = std::fs::symlink_metadata(&location).map_err(|source| VerifyError::MissingBlob {
+    let not_file = || VerifyError::BlobNotFile {
         path: entry.path.clone(),
         sha256: entry.sha256,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
+        .open(&location)
+        .map_err(|source| match source.raw_os_error() {
+            _ if source.kind() == io::ErrorKind::NotFound => VerifyError::MissingBlob {
+                path: entry.path.clone(),
+                sha256: entry.sha256,
+                source,
+            },
+            // A symlink (O_NOFOLLOW) or a socket.
+            Some(code)
+                if code == nix::errno::Errno::ELOOP as i32
+                    || code == nix::errno::Errno::ENXIO as i32 =>
+            {
+                not_file()
+            }
+            _ => VerifyError::Read {
+                path: location.clone(),
+                source,
+            },
+        })?;
+    let meta = file.metadata().map_err(|source| VerifyError::Read {
+        path: location.clone(),
         source,
     })?;
     if !meta.is_file() {
-        return Err(VerifyError::BlobNotFile {
-            path: entry.path.clone(),
-            sha256: entry.sha256,
-        });
+        return Err(not_file());
     }
     // The size is refused before a byte is hashed; the stream check repeats it in case
     // the file grows while being read.
@@ -951,9 +980,5 @@ pub fn read_blob_into(dir: &Path, entry: &FileEntry, sink: impl Write) -> Result
             declared: entry.size,
         });
     }
-    let file = File::open(&location).map_err(|source| VerifyError::Read {
-        path: location.clone(),
-        source,
-    })?;
     check_blob_stream(entry, file, sink)
 }

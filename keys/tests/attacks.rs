@@ -698,6 +698,18 @@ fn blob_that_is_a_symlink() {
     assert!(matches!(e, VerifyError::BlobNotFile { .. }), "{e:?}");
 }
 
+/// A FIFO in place of a blob is refused as not a file; opening it does not wait for
+/// a writer (the test would hang if it did).
+#[test]
+fn blob_that_is_a_fifo() {
+    let e = bundle_refused(|b, fx| {
+        let p = motd_blob(b, fx);
+        std::fs::remove_file(&p).unwrap();
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    });
+    assert!(matches!(e, VerifyError::BlobNotFile { .. }), "{e:?}");
+}
+
 #[test]
 fn missing_manifest_signature_file() {
     let e = bundle_refused(|b, _| {
