@@ -199,8 +199,18 @@ impl LoadedBundle {
     /// (the directory may have changed since it was verified).
     pub(crate) fn read_blob(&self, entry: &FileEntry) -> Result<Vec<u8>, VerifyError> {
         let mut out = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
-        read_blob_into(&self.dir, entry, &mut out)?;
+        self.read_blob_into(entry, &mut out)?;
         Ok(out)
+    }
+
+    /// [`Bundle::read_blob`], appended to `out`; on an error `out` holds unchecked
+    /// bytes and must be discarded.
+    pub(crate) fn read_blob_into(
+        &self,
+        entry: &FileEntry,
+        out: &mut Vec<u8>,
+    ) -> Result<(), VerifyError> {
+        read_blob_into(&self.dir, entry, out)
     }
 }
 

@@ -339,14 +339,13 @@ async fn blobs(shared: &Shared, peer: KeyId, req: Request<Incoming>) -> Response
     let bundle = snapshot.bundle.clone();
     let metrics = shared.metrics.clone();
     let read = tokio::task::spawn_blocking(move || {
-        // Concatenated as read: each blob is hashed again by `read_blob` before it
-        // joins the answer, so nothing is sent unless every blob still matches.
+        // Concatenated as read, each blob hashed again on the way in; the answer is
+        // dropped at the first mismatch, so nothing is sent unless every blob matches.
         let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
         for entry in entries {
             metrics.blob_read();
-            match bundle.read_blob(&entry) {
-                Ok(bytes) => out.extend_from_slice(&bytes),
-                Err(e) => return Err(Box::new((entry, e))),
+            if let Err(e) = bundle.read_blob_into(&entry, &mut out) {
+                return Err(Box::new((entry, e)));
             }
         }
         Ok(out)
