@@ -532,7 +532,9 @@ fn sync(
     })?;
     let pins = state.root().root().transport.server_spki.clone();
     let tls = fetch::client_config(&config.member, &key, pins)?;
+    let t0 = std::time::Instant::now();
     let mut master = Master::connect(&config.master(), tls, config.connect_timeout)?;
+    tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "connected");
     let staging = cache.fresh_staging().map_err(local("staging"))?;
     let write = |rel: &str, bytes: &[u8]| -> Result<(), SyncError> {
         let path = staging.join(rel);
@@ -594,6 +596,11 @@ fn sync(
     let manifest = master.get("/v1/manifest", cap)?;
     let manifest_sig = master.get("/v1/manifest/sig", MAX_SIGNATURE_BYTES)?;
     let (_, m) = check_manifest(&st, &manifest, &manifest_sig, Some(&expected), clock)?;
+    tracing::debug!(
+        elapsed_us = t0.elapsed().as_micros(),
+        files = m.files.len(),
+        "manifest fetched and checked"
+    );
     write(bundle::MANIFEST, &manifest)?;
     write(
         &format!("{}{}", bundle::MANIFEST, bundle::SIG_SUFFIX),
@@ -651,7 +658,13 @@ fn sync(
         }
     };
     let fetched = fetch_blobs(&mut master, &mut sink, &missing, BATCH_LIMITS);
+    tracing::debug!(
+        elapsed_us = t0.elapsed().as_micros(),
+        blobs = missing.len(),
+        "blobs fetched"
+    );
     let kept = sink.finish().map_err(local("blob store"));
+    tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "blobs stored");
     let loose = match (fetched, kept) {
         (Err(e), _) => return Err(e),
         (Ok(()), Err(e)) => return Err(e),

@@ -349,7 +349,9 @@ impl PackWriter {
     /// A blob that fails leaves no byte in the pack; those before it stay.
     pub fn add(&mut self, entry: &FileEntry, reader: impl Read) -> Result<(), VerifyError> {
         if self.seen.contains(&entry.sha256) {
-            return Ok(());
+            // Held already; still read and checked, so a stream of several blobs
+            // stays in step.
+            return tenet_keys::check_blob_stream(entry, reader, io::sink());
         }
         if let Err(e) = tenet_keys::check_blob_stream(entry, reader, &mut self.file) {
             let undo = self.file.flush().and_then(|()| {
