@@ -17,7 +17,9 @@
 # Scenarios, cf-agent and tenet in one hyperfine invocation:
 #   full   empty destination; for tenet also a fresh state directory (no
 #          cache, no trust state).  --prepare renames the old ones into .trash
-#          and syncs; --cleanup deletes .trash after the batch.
+#          and syncs; --cleanup deletes .trash after the batch.  A third
+#          command, `cp -a` of tenet's tree into a fresh directory, times the
+#          file system's floor for writing 10,010 new files in the same runs.
 #   noop   nothing changed (--warmup 1).
 #   one    --prepare rewrites s42/f04242 (198 bytes, new content each time):
 #          cf3 in its served tree; tenet in the policy tree, then signs a new
@@ -38,7 +40,7 @@ REPO=$(dirname "$HERE")
 RES=$HERE/results
 B=/tmp/tenet-dist
 SHM=/dev/shm/tenet-dist
-CF=$B/cf TN=$B/tenet
+CF=$B/cf TN=$B/tenet FLOOR=$B/floor
 GEN="$HERE/dist_gen.py"
 log() { printf '%s\n' "$*" >&2; }
 
@@ -249,6 +251,14 @@ if [ -e $TN/m1/root ]; then mv $TN/m1/root $TN/.trash/root.\$s; fi
 mkdir -p $TN/m1/root
 sync
 EOF
+cat >"$B/floor_full.sh" <<EOF
+#!/bin/sh
+# the floor: the same tree copied locally with cp -a (no network, no checks, no fsync)
+set -e
+mkdir -p $FLOOR/.trash
+if [ -e $FLOOR/dst ]; then mv $FLOOR/dst $FLOOR/.trash/dst.\$(date +%s%N); fi
+sync
+EOF
 cat >"$B/cf_one.sh" <<EOF
 #!/bin/sh
 # one file changed in the served tree (new content each time)
@@ -321,20 +331,23 @@ hf() { # NAME ROUND ARGS...
 # runs of round R: RUNS split over ROUNDS, the first rounds take the remainder
 per() { local r=$1; echo $(( RUNS / ROUNDS + (r <= RUNS % ROUNDS ? 1 : 0) )); }
 pair() { # NAME ROUND CF-PREPARE TENET-PREPARE [HYPERFINE OPTIONS...]
+  # With FLOOR_CMD set, that command (prepared by FLOOR_PREP) runs third, as "cp -a".
   local name=$1 round=$2 pc=$3 pt=$4 n; shift 4
   n=$(per "$round"); [ "$n" -gt 0 ] || return 0
-  local c=() t=()
+  local c=() t=() f=() fc=()
   if [ -n "$pc" ]; then c=(--prepare "$pc"); fi
   if [ -n "$pt" ]; then t=(--prepare "$pt"); fi
+  if [ -n "${FLOOR_CMD:-}" ]; then f=(--prepare "$FLOOR_PREP"); fc=(-n "cp -a" "$FLOOR_CMD"); fi
   if [ $((round % 2)) -eq 1 ]; then
-    hf "$name" "$round" --runs "$n" "$@" "${c[@]}" "${t[@]}" -n cf-agent "$CFA" -n tenet "$TAG"
+    hf "$name" "$round" --runs "$n" "$@" "${c[@]}" "${t[@]}" "${f[@]}" -n cf-agent "$CFA" -n tenet "$TAG" "${fc[@]}"
   else
-    hf "$name" "$round" --runs "$n" "$@" "${t[@]}" "${c[@]}" -n tenet "$TAG" -n cf-agent "$CFA"
+    hf "$name" "$round" --runs "$n" "$@" "${t[@]}" "${c[@]}" "${f[@]}" -n tenet "$TAG" -n cf-agent "$CFA" "${fc[@]}"
   fi
 }
 for ((r = 1; r <= ROUNDS; r++)); do
   log "full, round $r ($(date -u +%H:%M:%S))"
-  pair full "$r" "$B/cf_full.sh" "$B/tenet_full.sh" --cleanup "rm -rf $CF/.trash $TN/.trash"
+  FLOOR_PREP="$B/floor_full.sh" FLOOR_CMD="cp -a $TN/policy/files $FLOOR/dst" \
+    pair full "$r" "$B/cf_full.sh" "$B/tenet_full.sh" --cleanup "rm -rf $CF/.trash $TN/.trash $FLOOR/.trash"
 done
 check "after full"
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -361,8 +374,10 @@ targets = {"full": 0.2, "noop": 0.05, "one": 0.1}
 names = {"full": "full sync", "noop": "no change", "one": "one file changed"}
 print("| scenario | cf-agent ms median (min-max) | tenet ms median (min-max) | tenet/cf-agent | target | met |")
 print("|---|---|---|---|---|---|")
+floor = {}
+geo = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs))
 for s in ("full", "noop", "one"):
-    times = {"cf-agent": [], "tenet": []}
+    times = {"cf-agent": [], "tenet": [], "cp -a": []}
     ratios, failed = [], 0
     for f in sorted(glob.glob(os.path.join(res, "dist_%s_r*.json" % s))):
         med = {}
@@ -371,11 +386,22 @@ for s in ("full", "noop", "one"):
             failed += sum(1 for c in r.get("exit_codes", []) if c)
             med[r["command"]] = statistics.median(r["times"])
         ratios.append(med["tenet"] / med["cf-agent"])
+        if "cp -a" in med:
+            floor.setdefault("cf", []).append(med["cp -a"] / med["cf-agent"])
+            floor.setdefault("tenet", []).append(med["tenet"] / med["cp -a"])
+    if times["cp -a"]:
+        floor["times"] = times["cp -a"]
     cell = lambda t: "%.0f (%.0f-%.0f)" % (statistics.median(t) * 1e3, min(t) * 1e3, max(t) * 1e3)
     ratio = math.exp(sum(map(math.log, ratios)) / len(ratios))
     print("| %s | %s | %s | %.3f | <= %g | %s |" % (names[s], cell(times["cf-agent"]), cell(times["tenet"]),
           ratio, targets[s], ("yes" if ratio <= targets[s] else "no") + (" (%d failed runs)" % failed if failed else "")))
 rss = dict(l.split() for l in open(os.path.join(res, "dist_rss.txt")))
+if floor.get("times"):
+    t = floor["times"]
+    print()
+    print("full sync floor, cp -a of the same tree in the same runs (local, no checks, no fsync): "
+          "%.0f ms median (%.0f-%.0f); cp -a/cf-agent %.3f, tenet/cp -a %.3f" % (
+          statistics.median(t) * 1e3, min(t) * 1e3, max(t) * 1e3, geo(floor["cf"]), geo(floor["tenet"])))
 print()
 print("server peak RSS (VmHWM): cf-serverd %s KB, tenet-policyd %s KB (ratio %.2f)" % (
     rss["cf-serverd"], rss["tenet-policyd"], int(rss["tenet-policyd"]) / int(rss["cf-serverd"])))
