@@ -251,7 +251,13 @@ impl Cache {
             };
             keep.extend(m.files.iter().map(|f| f.sha256));
         }
-        store.retain(&keep)
+        store.retain(&keep, |what| {
+            mark_damaged(&self.dir)?;
+            tracing::warn!(
+                "left a damaged blob out of the blob store ({what}); the next run that reaches the master fetches it again"
+            );
+            Ok(())
+        })
     }
 }
 
@@ -293,7 +299,7 @@ impl BundleFiles {
             store: Arc::new(if shared {
                 open_store(&base)?
             } else {
-                Store::open(&base, |_| {})?
+                Store::open(&base, |_| Ok(()))?
             }),
             dir: base,
             files: Arc::new(
@@ -360,21 +366,24 @@ fn damaged_marker(state_dir: &Path) -> PathBuf {
     state_dir.join(BLOBS).join(".damaged")
 }
 
+/// Sets `STATE/blobs/.damaged`, durably (the file and its name).
 fn mark_damaged(state_dir: &Path) -> io::Result<()> {
-    fs::create_dir_all(state_dir.join(BLOBS))?;
-    fs::File::create(damaged_marker(state_dir))?.sync_all()
+    let blobs = state_dir.join(BLOBS);
+    fs::create_dir_all(&blobs)?;
+    fs::File::create(damaged_marker(state_dir))?.sync_all()?;
+    sync_dir(&blobs)
 }
 
 /// The shared store of `state_dir`; a damaged pack index found while opening it is
-/// removed with its pack, and the store marked for the next sync to fetch them again.
+/// removed with its pack, once the store is marked for the next sync to fetch them
+/// again.
 fn open_store(state_dir: &Path) -> io::Result<Store> {
     Store::open(state_dir, |what| {
-        if let Err(e) = mark_damaged(state_dir) {
-            tracing::warn!(error = %e, "cannot mark the blob store damaged");
-        }
+        mark_damaged(state_dir)?;
         tracing::warn!(
-            "removed a damaged pack of the blob store ({what}); the next run fetches its blobs again"
+            "removing a damaged pack of the blob store ({what}); the next run that reaches the master fetches its blobs again"
         );
+        Ok(())
     })
 }
 

@@ -56,7 +56,15 @@ struct Pack {
     /// `<name>`: the pack is `<name>.pack`, its index `<name>.idx`.
     name: String,
     file: File,
+    /// What its index lists: hash, offset, size.
+    entries: Vec<(Sha256Sum, u64, u64)>,
 }
+
+/// More packs than this are merged into one by the next collection, whatever their
+/// share of live blobs (each open store holds a descriptor per pack).
+const MAX_PACKS: usize = 32;
+/// The largest index read (about 1.4 million blobs).
+const MAX_INDEX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The blob store under a base directory (`BASE/blobs/sha256`, `BASE/blobs/packs`),
 /// with the packs' indexes read once.
@@ -70,9 +78,12 @@ pub struct Store {
 }
 
 impl Store {
-    /// The store under `base`. A pack whose index is unreadable or damaged is removed
-    /// (its blobs are then missing, and fetched again); `on_damage` is told of it.
-    pub fn open(base: &Path, on_damage: impl Fn(&str)) -> io::Result<Store> {
+    /// The store under `base`. A pack whose index is damaged (its checksum or format is
+    /// wrong, it is not a regular file) or whose pack is missing is removed once
+    /// `on_damage` has recorded it (its blobs are then missing, and fetched again). Any
+    /// other failure to read a pack (permissions, I/O, descriptors) is an error: the
+    /// pack may hold the only copy of blobs in force.
+    pub fn open(base: &Path, on_damage: impl Fn(&str) -> io::Result<()>) -> io::Result<Store> {
         let mut store = Store {
             base: base.to_path_buf(),
             packs: Vec::new(),
@@ -100,24 +111,49 @@ impl Store {
         for name in names {
             let idx = dir.join(format!("{name}.{IDX_EXT}"));
             let pack = dir.join(format!("{name}.{PACK_EXT}"));
-            let parsed = fs::read(&idx).and_then(|b| parse_index(&b));
-            let (entries, file) = match parsed.and_then(|e| Ok((e, File::open(&pack)?))) {
+            let opened = read_index(&idx).and_then(|e| Ok((e, open_regular(&pack)?)));
+            let (entries, file) = match opened {
                 Ok(ok) => ok,
-                Err(e) => {
-                    on_damage(&format!("{}: {e}", idx.display()));
-                    remove_pack(&dir, &name)?;
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::InvalidData | io::ErrorKind::NotFound
+                    ) =>
+                {
+                    // Recorded first: a pack is never gone without the mark that
+                    // fetches its blobs again. If it cannot be recorded, the pack is
+                    // left in place (and ignored).
+                    let what = format!("{}: {e}", idx.display());
+                    match on_damage(&what).and_then(|()| remove_pack(&dir, &name)) {
+                        Ok(()) => {}
+                        Err(r) => tracing::warn!(
+                            pack = %name,
+                            error = %r,
+                            "cannot set a damaged pack aside; it is ignored"
+                        ),
+                    }
                     continue;
+                }
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("pack {}: {e}", pack.display()),
+                    ));
                 }
             };
             let at = store.packs.len();
-            store.packs.push(Pack { name, file });
-            for (sha, offset, size) in entries {
-                store.packed.entry(sha).or_insert(Slot {
+            for (sha, offset, size) in &entries {
+                store.packed.entry(*sha).or_insert(Slot {
                     pack: at,
-                    offset,
-                    size,
+                    offset: *offset,
+                    size: *size,
                 });
             }
+            store.packs.push(Pack {
+                name,
+                file,
+                entries,
+            });
         }
         Ok(store)
     }
@@ -201,23 +237,34 @@ impl Store {
         let name = &self.packs[slot.pack].name;
         let idx = dir.join(format!("{name}.{IDX_EXT}"));
         // Read again: another entry of this pack may have been removed since it opened.
-        let mut entries = match fs::read(&idx).and_then(|b| parse_index(&b)) {
+        let mut entries = match read_index(&idx) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
+        let before = entries.len();
         entries.retain(|(s, _, _)| s != sha);
+        if entries.len() == before {
+            return Ok(());
+        }
         if entries.is_empty() {
             return remove_pack(&dir, name);
         }
         write_atomic(&idx, &render_index(&entries), 0o600, Overwrite::Replace)
     }
 
-    /// Keeps only the blobs named in `keep`: loose ones not in it are removed, packs
-    /// with none of them are removed, and when the packs hold more bytes of other
-    /// blobs than of kept ones, the kept packed blobs are copied into one new pack
-    /// (each checked by its hash on the way) and the old packs removed.
-    pub fn retain(&self, keep: &HashSet<Sha256Sum>) -> io::Result<()> {
+    /// Keeps only the blobs named in `keep`: loose ones not in it are removed, and packs
+    /// with none of them. When the packs hold more bytes of other blobs than of kept
+    /// ones, or there are more than [`MAX_PACKS`], the kept packed blobs are copied
+    /// into one new pack, each checked by its hash on the way, and the old packs
+    /// removed once the new one is durable. A kept blob found damaged is left out after
+    /// `on_damage` has recorded it (it is fetched again); any I/O failure stops the
+    /// copy and leaves every old pack in place.
+    pub fn retain(
+        &self,
+        keep: &HashSet<Sha256Sum>,
+        on_damage: impl Fn(&str) -> io::Result<()>,
+    ) -> io::Result<()> {
         if let Ok(list) = fs::read_dir(self.loose_dir()) {
             for e in list {
                 let e = e?;
@@ -231,18 +278,20 @@ impl Store {
             }
         }
         let (mut live, mut dead) = (0u64, 0u64);
-        let mut live_in = vec![false; self.packs.len()];
-        for (sha, slot) in &self.packed {
-            if keep.contains(sha) {
-                live += slot.size;
-                live_in[slot.pack] = true;
-            } else {
-                dead += slot.size;
+        let mut used = vec![false; self.packs.len()];
+        for (pack, used) in self.packs.iter().zip(used.iter_mut()) {
+            for (sha, _, size) in &pack.entries {
+                if keep.contains(sha) {
+                    live = live.saturating_add(*size);
+                    *used = true;
+                } else {
+                    dead = dead.saturating_add(*size);
+                }
             }
         }
         let dir = self.base.join(PACKS);
-        if dead <= live {
-            for (pack, used) in self.packs.iter().zip(&live_in) {
+        if dead <= live && self.packs.len() <= MAX_PACKS {
+            for (pack, used) in self.packs.iter().zip(&used) {
                 if !used {
                     remove_pack(&dir, &pack.name)?;
                 }
@@ -256,16 +305,27 @@ impl Store {
             .collect();
         kept.sort_by_key(|(_, slot)| (slot.pack, slot.offset));
         let mut writer = PackWriter::create(&self.base)?;
+        let mut damaged = Vec::new();
         for (sha, slot) in kept {
+            let pack = &self.packs[slot.pack];
             let entry = FileEntry {
-                path: format!("{PACKS}/{}", self.packs[slot.pack].name),
+                path: format!("{PACKS}/{}.{PACK_EXT}", pack.name),
                 sha256: *sha,
                 size: slot.size,
             };
-            // A damaged one is left out: it is missing then, and fetched again.
-            if let Err(e) = writer.add(&entry, PackReader::of(&self.packs[slot.pack], slot)) {
-                tracing::warn!(blob = %sha, error = %tenet_keys::error_chain(&e), "left a damaged blob out of the repacked store");
+            match writer.add(&entry, PackReader::of(pack, slot)) {
+                Ok(()) => {}
+                Err(
+                    e @ (VerifyError::BlobHash { .. }
+                    | VerifyError::BlobTooSmall { .. }
+                    | VerifyError::BlobTooLarge { .. }),
+                ) => damaged.push(format!("blob {sha}: {}", tenet_keys::error_chain(&e))),
+                // The old packs stay; the new one is dropped with the writer.
+                Err(e) => return Err(io::Error::other(tenet_keys::error_chain(&e))),
             }
+        }
+        for what in &damaged {
+            on_damage(what)?;
         }
         let new = writer.finish()?;
         for pack in &self.packs {
@@ -315,6 +375,9 @@ pub struct PackWriter {
     entries: Vec<(Sha256Sum, u64, u64)>,
     seen: HashSet<Sha256Sum>,
     len: u64,
+    /// A failed blob could not be taken out again: the offsets no longer hold, and
+    /// nothing of this pack may be kept.
+    broken: bool,
 }
 
 impl PackWriter {
@@ -332,6 +395,7 @@ impl PackWriter {
             entries: Vec::new(),
             seen: HashSet::new(),
             len: 0,
+            broken: false,
         })
     }
 
@@ -348,6 +412,12 @@ impl PackWriter {
     /// Appends the blob of `entry` from `reader`, checked against its size and hash.
     /// A blob that fails leaves no byte in the pack; those before it stay.
     pub fn add(&mut self, entry: &FileEntry, reader: impl Read) -> Result<(), VerifyError> {
+        if self.broken {
+            return Err(VerifyError::BlobIo {
+                path: entry.path.clone(),
+                source: io::Error::other("an earlier write to the pack failed"),
+            });
+        }
         if self.seen.contains(&entry.sha256) {
             // Held already; still read and checked, so a stream of several blobs
             // stays in step.
@@ -360,6 +430,7 @@ impl PackWriter {
                 f.seek(SeekFrom::Start(self.len)).map(drop)
             });
             if let Err(io) = undo {
+                self.broken = true;
                 return Err(VerifyError::BlobIo {
                     path: entry.path.clone(),
                     source: io,
@@ -369,7 +440,7 @@ impl PackWriter {
         }
         self.entries.push((entry.sha256, self.len, entry.size));
         self.seen.insert(entry.sha256);
-        self.len += entry.size;
+        self.len = self.len.saturating_add(entry.size);
         Ok(())
     }
 
@@ -377,6 +448,11 @@ impl PackWriter {
     /// the index makes the pack visible. Returns the pack's name, or `None` (and no
     /// file) when no blob was added.
     pub fn finish(mut self) -> io::Result<Option<String>> {
+        if self.broken {
+            return Err(io::Error::other(
+                "a write to the pack failed and could not be undone; the pack was dropped",
+            ));
+        }
         if self.entries.is_empty() {
             return Ok(None);
         }
@@ -391,6 +467,8 @@ impl PackWriter {
         file.as_file().sync_all()?;
         file.persist(self.dir.join(format!("{name}.{PACK_EXT}")))
             .map_err(|e| e.error)?;
+        // The pack's name is durable before an index can name it.
+        File::open(&self.dir)?.sync_all()?;
         write_atomic(
             &self.dir.join(format!("{name}.{IDX_EXT}")),
             &index,
@@ -399,6 +477,46 @@ impl PackWriter {
         )?;
         Ok(Some(name))
     }
+}
+
+/// Opens a file of the store for reading: never through a symlink, never waiting on a
+/// FIFO, and only a regular file (anything else is `InvalidData`: damage).
+fn open_regular(path: &Path) -> io::Result<File> {
+    use nix::fcntl::OFlag;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) {
+                io::Error::new(io::ErrorKind::InvalidData, "a symlink, not a file")
+            } else {
+                e
+            }
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+/// Reads and parses an index, at most [`MAX_INDEX_BYTES`] of it.
+fn read_index(path: &Path) -> io::Result<Vec<(Sha256Sum, u64, u64)>> {
+    let mut bytes = Vec::new();
+    open_regular(path)?
+        .take(MAX_INDEX_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_INDEX_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "pack index: larger than any index",
+        ));
+    }
+    parse_index(&bytes)
 }
 
 fn render_index(entries: &[(Sha256Sum, u64, u64)]) -> Vec<u8> {
@@ -475,6 +593,10 @@ mod tests {
         }
     }
 
+    fn undamaged(what: &str) -> io::Result<()> {
+        panic!("unexpected damage: {what}")
+    }
+
     fn read(store: &Store, e: &FileEntry) -> Result<Vec<u8>, VerifyError> {
         let mut out = Vec::new();
         store.read_into(e, &mut out).map(|()| out)
@@ -502,7 +624,7 @@ mod tests {
         let pack = fs::read(dir.path().join(PACKS).join(format!("{name}.pack"))).expect("pack");
         assert_eq!(pack, b"onethree");
 
-        let store = Store::open(dir.path(), |d| panic!("damaged: {d}")).expect("open");
+        let store = Store::open(dir.path(), undamaged).expect("open");
         assert_eq!(read(&store, &entry(b"one")).expect("one"), b"one");
         assert_eq!(read(&store, &entry(b"three")).expect("three"), b"three");
         let missing = read(&store, &entry(b"two")).expect_err("two was refused");
@@ -522,12 +644,12 @@ mod tests {
         let path = dir.path().join(PACKS).join(format!("{name}.pack"));
         // Same length, other bytes: only the hash can tell.
         crate::test_util::write(&path, "alphaBETA");
-        let store = Store::open(dir.path(), |d| panic!("damaged: {d}")).expect("open");
+        let store = Store::open(dir.path(), undamaged).expect("open");
         let err = read(&store, &entry(b"beta")).expect_err("damaged");
         assert!(matches!(err, VerifyError::BlobHash { .. }), "{err:?}");
         store.forget(&Sha256Sum::of(b"beta")).expect("forget");
 
-        let store = Store::open(dir.path(), |d| panic!("damaged: {d}")).expect("reopen");
+        let store = Store::open(dir.path(), undamaged).expect("reopen");
         assert_eq!(read(&store, &entry(b"alpha")).expect("alpha"), b"alpha");
         assert!(matches!(
             read(&store, &entry(b"beta")),
@@ -547,8 +669,11 @@ mod tests {
         bytes[20] ^= 1;
         crate::test_util::write_bytes(&idx, &bytes);
         let told = std::cell::RefCell::new(Vec::new());
-        let store =
-            Store::open(dir.path(), |d| told.borrow_mut().push(d.to_string())).expect("open");
+        let store = Store::open(dir.path(), |d| {
+            told.borrow_mut().push(d.to_string());
+            Ok(())
+        })
+        .expect("open");
         assert_eq!(told.borrow().len(), 1, "{told:?}");
         assert!(told.borrow()[0].contains("checksum"), "{told:?}");
         assert_eq!(store.packed_len(), 0);
@@ -570,9 +695,9 @@ mod tests {
             .map(|b| Sha256Sum::of(b))
             .collect();
 
-        let store = Store::open(dir.path(), |d| panic!("damaged: {d}")).expect("open");
-        store.retain(&keep).expect("retain");
-        let store = Store::open(dir.path(), |d| panic!("damaged: {d}")).expect("reopen");
+        let store = Store::open(dir.path(), undamaged).expect("open");
+        store.retain(&keep, undamaged).expect("retain");
+        let store = Store::open(dir.path(), undamaged).expect("reopen");
         let mut names: Vec<String> = store.names().expect("names").into_iter().collect();
         names.sort();
         let mut want: Vec<String> = keep.iter().map(ToString::to_string).collect();
@@ -584,6 +709,123 @@ mod tests {
             assert!(!packs.join(format!("{old}.pack")).exists(), "{old} removed");
         }
         assert_eq!(store.packed_len(), 1);
+    }
+
+    fn keep_of(blobs: &[&[u8]]) -> HashSet<Sha256Sum> {
+        blobs.iter().map(|b| Sha256Sum::of(b)).collect()
+    }
+
+    fn pack_names(base: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(base.join(PACKS))
+            .expect("packs")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".pack"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Mostly live packs are left as they are; only a pack with no kept blob goes.
+    #[test]
+    fn retain_keeps_mostly_live_packs_in_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mixed = pack_of(dir.path(), &[b"live-and-long", b"dead"]);
+        let gone = pack_of(dir.path(), &[b"old"]);
+        let store = Store::open(dir.path(), undamaged).expect("open");
+        store
+            .retain(&keep_of(&[b"live-and-long"]), undamaged)
+            .expect("retain");
+        assert_eq!(pack_names(dir.path()), [format!("{mixed}.pack")]);
+        assert!(!dir.path().join(PACKS).join(format!("{gone}.idx")).exists());
+    }
+
+    /// A kept blob found damaged while repacking is left out once recorded; the others
+    /// are carried into the new pack and the old packs go.
+    #[test]
+    fn a_damaged_blob_is_left_out_of_a_repack_and_recorded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = pack_of(dir.path(), &[b"good", b"bad!", b"dead-and-much-longer"]);
+        let path = dir.path().join(PACKS).join(format!("{old}.pack"));
+        crate::test_util::write(&path, "goodBAD!dead-and-much-longer");
+        let told = std::cell::RefCell::new(Vec::new());
+        let store = Store::open(dir.path(), undamaged).expect("open");
+        store
+            .retain(&keep_of(&[b"good", b"bad!"]), |what| {
+                told.borrow_mut().push(what.to_string());
+                Ok(())
+            })
+            .expect("retain");
+        assert_eq!(told.borrow().len(), 1, "{told:?}");
+        assert!(
+            told.borrow()[0].contains(&Sha256Sum::of(b"bad!").to_string()),
+            "{told:?}"
+        );
+        let store = Store::open(dir.path(), undamaged).expect("reopen");
+        assert_eq!(read(&store, &entry(b"good")).expect("good"), b"good");
+        assert!(matches!(
+            read(&store, &entry(b"bad!")),
+            Err(VerifyError::MissingBlob { .. })
+        ));
+        assert!(!path.exists());
+        // A damage that cannot be recorded stops the repack: nothing is removed.
+        let again = pack_of(dir.path(), &[b"more", b"dead-and-even-much-longer"]);
+        let store = Store::open(dir.path(), undamaged).expect("reopen");
+        let before = pack_names(dir.path());
+        let path = dir.path().join(PACKS).join(format!("{again}.pack"));
+        crate::test_util::write(&path, "MOREdead-and-even-much-longer");
+        let refused = store.retain(&keep_of(&[b"good", b"more"]), |_| {
+            Err(io::Error::other("cannot record"))
+        });
+        assert!(refused.is_err());
+        assert_eq!(pack_names(dir.path()), before);
+    }
+
+    /// Too many packs are merged into one, even when all their blobs are live.
+    #[test]
+    fn more_than_max_packs_are_merged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs: Vec<Vec<u8>> = (0..=MAX_PACKS)
+            .map(|i| format!("blob {i}").into_bytes())
+            .collect();
+        for b in &blobs {
+            pack_of(dir.path(), &[b]);
+        }
+        let all: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+        let store = Store::open(dir.path(), undamaged).expect("open");
+        store.retain(&keep_of(&all), undamaged).expect("retain");
+        assert_eq!(pack_names(dir.path()).len(), 1);
+        let store = Store::open(dir.path(), undamaged).expect("reopen");
+        for b in &all {
+            assert_eq!(read(&store, &entry(b)).expect("read"), *b);
+        }
+    }
+
+    /// An index that is a symlink or a directory is damage, never followed; a pack
+    /// that cannot be removed is ignored rather than failing the store.
+    #[test]
+    fn an_index_that_is_not_a_file_is_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let linked = pack_of(dir.path(), &[b"linked"]);
+        let packs = dir.path().join(PACKS);
+        let idx = packs.join(format!("{linked}.idx"));
+        let bytes = fs::read(&idx).expect("index");
+        crate::test_util::write_bytes(&packs.join("elsewhere"), &bytes);
+        remove_file(&idx).expect("remove the index");
+        crate::test_util::symlink("elsewhere", &idx);
+        fs::create_dir(packs.join("adir.idx")).expect("a directory index");
+        let told = std::cell::RefCell::new(Vec::new());
+        let store = Store::open(dir.path(), |d| {
+            told.borrow_mut().push(d.to_string());
+            Ok(())
+        })
+        .expect("open");
+        assert_eq!(store.packed_len(), 0);
+        assert_eq!(told.borrow().len(), 2, "{told:?}");
+        assert!(
+            fs::symlink_metadata(&idx).is_err(),
+            "the symlink is removed"
+        );
+        assert!(packs.join("elsewhere").exists(), "its target is untouched");
     }
 
     #[test]

@@ -859,11 +859,27 @@ fn blob_names(bundle: &Path) -> Vec<String> {
 /// The untouched answers then converge, batched and (for a fresh member) one by one.
 #[test]
 fn a_tampered_or_misframed_blob_is_refused_on_trust_batched_or_not() {
+    tampered_or_misframed_blobs(0);
+}
+
+/// The same when serial 2 adds enough blobs to be stored as a pack: a refused blob
+/// leaves no byte in it, and the blobs checked before it are kept.
+#[test]
+fn a_tampered_or_misframed_blob_is_refused_on_trust_into_a_pack() {
+    tampered_or_misframed_blobs(100);
+}
+
+fn tampered_or_misframed_blobs(extra: usize) {
     let world = World::new();
     let config = world.cached_member("beta");
     let trust = config.with_file_name("state/trust.toml");
     let trust_before = fs::read_to_string(&trust).unwrap();
 
+    let more = world.tree(2).join("files/more");
+    fs::create_dir_all(&more).unwrap();
+    for i in 0..extra {
+        fs::write(more.join(format!("{i:03}")), format!("serial 2 blob {i}\n")).unwrap();
+    }
     let bundle2 = world.sign(2);
     let routes = served(&world, &bundle2);
     // The blobs serial 2 adds: the member's store lacks them, so they are fetched.
@@ -923,6 +939,30 @@ fn a_tampered_or_misframed_blob_is_refused_on_trust_batched_or_not() {
         assert_eq!(fs::read_to_string(&trust).unwrap(), trust_before, "{case}");
         let link = fs::read_link(config.with_file_name("state/current")).unwrap();
         assert!(link.ends_with("1"), "{case}: {}", link.display());
+    }
+    if extra > 0 {
+        // The batch a byte short kept every blob but its last, back to back in one
+        // pack (the tampered ones failed on their first blob and kept nothing).
+        let packs: Vec<PathBuf> = fs::read_dir(config.with_file_name("state/blobs/packs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+            .collect();
+        assert_eq!(packs.len(), 1, "{packs:?}");
+        let len = fs::metadata(&packs[0]).unwrap().len();
+        let sizes: Vec<u64> = new
+            .iter()
+            .map(|h| {
+                fs::metadata(bundle2.join("blobs/sha256").join(h))
+                    .unwrap()
+                    .len()
+            })
+            .collect();
+        let all: u64 = sizes.iter().sum();
+        assert!(
+            len < all && len >= all - sizes.iter().max().unwrap(),
+            "{len} of {all}"
+        );
     }
 
     // The same bundle, answered faithfully, converges.
@@ -1161,7 +1201,7 @@ fn a_damaged_pack_or_pack_index_is_set_aside_and_fetched_again() {
     fs::remove_file(config.with_file_name("root/etc/motd")).unwrap();
     let r = run_agent(&config);
     assert_code(&r, 1);
-    assert!(r.out.contains("sha256"), "{}", r.out);
+    assert!(r.out.contains("but the manifest declares"), "{}", r.out);
     assert_eq!(read(&config, "etc/motd"), None);
     assert!(config.with_file_name("state/blobs/.damaged").exists());
 
@@ -1188,10 +1228,10 @@ fn a_damaged_pack_or_pack_index_is_set_aside_and_fetched_again() {
     assert_code(&r, 0);
     assert!(r.out.contains("nothing to do"), "{}", r.out);
     assert!(r.out.contains("checksum mismatch"), "{}", r.out);
+    // The new pack lacks motd (stored loose), so it has another name.
     assert!(!idx.exists() && !pack.exists());
     assert!(!config.with_file_name("state/blobs/.damaged").exists());
-    let fresh = named("idx");
-    assert_ne!(fresh, idx);
+    assert!(named("idx").is_file());
     // Everything reads from the new pack.
     fs::remove_dir_all(config.with_file_name("root/etc")).unwrap();
     let r = run_agent(&config);

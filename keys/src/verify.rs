@@ -948,11 +948,18 @@ pub fn read_blob_into(dir: &Path, entry: &FileEntry, sink: impl Write) -> Result
         .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
         .open(&location)
         .map_err(|source| match source.raw_os_error() {
-            _ if source.kind() == io::ErrorKind::NotFound => VerifyError::MissingBlob {
-                path: entry.path.clone(),
-                sha256: entry.sha256,
-                source,
-            },
+            // Not there, or a component of the store's path is not a directory.
+            _ if matches!(
+                source.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+            {
+                VerifyError::MissingBlob {
+                    path: entry.path.clone(),
+                    sha256: entry.sha256,
+                    source,
+                }
+            }
             // A symlink (O_NOFOLLOW) or a socket.
             Some(code)
                 if code == nix::errno::Errno::ELOOP as i32
