@@ -255,7 +255,7 @@ impl Store {
 
     /// Keeps only the blobs named in `keep`: loose ones not in it are removed, and packs
     /// with none of them. When the packs hold more bytes of other blobs than of kept
-    /// ones, or there are more than [`MAX_PACKS`], the kept packed blobs are copied
+    /// ones, or there are more than 32 packs, the kept packed blobs are copied
     /// into one new pack, each checked by its hash on the way, and the old packs
     /// removed once the new one is durable. A kept blob found damaged is left out after
     /// `on_damage` has recorded it (it is fetched again); any I/O failure stops the
