@@ -639,6 +639,48 @@ pub fn recover(state_dir: &Path, root: &Root) -> io::Result<usize> {
 
 /// Creates a file that must not exist yet, not following a link at `p`. A stale
 /// temp file from an interrupted run is removed and the creation tried once more.
+/// Reads the regular file at `path` that `seen` (its `lstat`, taken while observing)
+/// describes. It is opened without following a symlink or waiting on a FIFO, and its
+/// bytes are returned only if what was opened is that same file, unchanged (device,
+/// inode, size, mtime and ctime): a file swapped for a link to somewhere outside the
+/// root between the look and the read is never read, and what the stat cache records
+/// is the stat of the bytes read. A swap is an error; the next run looks again.
+pub fn read_seen(path: &Path, seen: &fs::Metadata) -> io::Result<Vec<u8>> {
+    use nix::{errno::Errno, fcntl::OFlag};
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let changed = || {
+        io::Error::other(format!(
+            "{} changed while it was being read; the next run looks again",
+            path.display()
+        ))
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(code) if code == Errno::ELOOP as i32 => changed(),
+            _ => e,
+        })?;
+    let now = file.metadata()?;
+    let id = |m: &fs::Metadata| {
+        (
+            m.dev(),
+            m.ino(),
+            m.len(),
+            (m.mtime(), m.mtime_nsec()),
+            (m.ctime(), m.ctime_nsec()),
+        )
+    };
+    if !now.is_file() || id(&now) != id(seen) {
+        return Err(changed());
+    }
+    let mut out = Vec::with_capacity(usize::try_from(now.len()).unwrap_or(0));
+    file.read_to_end(&mut out)?;
+    Ok(out)
+}
+
 fn create_new(p: &Path, mode: u32) -> io::Result<File> {
     let open = || {
         OpenOptions::new()
@@ -802,5 +844,36 @@ mod tests {
         drop(b);
         assert_eq!(fs::read_to_string(&p).unwrap(), "old");
         assert_eq!(fs::read_dir(root.base()).unwrap().count(), 1);
+    }
+
+    /// A file observed, then swapped before its bytes are read, is never read through
+    /// the swap: a symlink out of the root, a FIFO, another file. The file as observed
+    /// reads back.
+    #[test]
+    fn a_file_swapped_after_it_was_observed_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        write(&outside, "secret outside the root");
+        let root = dir.path().join("root");
+        let p = root.join("f");
+        write(&p, "managed");
+        let seen = fs::symlink_metadata(&p).unwrap();
+        assert_eq!(read_seen(&p, &seen).unwrap(), b"managed");
+
+        let swaps: [(&str, &dyn Fn()); 3] = [
+            ("a symlink out of the root", &|| {
+                crate::test_util::symlink(outside.to_str().unwrap(), &p)
+            }),
+            ("a FIFO", &|| {
+                nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap()
+            }),
+            ("another file", &|| write(&p, "managed")),
+        ];
+        for (what, swap) in swaps {
+            remove_if_present(&p).unwrap();
+            swap();
+            let err = read_seen(&p, &seen).expect_err(what);
+            assert!(err.to_string().contains("changed while"), "{what}: {err}");
+        }
     }
 }

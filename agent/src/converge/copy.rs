@@ -134,7 +134,9 @@ fn sync_file(
     let mode = meta.mode() & 0o7777;
     let same = match fs::symlink_metadata(dest) {
         Ok(d) if d.is_file() => {
-            d.len() == meta.len() && d.mode() & 0o7777 == mode && fs::read(dest)? == fs::read(src)?
+            d.len() == meta.len()
+                && d.mode() & 0o7777 == mode
+                && crate::fsops::read_seen(dest, &d)? == fs::read(src)?
         }
         Ok(d) if d.is_dir() => {
             return Err(io::Error::new(

@@ -72,7 +72,7 @@ fn observe(path: &Path, shown: &tenet_policies::model::AbsPath) -> Result<Observ
     if !meta.is_file() {
         return Ok(Observed::NotFile("not a regular file"));
     }
-    let bytes = fs::read(path).map_err(|e| PromiseError::io(shown, e))?;
+    let bytes = crate::fsops::read_seen(path, &meta).map_err(|e| PromiseError::io(shown, e))?;
     let text = String::from_utf8(bytes).map_err(|_| PromiseError::NotText(shown.to_string()))?;
     Ok(Observed::Text {
         text,

@@ -118,7 +118,7 @@ fn read_content<S: AsRef<str>>(
         return Ok(Seen::Same);
     }
     let read_start = SystemTime::now();
-    let bytes = fs::read(path)?;
+    let bytes = crate::fsops::read_seen(path, meta)?;
     if wanted.is_none() && cx.stat_cache.is_none() {
         return Ok(Seen::Bytes(bytes));
     }
