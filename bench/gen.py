@@ -271,10 +271,11 @@ def write_file(path, text, mode=0o644):
 def reset(n, root):
     """Move the workload state into ROOT/.trash/ and recreate the initial state.
 
-    Renaming instead of deleting keeps the mass unlink out of the timed run:
-    on ext4 with discard, deleting thousands of files right before a run
-    inflated that run's system time several times over.  The caller deletes
-    ROOT/.trash outside the timed region.
+    Renaming instead of deleting keeps the mass unlink out of the timed runs:
+    on ext4 without a journal, inodes freed in the last 60 s are skipped (and
+    scanned past) by every allocation, which inflated the next runs' system
+    time several times over.  The caller deletes ROOT/.trash after the timed
+    rounds.
 
     The reset ends with sync(2), so the next run starts with nothing dirty
     in the page cache.  A tool that makes its writes durable with syncfs(2)

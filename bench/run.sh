@@ -10,8 +10,9 @@
 # that reports 0 repairs, and a cross-check in which each tool finds the tree
 # the other converged already kept.  Then timings with hyperfine, the tools
 # side by side in the same invocation:
-#   first   fresh sandbox before every run (--prepare resets by rename,
-#           --cleanup deletes ROOT/.trash after the batch)
+#   first   fresh sandbox before every run (--prepare resets by rename; the
+#           trash is deleted after the last round, never between batches:
+#           see "ext4 without a journal" below)
 #   noop    the converged tree (--warmup 1); the I/O floor runs here too
 #   (first runs also time `floor --first`: the bare changes, no policy, no fsync)
 #   parse   parse and validate only: cf-promises -c -f / tenet-agent check
@@ -162,6 +163,7 @@ for N in "${NS[@]}"; do
 
   # ---- sandboxes ----
   rm -rf "$CF" "$TN"
+  DELETED_AT=$(date +%s)
   mkdir -p "$BASE"
   for root in "$CF" "$TN"; do
     python3 "$GEN" "$N" "$root"
@@ -228,6 +230,14 @@ for N in "${NS[@]}"; do
   # Odd rounds run each tool in its own sandbox, even rounds swap the
   # sandboxes: on this ext4, creating the same files cost several times more
   # system time in one directory than in its sibling, whichever tool did it.
+  # ext4 without a journal (this machine's root) will not reuse an inode freed in
+  # the last 60 s, and finds each new inode by scanning past every recently freed
+  # one: a batch right after deleting the previous batch's trash paid several times
+  # the system time, whichever tool it was. Nothing is deleted while first runs are
+  # timed, and the first round waits until the setup's deletions are 61 s old.
+  sync
+  settle=$(( DELETED_AT + 61 - $(date +%s) ))
+  if [ "$settle" -gt 0 ]; then log "waiting ${settle}s for inodes freed by the setup to age"; sleep "$settle"; fi
   for ((round = 1; round <= ROUNDS; round++)); do
     if [ $((round % 2)) -eq 1 ]; then c=$CF t=$TN; else c=$TN t=$CF; fi
     hf_args < <(ordered "$round" \
@@ -235,8 +245,9 @@ for N in "${NS[@]}"; do
       "tenet|$(reset_cmd "$t")|$(tenet_apply "$t")" \
       "floor|$(reset_cmd "$t")|$FLOOR --first $N $t" \
       "cf-agent_in|$(reset_cmd "$c")|$(cf_in "$c")")
-    hf "n${N}_first" "$round" --runs "$PER" --cleanup "$CLEANUP" "${HF_ARGS[@]}"
+    hf "n${N}_first" "$round" --runs "$PER" "${HF_ARGS[@]}"
   done
+  $CLEANUP
   # The first-run floor leaves its sandbox unconverged: converge both again
   # before the checker and the no-op runs.
   for root in "$CF" "$TN"; do $(tenet_apply "$root") >/dev/null 2>&1 || STATUS=1; done
