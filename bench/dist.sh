@@ -25,8 +25,8 @@
 #          cf3 in its served tree; tenet in the policy tree, then signs a new
 #          bundle (serial + 1) and promotes it.
 # Each scenario is split into $ROUNDS invocations (default 2) with the command
-# order reversed from one to the next.  After every batch, diff -rq between
-# each source tree and its destination; any difference fails the script.
+# order reversed from one to the next.  After each scenario's rounds, diff -rq
+# between each source tree and its destination; any difference fails the script.
 # Server peak RSS: VmHWM of cf-serverd and tenet-policyd after all runs.
 # Signed bundles go to /dev/shm/tenet-dist (tmpfs): tenet-keys sign fsyncs
 # every blob, which takes ~48 s for this tree on this disk, too long for a

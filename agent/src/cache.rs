@@ -8,6 +8,8 @@
 //!                             only after its bytes were hashed against that name
 //!   blobs/packs/<name>.pack   many cached blobs, written by one sync ([`Store`])
 //!   blobs/packs/<name>.idx
+//!   blobs/.damaged            a stored blob or pack was found damaged: the next sync
+//!                             fetches the bundle in force again
 //!   bundles/<serial>/         a verified bundle (no timestamp): roots, manifest,
 //!                             blobs -> ../../blobs (the shared store)
 //!   bundles/.staging/         the bundle being fetched (same layout); removed on start
@@ -16,8 +18,8 @@
 //!
 //! A new serial stores only the blobs the store does not hold yet: a change of one
 //! file writes one blob, and no bundle owns a copy or a link per file. Blobs no bundle
-//! kept (the one in force and the previous one) refers to are removed once they
-//! outnumber the bundle in force's.
+//! kept (the one in force and the previous one) refers to are removed once the store
+//! holds more than twice the bundle in force's count plus 64.
 //!
 //! These files live in the agent's state directory, never in the managed root, so
 //! they are written here rather than through `fsops`.
@@ -99,7 +101,8 @@ impl Cache {
         open_store(&self.dir)
     }
 
-    /// `STATE/blobs/sha256`: every cached blob, by hash.
+    /// `STATE/blobs/sha256`: the loose blobs, by hash (packed ones are in
+    /// `blobs/packs`, see [`Store`]).
     pub fn blob_store(&self) -> PathBuf {
         self.dir.join(tenet_keys::bundle::BLOB_DIR)
     }
@@ -227,8 +230,8 @@ impl Cache {
     }
 
     /// Removes blobs that neither the bundle in force (`manifest`) nor the previous one
-    /// refers to, once the store holds more than twice the blobs in force (so a run
-    /// that changes one file does not read the previous manifest for one blob).
+    /// refers to, once the store holds more than twice the blobs in force plus 64 (so
+    /// a run that changes one file does not read the previous manifest for one blob).
     fn collect_blobs(&self, manifest: &Manifest, previous: Option<u64>) -> io::Result<()> {
         let store = self.store()?;
         let stored = store.names()?;
@@ -267,7 +270,7 @@ fn serial_name(serial: u64) -> String {
 
 /// A verified bundle's policy tree, read straight from its blobs: the files are the
 /// manifest's, and each is checked against its size and SHA-256 in the signed manifest
-/// as it is read ([`tenet_keys::read_blob_into`]), so the policy loaded is made of
+/// as it is read ([`Store::read_into`]), so the policy loaded is made of
 /// verified bytes only, whatever happened to the directory since it was verified.
 #[derive(Debug, Clone)]
 pub struct BundleFiles {

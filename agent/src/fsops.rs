@@ -7,6 +7,7 @@
 //! them with one `syncfs` before any rename instead of one fsync each (0.5 ms per
 //! file on a virtio disk), which keeps the same guarantee: no rename happens before
 //! the data it exposes is on disk, so a crash leaves either the old or the new file.
+//! [`read_seen`] reads a managed file only if it is still the file observed.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ffi::OsString;
@@ -637,8 +638,6 @@ pub fn recover(state_dir: &Path, root: &Root) -> io::Result<usize> {
     Ok(removed)
 }
 
-/// Creates a file that must not exist yet, not following a link at `p`. A stale
-/// temp file from an interrupted run is removed and the creation tried once more.
 /// Reads the regular file at `path` that `seen` (its `lstat`, taken while observing)
 /// describes. It is opened without following a symlink or waiting on a FIFO, and its
 /// bytes are returned only if what was opened is that same file, unchanged (device,
@@ -681,6 +680,8 @@ pub fn read_seen(path: &Path, seen: &fs::Metadata) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Creates a file that must not exist yet, not following a link at `p`. A stale
+/// temp file from an interrupted run is removed and the creation tried once more.
 fn create_new(p: &Path, mode: u32) -> io::Result<File> {
     let open = || {
         OpenOptions::new()

@@ -2,8 +2,9 @@
 //! converge this member to it.
 //!
 //! In order: configuration, run lock, trust state (bootstrapped from the enrolment root
-//! on the first run), pinned mTLS connection, root updates, timestamp, manifest, blobs
-//! into staging, whole-bundle verification, atomic switch of the cached bundle,
+//! on the first run), pinned mTLS connection, root updates, timestamp, manifest into
+//! staging, the missing blobs into the shared store (loose, or one pack for 64 or
+//! more), whole-bundle verification, atomic switch of the cached bundle,
 //! persisting the ratchet, then convergence from the cached bundle's tree.
 //!
 //! When no master answers, the last good bundle is enforced with a warning; with none,
@@ -481,9 +482,9 @@ fn load_state(config: &Config, cache: &Cache) -> Result<TrustState, RunError> {
     Ok(TrustState::new(root))
 }
 
-/// Re-verifies the cached bundle against the trust state: roots, manifest, every blob
-/// present at its size; the blobs were hashed when stored and are hashed again as the
-/// policy is read ([`BundleFiles`]). An expired bundle is still enforced, with a
+/// Re-verifies the cached bundle against the trust state: roots and manifest. Blobs
+/// are not opened here: they were hashed when stored, and each is hashed again as it
+/// is read ([`BundleFiles`]). An expired bundle is still enforced, with a
 /// warning; any other failure refuses it.
 fn check_cached(
     state: &TrustState,
@@ -514,7 +515,8 @@ fn check_cached(
 }
 
 /// Talks to the master: root updates, timestamp, and when it names a newer manifest
-/// (or nothing is cached), the manifest and blobs into staging, then verifies the
+/// (or nothing is cached), the manifest into staging and the missing blobs into the
+/// shared store, then verifies the
 /// staged bundle as a whole.
 fn sync(
     config: &Config,
@@ -703,7 +705,7 @@ const BATCH_LIMITS: fetch::BatchLimits = fetch::BatchLimits {
     bytes: 32 * 1024 * 1024,
 };
 
-/// Fetches the `missing` blobs into `store` (appending each stored path to `written`):
+/// Fetches the `missing` blobs into `sink` (loose files, or one pack):
 /// in batches within `limits` from `POST /v1/blobs`, or one `GET` each from a master
 /// that does not have that route (404 or 405: an older policyd). The fallback also
 /// follows a 404 for a hash the master no longer serves; its first `GET` of such a

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! STATE/blobs/
-//!   sha256/<hex>            a loose blob (a sync that fetches few blobs writes these)
+//!   sha256/<hex>            a loose blob (a sync that fetches fewer than 64 writes these)
 //!   packs/<name>.pack       blobs written back to back by one sync that fetched many
 //!   packs/<name>.idx        what the pack holds: hash, offset and size of each blob
 //! ```
@@ -17,8 +17,10 @@
 //! Nothing read from here is trusted by where it lies: every blob, loose or packed, is
 //! hashed against the signed manifest's entry as it is read ([`Store::read_into`]).
 //! A blob found damaged is removed from the store (from its pack's index, for a packed
-//! one), so that the next sync fetches it again. An index that is itself damaged
-//! (its checksum does not match) is removed with its pack, to the same end.
+//! one), so that the next sync fetches it again. A pack whose index is damaged (bad
+//! checksum or format, not a regular file) or whose pack file is missing or not a
+//! regular file is removed, once the damage is recorded, to the same end; any other
+//! failure to read a pack is an error, since it may hold the only copy of a blob.
 //!
 //! Index format, little-endian:
 //! `b"TNPKIDX1"`, entry count (u64), then per entry the SHA-256 (32 bytes), offset
