@@ -645,7 +645,6 @@ pub fn recover(state_dir: &Path, root: &Root) -> io::Result<usize> {
 /// root between the look and the read is never read, and what the stat cache records
 /// is the stat of the bytes read. A swap is an error; the next run looks again.
 pub fn read_seen(path: &Path, seen: &fs::Metadata) -> io::Result<Vec<u8>> {
-    use nix::{errno::Errno, fcntl::OFlag};
     use std::io::Read as _;
     use std::os::unix::fs::MetadataExt as _;
     let changed = || {
@@ -654,14 +653,13 @@ pub fn read_seen(path: &Path, seen: &fs::Metadata) -> io::Result<Vec<u8>> {
             path.display()
         ))
     };
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(code) if code == Errno::ELOOP as i32 => changed(),
-            _ => e,
-        })?;
+    let mut file = tenet_keys::fsio::open_read_no_follow(path).map_err(|e| {
+        if tenet_keys::fsio::is_symlink_refusal(&e) {
+            changed()
+        } else {
+            e
+        }
+    })?;
     let now = file.metadata()?;
     let id = |m: &fs::Metadata| {
         (

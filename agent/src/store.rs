@@ -484,19 +484,13 @@ impl PackWriter {
 /// Opens a file of the store for reading: never through a symlink, never waiting on a
 /// FIFO, and only a regular file (anything else is `InvalidData`: damage).
 fn open_regular(path: &Path) -> io::Result<File> {
-    use nix::fcntl::OFlag;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) {
-                io::Error::new(io::ErrorKind::InvalidData, "a symlink, not a file")
-            } else {
-                e
-            }
-        })?;
+    let file = tenet_keys::fsio::open_read_no_follow(path).map_err(|e| {
+        if tenet_keys::fsio::is_symlink_refusal(&e) {
+            io::Error::new(io::ErrorKind::InvalidData, "a symlink, not a file")
+        } else {
+            e
+        }
+    })?;
     if !file.metadata()?.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

@@ -2,13 +2,30 @@
 //! the directory. A crash leaves the old file or the new one, never a torn one.
 //!
 //! This is the only module of the crate that renames files. The agent and policyd use
-//! [`write_atomic`] for their own state files too.
+//! [`write_atomic`] for their own state files too, and [`open_read_no_follow`] to read
+//! a file that must be judged by what was opened.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Opens `path` for reading without following a symlink at it (`ELOOP`) or waiting
+/// for a writer if it is a FIFO: the caller judges what it opened by its `fstat`, so
+/// nothing can be swapped in between a check and the open.
+pub fn open_read_no_follow(path: &Path) -> io::Result<File> {
+    use nix::fcntl::OFlag;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
+        .open(path)
+}
+
+/// Whether the error of [`open_read_no_follow`] says a symlink was found at the path.
+pub fn is_symlink_refusal(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32)
+}
 
 /// Whether an existing destination may be replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

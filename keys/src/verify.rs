@@ -936,18 +936,13 @@ fn read_blob(dir: &Path, entry: &FileEntry) -> Result<Vec<u8>, VerifyError> {
 /// without following a symlink or blocking on a FIFO, and judged by what was opened
 /// (one path lookup, and nothing can be swapped in between a check and the open).
 pub fn read_blob_into(dir: &Path, entry: &FileEntry, sink: impl Write) -> Result<(), VerifyError> {
-    use nix::fcntl::OFlag;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let location = bundle::blob_path(dir, &entry.sha256);
     let not_file = || VerifyError::BlobNotFile {
         path: entry.path.clone(),
         sha256: entry.sha256,
     };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
-        .open(&location)
-        .map_err(|source| match source.raw_os_error() {
+    let file = crate::fsio::open_read_no_follow(&location).map_err(|source| {
+        match source.raw_os_error() {
             // Not there, or a component of the store's path is not a directory.
             _ if matches!(
                 source.kind(),
@@ -961,17 +956,14 @@ pub fn read_blob_into(dir: &Path, entry: &FileEntry, sink: impl Write) -> Result
                 }
             }
             // A symlink (O_NOFOLLOW) or a socket.
-            Some(code)
-                if code == nix::errno::Errno::ELOOP as i32
-                    || code == nix::errno::Errno::ENXIO as i32 =>
-            {
-                not_file()
-            }
+            _ if crate::fsio::is_symlink_refusal(&source) => not_file(),
+            Some(code) if code == nix::errno::Errno::ENXIO as i32 => not_file(),
             _ => VerifyError::Read {
                 path: location.clone(),
                 source,
             },
-        })?;
+        }
+    })?;
     let meta = file.metadata().map_err(|source| VerifyError::Read {
         path: location.clone(),
         source,
