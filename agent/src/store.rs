@@ -218,12 +218,7 @@ impl Store {
         let Some(slot) = self.packed.get(&entry.sha256) else {
             return tenet_keys::read_blob_into(&self.base, entry, sink);
         };
-        let pack = &self.packs[slot.pack];
-        let reader = PackReader {
-            file: &pack.file,
-            at: slot.offset,
-            end: slot.offset.saturating_add(slot.size),
-        };
+        let reader = PackReader::of(&self.packs[slot.pack], slot);
         tenet_keys::check_blob_stream(entry, reader, sink)
     }
 
