@@ -99,6 +99,7 @@ agent = "$AGENT"
 agent_config = "agent.toml"
 agent_state = "state"
 timeout = "60s"
+start = "direct"
 EOF
   $POLICYD serve --config "$B/m/$m/policyd.toml" 2>"$B/m/$m/policyd.log" &
   echo $! >>"$B/pids"

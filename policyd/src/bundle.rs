@@ -195,22 +195,101 @@ impl LoadedBundle {
         self.blobs.get(sha256)
     }
 
-    /// Reads the blob of `entry` from the blob store, checking its size and hash again
-    /// (the directory may have changed since it was verified).
-    pub(crate) fn read_blob(&self, entry: &FileEntry) -> Result<Vec<u8>, VerifyError> {
-        let mut out = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
-        self.read_blob_into(entry, &mut out)?;
-        Ok(out)
+    /// Opens the blob of `entry` in the blob store for streaming, after the checks that
+    /// need no reading: a regular file (no link followed) of exactly the signed size.
+    /// The caller hashes what it reads ([`BlobCheck`]).
+    pub(crate) fn open_blob(&self, entry: &FileEntry) -> Result<File, VerifyError> {
+        let location = bundle::blob_path(&self.dir, &entry.sha256);
+        let not_file = || VerifyError::BlobNotFile {
+            path: entry.path.clone(),
+            sha256: entry.sha256,
+        };
+        let file = tenet_keys::fsio::open_read_no_follow(&location).map_err(|source| {
+            if matches!(
+                source.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) {
+                VerifyError::MissingBlob {
+                    path: entry.path.clone(),
+                    sha256: entry.sha256,
+                    source,
+                }
+            } else if tenet_keys::fsio::is_symlink_refusal(&source)
+                || source.raw_os_error() == Some(nix::errno::Errno::ENXIO as i32)
+            {
+                not_file()
+            } else {
+                VerifyError::Read {
+                    path: location.clone(),
+                    source,
+                }
+            }
+        })?;
+        let meta = file.metadata().map_err(|source| VerifyError::Read {
+            path: location.clone(),
+            source,
+        })?;
+        if !meta.is_file() {
+            return Err(not_file());
+        }
+        if meta.len() > entry.size {
+            return Err(VerifyError::BlobTooLarge {
+                path: entry.path.clone(),
+                declared: entry.size,
+            });
+        }
+        if meta.len() < entry.size {
+            return Err(VerifyError::BlobTooSmall {
+                path: entry.path.clone(),
+                declared: entry.size,
+                found: meta.len(),
+            });
+        }
+        Ok(file)
+    }
+}
+
+/// The running check of a blob as it streams: its bytes are counted and hashed, and
+/// [`BlobCheck::finish`] says whether they were exactly the signed ones.
+pub(crate) struct BlobCheck {
+    hasher: sha2::Sha256,
+    seen: u64,
+}
+
+impl BlobCheck {
+    pub(crate) fn new() -> BlobCheck {
+        use sha2::Digest as _;
+        BlobCheck {
+            hasher: sha2::Sha256::new(),
+            seen: 0,
+        }
     }
 
-    /// [`Bundle::read_blob`], appended to `out`; on an error `out` holds unchecked
-    /// bytes and must be discarded.
-    pub(crate) fn read_blob_into(
-        &self,
-        entry: &FileEntry,
-        out: &mut Vec<u8>,
-    ) -> Result<(), VerifyError> {
-        read_blob_into(&self.dir, entry, out)
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        use sha2::Digest as _;
+        self.hasher.update(bytes);
+        self.seen += bytes.len() as u64;
+    }
+
+    /// Whether the bytes seen are `entry`'s: its size and SHA-256.
+    pub(crate) fn finish(self, entry: &FileEntry) -> Result<(), VerifyError> {
+        use sha2::Digest as _;
+        if self.seen != entry.size {
+            return Err(VerifyError::BlobTooSmall {
+                path: entry.path.clone(),
+                declared: entry.size,
+                found: self.seen,
+            });
+        }
+        let found = Sha256Sum::from_bytes(self.hasher.finalize().into());
+        if found != entry.sha256 {
+            return Err(VerifyError::BlobHash {
+                path: entry.path.clone(),
+                declared: entry.sha256,
+                found,
+            });
+        }
+        Ok(())
     }
 }
 

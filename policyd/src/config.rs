@@ -23,12 +23,19 @@
 //!
 //! [limits]
 //! max_connections = 256
-//! handshake_timeout = "10s"
+//! max_connections_per_address = 32
+//! max_handshakes = 64
+//! max_handshakes_per_address = 4
+//! handshake_timeout = "3s"
 //! header_read_timeout = "10s"
 //! idle_timeout = "60s"
+//! max_connection_age = "5m"
 //! max_header_bytes = 16384
-//! h2_max_concurrent_streams = 16
+//! blob_memory = 33554432
 //! drain_timeout = "10s"
+//!
+//! [run]
+//! start = "auto"                                     # or "systemd-run", "direct"
 //! ```
 //!
 //! Relative paths are taken relative to the directory of the configuration file.
@@ -67,8 +74,9 @@ Configuration file (TOML; relative paths are relative to the file's directory):
                              served; the served root history must lead to it.
 
   [listener]                 runs on every member, promoted or not
-  listen = ADDR:PORT         default 0.0.0.0:8740. Mutual TLS with the node key; any client
-                             proving its key may connect; each route says whom it answers.
+  listen = ADDR:PORT         default 0.0.0.0:8740. Mutual TLS with the node key; only the
+                             admin keys of the newest verified root and enrolled members
+                             get past the handshake; each route says whom it answers.
 
   [serve]                    bound only while promoted; agents fetch the bundle here
   listen = ADDR:PORT         default 0.0.0.0:8741. Mutual TLS with the policy server key
@@ -93,6 +101,12 @@ Configuration file (TOML; relative paths are relative to the file's directory):
                              scopes come from there, else from trusted_root) and run.lock
                              is the one-run-at-a-time lock pushed runs share.
   timeout = DURATION         default 10m. A pushed run still going after this is killed.
+  start = MODE               default \"auto\": \"systemd-run\" when /run/systemd/system exists,
+                             else \"direct\". \"systemd-run\" starts the agent as a transient
+                             unit (systemd-run --unit=tenet-agent-push-ID --wait --collect
+                             --pipe), outside this daemon's sandbox; \"direct\" starts it as
+                             a child of this daemon, inside whatever sandbox it runs in.
+  systemd_run = FILE         default /usr/bin/systemd-run.
   max_skew = DURATION        default 2m. How far in the future a request's issue time may
                              be (clock skew between the admin and this member).
 
@@ -100,18 +114,26 @@ Configuration file (TOML; relative paths are relative to the file's directory):
   listen = ADDR:PORT|\"off\"   default 127.0.0.1:8742. Plain-HTTP Prometheus endpoint
                              GET /metrics; keep it on loopback.
 
-  [limits]
-  max_connections = N        default 256. Open connections per TLS socket; further
-                             clients wait in the kernel's backlog.
-  handshake_timeout = DUR    default 10s. A TLS handshake must finish within this.
+  [limits]                   per TLS socket; a client over a limit is closed at once
+  max_connections = N        default 256. Connections past their handshake.
+  max_connections_per_address = N   default 32. Open connections (handshaking or not)
+                             from one address (IPv6: one /64).
+  max_handshakes = N         default 64. TLS handshakes in progress, from all addresses.
+  max_handshakes_per_address = N    default 4. Handshakes in progress from one address.
+  handshake_timeout = DUR    default 3s. A TLS handshake must finish within this.
   header_read_timeout = DUR  default 10s. An HTTP/1.1 request head must arrive within this:
                              the first one after the handshake, a later one once it began.
   idle_timeout = DUR         default 60s. A connection with no bytes in either direction
                              for this long is closed (slow or stalled clients, and
                              keep-alive connections idle between requests).
+  max_connection_age = DUR   default 5m. A connection this old is closed between
+                             requests (keep-alive cannot hold a slot for ever).
   max_header_bytes = N       default 16384 (8192..=1048576). Largest request head;
-                             larger ones get 431 (HTTP/1.1) or a stream reset (h2).
-  h2_max_concurrent_streams = N   default 16. Concurrent HTTP/2 streams per connection.
+                             larger ones get 431.
+  blob_memory = BYTES        default 33554432 (32 MiB; at least 1048576). Blob bytes all
+                             answers in flight together hold in memory; an answer waits
+                             for room rather than go over.
+  h2_max_concurrent_streams = N   accepted and ignored: both sockets speak HTTP/1.1 only.
   drain_timeout = DUR        default 10s. On SIGTERM or demotion, open connections get this
                              long to finish before they are closed.
 
@@ -155,7 +177,26 @@ pub struct RunConfig {
     pub timeout: Duration,
     /// How far in the future a request's issue time may be.
     pub max_skew: Duration,
+    /// How the agent is started.
+    pub start: RunStart,
+    /// The `systemd-run` binary, for [`RunStart::SystemdRun`].
+    pub systemd_run: PathBuf,
 }
+
+/// `[run] start`: how a pushed run's agent is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStart {
+    /// `systemd-run` when `/run/systemd/system` exists (decided at start-up), else
+    /// `direct`.
+    Auto,
+    /// A transient systemd unit, outside policyd's own sandbox.
+    SystemdRun,
+    /// A child process of policyd.
+    Direct,
+}
+
+/// The `systemd-run` binary's default path.
+pub const DEFAULT_SYSTEMD_RUN: &str = "/usr/bin/systemd-run";
 
 /// The agent binary's default path.
 pub const DEFAULT_AGENT: &str = "/usr/bin/tenet-agent";
@@ -193,11 +234,17 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
-/// `[limits]`.
+/// `[limits]`, each per TLS socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Open connections per TLS socket.
+    /// Connections past their handshake.
     pub max_connections: usize,
+    /// Open connections (handshaking or past it) from one address (IPv6: one /64).
+    pub max_connections_per_address: usize,
+    /// TLS handshakes in progress.
+    pub max_handshakes: usize,
+    /// TLS handshakes in progress from one address.
+    pub max_handshakes_per_address: usize,
     /// Time allowed for a TLS handshake.
     pub handshake_timeout: Duration,
     /// Time allowed for an HTTP/1.1 request head: the first from the end of the
@@ -205,10 +252,12 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// A connection silent for this long is closed (also an idle keep-alive one).
     pub idle_timeout: Duration,
+    /// A connection this old is closed between requests.
+    pub max_connection_age: Duration,
     /// Largest request head, in bytes.
     pub max_header_bytes: usize,
-    /// Concurrent HTTP/2 streams per connection.
-    pub h2_max_concurrent_streams: u32,
+    /// Blob bytes held in memory by all answers in flight together.
+    pub blob_memory: u64,
     /// Time open connections get to finish on shutdown or demotion.
     pub drain_timeout: Duration,
 }
@@ -217,11 +266,15 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_connections: 256,
-            handshake_timeout: Duration::from_secs(10),
+            max_connections_per_address: 32,
+            max_handshakes: 64,
+            max_handshakes_per_address: 4,
+            handshake_timeout: Duration::from_secs(3),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            max_connection_age: Duration::from_secs(300),
             max_header_bytes: 16 * 1024,
-            h2_max_concurrent_streams: 16,
+            blob_memory: 32 * 1024 * 1024,
             drain_timeout: Duration::from_secs(10),
         }
     }
@@ -231,6 +284,8 @@ impl Default for Limits {
 const MIN_HEADER_BYTES: usize = 8192;
 /// Largest head limit allowed.
 const MAX_HEADER_BYTES: usize = 1024 * 1024;
+/// Smallest blob memory budget: one chunk of every kind of answer must fit.
+const MIN_BLOB_MEMORY: u64 = 1024 * 1024;
 /// Largest configuration file read.
 const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 
@@ -334,6 +389,13 @@ impl Config {
         let l = raw.limits;
         let limits = Limits {
             max_connections: l.max_connections.unwrap_or(d.max_connections),
+            max_connections_per_address: l
+                .max_connections_per_address
+                .unwrap_or(d.max_connections_per_address),
+            max_handshakes: l.max_handshakes.unwrap_or(d.max_handshakes),
+            max_handshakes_per_address: l
+                .max_handshakes_per_address
+                .unwrap_or(d.max_handshakes_per_address),
             handshake_timeout: duration_or(
                 "limits.handshake_timeout",
                 l.handshake_timeout.as_deref(),
@@ -349,10 +411,13 @@ impl Config {
                 l.idle_timeout.as_deref(),
                 d.idle_timeout,
             )?,
+            max_connection_age: duration_or(
+                "limits.max_connection_age",
+                l.max_connection_age.as_deref(),
+                d.max_connection_age,
+            )?,
             max_header_bytes: l.max_header_bytes.unwrap_or(d.max_header_bytes),
-            h2_max_concurrent_streams: l
-                .h2_max_concurrent_streams
-                .unwrap_or(d.h2_max_concurrent_streams),
+            blob_memory: l.blob_memory.unwrap_or(d.blob_memory),
             drain_timeout: duration_or(
                 "limits.drain_timeout",
                 l.drain_timeout.as_deref(),
@@ -380,14 +445,45 @@ impl Config {
                 r.max_skew.as_deref(),
                 tenet_keys::runreq::DEFAULT_MAX_SKEW,
             )?,
+            start: match r.start.as_deref() {
+                None | Some("auto") => RunStart::Auto,
+                Some("systemd-run") => RunStart::SystemdRun,
+                Some("direct") => RunStart::Direct,
+                Some(other) => {
+                    return Err(invalid(
+                        "run.start",
+                        format!("{other:?} is not \"auto\", \"systemd-run\" or \"direct\""),
+                    ));
+                }
+            },
+            systemd_run: base.join(
+                r.systemd_run
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_SYSTEMD_RUN)),
+            ),
         };
         if run.timeout.is_zero() {
             return Err(invalid("run.timeout", "must be more than zero".to_string()));
         }
-        if limits.max_connections == 0 {
+        for (field, value) in [
+            ("limits.max_connections", limits.max_connections),
+            (
+                "limits.max_connections_per_address",
+                limits.max_connections_per_address,
+            ),
+            ("limits.max_handshakes", limits.max_handshakes),
+            (
+                "limits.max_handshakes_per_address",
+                limits.max_handshakes_per_address,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1".to_string()));
+            }
+        }
+        if limits.blob_memory < MIN_BLOB_MEMORY {
             return Err(invalid(
-                "limits.max_connections",
-                "must be at least 1".to_string(),
+                "limits.blob_memory",
+                format!("must be at least {MIN_BLOB_MEMORY}"),
             ));
         }
         if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&limits.max_header_bytes) {
@@ -399,16 +495,11 @@ impl Config {
                 ),
             ));
         }
-        if limits.h2_max_concurrent_streams == 0 {
-            return Err(invalid(
-                "limits.h2_max_concurrent_streams",
-                "must be at least 1".to_string(),
-            ));
-        }
         for (field, value) in [
             ("limits.handshake_timeout", limits.handshake_timeout),
             ("limits.header_read_timeout", limits.header_read_timeout),
             ("limits.idle_timeout", limits.idle_timeout),
+            ("limits.max_connection_age", limits.max_connection_age),
             ("serve.watch_interval", serve.watch_interval),
         ] {
             if value.is_zero() {
@@ -526,6 +617,8 @@ struct RawRun {
     agent_state: Option<PathBuf>,
     timeout: Option<String>,
     max_skew: Option<String>,
+    start: Option<String>,
+    systemd_run: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -554,10 +647,17 @@ struct RawMetrics {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
+    max_handshakes: Option<usize>,
+    max_handshakes_per_address: Option<usize>,
     handshake_timeout: Option<String>,
     header_read_timeout: Option<String>,
     idle_timeout: Option<String>,
+    max_connection_age: Option<String>,
     max_header_bytes: Option<usize>,
+    blob_memory: Option<u64>,
+    /// Accepted so that older files load; both sockets speak HTTP/1.1 only.
+    #[expect(dead_code, reason = "read only so that older files still load")]
     h2_max_concurrent_streams: Option<u32>,
     drain_timeout: Option<String>,
 }

@@ -27,7 +27,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tenet_keys::tls::{self, Identity, Subject};
+use tenet_keys::tls::{Identity, Subject};
 use tenet_keys::{SecretKey, TrustState, TrustedRoot, bundle};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
@@ -36,11 +36,13 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::config::RunStart;
 use crate::control;
 use crate::error::DaemonError;
-use crate::http::{self, AnyProvedKey, Stop, Tracker};
+use crate::http::{self, Stop, Tracker};
 use crate::metrics::{Gauges, Metrics, Site};
 use crate::promotion::{self, Promotion, State};
+use crate::trusted::ListenerKeys;
 
 /// Concurrent connections to the metrics endpoint.
 const MAX_METRICS_CONNECTIONS: usize = 8;
@@ -76,8 +78,12 @@ pub(crate) struct Shared {
     pub(crate) connections: Tracker,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) addresses: Addresses,
-    /// The root from `trusted_root` (run requests use the agent's newer one when it has it).
-    pub(crate) anchor: TrustedRoot,
+    /// Whom the listener admits, and the newest verified root (run requests).
+    pub(crate) keys: Arc<ListenerKeys>,
+    /// How a pushed run's agent is started (`[run] start`, `auto` resolved).
+    pub(crate) run_start: RunStart,
+    /// The blob bytes all answers in flight may hold together.
+    pub(crate) blob_memory: crate::routes::BlobMemory,
     /// The pushed run in progress and the replay cache's lock.
     pub(crate) runs: crate::runreq::Runs,
 }
@@ -102,11 +108,18 @@ impl Daemon {
         let trusted = read_trusted_root(&config.trusted_root)?;
         let identity = Identity::new(&node_key, Subject::Member(config.member.clone()))
             .map_err(|source| DaemonError::Tls { source })?;
-        let listener_tls = tls::server_config(&identity, Arc::new(AnyProvedKey))
-            .map_err(|source| DaemonError::Tls { source })?;
 
         prepare_state_dir(&config.state_dir)?;
         let ratchet = load_ratchet(&config.state_dir, trusted.clone())?;
+        let promotion = Promotion::new(ratchet);
+        let keys = Arc::new(ListenerKeys::new(
+            trusted.root().clone(),
+            config.run.agent_state.clone(),
+            promotion.pins(),
+        ));
+        keys.refresh();
+        let listener_tls = http::server_config(&identity, keys.clone())
+            .map_err(|source| DaemonError::Tls { source })?;
         let socket_path = config.control_socket();
         let control = bind_control(&socket_path)?;
 
@@ -130,10 +143,13 @@ impl Daemon {
             control: socket_path,
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let run_start = resolve_run_start(config.run.start);
         let shared = Arc::new(Shared {
-            anchor: trusted.clone(),
+            keys,
+            run_start,
+            blob_memory: crate::routes::BlobMemory::new(config.limits.blob_memory),
             runs: crate::runreq::Runs::default(),
-            promotion: Promotion::new(ratchet),
+            promotion,
             metrics: Metrics::default(),
             connections: Tracker::default(),
             shutdown: shutdown_rx,
@@ -179,6 +195,7 @@ impl Daemon {
             stop.clone(),
         ));
         let control = tokio::spawn(control::serve(shared.clone(), self.control, stop.clone()));
+        let refresh = tokio::spawn(refresh_keys(shared.clone(), stop.clone()));
         let metrics = self
             .metrics
             .map(|m| tokio::spawn(serve_metrics(shared.clone(), m, stop.clone())));
@@ -192,6 +209,7 @@ impl Daemon {
         promotion::demote(&shared).await;
         let _ = listener.await;
         let _ = control.await;
+        let _ = refresh.await;
         if let Some(m) = metrics {
             let _ = m.await;
         }
@@ -208,6 +226,32 @@ impl Daemon {
         }
         info!("stopped");
     }
+}
+
+/// Reads the agent's trust state again whenever it changes (see [`crate::trusted`]).
+async fn refresh_keys(shared: Arc<Shared>, mut stop: Stop) {
+    let mut every = tokio::time::interval(crate::trusted::REFRESH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.wait() => return,
+            _ = every.tick() => {
+                let keys = shared.keys.clone();
+                let _ = tokio::task::spawn_blocking(move || keys.refresh()).await;
+            }
+        }
+    }
+}
+
+/// `[run] start = "auto"` made definite: `systemd-run` under systemd, else `direct`.
+fn resolve_run_start(start: RunStart) -> RunStart {
+    let resolved = match start {
+        RunStart::Auto if Path::new("/run/systemd/system").is_dir() => RunStart::SystemdRun,
+        RunStart::Auto => RunStart::Direct,
+        other => other,
+    };
+    info!(start = ?resolved, "pushed runs start this way");
+    resolved
 }
 
 /// Resolves on the first SIGTERM or SIGINT. Installed before the daemon runs, so a

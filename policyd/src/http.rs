@@ -1,20 +1,22 @@
 //! Serving HTTP over mutual TLS on one socket: the accept loop and each connection.
 //!
 //! Limits, applied to every TLS socket:
-//! - a semaphore around `accept` caps open connections (further clients wait in the
-//!   kernel's backlog);
-//! - the TLS handshake must finish within `handshake_timeout`;
+//! - [`Admission`]: per-address and global caps on handshakes in progress and on open
+//!   connections, checked as each connection is accepted (over a cap, it is closed at
+//!   once);
+//! - the TLS handshake must finish within `handshake_timeout`; a refused one is
+//!   lingered over briefly only while handshake slots are plentiful;
 //! - HTTP/1.1 request heads must arrive within `header_read_timeout` (the first from
 //!   the end of the handshake, a later one from its first byte) and fit in
-//!   `max_header_bytes` (else 431); HTTP/2 header lists share the byte cap and streams
-//!   are capped per connection;
+//!   `max_header_bytes` (else 431);
 //! - a connection with no bytes moving for `idle_timeout` is closed, which also ends
-//!   slow readers and writers and idle keep-alive connections;
+//!   slow readers and writers and idle keep-alive connections; one older than
+//!   `max_connection_age` is closed between requests;
 //! - on shutdown or demotion a connection is asked to finish and then closed after
 //!   `drain_timeout`.
 //!
-//! The protocol follows ALPN (`h2`, else HTTP/1.1). The verified peer key id is taken
-//! from the finished handshake and passed to the routes with every request.
+//! Both sockets offer ALPN `http/1.1` only. The verified peer key id is taken from the
+//! finished handshake and passed to the routes with every request.
 //!
 //! Memory: an HTTP/1.1 keep-alive connection between requests holds no hyper state
 //! (see [`serve_http1`]), and the connection task is kept small, so an idle
@@ -31,29 +33,44 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tenet_keys::KeyId;
 use tenet_keys::tls::{self, ClientPolicy, MemberPins};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
+use crate::admission::{Admission, Slot};
 use crate::daemon::Shared;
 use crate::metrics::{HandshakeRefusal, Site};
 use crate::routes;
+use crate::trusted::LogLimit;
 
 /// A TLS server configuration that can be swapped while its socket keeps accepting (a
 /// re-promotion with another policy server key).
 pub(crate) type SharedAcceptor = Arc<RwLock<Arc<rustls::ServerConfig>>>;
 
-/// Accepts connections on `tcp` until `stop`, serving each on its own task.
+/// A TLS server configuration for either socket: [`tls::server_config`] with ALPN
+/// `http/1.1` only (agents and `push` speak HTTP/1.1; h2 would multiply what one
+/// connection may ask for at once).
+pub(crate) fn server_config(
+    identity: &tls::Identity,
+    clients: Arc<dyn ClientPolicy>,
+) -> Result<rustls::ServerConfig, tls::TlsError> {
+    let mut config = tls::server_config(identity, clients)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Accepts connections on `tcp` until `stop`, serving each on its own task once
+/// [`Admission`] gives it a slot; a connection over a limit is closed at once.
 pub(crate) async fn serve_tls(
     shared: Arc<Shared>,
     site: Site,
@@ -61,15 +78,8 @@ pub(crate) async fn serve_tls(
     acceptor: SharedAcceptor,
     mut stop: Stop,
 ) {
-    let permits = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+    let admission = Arc::new(Admission::new(&shared.config.limits));
     loop {
-        let permit = tokio::select! {
-            () = stop.wait() => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             () = stop.wait() => break,
             accepted = tcp.accept() => match accepted {
@@ -81,6 +91,16 @@ pub(crate) async fn serve_tls(
                     continue;
                 }
             },
+        };
+        let slot = match admission.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                shared.metrics.handshake_refused(site, why);
+                debug!(socket = site.name(), %peer, reason = why.name(), "connection refused");
+                // Closed at once: no linger, no queue.
+                drop(stream);
+                continue;
+            }
         };
         // Streamed answers (a pushed run's lines) are many small writes: without this,
         // Nagle's algorithm and the client's delayed ACK hold each one for ~40 ms.
@@ -94,18 +114,18 @@ pub(crate) async fn serve_tls(
         let shared = shared.clone();
         let stop = stop.clone();
         let guard = shared.connections.enter();
+        let admission = admission.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             let _guard = guard;
-            connection(shared, site, stream, acceptor, stop).await;
+            connection(shared, site, stream, acceptor, &admission, slot, stop).await;
             debug!(socket = site.name(), %peer, "connection closed");
         });
     }
     info!(socket = site.name(), "stopped accepting");
 }
 
-/// One TLS connection: handshake, then HTTP until the client leaves, goes idle, or
-/// the socket is stopped.
+/// One TLS connection: handshake, then HTTP until the client leaves, goes idle, grows
+/// too old, or the socket is stopped.
 ///
 /// The task of an idle connection is kept small: what only the handshake or a request
 /// needs is boxed for that time, and the TLS stream is borrowed rather than passed by
@@ -115,10 +135,22 @@ async fn connection(
     site: Site,
     stream: TcpStream,
     acceptor: TlsAcceptor,
+    admission: &Admission,
+    slot: Slot,
     mut stop: Stop,
 ) {
-    let Some((tls, peer, h2)) = Box::pin(handshake(&shared, site, stream, acceptor)).await else {
+    let born = Instant::now();
+    let Some((tls, peer)) = Box::pin(handshake(&shared, site, stream, acceptor, admission)).await
+    else {
         return;
+    };
+    let _slot = match admission.established(slot) {
+        Ok(slot) => slot,
+        Err(why) => {
+            shared.metrics.handshake_refused(site, why);
+            debug!(socket = site.name(), peer = %peer, "no connection slot left; closed");
+            return;
+        }
     };
     let _open = shared.metrics.connection(site);
     let activity = Activity::new();
@@ -132,31 +164,19 @@ async fn connection(
         peer,
         requests: Arc::new(Requests::default()),
     };
-    if h2 {
-        let limits = &shared.config.limits;
-        let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(limits.h2_max_concurrent_streams)
-            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-        let mut conn: H2<'_> = Box::pin(builder.serve_connection(TokioIo::new(&mut io), service));
-        if let Some(Err(e)) = Box::pin(drive(&mut conn, &shared, site, &activity, &mut stop)).await
-        {
-            debug!(socket = site.name(), peer = %peer, error = %e, "connection ended with an error");
-        }
-    } else {
-        serve_http1(&shared, site, &mut io, service, &activity, &mut stop).await;
-    }
+    serve_http1(&shared, site, &mut io, service, &activity, born, &mut stop).await;
 }
 
-/// The TLS handshake within `handshake_timeout`: the stream, the client's verified key
-/// id and whether it chose h2; `None` (counted and logged) if it failed.
+/// The TLS handshake within `handshake_timeout`: the stream and the client's verified
+/// key id; `None` (counted and logged) if it failed. A refused client is lingered over
+/// (so it reads the alert) only while handshake slots are plentiful.
 async fn handshake(
     shared: &Shared,
     site: Site,
     stream: TcpStream,
     acceptor: TlsAcceptor,
-) -> Option<(Tls, KeyId, bool)> {
+    admission: &Admission,
+) -> Option<(Tls, KeyId)> {
     let limits = &shared.config.limits;
     let metrics = &shared.metrics;
     let handshake = acceptor.accept(stream).into_fallible();
@@ -170,7 +190,9 @@ async fn handshake(
             let why = classify(&e);
             metrics.handshake_refused(site, why);
             debug!(socket = site.name(), reason = why.name(), error = %e, "tls handshake refused");
-            linger(stream).await;
+            if !admission.scarce() {
+                linger(stream, LINGER_TIME.min(limits.handshake_timeout)).await;
+            }
             return None;
         }
         Ok(Ok(tls)) => tls,
@@ -181,8 +203,7 @@ async fn handshake(
         metrics.handshake_refused(site, HandshakeRefusal::Failed);
         return None;
     };
-    let h2 = conn.alpn_protocol() == Some(b"h2".as_slice());
-    Some((tls, peer, h2))
+    Some((tls, peer))
 }
 
 /// HTTP/1.1 on one connection, one request at a time. Between requests (keep-alive)
@@ -195,13 +216,15 @@ async fn handshake(
 /// Timeouts: the first request must start within `header_read_timeout` of the
 /// handshake; later ones within `idle_timeout` of the last bytes moved; a request head,
 /// once started, within `header_read_timeout` (hyper's timer runs from the start of a
-/// turn).
+/// turn). Between requests, a connection older than `max_connection_age` (from `born`)
+/// is closed; a request in progress is never cut for its age.
 async fn serve_http1(
     shared: &Shared,
     site: Site,
     io: &mut Watched<Tls>,
     mut service: Answer,
     activity: &Activity,
+    born: Instant,
     stop: &mut Stop,
 ) {
     use tokio::io::AsyncReadExt as _;
@@ -221,6 +244,11 @@ async fn serve_http1(
                 }
                 () = activity.idle_for(quiet) => {
                     debug!(socket = site.name(), peer = %peer, "closing an idle connection");
+                    Box::pin(close(io, limits.drain_timeout)).await;
+                    return;
+                }
+                () = tokio::time::sleep_until(born + limits.max_connection_age) => {
+                    debug!(socket = site.name(), peer = %peer, "closing a connection at its maximum age");
                     Box::pin(close(io, limits.drain_timeout)).await;
                     return;
                 }
@@ -286,7 +314,6 @@ async fn serve_http1(
 
 type Tls = TlsStream<TcpStream>;
 type H1<'a> = Box<http1::Connection<TokioIo<Turn<&'a mut Watched<Tls>>>, Answer>>;
-type H2<'a> = Pin<Box<http2::Connection<TokioIo<&'a mut Watched<Tls>>, Answer, TokioExecutor>>>;
 
 /// A hyper connection as the select loop drives it.
 trait Serving {
@@ -304,16 +331,6 @@ impl Serving for H1<'_> {
 
     fn graceful_shutdown(&mut self) {
         Pin::new(&mut **self).graceful_shutdown();
-    }
-}
-
-impl Serving for H2<'_> {
-    fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
-        self.as_mut().poll(cx)
-    }
-
-    fn graceful_shutdown(&mut self) {
-        self.as_mut().graceful_shutdown();
     }
 }
 
@@ -421,18 +438,18 @@ impl Requests {
 /// A response body that marks its request answered when hyper drops it, which hyper
 /// does once the whole body is in its write buffer (or the response is abandoned).
 struct Tracked {
-    body: routes::Body,
+    body: routes::Reply,
     requests: Arc<Requests>,
 }
 
 impl Body for Tracked {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = routes::Cut;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, routes::Cut>>> {
         Pin::new(&mut self.body).poll_frame(cx)
     }
 
@@ -451,28 +468,19 @@ impl Drop for Tracked {
     }
 }
 
-/// Admits any client that proves its key: the listener's routes decide whom each one
-/// answers (the health check answers any authenticated peer).
-#[derive(Debug)]
-pub(crate) struct AnyProvedKey;
-
-impl ClientPolicy for AnyProvedKey {
-    fn admits(&self, _keyid: &KeyId) -> bool {
-        true
-    }
-}
-
-/// Admits the enrolled members of the manifest being served, and logs the others.
+/// Admits the enrolled members of the manifest being served, and logs the others (at
+/// most once every few seconds, with a count of the lines held back).
 #[derive(Debug)]
 pub(crate) struct EnrolledMembers {
     pub(crate) pins: MemberPins,
+    pub(crate) log: LogLimit,
 }
 
 impl ClientPolicy for EnrolledMembers {
     fn admits(&self, keyid: &KeyId) -> bool {
         let admitted = self.pins.contains(keyid);
-        if !admitted {
-            info!(keyid = %keyid, "refused a client key that is not an enrolled member of the served manifest");
+        if !admitted && let Some(suppressed) = self.log.allow() {
+            info!(keyid = %keyid, suppressed, "refused a client key that is not an enrolled member of the served manifest");
         }
         admitted
     }
@@ -570,7 +578,7 @@ impl Drop for TrackerGuard {
 /// read and discard what the client still sends, for a moment. Closing at once with
 /// unread client data makes the kernel send a reset, and the client would lose the
 /// alert (with TLS 1.3 the client learns of a refused certificate only from it).
-async fn linger(mut stream: TcpStream) {
+async fn linger(mut stream: TcpStream, time: Duration) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let _ = stream.shutdown().await;
     let drain = async {
@@ -583,10 +591,10 @@ async fn linger(mut stream: TcpStream) {
             }
         }
     };
-    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    let _ = tokio::time::timeout(time, drain).await;
 }
 
-/// How long and how much a refused connection is read before it is closed.
+/// How long (at most) and how much a refused connection is read before it is closed.
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 64 * 1024;
 

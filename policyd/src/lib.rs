@@ -37,10 +37,13 @@ pub mod ha;
 pub mod promotion;
 pub mod runreq;
 
+mod admission;
 mod bundle;
 mod http;
+mod launch;
 mod metrics;
 mod routes;
+mod trusted;
 
 pub use config::Config;
 pub use error::{BundleError, ConfigError, ControlError, DaemonError, PromoteError};

@@ -41,6 +41,13 @@ pub(crate) enum HandshakeRefusal {
     Timeout,
     /// Any other TLS failure (protocol, version, malformed certificate).
     Failed,
+    /// Closed on accept: its address already holds as many connections or handshakes
+    /// as one address may.
+    AddressLimit,
+    /// Closed on accept: as many handshakes as the socket allows are in progress.
+    HandshakeLimit,
+    /// Closed after the handshake: as many connections as the socket allows are open.
+    ConnectionLimit,
 }
 
 impl HandshakeRefusal {
@@ -51,6 +58,9 @@ impl HandshakeRefusal {
             HandshakeRefusal::NoCertificate => "no_certificate",
             HandshakeRefusal::Timeout => "timeout",
             HandshakeRefusal::Failed => "failed",
+            HandshakeRefusal::AddressLimit => "address_limit",
+            HandshakeRefusal::HandshakeLimit => "handshake_limit",
+            HandshakeRefusal::ConnectionLimit => "connection_limit",
         }
     }
 }

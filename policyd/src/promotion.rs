@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use tenet_keys::fsio::Overwrite;
 use tenet_keys::key::Role;
-use tenet_keys::tls::{self, Identity, MemberPins, Subject};
+use tenet_keys::tls::{Identity, MemberPins, Subject};
 use tenet_keys::{
     Clock, KeyId, SecretKey, Sha256Sum, Time, TimestampOutcome, TrustState, check_timestamp,
     publish,
@@ -137,6 +137,12 @@ impl Promotion {
                 serial: s.bundle.serial(),
             },
         }
+    }
+
+    /// The served manifest's members, as the serving socket's handshake admits them
+    /// (shared: it changes with the served manifest).
+    pub(crate) fn pins(&self) -> MemberPins {
+        self.pins.clone()
     }
 
     /// What is served now, if anything.
@@ -565,8 +571,9 @@ fn serving_acceptor(
         .map_err(|source| PromoteError::Tls { source })?;
     let policy = EnrolledMembers {
         pins: shared.promotion.pins.clone(),
+        log: crate::trusted::LogLimit::default(),
     };
-    let config = tls::server_config(&identity, Arc::new(policy))
+    let config = http::server_config(&identity, Arc::new(policy))
         .map_err(|source| PromoteError::Tls { source })?;
     Ok(Arc::new(config))
 }

@@ -21,34 +21,46 @@
 //! `POST /v1/blobs` (a full sync in a handful of requests): the body names blobs, one
 //! hash per line (`{hex}` as above, each line ending in `\n`, the last one optionally
 //! not), at most [`MAX_BATCH_BLOBS`] of them ([`MAX_BATCH_BODY`] bytes; 413 beyond). A
-//! malformed line is 400 naming its number; a hash no file of the served manifest has
-//! is 404 naming the first such, before any blob is read. The answer is 200,
-//! `application/octet-stream`, the blobs' bytes concatenated in request order with no
-//! framing (the member knows every size from the signed manifest), its
-//! `Content-Length` their sum. A hash named twice is served twice. Each blob is read
-//! and hashed again as for `GET /v1/blob`, all before the answer starts, so a blob store
-//! that no longer matches the manifest is a 500, never wrong bytes; a batch of more than
-//! one blob whose sizes add up to over [`MAX_BATCH_BYTES`] is 413 (the memory one
-//! request may hold; a single blob of any size is served, as by `GET /v1/blob`).
+//! malformed line is 400 naming its number, and so is a hash named a second time; a hash
+//! no file of the served manifest has is 404 naming the first such, before any blob is
+//! read. One request thus reads each blob of the served bundle at most once, as one
+//! `GET` per blob would. The answer is 200, `application/octet-stream`, the blobs'
+//! bytes concatenated in request order with no framing (the member knows every size
+//! from the signed manifest), its `Content-Length` their sum.
+//!
+//! Blob answers (`GET /v1/blob` too) are streamed from the blob store, never held whole
+//! ([`stream_blobs`]): every blob is opened and found to be a regular file of its signed
+//! size before the answer starts (else 500, nothing sent); each is hashed again as it
+//! streams and its last chunk is sent only once it matched, so a blob changed in place
+//! since it was verified is cut short (the connection closes before `Content-Length`)
+//! and never reaches a member whole. The chunks all answers hold at once share one
+//! budget, `limits.blob_memory` ([`BlobMemory`]); an answer waits for room.
 //!
 //! "member" means the peer's key id is in the inventory of the manifest being served,
 //! checked on every request (the handshake already refused others; the check covers a
 //! connection that outlives a manifest that dropped its key).
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, Read as _};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body as _, Bytes, Incoming};
+use hyper::body::{Body as _, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tenet_keys::{FileEntry, KeyId, Sha256Sum, VerifyError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::error;
 
+use crate::bundle::{BlobCheck, LoadedBundle};
 use crate::daemon::Shared;
-use crate::metrics::Site;
+use crate::metrics::{Metrics, Site};
 use crate::promotion::{Snapshot, State};
 
 /// A route of the table.
@@ -80,15 +92,13 @@ pub(crate) enum Route {
 pub(crate) const MAX_BATCH_BLOBS: usize = 4096;
 /// Largest `POST /v1/blobs` body: [`MAX_BATCH_BLOBS`] lines of 64 hex digits and `\n`.
 pub(crate) const MAX_BATCH_BODY: u64 = MAX_BATCH_BLOBS as u64 * 65;
-/// Largest sum of sizes a `POST /v1/blobs` of more than one blob may ask for: the answer
-/// is held in memory until it is sent.
-pub(crate) const MAX_BATCH_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Whom a route answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Auth {
-    /// Any peer that proved its key in the handshake.
-    AnyPeer,
+    /// A key the listener admits: an admin key of the newest verified root, or an
+    /// enrolled member.
+    Admitted,
     /// An enrolled member of the manifest being served.
     Member,
     /// A key of the admin role of the member's newest verified root (checked by the
@@ -96,8 +106,22 @@ enum Auth {
     Admin,
 }
 
-/// A response body: whole (most routes) or streamed (`POST /v1/run`).
+/// A response body that cannot fail: whole (most routes) or streamed (`POST /v1/run`).
 pub(crate) type Body = BoxBody<Bytes, Infallible>;
+
+/// What [`handle`] answers with: a [`Body`], or a streamed blob answer, which fails
+/// ([`Cut`], closing the connection) if a blob turns out changed.
+pub(crate) type Reply = BoxBody<Bytes, Cut>;
+
+/// A whole answer as a [`Reply`].
+fn whole(body: Full<Bytes>) -> Reply {
+    lift(BodyExt::boxed(body))
+}
+
+/// A body that cannot fail, as a [`Reply`].
+fn lift(body: Body) -> Reply {
+    body.map_err(|never| match never {}).boxed()
+}
 
 impl Route {
     /// The route `path` names on `site`, if any.
@@ -142,7 +166,7 @@ impl Route {
 
     fn auth(&self) -> Auth {
         match self {
-            Route::Health => Auth::AnyPeer,
+            Route::Health => Auth::Admitted,
             Route::Run => Auth::Admin,
             _ => Auth::Member,
         }
@@ -155,10 +179,10 @@ pub(crate) async fn handle(
     site: Site,
     peer: KeyId,
     req: Request<Incoming>,
-) -> Response<Body> {
+) -> Response<Reply> {
     let route = Route::parse(site, req.uri().path());
     let response = match route {
-        None => text(StatusCode::NOT_FOUND, "no such route\n".to_string()).map(BodyExt::boxed),
+        None => text(StatusCode::NOT_FOUND, "no such route\n".to_string()).map(whole),
         Some(Route::Run | Route::Blobs) if req.method() != Method::POST => {
             let mut r = text(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -166,11 +190,11 @@ pub(crate) async fn handle(
             );
             r.headers_mut()
                 .insert(ALLOW, HeaderValue::from_static("POST"));
-            r.map(BodyExt::boxed)
+            r.map(whole)
         }
-        Some(Route::Run) => crate::runreq::handle(shared, peer, req).await,
-        Some(Route::Blobs) => blobs(shared, peer, req).await.map(BodyExt::boxed),
-        Some(route) => answer(shared, route, peer, &req).await.map(BodyExt::boxed),
+        Some(Route::Run) => crate::runreq::handle(shared, peer, req).await.map(lift),
+        Some(Route::Blobs) => blobs(shared, peer, req).await,
+        Some(route) => answer(shared, route, peer, &req).await,
     };
     let label = route.as_ref().map_or("unknown", Route::name);
     shared
@@ -184,7 +208,7 @@ async fn answer(
     route: Route,
     peer: KeyId,
     req: &Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<Reply> {
     if req.method() != Method::GET {
         let mut r = text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -192,24 +216,31 @@ async fn answer(
         );
         r.headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET"));
-        return r;
+        return r.map(whole);
     }
     let body = req.body();
     if !body.is_end_stream() && body.size_hint().exact() != Some(0) {
         return text(
             StatusCode::PAYLOAD_TOO_LARGE,
             "this route takes no request body\n".to_string(),
-        );
+        )
+        .map(whole);
     }
     match route.auth() {
-        // The listener's routes: any peer that proved its key.
-        Auth::AnyPeer | Auth::Admin => match route {
-            Route::Health => health(shared),
+        // The listener's routes: a key the listener admits (checked again here, for a
+        // connection that outlives a change of the admitted keys).
+        Auth::Admitted | Auth::Admin => match route {
+            Route::Health if shared.keys.admitted(&peer) => health(shared),
+            Route::Health => text(
+                StatusCode::FORBIDDEN,
+                format!("key id {peer} is neither an admin key nor an enrolled member\n"),
+            ),
             _ => text(StatusCode::NOT_FOUND, "no such route\n".to_string()),
-        },
+        }
+        .map(whole),
         Auth::Member => match member_snapshot(shared, peer) {
             Ok(snapshot) => bundle_route(shared, &snapshot, route).await,
-            Err((status, message)) => text(status, message),
+            Err((status, message)) => text(status, message).map(whole),
         },
     }
 }
@@ -237,11 +268,14 @@ fn member_snapshot(shared: &Shared, peer: KeyId) -> Result<Arc<Snapshot>, Refuse
     Ok(snapshot)
 }
 
-async fn bundle_route(shared: &Shared, s: &Snapshot, route: Route) -> Response<Full<Bytes>> {
+async fn bundle_route(shared: &Shared, s: &Snapshot, route: Route) -> Response<Reply> {
     let document = |bytes: Option<Bytes>| match bytes {
         Some(b) => toml(b),
         None => text(StatusCode::NOT_FOUND, "no such document\n".to_string()),
     };
+    if let Route::Blob(sha256) = route {
+        return blob(shared, s, sha256).await;
+    }
     match route {
         Route::Root(n) => document(s.bundle.root(n).map(|d| d.bytes.clone())),
         Route::RootSig(n) => document(s.bundle.root(n).map(|d| d.sig.clone())),
@@ -249,71 +283,52 @@ async fn bundle_route(shared: &Shared, s: &Snapshot, route: Route) -> Response<F
         Route::TimestampSig => toml(s.timestamp.document.sig.clone()),
         Route::Manifest => toml(s.bundle.manifest_document().bytes),
         Route::ManifestSig => toml(s.bundle.manifest_document().sig),
-        Route::Blob(sha256) => blob(shared, s, sha256).await,
-        Route::Health | Route::Run | Route::Blobs => {
+        Route::Blob(_) | Route::Health | Route::Run | Route::Blobs => {
             text(StatusCode::NOT_FOUND, "no such route\n".to_string())
         }
     }
+    .map(whole)
 }
 
-async fn blob(shared: &Shared, s: &Snapshot, sha256: Sha256Sum) -> Response<Full<Bytes>> {
+async fn blob(shared: &Shared, s: &Snapshot, sha256: Sha256Sum) -> Response<Reply> {
     // Only a hash the verified manifest lists reaches the filesystem.
     let Some(entry) = s.bundle.blob_entry(&sha256).cloned() else {
         return text(
             StatusCode::NOT_FOUND,
             "no file of the served manifest has this hash\n".to_string(),
-        );
+        )
+        .map(whole);
     };
-    shared.metrics.blob_read();
-    let bundle = s.bundle.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        let result = bundle.read_blob(&entry);
-        (entry, result)
-    })
-    .await;
-    match read {
-        Ok((_, Ok(bytes))) => {
-            let mut r = Response::new(Full::new(Bytes::from(bytes)));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            r.headers_mut().insert(
-                CACHE_CONTROL,
-                HeaderValue::from_static("max-age=86400, immutable"),
-            );
-            r
-        }
-        Ok((entry, Err(e))) => store_mismatch(&entry, &e),
-        Err(e) => {
-            error!(error = %e, "reading a blob failed");
-            text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "reading the blob failed\n".to_string(),
-            )
-        }
-    }
+    stream_blobs(shared, s, vec![entry], "max-age=86400, immutable").await
 }
 
 /// `POST /v1/blobs` from `peer`: the named blobs, concatenated in request order (see the
 /// module docs). Membership is checked before any body is read, and every hash is
 /// looked up before any blob is.
-async fn blobs(shared: &Shared, peer: KeyId, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn blobs(shared: &Shared, peer: KeyId, req: Request<Incoming>) -> Response<Reply> {
+    let refuse = |status, message| text(status, message).map(whole);
     let snapshot = match member_snapshot(shared, peer) {
         Ok(s) => s,
-        Err((status, message)) => return text(status, message),
+        Err((status, message)) => return refuse(status, message),
     };
     let body = match read_batch_body(shared, req.into_body()).await {
         Ok(b) => b,
-        Err((status, message)) => return text(status, message),
+        Err((status, message)) => return refuse(status, message),
     };
     let hashes = match parse_batch(&body) {
         Ok(h) => h,
-        Err(e) => return text(e.status(), format!("{e}\n")),
+        Err(e) => return refuse(e.status(), format!("{e}\n")),
     };
     let mut entries = Vec::with_capacity(hashes.len());
-    let mut total: u64 = 0;
+    let mut named = HashSet::with_capacity(hashes.len());
     for (at, sha256) in hashes.iter().enumerate() {
+        if !named.insert(*sha256) {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("line {}: hash {sha256} is named twice\n", at + 1),
+            )
+            .map(whole);
+        }
         // Only a hash the verified manifest lists reaches the filesystem.
         let Some(entry) = snapshot.bundle.blob_entry(sha256) else {
             return text(
@@ -322,56 +337,217 @@ async fn blobs(shared: &Shared, peer: KeyId, req: Request<Incoming>) -> Response
                     "line {}: no file of the served manifest has hash {sha256}\n",
                     at + 1
                 ),
-            );
+            )
+            .map(whole);
         };
-        total = total.saturating_add(entry.size);
         entries.push(entry.clone());
     }
-    if entries.len() > 1 && total > MAX_BATCH_BYTES {
-        return text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "these {} blobs add up to {total} bytes, over the {MAX_BATCH_BYTES} one request may ask for\n",
-                entries.len()
-            ),
-        );
-    }
-    let bundle = snapshot.bundle.clone();
-    let metrics = shared.metrics.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        // Concatenated as read, each blob hashed again on the way in; the answer is
-        // dropped at the first mismatch, so nothing is sent unless every blob matches.
-        let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-        for entry in entries {
-            metrics.blob_read();
-            if let Err(e) = bundle.read_blob_into(&entry, &mut out) {
-                return Err(Box::new((entry, e)));
+    stream_blobs(shared, &snapshot, entries, "no-store").await
+}
+
+/// The answer of `GET /v1/blob` and `POST /v1/blobs`: the blobs of `entries`,
+/// concatenated and streamed from the blob store in chunks of at most [`CHUNK`] bytes.
+///
+/// Before the answer starts, every blob is opened and found to be a regular file of its
+/// signed size (else 500, nothing sent). As it streams, each blob is hashed again, and
+/// its last chunk is sent only once the whole blob matched; on a mismatch the answer is
+/// cut (the connection is closed short of its `Content-Length`), so a blob that changed
+/// since it was verified never reaches a client whole. Each chunk holds its bytes of
+/// [`BlobMemory`] until hyper has written it out.
+async fn stream_blobs(
+    shared: &Shared,
+    s: &Snapshot,
+    entries: Vec<FileEntry>,
+    cache: &'static str,
+) -> Response<Reply> {
+    let bundle = s.bundle.clone();
+    let listed = entries.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        for entry in &listed {
+            if let Err(e) = bundle.open_blob(entry) {
+                return Err(Box::new((entry.clone(), e)));
             }
         }
-        Ok(out)
+        Ok(())
     })
     .await;
-    match read {
-        Ok(Ok(bytes)) => {
-            let length = bytes.len();
-            let mut r = Response::new(Full::new(Bytes::from(bytes)));
-            let headers = r.headers_mut();
-            headers.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
-            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            r
-        }
-        Ok(Err(failed)) => store_mismatch(&failed.0, &failed.1),
+    match opened {
+        Ok(Ok(())) => {}
+        Ok(Err(failed)) => return store_mismatch(&failed.0, &failed.1).map(whole),
         Err(e) => {
-            error!(error = %e, "reading blobs failed");
-            text(
+            error!(error = %e, "opening blobs failed");
+            return text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "reading the blobs failed\n".to_string(),
             )
+            .map(whole);
         }
+    }
+    let length: u64 = entries.iter().map(|e| e.size).sum();
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(produce(
+        s.bundle.clone(),
+        entries,
+        shared.blob_memory.0.clone(),
+        shared.metrics.clone(),
+        tx,
+    ));
+    let mut r = Response::new(Streamed { rx, length }.boxed());
+    let headers = r.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
+    r
+}
+
+/// Largest chunk of a blob read and held at once.
+const CHUNK: u64 = 64 * 1024;
+
+/// Reads `entries` chunk by chunk into `tx` (see [`stream_blobs`]); stops when the
+/// answer is dropped.
+async fn produce(
+    bundle: Arc<LoadedBundle>,
+    entries: Vec<FileEntry>,
+    memory: Arc<Semaphore>,
+    metrics: Metrics,
+    tx: mpsc::Sender<Result<Bytes, Cut>>,
+) {
+    for entry in entries {
+        metrics.blob_read();
+        let b = bundle.clone();
+        let e = entry.clone();
+        let mut file = match tokio::task::spawn_blocking(move || b.open_blob(&e)).await {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => return cut(&tx, &entry, &e).await,
+            Err(_) => return,
+        };
+        let mut check = BlobCheck::new();
+        let mut sent: u64 = 0;
+        loop {
+            let want = (entry.size - sent).min(CHUNK);
+            let last = sent + want == entry.size;
+            // `want` is at most CHUNK, which fits a u32.
+            let Ok(permit) = memory
+                .clone()
+                .acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX))
+                .await
+            else {
+                return;
+            };
+            let read = tokio::task::spawn_blocking(move || read_chunk(file, want, last)).await;
+            let (f, chunk) = match read {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    let e = VerifyError::BlobIo {
+                        path: entry.path.clone(),
+                        source: e,
+                    };
+                    return cut(&tx, &entry, &e).await;
+                }
+                Err(_) => return,
+            };
+            file = f;
+            check.update(&chunk);
+            sent += chunk.len() as u64;
+            if last {
+                // The blob's last bytes go out only if the whole blob matched.
+                if let Err(e) = std::mem::replace(&mut check, BlobCheck::new()).finish(&entry) {
+                    return cut(&tx, &entry, &e).await;
+                }
+            }
+            if !chunk.is_empty()
+                && tx
+                    .send(Ok(Bytes::from_owner(Held {
+                        bytes: chunk,
+                        _permit: permit,
+                    })))
+                    .await
+                    .is_err()
+            {
+                return; // The client left.
+            }
+            if last {
+                break;
+            }
+        }
+    }
+}
+
+/// Reads exactly `want` bytes of `file` (fewer only at its end); if `last`, also makes
+/// sure nothing follows (a byte more is kept, so the size check fails).
+fn read_chunk(mut file: File, want: u64, last: bool) -> io::Result<(File, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(usize::try_from(want).unwrap_or(0) + usize::from(last));
+    (&mut file)
+        .take(want + u64::from(last))
+        .read_to_end(&mut buf)?;
+    Ok((file, buf))
+}
+
+/// Logs why a streamed answer is cut and cuts it.
+async fn cut(tx: &mpsc::Sender<Result<Bytes, Cut>>, entry: &FileEntry, e: &VerifyError) {
+    error!(
+        path = %entry.path,
+        sha256 = %entry.sha256,
+        error = %tenet_keys::error_chain(e),
+        "a blob no longer matches the served manifest; the answer is cut"
+    );
+    let _ = tx.send(Err(Cut)).await;
+}
+
+/// A streamed answer was cut short: a blob changed since it was verified.
+#[derive(Debug, thiserror::Error)]
+#[error("the blob store no longer matches the served manifest; the answer was cut")]
+pub(crate) struct Cut;
+
+/// A chunk of a blob and its share of [`BlobMemory`], given back when hyper drops it.
+struct Held {
+    bytes: Vec<u8>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// The blob bytes all answers in flight may hold together (`limits.blob_memory`).
+#[derive(Debug)]
+pub(crate) struct BlobMemory(Arc<Semaphore>);
+
+impl BlobMemory {
+    pub(crate) fn new(bytes: u64) -> BlobMemory {
+        let permits = usize::try_from(bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        BlobMemory(Arc::new(Semaphore::new(permits)))
+    }
+}
+
+/// A streamed answer's body: the chunks [`produce`] sends, `length` bytes in all.
+struct Streamed {
+    rx: mpsc::Receiver<Result<Bytes, Cut>>,
+    length: u64,
+}
+
+impl hyper::body::Body for Streamed {
+    type Data = Bytes;
+    type Error = Cut;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Cut>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|next| next.map(|chunk| chunk.map(Frame::data)))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.length)
     }
 }
 
@@ -586,10 +762,6 @@ mod tests {
         assert_eq!(
             parse_batch(format!("{a}\n{b}").as_bytes()),
             Ok(vec![sa, sb])
-        );
-        assert_eq!(
-            parse_batch(format!("{a}\n{a}\n").as_bytes()),
-            Ok(vec![sa, sa])
         );
         assert_eq!(parse_batch(b""), Err(BatchError::Empty));
         assert_eq!(parse_batch(b"\n"), Err(BatchError::Empty));

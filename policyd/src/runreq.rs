@@ -6,7 +6,9 @@
 //!
 //! 1. takes the member's newest verified root: the agent's `trust.toml` in
 //!    `[run] agent_state` if it belongs to this deployment and is not older than
-//!    `trusted_root`, else `trusted_root` itself;
+//!    `trusted_root`, else `trusted_root` itself (held in memory, read and checked again
+//!    only when the file changes: [`crate::trusted`]; the handshake already refused
+//!    keys that are neither admins nor enrolled members);
 //! 2. refuses a TLS peer that is not an admin key of that root before reading any body
 //!    (403, `not_admin_peer`);
 //! 3. reads at most [`MAX_RUNREQ_BYTES`] (413 beyond) within `header_read_timeout`;
@@ -14,9 +16,10 @@
 //!    bytes, scope, lifetime, clock skew, deployment, target, peer = signer) and records
 //!    its nonce in `STATE/runreq-nonces.toml` **before** anything runs, so a restart
 //!    does not reopen the window (a corrupted cache refuses every request);
-//! 5. starts `AGENT run --json --config AGENT_CONFIG [--dry-run] [--class C]...` in its
-//!    own process group and streams its JSON lines back as they come (HTTP/1.1 chunked,
-//!    or h2 data frames), framed by an `accepted` line first and an `end` line last.
+//! 5. starts `AGENT run --json --config AGENT_CONFIG [--dry-run] [--class C]...` (in its
+//!    own process group, or as a transient systemd unit: [`crate::launch`]) and streams
+//!    its JSON lines back as they come (HTTP/1.1 chunked), framed by an `accepted` line
+//!    first and an `end` line last.
 //!
 //! One pushed run at a time: a request accepted while a pushed run is going is
 //! **attached** to it (`busy` line naming its pid and start, then the rest of that run's
@@ -57,7 +60,7 @@ use tenet_keys::key::Role;
 use tenet_keys::runreq::{
     self, Accepted, ReplayCache, RunRequestError, SIGNATURE_HEADER, Verifier,
 };
-use tenet_keys::{KeyId, Root, Time, TrustState};
+use tenet_keys::{KeyId, Root, Time};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
@@ -66,8 +69,6 @@ use crate::routes::Body;
 
 /// The replay cache's file name in the state directory.
 pub const NONCE_FILE: &str = "runreq-nonces.toml";
-/// The agent's trust state file in its state directory.
-const TRUST_FILE: &str = "trust.toml";
 /// The agent's run lock in its state directory.
 const LOCK_FILE: &str = "run.lock";
 /// Lines buffered for one receiver before the agent's output waits (origin) or a slow
@@ -205,28 +206,17 @@ fn check_and_record(
     Ok(accepted)
 }
 
-/// The newest root this member verified: the agent's trust state if it is this
-/// deployment's and not older than the daemon's anchor, else the anchor.
+/// The newest root this member verified (see [`crate::trusted`]): the agent's trust
+/// state if it is this deployment's and not older than the daemon's anchor, else the
+/// anchor. Read again only if the file changed since it was last read and checked.
 async fn current_root(shared: &Arc<Shared>) -> Result<Root, String> {
-    let path = shared.config.run.agent_state.join(TRUST_FILE);
-    let anchor = shared.anchor.root().clone();
-    let text = match tokio::fs::read_to_string(&path).await {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(anchor),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
-    let state = TrustState::from_toml(&text)
-        .map_err(|e| format!("{}: {}", path.display(), tenet_keys::error_chain(&e)))?;
-    let root = state.root().root();
-    if root.deployment != anchor.deployment || root.version < anchor.version {
-        warn!(
-            path = %path.display(),
-            version = root.version,
-            "the agent's trust state is another deployment's or older than trusted_root; using trusted_root"
-        );
-        return Ok(anchor);
-    }
-    Ok(root.clone())
+    let keys = shared.keys.clone();
+    tokio::task::spawn_blocking(move || {
+        keys.refresh();
+        (*keys.root()).clone()
+    })
+    .await
+    .map_err(|e| format!("reading the trusted root failed: {e}"))
 }
 
 enum BodyProblem {
@@ -363,19 +353,16 @@ fn held_by_another(path: &Path) -> Option<(String, File)> {
     reason = "policyd starts the agent for a pushed run here and nowhere else: fixed argv, no shell, own process group"
 )]
 fn spawn_agent(shared: &Shared, accepted: &Accepted) -> std::io::Result<Child> {
-    let run = &shared.config.run;
-    let mut cmd = Command::new(&run.agent);
-    cmd.arg("run")
-        .arg("--json")
-        .arg("--config")
-        .arg(&run.agent_config);
-    if accepted.request.dry_run {
-        cmd.arg("--dry-run");
-    }
-    for class in &accepted.request.classes {
-        cmd.arg("--class").arg(class);
-    }
-    cmd.stdin(Stdio::null())
+    let (program, args) = crate::launch::agent_argv(
+        &shared.config.run,
+        shared.run_start,
+        &accepted.request.nonce.to_string(),
+        accepted.request.dry_run,
+        &accepted.request.classes,
+    );
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);

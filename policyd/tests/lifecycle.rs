@@ -147,8 +147,11 @@ async fn a_tampered_bundle_is_refused_and_the_previous_one_keeps_being_served() 
 #[tokio::test]
 async fn demotion_stops_the_bundle_routes_and_the_listener_keeps_answering() {
     let fx = Fixture::new();
-    let mut daemon = Daemon::start(&fx.config(""));
     let bundle = fx.sign(1);
+    // beta is an enrolled member in the manifest alpha's agent runs: the listener
+    // admits it whether or not alpha serves.
+    fx.agent_cache(&bundle);
+    let mut daemon = Daemon::start(&fx.config(""));
     daemon.promote(&bundle);
     let beta = Client::new(&fx.node_key("beta"), fx.server_pins());
     let serving = daemon.serving();

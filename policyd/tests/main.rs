@@ -5,6 +5,8 @@
 //! the workspace's test allowance for `unwrap`.
 
 #[cfg(test)]
+mod abuse;
+#[cfg(test)]
 mod batch;
 #[cfg(test)]
 mod ha;

@@ -82,6 +82,9 @@ impl World {
         };
         assert_eq!(key("alice").key_id(), alice.keyid);
         assert_eq!(key("bob").key_id(), bob.keyid);
+        // alpha's agent has verified serial 1 under root 2: its members reach the
+        // listener (and are refused runs there unless they are admins).
+        fx.agent_cache_for(&fx.deployment.join("root/2.root.toml"), &fx.sign(1));
         let config = fx.path("run-policyd.toml");
         #[expect(clippy::disallowed_methods, reason = "a starting file for the test")]
         std::fs::write(
@@ -105,6 +108,7 @@ agent = "AGENT"
 agent_config = "agent.toml"
 agent_state = "agent-state"
 timeout = "30s"
+start = "direct"
 "#
             .replace("AGENT", agent),
         )
@@ -147,6 +151,16 @@ timeout = "30s"
         header: Option<String>,
         body: Vec<u8>,
     ) -> (StatusCode, Vec<Value>) {
+        self.try_post(client_key, header, body).unwrap()
+    }
+
+    /// [`World::post_raw`], or the connection's error.
+    fn try_post(
+        &self,
+        client_key: &SecretKey,
+        header: Option<String>,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Vec<Value>), crate::util::BoxError> {
         let addr = self.daemon.status().unwrap().listener;
         let client = Client::new(client_key, vec![self.fx.node_key("alpha").key_id()]);
         let mut builder = Request::post("/v1/run");
@@ -157,14 +171,13 @@ timeout = "30s"
             .enable_all()
             .build()
             .unwrap();
-        let (status, body) = rt
-            .block_on(client.send(addr, builder, Full::new(Bytes::from(body))))
-            .unwrap();
+        let (status, body) =
+            rt.block_on(client.send(addr, builder, Full::new(Bytes::from(body))))?;
         let lines = String::from_utf8_lossy(&body)
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        (status, lines)
+        Ok((status, lines))
     }
 
     /// Asserts a refusal's status and reason.
@@ -257,12 +270,21 @@ fn every_refusal_on_the_wire() {
         "malformed_signature",
     );
 
-    // Unknown and non-admin keys: refused at the connection's key, before the body.
+    // An unknown key is refused at the handshake; an enrolled member's, at the
+    // connection's key before the body.
     let stranger = SecretKey::from_seed(&[42; 32]);
-    w.refused(
-        w.post(&stranger, &sign(&w.request("alpha", &[]), &stranger)),
-        forbidden,
-        "not_admin_peer",
+    let signed = sign(&w.request("alpha", &[]), &stranger);
+    let err = w
+        .try_post(
+            &stranger,
+            Some(runreq::signature_header(&signed.signatures)),
+            signed.bytes,
+        )
+        .expect_err("an unknown key must not reach HTTP");
+    assert_eq!(
+        crate::util::refusal(&err),
+        Some(tenet_keys::tls::Refusal::ClientNotAdmitted),
+        "{err}"
     );
     let member = w.fx.node_key("beta");
     w.refused(

@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tenet_keys::deployment::{self, Deployment, InitOptions};
 use tenet_keys::publish::{self, SignOptions, Signing};
 use tenet_keys::tls::{self, Identity, Subject};
-use tenet_keys::{KeyId, SecretKey, Time};
+use tenet_keys::{Clock, KeyId, SecretKey, Time, TrustState};
 use tenet_policyd::control::{self, Command as ControlCommand, Request as ControlRequest, Status};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -142,6 +142,33 @@ impl Fixture {
         out
     }
 
+    /// Makes `agent-state/` (the configuration's `[run] agent_state`) hold what the
+    /// member's agent keeps after verifying `bundle`: `trust.toml` and the manifest in
+    /// force behind `current`. The listener admits that manifest's members.
+    pub(crate) fn agent_cache(&self, bundle: &Path) {
+        self.agent_cache_for(&self.root_path(), bundle);
+    }
+
+    /// [`Fixture::agent_cache`] for an agent that trusts the root at `root` (its `.sig`
+    /// beside it).
+    pub(crate) fn agent_cache_for(&self, root: &Path, bundle: &Path) {
+        let bytes = fs::read(root).unwrap();
+        let sig = fs::read(format!("{}.sig", root.display())).unwrap();
+        let root = tenet_keys::TrustedRoot::bootstrap(&bytes, &sig, None).unwrap();
+        let state = TrustState::new(root);
+        let manifest = fs::read(bundle.join("manifest.toml")).unwrap();
+        let sig = fs::read(bundle.join("manifest.toml.sig")).unwrap();
+        let (state, m) =
+            tenet_keys::check_manifest(&state, &manifest, &sig, None, &Clock::new(now())).unwrap();
+        let dir = self.path("agent-state");
+        let stored = dir.join(format!("bundles/{}", m.serial));
+        fs::create_dir_all(&stored).unwrap();
+        fs::write(stored.join("manifest.toml"), &manifest).unwrap();
+        let _ = fs::remove_file(dir.join("current"));
+        std::os::unix::fs::symlink(format!("bundles/{}", m.serial), dir.join("current")).unwrap();
+        fs::write(dir.join("trust.toml"), state.to_toml().unwrap()).unwrap();
+    }
+
     /// Writes the daemon's configuration (every socket on 127.0.0.1, port 0) with
     /// `extra` appended to its `[limits]` table, and returns its path.
     pub(crate) fn config(&self, extra_limits: &str) -> PathBuf {
@@ -163,6 +190,10 @@ watch_interval = "100ms"
 
 [metrics]
 listen = "127.0.0.1:0"
+
+[run]
+agent_state = "agent-state"
+start = "direct"
 
 [limits]
 max_header_bytes = 8192

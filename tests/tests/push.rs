@@ -204,6 +204,7 @@ agent = "{agent}"
 agent_config = "agent.toml"
 agent_state = "state"
 timeout = "60s"
+start = "direct"
 "#,
                 root = s(&self.deploy().join("root/1.root.toml")),
                 deploy = s(&self.deploy()),
