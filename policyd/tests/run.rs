@@ -58,6 +58,11 @@ impl World {
     }
 
     fn with_agent(agent: &str) -> World {
+        World::with_run(agent, "start = \"direct\"\n")
+    }
+
+    /// A world whose `[run]` table ends with `run_extra` (how the agent is started).
+    fn with_run(agent: &str, run_extra: &str) -> World {
         let fx = Fixture::new();
         let d = Deployment::open(&fx.deployment).unwrap();
         let (alice, _) = d
@@ -108,9 +113,9 @@ agent = "AGENT"
 agent_config = "agent.toml"
 agent_state = "agent-state"
 timeout = "30s"
-start = "direct"
 "#
-            .replace("AGENT", agent),
+            .replace("AGENT", agent)
+                + run_extra,
         )
         .unwrap();
         let daemon = Daemon::start(&config);
@@ -521,4 +526,115 @@ fn a_request_during_a_foreign_run_reports_its_summary_only_if_it_is_that_run() {
         });
     }
     assert!(!count.exists(), "no run was started");
+}
+
+/// Writes an executable shell script.
+fn script(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    #[expect(clippy::disallowed_methods, reason = "a fake program for the test")]
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Pushed runs used to be children of policyd, inside its service sandbox
+/// (`ProtectSystem=strict`, a private `/tmp`, ...). With `start = "systemd-run"` the
+/// agent is started as a transient unit instead, with this exact argv; `systemd-run` is
+/// a stand-in here that records its arguments and runs the command after `--` (no
+/// systemd in the test: the unit itself is not exercised).
+#[test]
+fn finding_14_pushed_runs_start_as_a_transient_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let argv = dir.path().join("argv");
+    let fake = dir.path().join("systemd-run");
+    script(
+        &fake,
+        &format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {argv}\nwhile [ \"$1\" != -- ]; do shift; done\nshift\nexec \"$@\"\n",
+            argv = argv.display()
+        ),
+    );
+    let w = World::with_run(
+        "/bin/true",
+        &format!(
+            "start = \"systemd-run\"\nsystemd_run = \"{}\"\n",
+            fake.display()
+        ),
+    );
+    let request = w.request("alpha", &["maint_x"]);
+    let nonce = request.nonce.to_string();
+    let (status, lines) = w.post(&w.alice, &runreq::sign(&request, &w.alice).unwrap());
+    assert_eq!(status, StatusCode::OK, "{lines:?}");
+    assert_eq!(lines.first().unwrap()["type"], "accepted");
+    let end = lines.last().unwrap();
+    assert_eq!(end["type"], "end", "{lines:?}");
+    assert_eq!(end["exit_code"], 0, "{lines:?}");
+    let recorded = std::fs::read_to_string(&argv).unwrap();
+    let config = w.fx.path("agent.toml");
+    let expected = [
+        format!("--unit=tenet-agent-push-{}", &nonce[..16]),
+        "--description=tenet pushed run".to_string(),
+        "--wait".to_string(),
+        "--collect".to_string(),
+        "--pipe".to_string(),
+        "--quiet".to_string(),
+        "--service-type=exec".to_string(),
+        "--property=RuntimeMaxSec=30".to_string(),
+        "--".to_string(),
+        "/bin/true".to_string(),
+        "run".to_string(),
+        "--json".to_string(),
+        "--config".to_string(),
+        config.display().to_string(),
+        "--class".to_string(),
+        "maint_x".to_string(),
+    ];
+    assert_eq!(recorded.lines().collect::<Vec<_>>(), expected);
+}
+
+/// Without systemd (`start = "direct"`) the agent is a child of policyd, as before.
+#[test]
+fn finding_14_direct_mode_starts_the_agent_as_a_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = dir.path().join("parent");
+    let agent = dir.path().join("agent.sh");
+    script(
+        &agent,
+        &format!(
+            "#!/bin/sh\necho $PPID > {}\necho '{{\"type\":\"summary\",\"repaired\":0}}'\n",
+            parent.display()
+        ),
+    );
+    let w = World::with_run(agent.to_str().unwrap(), "start = \"direct\"\n");
+    let (status, lines) = w.post(
+        &w.alice,
+        &runreq::sign(&w.request("alpha", &[]), &w.alice).unwrap(),
+    );
+    assert_eq!(status, StatusCode::OK, "{lines:?}");
+    assert_eq!(lines.last().unwrap()["exit_code"], 0, "{lines:?}");
+    let ppid: u32 = std::fs::read_to_string(&parent)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(ppid, w.daemon.pid());
+}
+
+/// The root run requests are checked against is held in memory and read again only
+/// when `trust.toml` changes, not read and signature-checked for every request: a
+/// trust state that turns unreadable keeps the last verified root (it used to refuse
+/// every request with `no_root`).
+#[test]
+fn finding_12_run_requests_use_the_root_held_in_memory() {
+    let w = World::new();
+    let trust = w.fx.path("agent-state/trust.toml");
+    #[expect(clippy::disallowed_methods, reason = "damages the agent's trust state")]
+    std::fs::write(&trust, "not a trust state\n").unwrap();
+    let (status, lines) = w.post(
+        &w.alice,
+        &runreq::sign(&w.request("alpha", &[]), &w.alice).unwrap(),
+    );
+    assert_eq!(status, StatusCode::OK, "{lines:?}");
+    assert_eq!(lines.last().unwrap()["exit_code"], 0, "{lines:?}");
+    let log = w.daemon.log();
+    assert!(log.contains("cannot use the agent's trust state"), "{log}");
 }

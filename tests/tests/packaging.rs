@@ -62,3 +62,36 @@ fn the_timer_splays_and_the_agent_tolerates_report_codes() {
     let policyd = std::fs::read_to_string(units().join("tenet-policyd.service")).expect("policyd");
     assert!(policyd.contains("serve --config"), "{policyd}");
 }
+
+/// policyd's unit is sandboxed for real now that pushed runs leave it (a transient
+/// unit through systemd-run): the sandbox a pushed run used to inherit is asserted
+/// here, and policyd's own tests check the argv that starts the agent outside it.
+#[test]
+fn finding_14_policyd_is_sandboxed_and_pushed_runs_leave_the_sandbox() {
+    let policyd = std::fs::read_to_string(units().join("tenet-policyd.service")).expect("policyd");
+    for line in [
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "NoNewPrivileges=yes",
+        "ReadWritePaths=/var/lib/tenet",
+        "SystemCallFilter=@system-service",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+    ] {
+        assert!(
+            policyd.lines().any(|l| l == line),
+            "{line} missing:\n{policyd}"
+        );
+    }
+    assert!(policyd.contains("systemd-run"), "{policyd}");
+    // By default (under systemd) the daemon starts pushed runs through systemd-run.
+    let config = Command::new(binary("tenet-policyd"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("tenet-policyd serve --help");
+    let help = String::from_utf8_lossy(&config.stdout);
+    assert!(
+        help.contains("start = MODE") && help.contains("\"auto\""),
+        "{help}"
+    );
+}
