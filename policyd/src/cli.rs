@@ -47,7 +47,8 @@ const ABOUT: &str = "\
 The tenet policy server.
 
 Every member runs `tenet-policyd serve`. Its listener (default port 8740) answers
-GET /v1/health over mutual TLS with the member's node key. When the HA engine
+GET /v1/health over mutual TLS with the member's node key, to administrators and
+enrolled members only. When the HA engine
 starts the policyd package on a member, it runs `tenet-policyd promote`: the daemon
 verifies the signed bundle against its trusted root and serves it on a second port
 (default 8741) with the policy server key, which the root pins. Only enrolled members

@@ -12,16 +12,18 @@
 //! Two sockets rather than one, because the two roles differ at the TLS layer: the
 //! serving socket must present the key members pin (it moves with the package), while
 //! the listener presents the member's own key; and the serving socket admits only the
-//! served manifest's members at the handshake, while the listener admits any proved
-//! key and authorises per route. Demotion is then simply closing a socket.
+//! served manifest's members at the handshake, while the listener admits the admin keys
+//! of the newest verified root and enrolled members, and authorises per route. Demotion is then simply closing a socket.
 //!
 //! - [`config`]: `policyd.toml`; [`cli`]: the command line and exit codes; [`ha`]: the
 //!   idempotent `start`/`stop`/`watch`/`validate` that the HA adapters in `packaging/`
 //!   map to their engine's conventions.
 //! - [`daemon`]: start-up, run, drain; [`promotion`]: the [`promotion::State`] and the
 //!   serving session; [`control`]: the Unix socket the one-shot commands use.
-//! - Inside: `bundle` (load and verify a bundle into memory), `http` (accept loop,
-//!   limits, connections), `routes` (the fixed route table), `metrics` (Prometheus
+//! - Inside: `bundle` (load and verify a bundle into memory), `admission`
+//!   (per-address connection caps), `trusted` (the listener's admitted keys), `http`
+//!   (accept loop, limits, connections), `routes` (the fixed route table, streamed
+//!   blobs), `launch` (how a pushed run's agent is started), `metrics` (Prometheus
 //!   text).
 //!
 //! **Invariants:** policyd never evaluates policy, it serves verified bytes; no request

@@ -7,7 +7,7 @@
 //! 1. takes the member's newest verified root: the agent's `trust.toml` in
 //!    `[run] agent_state` if it belongs to this deployment and is not older than
 //!    `trusted_root`, else `trusted_root` itself (held in memory, read and checked again
-//!    only when the file changes: [`crate::trusted`]; the handshake already refused
+//!    only when the file changes, module `trusted`; the handshake already refused
 //!    keys that are neither admins nor enrolled members);
 //! 2. refuses a TLS peer that is not an admin key of that root before reading any body
 //!    (403, `not_admin_peer`);
@@ -17,7 +17,7 @@
 //!    its nonce in `STATE/runreq-nonces.toml` **before** anything runs, so a restart
 //!    does not reopen the window (a corrupted cache refuses every request);
 //! 5. starts `AGENT run --json --config AGENT_CONFIG [--dry-run] [--class C]...` (in its
-//!    own process group, or as a transient systemd unit: [`crate::launch`]) and streams
+//!    own process group, or as a transient systemd unit: module `launch`) and streams
 //!    its JSON lines back as they come (HTTP/1.1 chunked), framed by an `accepted` line
 //!    first and an `end` line last.
 //!

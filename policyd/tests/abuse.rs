@@ -404,3 +404,53 @@ async fn finding_04_h2_is_not_offered() {
         "{err}"
     );
 }
+
+/// The listener answered `/v1/health` (is this member the master, at what serial) to
+/// any self-made key, and logged every refused key. Now only an admin key of the newest
+/// verified root or an enrolled member gets past its handshake, and a flood of refused
+/// handshakes leaves one log line (with the count held back) per 10 s.
+#[tokio::test]
+async fn finding_12_health_answers_members_only_and_refusals_are_logged_sparingly() {
+    let fx = Fixture::new();
+    let bundle = fx.sign(1);
+    fx.agent_cache(&bundle);
+    let daemon = Daemon::start(&fx.config(""));
+    let listener = daemon.status().unwrap().listener;
+    let pins = vec![fx.node_key("alpha").key_id()];
+    let mut refused = 0;
+    for key in std::iter::once(fx.node_key("gamma"))
+        .chain((0..30).map(|_| tenet_keys::SecretKey::generate().unwrap()))
+    {
+        let err = Client::new(&key, pins.clone())
+            .get(listener, "/v1/health")
+            .await
+            .expect_err("health must not answer a key that is neither admin nor member");
+        assert_eq!(refusal(&err), Some(Refusal::ClientNotAdmitted), "{err}");
+        refused += 1;
+    }
+    let text = daemon.metrics().await;
+    assert_eq!(
+        metric(
+            &text,
+            "tenet_policyd_handshakes_refused_total{socket=\"listener\",reason=\"not_admitted\"}"
+        ),
+        refused
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "tenet_policyd_requests_total{socket=\"listener\",route=\"health\",status=\"200\"}"
+        ),
+        0
+    );
+    let beta = Client::new(&fx.node_key("beta"), pins);
+    let (status, body) = beta.get(listener, "/v1/health").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "state = \"listening\"\n");
+    let log = daemon.log();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("listener refused a client key"))
+        .count();
+    assert_eq!(lines, 1, "{log}");
+}
