@@ -11,7 +11,9 @@
 //! this deployment's and not older than `trusted_root`, else `trusted_root`. It is read
 //! and its signatures checked only when the file changes: [`ListenerKeys::refresh`]
 //! compares the file's `stat` (and the agent's `current` link) with what it last read,
-//! and the daemon calls it every [`REFRESH_EVERY`] and before each run request. The
+//! and the daemon calls it every [`REFRESH_EVERY`], before each run request, and in the
+//! handshake of a key not admitted so far (so an admin added by a root the agent has
+//! just verified is admitted at once). The
 //! agent's manifest is taken only if its SHA-256 is the one that verified trust state
 //! records (the agent writes it after every check passed), so no unverified inventory
 //! is ever admitted.
@@ -206,6 +208,12 @@ impl View {
 
 impl ClientPolicy for ListenerKeys {
     fn admits(&self, keyid: &KeyId) -> bool {
+        if self.admitted(keyid) {
+            return true;
+        }
+        // A key not admitted yet may be in a root or inventory the agent verified a
+        // moment ago: look (a `stat` when nothing changed) before refusing.
+        self.refresh();
         let admitted = self.admitted(keyid);
         if !admitted && let Some(suppressed) = self.log.allow() {
             info!(keyid = %keyid, suppressed, "listener refused a client key that is neither an admin key nor an enrolled member");
