@@ -274,7 +274,13 @@ impl BlobCheck {
     /// Whether the bytes seen are `entry`'s: its size and SHA-256.
     pub(crate) fn finish(self, entry: &FileEntry) -> Result<(), VerifyError> {
         use sha2::Digest as _;
-        if self.seen != entry.size {
+        if self.seen > entry.size {
+            return Err(VerifyError::BlobTooLarge {
+                path: entry.path.clone(),
+                declared: entry.size,
+            });
+        }
+        if self.seen < entry.size {
             return Err(VerifyError::BlobTooSmall {
                 path: entry.path.clone(),
                 declared: entry.size,

@@ -450,6 +450,15 @@ async fn produce(
                 Err(_) => return,
             };
             file = f;
+            if !last && (chunk.len() as u64) < want {
+                // The file ended early: it shrank since it was opened.
+                let e = VerifyError::BlobTooSmall {
+                    path: entry.path.clone(),
+                    declared: entry.size,
+                    found: sent + chunk.len() as u64,
+                };
+                return cut(&tx, &entry, &e).await;
+            }
             check.update(&chunk);
             sent += chunk.len() as u64;
             if last {

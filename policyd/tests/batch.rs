@@ -256,3 +256,41 @@ async fn a_blob_store_that_no_longer_matches_is_a_500_not_wrong_bytes() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, good.1);
 }
+
+/// Blob answers are streamed, so a blob changed in place (same size) after the answer's
+/// first checks cannot turn into a 500 any more: its bytes are hashed as they go and
+/// the answer is cut before the blob's last chunk, so the member never gets it whole.
+#[tokio::test]
+async fn a_blob_changed_in_place_is_cut_short_never_served_whole() {
+    let fx = Fixture::new();
+    let (daemon, bundle) = promoted(&fx, &example());
+    let blobs = blobs_of(&bundle);
+    let (good, bad) = (&blobs[0], &blobs[1]);
+    let mut same_size = bad.1.clone();
+    same_size[0] ^= 0x20;
+    tamper(&bundle.join(bundle::BLOB_DIR).join(&bad.0), &same_size);
+    let beta = Client::new(&fx.node_key("beta"), fx.server_pins());
+    for request in [
+        hyper::Request::post("/v1/blobs"),
+        hyper::Request::get(format!("/v1/blob/sha256/{}", bad.0)),
+    ] {
+        let body = if request.method_ref() == Some(&hyper::Method::POST) {
+            format!("{}\n{}\n", good.0, bad.0)
+        } else {
+            String::new()
+        };
+        let got = beta
+            .send(daemon.serving(), request, Full::new(Bytes::from(body)))
+            .await;
+        assert!(got.is_err(), "a changed blob was served whole: {got:?}");
+    }
+    assert!(
+        daemon.log().contains("the answer is cut"),
+        "{}",
+        daemon.log()
+    );
+    // The good blob alone is still served.
+    let (status, body) = post(&beta, &daemon, format!("{}\n", good.0)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, good.1);
+}
