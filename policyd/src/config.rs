@@ -715,6 +715,13 @@ mod tests {
         assert_eq!(c.metrics.listen, None);
         assert_eq!(c.limits.max_connections, 3);
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.run.start, RunStart::Auto);
+        let c = check(
+            "[run]\nstart = \"systemd-run\"\nsystemd_run = \"bin/sr\"\n[limits]\nh2_max_concurrent_streams = 8\n",
+        )
+        .unwrap();
+        assert_eq!(c.run.start, RunStart::SystemdRun);
+        assert_eq!(c.run.systemd_run, PathBuf::from("/etc/tenet/bin/sr"));
     }
 
     #[test]
@@ -747,6 +754,19 @@ mod tests {
             invalid_field("[serve]\nlisten = \"0.0.0.0:8740\"\n"),
             "serve.listen"
         );
+        assert_eq!(
+            invalid_field("[limits]\nmax_handshakes_per_address = 0\n"),
+            "limits.max_handshakes_per_address"
+        );
+        assert_eq!(
+            invalid_field("[limits]\nblob_memory = 65536\n"),
+            "limits.blob_memory"
+        );
+        assert_eq!(
+            invalid_field("[limits]\nmax_connection_age = \"0s\"\n"),
+            "limits.max_connection_age"
+        );
+        assert_eq!(invalid_field("[run]\nstart = \"sometimes\"\n"), "run.start");
         let missing = Config::parse(Path::new("p.toml"), "member = \"a\"\n");
         assert!(matches!(
             missing,
