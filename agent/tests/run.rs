@@ -396,12 +396,12 @@ fn members_converge_follow_new_serials_and_survive_the_master() {
         assert!(link.ends_with("2"), "{}", link.display());
     }
 
-    // (c) the master dies: members converge from their cache and say so.
+    // (c) the master dies: members converge from their cache and say so (exit 10).
     policyd.kill();
     for config in &configs {
         fs::remove_file(config.with_file_name("root/etc/tenet-serial")).unwrap();
         let r = run_agent(config);
-        assert_code(&r, 0);
+        assert_code(&r, 10);
         assert!(
             r.out.contains("master unreachable (")
                 && r.out.contains("converging from cached bundle serial 2"),
@@ -604,7 +604,8 @@ fn timestamp_at(
 
 /// A member with serial 1 cached meets an impostor (a server key the root does not
 /// pin), then a master serving a tampered manifest: both runs exit 4, say why, enforce
-/// the last good bundle and keep it. An older timestamp is then ignored quietly.
+/// the last good bundle and keep it. An older timestamp naming the serial in force is
+/// then ignored quietly.
 #[test]
 fn an_impostor_or_a_tampered_manifest_is_refused_and_the_last_good_bundle_kept() {
     let world = World::new();
@@ -657,10 +658,11 @@ fn an_impostor_or_a_tampered_manifest_is_refused_and_the_last_good_bundle_kept()
     drop(takeover);
 
     // (f) a validly signed but older timestamp (the other half of a split brain)
-    // naming serial 2 is ignored without alarm: serial 1 stays in force.
-    let mut routes = routes_of(&bundle2);
+    // naming serial 1 is ignored without alarm: serial 1 stays in force.
+    let bundle1 = world.path("bundles/1");
+    let mut routes = routes_of(&bundle1);
     let hour_ago = Time::from_unix(now().unix() - 3600).unwrap();
-    let (ts, ts_sig) = timestamp_at(&world, &manifest2, hour_ago, None);
+    let (ts, ts_sig) = timestamp_at(&world, &routes["/v1/manifest"], hour_ago, None);
     routes.insert("/v1/timestamp".into(), ts);
     routes.insert("/v1/timestamp/sig".into(), ts_sig);
     let stale = FakeMaster::start(&world.server_key(), routes);
