@@ -1512,6 +1512,24 @@ fn finding_06_unreachable_and_expired_each_exit_with_their_own_code_and_reason()
     assert_eq!(degraded_reasons(&config), ["bundle_expired"]);
 }
 
+/// A child process killed (by its pid) and reaped when dropped, if still held.
+struct Stopped(Option<Child>);
+
+impl Stopped {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().unwrap()
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 impl FakeMaster {
     /// A master that completes the TLS handshake, reads each request, reports its
     /// path on the channel, and never answers.
@@ -1595,14 +1613,16 @@ fn finding_05_a_stalled_master_does_not_make_a_takeover_event_wait() {
 
     let (stalled, asked) = FakeMaster::stalling(&world.server_key());
     point_at(&config, stalled.addr);
-    let mut run = agent()
-        .args(["run", "--deadline", "15s", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut run = Stopped(Some(
+        agent()
+            .args(["run", "--deadline", "15s", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     // The run is talking to the master, and the master does not answer.
     let path = asked.recv_timeout(DEADLINE).unwrap();
     assert!(path.starts_with("/v1/"), "{path}");
@@ -1622,15 +1642,12 @@ fn finding_05_a_stalled_master_does_not_make_a_takeover_event_wait() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let still_running = run.try_wait().unwrap().is_none();
+    let still_running = run.child().try_wait().unwrap().is_none();
     let event_out = format!(
         "{}{}",
         String::from_utf8_lossy(&event.stdout),
         String::from_utf8_lossy(&event.stderr)
     );
-    if !still_running {
-        let _ = run.kill();
-    }
     assert_eq!(event.status.code(), Some(0), "{event_out}");
     assert!(still_running, "the run ended before the event did");
     assert_eq!(
@@ -1641,16 +1658,16 @@ fn finding_05_a_stalled_master_does_not_make_a_takeover_event_wait() {
     // The stalled run gives up at its deadline and enforces its cache.
     let start = Instant::now();
     let status = loop {
-        if let Some(status) = run.try_wait().unwrap() {
+        if let Some(status) = run.child().try_wait().unwrap() {
             break status;
         }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = run.kill();
-            panic!("the run outlived its deadline");
-        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the run outlived its deadline"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
-    let out = run.wait_with_output().unwrap();
+    let out = run.0.take().unwrap().wait_with_output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
