@@ -246,8 +246,9 @@ pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, 
             )
         })?;
     // Held to the end of the run: a second run's sync must not clean this one's
-    // staging, nor collect blobs it is about to use.
-    let _sync =
+    // staging, nor collect blobs it is about to use. Its note names the run (policyd's
+    // `busy`), and `last-run.json` gives the same start.
+    let sync =
         RunLock::acquire_file_within(&config.state_dir, SYNC_LOCK, "run", opts.lock_timeout)?;
     let prepared = prepare(&config, opts, reporter);
     // Only now, with the master's offer verified in staging: commit and converge.
@@ -255,13 +256,14 @@ pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, 
     let result = prepared.and_then(|p| run_locked(opts, &config, p, reporter));
     // Written while the lock is held: whoever waits for the lock (policyd's `busy`)
     // finds this run's summary once it is free.
-    if let Err(e) = record_last_run(&config.state_dir, &lock, &result, opts) {
+    if let Err(e) = record_last_run(&config.state_dir, sync.started_unix(), &result, opts) {
         reporter.warning(&format!(
             "cannot write {}: {e}",
             config.state_dir.join(LAST_RUN).display()
         ));
     }
     drop(lock);
+    drop(sync);
     result
 }
 
@@ -297,14 +299,14 @@ pub fn exit_code(result: &Result<RunReport, RunError>, degraded_ok: bool) -> Exi
 
 /// Writes `STATE/last-run.json` atomically (temp file, fsync, rename): the object of
 /// the run's `{"type":"summary",...}` line (its counts absent when the run failed
-/// before converging) with `pid`, `started` (unix seconds, as in the run lock's note),
+/// before converging) with `pid`, `started` (unix seconds, as in the sync lock's note),
 /// `ended`, `exit_code`, `serial`, `error` (a trust refusal, or why the run failed) and
 /// `degraded` (`[{"reason": "master_unreachable" | "bundle_expired" |
 /// "timestamp_stale", "exit_code": 10 | 11 | 12, "message": ...}]`, empty when the
 /// bundle enforced is the master's latest, current and fresh).
 fn record_last_run(
     state_dir: &Path,
-    lock: &RunLock,
+    started: u64,
     result: &Result<RunReport, RunError>,
     opts: &RunOptions,
 ) -> std::io::Result<()> {
@@ -337,7 +339,7 @@ fn record_last_run(
     if let Some(o) = v.as_object_mut() {
         o.insert("type".into(), "summary".into());
         o.insert("pid".into(), std::process::id().into());
-        o.insert("started".into(), lock.started_unix().into());
+        o.insert("started".into(), started.into());
         o.insert("ended".into(), ended.into());
         o.insert(
             "exit_code".into(),
