@@ -29,6 +29,15 @@ pub enum ExitCode {
     /// `push`: some member was unreachable, refused the request, or was busy; its run
     /// did not happen.
     PushIncomplete = 9,
+    /// `run`: no master answered (or not within `--deadline`); converged from the
+    /// cached bundle.
+    MasterUnreachable = 10,
+    /// `run`: enforcing a cached bundle that has expired (manifest or root), verified
+    /// by every other check.
+    BundleExpired = 11,
+    /// `run`: no fresh timestamp from the master for longer than the trusted one
+    /// lives (a frozen or absent master); converged from the cached bundle.
+    TimestampStale = 12,
 }
 
 const EXIT_CODES: &str = "\
@@ -44,7 +53,12 @@ Exit codes:
      event and watch 60s, apply not at all by default)
   7  the run could not start: root or state directory unusable
   8  event: an earlier run of this id was interrupted; nothing re-run; use --resume
-  9  push: some member unreachable, refused, or busy (its run did not happen)";
+  9  push: some member unreachable, refused, or busy (its run did not happen)
+ 10  run: master unreachable (or not within --deadline); converged from the cached bundle
+ 11  run: enforcing an expired bundle (manifest or root expired; still verified)
+ 12  run: no fresh timestamp for longer than its lifetime (frozen or absent master)
+     (run: the first that holds wins: 4, 11, 12, 10, 1, 0; --degraded-ok turns 10-12
+     into 0, or 1 if a promise failed; last-run.json's \"degraded\" says why either way)";
 
 /// tenet-agent keeps this cluster member configured as its policy says.
 #[derive(Debug, Parser)]
@@ -291,6 +305,9 @@ pub struct DaemonArgs {
     /// Print JSON Lines for every run.
     #[arg(long)]
     pub json: bool,
+    /// The most time each run spends on the master (as `run --deadline`).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration)]
+    pub deadline: std::time::Duration,
 }
 
 /// Options of `push`.
@@ -395,6 +412,16 @@ pub struct RunArgs {
     /// changed since a run read them.
     #[arg(long)]
     pub rehash: bool,
+    /// The most time spent on the master (connecting, roots, timestamp, manifest,
+    /// blobs); past it the master counts as unreachable and the cached bundle is
+    /// enforced (exit 10). The run lock is not held meanwhile.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration)]
+    pub deadline: std::time::Duration,
+    /// Exit 0 (or 1) instead of 10, 11 or 12 when the run converged from a cached
+    /// bundle with the master unreachable, the bundle expired or no fresh timestamp;
+    /// the warnings and last-run.json's "degraded" still say so.
+    #[arg(long)]
+    pub degraded_ok: bool,
 }
 
 fn class_name(s: &str) -> Result<String, String> {

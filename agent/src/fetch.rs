@@ -4,7 +4,9 @@
 //! The caller sees a blocking [`Master`]: `get` returns the body of a 200, `post` a
 //! [`BodyReader`] streaming it, and any other status, a body over its cap, a timeout or
 //! a transport failure is a [`FetchError`] that says whether the master was unreachable
-//! or refused on trust.
+//! or refused on trust. Besides each request's own limit, every connection and request
+//! ends by the [`Master`]'s deadline (the run's `--deadline`), so a master that accepts
+//! and then stalls cannot keep a run going for longer.
 
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -71,6 +73,37 @@ pub struct Master {
     name: String,
     config: Arc<rustls::ClientConfig>,
     timeout: Duration,
+    deadline: Deadline,
+}
+
+/// When all talk with the master must be over, and how long that was given.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: tokio::time::Instant,
+    after: Duration,
+}
+
+impl Deadline {
+    /// The earlier of `limit` and the deadline, and whether the deadline is the one.
+    fn cap(self, limit: tokio::time::Instant) -> (tokio::time::Instant, bool) {
+        if self.at <= limit {
+            (self.at, true)
+        } else {
+            (limit, false)
+        }
+    }
+
+    /// Why `what` failed when the limit `capped` ran out.
+    fn late(self, name: &str, what: &str, capped: bool, limit: Duration) -> FetchError {
+        if capped {
+            FetchError::Unreachable(format!(
+                "{name}: {what}: the run's deadline ({:?} for the master) passed",
+                self.after
+            ))
+        } else {
+            FetchError::Unreachable(format!("{name}: {what}: no answer within {limit:?}"))
+        }
+    }
 }
 
 impl std::fmt::Debug for Master {
@@ -95,24 +128,33 @@ pub fn client_config(
 }
 
 impl Master {
-    /// Connects to `master` (`host:port`) within `timeout`.
+    /// Connects to `master` (`host:port`) within `timeout`; every later request must
+    /// also end within `deadline` of now.
     pub fn connect(
         master: &str,
         config: Arc<rustls::ClientConfig>,
         timeout: Duration,
+        deadline: Duration,
     ) -> Result<Master, FetchError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
             .build()
             .map_err(|e| FetchError::Setup(format!("cannot start the I/O runtime: {e}")))?;
-        let sender = runtime.block_on(open(master, config.clone(), timeout))?;
+        let deadline = runtime.block_on(async {
+            Deadline {
+                at: tokio::time::Instant::now() + deadline,
+                after: deadline,
+            }
+        });
+        let sender = runtime.block_on(open(master, config.clone(), timeout, deadline))?;
         Ok(Master {
             runtime,
             sender,
             name: master.to_string(),
             config,
             timeout,
+            deadline,
         })
     }
 
@@ -120,7 +162,7 @@ impl Master {
     /// master may not have read: it may close the connection under the rest of it).
     /// Opens a new connection to the master in place of the current one.
     pub(crate) fn reconnect(&mut self) -> Result<(), FetchError> {
-        let open = open(&self.name, self.config.clone(), self.timeout);
+        let open = open(&self.name, self.config.clone(), self.timeout, self.deadline);
         self.sender = self.runtime.block_on(open)?;
         Ok(())
     }
@@ -141,6 +183,7 @@ impl Master {
     pub fn get_optional(&mut self, path: &str, max: u64) -> Result<Option<Vec<u8>>, FetchError> {
         let name = self.name.clone();
         let sender = &mut self.sender;
+        let deadline = self.deadline;
         self.runtime.block_on(async {
             let fetch = async {
                 sender
@@ -170,13 +213,10 @@ impl Master {
                     .await
                     .map(Some)
             };
-            tokio::time::timeout(REQUEST_TIMEOUT, fetch)
-                .await
-                .map_err(|_| {
-                    FetchError::Unreachable(format!(
-                        "{name}: GET {path}: no answer within {REQUEST_TIMEOUT:?}"
-                    ))
-                })?
+            let (until, capped) = deadline.cap(tokio::time::Instant::now() + REQUEST_TIMEOUT);
+            tokio::time::timeout_at(until, fetch).await.map_err(|_| {
+                deadline.late(&name, &format!("GET {path}"), capped, REQUEST_TIMEOUT)
+            })?
         })
     }
     /// `POST path` with `body` (`application/octet-stream`): on 200, a reader of the
@@ -192,15 +232,13 @@ impl Master {
         let name = self.name.clone();
         let sender = &mut self.sender;
         // A batch may be tens of MiB: on top of the request timeout, time for its
-        // declared bytes at no less than 256 KiB/s.
-        let deadline = tokio::time::Instant::now()
-            + REQUEST_TIMEOUT
-            + std::time::Duration::from_secs(max / (256 * 1024));
-        let late = || {
-            FetchError::Unreachable(format!(
-                "{name}: POST {path}: no answer within {REQUEST_TIMEOUT:?}"
-            ))
-        };
+        // declared bytes at no less than 256 KiB/s; never past the run's deadline.
+        let allowed = REQUEST_TIMEOUT + std::time::Duration::from_secs(max / (256 * 1024));
+        let run_deadline = self.deadline;
+        let (deadline, capped) = self
+            .runtime
+            .block_on(async { run_deadline.cap(tokio::time::Instant::now() + allowed) });
+        let late = || run_deadline.late(&name, &format!("POST {path}"), capped, allowed);
         let body = self.runtime.block_on(async {
             let send = async {
                 sender
@@ -248,6 +286,9 @@ impl Master {
             delivered: 0,
             max,
             deadline,
+            late: run_deadline
+                .late(&self.name, &format!("POST {path}"), capped, allowed)
+                .to_string(),
             name: self.name.clone(),
             path: path.to_string(),
             error: None,
@@ -261,6 +302,7 @@ async fn open(
     master: &str,
     config: Arc<rustls::ClientConfig>,
     timeout: Duration,
+    deadline: Deadline,
 ) -> Result<SendRequest<Full<Bytes>>, FetchError> {
     let unreachable = |what: String| FetchError::Unreachable(format!("{master}: {what}"));
     let connect = async {
@@ -282,9 +324,14 @@ async fn open(
         });
         Ok::<_, FetchError>(sender)
     };
-    tokio::time::timeout(timeout, connect)
-        .await
-        .map_err(|_| unreachable(format!("no connection within {timeout:?}")))?
+    let (until, capped) = deadline.cap(tokio::time::Instant::now() + timeout);
+    tokio::time::timeout_at(until, connect).await.map_err(|_| {
+        if capped {
+            deadline.late(master, "connect", true, timeout)
+        } else {
+            unreachable(format!("no connection within {timeout:?}"))
+        }
+    })?
 }
 
 /// The most of a refusal's body read (and dropped) to keep the connection usable.
@@ -303,6 +350,8 @@ pub struct BodyReader<'a> {
     delivered: u64,
     max: u64,
     deadline: tokio::time::Instant,
+    /// What to say when `deadline` passes.
+    late: String,
     name: String,
     path: String,
     error: Option<FetchError>,
@@ -341,11 +390,7 @@ impl BodyReader<'_> {
             let frame = self
                 .runtime
                 .block_on(async { tokio::time::timeout_at(deadline, body.frame()).await })
-                .map_err(|_| {
-                    FetchError::Unreachable(format!(
-                        "{name}: POST {path}: no answer within {REQUEST_TIMEOUT:?}"
-                    ))
-                })?;
+                .map_err(|_| FetchError::Unreachable(self.late.clone()))?;
             let Some(frame) = frame else {
                 return Ok(None);
             };

@@ -2,7 +2,9 @@
 //!
 //! The lock is an advisory `flock` on `STATE/run.lock`, released by the kernel when
 //! the holder exits however it exits, so a crashed run never leaves a stale lock.
-//! The file's text says who holds it, for the message a second run prints.
+//! The file's text says who holds it, for the message a second run prints. `run`
+//! also takes `STATE/sync.lock` (the same kind of lock on another file) while it talks
+//! to the master, without holding `run.lock` then.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, Write};
@@ -53,7 +55,17 @@ impl RunLock {
         what: &str,
         timeout: Duration,
     ) -> Result<Self, LockError> {
-        let path = state_dir.join("run.lock");
+        Self::acquire_file_within(state_dir, "run.lock", what, timeout)
+    }
+
+    /// [`RunLock::acquire_within`] on another lock file of `state_dir` (`sync.lock`).
+    pub fn acquire_file_within(
+        state_dir: &Path,
+        file_name: &str,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<Self, LockError> {
+        let path = state_dir.join(file_name);
         let io_err = |source| LockError::Io {
             path: path.clone(),
             source,

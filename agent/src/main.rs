@@ -124,6 +124,8 @@ fn run(args: RunArgs) -> ExitCode {
         classes: args.classes,
         lock_timeout: args.lock_timeout,
         rehash: args.rehash,
+        deadline: args.deadline,
+        degraded_ok: args.degraded_ok,
     };
     let stdout = io::BufWriter::new(io::stdout().lock());
     let mut reporter: Box<dyn Reporter> = if args.json {
@@ -133,15 +135,16 @@ fn run(args: RunArgs) -> ExitCode {
     };
     let result = tenet_agent::run::run(&opts, reporter.as_mut());
     drop(reporter);
-    run_outcome(&result)
+    run_outcome(&result, opts.degraded_ok)
 }
 
 /// Prints how a run ended (errors on stderr) and its exit code.
 fn run_outcome(
     result: &Result<tenet_agent::run::RunReport, tenet_agent::run::RunError>,
+    degraded_ok: bool,
 ) -> ExitCode {
     use tenet_agent::run::RunError;
-    let code = tenet_agent::run::exit_code(result);
+    let code = tenet_agent::run::exit_code(result, degraded_ok);
     match result {
         Ok(report) => {
             if let Some(why) = &report.trust_refused {
@@ -174,6 +177,8 @@ fn daemon(args: DaemonArgs) -> ExitCode {
         classes: Vec::new(),
         lock_timeout: tenet_agent::run::DEFAULT_LOCK_TIMEOUT,
         rehash: false,
+        deadline: args.deadline,
+        degraded_ok: false,
     };
     let schedule = Schedule {
         interval: args.interval,
@@ -190,7 +195,7 @@ fn daemon(args: DaemonArgs) -> ExitCode {
         }
     };
     match daemon(&opts, &schedule, &make, &|r| {
-        run_outcome(r);
+        run_outcome(r, false);
     }) {
         Ok(_) => ExitCode::Success,
         Err(e) => {

@@ -470,6 +470,9 @@ impl Seen {
                     message: "another run took the run lock first; this run did not start"
                         .to_string(),
                 },
+                Some(code @ 10..=12) => Outcome::Failed {
+                    reason: degraded(code),
+                },
                 Some(code) => Outcome::Failed {
                     reason: format!(
                         "the agent exited with status {code}: {}",
@@ -496,6 +499,9 @@ impl Seen {
                     Some(1) => Outcome::Failed {
                         reason: "promises failed or were blocked".to_string(),
                     },
+                    Some(code @ 10..=12) => Outcome::Failed {
+                        reason: degraded(code),
+                    },
                     code => Outcome::Failed {
                         reason: format!(
                             "the run exited with status {}: {}",
@@ -513,6 +519,17 @@ impl Seen {
             reason: "the connection closed before the run ended".to_string(),
         }
     }
+}
+
+/// What a member's run exit code of 10-12 means: it converged, but from a bundle that
+/// may not be the master's latest. Not "ok": push says so and exits 1.
+fn degraded(code: i64) -> String {
+    let why = match code {
+        10 => "its master was unreachable; it enforced its cached bundle",
+        11 => "it enforces an expired bundle",
+        _ => "it has had no fresh timestamp from the master for longer than one lives",
+    };
+    format!("the run converged, degraded (status {code}): {why}")
 }
 
 fn last_line(s: &str) -> &str {
@@ -987,6 +1004,12 @@ mod tests {
         );
         assert!(matches!(outcome(&[end(json!(1))]), Outcome::Failed { .. }));
         assert!(matches!(outcome(&[end(json!(6))]), Outcome::Busy { .. }));
+        match outcome(&[end(json!(10))]) {
+            Outcome::Failed { reason } => {
+                assert!(reason.contains("degraded (status 10)"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
         match outcome(&[end(json!(4))]) {
             Outcome::Failed { reason } => {
                 assert!(reason.contains("status 4: error: x"), "{reason}")

@@ -1,15 +1,25 @@
 //! `tenet-agent run`: fetch the signed policy from the master, verify it, cache it and
 //! converge this member to it.
 //!
-//! In order: configuration, run lock, trust state (bootstrapped from the enrolment root
-//! on the first run), pinned mTLS connection, root updates, timestamp, manifest into
-//! staging, the missing blobs into the shared store (loose, or one pack for 64 or
-//! more), whole-bundle verification, atomic switch of the cached bundle,
-//! persisting the ratchet, then convergence from the cached bundle's tree.
+//! In order: configuration, sync lock, trust state (bootstrapped from the enrolment
+//! root on the first run), pinned mTLS connection, root updates, timestamp, manifest
+//! into staging, the missing blobs into the shared store (loose, or one pack for 64 or
+//! more), whole-bundle verification; then the run lock, atomic switch of the cached
+//! bundle, persisting the ratchet, and convergence from the cached bundle's tree.
+//!
+//! The run lock is not held while the master is asked: a slow or stalled master must
+//! not keep `event` (an HA takeover), `watch` or `apply` waiting. Talk with the master
+//! happens under `STATE/sync.lock` instead (one sync per state directory: staging and
+//! the store's temporaries belong to its holder), and ends by the run's deadline
+//! ([`RunOptions::deadline`]); past it, the master counts as unreachable.
 //!
 //! When no master answers, the last good bundle is enforced with a warning; with none,
 //! the run fails ([`RunError::NoMaster`]). A trust refusal keeps the last good bundle,
 //! enforces it and is returned in [`RunReport::trust_refused`] so the exit code shows it.
+//! A run that converged from a bundle that may not be the master's latest says why in
+//! [`RunReport::degraded`] ([`Degraded`]: master unreachable, bundle expired, no fresh
+//! timestamp for longer than its lifetime), and the exit code says so too unless the
+//! caller asked for `--degraded-ok`.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -21,7 +31,7 @@ use tenet_keys::document::{Document, MAX_SIGNATURE_BYTES};
 use tenet_keys::{
     Clock, Manifest, SecretKey, Time, TimestampOutcome, TrustState, TrustedRoot, VerifiedBundle,
     VerifyError, bundle, check_blob_stream, check_manifest, check_root_fresh, check_timestamp,
-    update_root, verify_bundle_stored,
+    update_root, verify_cached,
 };
 
 use crate::apply::{ApplyError, ApplyOptions, apply_locked};
@@ -42,6 +52,16 @@ pub const DEFAULT_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// Most root updates walked in one run.
 pub const MAX_ROOT_UPDATES: u64 = 16;
 
+/// How long a run may spend on the master (connecting, roots, timestamp, manifest,
+/// blobs) before it gives up on it and converges from the cached bundle: a master that
+/// accepts and then stalls cannot keep a run alive for longer.
+pub const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// The lock a run holds while it talks to the master and until it ends: one sync per
+/// state directory (staging, the store's temporaries and packs belong to its holder).
+/// `event`, `watch` and `apply` never take it.
+pub const SYNC_LOCK: &str = "sync.lock";
+
 /// What `run` needs besides the configuration.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -60,6 +80,11 @@ pub struct RunOptions {
     pub lock_timeout: std::time::Duration,
     /// Read every managed file instead of trusting the stat cache for unchanged ones.
     pub rehash: bool,
+    /// The most time spent on the master ([`DEFAULT_DEADLINE`]).
+    pub deadline: std::time::Duration,
+    /// Report a degraded run (master unreachable, bundle expired, timestamp stale) in
+    /// `last-run.json` and warnings only, not in the exit code.
+    pub degraded_ok: bool,
 }
 
 /// A run that converged.
@@ -72,6 +97,70 @@ pub struct RunReport {
     /// Set when the master's offer was refused on trust (the last good bundle was
     /// enforced instead): the exit code says so.
     pub trust_refused: Option<String>,
+    /// Why the bundle converged to may not be the master's latest (empty when it is).
+    pub degraded: Vec<Degraded>,
+}
+
+/// Why a run that converged did so from a bundle that may not be the master's latest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Degraded {
+    /// No master answered (or not within the run's deadline): the cached bundle was
+    /// enforced. Exit 10.
+    Unreachable(String),
+    /// The bundle enforced has expired (its manifest, or the trusted root): it still
+    /// verified by every other check. Exit 11.
+    Expired(String),
+    /// No fresh timestamp was accepted in this run, and the newest one trusted expired
+    /// at `since`: longer than a timestamp lives without fresh word from the master (a
+    /// frozen or absent master). Exit 12.
+    Stale {
+        /// When the newest trusted timestamp expired.
+        since: Time,
+    },
+}
+
+impl Degraded {
+    /// The machine-readable reason, as in `last-run.json`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Degraded::Unreachable(_) => "master_unreachable",
+            Degraded::Expired(_) => "bundle_expired",
+            Degraded::Stale { .. } => "timestamp_stale",
+        }
+    }
+
+    /// Its exit code.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Degraded::Unreachable(_) => ExitCode::MasterUnreachable,
+            Degraded::Expired(_) => ExitCode::BundleExpired,
+            Degraded::Stale { .. } => ExitCode::TimestampStale,
+        }
+    }
+
+    /// Precedence when several hold: expired over stale over unreachable (the longest
+    /// lasting condition first).
+    fn rank(&self) -> u8 {
+        match self {
+            Degraded::Expired(_) => 3,
+            Degraded::Stale { .. } => 2,
+            Degraded::Unreachable(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for Degraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Degraded::Unreachable(why) => write!(f, "master unreachable ({why})"),
+            Degraded::Expired(why) => write!(f, "enforcing an expired bundle ({why})"),
+            Degraded::Stale { since } => write!(
+                f,
+                "no fresh timestamp from the master since the trusted one expired at {since}"
+            ),
+        }
+    }
 }
 
 /// Why a run did not converge.
@@ -109,7 +198,8 @@ enum Synced {
     /// A newer bundle, verified in staging.
     Fetched(Box<VerifiedBundle>),
     /// Nothing newer; this state (newer roots or timestamp version) is to be persisted.
-    Current(Box<TrustState>),
+    /// `fresh`: a timestamp was accepted (not ignored as older than the trusted one).
+    Current { state: Box<TrustState>, fresh: bool },
 }
 
 enum SyncError {
@@ -155,17 +245,25 @@ pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, 
                 &e,
             )
         })?;
+    // Held to the end of the run: a second run's sync must not clean this one's
+    // staging, nor collect blobs it is about to use. Its note names the run (policyd's
+    // `busy`), and `last-run.json` gives the same start.
+    let sync =
+        RunLock::acquire_file_within(&config.state_dir, SYNC_LOCK, "run", opts.lock_timeout)?;
+    let prepared = prepare(&config, opts, reporter);
+    // Only now, with the master's offer verified in staging: commit and converge.
     let lock = RunLock::acquire_within(&config.state_dir, "run", opts.lock_timeout)?;
-    let result = run_locked(opts, &config, reporter);
+    let result = prepared.and_then(|p| run_locked(opts, &config, p, reporter));
     // Written while the lock is held: whoever waits for the lock (policyd's `busy`)
     // finds this run's summary once it is free.
-    if let Err(e) = record_last_run(&config.state_dir, &lock, &result, opts.mode) {
+    if let Err(e) = record_last_run(&config.state_dir, sync.started_unix(), &result, opts) {
         reporter.warning(&format!(
             "cannot write {}: {e}",
             config.state_dir.join(LAST_RUN).display()
         ));
     }
     drop(lock);
+    drop(sync);
     result
 }
 
@@ -173,9 +271,19 @@ pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, 
 pub const LAST_RUN: &str = "last-run.json";
 
 /// The exit code of a run's outcome (`run`, and what `STATE/last-run.json` says).
-pub fn exit_code(result: &Result<RunReport, RunError>) -> ExitCode {
+///
+/// Precedence, first that holds: 4 trust refused; unless `degraded_ok`, 11 enforcing
+/// an expired bundle, 12 no fresh timestamp for longer than its lifetime, 10 master
+/// unreachable; then 1 some promise failed or was blocked; else 0. With `degraded_ok`
+/// the conditions of 10-12 are only reported (`last-run.json`'s `degraded`, warnings).
+pub fn exit_code(result: &Result<RunReport, RunError>, degraded_ok: bool) -> ExitCode {
     match result {
         Ok(report) if report.trust_refused.is_some() => ExitCode::TrustRefused,
+        Ok(report) if !degraded_ok && !report.degraded.is_empty() => report
+            .degraded
+            .iter()
+            .max_by_key(|d| d.rank())
+            .map_or(ExitCode::Success, Degraded::exit_code),
         Ok(report) if report.summary.all_ok() => ExitCode::Success,
         Ok(_) => ExitCode::PromisesFailed,
         Err(e) => match e {
@@ -191,17 +299,20 @@ pub fn exit_code(result: &Result<RunReport, RunError>) -> ExitCode {
 
 /// Writes `STATE/last-run.json` atomically (temp file, fsync, rename): the object of
 /// the run's `{"type":"summary",...}` line (its counts absent when the run failed
-/// before converging) with `pid`, `started` (unix seconds, as in the run lock's note),
-/// `ended`, `exit_code`, `serial` and `error`.
+/// before converging) with `pid`, `started` (unix seconds, as in the sync lock's note),
+/// `ended`, `exit_code`, `serial`, `error` (a trust refusal, or why the run failed) and
+/// `degraded` (`[{"reason": "master_unreachable" | "bundle_expired" |
+/// "timestamp_stale", "exit_code": 10 | 11 | 12, "message": ...}]`, empty when the
+/// bundle enforced is the master's latest, current and fresh).
 fn record_last_run(
     state_dir: &Path,
-    lock: &RunLock,
+    started: u64,
     result: &Result<RunReport, RunError>,
-    mode: Mode,
+    opts: &RunOptions,
 ) -> std::io::Result<()> {
     let mut v = match result {
         Ok(r) => serde_json::to_value(&r.summary).map_err(std::io::Error::other)?,
-        Err(_) => serde_json::json!({"dry_run": mode == Mode::DryRun}),
+        Err(_) => serde_json::json!({"dry_run": opts.mode == Mode::DryRun}),
     };
     let ended = SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -211,14 +322,32 @@ fn record_last_run(
         Ok(r) => (Some(r.serial), r.trust_refused.clone()),
         Err(e) => (None, Some(tenet_keys::error_chain(e))),
     };
+    let degraded: Vec<serde_json::Value> = match result {
+        Ok(r) => r
+            .degraded
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "reason": d.reason(),
+                    "exit_code": d.exit_code() as i32,
+                    "message": d.to_string(),
+                })
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
     if let Some(o) = v.as_object_mut() {
         o.insert("type".into(), "summary".into());
         o.insert("pid".into(), std::process::id().into());
-        o.insert("started".into(), lock.started_unix().into());
+        o.insert("started".into(), started.into());
         o.insert("ended".into(), ended.into());
-        o.insert("exit_code".into(), (exit_code(result) as i32).into());
+        o.insert(
+            "exit_code".into(),
+            (exit_code(result, opts.degraded_ok) as i32).into(),
+        );
         o.insert("serial".into(), serial.into());
         o.insert("error".into(), error.into());
+        o.insert("degraded".into(), degraded.into());
     }
     let mut text = v.to_string();
     text.push('\n');
@@ -230,11 +359,24 @@ fn record_last_run(
     )
 }
 
-fn run_locked(
-    opts: &RunOptions,
+/// What a run learnt from the master before it takes the run lock.
+struct Prepared {
+    cache: Cache,
+    state: TrustState,
+    clock: Clock,
+    cached: Option<(u64, PathBuf)>,
+    synced: Result<Synced, SyncError>,
+    t0: std::time::Instant,
+}
+
+/// The part of a run that needs no run lock (the sync lock is held): warnings about
+/// unfinished events, staging cleaned, trust state, and the sync with the master into
+/// staging, within the run's deadline.
+fn prepare(
     config: &Config,
+    opts: &RunOptions,
     reporter: &mut dyn Reporter,
-) -> Result<RunReport, RunError> {
+) -> Result<Prepared, RunError> {
     let env = |what: &str, e: &dyn std::fmt::Display| RunError::Environment(format!("{what}: {e}"));
     for w in crate::event::unfinished_warnings(&config.state_dir, None) {
         reporter.warning(w.strip_prefix("warning: ").unwrap_or(&w));
@@ -256,7 +398,14 @@ fn run_locked(
     }
 
     let t0 = std::time::Instant::now();
-    let synced = sync(config, &state, &clock, &cache, cached.is_some());
+    let synced = sync(
+        config,
+        &state,
+        &clock,
+        &cache,
+        cached.is_some(),
+        opts.deadline,
+    );
     tracing::debug!(
         elapsed_us = t0.elapsed().as_micros(),
         ok = synced.is_ok(),
@@ -267,6 +416,62 @@ fn run_locked(
         if let Err(e) = cache.clean_staging() {
             reporter.warning(&format!("cannot clean the staging directory: {e}"));
         }
+    }
+    Ok(Prepared {
+        cache,
+        state,
+        clock,
+        cached,
+        synced,
+        t0,
+    })
+}
+
+/// Whether the member has gone without a fresh timestamp for longer than one lives:
+/// the newest trusted timestamp has expired (a state persisted before expiries were
+/// recorded: its version plus the default lifetime).
+fn stale_since(state: &TrustState, clock: &Clock) -> Option<Time> {
+    let expires = state.timestamp_expires().or_else(|| {
+        (state.timestamp_version() > 0)
+            .then(|| {
+                Time::from_unix(
+                    state
+                        .timestamp_version()
+                        .saturating_add(tenet_keys::timestamp::DEFAULT_TIMESTAMP_TTL_SECS),
+                )
+            })
+            .flatten()
+    })?;
+    (expires <= clock.now()).then_some(expires)
+}
+
+/// Commit and converge, under the run lock.
+fn run_locked(
+    opts: &RunOptions,
+    config: &Config,
+    prepared: Prepared,
+    reporter: &mut dyn Reporter,
+) -> Result<RunReport, RunError> {
+    let env = |what: &str, e: &dyn std::fmt::Display| RunError::Environment(format!("{what}: {e}"));
+    let Prepared {
+        cache,
+        state,
+        clock,
+        cached,
+        synced,
+        t0,
+    } = prepared;
+    let mut degraded = Vec::new();
+    let fresh = matches!(
+        synced,
+        Ok(Synced::Fetched(_) | Synced::Current { fresh: true, .. })
+    );
+    if !fresh && let Some(since) = stale_since(&state, &clock) {
+        let stale = Degraded::Stale { since };
+        reporter.warning(&format!(
+            "STALE: {stale}; the member may be frozen on an old serial"
+        ));
+        degraded.push(stale);
     }
     let mut trust_refused = None;
     let (files, manifest, serial) = match synced {
@@ -295,7 +500,7 @@ fn run_locked(
                 (files, manifest, serial)
             }
         }
-        Ok(Synced::Current(s)) => {
+        Ok(Synced::Current { state: s, .. }) => {
             if opts.mode == Mode::Apply && *s != state {
                 cache
                     .persist(&s)
@@ -306,7 +511,7 @@ fn run_locked(
                     "the master has nothing newer and no bundle is cached".to_string(),
                 ));
             };
-            from_cache(&s, serial, &dir, &clock, reporter)?
+            from_cache(&s, serial, &dir, &clock, reporter, &mut degraded)?
         }
         Err(SyncError::Local(m)) => return Err(RunError::Environment(m)),
         Err(SyncError::Unreachable(why)) => {
@@ -316,7 +521,8 @@ fn run_locked(
             reporter.warning(&format!(
                 "master unreachable ({why}); converging from cached bundle serial {serial}"
             ));
-            from_cache(&state, serial, &dir, &clock, reporter)?
+            degraded.push(Degraded::Unreachable(why));
+            from_cache(&state, serial, &dir, &clock, reporter, &mut degraded)?
         }
         Err(SyncError::Trust(why)) => {
             let Some((serial, dir)) = cached else {
@@ -326,7 +532,7 @@ fn run_locked(
                 "trust refused ({why}); keeping the last good bundle, converging from cached bundle serial {serial}"
             ));
             trust_refused = Some(why);
-            from_cache(&state, serial, &dir, &clock, reporter)?
+            from_cache(&state, serial, &dir, &clock, reporter, &mut degraded)?
         }
     };
 
@@ -352,6 +558,7 @@ fn run_locked(
         summary,
         serial,
         trust_refused,
+        degraded,
     })
 }
 
@@ -431,18 +638,23 @@ pub fn cached_bundle(
     };
     let state = load_state(config, &cache)?;
     let clock = Clock::new(Time::from_system(SystemTime::now()));
-    let (files, manifest, _) = from_cache(&state, serial, &dir, &clock, reporter)?;
+    let (files, manifest, _) = from_cache(&state, serial, &dir, &clock, reporter, &mut Vec::new())?;
     Ok((state, manifest, files))
 }
 
+/// The cached bundle at `dir`, re-verified; an expired one is added to `degraded`.
 fn from_cache(
     state: &TrustState,
     serial: u64,
     dir: &Path,
     clock: &Clock,
     reporter: &mut dyn Reporter,
+    degraded: &mut Vec<Degraded>,
 ) -> Result<(BundleFiles, Manifest, u64), RunError> {
-    let manifest = check_cached(state, dir, clock, reporter)?;
+    let (manifest, expired) = check_cached(state, dir, clock, reporter)?;
+    if let Some(why) = expired {
+        degraded.push(Degraded::Expired(why));
+    }
     let files = BundleFiles::new(dir, &manifest)
         .map_err(|e| RunError::Environment(format!("cannot open the blob store: {e}")))?;
     Ok((files, manifest, serial))
@@ -482,29 +694,32 @@ fn load_state(config: &Config, cache: &Cache) -> Result<TrustState, RunError> {
     Ok(TrustState::new(root))
 }
 
-/// Re-verifies the cached bundle against the trust state: roots and manifest. Blobs
-/// are not opened here: they were hashed when stored, and each is hashed again as it
-/// is read ([`BundleFiles`]). An expired bundle is still enforced, with a
-/// warning; any other failure refuses it.
+/// Re-verifies the cached bundle against the trust state: roots and manifest, every
+/// check but expiry ([`verify_cached`]: signatures over the exact bytes, deployment,
+/// epoch, the serial ratchet and the trusted hash). Blobs are not opened here: they
+/// were hashed when stored, and each is hashed again as it is read ([`BundleFiles`]).
+/// An expired bundle is still enforced, with a warning, and what expired is returned;
+/// any other failure refuses it. No byte of the manifest is used unless it verified.
 fn check_cached(
     state: &TrustState,
     dir: &Path,
     clock: &Clock,
     reporter: &mut dyn Reporter,
-) -> Result<Manifest, RunError> {
-    match verify_bundle_stored(state, dir, clock) {
-        Ok(b) => Ok(b.manifest().clone()),
-        Err(e @ VerifyError::Expired { .. }) => {
+) -> Result<(Manifest, Option<String>), RunError> {
+    match verify_cached(state, dir, clock) {
+        Ok(b) if b.expired().is_empty() => Ok((b.into_manifest(), None)),
+        Ok(b) => {
+            let why = b
+                .expired()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
             reporter.warning(&format!(
-                "EXPIRED: the cached bundle in {} no longer verifies as current ({e}); enforcing it anyway until the master serves a newer one",
+                "EXPIRED: the cached bundle in {} no longer verifies as current ({why}); enforcing it anyway until the master serves a newer one",
                 dir.display()
             ));
-            let bytes = std::fs::read(dir.join(bundle::MANIFEST)).map_err(|e| {
-                RunError::Environment(format!("cannot read the cached manifest: {e}"))
-            })?;
-            Manifest::parse(&bytes).map_err(|e| {
-                RunError::Trust(format!("cached manifest: {}", tenet_keys::error_chain(&e)))
-            })
+            Ok((b.into_manifest(), Some(why)))
         }
         Err(e) => Err(RunError::Trust(format!(
             "the cached bundle in {} does not verify: {}",
@@ -524,6 +739,7 @@ fn sync(
     clock: &Clock,
     cache: &Cache,
     have_cache: bool,
+    deadline: std::time::Duration,
 ) -> Result<Synced, SyncError> {
     let key = SecretKey::read(&config.node_key).map_err(|e| {
         SyncError::Local(format!(
@@ -535,7 +751,7 @@ fn sync(
     let pins = state.root().root().transport.server_spki.clone();
     let tls = fetch::client_config(&config.member, &key, pins)?;
     let t0 = std::time::Instant::now();
-    let mut master = Master::connect(&config.master(), tls, config.connect_timeout)?;
+    let mut master = Master::connect(&config.master(), tls, config.connect_timeout, deadline)?;
     tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "connected");
     let staging = cache.fresh_staging().map_err(local("staging"))?;
     let write = |rel: &str, bytes: &[u8]| -> Result<(), SyncError> {
@@ -567,7 +783,10 @@ fn sync(
         TimestampOutcome::Ignored { offered, trusted } => {
             tracing::info!(offered, trusted, "older timestamp ignored");
             if have_cache {
-                return Ok(Synced::Current(Box::new(st)));
+                return Ok(Synced::Current {
+                    state: Box::new(st),
+                    fresh: false,
+                });
             }
             return Err(SyncError::Unreachable(format!(
                 "the master offers timestamp version {offered}, older than the trusted {trusted}"
@@ -577,7 +796,7 @@ fn sync(
             // A damaged stored blob was set aside: fetch the bundle in force again
             // (its manifest is accepted as the one trusted; only missing blobs move).
             if have_cache && !cache.damaged() {
-                return Ok(Synced::Current(state));
+                return Ok(Synced::Current { state, fresh: true });
             }
             expected
         }
@@ -994,7 +1213,8 @@ mod tests {
 
         // Still current: no warning.
         let mut reporter = Collect::default();
-        let m = check_cached(&state, &cached, &clock, &mut reporter).expect("current");
+        let (m, expired) = check_cached(&state, &cached, &clock, &mut reporter).expect("current");
+        assert_eq!(expired, None);
         assert_eq!(m.serial, 1);
         assert!(reporter.warnings.is_empty(), "{:?}", reporter.warnings);
 
@@ -1003,7 +1223,9 @@ mod tests {
             now.checked_add(Duration::from_secs(2 * 86_400))
                 .expect("time"),
         );
-        let m = check_cached(&state, &cached, &later, &mut reporter).expect("still enforced");
+        let (m, expired) =
+            check_cached(&state, &cached, &later, &mut reporter).expect("still enforced");
+        assert!(expired.is_some_and(|e| e.contains("expired")));
         assert_eq!(m.members[0].classes, ["web"]);
         assert_eq!(reporter.warnings.len(), 1);
         assert!(
@@ -1056,6 +1278,46 @@ mod tests {
         );
         let policy = tenet_policies::load_from(&files.tree(), &files).expect("loads");
         assert!(policy.promises.is_empty());
+    }
+
+    #[test]
+    fn exit_codes_follow_the_documented_precedence() {
+        let report = |failed: usize, trust: bool, degraded: Vec<Degraded>| {
+            Ok(RunReport {
+                summary: Summary {
+                    failed,
+                    ..Summary::default()
+                },
+                serial: 1,
+                trust_refused: trust.then(|| "refused".to_string()),
+                degraded,
+            })
+        };
+        let unreachable = || Degraded::Unreachable("gone".to_string());
+        let expired = || Degraded::Expired("manifest expired".to_string());
+        let stale = || Degraded::Stale {
+            since: Time::from_unix(1).expect("time"),
+        };
+        let code = |r: &Result<RunReport, RunError>, ok: bool| exit_code(r, ok) as i32;
+        assert_eq!(code(&report(0, false, vec![]), false), 0);
+        assert_eq!(code(&report(1, false, vec![]), false), 1);
+        assert_eq!(code(&report(1, false, vec![unreachable()]), false), 10);
+        assert_eq!(
+            code(&report(0, false, vec![unreachable(), stale()]), false),
+            12
+        );
+        assert_eq!(
+            code(
+                &report(0, false, vec![stale(), expired(), unreachable()]),
+                false
+            ),
+            11
+        );
+        assert_eq!(code(&report(0, true, vec![expired()]), false), 4);
+        // --degraded-ok: only what the promises say.
+        assert_eq!(code(&report(0, false, vec![expired(), stale()]), true), 0);
+        assert_eq!(code(&report(2, false, vec![unreachable()]), true), 1);
+        assert_eq!(code(&report(0, true, vec![]), true), 4);
     }
 
     /// A deployment with member alpha, a tree, and a member cache to commit into.
@@ -1126,7 +1388,8 @@ mod tests {
             )
             .expect("sign");
             let clock = Clock::new(self.now);
-            let verified = verify_bundle_stored(&self.state, &staging, &clock).expect("verifies");
+            let verified =
+                tenet_keys::verify_bundle_stored(&self.state, &staging, &clock).expect("verifies");
             let dir = self.cache.commit(&verified).expect("commit");
             self.state = verified.into_state();
             dir
@@ -1140,7 +1403,7 @@ mod tests {
             use tenet_policies::model::{Content, PromiseKind};
             let clock = Clock::new(self.now);
             let mut reporter = Collect::default();
-            let m = check_cached(&self.state, dir, &clock, &mut reporter).expect("verifies");
+            let (m, _) = check_cached(&self.state, dir, &clock, &mut reporter).expect("verifies");
             let files = BundleFiles::new(dir, &m).expect("store");
             let policy =
                 tenet_policies::load_from(&files.tree(), &files).map_err(|d| d.to_string())?;

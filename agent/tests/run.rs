@@ -60,6 +60,11 @@ struct World {
 
 impl World {
     fn new() -> World {
+        World::with_root_expiry(Duration::from_secs(30 * 86_400))
+    }
+
+    /// A world whose root expires `expires_in` from now.
+    fn with_root_expiry(expires_in: Duration) -> World {
         let dir = tempfile::tempdir().unwrap();
         let base = fs::canonicalize(dir.path()).unwrap();
         let deployment = base.join("deploy");
@@ -68,7 +73,7 @@ impl World {
             &InitOptions {
                 root_keys: 1,
                 root_threshold: 1,
-                expires_in: Duration::from_secs(30 * 86_400),
+                expires_in,
                 now: now(),
             },
         )
@@ -134,7 +139,13 @@ impl World {
 
     /// Signs serial `serial` into `bundles/<serial>`.
     fn sign(&self, serial: u64) -> PathBuf {
-        let tree = self.tree(serial);
+        self.sign_tree(&self.tree(serial), serial, Duration::from_secs(14 * 86_400))
+    }
+
+    /// Signs `tree` as serial `serial`, expiring `expires_in` from now, into
+    /// `bundles/<serial>`.
+    fn sign_tree(&self, tree: &Path, serial: u64, expires_in: Duration) -> PathBuf {
+        let tree = tree.to_path_buf();
         let mut d = Deployment::open(&self.deployment).unwrap();
         let out = self.path(&format!("bundles/{serial}"));
         let key = d.policy_key_path();
@@ -144,7 +155,7 @@ impl World {
                 tree,
                 out: out.clone(),
                 serial: Some(serial),
-                expires_in: Duration::from_secs(14 * 86_400),
+                expires_in,
                 now: now(),
                 signing: Signing::WithKey(key),
             },
@@ -396,12 +407,12 @@ fn members_converge_follow_new_serials_and_survive_the_master() {
         assert!(link.ends_with("2"), "{}", link.display());
     }
 
-    // (c) the master dies: members converge from their cache and say so.
+    // (c) the master dies: members converge from their cache and say so (exit 10).
     policyd.kill();
     for config in &configs {
         fs::remove_file(config.with_file_name("root/etc/tenet-serial")).unwrap();
         let r = run_agent(config);
-        assert_code(&r, 0);
+        assert_code(&r, 10);
         assert!(
             r.out.contains("master unreachable (")
                 && r.out.contains("converging from cached bundle serial 2"),
@@ -604,7 +615,8 @@ fn timestamp_at(
 
 /// A member with serial 1 cached meets an impostor (a server key the root does not
 /// pin), then a master serving a tampered manifest: both runs exit 4, say why, enforce
-/// the last good bundle and keep it. An older timestamp is then ignored quietly.
+/// the last good bundle and keep it. An older timestamp naming the serial in force is
+/// then ignored quietly.
 #[test]
 fn an_impostor_or_a_tampered_manifest_is_refused_and_the_last_good_bundle_kept() {
     let world = World::new();
@@ -657,10 +669,11 @@ fn an_impostor_or_a_tampered_manifest_is_refused_and_the_last_good_bundle_kept()
     drop(takeover);
 
     // (f) a validly signed but older timestamp (the other half of a split brain)
-    // naming serial 2 is ignored without alarm: serial 1 stays in force.
-    let mut routes = routes_of(&bundle2);
+    // naming serial 1 is ignored without alarm: serial 1 stays in force.
+    let bundle1 = world.path("bundles/1");
+    let mut routes = routes_of(&bundle1);
     let hour_ago = Time::from_unix(now().unix() - 3600).unwrap();
-    let (ts, ts_sig) = timestamp_at(&world, &manifest2, hour_ago, None);
+    let (ts, ts_sig) = timestamp_at(&world, &routes["/v1/manifest"], hour_ago, None);
     routes.insert("/v1/timestamp".into(), ts);
     routes.insert("/v1/timestamp/sig".into(), ts_sig);
     let stale = FakeMaster::start(&world.server_key(), routes);
@@ -1240,4 +1253,480 @@ fn a_damaged_pack_or_pack_index_is_set_aside_and_fetched_again() {
         read(&config, "etc/motd").as_deref(),
         Some("motd of serial 1\n")
     );
+}
+
+// ---------------------------------------------------------------------------
+// Freeze, staleness, degraded exit codes, a stalled master, an edited cache.
+
+/// 2100-01-01: the version a timestamp signed to freeze members carries.
+const YEAR_2100: u64 = 4_102_444_800;
+
+/// `tenet-agent run --config CONFIG` with extra arguments.
+fn run_agent_with(config: &Path, extra: &[&str]) -> Ran {
+    let out = agent()
+        .args(["run", "--config"])
+        .arg(config)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Ran {
+        code: out.status.code(),
+        out: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// The member's `STATE/last-run.json`.
+fn last_run(config: &Path) -> serde_json::Value {
+    let text = fs::read_to_string(config.with_file_name("state/last-run.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The reasons listed in `last-run.json`'s `degraded`.
+fn degraded_reasons(config: &Path) -> Vec<String> {
+    last_run(config)["degraded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The trusted timestamp version in the member's `trust.toml`.
+fn trusted_timestamp_version(config: &Path) -> u64 {
+    let text = fs::read_to_string(config.with_file_name("state/trust.toml")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("timestamp_version = "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A timestamp signed at `at` that expires `ttl` later.
+fn timestamp_lasting(
+    world: &World,
+    manifest: &[u8],
+    at: Time,
+    ttl: Duration,
+) -> (Vec<u8>, Vec<u8>) {
+    let d = Deployment::open(&world.deployment).unwrap();
+    let key = SecretKey::read(&world.deployment.join("keys/timestamp.key")).unwrap();
+    let (_, text, sig) = publish::make_timestamp(d.id(), manifest, &key, at, ttl, None).unwrap();
+    (text.into_bytes(), sig.into_bytes())
+}
+
+/// Waits (bounded) until this machine's clock has passed `t`.
+fn wait_until_past(t: Time) {
+    let start = Instant::now();
+    while now() <= t {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the clock did not pass {t}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A master holding the package filesystem's keys (the pinned server key and the
+/// online timestamp key) signs one timestamp for the year 2100. The member refuses it
+/// (exit 4), its trusted version does not move, and when the real master publishes
+/// serial 2 the member follows at once.
+#[test]
+fn finding_02_a_far_future_timestamp_is_refused_and_does_not_freeze_the_member() {
+    let world = World::new();
+    let config = world.cached_member("alpha");
+    let trusted = trusted_timestamp_version(&config);
+    let mut routes = routes_of(&world.path("bundles/1"));
+    let far = Time::from_unix(YEAR_2100).unwrap();
+    let (ts, ts_sig) = timestamp_at(&world, &routes["/v1/manifest"], far, None);
+    routes.insert("/v1/timestamp".into(), ts);
+    routes.insert("/v1/timestamp/sig".into(), ts_sig);
+    let freezer = FakeMaster::start(&world.server_key(), routes);
+    point_at(&config, freezer.addr);
+    let r = run_agent(&config);
+    assert_code(&r, 4);
+    assert!(
+        r.out.contains(&format!(
+            "timestamp version {YEAR_2100} is more than 300 s ahead"
+        )),
+        "{}",
+        r.out
+    );
+    assert_eq!(trusted_timestamp_version(&config), trusted);
+    drop(freezer);
+
+    let policyd = Policyd::start(&world.policyd_config());
+    let addr = policyd.promote(&world.sign(2), 2);
+    point_at(&config, addr);
+    let r = run_agent(&config);
+    assert_code(&r, 0);
+    assert_eq!(
+        read(&config, "etc/tenet-serial").as_deref(),
+        Some("serial 2 on alpha\n")
+    );
+}
+
+/// A member whose ratchet an earlier agent (that bounded nothing) left at the year
+/// 2100 takes the real master's next timestamp and follows serial 2.
+#[test]
+fn finding_02_a_member_already_pinned_by_a_far_future_timestamp_recovers() {
+    let world = World::new();
+    let config = world.cached_member("alpha");
+    let trust = config.with_file_name("state/trust.toml");
+    let text = fs::read_to_string(&trust).unwrap();
+    let pinned: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("timestamp_version = ") {
+                format!("timestamp_version = {YEAR_2100}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert_ne!(pinned, text);
+    fs::write(&trust, pinned).unwrap();
+
+    let policyd = Policyd::start(&world.policyd_config());
+    let addr = policyd.promote(&world.sign(2), 2);
+    point_at(&config, addr);
+    let r = run_agent(&config);
+    assert_code(&r, 0);
+    assert_eq!(
+        read(&config, "etc/tenet-serial").as_deref(),
+        Some("serial 2 on alpha\n")
+    );
+    let version = trusted_timestamp_version(&config);
+    assert!(version <= now().unix() + 300, "still pinned: {version}");
+}
+
+/// A validly signed timestamp older than the trusted one that names a newer serial
+/// (the other master of a split brain, which has it): the manifest is fetched and
+/// checked, and converged; the trusted version does not go back.
+#[test]
+fn finding_02_an_older_timestamp_naming_a_newer_serial_is_followed() {
+    let world = World::new();
+    let config = world.cached_member("beta");
+    let trusted = trusted_timestamp_version(&config);
+    let mut routes = routes_of(&world.sign(2));
+    let hour_ago = Time::from_unix(now().unix() - 3600).unwrap();
+    let (ts, ts_sig) = timestamp_at(&world, &routes["/v1/manifest"], hour_ago, None);
+    routes.insert("/v1/timestamp".into(), ts);
+    routes.insert("/v1/timestamp/sig".into(), ts_sig);
+    let other = FakeMaster::start(&world.server_key(), routes);
+    point_at(&config, other.addr);
+    let r = run_agent(&config);
+    assert_code(&r, 0);
+    assert_eq!(
+        read(&config, "etc/tenet-serial").as_deref(),
+        Some("serial 2 on beta\n")
+    );
+    assert_eq!(trusted_timestamp_version(&config), trusted);
+}
+
+/// A member whose last fresh timestamp has expired meets a master that only serves an
+/// older one (frozen): exit 12, a STALE warning, and `timestamp_stale` in
+/// `last-run.json`; with `--degraded-ok`, exit 0 and the same reason recorded.
+#[test]
+fn finding_02_no_fresh_timestamp_past_its_lifetime_exits_12_and_says_why() {
+    let world = World::new();
+    let bundle = world.sign(1);
+    let mut routes = routes_of(&bundle);
+    let manifest = routes["/v1/manifest"].clone();
+    // A fresh timestamp that lives two more seconds.
+    let signed = Time::from_unix(now().unix() - 60).unwrap();
+    let (ts, ts_sig) = timestamp_lasting(&world, &manifest, signed, Duration::from_secs(62));
+    let expires = Time::from_unix(signed.unix() + 62).unwrap();
+    routes.insert("/v1/timestamp".into(), ts);
+    routes.insert("/v1/timestamp/sig".into(), ts_sig);
+    let master = FakeMaster::start(&world.server_key(), routes.clone());
+    let config = world.member("alpha", "alpha", master.addr);
+    let r = run_agent(&config);
+    assert_code(&r, 0);
+    assert_eq!(degraded_reasons(&config), Vec::<String>::new());
+    drop(master);
+
+    // Frozen: the master now serves only an older timestamp for the same serial.
+    wait_until_past(expires);
+    let hour_ago = Time::from_unix(now().unix() - 3600).unwrap();
+    let (ts, ts_sig) = timestamp_at(&world, &manifest, hour_ago, None);
+    routes.insert("/v1/timestamp".into(), ts);
+    routes.insert("/v1/timestamp/sig".into(), ts_sig);
+    let frozen = FakeMaster::start(&world.server_key(), routes);
+    point_at(&config, frozen.addr);
+    let r = run_agent(&config);
+    assert_code(&r, 12);
+    assert!(r.out.contains("STALE: no fresh timestamp"), "{}", r.out);
+    let last = last_run(&config);
+    assert_eq!(last["exit_code"], 12, "{last}");
+    assert_eq!(degraded_reasons(&config), ["timestamp_stale"]);
+    assert_eq!(last["degraded"][0]["exit_code"], 12, "{last}");
+
+    let r = run_agent_with(&config, &["--degraded-ok"]);
+    assert_code(&r, 0);
+    assert_eq!(last_run(&config)["exit_code"], 0);
+    assert_eq!(degraded_reasons(&config), ["timestamp_stale"]);
+}
+
+/// Master unreachable: exit 10. A manifest that expired while the master still serves
+/// it: exit 11. Each reason is in `last-run.json`; `--degraded-ok` exits 0.
+#[test]
+fn finding_06_unreachable_and_expired_each_exit_with_their_own_code_and_reason() {
+    let world = World::new();
+    let config = world.cached_member("gamma");
+    let r = run_agent(&config);
+    assert_code(&r, 10);
+    assert!(r.out.contains("master unreachable ("), "{}", r.out);
+    assert_eq!(degraded_reasons(&config), ["master_unreachable"]);
+    assert_eq!(last_run(&config)["exit_code"], 10);
+    let r = run_agent_with(&config, &["--degraded-ok"]);
+    assert_code(&r, 0);
+    assert_eq!(degraded_reasons(&config), ["master_unreachable"]);
+
+    // A bundle that expires in a few seconds, served by a real master throughout.
+    let lifetime = Duration::from_secs(5);
+    let expires = Time::from_unix(now().unix() + lifetime.as_secs()).unwrap();
+    let bundle = world.sign_tree(&world.tree(2), 2, lifetime);
+    let policyd = Policyd::start(&world.policyd_config());
+    let addr = policyd.promote(&bundle, 2);
+    point_at(&config, addr);
+    let r = run_agent(&config);
+    assert_code(&r, 0);
+    assert_eq!(
+        read(&config, "etc/tenet-serial").as_deref(),
+        Some("serial 2 on gamma\n")
+    );
+    wait_until_past(expires);
+    let r = run_agent(&config);
+    assert_code(&r, 11);
+    assert!(r.out.contains("EXPIRED"), "{}", r.out);
+    assert_eq!(degraded_reasons(&config), ["bundle_expired"]);
+    assert_eq!(last_run(&config)["exit_code"], 11);
+    assert_eq!(last_run(&config)["serial"], 2);
+    let r = run_agent_with(&config, &["--degraded-ok"]);
+    assert_code(&r, 0);
+    assert_eq!(degraded_reasons(&config), ["bundle_expired"]);
+}
+
+/// A child process killed (by its pid) and reaped when dropped, if still held.
+struct Stopped(Option<Child>);
+
+impl Stopped {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().unwrap()
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl FakeMaster {
+    /// A master that completes the TLS handshake, reads each request, reports its
+    /// path on the channel, and never answers.
+    fn stalling(key: &SecretKey) -> (FakeMaster, std::sync::mpsc::Receiver<String>) {
+        let id = Identity::new(key, Subject::PolicyServer).unwrap();
+        let mut config = tenet_keys::tls::server_config(&id, Arc::new(AdmitAll)).unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        runtime.spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let _ = tx.send(req.uri().path().to_string());
+                            async move {
+                                std::future::pending::<()>().await;
+                                Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                                    Bytes::new(),
+                                )))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        (
+            FakeMaster {
+                addr,
+                _runtime: runtime,
+            },
+            rx,
+        )
+    }
+}
+
+/// A run is stalled by a master that accepted its connection and never answers. A
+/// takeover's `event package-start` (not allowed to wait for the run lock at all)
+/// runs its plan and finishes while that run is still alive; the run then gives up
+/// on the master at its deadline and converges from its cache (exit 10).
+#[test]
+fn finding_05_a_stalled_master_does_not_make_a_takeover_event_wait() {
+    let world = World::new();
+    let tree = world.tree(1);
+    let mut cluster = fs::read_to_string(tree.join("cluster.toml")).unwrap();
+    cluster.push_str(
+        "\n[[package]]\nname = \"app\"\nhostname = \"app\"\nip = \"10.0.0.9\"\nmembers = [\"alpha\", \"beta\"]\nconfiguration = \"cascading\"\n",
+    );
+    fs::write(tree.join("cluster.toml"), cluster).unwrap();
+    fs::write(
+        tree.join("plans.toml"),
+        "[[plan]]\nname = \"app-takeover\"\non = \"package-start\"\npackage = \"app\"\n\n[[plan.step]]\ntype = \"command\"\nname = \"take over\"\nshell = \"echo taken > $TENET_ROOT/taken-over\"\ntimeout = \"30s\"\n",
+    )
+    .unwrap();
+    let bundle = world.sign_tree(&tree, 1, Duration::from_secs(86_400));
+    let mut policyd = Policyd::start(&world.policyd_config());
+    let addr = policyd.promote(&bundle, 1);
+    let config = world.member("alpha", "alpha", addr);
+    assert_code(&run_agent(&config), 0);
+    policyd.kill();
+
+    let (stalled, asked) = FakeMaster::stalling(&world.server_key());
+    point_at(&config, stalled.addr);
+    let mut run = Stopped(Some(
+        agent()
+            .args(["run", "--deadline", "15s", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    // The run is talking to the master, and the master does not answer.
+    let path = asked.recv_timeout(DEADLINE).unwrap();
+    assert!(path.starts_with("/v1/"), "{path}");
+
+    let event = agent()
+        .args([
+            "event",
+            "package-start",
+            "app",
+            "--id",
+            "takeover-1",
+            "--lock-timeout",
+            "0s",
+            "--config",
+        ])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let still_running = run.child().try_wait().unwrap().is_none();
+    let event_out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&event.stdout),
+        String::from_utf8_lossy(&event.stderr)
+    );
+    assert_eq!(event.status.code(), Some(0), "{event_out}");
+    assert!(still_running, "the run ended before the event did");
+    assert_eq!(
+        fs::read_to_string(config.with_file_name("root/taken-over")).unwrap(),
+        "taken\n"
+    );
+
+    // The stalled run gives up at its deadline and enforces its cache.
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = run.child().try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the run outlived its deadline"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = run.0.take().unwrap().wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(status.code(), Some(10), "{text}");
+    assert!(text.contains("deadline"), "{text}");
+    drop(stalled);
+}
+
+/// The root expires while the member is cut off from its master. The cached bundle,
+/// still signed, is enforced with exit 11; the cached manifest edited to add a policy
+/// file (its blob dropped into the store) is refused (exit 4, by `run` and by
+/// `event`), and nothing of it is applied.
+#[test]
+fn finding_07_an_edited_cache_is_refused_after_the_root_expired() {
+    let lifetime = Duration::from_secs(8);
+    let root_expires = Time::from_unix(now().unix() + lifetime.as_secs()).unwrap();
+    let world = World::with_root_expiry(lifetime);
+    let config = world.cached_member("alpha");
+    wait_until_past(root_expires);
+
+    let r = run_agent(&config);
+    assert_code(&r, 11);
+    assert!(r.out.contains("root expired"), "{}", r.out);
+    assert!(degraded_reasons(&config).contains(&"bundle_expired".to_string()));
+
+    // The cached manifest gains a policy file whose blob is dropped into the store.
+    let evil = b"[[file]]\npath = \"/etc/evil\"\ncontent = \"pwned\\n\"\nmode = \"0644\"\n";
+    let sha = tenet_keys::Sha256Sum::of(evil).to_string();
+    let state = config.with_file_name("state");
+    fs::write(state.join("blobs/sha256").join(&sha), evil).unwrap();
+    let manifest = state.join("bundles/1/manifest.toml");
+    let mut text = fs::read_to_string(&manifest).unwrap();
+    let at = text.find("[[member]]").unwrap();
+    text.insert_str(
+        at,
+        &format!(
+            "[[file]]\npath = \"evil.toml\"\nsha256 = \"{sha}\"\nsize = {}\n\n",
+            evil.len()
+        ),
+    );
+    fs::write(&manifest, text).unwrap();
+
+    let r = run_agent(&config);
+    assert_code(&r, 4);
+    assert!(r.out.contains("does not verify"), "{}", r.out);
+    assert!(read(&config, "etc/evil").is_none(), "{}", r.out);
+    let event = agent()
+        .args(["event", "package-start", "app", "--id", "e1", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        event.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&event.stderr)
+    );
+    assert!(read(&config, "etc/evil").is_none());
 }

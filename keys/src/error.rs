@@ -273,6 +273,22 @@ pub enum VerifyError {
         /// The allowed skew.
         max_skew_secs: u64,
     },
+    /// A timestamp's version (its signing time, unix seconds) is beyond the allowed
+    /// clock skew: a signer whose clock is ahead, or a forged version meant to freeze
+    /// members on their serial.
+    #[error(
+        "timestamp version {version} is more than {max_skew_secs} s ahead of now ({now}, unix {now_unix}); refused so that it cannot freeze this member; check the master's clock"
+    )]
+    TimestampInFuture {
+        /// The version offered.
+        version: u64,
+        /// The time checked against.
+        now: Time,
+        /// The same, in unix seconds.
+        now_unix: u64,
+        /// The allowed skew.
+        max_skew_secs: u64,
+    },
     /// A manifest path breaks the path rule.
     #[error("manifest path {path:?} is unsafe: {problem}")]
     UnsafePath {

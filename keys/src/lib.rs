@@ -50,9 +50,10 @@ pub use time::Time;
 pub use timestamp::Timestamp;
 pub use tls::{ClientPolicy, Identity, MemberPins, Subject, TlsError};
 pub use verify::{
-    Clock, ExpectedManifest, Known, TimestampOutcome, TrustState, TrustedRoot, VerifiedBundle,
-    check_blob, check_blob_stream, check_manifest, check_root_fresh, check_timestamp,
-    read_blob_into, update_root, verify_bundle, verify_bundle_staged, verify_bundle_stored,
+    CachedBundle, Clock, ExpectedManifest, Known, TimestampOutcome, TrustState, TrustedRoot,
+    VerifiedBundle, check_blob, check_blob_stream, check_manifest, check_root_fresh,
+    check_timestamp, read_blob_into, update_root, verify_bundle, verify_bundle_staged,
+    verify_bundle_stored, verify_cached,
 };
 
 /// An error and its sources, joined by `: `.

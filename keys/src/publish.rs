@@ -290,7 +290,9 @@ pub fn attest(
 
 /// Makes a signed timestamp naming `manifest_bytes` (what policyd does with its online
 /// key every TTL/2). The version is `now` in unix seconds, or one more than `previous`
-/// if that is not lower, so versions from one signer always increase.
+/// if that is not lower, so versions from one signer always increase; but never more
+/// than [`crate::verify::DEFAULT_TIMESTAMP_SKEW`] ahead of `now`: a `previous` signed
+/// while this clock was ahead is not carried on, since members refuse such a version.
 pub fn make_timestamp(
     deployment: DeploymentId,
     manifest_bytes: &[u8],
@@ -300,8 +302,9 @@ pub fn make_timestamp(
     previous: Option<u64>,
 ) -> Result<(Timestamp, String, String), PublishError> {
     let manifest = Manifest::parse(manifest_bytes)?;
+    let latest = crate::verify::Clock::new(now).latest_timestamp_version();
     let version = match previous {
-        Some(p) if p >= now.unix() => p.saturating_add(1),
+        Some(p) if p >= now.unix() && p < latest => p.saturating_add(1),
         _ => now.unix(),
     };
     let ts = Timestamp {
@@ -454,6 +457,12 @@ mod tests {
         assert_eq!(t2.version, now.unix() + 1);
         assert_eq!(t2.manifest.size, manifest.len() as u64);
         assert_eq!(t2.manifest.sha256, Sha256Sum::of(manifest.as_bytes()));
+        // A version signed while this clock was far ahead is not carried on: members
+        // would refuse it.
+        let ahead = now.unix() + 86_400;
+        let (t3, _, _) =
+            make_timestamp(d, manifest.as_bytes(), &key, now, ttl, Some(ahead)).unwrap();
+        assert_eq!(t3.version, now.unix());
     }
 
     #[test]

@@ -32,34 +32,59 @@ use crate::timestamp::{ManifestRef, Timestamp};
 /// signing workstation and a member).
 pub const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(15 * 60);
 
+/// Default tolerance for a timestamp `version` (its signing time, unix seconds) ahead
+/// of the member's clock. The timestamp is signed online by the promoted policyd, a
+/// cluster member whose clock is kept with the others', so the bound is tighter than
+/// [`DEFAULT_MAX_SKEW`]. A version beyond it is refused
+/// ([`VerifyError::TimestampInFuture`]): accepted, it would become the floor every
+/// later timestamp must reach, and freeze the member until real time catches up.
+pub const DEFAULT_TIMESTAMP_SKEW: Duration = Duration::from_secs(5 * 60);
+
 /// Most root updates [`verify_bundle`] walks in one call.
 pub const MAX_ROOT_UPDATES: u64 = 16;
 
-/// The verifier's view of the time: `now`, and how far in the future a manifest's
-/// `created` may be.
+/// The verifier's view of the time: `now`, how far in the future a manifest's
+/// `created` may be, and how far ahead a timestamp's version may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Clock {
     now: Time,
     max_skew: Duration,
+    timestamp_skew: Duration,
 }
 
 impl Clock {
-    /// `now` with the default skew ([`DEFAULT_MAX_SKEW`]).
+    /// `now` with the default skews ([`DEFAULT_MAX_SKEW`], [`DEFAULT_TIMESTAMP_SKEW`]).
     pub fn new(now: Time) -> Clock {
         Clock {
             now,
             max_skew: DEFAULT_MAX_SKEW,
+            timestamp_skew: DEFAULT_TIMESTAMP_SKEW,
         }
     }
 
-    /// The same time with another skew tolerance.
+    /// The same time with another skew tolerance for a manifest's `created`.
     pub fn with_max_skew(self, max_skew: Duration) -> Clock {
         Clock { max_skew, ..self }
+    }
+
+    /// The same time with another skew tolerance for a timestamp's version.
+    pub fn with_timestamp_skew(self, timestamp_skew: Duration) -> Clock {
+        Clock {
+            timestamp_skew,
+            ..self
+        }
     }
 
     /// The time checked against.
     pub fn now(&self) -> Time {
         self.now
+    }
+
+    /// The highest timestamp version this clock accepts: now plus the timestamp skew.
+    pub fn latest_timestamp_version(&self) -> u64 {
+        self.now
+            .unix()
+            .saturating_add(self.timestamp_skew.as_secs())
     }
 }
 
@@ -124,8 +149,9 @@ impl TrustedRoot {
 }
 
 /// What a member trusts: the root, the manifest ratchet `(epoch, serial, sha256)` and
-/// the newest timestamp version seen. Persist it after every accepted step, before using
-/// what was accepted.
+/// the newest timestamp version seen, with that timestamp's expiry (how long the member
+/// counts as in fresh contact with the master). Persist it after every accepted step,
+/// before using what was accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustState {
     root: TrustedRoot,
@@ -133,6 +159,7 @@ pub struct TrustState {
     serial: u64,
     manifest_sha256: Option<Sha256Sum>,
     timestamp_version: u64,
+    timestamp_expires: Option<Time>,
 }
 
 impl TrustState {
@@ -144,6 +171,7 @@ impl TrustState {
             serial: 0,
             manifest_sha256: None,
             timestamp_version: 0,
+            timestamp_expires: None,
         }
     }
 
@@ -173,6 +201,25 @@ impl TrustState {
         self.timestamp_version
     }
 
+    /// When the newest timestamp accepted expires (`None` before any, or in a state
+    /// persisted before this was recorded): past it, with no newer one accepted, the
+    /// member has had no fresh word from the master for longer than a timestamp lives.
+    pub fn timestamp_expires(&self) -> Option<Time> {
+        self.timestamp_expires
+    }
+
+    /// The timestamp version a new timestamp must reach: the trusted one, unless that
+    /// is itself beyond `clock`'s timestamp skew (pinned by a far-future timestamp
+    /// accepted before versions were bounded, or while this clock was wrong), in which
+    /// case it is no floor at all and the next valid timestamp replaces it.
+    pub fn timestamp_floor(&self, clock: &Clock) -> u64 {
+        if self.timestamp_version > clock.latest_timestamp_version() {
+            0
+        } else {
+            self.timestamp_version
+        }
+    }
+
     /// The state as TOML, for the agent to persist (atomically, where policy content
     /// cannot write).
     pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
@@ -184,6 +231,7 @@ impl TrustState {
             serial: self.serial,
             manifest_sha256: self.manifest_sha256,
             timestamp_version: self.timestamp_version,
+            timestamp_expires: self.timestamp_expires,
             root: text(&self.root.bytes),
             root_signatures: text(&self.root.signatures),
         })
@@ -207,6 +255,7 @@ impl TrustState {
             serial: f.serial,
             manifest_sha256: f.manifest_sha256,
             timestamp_version: f.timestamp_version,
+            timestamp_expires: f.timestamp_expires,
         })
     }
 
@@ -228,6 +277,8 @@ struct StateFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     manifest_sha256: Option<Sha256Sum>,
     timestamp_version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timestamp_expires: Option<Time>,
     root: String,
     root_signatures: String,
 }
@@ -320,6 +371,7 @@ pub fn check_root_fresh(state: &TrustState, clock: &Clock) -> Result<(), VerifyE
 pub struct ExpectedManifest {
     manifest: ManifestRef,
     timestamp_version: u64,
+    timestamp_expires: Time,
 }
 
 impl ExpectedManifest {
@@ -332,6 +384,11 @@ impl ExpectedManifest {
     pub fn timestamp_version(&self) -> u64 {
         self.timestamp_version
     }
+
+    /// When the timestamp that named it expires.
+    pub fn timestamp_expires(&self) -> Time {
+        self.timestamp_expires
+    }
 }
 
 /// What a verified timestamp means for the member.
@@ -339,7 +396,9 @@ impl ExpectedManifest {
 #[non_exhaustive]
 pub enum TimestampOutcome {
     /// Older than the trusted timestamp (the other half of a split brain, or a lagging
-    /// clock): ignore it and keep the state. Not an alarm: authority lies in the serial.
+    /// clock) and naming no newer manifest: ignore it and keep the state. Not an alarm
+    /// by itself (authority lies in the serial), but no fresh word from the master
+    /// either: the member goes stale once the trusted timestamp expires.
     Ignored {
         /// The version offered.
         offered: u64,
@@ -360,9 +419,15 @@ pub enum TimestampOutcome {
 }
 
 /// Checks a timestamp (SECURITY_MODEL §3.4 step 4): size, timestamp-role threshold over
-/// the raw bytes, then schema, kind, deployment and expiry; then the ratchets.
+/// the raw bytes, then schema, kind, deployment and expiry, a version no more than the
+/// clock's timestamp skew ahead of now ([`VerifyError::TimestampInFuture`]); then the
+/// ratchets.
 ///
-/// A lower manifest `(epoch, serial)` than trusted is a rollback error; the same serial
+/// A timestamp older than the trusted one ([`TrustState::timestamp_floor`]) is
+/// [`TimestampOutcome::Ignored`], unless it names a newer manifest: that manifest is
+/// still worth fetching, since its signatures and the serial ratchet are what protect
+/// the member (the older timestamp does not lower the trusted version). Otherwise a
+/// lower manifest `(epoch, serial)` than trusted is a rollback error; the same serial
 /// with another hash is an equivocation error.
 pub fn check_timestamp(
     state: &TrustState,
@@ -388,21 +453,35 @@ pub fn check_timestamp(
             now: clock.now,
         });
     }
-    if ts.version < state.timestamp_version {
-        return Ok(TimestampOutcome::Ignored {
-            offered: ts.version,
-            trusted: state.timestamp_version,
+    if ts.version > clock.latest_timestamp_version() {
+        return Err(VerifyError::TimestampInFuture {
+            version: ts.version,
+            now: clock.now,
+            now_unix: clock.now.unix(),
+            max_skew_secs: clock.timestamp_skew.as_secs(),
         });
     }
     let m = ts.manifest;
     let expected = ExpectedManifest {
         manifest: m,
         timestamp_version: ts.version,
+        timestamp_expires: ts.expires,
     };
+    let floor = state.timestamp_floor(clock);
+    if ts.version < floor {
+        return Ok(match compare(state, m.epoch, m.serial, m.sha256) {
+            Ok(Ratchet::Newer) => TimestampOutcome::Newer(expected),
+            _ => TimestampOutcome::Ignored {
+                offered: ts.version,
+                trusted: floor,
+            },
+        });
+    }
     match compare(state, m.epoch, m.serial, m.sha256)? {
         Ratchet::Same => {
             let mut next = state.clone();
             next.timestamp_version = ts.version;
+            next.timestamp_expires = Some(ts.expires);
             Ok(TimestampOutcome::Current {
                 state: Box::new(next),
                 expected,
@@ -427,11 +506,48 @@ pub fn check_manifest(
     expected: Option<&ExpectedManifest>,
     clock: &Clock,
 ) -> Result<(TrustState, Manifest), VerifyError> {
-    check_manifest_known(state, bytes, signatures, expected, clock, None)
+    let mut expired = Vec::new();
+    check_manifest_known(
+        state,
+        bytes,
+        signatures,
+        expected,
+        clock,
+        None,
+        Expiry::Enforce,
+        &mut expired,
+    )
+}
+
+/// Whether an expired document fails verification or is only noted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// An expired root, timestamp or manifest is an error.
+    Enforce,
+    /// Every check runs but expiry; each expiry is noted instead.
+    Note,
+}
+
+impl Expiry {
+    /// `Ok` for an expired document noted in `notes`; the error when expiry is enforced.
+    fn expired(self, e: VerifyError, notes: &mut Vec<VerifyError>) -> Result<(), VerifyError> {
+        match self {
+            Expiry::Enforce => Err(e),
+            Expiry::Note => {
+                notes.push(e);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// [`check_manifest`], taking the parse from `known` when `bytes` hash to its hash:
 /// the same bytes, parsed and checked moments ago (every other check runs again).
+/// With [`Expiry::Note`], an expired manifest is pushed to `expired` instead.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one internal step function behind the public ones"
+)]
 fn check_manifest_known(
     state: &TrustState,
     bytes: &[u8],
@@ -439,6 +555,8 @@ fn check_manifest_known(
     expected: Option<&ExpectedManifest>,
     clock: &Clock,
     known: Option<Known>,
+    expiry: Expiry,
+    expired: &mut Vec<VerifyError>,
 ) -> Result<(TrustState, Manifest), VerifyError> {
     check_size(Document::Manifest, bytes)?;
     let sha256 = if let Some(e) = expected {
@@ -502,11 +620,14 @@ fn check_manifest_known(
         });
     }
     if m.expires <= clock.now {
-        return Err(VerifyError::Expired {
-            document: Document::Manifest,
-            expires: m.expires,
-            now: clock.now,
-        });
+        expiry.expired(
+            VerifyError::Expired {
+                document: Document::Manifest,
+                expires: m.expires,
+                now: clock.now,
+            },
+            expired,
+        )?;
     }
     let latest_created = clock.now.checked_add(clock.max_skew).unwrap_or(Time::MAX);
     if m.created > latest_created {
@@ -522,7 +643,17 @@ fn check_manifest_known(
     next.serial = m.serial;
     next.manifest_sha256 = Some(sha256);
     if let Some(e) = expected {
-        next.timestamp_version = next.timestamp_version.max(e.timestamp_version);
+        // A version pinned beyond the clock's skew is no floor: the timestamp that
+        // named this manifest replaces it. An older timestamp naming a newer manifest
+        // leaves the trusted version alone.
+        let floor = state.timestamp_floor(clock);
+        if e.timestamp_version >= floor {
+            next.timestamp_version = e.timestamp_version;
+            next.timestamp_expires = Some(e.timestamp_expires);
+        } else {
+            next.timestamp_version = floor;
+            next.timestamp_expires = next.timestamp_expires.max(Some(e.timestamp_expires));
+        }
     }
     Ok((next, m))
 }
@@ -713,12 +844,89 @@ pub fn verify_bundle_staged(
     verify_bundle_with(state, dir, clock, Blobs::Stored, Some(known))
 }
 
+/// A member's cached bundle that passed every check of [`verify_bundle_stored`] but
+/// expiry: its manifest, and what had expired. Not a [`VerifiedBundle`]: nothing is
+/// committed from it, and the ratchet does not move.
+#[derive(Debug)]
+pub struct CachedBundle {
+    manifest: Manifest,
+    expired: Vec<VerifyError>,
+}
+
+impl CachedBundle {
+    /// The manifest: its signatures, deployment, epoch, serial ratchet (the trusted
+    /// serial's hash, or a newer serial), root version and `created` all checked.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Gives up the bundle, keeping the manifest.
+    pub fn into_manifest(self) -> Manifest {
+        self.manifest
+    }
+
+    /// The [`VerifyError::Expired`] of each document that has expired (the final root,
+    /// the manifest); empty when the bundle is current.
+    pub fn expired(&self) -> &[VerifyError] {
+        &self.expired
+    }
+}
+
+/// Re-verifies a member's cached bundle as [`verify_bundle_stored`] does, with every
+/// check but expiry: the roots' signatures and the walk, the manifest's signatures
+/// over its exact bytes, deployment, epoch, the serial ratchet (the trusted serial
+/// only with the trusted hash), root version and `created`. An expired root or
+/// manifest is reported in [`CachedBundle::expired`] instead of failing, so that a
+/// member with no master keeps enforcing its last verified policy, and knows it; an
+/// edited manifest still fails, expired or not.
+pub fn verify_cached(
+    state: &TrustState,
+    dir: &Path,
+    clock: &Clock,
+) -> Result<CachedBundle, VerifyError> {
+    let mut expired = Vec::new();
+    let bundle = verify_bundle_checked(
+        state,
+        dir,
+        clock,
+        Blobs::Stored,
+        None,
+        Expiry::Note,
+        &mut expired,
+    )?;
+    Ok(CachedBundle {
+        manifest: bundle.manifest,
+        expired,
+    })
+}
+
 fn verify_bundle_with(
     state: &TrustState,
     dir: &Path,
     clock: &Clock,
     blobs: Blobs,
     known: Option<Known>,
+) -> Result<VerifiedBundle, VerifyError> {
+    let mut expired = Vec::new();
+    verify_bundle_checked(
+        state,
+        dir,
+        clock,
+        blobs,
+        known,
+        Expiry::Enforce,
+        &mut expired,
+    )
+}
+
+fn verify_bundle_checked(
+    state: &TrustState,
+    dir: &Path,
+    clock: &Clock,
+    blobs: Blobs,
+    known: Option<Known>,
+    expiry: Expiry,
+    expired: &mut Vec<VerifyError>,
 ) -> Result<VerifiedBundle, VerifyError> {
     let mut state = state.clone();
     let mut root_updates = Vec::new();
@@ -735,12 +943,16 @@ fn verify_bundle_with(
         state = update_root(&state, &bytes, &sigs)?;
         root_updates.push(next);
     }
-    check_root_fresh(&state, clock)?;
+    if let Err(e) = check_root_fresh(&state, clock) {
+        expiry.expired(e, expired)?;
+    }
 
     let ts_path = dir.join(bundle::TIMESTAMP);
     let mut timestamp = None;
     let mut expected = None;
-    if ts_path.exists() {
+    // A cached bundle keeps no timestamp (it expires within hours): only a bundle
+    // being verified for use has one to check.
+    if ts_path.exists() && expiry == Expiry::Enforce {
         let bytes = read_capped(&ts_path, Document::Timestamp)?;
         let sigs = read_signatures(&ts_path, Document::Timestamp)?;
         match check_timestamp(&state, &bytes, &sigs, clock)? {
@@ -763,8 +975,16 @@ fn verify_bundle_with(
     let m_path = dir.join(bundle::MANIFEST);
     let bytes = read_capped(&m_path, Document::Manifest)?;
     let sigs = read_signatures(&m_path, Document::Manifest)?;
-    let (state, manifest) =
-        check_manifest_known(&state, &bytes, &sigs, expected.as_ref(), clock, known)?;
+    let (state, manifest) = check_manifest_known(
+        &state,
+        &bytes,
+        &sigs,
+        expected.as_ref(),
+        clock,
+        known,
+        expiry,
+        expired,
+    )?;
 
     let mut checked = BTreeSet::new();
     for entry in &manifest.files {

@@ -6,9 +6,9 @@ use std::io;
 use tenet_keys::error::{PathProblem, RootProblem, SigFileProblem};
 use tenet_keys::manifest::FileEntry;
 use tenet_keys::{
-    Document, Role, Sha256Sum, TimestampOutcome, TrustedRoot, VerifyError, bundle, check_blob,
-    check_blob_stream, check_manifest, check_root_fresh, check_timestamp, update_root,
-    verify_bundle,
+    Document, Role, Sha256Sum, TimestampOutcome, TrustState, TrustedRoot, VerifyError, bundle,
+    check_blob, check_blob_stream, check_manifest, check_root_fresh, check_timestamp, update_root,
+    verify_bundle, verify_bundle_stored, verify_cached,
 };
 
 use crate::util::{DAY, Fx, NOW, key, refused, sig, spec, t, write};
@@ -1085,4 +1085,206 @@ fn one_hash_with_two_sizes() {
         matches!(e, VerifyError::ConflictingBlobSize { ref path, .. } if path == "files/twin"),
         "{e:?}"
     );
+}
+
+// --- timestamp freeze and cached bundles --------------------------------------------
+
+/// 2100-01-01: the version a timestamp signed to freeze members carries.
+const YEAR_2100: u64 = 4_102_444_800;
+
+/// A state trusting serial 1 with timestamp version `version`, as a verifier that did
+/// not bound versions would have persisted it.
+fn pinned_at(fx: &Fx, version: u64) -> TrustState {
+    let (state, _) = fx.state_at(1);
+    let text = state.to_toml().unwrap();
+    assert!(text.contains("timestamp_version = 0\n"), "{text}");
+    let text = text.replace(
+        "timestamp_version = 0\n",
+        &format!("timestamp_version = {version}\n"),
+    );
+    TrustState::from_toml(&text).unwrap()
+}
+
+#[test]
+fn finding_02_a_far_future_timestamp_version_is_refused_and_pins_nothing() {
+    let fx = Fx::new();
+    let (state, m1) = fx.state_at(1);
+    let (m2, _) = fx.signed(&fx.manifest(2));
+    for (manifest, version) in [(&m1, YEAR_2100), (&m2, YEAR_2100), (&m1, NOW + 301)] {
+        let (ts, s) = fx.signed_ts(&fx.timestamp_for(manifest, version, t(NOW + 3600)));
+        let e = refused(&state, |st| {
+            check_timestamp(st, ts.as_bytes(), s.as_bytes(), &fx.clock())
+        });
+        assert!(
+            matches!(e, VerifyError::TimestampInFuture { version: v, max_skew_secs: 300, .. } if v == version),
+            "{e:?}"
+        );
+    }
+    // At the edge of the skew: accepted.
+    let (ts, s) = fx.signed_ts(&fx.timestamp_for(&m1, NOW + 300, t(NOW + 3600)));
+    match check_timestamp(&state, ts.as_bytes(), s.as_bytes(), &fx.clock()) {
+        Ok(TimestampOutcome::Current { state: next, .. }) => {
+            assert_eq!(next.timestamp_version(), NOW + 300);
+            assert_eq!(next.timestamp_expires(), Some(t(NOW + 3600)));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn finding_02_a_member_pinned_by_a_far_future_version_takes_the_next_valid_timestamp() {
+    let fx = Fx::new();
+    let pinned = pinned_at(&fx, YEAR_2100);
+    let (_, m1) = fx.state_at(1);
+    // The master's real timestamp for the serial in force replaces the pinned version.
+    let (ts, s) = fx.signed_ts(&fx.timestamp_for(&m1, NOW, t(NOW + 3600)));
+    match check_timestamp(&pinned, ts.as_bytes(), s.as_bytes(), &fx.clock()) {
+        Ok(TimestampOutcome::Current { state, .. }) => {
+            assert_eq!(state.timestamp_version(), NOW);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A newer serial is followed, and its timestamp becomes the trusted version.
+    let (m2, m2s) = fx.signed(&fx.manifest(2));
+    let (ts, s) = fx.signed_ts(&fx.timestamp_for(&m2, NOW, t(NOW + 3600)));
+    let expected = match check_timestamp(&pinned, ts.as_bytes(), s.as_bytes(), &fx.clock()) {
+        Ok(TimestampOutcome::Newer(e)) => e,
+        other => panic!("{other:?}"),
+    };
+    let (state, _) = check_manifest(
+        &pinned,
+        m2.as_bytes(),
+        m2s.as_bytes(),
+        Some(&expected),
+        &fx.clock(),
+    )
+    .unwrap();
+    assert_eq!((state.serial(), state.timestamp_version()), (2, NOW));
+    // A version ahead within the skew is still a floor: an older one is ignored.
+    let near = pinned_at(&fx, NOW + 200);
+    let (ts, s) = fx.signed_ts(&fx.timestamp_for(&m1, NOW, t(NOW + 3600)));
+    assert_eq!(
+        check_timestamp(&near, ts.as_bytes(), s.as_bytes(), &fx.clock()).unwrap(),
+        TimestampOutcome::Ignored {
+            offered: NOW,
+            trusted: NOW + 200
+        }
+    );
+}
+
+#[test]
+fn finding_02_an_older_timestamp_naming_a_newer_serial_is_still_followed() {
+    let fx = Fx::new();
+    let state = pinned_at(&fx, NOW);
+    let (m1, _) = fx.signed(&fx.manifest(1));
+    let (m2, m2s) = fx.signed(&fx.manifest(2));
+    // Older, naming a newer serial: fetch it; its signature and serial decide.
+    let (ts, s) = fx.signed_ts(&fx.timestamp_for(&m2, NOW - 10, t(NOW + 3600)));
+    let expected = match check_timestamp(&state, ts.as_bytes(), s.as_bytes(), &fx.clock()) {
+        Ok(TimestampOutcome::Newer(e)) => e,
+        other => panic!("{other:?}"),
+    };
+    let (next, _) = check_manifest(
+        &state,
+        m2.as_bytes(),
+        m2s.as_bytes(),
+        Some(&expected),
+        &fx.clock(),
+    )
+    .unwrap();
+    assert_eq!(next.serial(), 2);
+    assert_eq!(
+        next.timestamp_version(),
+        NOW,
+        "an older version lowers nothing"
+    );
+    // A forged manifest behind it is still refused by its signature.
+    let (bad, _) = fx.signed(&fx.manifest(3));
+    let forged = sig(&[&key(99)], Document::Manifest, bad.as_bytes());
+    let (ts, s) = fx.signed_ts(&fx.timestamp_for(&bad, NOW - 10, t(NOW + 3600)));
+    let expected = match check_timestamp(&state, ts.as_bytes(), s.as_bytes(), &fx.clock()) {
+        Ok(TimestampOutcome::Newer(e)) => e,
+        other => panic!("{other:?}"),
+    };
+    let e = refused(&state, |st| {
+        check_manifest(
+            st,
+            bad.as_bytes(),
+            forged.as_bytes(),
+            Some(&expected),
+            &fx.clock(),
+        )
+    });
+    assert!(
+        matches!(e, VerifyError::Threshold { valid: 0, .. }),
+        "{e:?}"
+    );
+    // Older and naming the serial in force, or an older one: ignored, quietly.
+    for m in [&m1, &fx.signed(&fx.manifest(0)).0] {
+        let (ts, s) = fx.signed_ts(&fx.timestamp_for(m, NOW - 10, t(NOW + 3600)));
+        assert!(
+            matches!(
+                check_timestamp(&state, ts.as_bytes(), s.as_bytes(), &fx.clock()),
+                Ok(TimestampOutcome::Ignored { .. })
+            ),
+            "serial named: {m}"
+        );
+    }
+}
+
+#[test]
+fn finding_07_an_edited_cached_manifest_is_refused_even_once_root_and_manifest_expired() {
+    let fx = Fx::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (m, ms) = fx.signed(&fx.manifest(1));
+    let b = fx.write_bundle(dir.path(), &m, &ms);
+    let state = verify_bundle(&fx.state(), &b, &fx.clock())
+        .unwrap()
+        .into_state();
+    // A year later root and manifest have expired: enforced with both expiries noted.
+    let later = tenet_keys::Clock::new(t(NOW + 400 * DAY));
+    assert!(matches!(
+        verify_bundle_stored(&state, &b, &later),
+        Err(VerifyError::Expired { .. })
+    ));
+    let cached = verify_cached(&state, &b, &later).unwrap();
+    assert_eq!(cached.manifest().serial, 1);
+    let documents: Vec<Document> = cached
+        .expired()
+        .iter()
+        .map(|e| match e {
+            VerifyError::Expired { document, .. } => *document,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(documents, [Document::Root, Document::Manifest]);
+    // The same bundle with an entry added to its manifest: refused on its signature,
+    // expired or not; nothing of it is returned.
+    let mut edited = m.clone();
+    edited.push_str(&format!(
+        "\n[[file]]\npath = \"evil.toml\"\nsha256 = \"{}\"\nsize = 3\n",
+        Sha256Sum::of(b"x=1")
+    ));
+    write(&b.join(bundle::MANIFEST), edited.as_bytes());
+    for clock in [fx.clock(), later] {
+        let e = refused(&state, |st| verify_cached(st, &b, &clock));
+        assert!(
+            matches!(
+                e,
+                VerifyError::BadSignature {
+                    document: Document::Manifest,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+    // A validly signed manifest of another serial 1 (equivocation) is refused too.
+    let mut other = fx.manifest(1);
+    other.members.clear();
+    let (ot, os) = fx.signed(&other);
+    write(&b.join(bundle::MANIFEST), ot.as_bytes());
+    write(&bundle::sig_path(&b.join(bundle::MANIFEST)), os.as_bytes());
+    let e = refused(&state, |st| verify_cached(st, &b, &later));
+    assert!(matches!(e, VerifyError::Equivocation { .. }), "{e:?}");
 }

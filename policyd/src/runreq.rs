@@ -23,8 +23,9 @@
 //!
 //! One pushed run at a time: a request accepted while a pushed run is going is
 //! **attached** to it (`busy` line naming its pid and start, then the rest of that run's
-//! lines and its `end`); a request accepted while another run holds the agent's run lock
-//! (the timer, or an operator) gets a `busy` line naming the holder, then `busy_end` when
+//! lines and its `end`); a request accepted while another run holds the agent's sync
+//! lock (a `run` of the timer or an operator, from its start to its end) or run lock
+//! (`event`, `watch`, `apply`) gets a `busy` line naming the holder, then `busy_end` when
 //! the lock is free; neither starts a second run. Once that lock is free, the agent's
 //! `STATE/last-run.json` (written by every `tenet-agent run` before it lets go of the
 //! lock) is streamed as an `attached_summary` line before `busy_end`, only if its `pid`
@@ -71,6 +72,10 @@ use crate::routes::Body;
 pub const NONCE_FILE: &str = "runreq-nonces.toml";
 /// The agent's run lock in its state directory.
 const LOCK_FILE: &str = "run.lock";
+
+/// The lock an agent `run` holds from its start to its end, talking to the master
+/// included (it takes the run lock only to commit and converge).
+const SYNC_LOCK_FILE: &str = "sync.lock";
 /// Lines buffered for one receiver before the agent's output waits (origin) or a slow
 /// attached receiver skips some (attached).
 const LINES_BUFFERED: usize = 1024;
@@ -268,8 +273,12 @@ fn start_or_attach(shared: &Arc<Shared>, signer: KeyId, accepted: Accepted) -> R
         tokio::spawn(forward_attached(shared.clone(), busy, lines, tx));
         return streaming(rx);
     }
-    let lock_path = shared.config.run.agent_state.join(LOCK_FILE);
-    if let Some((holder, file)) = held_by_another(&lock_path) {
+    // A run holds the sync lock throughout (its note names it as its summary will);
+    // `event`, `watch` and `apply` hold only the run lock.
+    let state = &shared.config.run.agent_state;
+    if let Some((holder, file)) = held_by_another(&state.join(SYNC_LOCK_FILE))
+        .or_else(|| held_by_another(&state.join(LOCK_FILE)))
+    {
         drop(current);
         tokio::spawn(wait_for_foreign_run(shared.clone(), holder, file, tx));
         return streaming(rx);

@@ -211,9 +211,11 @@ impl AgentRun {
         )
     }
 
-    /// A run that converged to `serial` and left `serial N` in the sandbox.
+    /// A run that converged to `serial` and left `serial N` in the sandbox (exit 10
+    /// when it found the master unreachable and converged from its cache).
     fn assert_on(&self, serial: u64) {
-        assert_eq!(self.code(), Some(0), "{}", self.describe());
+        let code = if self.unreachable { 10 } else { 0 };
+        assert_eq!(self.code(), Some(code), "{}", self.describe());
         assert_eq!(self.serial, Some(serial), "{}", self.describe());
         assert_eq!(
             self.sandbox
