@@ -381,7 +381,9 @@ impl RunRequest {
         if let Some(bad) = self.classes.iter().find(|c| !is_class_name(c)) {
             return Err(RunRequestError::Field {
                 field: "classes",
-                reason: format!("{bad:?} is not a class name (1 to 64 letters, digits, _ - .)"),
+                reason: format!(
+                    "{bad:?} is not a class name (1 to 64 letters, digits, _ - ., not starting with -)"
+                ),
             });
         }
         Ok(())

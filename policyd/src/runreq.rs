@@ -14,7 +14,7 @@
 //!    bytes, scope, lifetime, clock skew, deployment, target, peer = signer) and records
 //!    its nonce in `STATE/runreq-nonces.toml` **before** anything runs, so a restart
 //!    does not reopen the window (a corrupted cache refuses every request);
-//! 5. starts `AGENT run --json --config AGENT_CONFIG [--dry-run] [--class C]...` in its
+//! 5. starts `AGENT run --json --config AGENT_CONFIG [--dry-run] [--class=C]...` in its
 //!    own process group and streams its JSON lines back as they come (HTTP/1.1 chunked,
 //!    or h2 data frames), framed by an `accepted` line first and an `end` line last.
 //!
@@ -373,7 +373,10 @@ fn spawn_agent(shared: &Shared, accepted: &Accepted) -> std::io::Result<Child> {
         cmd.arg("--dry-run");
     }
     for class in &accepted.request.classes {
-        cmd.arg("--class").arg(class);
+        // One argument, `--class=VALUE`: a value can never be taken for an option.
+        let mut arg = std::ffi::OsString::from("--class=");
+        arg.push(class);
+        cmd.arg(arg);
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

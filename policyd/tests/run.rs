@@ -43,13 +43,15 @@ async fn read_until(
     }
 }
 
-/// A fixture whose root 2 lists alice (every member, `maint_*`) and bob (beta only),
-/// and a daemon for alpha trusting root 2 whose "agent" is /bin/true.
+/// A fixture whose root 2 lists alice (every member, `maint_*`), bob (beta only) and
+/// carol (every member, every class), and a daemon for alpha trusting root 2 whose "agent" is /bin/true.
 struct World {
     fx: Fixture,
     daemon: Daemon,
     alice: SecretKey,
     bob: SecretKey,
+    /// Every member, every class.
+    carol: SecretKey,
 }
 
 impl World {
@@ -64,6 +66,9 @@ impl World {
             .add_admin("alice", vec!["*".into()], vec!["maint_*".into()])
             .unwrap();
         let (bob, _) = d.add_admin("bob", vec!["beta".into()], vec![]).unwrap();
+        let (carol, _) = d
+            .add_admin("carol", vec!["*".into()], vec!["*".into()])
+            .unwrap();
         let r = next_root(
             &d,
             &NextRootOptions {
@@ -82,6 +87,7 @@ impl World {
         };
         assert_eq!(key("alice").key_id(), alice.keyid);
         assert_eq!(key("bob").key_id(), bob.keyid);
+        assert_eq!(key("carol").key_id(), carol.keyid);
         let config = fx.path("run-policyd.toml");
         #[expect(clippy::disallowed_methods, reason = "a starting file for the test")]
         std::fs::write(
@@ -114,6 +120,7 @@ timeout = "30s"
             daemon,
             alice: key("alice"),
             bob: key("bob"),
+            carol: key("carol"),
             fx,
         }
     }
@@ -333,6 +340,57 @@ fn every_refusal_on_the_wire() {
         .unwrap();
     let (status, _) = rt.block_on(client.get(addr, "/v1/run")).unwrap();
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// A class that looks like an option (`--dry-run`) is refused by the member, even from an
+/// administrator whose scope allows every class: passed to the agent it would be read as
+/// an option. An accepted class reaches the agent as one `--class=VALUE` argument.
+#[test]
+fn finding_10_a_class_starting_with_a_dash_is_refused_and_classes_pass_as_one_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let argv = dir.path().join("argv");
+    let agent = dir.path().join("agent.sh");
+    #[expect(clippy::disallowed_methods, reason = "a stand-in agent for the test")]
+    std::fs::write(
+        &agent,
+        format!("#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\n", argv.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let w = World::with_agent(agent.to_str().unwrap());
+
+    for class in ["--dry-run", "-x"] {
+        let mut r = w.request("alpha", &[]);
+        r.classes = vec![class.to_string()];
+        let (status, lines) = w.post(&w.carol, &runreq::sign(&r, &w.carol).unwrap());
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{lines:?}");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["reason"], "malformed", "{lines:?}");
+        let message = lines[0]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("{class:?} is not a class name")),
+            "{message}"
+        );
+    }
+    assert!(!argv.exists(), "a refused request started the agent");
+
+    let r = w.request("alpha", &["web-1", "db.x"]);
+    let (status, lines) = w.post(&w.carol, &runreq::sign(&r, &w.carol).unwrap());
+    assert_eq!(status, StatusCode::OK, "{lines:?}");
+    assert_eq!(lines.last().unwrap()["exit_code"], 0, "{lines:?}");
+    let got = std::fs::read_to_string(&argv).unwrap();
+    let got: Vec<&str> = got.lines().collect();
+    assert_eq!(
+        got,
+        [
+            "run",
+            "--json",
+            "--config",
+            w.fx.path("agent.toml").to_str().unwrap(),
+            "--class=web-1",
+            "--class=db.x"
+        ]
+    );
 }
 
 /// A second request while a pushed run is going is attached to it: it gets `busy`
