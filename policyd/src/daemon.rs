@@ -78,7 +78,7 @@ pub(crate) struct Shared {
     pub(crate) addresses: Addresses,
     /// The root from `trusted_root` (run requests use the agent's newer one when it has it).
     pub(crate) anchor: TrustedRoot,
-    /// The pushed run in progress and the replay cache's lock.
+    /// The pushed run in progress and the replay cache (behind its lock).
     pub(crate) runs: crate::runreq::Runs,
 }
 

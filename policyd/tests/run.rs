@@ -558,3 +558,58 @@ fn a_request_during_a_foreign_run_reports_its_summary_only_if_it_is_that_run() {
     }
     assert!(!count.exists(), "no run was started");
 }
+
+/// What the process `pid` has written and read so far (`wchar`, `rchar` of
+/// `/proc/PID/io`: every byte through `write` and `read`, files and sockets alike).
+fn io_of(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    (field("wchar:"), field("rchar:"))
+}
+
+/// The member writes and reads as much for a run request when its replay cache holds
+/// hundreds of nonces as when it holds a few: a request appends one line, it does not
+/// read and rewrite the whole cache. Measured on the real daemon with `/proc/PID/io`.
+#[test]
+#[expect(
+    clippy::print_stderr,
+    reason = "the measured bytes per request are the result"
+)]
+fn finding_11_a_request_costs_the_daemon_the_same_bytes_with_a_full_cache() {
+    let w = World::new();
+    let pid = w.daemon.pid();
+    let send = |count: usize| {
+        for _ in 0..count {
+            let signed = runreq::sign(&w.request("alpha", &[]), &w.alice).unwrap();
+            let (status, lines) = w.post(&w.alice, &signed);
+            assert_eq!(status, StatusCode::OK, "{lines:?}");
+        }
+    };
+    let batch = 40;
+    let measure = || {
+        let (w0, r0) = io_of(pid);
+        send(batch);
+        let (w1, r1) = io_of(pid);
+        ((w1 - w0) / batch as u64, (r1 - r0) / batch as u64)
+    };
+    send(10);
+    let (early_w, early_r) = measure();
+    send(400);
+    let (late_w, late_r) = measure();
+    eprintln!(
+        "per request with ~30 nonces cached: {early_w} bytes written, {early_r} read; with ~470: {late_w} written, {late_r} read"
+    );
+    assert!(
+        late_w <= early_w + early_w / 4 + 1024,
+        "{early_w} -> {late_w}"
+    );
+    assert!(
+        late_r <= early_r + early_r / 4 + 1024,
+        "{early_r} -> {late_r}"
+    );
+}
