@@ -428,6 +428,9 @@ fn class_name(s: &str) -> Result<String, String> {
     if tenet_keys::root::is_class_name(s) {
         Ok(s.to_string())
     } else {
-        Err("a class is 1 to 64 letters, digits, '_', '-' or '.'".to_string())
+        Err(
+            "a class is 1 to 64 letters, digits, '_', '-' or '.', not starting with '-'"
+                .to_string(),
+        )
     }
 }

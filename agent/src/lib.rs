@@ -14,6 +14,7 @@ pub mod config;
 pub mod converge;
 pub mod daemon;
 pub mod demo;
+pub mod escape;
 pub mod event;
 pub mod exec;
 pub mod facts;

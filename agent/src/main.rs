@@ -149,7 +149,8 @@ fn run_outcome(
         Ok(report) => {
             if let Some(why) = &report.trust_refused {
                 eprintln!(
-                    "error: trust refused: {why}; enforced the last good bundle (serial {})",
+                    "error: trust refused: {}; enforced the last good bundle (serial {})",
+                    tenet_agent::escape::printable_lines(why),
                     report.serial
                 );
             }
@@ -423,7 +424,9 @@ fn demo(keep: bool) -> ExitCode {
     code
 }
 
-/// The error and its sources, joined by `: `.
+/// The error and its sources, joined by `: `, control characters shown escaped: an
+/// error may quote a master's or a member's text (a parse error shows the offending
+/// line).
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -432,7 +435,7 @@ fn chain(e: &dyn std::error::Error) -> String {
         s.push_str(&c.to_string());
         cur = c.source();
     }
-    s
+    tenet_agent::escape::printable_lines(&s).into_owned()
 }
 
 fn init_tracing(verbose: u8) {

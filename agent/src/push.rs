@@ -16,8 +16,11 @@
 //! [`Outcome`]; [`PushReport::exit`] folds them into the exit code.
 //!
 //! The library never prints: [`PushHuman`] and [`PushJson`] write to the writer they are
-//! given.
+//! given. Every string a member or the master supplied goes through
+//! [`printable`] before [`PushHuman`] (or [`table`]) writes it, so a member cannot put
+//! escape sequences on the administrator's terminal; JSON output escapes them anyway.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::Write;
@@ -40,6 +43,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsConnector;
 
 use crate::config::{Config, ConfigError};
+use crate::escape::{printable, printable_lines};
 use crate::report::Collect;
 use crate::run::{RunError, cached_bundle};
 
@@ -740,7 +744,7 @@ impl<W: Write> PushHuman<W> {
         if !self.live {
             return;
         }
-        let names: Vec<&str> = self.running.iter().map(String::as_str).take(6).collect();
+        let names: Vec<Cow<'_, str>> = self.running.iter().map(|n| printable(n)).take(6).collect();
         let more = self.running.len().saturating_sub(names.len());
         let tail = if more > 0 {
             format!(" and {more} more")
@@ -779,11 +783,12 @@ impl<W: Write> PushReporter for PushHuman<W> {
 
     fn warning(&mut self, message: &str) {
         self.clear();
-        let _ = writeln!(self.out, "warning: {message}");
+        let _ = writeln!(self.out, "warning: {}", printable_lines(message));
         self.status_line();
     }
 
     fn event(&mut self, member: &str, event: &Value) {
+        let member = printable(member);
         match event["type"].as_str() {
             Some("accepted") => {
                 self.running.insert(member.to_string());
@@ -800,7 +805,7 @@ impl<W: Write> PushReporter for PushHuman<W> {
                 let _ = writeln!(
                     self.out,
                     "{member}: {}",
-                    event["message"].as_str().unwrap_or("a run is in progress")
+                    printable(event["message"].as_str().unwrap_or("a run is in progress"))
                 );
             }
             Some("promise") => {
@@ -810,8 +815,8 @@ impl<W: Write> PushReporter for PushHuman<W> {
                     let _ = writeln!(
                         self.out,
                         "{member}: {status} {} {}",
-                        event["id"].as_str().unwrap_or(""),
-                        event["reason"].as_str().unwrap_or("")
+                        printable(event["id"].as_str().unwrap_or("")),
+                        printable(event["reason"].as_str().unwrap_or(""))
                     );
                 }
             }
@@ -833,7 +838,7 @@ impl<W: Write> PushReporter for PushHuman<W> {
         let _ = writeln!(
             self.out,
             "{}: {}{} in {:.2}s{}",
-            r.member,
+            printable(&r.member),
             r.outcome.word(),
             r.changed
                 .map_or(String::new(), |c| format!(", {c} changed")),
@@ -841,7 +846,7 @@ impl<W: Write> PushReporter for PushHuman<W> {
             if detail.is_empty() {
                 String::new()
             } else {
-                format!(" ({detail})")
+                format!(" ({})", printable(&detail))
             }
         );
         self.status_line();
@@ -854,12 +859,12 @@ impl<W: Write> PushReporter for PushHuman<W> {
     }
 }
 
-/// The summary table.
+/// The summary table, member-supplied text shown escaped ([`printable`]).
 pub fn table(report: &PushReport) -> String {
     let width = report
         .members
         .iter()
-        .map(|m| m.member.len())
+        .map(|m| printable(&m.member).chars().count())
         .max()
         .unwrap_or(6)
         .max(6);
@@ -878,12 +883,12 @@ pub fn table(report: &PushReport) -> String {
         }
         s.push_str(&format!(
             "{:<width$}  {:<11}  {:>7}  {:>6}  {:>7.2}s  {}\n",
-            m.member,
+            printable(&m.member),
             m.outcome.word(),
             num(m.changed),
             num(m.failed),
             m.duration.as_secs_f64(),
-            detail.trim_end_matches("; ")
+            printable(detail.trim_end_matches("; "))
         ));
     }
     s.push_str(&format!(

@@ -189,6 +189,8 @@ impl<W: Write> Human<W> {
 
 impl<W: Write> Reporter for Human<W> {
     fn warning(&mut self, message: &str) {
+        // A warning may quote the master's text (a document that does not parse).
+        let message = crate::escape::printable_lines(message);
         self.write(|o| writeln!(o, "warning: {message}"));
     }
 

@@ -624,3 +624,50 @@ content = "for motd\n"
         0
     );
 }
+
+/// A value put into a `shell` script (a hostname, which DHCP may set; a fact; a
+/// package's name) reaches the shell as one word: shell syntax in it is never run.
+#[test]
+fn finding_09_shell_syntax_in_a_hostname_or_fact_is_never_run() {
+    let sb = Sandbox::new();
+    sb.policy(&[(
+        "c.toml",
+        "[[command]]\nshell = \"printf '[%s]' ${hostname} ${fact.note} > out\"\n\n\
+         [[command]]\nshell = \"printf '[%s]' ${fact.quote} > out2\"\n",
+    )]);
+    let hostname = "h; touch PWNED";
+    let note = "$(touch PWNED2) `touch PWNED3`";
+    let quote = "it's";
+    let r = sb.apply_outside_state(&[
+        "--fact",
+        &format!("hostname={hostname}"),
+        "--fact",
+        &format!("note={note}"),
+        "--fact",
+        &format!("quote={quote}"),
+    ]);
+    for pwned in ["PWNED", "PWNED2", "PWNED3"] {
+        assert!(
+            !sb.root.join(pwned).exists(),
+            "{pwned} created:\n{}",
+            r.stdout
+        );
+    }
+    r.expect_code(0);
+    let read = |name: &str| std::fs::read_to_string(sb.root.join(name)).unwrap();
+    assert_eq!(read("out"), format!("[{hostname}][{note}]"));
+    assert_eq!(read("out2"), format!("[{quote}]"));
+
+    // Inside quotes a reference would carry its quotes into the text: refused at load.
+    sb.policy(&[(
+        "c.toml",
+        "[[command]]\nshell = \"echo \\\"name: ${hostname}\\\" > out\"\n",
+    )]);
+    let r = sb.check();
+    r.expect_code(3);
+    assert!(
+        r.stdout.contains("c.toml:2:") && r.stdout.contains("`${hostname}` inside \"...\""),
+        "{}",
+        r.stdout
+    );
+}

@@ -53,13 +53,13 @@ fn now() -> Time {
 
 /// A deployment (root 1 of 1, all three members enrolled) and everything the members
 /// and the master need, in one temp directory.
-struct World {
+pub(crate) struct World {
     dir: tempfile::TempDir,
     deployment: PathBuf,
 }
 
 impl World {
-    fn new() -> World {
+    pub(crate) fn new() -> World {
         World::with_root_expiry(Duration::from_secs(30 * 86_400))
     }
 
@@ -86,7 +86,7 @@ impl World {
         World { dir, deployment }
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         fs::canonicalize(self.dir.path()).unwrap().join(rel)
     }
 
@@ -128,7 +128,7 @@ impl World {
 
     /// Member `name` with serial 1 (signed into `bundles/1`) converged and cached, and
     /// its master gone.
-    fn cached_member(&self, name: &str) -> PathBuf {
+    pub(crate) fn cached_member(&self, name: &str) -> PathBuf {
         let mut policyd = Policyd::start(&self.policyd_config());
         let addr = policyd.promote(&self.sign(1), 1);
         let config = self.member(name, name, addr);

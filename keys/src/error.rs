@@ -652,6 +652,20 @@ pub enum KeyError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The key file belongs to another user than the one reading it (and not to root):
+    /// that user could replace the key.
+    #[error(
+        "private key {} is owned by uid {owner}, not by this user (uid {euid}) or root (run chown)",
+        path.display()
+    )]
+    Owner {
+        /// The file.
+        path: PathBuf,
+        /// The file's owner.
+        owner: u32,
+        /// The effective uid reading it.
+        euid: u32,
+    },
     /// The key file is larger than any key.
     #[error("private key {} is larger than {max} bytes; is it a key?", path.display())]
     TooLarge {

@@ -1,18 +1,20 @@
-//! Ed25519 keys: generation, key ids, PKCS#8 PEM files (mode 0600), and signatures with
-//! domain separation.
+//! Ed25519 keys: generation, key ids, PKCS#8 PEM files (mode 0600, owned by the user
+//! reading them or root), and signatures with domain separation.
 //!
 //! **Invariant:** this is the only module of the workspace that reads private key
-//! material. Every signature covers `context || 0x00 || bytes`, so a signature made for
+//! material. Every copy of it this module makes (the file's text, PEM, PKCS#8 DER) is
+//! wiped when dropped ([`Zeroizing`]); dalek's `SigningKey` wipes itself. Every signature covers `context || 0x00 || bytes`, so a signature made for
 //! one kind of document never verifies as another; verification is `verify_strict`.
 
 use std::fmt;
 use std::io::Read as _;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt};
 use std::path::Path;
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::Zeroizing;
 
 use crate::error::KeyError;
 use crate::fsio::{self, Overwrite};
@@ -230,23 +232,23 @@ impl SecretKey {
         Signature(self.0.sign(&context.message(bytes)).to_bytes())
     }
 
-    /// The key as PKCS#8 v2 PEM (`-----BEGIN PRIVATE KEY-----`).
-    pub fn to_pem(&self) -> Result<String, KeyError> {
-        let pem = self
-            .0
+    /// The key as PKCS#8 v2 PEM (`-----BEGIN PRIVATE KEY-----`), wiped when dropped.
+    pub fn to_pem(&self) -> Result<Zeroizing<String>, KeyError> {
+        self.0
             .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
             .map_err(|e| KeyError::Encode {
                 reason: e.to_string(),
-            })?;
-        Ok(pem.as_str().to_string())
+            })
     }
 
-    /// The key as PKCS#8 DER (what rcgen's `KeyPair::from_pkcs8_der_and_sign_algo` loads).
-    pub fn to_pkcs8_der(&self) -> Result<Vec<u8>, KeyError> {
+    /// The key as PKCS#8 DER (what rcgen's `KeyPair::from_pkcs8_der_and_sign_algo` loads),
+    /// wiped when dropped.
+    pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         let doc = self.0.to_pkcs8_der().map_err(|e| KeyError::Encode {
             reason: e.to_string(),
         })?;
-        Ok(doc.as_bytes().to_vec())
+        // The document wipes its own copy when dropped.
+        Ok(Zeroizing::new(doc.as_bytes().to_vec()))
     }
 
     /// Parses a PKCS#8 PEM private key.
@@ -257,7 +259,9 @@ impl SecretKey {
     }
 
     /// Reads a private key file. It must be a regular file no one but its owner can read
-    /// or write (like ssh, a group- or world-readable key is refused).
+    /// or write (like ssh, a group- or world-readable key is refused), owned by the
+    /// effective user or root: a key file another user owns is that user's to replace,
+    /// so a key they chose would sign or authenticate as this one.
     pub fn read(path: &Path) -> Result<SecretKey, KeyError> {
         let read_err = |source| KeyError::Read {
             path: path.to_path_buf(),
@@ -277,7 +281,17 @@ impl SecretKey {
                 mode,
             });
         }
-        let mut text = String::new();
+        let euid = nix::unistd::geteuid().as_raw();
+        if meta.uid() != euid && meta.uid() != 0 {
+            return Err(KeyError::Owner {
+                path: path.to_path_buf(),
+                owner: meta.uid(),
+                euid,
+            });
+        }
+        // Room for the whole allowed size up front, so the text is never moved to a
+        // bigger buffer (which would leave an unwiped copy behind).
+        let mut text = Zeroizing::new(String::with_capacity(MAX_KEY_FILE as usize + 64));
         file.take(MAX_KEY_FILE + 1)
             .read_to_string(&mut text)
             .map_err(read_err)?;

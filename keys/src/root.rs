@@ -167,10 +167,12 @@ pub fn is_class_pattern(pattern: &str) -> bool {
 }
 
 /// Whether `name` is a class name a run request may carry: 1 to 64 ASCII letters,
-/// digits, `_`, `-` or `.`.
+/// digits, `_`, `-` or `.`, not starting with `-` (so a class can never be read as an
+/// option of the command it is passed to).
 pub fn is_class_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
+        && !name.starts_with('-')
         && name
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-' || c == b'.')

@@ -25,29 +25,33 @@
 //! [`verify`] checks, in order: size; that it is signed at all; every signature over the
 //! raw bytes (a signer outside the admin role is refused by name); the admin threshold;
 //! only then the parse (strict, `schema`, `kind`, field rules); deployment; target
-//! member; lifetime; not yet valid (with a clock-skew bound); expired; that the TLS peer
-//! is a signer; the signers' scopes (member, then classes); and last the nonce against
-//! the member's [`ReplayCache`], which records it. Every refusal is its own
+//! member; lifetime; not yet valid (with a clock-skew bound); expired (by the later of
+//! the clock and the last time the cache accepted a request); that the TLS peer is a
+//! signer; the signers' scopes (member, then classes); and last the nonce against the
+//! member's [`ReplayCache`] (not seen before, within its key's quota and the cache's
+//! size), which records it. Every refusal is its own
 //! [`RunRequestError`] variant with a stable [`RunRequestError::code`].
 //!
 //! **Invariant:** nothing of a request is parsed before its signatures verified over the
 //! exact bytes; a nonce is recorded only for a request that passed every other check.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::document::{Document, MAX_RUNREQ_BYTES, RunRequestKind, Schema, parse, render};
 use crate::error::VerifyError;
-use crate::fsio::{self, Overwrite};
 use crate::id::{DeploymentId, KeyId, Nonce};
 use crate::key::{Role, SecretKey, Signature};
 use crate::manifest::is_valid_name;
 use crate::root::{Root, is_class_name};
 use crate::sig::SignatureEntry;
 use crate::time::Time;
+
+pub use replay::{
+    COMPACT_SLACK, MAX_REPLAY_ENTRIES, MAX_REPLAY_ENTRIES_PER_KEY, ReplayCache, ReplayCacheError,
+};
 
 /// The longest a request may be valid: `expires - issued`.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(15 * 60);
@@ -57,9 +61,6 @@ pub const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(120);
 pub const MAX_CLASSES: usize = 32;
 /// Most signatures read from one request.
 pub const MAX_REQUEST_SIGNATURES: usize = 8;
-/// Most nonces a member remembers at once; beyond, requests are refused until some
-/// expire (at most [`MAX_LIFETIME`] later).
-pub const MAX_REPLAY_ENTRIES: usize = 65_536;
 /// The HTTP header carrying the signatures.
 pub const SIGNATURE_HEADER: &str = "tenet-signature";
 
@@ -263,6 +264,16 @@ pub enum RunRequestError {
         /// The nonce.
         nonce: Nonce,
     },
+    /// The signing key already has its quota of unexpired nonces in the replay cache.
+    #[error(
+        "key {keyid} has {entries} unexpired run requests in the replay cache (its quota); try again later"
+    )]
+    ReplayQuota {
+        /// The key the request counts against.
+        keyid: KeyId,
+        /// Its entries.
+        entries: usize,
+    },
     /// The replay cache is full of unexpired nonces.
     #[error("the replay cache holds {entries} unexpired nonces; try again later")]
     ReplayCacheFull {
@@ -305,6 +316,7 @@ impl RunRequestError {
             Self::MemberOutOfScope { .. } => "member_out_of_scope",
             Self::ClassOutOfScope { .. } => "class_out_of_scope",
             Self::Replayed { .. } => "replayed",
+            Self::ReplayQuota { .. } => "replay_quota",
             Self::ReplayCacheFull { .. } => "replay_cache_full",
             Self::Render { .. } => "render",
             Self::Random { .. } => "random",
@@ -381,7 +393,9 @@ impl RunRequest {
         if let Some(bad) = self.classes.iter().find(|c| !is_class_name(c)) {
             return Err(RunRequestError::Field {
                 field: "classes",
-                reason: format!("{bad:?} is not a class name (1 to 64 letters, digits, _ - .)"),
+                reason: format!(
+                    "{bad:?} is not a class name (1 to 64 letters, digits, _ - ., not starting with -)"
+                ),
             });
         }
         Ok(())
@@ -469,7 +483,8 @@ pub struct Verifier<'a> {
 }
 
 /// Checks a signed request (see the module docs for the order) and, if every check
-/// passes, records its nonce in `seen`. The caller persists `seen` before acting.
+/// passes, records its nonce in `seen`. The caller persists `seen`
+/// ([`ReplayCache::persist`]) before acting.
 pub fn verify(
     v: &Verifier<'_>,
     bytes: &[u8],
@@ -540,10 +555,13 @@ pub fn verify(
             skew_secs: v.max_skew.as_secs(),
         });
     }
-    if v.now >= request.expires {
+    // Not before the latest time a request was accepted: a clock stepped back does not
+    // make an expired request (whose nonce may be forgotten) valid again.
+    let now = seen.clock(v.now);
+    if now >= request.expires {
         return Err(RunRequestError::Expired {
             expires: request.expires,
-            now: v.now,
+            now,
         });
     }
     if let Some(peer) = v.peer
@@ -573,10 +591,21 @@ pub fn verify(
             });
         }
     }
-    seen.prune(v.now);
+    // A nonce is kept for the skew bound past its expiry.
+    seen.prune(now, v.max_skew);
     if seen.contains(&request.nonce) {
         return Err(RunRequestError::Replayed {
             nonce: request.nonce,
+        });
+    }
+    // Counted against the connection's key (a signer), else the first signer.
+    let Some(&key) = v.peer.as_ref().or(signers.first()) else {
+        return Err(RunRequestError::Unsigned);
+    };
+    if seen.count_for(&key) >= MAX_REPLAY_ENTRIES_PER_KEY {
+        return Err(RunRequestError::ReplayQuota {
+            keyid: key,
+            entries: seen.count_for(&key),
         });
     }
     if seen.len() >= MAX_REPLAY_ENTRIES {
@@ -584,158 +613,10 @@ pub fn verify(
             entries: seen.len(),
         });
     }
-    seen.entries.insert(request.nonce, request.expires);
+    seen.record(request.nonce, request.expires, key, now);
     Ok(Accepted { request, signers })
 }
 
-/// The nonces a member accepted, each kept until its request expires. Persist it (with
-/// [`ReplayCache::save`]) before acting on a request, so a restart does not reopen the
-/// window.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReplayCache {
-    entries: BTreeMap<Nonce, Time>,
-}
-
-/// Why the replay cache could not be read or written.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReplayCacheError {
-    /// The file could not be read.
-    #[error("cannot read the replay cache {}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not a replay cache.
-    #[error("the replay cache {} is corrupted", path.display())]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: toml::de::Error,
-    },
-    /// The file could not be written.
-    #[error("cannot write the replay cache {}", path.display())]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The cache could not be rendered.
-    #[error("cannot render the replay cache")]
-    Render {
-        /// Why.
-        #[source]
-        source: toml::ser::Error,
-    },
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReplayFile {
-    schema: Schema,
-    kind: ReplayKind,
-    #[serde(default, rename = "seen")]
-    seen: Vec<Seen>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Seen {
-    nonce: Nonce,
-    expires: Time,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-enum ReplayKind {
-    #[serde(rename = "replay-cache")]
-    ReplayCache,
-}
-
-impl ReplayCache {
-    /// An empty cache.
-    pub fn new() -> ReplayCache {
-        ReplayCache::default()
-    }
-
-    /// Reads the cache at `path`; a missing file is an empty cache, a corrupted one an
-    /// error (the member then refuses requests rather than forget nonces).
-    pub fn load(path: &Path) -> Result<ReplayCache, ReplayCacheError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(ReplayCache::new());
-            }
-            Err(source) => {
-                return Err(ReplayCacheError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
-        };
-        let file: ReplayFile = toml::from_str(&text).map_err(|source| ReplayCacheError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Ok(ReplayCache {
-            entries: file
-                .seen
-                .into_iter()
-                .map(|s| (s.nonce, s.expires))
-                .collect(),
-        })
-    }
-
-    /// Writes the cache to `path` atomically (mode 0600).
-    pub fn save(&self, path: &Path) -> Result<(), ReplayCacheError> {
-        let file = ReplayFile {
-            schema: Schema,
-            kind: ReplayKind::ReplayCache,
-            seen: self
-                .entries
-                .iter()
-                .map(|(nonce, expires)| Seen {
-                    nonce: *nonce,
-                    expires: *expires,
-                })
-                .collect(),
-        };
-        let text = render(&file).map_err(|source| ReplayCacheError::Render { source })?;
-        fsio::write_atomic(path, text.as_bytes(), 0o600, Overwrite::Replace).map_err(|source| {
-            ReplayCacheError::Write {
-                path: path.to_path_buf(),
-                source,
-            }
-        })
-    }
-
-    /// Forgets nonces whose requests expired at or before `now` (they can never be
-    /// accepted again).
-    pub fn prune(&mut self, now: Time) {
-        self.entries.retain(|_, expires| *expires > now);
-    }
-
-    /// Whether `nonce` was accepted.
-    pub fn contains(&self, nonce: &Nonce) -> bool {
-        self.entries.contains_key(nonce)
-    }
-
-    /// Nonces remembered.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether no nonce is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
-
+mod replay;
 #[cfg(test)]
 mod tests;

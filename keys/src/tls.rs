@@ -27,8 +27,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{
     AlertDescription, CertificateError, ClientConfig, CommonState, DigitallySignedStruct,
     DistinguishedName, PeerIncompatible, ServerConfig, SignatureScheme,
@@ -68,8 +69,16 @@ pub enum TlsError {
         #[source]
         source: rcgen::Error,
     },
-    /// rustls refused the configuration (for example, a certificate that does not match
-    /// its key).
+    /// rustls could not load the key for signing, or it does not match the certificate.
+    #[error("cannot load the key {keyid} for TLS")]
+    SigningKey {
+        /// The key's id.
+        keyid: KeyId,
+        /// Why.
+        #[source]
+        source: rustls::Error,
+    },
+    /// rustls refused the configuration.
     #[error("cannot build the TLS {side} configuration")]
     Config {
         /// `client` or `server`.
@@ -109,11 +118,13 @@ pub enum Subject {
 
 /// A key with its self-signed certificate, ready for [`client_config`] or
 /// [`server_config`]. Its `Debug` shows the subject and key id, never the key.
+///
+/// It holds the key only as rustls's signing key, made once: the PKCS#8 DER it was made
+/// from is wiped as soon as the identity exists, and no configuration gets a copy of it.
 pub struct Identity {
     subject: Subject,
     key_id: KeyId,
-    certificate: CertificateDer<'static>,
-    private_key: PrivatePkcs8KeyDer<'static>,
+    certified: Arc<CertifiedKey>,
 }
 
 impl Identity {
@@ -124,7 +135,8 @@ impl Identity {
             keyid: key_id,
             source,
         })?;
-        let private_key = PrivatePkcs8KeyDer::from(der);
+        // Borrowed from `der`, which wipes itself when dropped at the end of this function.
+        let private_key = PrivatePkcs8KeyDer::from(der.as_slice());
         let cert_err = |source| TlsError::Certificate {
             keyid: key_id,
             source,
@@ -156,11 +168,24 @@ impl Identity {
         params.extended_key_usages = usages;
         params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
         let cert = params.self_signed(&pair).map_err(cert_err)?;
+        let signing =
+            rustls::crypto::ring::sign::any_eddsa_type(&private_key).map_err(|source| {
+                TlsError::SigningKey {
+                    keyid: key_id,
+                    source,
+                }
+            })?;
+        let certified = CertifiedKey::new(vec![cert.der().clone()], signing);
+        certified
+            .keys_match()
+            .map_err(|source| TlsError::SigningKey {
+                keyid: key_id,
+                source,
+            })?;
         Ok(Identity {
             subject,
             key_id,
-            certificate: cert.der().clone(),
-            private_key,
+            certified: Arc::new(certified),
         })
     }
 
@@ -176,14 +201,13 @@ impl Identity {
 
     /// The self-signed certificate.
     pub fn certificate(&self) -> &CertificateDer<'static> {
-        &self.certificate
+        // `new` made the certified key with exactly one certificate.
+        &self.certified.cert[0]
     }
 
-    fn chain_and_key(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-        (
-            vec![self.certificate.clone()],
-            PrivateKeyDer::Pkcs8(self.private_key.clone_key()),
-        )
+    /// The certificate and signing key, for a configuration to present.
+    fn resolver(&self) -> Arc<SingleCertAndKey> {
+        Arc::new(SingleCertAndKey::from(self.certified.clone()))
     }
 }
 
@@ -267,7 +291,6 @@ pub fn client_config(
         pins: server_pins,
         provider: provider.clone(),
     });
-    let (chain, key) = identity.chain_and_key();
     let config_err = |source| TlsError::Config {
         side: "client",
         source,
@@ -277,8 +300,7 @@ pub fn client_config(
         .map_err(config_err)?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(chain, key)
-        .map_err(config_err)?;
+        .with_client_cert_resolver(identity.resolver());
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
@@ -297,7 +319,6 @@ pub fn server_config(
         policy: clients,
         provider: provider.clone(),
     });
-    let (chain, key) = identity.chain_and_key();
     let config_err = |source| TlsError::Config {
         side: "server",
         source,
@@ -306,8 +327,7 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(config_err)?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(config_err)?;
+        .with_cert_resolver(identity.resolver());
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;

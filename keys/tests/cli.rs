@@ -645,3 +645,41 @@ fn help_matches_golden_files() {
         mismatches.join("\n")
     );
 }
+
+/// A secret key file owned by another user is refused, even with mode 0600: that user
+/// could have put a key of their choosing there. The error names the file and its owner.
+#[test]
+fn finding_15_a_key_file_owned_by_another_user_is_refused() {
+    use std::os::unix::fs::MetadataExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let dep = deployment(tmp.path());
+    let policy = dep.join("keys/policy.key");
+    let tree = example_tree();
+    let (b1, b2) = (tmp.path().join("b1"), tmp.path().join("b2"));
+    ok(&[&"sign", &tree, &"--deployment", &dep, &"--out", &b1]);
+
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("a `nobody` user")
+        .uid;
+    assert_ne!(nobody, nix::unistd::geteuid());
+    nix::unistd::chown(&policy, Some(nobody), None).unwrap();
+    assert_eq!(std::fs::metadata(&policy).unwrap().mode() & 0o777, 0o600);
+
+    let err = fails(3, &[&"sign", &tree, &"--deployment", &dep, &"--out", &b2]);
+    assert!(
+        err.contains(&policy.display().to_string())
+            && err.contains(&format!("owned by uid {nobody}")),
+        "{err}"
+    );
+    assert!(!b2.exists(), "signed with a key another user owns");
+
+    // The library refuses it the same way.
+    match tenet_keys::SecretKey::read(&policy) {
+        Err(tenet_keys::KeyError::Owner { path, owner, .. }) => {
+            assert_eq!(path, policy);
+            assert_eq!(owner, nobody.as_raw());
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -16,7 +16,7 @@ use crate::diag::{Diagnostics, Origin, SourceText};
 use crate::model::*;
 use crate::read::{Cx, Str, Table, Val};
 use crate::split;
-use crate::template::{Ref, Template};
+use crate::template::{Ref, Template, TemplateError};
 
 mod plan;
 
@@ -936,7 +936,11 @@ impl Loader<'_> {
     fn command(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<CommandPromise> {
         let program = match (t.has("argv"), t.has("shell")) {
             (true, false) => self.argv(cx, t, "argv").map(Program::Argv),
-            (false, true) => self.template(cx, t, "shell").map(Program::Shell),
+            (false, true) => {
+                let s = t.req_str(cx, "shell")?;
+                self.parsed_template(cx, &s, &t.field("shell"), Template::parse_shell)
+                    .map(Program::Shell)
+            }
             _ => {
                 t.value("argv");
                 t.value("shell");
@@ -1078,7 +1082,17 @@ impl Loader<'_> {
     }
 
     fn template_str(&mut self, cx: &mut Cx<'_>, s: &Str<'_>, field: &str) -> Option<Template> {
-        match Template::parse(s.value) {
+        self.parsed_template(cx, s, field, Template::parse)
+    }
+
+    fn parsed_template(
+        &mut self,
+        cx: &mut Cx<'_>,
+        s: &Str<'_>,
+        field: &str,
+        parse: fn(&str) -> Result<Template, TemplateError>,
+    ) -> Option<Template> {
+        match parse(s.value) {
             Ok(t) => {
                 self.template_refs(cx, &t, &s.span, field);
                 Some(t)
@@ -1472,9 +1486,7 @@ fn default_id(kind: &PromiseKind) -> String {
                     .first()
                     .and_then(|t| t.render(&mut |r| Ok::<_, ()>(r.to_string())).ok())
                     .unwrap_or_default(),
-                Program::Shell(s) => s
-                    .render(&mut |r| Ok::<_, ()>(r.to_string()))
-                    .unwrap_or_default(),
+                Program::Shell(s) => s.source(),
             };
             format!("{ty}:{prog}")
         }

@@ -2,7 +2,14 @@
 //!
 //! `$${` is a literal `${`. References are checked when the tree is loaded (an
 //! unknown package or value is a diagnostic); only facts can be missing at run time.
+//!
+//! A `shell` script is a template of its own kind ([`Template::parse_shell`]): each
+//! reference expands to exactly one shell word, single-quoted when it holds anything
+//! but plain characters, so a value (a hostname from DHCP, a fact, a package name)
+//! is never read as shell syntax. A reference inside quotes there is refused at load,
+//! since the quoting it gets would become part of the text.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// What a `${...}` refers to.
@@ -44,10 +51,20 @@ enum Part {
     Ref { r: Ref, offset: usize },
 }
 
+/// How a template writes a reference's value into its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Quoting {
+    /// As is.
+    Raw,
+    /// As one shell word ([`shell_quote`]).
+    Shell,
+}
+
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Template {
     parts: Vec<Part>,
+    quoting: Quoting,
 }
 
 /// A syntax error in a template, at a byte offset of its text.
@@ -64,7 +81,19 @@ impl Template {
     pub fn literal(text: &str) -> Self {
         Self {
             parts: vec![Part::Text(text.to_string())],
+            quoting: Quoting::Raw,
         }
+    }
+
+    /// Parses a script for `/bin/sh -c`: like [`Template::parse`], but each reference
+    /// renders as one shell word ([`shell_quote`]), and a reference inside `'...'` or
+    /// `"..."` is an error (the quotes it gets would be part of the string; pass such a
+    /// value through the command's `env` and write `"$NAME"`).
+    pub fn parse_shell(s: &str) -> Result<Self, TemplateError> {
+        let mut t = Self::parse(s)?;
+        check_unquoted(&t.parts)?;
+        t.quoting = Quoting::Shell;
+        Ok(t)
     }
 
     /// Parses `${...}` references.
@@ -110,7 +139,10 @@ impl Template {
         if !text.is_empty() || parts.is_empty() {
             parts.push(Part::Text(text));
         }
-        Ok(Self { parts })
+        Ok(Self {
+            parts,
+            quoting: Quoting::Raw,
+        })
     }
 
     /// Every reference with its byte offset in the template text.
@@ -121,7 +153,8 @@ impl Template {
         })
     }
 
-    /// Expands the template, asking `lookup` for each reference.
+    /// Expands the template, asking `lookup` for each reference (in a `shell` script,
+    /// each value is quoted as one shell word).
     pub fn render<E>(
         &self,
         lookup: &mut impl FnMut(&Ref) -> Result<String, E>,
@@ -130,11 +163,121 @@ impl Template {
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.push_str(t),
-                Part::Ref { r, .. } => out.push_str(&lookup(r)?),
+                Part::Ref { r, .. } => {
+                    let value = lookup(r)?;
+                    match self.quoting {
+                        Quoting::Raw => out.push_str(&value),
+                        Quoting::Shell => out.push_str(&shell_quote(&value)),
+                    }
+                }
             }
         }
         Ok(out)
     }
+
+    /// The template as written, each reference shown as `${...}` (unquoted).
+    pub fn source(&self) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Ref { r, .. } => out.push_str(&r.to_string()),
+            }
+        }
+        out
+    }
+}
+
+/// `s` as one POSIX shell word: as is when it is non-empty and holds only letters,
+/// digits and `_ @ % + = : , . / -`; otherwise in single quotes, each `'` written
+/// `'\''`.
+pub fn shell_quote(s: &str) -> Cow<'_, str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    Cow::Owned(out)
+}
+
+/// Refuses a reference that a POSIX shell would read inside quotes. Tracks quotes,
+/// backslash escapes and comments; here-documents are not recognised (a reference in
+/// one would show its quotes).
+fn check_unquoted(parts: &[Part]) -> Result<(), TemplateError> {
+    #[derive(PartialEq)]
+    enum State {
+        Plain,
+        Single,
+        Double,
+        Comment,
+    }
+    let mut state = State::Plain;
+    let mut escaped = false;
+    // Whether the last character ended a word, so a `#` starts a comment.
+    let mut word_start = true;
+    for part in parts {
+        let text = match part {
+            Part::Text(t) => t,
+            Part::Ref { r, offset } => {
+                let quote = match state {
+                    State::Single => "'...'",
+                    State::Double => "\"...\"",
+                    State::Plain | State::Comment => {
+                        word_start = false;
+                        continue;
+                    }
+                };
+                return Err(TemplateError {
+                    offset: *offset,
+                    message: format!(
+                        "`{r}` inside {quote} in a shell script: a reference expands to one shell word, already quoted; write it outside quotes, or pass it through `env` and write \"$NAME\""
+                    ),
+                });
+            }
+        };
+        for c in text.chars() {
+            if escaped {
+                escaped = false;
+                word_start = false;
+                continue;
+            }
+            match state {
+                State::Plain => match c {
+                    '\\' => escaped = true,
+                    '\'' => state = State::Single,
+                    '"' => state = State::Double,
+                    '#' if word_start => state = State::Comment,
+                    _ => {}
+                },
+                State::Single => {
+                    if c == '\'' {
+                        state = State::Plain;
+                    }
+                }
+                State::Double => match c {
+                    '\\' => escaped = true,
+                    '"' => state = State::Plain,
+                    _ => {}
+                },
+                State::Comment => {
+                    if c == '\n' {
+                        state = State::Plain;
+                    }
+                }
+            }
+            word_start = c.is_whitespace() || ";&|()<>".contains(c);
+        }
+    }
+    Ok(())
 }
 
 fn parse_ref(body: &str) -> Result<Ref, String> {
@@ -206,6 +349,52 @@ mod tests {
         assert!(e.message.contains("package.NAME.ip"));
         let e = Template::parse("$${ok} ${a b}").unwrap_err();
         assert_eq!(e.offset, 7);
+    }
+
+    fn shell(s: &str, value: &str) -> String {
+        let t = Template::parse_shell(s).unwrap();
+        t.render(&mut |_| Ok::<_, ()>(value.to_string())).unwrap()
+    }
+
+    #[test]
+    fn shell_scripts_get_each_value_as_one_word() {
+        assert_eq!(shell("echo ${member}", "alpha"), "echo alpha");
+        assert_eq!(shell("echo ${member}", "10.0.0.1"), "echo 10.0.0.1");
+        assert_eq!(shell("echo ${member}", ""), "echo ''");
+        assert_eq!(
+            shell("echo ${hostname} > /x", "h; touch PWNED"),
+            "echo 'h; touch PWNED' > /x"
+        );
+        assert_eq!(shell("echo ${x}", "it's $(id)"), r"echo 'it'\''s $(id)'");
+        assert_eq!(shell("cp /a/${x}.conf /b", "a b"), "cp /a/'a b'.conf /b");
+        // Quotes and comments that do not hold a reference are left alone.
+        assert_eq!(
+            shell("echo 'a' \"b\" \\' ${x} # it's", "v w"),
+            "echo 'a' \"b\" \\' 'v w' # it's"
+        );
+        assert_eq!(shell("# don't\necho ${x}", "v"), "# don't\necho v");
+    }
+
+    #[test]
+    fn shell_scripts_refuse_references_inside_quotes() {
+        for (s, offset) in [
+            ("echo \"${member}\"", 6),
+            ("echo 'a ${member}'", 8),
+            ("echo \"a \\\" ${x}\"", 11),
+            ("echo a#'${x}'", 8),
+        ] {
+            let e = Template::parse_shell(s).unwrap_err();
+            assert_eq!(e.offset, offset, "{s}");
+            assert!(e.message.contains("env"), "{}", e.message);
+        }
+        // Plain templates are not shell scripts.
+        assert!(Template::parse("echo \"${member}\"").is_ok());
+    }
+
+    #[test]
+    fn source_shows_references_as_written() {
+        let t = Template::parse_shell("echo ${member} $${x}").unwrap();
+        assert_eq!(t.source(), "echo ${member} ${x}");
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub(crate) struct Shared {
     pub(crate) run_start: RunStart,
     /// The blob bytes all answers in flight may hold together.
     pub(crate) blob_memory: crate::routes::BlobMemory,
-    /// The pushed run in progress and the replay cache's lock.
+    /// The pushed run in progress and the replay cache (behind its lock).
     pub(crate) runs: crate::runreq::Runs,
 }
 

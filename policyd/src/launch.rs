@@ -10,7 +10,7 @@
 //! systemd-run --unit=tenet-agent-push-<16 hex digits of the nonce> --description=...
 //!     --wait --collect --pipe --quiet --service-type=exec
 //!     --property=RuntimeMaxSec=<run.timeout in seconds>
-//!     -- AGENT run --json --config AGENT_CONFIG [--dry-run] [--class C]...
+//!     -- AGENT run --json --config AGENT_CONFIG [--dry-run] [--class=C]...
 //! ```
 //!
 //! `--pipe` connects the unit's stdout and stderr to systemd-run's, which policyd reads as
@@ -21,7 +21,7 @@
 //! `tenet-agent.service` runs. Without systemd (`direct`, and in tests), the agent is a
 //! child of policyd in its own process group.
 //!
-//! Either way the argv is fixed: no shell, the classes each after their own `--class`.
+//! Either way the argv is fixed: no shell, each class one `--class=C` argument.
 
 use std::ffi::OsString;
 
@@ -49,8 +49,10 @@ pub(crate) fn agent_argv(
         agent.push("--dry-run".into());
     }
     for class in classes {
-        agent.push("--class".into());
-        agent.push(class.into());
+        // One argument, `--class=VALUE`: a value can never be taken for an option.
+        let mut arg = OsString::from("--class=");
+        arg.push(class);
+        agent.push(arg);
     }
     match start {
         RunStart::Direct | RunStart::Auto => (run.agent.clone().into_os_string(), agent),
@@ -114,10 +116,8 @@ mod tests {
                 "--config",
                 "/etc/tenet/agent.toml",
                 "--dry-run",
-                "--class",
-                "maint_x",
-                "--class",
-                "--dry-run"
+                "--class=maint_x",
+                "--class=--dry-run"
             ]
         );
         let nonce = "00112233445566778899aabbccddeeff";

@@ -14,9 +14,11 @@
 //! 3. reads at most [`MAX_RUNREQ_BYTES`] (413 beyond) within `header_read_timeout`;
 //! 4. verifies the request with [`tenet_keys::runreq::verify`] (signatures over the raw
 //!    bytes, scope, lifetime, clock skew, deployment, target, peer = signer) and records
-//!    its nonce in `STATE/runreq-nonces.toml` **before** anything runs, so a restart
-//!    does not reopen the window (a corrupted cache refuses every request);
-//! 5. starts `AGENT run --json --config AGENT_CONFIG [--dry-run] [--class C]...` (in its
+//!    its nonce in `STATE/runreq-nonces.log` **before** anything runs, so a restart
+//!    does not reopen the window (a corrupted cache refuses every request). The cache
+//!    is read once, kept in memory, and each nonce appended as one line
+//!    ([`ReplayCache`]: monotonic expiry, a quota per admin key, compaction);
+//! 5. starts `AGENT run --json --config AGENT_CONFIG [--dry-run] [--class=C]...` (in its
 //!    own process group, or as a transient systemd unit: module `launch`) and streams
 //!    its JSON lines back as they come (HTTP/1.1 chunked), framed by an `accepted` line
 //!    first and an `end` line last.
@@ -69,7 +71,9 @@ use crate::daemon::Shared;
 use crate::routes::Body;
 
 /// The replay cache's file name in the state directory.
-pub const NONCE_FILE: &str = "runreq-nonces.toml";
+pub const NONCE_FILE: &str = "runreq-nonces.log";
+/// The whole-file replay cache of earlier versions, taken over once into [`NONCE_FILE`].
+const LEGACY_NONCE_FILE: &str = "runreq-nonces.toml";
 /// The agent's run lock in its state directory.
 const LOCK_FILE: &str = "run.lock";
 
@@ -90,8 +94,9 @@ const STDERR_TAIL: usize = 2048;
 #[derive(Debug, Default)]
 pub(crate) struct Runs {
     current: Mutex<Option<Current>>,
-    /// Serialises the replay cache's read, check and write.
-    nonces: Mutex<()>,
+    /// The replay cache, opened at the first request (again after a write failed);
+    /// the lock serialises its check and write.
+    nonces: Mutex<Option<ReplayCache>>,
 }
 
 #[derive(Debug, Clone)]
@@ -189,14 +194,23 @@ fn check_and_record(
     bytes: &[u8],
     signatures: &[tenet_keys::sig::SignatureEntry],
 ) -> Result<Accepted, Refusal> {
-    let _guard = shared
+    let mut guard = shared
         .runs
         .nonces
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    let path = shared.config.state_dir.join(NONCE_FILE);
-    let mut seen =
-        ReplayCache::load(&path).map_err(|e| Refusal::Cache(tenet_keys::error_chain(&e)))?;
+    let seen = match &mut *guard {
+        Some(seen) => seen,
+        None => {
+            let state = &shared.config.state_dir;
+            let opened = ReplayCache::open(
+                &state.join(NONCE_FILE),
+                Some(&state.join(LEGACY_NONCE_FILE)),
+            )
+            .map_err(|e| Refusal::Cache(tenet_keys::error_chain(&e)))?;
+            guard.insert(opened)
+        }
+    };
     let v = Verifier {
         root,
         member: &shared.config.member,
@@ -204,10 +218,13 @@ fn check_and_record(
         now: Time::from_system(SystemTime::now()),
         max_skew: shared.config.run.max_skew,
     };
-    let accepted = runreq::verify(&v, bytes, signatures, &mut seen).map_err(Refusal::Request)?;
+    let accepted = runreq::verify(&v, bytes, signatures, seen).map_err(Refusal::Request)?;
     // Persisted before the run starts: a crash after this never accepts the nonce again.
-    seen.save(&path)
-        .map_err(|e| Refusal::Cache(tenet_keys::error_chain(&e)))?;
+    if let Err(e) = seen.persist() {
+        // Read the file again next time rather than trust what memory holds.
+        *guard = None;
+        return Err(Refusal::Cache(tenet_keys::error_chain(&e)));
+    }
     Ok(accepted)
 }
 
@@ -680,7 +697,9 @@ fn refusal(e: &RunRequestError) -> Response<Body> {
         RunRequestError::Malformed { .. }
         | RunRequestError::Field { .. }
         | RunRequestError::SignatureHeader { .. } => StatusCode::BAD_REQUEST,
-        RunRequestError::ReplayCacheFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        RunRequestError::ReplayCacheFull { .. } | RunRequestError::ReplayQuota { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::FORBIDDEN,
     };
     refused(status, e.code(), &tenet_keys::error_chain(e))

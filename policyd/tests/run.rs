@@ -43,13 +43,15 @@ async fn read_until(
     }
 }
 
-/// A fixture whose root 2 lists alice (every member, `maint_*`) and bob (beta only),
-/// and a daemon for alpha trusting root 2 whose "agent" is /bin/true.
+/// A fixture whose root 2 lists alice (every member, `maint_*`), bob (beta only) and
+/// carol (every member, every class), and a daemon for alpha trusting root 2 whose "agent" is /bin/true.
 struct World {
     fx: Fixture,
     daemon: Daemon,
     alice: SecretKey,
     bob: SecretKey,
+    /// Every member, every class.
+    carol: SecretKey,
 }
 
 impl World {
@@ -69,6 +71,9 @@ impl World {
             .add_admin("alice", vec!["*".into()], vec!["maint_*".into()])
             .unwrap();
         let (bob, _) = d.add_admin("bob", vec!["beta".into()], vec![]).unwrap();
+        let (carol, _) = d
+            .add_admin("carol", vec!["*".into()], vec!["*".into()])
+            .unwrap();
         let r = next_root(
             &d,
             &NextRootOptions {
@@ -90,6 +95,7 @@ impl World {
         // alpha's agent has verified serial 1 under root 2: its members reach the
         // listener (and are refused runs there unless they are admins).
         fx.agent_cache_for(&fx.deployment.join("root/2.root.toml"), &fx.sign(1));
+        assert_eq!(key("carol").key_id(), carol.keyid);
         let config = fx.path("run-policyd.toml");
         #[expect(clippy::disallowed_methods, reason = "a starting file for the test")]
         std::fs::write(
@@ -123,6 +129,7 @@ timeout = "30s"
             daemon,
             alice: key("alice"),
             bob: key("bob"),
+            carol: key("carol"),
             fx,
         }
     }
@@ -362,6 +369,57 @@ fn every_refusal_on_the_wire() {
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 }
 
+/// A class that looks like an option (`--dry-run`) is refused by the member, even from an
+/// administrator whose scope allows every class: passed to the agent it would be read as
+/// an option. An accepted class reaches the agent as one `--class=VALUE` argument.
+#[test]
+fn finding_10_a_class_starting_with_a_dash_is_refused_and_classes_pass_as_one_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let argv = dir.path().join("argv");
+    let agent = dir.path().join("agent.sh");
+    #[expect(clippy::disallowed_methods, reason = "a stand-in agent for the test")]
+    std::fs::write(
+        &agent,
+        format!("#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\n", argv.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let w = World::with_agent(agent.to_str().unwrap());
+
+    for class in ["--dry-run", "-x"] {
+        let mut r = w.request("alpha", &[]);
+        r.classes = vec![class.to_string()];
+        let (status, lines) = w.post(&w.carol, &runreq::sign(&r, &w.carol).unwrap());
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{lines:?}");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["reason"], "malformed", "{lines:?}");
+        let message = lines[0]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("{class:?} is not a class name")),
+            "{message}"
+        );
+    }
+    assert!(!argv.exists(), "a refused request started the agent");
+
+    let r = w.request("alpha", &["web-1", "db.x"]);
+    let (status, lines) = w.post(&w.carol, &runreq::sign(&r, &w.carol).unwrap());
+    assert_eq!(status, StatusCode::OK, "{lines:?}");
+    assert_eq!(lines.last().unwrap()["exit_code"], 0, "{lines:?}");
+    let got = std::fs::read_to_string(&argv).unwrap();
+    let got: Vec<&str> = got.lines().collect();
+    assert_eq!(
+        got,
+        [
+            "run",
+            "--json",
+            "--config",
+            w.fx.path("agent.toml").to_str().unwrap(),
+            "--class=web-1",
+            "--class=db.x"
+        ]
+    );
+}
+
 /// A second request while a pushed run is going is attached to it: it gets `busy`
 /// naming the run's pid, then that run's own lines and end; no second run starts.
 #[test]
@@ -585,8 +643,7 @@ fn finding_14_pushed_runs_start_as_a_transient_unit() {
         "--json".to_string(),
         "--config".to_string(),
         config.display().to_string(),
-        "--class".to_string(),
-        "maint_x".to_string(),
+        "--class=maint_x".to_string(),
     ];
     assert_eq!(recorded.lines().collect::<Vec<_>>(), expected);
 }
@@ -637,4 +694,59 @@ fn finding_12_run_requests_use_the_root_held_in_memory() {
     assert_eq!(lines.last().unwrap()["exit_code"], 0, "{lines:?}");
     let log = w.daemon.log();
     assert!(log.contains("cannot use the agent's trust state"), "{log}");
+}
+
+/// What the process `pid` has written and read so far (`wchar`, `rchar` of
+/// `/proc/PID/io`: every byte through `write` and `read`, files and sockets alike).
+fn io_of(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    (field("wchar:"), field("rchar:"))
+}
+
+/// The member writes and reads as much for a run request when its replay cache holds
+/// hundreds of nonces as when it holds a few: a request appends one line, it does not
+/// read and rewrite the whole cache. Measured on the real daemon with `/proc/PID/io`.
+#[test]
+#[expect(
+    clippy::print_stderr,
+    reason = "the measured bytes per request are the result"
+)]
+fn finding_11_a_request_costs_the_daemon_the_same_bytes_with_a_full_cache() {
+    let w = World::new();
+    let pid = w.daemon.pid();
+    let send = |count: usize| {
+        for _ in 0..count {
+            let signed = runreq::sign(&w.request("alpha", &[]), &w.alice).unwrap();
+            let (status, lines) = w.post(&w.alice, &signed);
+            assert_eq!(status, StatusCode::OK, "{lines:?}");
+        }
+    };
+    let batch = 40;
+    let measure = || {
+        let (w0, r0) = io_of(pid);
+        send(batch);
+        let (w1, r1) = io_of(pid);
+        ((w1 - w0) / batch as u64, (r1 - r0) / batch as u64)
+    };
+    send(10);
+    let (early_w, early_r) = measure();
+    send(400);
+    let (late_w, late_r) = measure();
+    eprintln!(
+        "per request with ~30 nonces cached: {early_w} bytes written, {early_r} read; with ~470: {late_w} written, {late_r} read"
+    );
+    assert!(
+        late_w <= early_w + early_w / 4 + 1024,
+        "{early_w} -> {late_w}"
+    );
+    assert!(
+        late_r <= early_r + early_r / 4 + 1024,
+        "{early_r} -> {late_r}"
+    );
 }
