@@ -120,6 +120,7 @@ Configuration file (TOML; relative paths are relative to the file's directory):
                              from one address (IPv6: one /64).
   max_handshakes = N         default 64. TLS handshakes in progress, from all addresses.
   max_handshakes_per_address = N    default 4. Handshakes in progress from one address.
+                             Past either, a new connection ends the oldest handshake.
   handshake_timeout = DUR    default 3s. A TLS handshake must finish within this.
   header_read_timeout = DUR  default 10s. An HTTP/1.1 request head must arrive within this:
                              the first one after the handshake, a later one once it began.

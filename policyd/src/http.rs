@@ -3,7 +3,7 @@
 //! Limits, applied to every TLS socket:
 //! - [`Admission`]: per-address and global caps on handshakes in progress and on open
 //!   connections, checked as each connection is accepted (over a cap, it is closed at
-//!   once);
+//!   once; past a handshake cap, the oldest handshake in progress is ended instead);
 //! - the TLS handshake must finish within `handshake_timeout`; a refused one is
 //!   lingered over briefly only while handshake slots are plentiful;
 //! - HTTP/1.1 request heads must arrive within `header_read_timeout` (the first from
@@ -70,7 +70,8 @@ pub(crate) fn server_config(
 }
 
 /// Accepts connections on `tcp` until `stop`, serving each on its own task once
-/// [`Admission`] gives it a slot; a connection over a limit is closed at once.
+/// [`Admission`] gives it a slot; a connection over a limit is closed at once (or, past
+/// a handshake limit, the oldest handshake in progress is).
 pub(crate) async fn serve_tls(
     shared: Arc<Shared>,
     site: Site,
@@ -78,7 +79,8 @@ pub(crate) async fn serve_tls(
     acceptor: SharedAcceptor,
     mut stop: Stop,
 ) {
-    let admission = Arc::new(Admission::new(&shared.config.limits));
+    let admission =
+        Arc::new(Admission::new(&shared.config.limits).with_gauge(shared.metrics.clone(), site));
     loop {
         let (stream, peer) = tokio::select! {
             () = stop.wait() => break,
@@ -140,7 +142,12 @@ async fn connection(
     mut stop: Stop,
 ) {
     let born = Instant::now();
-    let Some((tls, peer)) = Box::pin(handshake(&shared, site, stream, acceptor, admission)).await
+    let mut slot = slot;
+    let evicted = slot.evicted();
+    let Some((tls, peer)) = Box::pin(handshake(
+        &shared, site, stream, acceptor, admission, evicted,
+    ))
+    .await
     else {
         return;
     };
@@ -176,11 +183,30 @@ async fn handshake(
     stream: TcpStream,
     acceptor: TlsAcceptor,
     admission: &Admission,
+    evicted: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> Option<(Tls, KeyId)> {
     let limits = &shared.config.limits;
     let metrics = &shared.metrics;
     let handshake = acceptor.accept(stream).into_fallible();
-    let tls = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+    let evicted = async {
+        match evicted {
+            // Sent, or the sender dropped: either way this slot is gone.
+            Some(rx) => {
+                let _ = rx.await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let timed = tokio::time::timeout(limits.handshake_timeout, handshake);
+    let outcome = tokio::select! {
+        outcome = timed => outcome,
+        () = evicted => {
+            // Counted by the admission when it took the slot.
+            debug!(socket = site.name(), "tls handshake ended: its slot went to a newer connection");
+            return None;
+        }
+    };
+    let tls = match outcome {
         Err(_) => {
             metrics.handshake_refused(site, HandshakeRefusal::Timeout);
             debug!(socket = site.name(), "tls handshake timed out");

@@ -41,11 +41,12 @@ pub(crate) enum HandshakeRefusal {
     Timeout,
     /// Any other TLS failure (protocol, version, malformed certificate).
     Failed,
-    /// Closed on accept: its address already holds as many connections or handshakes
-    /// as one address may.
+    /// Closed on accept: its address already holds as many connections, all past their
+    /// handshake, as one address may.
     AddressLimit,
-    /// Closed on accept: as many handshakes as the socket allows are in progress.
-    HandshakeLimit,
+    /// Closed during its handshake: the oldest in progress, its slot taken by a newer
+    /// connection.
+    Evicted,
     /// Closed after the handshake: as many connections as the socket allows are open.
     ConnectionLimit,
 }
@@ -59,7 +60,7 @@ impl HandshakeRefusal {
             HandshakeRefusal::Timeout => "timeout",
             HandshakeRefusal::Failed => "failed",
             HandshakeRefusal::AddressLimit => "address_limit",
-            HandshakeRefusal::HandshakeLimit => "handshake_limit",
+            HandshakeRefusal::Evicted => "evicted",
             HandshakeRefusal::ConnectionLimit => "connection_limit",
         }
     }
@@ -75,6 +76,8 @@ struct Inner {
     refusals: Mutex<BTreeMap<(Site, HandshakeRefusal), u64>>,
     open_listener: AtomicU64,
     open_serving: AtomicU64,
+    handshaking_listener: AtomicU64,
+    handshaking_serving: AtomicU64,
     blob_reads: AtomicU64,
     bundles_refused: AtomicU64,
 }
@@ -127,6 +130,15 @@ impl Metrics {
         self.gauge(site).load(Ordering::Relaxed)
     }
 
+    /// Sets the number of TLS handshakes in progress on `site`.
+    pub(crate) fn handshakes_in_progress(&self, site: Site, n: usize) {
+        let gauge = match site {
+            Site::Listener => &self.0.handshaking_listener,
+            Site::Serving => &self.0.handshaking_serving,
+        };
+        gauge.store(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
     /// Blobs read from the blob store so far.
     pub(crate) fn blob_reads(&self) -> u64 {
         self.0.blob_reads.load(Ordering::Relaxed)
@@ -174,6 +186,23 @@ impl Metrics {
                 "tenet_policyd_connections_open{{socket=\"{}\"}} {}",
                 site.name(),
                 self.open_connections(site)
+            );
+        }
+        header(
+            &mut out,
+            "tenet_policyd_handshakes_in_progress",
+            "gauge",
+            "TLS handshakes in progress now, by socket.",
+        );
+        for (site, gauge) in [
+            (Site::Listener, &self.0.handshaking_listener),
+            (Site::Serving, &self.0.handshaking_serving),
+        ] {
+            let _ = writeln!(
+                out,
+                "tenet_policyd_handshakes_in_progress{{socket=\"{}\"}} {}",
+                site.name(),
+                gauge.load(Ordering::Relaxed)
             );
         }
         let (promoted, serial) = match gauges.state {

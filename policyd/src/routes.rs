@@ -1,14 +1,14 @@
 //! The fixed route table of each TLS socket, and the handlers.
 //!
-//! | socket   | route                         | answers                | auth    |
-//! |----------|-------------------------------|------------------------|---------|
-//! | listener | `GET /v1/health`              | state and serial       | any peer|
-//! | listener | `POST /v1/run`                | a pushed run, streamed | admin   |
-//! | serve    | `GET /v1/root/{n}` (`/sig`)   | root version n         | member  |
-//! | serve    | `GET /v1/timestamp` (`/sig`)  | the current timestamp  | member  |
-//! | serve    | `GET /v1/manifest` (`/sig`)   | the current manifest   | member  |
-//! | serve    | `GET /v1/blob/sha256/{hex}`   | a file of the tree     | member  |
-//! | serve    | `POST /v1/blobs`              | many files, in order   | member  |
+//! | socket   | route                         | answers                | auth            |
+//! |----------|-------------------------------|------------------------|-----------------|
+//! | listener | `GET /v1/health`              | state and serial       | admin or member |
+//! | listener | `POST /v1/run`                | a pushed run, streamed | admin           |
+//! | serve    | `GET /v1/root/{n}` (`/sig`)   | root version n         | member          |
+//! | serve    | `GET /v1/timestamp` (`/sig`)  | the current timestamp  | member          |
+//! | serve    | `GET /v1/manifest` (`/sig`)   | the current manifest   | member          |
+//! | serve    | `GET /v1/blob/sha256/{hex}`   | a file of the tree     | member          |
+//! | serve    | `POST /v1/blobs`              | many files, in order   | member          |
 //!
 //! Paths are matched segment by segment against these literals, with `{n}` a decimal
 //! without leading zeros and `{hex}` exactly 64 lower-case hex digits; anything else is

@@ -107,13 +107,13 @@ async fn finding_03_idle_sockets_from_other_addresses_deny_nothing_to_members() 
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = hold_idle(&attackers(8), 38, serving, &stop);
     tasks.extend(hold_idle(&attackers(8), 38, listener, &stop));
-    // The daemon has seen the attack on both sockets: it closed connections over an
+    // The daemon has seen the attack on both sockets: it ended handshakes over an
     // address's limit.
     for socket in ["serve", "listener"] {
         wait_metric(
             &daemon,
             &format!(
-                "tenet_policyd_handshakes_refused_total{{socket=\"{socket}\",reason=\"address_limit\"}}"
+                "tenet_policyd_handshakes_refused_total{{socket=\"{socket}\",reason=\"evicted\"}}"
             ),
             1,
         )
@@ -162,6 +162,53 @@ async fn finding_03_idle_sockets_from_other_addresses_deny_nothing_to_members() 
             "tenet_policyd_requests_total{socket=\"serve\",route=\"timestamp\",status=\"200\"}"
         ),
         rounds
+    );
+}
+
+/// Idle sockets that fill every handshake slot, from 16 addresses (4 each, the
+/// per-address cap, 64 in all, the socket's cap), one of them the member's own address
+/// (a local user on the member, or a NAT): new connections used to be refused, the
+/// member's too. Now a new connection takes the oldest handshake's place, so the member
+/// is served while the slots stay full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_03_full_handshake_slots_do_not_lock_a_member_out() {
+    let fx = Fixture::new();
+    let daemon = Daemon::start(&fx.config(""));
+    daemon.promote(&fx.sign(1));
+    let serving = daemon.serving();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut addresses = vec![IpAddr::from([127, 0, 0, 1])];
+    addresses.extend(attackers(15));
+    let tasks = hold_idle(&addresses, 4, serving, &stop);
+    wait_metric(
+        &daemon,
+        "tenet_policyd_handshakes_in_progress{socket=\"serve\"}",
+        64,
+    )
+    .await;
+    // beta connects from 127.0.0.1, whose 4 slots the idle sockets hold, as they hold
+    // all 64 of the socket.
+    let beta = Client::new(&fx.node_key("beta"), fx.server_pins());
+    for _ in 0..3 {
+        let (status, _) =
+            tokio::time::timeout(Duration::from_secs(2), beta.get(serving, "/v1/timestamp"))
+                .await
+                .expect("the serving socket answered a member within 2 s")
+                .expect("a member is served while idle sockets hold every handshake slot");
+        assert_eq!(status, StatusCode::OK);
+    }
+    let text = daemon.metrics().await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // The member's first handshake ended an idle one.
+    assert!(
+        metric(
+            &text,
+            "tenet_policyd_handshakes_refused_total{socket=\"serve\",reason=\"evicted\"}"
+        ) >= 1,
+        "{text}"
     );
 }
 
