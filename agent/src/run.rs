@@ -4,7 +4,8 @@
 //! In order: configuration, sync lock, trust state (bootstrapped from the enrolment
 //! root on the first run), pinned mTLS connection, root updates, timestamp, manifest
 //! into staging, the missing blobs into the shared store (loose, or one pack for 64 or
-//! more), whole-bundle verification; then the run lock, atomic switch of the cached
+//! more), whole-bundle verification; then the run lock, the ratchet read again (a
+//! bundle committed meanwhile by another process wins), atomic switch of the cached
 //! bundle, persisting the ratchet, and convergence from the cached bundle's tree.
 //!
 //! The run lock is not held while the master is asked: a slow or stalled master must
@@ -455,12 +456,34 @@ fn run_locked(
     let env = |what: &str, e: &dyn std::fmt::Display| RunError::Environment(format!("{what}: {e}"));
     let Prepared {
         cache,
-        state,
+        mut state,
         clock,
-        cached,
-        synced,
+        mut cached,
+        mut synced,
         t0,
     } = prepared;
+    // The ratchet again, under the run lock: a process that synced under the run lock
+    // alone (an agent of an earlier version, still running as the daemon) may have
+    // committed a bundle since `prepare` read it. This run's offer was checked against
+    // the state it read; it is neither committed nor persisted over a newer one.
+    let latest = load_state(config, &cache)?;
+    let in_force = cache.current();
+    if latest != state || in_force != cached {
+        reporter.warning(
+            "the trust state or the bundle in force changed while this run talked to the master (another process committed meanwhile); converging from the bundle now in force",
+        );
+        state = latest;
+        cached = in_force;
+        if synced.is_ok() {
+            if let Err(e) = cache.clean_staging() {
+                reporter.warning(&format!("cannot clean the staging directory: {e}"));
+            }
+            synced = Ok(Synced::Current {
+                state: Box::new(state.clone()),
+                fresh: false,
+            });
+        }
+    }
     let mut degraded = Vec::new();
     let fresh = matches!(
         synced,

@@ -1730,3 +1730,116 @@ fn finding_07_an_edited_cache_is_refused_after_the_root_expired() {
     );
     assert!(read(&config, "etc/evil").is_none());
 }
+
+/// Copies the file, link or directory tree at `from` to `to` (links as links).
+fn copy_tree(from: &Path, to: &Path) {
+    let meta = fs::symlink_metadata(from).unwrap();
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(from).unwrap(), to).unwrap();
+    } else if meta.is_dir() {
+        fs::create_dir_all(to).unwrap();
+        for e in fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        }
+    } else {
+        fs::copy(from, to).unwrap();
+    }
+}
+
+fn trusted_serial(config: &Path) -> u64 {
+    let text = fs::read_to_string(config.with_file_name("state/trust.toml")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("serial = "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// While a run talks to the master (holding no run lock), another process that holds
+/// only the run lock commits a newer serial: an agent of the previous version, still
+/// running as the daemon while policyd starts the upgraded binary for a pushed run.
+/// The run re-checks the ratchet under the run lock: it does not switch back to the
+/// older serial it fetched, nor persist a trust state older than the one on disk.
+#[test]
+fn finding_05_a_serial_committed_while_a_run_synced_is_not_rolled_back() {
+    let world = World::new();
+    let config = world.cached_member("alpha");
+    let b2 = world.sign(2);
+    let b3 = world.sign(3);
+    // The other process's result: the state a run of serial 3 leaves.
+    let mut policyd = Policyd::start(&world.policyd_config());
+    let addr = policyd.promote(&b3, 3);
+    let other = world.member("alpha", "alpha-other", addr);
+    assert_code(&run_agent(&other), 0);
+    policyd.kill();
+
+    // This run's master serves serial 2; the run lock is held meanwhile.
+    let master = FakeMaster::start(&world.server_key(), served(&world, &b2));
+    point_at(&config, master.addr);
+    let state = config.with_file_name("state");
+    let held = fs::OpenOptions::new()
+        .write(true)
+        .open(state.join("run.lock"))
+        .unwrap();
+    held.try_lock().unwrap();
+    let mut run = Stopped(Some(
+        agent()
+            .args(["run", "--lock-timeout", "60s", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    // The run has read its trust state and verified serial 2's manifest into staging.
+    let staged = state.join("bundles/.staging/manifest.toml");
+    let start = Instant::now();
+    while !staged.is_file() {
+        assert!(
+            run.child().try_wait().unwrap().is_none(),
+            "the run ended early"
+        );
+        assert!(start.elapsed() < DEADLINE, "nothing staged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The other process commits serial 3 under the run lock: its bundle, blobs, trust
+    // state and `current`, as it leaves them.
+    let from = other.with_file_name("state");
+    copy_tree(&from.join("bundles/3"), &state.join("bundles/3"));
+    for e in fs::read_dir(from.join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        let to = state.join("blobs/sha256").join(e.file_name());
+        if !to.exists() {
+            fs::copy(e.path(), to).unwrap();
+        }
+    }
+    fs::copy(from.join("trust.toml"), state.join("trust.toml")).unwrap();
+    std::os::unix::fs::symlink("bundles/3", state.join("current.other")).unwrap();
+    fs::rename(state.join("current.other"), state.join("current")).unwrap();
+    assert_eq!(trusted_serial(&config), 3);
+    drop(held);
+
+    let out = run.0.take().unwrap().wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(trusted_serial(&config), 3, "ratchet rolled back:\n{text}");
+    assert_eq!(
+        fs::read_link(state.join("current")).unwrap(),
+        Path::new("bundles/3"),
+        "{text}"
+    );
+    assert_eq!(
+        read(&config, "etc/tenet-serial").as_deref(),
+        Some("serial 3 on alpha\n"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("changed while this run"), "{text}");
+    drop(master);
+}

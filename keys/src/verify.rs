@@ -524,7 +524,8 @@ pub fn check_manifest(
 enum Expiry {
     /// An expired root, timestamp or manifest is an error.
     Enforce,
-    /// Every check runs but expiry; each expiry is noted instead.
+    /// Every check runs but expiry; each expiry is noted instead. The trusted
+    /// manifest (by its hash) is not judged against the clock's skew either.
     Note,
 }
 
@@ -611,7 +612,7 @@ fn check_manifest_known(
             expected_serial: e.manifest.serial,
         });
     }
-    compare(state, m.epoch, m.serial, sha256)?;
+    let ratchet = compare(state, m.epoch, m.serial, sha256)?;
     if m.root_version > root.version {
         return Err(VerifyError::ManifestRootVersion {
             serial: m.serial,
@@ -629,8 +630,12 @@ fn check_manifest_known(
             expired,
         )?;
     }
+    // The manifest the ratchet accepted, by its exact hash, when this clock may have
+    // been right: a clock stepped back since (an RTC behind at boot) must not take a
+    // member's cached policy away. Any other manifest is judged against the clock.
+    let accepted = expiry == Expiry::Note && matches!(ratchet, Ratchet::Same);
     let latest_created = clock.now.checked_add(clock.max_skew).unwrap_or(Time::MAX);
-    if m.created > latest_created {
+    if !accepted && m.created > latest_created {
         return Err(VerifyError::CreatedInFuture {
             serial: m.serial,
             created: m.created,
@@ -855,7 +860,8 @@ pub struct CachedBundle {
 
 impl CachedBundle {
     /// The manifest: its signatures, deployment, epoch, serial ratchet (the trusted
-    /// serial's hash, or a newer serial), root version and `created` all checked.
+    /// serial's hash, or a newer serial), root version and, for a newer serial,
+    /// `created` all checked.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
@@ -875,10 +881,13 @@ impl CachedBundle {
 /// Re-verifies a member's cached bundle as [`verify_bundle_stored`] does, with every
 /// check but expiry: the roots' signatures and the walk, the manifest's signatures
 /// over its exact bytes, deployment, epoch, the serial ratchet (the trusted serial
-/// only with the trusted hash), root version and `created`. An expired root or
-/// manifest is reported in [`CachedBundle::expired`] instead of failing, so that a
-/// member with no master keeps enforcing its last verified policy, and knows it; an
-/// edited manifest still fails, expired or not.
+/// only with the trusted hash), root version and, for a serial newer than the
+/// trusted one, `created`. An expired root or manifest is reported in
+/// [`CachedBundle::expired`] instead of failing, so that a member with no master keeps
+/// enforcing its last verified policy, and knows it; an edited manifest still fails,
+/// expired or not. The trusted manifest's `created` is not held against the clock
+/// again: it was checked when the manifest was accepted, and a clock stepped back
+/// since (an RTC behind at boot) must not take the policy away from `event`.
 pub fn verify_cached(
     state: &TrustState,
     dir: &Path,

@@ -1288,3 +1288,51 @@ fn finding_07_an_edited_cached_manifest_is_refused_even_once_root_and_manifest_e
     let e = refused(&state, |st| verify_cached(st, &b, &later));
     assert!(matches!(e, VerifyError::Equivocation { .. }), "{e:?}");
 }
+
+/// The member's clock steps back an hour (an RTC behind at boot, NTP not yet synced;
+/// the node that takes over after a crash has often just booted). The cached bundle,
+/// accepted by its exact hash when the clock was right, still verifies: `event` (the
+/// takeover) and a `run` with no master keep their policy. A manifest the ratchet has
+/// not accepted yet is still judged against the clock, and an edited one is refused.
+#[test]
+fn finding_07_the_cached_bundle_still_verifies_when_the_clock_steps_back() {
+    let fx = Fx::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (m, ms) = fx.signed(&fx.manifest(1));
+    let b = fx.write_bundle(dir.path(), &m, &ms);
+    let state = verify_bundle(&fx.state(), &b, &fx.clock())
+        .unwrap()
+        .into_state();
+    let behind = tenet_keys::Clock::new(t(NOW - 3600));
+    let cached = verify_cached(&state, &b, &behind).unwrap();
+    assert_eq!(cached.manifest().serial, 1);
+    assert!(cached.expired().is_empty(), "{:?}", cached.expired());
+
+    // Serial 2 in the cache, not yet in the ratchet (a run stopped between switching
+    // the bundle and persisting the state): its `created` is still checked.
+    let (m2, m2s) = fx.signed(&fx.manifest(2));
+    write(&b.join(bundle::MANIFEST), m2.as_bytes());
+    write(&bundle::sig_path(&b.join(bundle::MANIFEST)), m2s.as_bytes());
+    let e = refused(&state, |st| verify_cached(st, &b, &behind));
+    assert!(matches!(e, VerifyError::CreatedInFuture { .. }), "{e:?}");
+
+    // The trusted manifest with an entry added: refused on its signature.
+    let mut edited = m.clone();
+    edited.push_str(&format!(
+        "\n[[file]]\npath = \"evil.toml\"\nsha256 = \"{}\"\nsize = 3\n",
+        Sha256Sum::of(b"x=1")
+    ));
+    write(&b.join(bundle::MANIFEST), edited.as_bytes());
+    write(&bundle::sig_path(&b.join(bundle::MANIFEST)), ms.as_bytes());
+    let e = refused(&state, |st| verify_cached(st, &b, &behind));
+    assert!(
+        matches!(
+            e,
+            VerifyError::BadSignature {
+                document: Document::Manifest,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
