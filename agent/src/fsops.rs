@@ -255,11 +255,12 @@ impl Root {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| {
-            io::Error::new(
-                io::Error::from(e).kind(),
+        .map_err(|e| match io::Error::from(e) {
+            e if e.kind() == io::ErrorKind::NotADirectory => io::Error::new(
+                io::ErrorKind::NotADirectory,
                 format!("{} is not a directory", base.display()),
-            )
+            ),
+            e => e,
         })?;
         // Reading the umask means setting it; put the old one straight back.
         let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
