@@ -130,6 +130,24 @@ pub enum PathError {
         /// That component's owner.
         owner: Uid,
     },
+    /// A file with more than one name, in a directory owned by a user other than
+    /// root, and owned by someone else: that user may have linked another's file there.
+    #[error(
+        "{path}: not touching it: a file with {links} names, owned by {owner}, in {dir}, \
+         owned by {dir_owner}, who could have linked it there from elsewhere"
+    )]
+    HardLink {
+        /// The policy path.
+        path: String,
+        /// How many names the file has.
+        links: u64,
+        /// Its owner.
+        owner: Uid,
+        /// The directory holding it.
+        dir: PathBuf,
+        /// That directory's owner.
+        dir_owner: Uid,
+    },
     /// A directory resolution verified was replaced since (found again, it is no
     /// longer a directory, or a link).
     #[error("{path}: {component} changed while it was in use; the next run looks again")]
@@ -506,8 +524,7 @@ impl Root {
     /// The bytes of the regular file at a resolved path, opened without following a
     /// link or waiting on a FIFO.
     pub fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
-        let mut f = self.open_file(path)?;
-        let meta = f.metadata()?;
+        let (mut f, meta) = self.open_file(path)?;
         if !meta.is_file() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -533,14 +550,13 @@ impl Root {
                 path.display()
             ))
         };
-        let mut file = self.open_file(path).map_err(|e| {
+        let (mut file, now) = self.open_file(path).map_err(|e| {
             if e.raw_os_error() == Some(nix::libc::ELOOP) {
                 changed()
             } else {
                 e
             }
         })?;
-        let now = file.metadata()?;
         let id = |m: &fs::Metadata| {
             (
                 m.dev(),
@@ -568,7 +584,12 @@ impl Root {
         Ok(out)
     }
 
-    fn open_file(&self, path: &Path) -> io::Result<File> {
+    /// Opens the object at a resolved path in its verified directory, not following a
+    /// link or waiting on a FIFO, with its `fstat`. A regular file with several names
+    /// in a directory owned by a user other than root and owned by someone else is
+    /// refused: that user may have hard-linked someone else's file there (possible
+    /// where the kernel's `protected_hardlinks` is off).
+    fn open_file(&self, path: &Path) -> io::Result<(File, fs::Metadata)> {
         let (dir, name) = self.parent(path, false)?;
         let fd = rustix::fs::openat(
             &*dir.fd,
@@ -576,7 +597,22 @@ impl Root {
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        Ok(File::from(fd))
+        let file = File::from(fd);
+        let meta = file.metadata()?;
+        if meta.is_file() && meta.nlink() > 1 && unsafe_transition(dir.uid, meta.uid()) {
+            let at = self.policy_path(path);
+            return Err(io::Error::other(
+                PathError::HardLink {
+                    path: at.display().to_string(),
+                    links: meta.nlink(),
+                    owner: Uid(meta.uid()),
+                    dir: at.parent().map(Path::to_path_buf).unwrap_or_default(),
+                    dir_owner: Uid(dir.uid),
+                }
+                .to_string(),
+            ));
+        }
+        Ok((file, meta))
     }
 
     /// The directory at a resolved path itself, opened without following a link.
@@ -1031,13 +1067,7 @@ impl<'r> Batch<'r> {
     /// Sets mode and ids of an existing file or directory (never through a symlink),
     /// opened in its verified directory.
     pub fn set_attrs(&mut self, path: &Path, attrs: Attrs) -> io::Result<()> {
-        let (dir, name) = self.parent(path)?;
-        let f = File::from(rustix::fs::openat(
-            &*dir.fd,
-            &name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?);
+        let (f, _) = self.root.open_file(path)?;
         if let Some(mode) = attrs.mode {
             f.set_permissions(fs::Permissions::from_mode(mode))?;
         }

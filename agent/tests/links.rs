@@ -234,6 +234,33 @@ fn finding_01_chown_and_chmod_are_not_redirected() {
     }
 }
 
+/// A hard link a user made in the user's own directory to root's file (possible
+/// where `protected_hardlinks` is off; root stages it here) is neither read nor
+/// chmodded nor chowned.
+#[test]
+fn finding_01_hard_link_in_a_user_directory_is_not_chmodded() {
+    stage_as_root();
+    let sb = Sandbox::new();
+    sb.policy(&[(
+        "p.toml",
+        "[[file]]\npath = \"/home/alice/shadow\"\ncontent = \"root:$6$hash\\n\"\n\
+         mode = \"0666\"\nowner = \"nobody\"\n",
+    )]);
+    let victim = sb.at("/etc/shadow");
+    write_mode(&victim, b"root:$6$hash\n", 0o640);
+    nobody_dir(&sb.at("/home/alice"));
+    fs::hard_link(&victim, sb.at("/home/alice/shadow")).expect("hard link");
+    let before = snapshot(&sb.at("/etc"));
+
+    let run = apply(&sb, true);
+    run.expect_code(1);
+    let got = outcomes(&run.report());
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "failed", "{got:?}");
+    assert!(got[0].1.contains("2 names, owned by uid 0"), "{got:?}");
+    assert_eq!(snapshot(&sb.at("/etc")), before, "the victim is untouched");
+}
+
 /// Root's own links, and a user's links to that user's own files, are followed as
 /// before, and each change names the file it actually wrote.
 #[test]
