@@ -727,7 +727,7 @@ fn evaluate<'p>(
                     .pop()
                     .map_or(Ok(Plan::Kept), |(_, v)| v),
             };
-            vec![(*i, plan)]
+            vec![(*i, blocked_if_redirectable(plan))]
         }
         Unit::Edits(list) => {
             let ps: Vec<&Promise<String>> = list.iter().filter_map(|i| promise(*i)).collect();
@@ -736,6 +736,37 @@ fn evaluate<'p>(
                 .map(|(k, v)| (list[k], v))
                 .collect()
         }
+    }
+}
+
+/// A path a local user could redirect blocks its promise (rather than failing it):
+/// the promise is not wrong, the place is unsafe to touch.
+fn blocked_if_redirectable(plan: Result<Plan, PromiseError>) -> Result<Plan, PromiseError> {
+    match plan {
+        Err(PromiseError::Path(e)) if e.is_blocked() => Ok(Plan::Blocked(e.to_string())),
+        other => other,
+    }
+}
+
+/// Where resolution followed a link, each change also names what it actually
+/// changes (` (at /real/path)`), so a redirected write never reads as a normal one.
+pub(crate) fn name_real(plan: Plan, root: &Root, policy: &AbsPath, real: &Path) -> Plan {
+    let at = root.policy_path(real);
+    if at.as_path() == policy.as_path() {
+        return plan;
+    }
+    match plan {
+        Plan::Repair { changes, ops } => Plan::Repair {
+            changes: changes
+                .into_iter()
+                .map(|mut c| {
+                    c.summary = format!("{} (at {})", c.summary, at.display());
+                    c
+                })
+                .collect(),
+            ops,
+        },
+        other => other,
     }
 }
 

@@ -1,23 +1,43 @@
 //! The only module that writes to the managed system.
 //!
-//! [`Root`] maps the policy's absolute paths beneath the configured root and refuses
-//! anything that would leave it. [`Batch`] makes every change atomic: new content
-//! goes to a temp file beside its destination, is made durable, then renamed over
-//! the destination, and the directory is fsynced. A batch of many writes flushes
-//! them with one `syncfs` before any rename instead of one fsync each (0.5 ms per
-//! file on a virtio disk), which keeps the same guarantee: no rename happens before
-//! the data it exposes is on disk, so a crash leaves either the old or the new file.
-//! [`read_seen`] reads a managed file only if it is still the file observed.
+//! [`Root`] maps the policy's absolute paths beneath the configured root, through
+//! directory descriptors: each component is opened on its own, without following a
+//! link (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, or `openat` with
+//! `O_NOFOLLOW` where the kernel lacks `openat2`), and a symlink is followed by the
+//! walk itself, only when the link rules below allow it. Everything after resolution
+//! acts through the descriptor of the directory resolution verified (`*at` calls,
+//! `O_NOFOLLOW` on the last component), so no path string is handed to the kernel to
+//! resolve again between the check and the use.
+//!
+//! A symlink is followed only when the kernel's `protected_symlinks` rule would
+//! follow it (the link is owned by root or by the owner of its directory, or that
+//! directory is not sticky and world-writable), and when it is no unsafe ownership
+//! change: once the walk passes a directory or link owned by a user other than root,
+//! every later component and every link target must be owned by that same user (that
+//! user could point it anywhere). A path that breaks either rule is
+//! [`PathError::is_blocked`]: its promise is blocked, naming the link and its owner.
+//!
+//! [`Batch`] makes every change atomic: new content goes to a temp file beside its
+//! destination, is made durable, then renamed over the destination, and the
+//! directory is fsynced. A batch of many writes flushes them with one `syncfs` before
+//! any rename instead of one fsync each (0.5 ms per file on a virtio disk), which
+//! keeps the same guarantee: no rename happens before the data it exposes is on
+//! disk, so a crash leaves either the old or the new file. [`Root::read_seen`] reads
+//! a managed file only if it is still the file observed.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read as _, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use tenet_policies::model::AbsPath;
 
 /// Symlinks followed while resolving one path before it counts as a loop (as Linux's ELOOP).
@@ -25,6 +45,28 @@ const MAX_LINK_HOPS: u32 = 40;
 
 /// Above this many file writes a batch flushes with one `syncfs` instead of one fsync per file.
 const SYNCFS_THRESHOLD: usize = 16;
+
+/// Directory descriptors kept for a run at most; past that the cache starts over, so a
+/// policy over many directories never runs out of descriptors (`RLIMIT_NOFILE`).
+const MAX_CACHED_DIRS: usize = 256;
+
+/// Set (to anything) in the environment, resolution uses `openat` with `O_NOFOLLOW`
+/// as on a kernel without `openat2`: the same checks, one fewer kernel guard. For
+/// tests, and for sandboxes whose seccomp filter refuses `openat2`.
+pub const NO_OPENAT2_ENV: &str = "TENET_NO_OPENAT2";
+
+/// A user id, shown with its name when the system knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uid(pub u32);
+
+impl fmt::Display for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(self.0)) {
+            Ok(Some(u)) => write!(f, "uid {} ({})", self.0, u.name),
+            _ => write!(f, "uid {}", self.0),
+        }
+    }
+}
 
 /// Why a policy path cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +94,69 @@ pub enum PathError {
         /// The offending component.
         component: PathBuf,
     },
+    /// A link the kernel's `protected_symlinks` rule would not follow: in a sticky,
+    /// world-writable directory and owned neither by root nor by the directory's owner.
+    #[error(
+        "{path}: not following symlink {link}, owned by {owner}: it is in the sticky \
+         world-writable directory {dir}, owned by {dir_owner}"
+    )]
+    ForeignLink {
+        /// The policy path.
+        path: String,
+        /// The link.
+        link: PathBuf,
+        /// Its owner.
+        owner: Uid,
+        /// The directory holding it.
+        dir: PathBuf,
+        /// That directory's owner.
+        dir_owner: Uid,
+    },
+    /// A component owned by someone other than the user who owns what leads to it
+    /// (a directory or link that user could point anywhere).
+    #[error(
+        "{path}: not going from {from}, owned by {from_owner}, to {component}, owned by \
+         {owner}: {from_owner} could redirect it"
+    )]
+    UnsafeOwner {
+        /// The policy path.
+        path: String,
+        /// The directory or link owned by a user other than root.
+        from: PathBuf,
+        /// Its owner.
+        from_owner: Uid,
+        /// What it leads to.
+        component: PathBuf,
+        /// That component's owner.
+        owner: Uid,
+    },
+    /// A file with more than one name, in a directory owned by a user other than
+    /// root, and owned by someone else: that user may have linked another's file there.
+    #[error(
+        "{path}: not touching it: a file with {links} names, owned by {owner}, in {dir}, \
+         owned by {dir_owner}, who could have linked it there from elsewhere"
+    )]
+    HardLink {
+        /// The policy path.
+        path: String,
+        /// How many names the file has.
+        links: u64,
+        /// Its owner.
+        owner: Uid,
+        /// The directory holding it.
+        dir: PathBuf,
+        /// That directory's owner.
+        dir_owner: Uid,
+    },
+    /// A directory resolution verified was replaced since (found again, it is no
+    /// longer a directory, or a link).
+    #[error("{path}: {component} changed while it was in use; the next run looks again")]
+    Changed {
+        /// The host path.
+        path: String,
+        /// The component.
+        component: PathBuf,
+    },
     /// Reading a component failed.
     #[error("{path}: cannot inspect {component}")]
     Io {
@@ -65,6 +170,23 @@ pub enum PathError {
     },
 }
 
+impl PathError {
+    /// Whether the path is refused because a local user could redirect it: the
+    /// promise is blocked rather than failed.
+    pub fn is_blocked(&self) -> bool {
+        matches!(self, Self::ForeignLink { .. } | Self::UnsafeOwner { .. })
+    }
+}
+
+impl From<PathError> for io::Error {
+    fn from(e: PathError) -> Self {
+        match e {
+            PathError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => source,
+            e => io::Error::other(e.to_string()),
+        }
+    }
+}
+
 /// Whether the last component of a path is followed when it is a symlink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Follow {
@@ -74,40 +196,99 @@ pub enum Follow {
     All,
 }
 
+/// A directory held open (`O_PATH`): the object resolution verified, whatever
+/// happens to its name afterwards.
+#[derive(Debug, Clone)]
+struct DirFd {
+    fd: Arc<OwnedFd>,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+}
+
+impl DirFd {
+    fn of(fd: OwnedFd) -> io::Result<Self> {
+        let st = rustix::fs::fstat(&fd)?;
+        Ok(Self {
+            fd: Arc::new(fd),
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode,
+        })
+    }
+
+    /// The directory opened for reading (listing, fsync): `O_PATH` allows neither.
+    fn open_read(&self) -> io::Result<OwnedFd> {
+        Ok(rustix::fs::openat(
+            &*self.fd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?)
+    }
+}
+
+/// What resolution verified during a run: directory descriptors by their path
+/// relative to the root, and paths found missing.
+#[derive(Debug, Default)]
+struct Cache {
+    dirs: HashMap<PathBuf, DirFd>,
+    missing: HashSet<PathBuf>,
+}
+
+/// What a step of a walk is, for the ownership rule.
+#[derive(Debug, Clone)]
+struct Owned {
+    uid: u32,
+    /// Its policy path, for messages.
+    at: PathBuf,
+}
+
 /// The directory every policy path is resolved beneath: `/` in production, a sandbox in tests.
 #[derive(Debug)]
 pub struct Root {
     base: PathBuf,
-    /// What resolution found since the last change: real directories and missing
-    /// paths. Cleared by [`Root::forget`] after every apply.
-    seen: Mutex<HashMap<PathBuf, Seen>>,
+    base_fd: DirFd,
+    /// Directories resolution verified, held open, and paths found missing. Cleared
+    /// by [`Root::forget`] after every apply; bounded by [`MAX_CACHED_DIRS`].
+    cache: Mutex<Cache>,
     /// The process umask, so a file created with the wanted mode needs no chmod.
     umask: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Seen {
-    Dir,
-    Missing,
+    /// Whether to try `openat2` (false once the kernel said it has none).
+    openat2: AtomicBool,
 }
 
 impl Root {
     /// A root at `base`, which must be an existing directory (canonicalised here).
     pub fn new(base: &Path) -> io::Result<Self> {
+        Self::with_openat2(base, std::env::var_os(NO_OPENAT2_ENV).is_none())
+    }
+
+    /// A root at `base` that uses `openat2` only when `openat2` is true (and the kernel has it).
+    pub fn with_openat2(base: &Path, openat2: bool) -> io::Result<Self> {
         let base = fs::canonicalize(base)?;
-        if !fs::metadata(&base)?.is_dir() {
-            return Err(io::Error::new(
+        let fd = rustix::fs::openat(
+            rustix::fs::CWD,
+            &base,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match io::Error::from(e) {
+            e if e.kind() == io::ErrorKind::NotADirectory => io::Error::new(
                 io::ErrorKind::NotADirectory,
                 format!("{} is not a directory", base.display()),
-            ));
-        }
+            ),
+            e => e,
+        })?;
         // Reading the umask means setting it; put the old one straight back.
         let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
         nix::sys::stat::umask(old);
         Ok(Self {
             base,
-            seen: Mutex::new(HashMap::new()),
+            base_fd: DirFd::of(fd)?,
+            cache: Mutex::new(Cache::default()),
             umask: old.bits(),
+            openat2: AtomicBool::new(openat2),
         })
     }
 
@@ -127,77 +308,106 @@ impl Root {
     }
 
     /// Resolves a policy path beneath the root, following symlinks on the way only
-    /// while they stay inside it.
+    /// while they stay inside it and the link rules (module doc) allow them. Every
+    /// directory on the way is opened and kept open for the run, so what is later
+    /// done at the returned path is done in the very directories checked here.
     ///
     /// A missing component ends the walk: nothing below it can be a link yet.
     pub fn resolve(&self, p: &AbsPath, follow: Follow) -> Result<PathBuf, PathError> {
         let shown = p.to_string();
-        let mut real = self.base.clone();
         let mut queue: VecDeque<OsString> = p
             .relative()
             .components()
             .map(|c| c.as_os_str().to_os_string())
             .collect();
+        // The directories walked into, below the root, with their relative path.
+        let mut stack: Vec<DirFd> = Vec::new();
+        let mut rel = PathBuf::new();
+        let mut prev = Owned {
+            uid: self.base_fd.uid,
+            at: PathBuf::from("/"),
+        };
         let mut hops = 0;
         while let Some(c) = queue.pop_front() {
             if c == ".." {
-                if real == self.base {
+                if stack.pop().is_none() {
                     if !self.is_host_root() {
                         return Err(PathError::Escapes {
                             path: shown,
-                            link: self.policy_path(&real),
+                            link: Path::new("/").join(&rel),
                         });
                     }
                 } else {
-                    real.pop();
+                    rel.pop();
                 }
+                let dir = stack.last().unwrap_or(&self.base_fd);
+                let at = Path::new("/").join(&rel);
+                check_owner(&shown, &prev, dir.uid, &at)?;
+                prev = Owned { uid: dir.uid, at };
                 continue;
             }
             if c == "." || c.is_empty() {
                 continue;
             }
-            let next = real.join(&c);
-            if queue.is_empty() && follow == Follow::Parent {
-                return Ok(next);
+            let next = rel.join(&c);
+            let last = queue.is_empty();
+            if last && follow == Follow::Parent {
+                return Ok(self.base.join(next));
             }
-            match self.seen(&next) {
-                Some(Seen::Dir) => {
-                    real = next;
-                    continue;
-                }
-                Some(Seen::Missing) => {
-                    real = next;
-                    real.extend(queue.drain(..));
-                    return Ok(real);
-                }
-                None => {}
+            let shown_next = Path::new("/").join(&next);
+            if let Some(d) = self.cached(&next) {
+                check_owner(&shown, &prev, d.uid, &shown_next)?;
+                prev = Owned {
+                    uid: d.uid,
+                    at: shown_next,
+                };
+                stack.push(d);
+                rel = next;
+                continue;
             }
-            let meta = match fs::symlink_metadata(&next) {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.remember(&next, Seen::Missing);
-                    real = next;
-                    real.extend(queue.drain(..));
-                    return Ok(real);
-                }
-                Err(e) => {
-                    return Err(PathError::Io {
-                        path: shown,
-                        component: self.policy_path(&next),
-                        source: e,
-                    });
-                }
+            if self.known_missing(&next) {
+                let mut out = self.base.join(next);
+                out.extend(queue.drain(..));
+                return Ok(out);
+            }
+            let dir = stack.last().unwrap_or(&self.base_fd).clone();
+            let io_err = |source| PathError::Io {
+                path: shown.clone(),
+                component: shown_next.clone(),
+                source,
             };
-            if meta.file_type().is_symlink() {
+            let fd = match self.open_path(&dir, &c) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.remember_missing(&next);
+                    let mut out = self.base.join(next);
+                    out.extend(queue.drain(..));
+                    return Ok(out);
+                }
+                Err(e) => return Err(io_err(e)),
+            };
+            let st = rustix::fs::fstat(&fd).map_err(|e| io_err(e.into()))?;
+            let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+            if kind == rustix::fs::FileType::Symlink {
                 hops += 1;
                 if hops > MAX_LINK_HOPS {
                     return Err(PathError::Loop { path: shown });
                 }
-                let target = fs::read_link(&next).map_err(|e| PathError::Io {
-                    path: shown.clone(),
-                    component: self.policy_path(&next),
-                    source: e,
-                })?;
+                may_follow(
+                    &shown,
+                    &dir,
+                    &Path::new("/").join(&rel),
+                    st.st_uid,
+                    &shown_next,
+                )?;
+                check_owner(&shown, &prev, st.st_uid, &shown_next)?;
+                prev = Owned {
+                    uid: st.st_uid,
+                    at: shown_next.clone(),
+                };
+                let target =
+                    rustix::fs::readlinkat(&fd, "", Vec::new()).map_err(|e| io_err(e.into()))?;
+                let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
                 let mut comps: Vec<OsString> = Vec::new();
                 if target.is_absolute() {
                     let inside = if self.is_host_root() {
@@ -208,10 +418,16 @@ impl Root {
                     let Some(rest) = inside else {
                         return Err(PathError::Escapes {
                             path: shown,
-                            link: self.policy_path(&next),
+                            link: shown_next,
                         });
                     };
-                    real = self.base.clone();
+                    stack.clear();
+                    rel = PathBuf::new();
+                    check_owner(&shown, &prev, self.base_fd.uid, Path::new("/"))?;
+                    prev = Owned {
+                        uid: self.base_fd.uid,
+                        at: PathBuf::from("/"),
+                    };
                     comps.extend(rest.components().filter_map(normal_or_parent));
                 } else {
                     comps.extend(target.components().filter_map(normal_or_parent));
@@ -221,18 +437,37 @@ impl Root {
                 }
                 continue;
             }
-            if !queue.is_empty() && !meta.is_dir() {
+            let is_dir = kind == rustix::fs::FileType::Directory;
+            if !last && !is_dir {
                 return Err(PathError::NotDir {
                     path: shown,
-                    component: self.policy_path(&next),
+                    component: shown_next,
                 });
             }
-            if meta.is_dir() {
-                self.remember_dir(&next);
+            if is_dir {
+                check_owner(&shown, &prev, st.st_uid, &shown_next)?;
+                prev = Owned {
+                    uid: st.st_uid,
+                    at: shown_next,
+                };
+                let d = DirFd {
+                    fd: Arc::new(fd),
+                    uid: st.st_uid,
+                    gid: st.st_gid,
+                    mode: st.st_mode,
+                };
+                self.remember_dir(&next, &d);
+                stack.push(d);
+                rel = next;
+                continue;
             }
-            real = next;
+            if hops > 0 {
+                // Reached through a link: what it leads to must be the link owner's too.
+                check_owner(&shown, &prev, st.st_uid, &shown_next)?;
+            }
+            return Ok(self.base.join(next));
         }
-        Ok(real)
+        Ok(self.base.join(rel))
     }
 
     /// A path beneath the root as the policy names it (`/etc/x`), for messages.
@@ -243,31 +478,411 @@ impl Root {
         }
     }
 
-    /// Forgets what resolution learnt: called after anything that may turn a
-    /// directory into something else (links, removals).
+    /// Forgets what resolution learnt and closes the directories it kept: called
+    /// after anything that may turn a directory into something else (links,
+    /// removals), and after every apply.
     pub(crate) fn forget(&self) {
-        if let Ok(mut d) = self.seen.lock() {
-            d.clear();
+        if let Ok(mut c) = self.cache.lock() {
+            c.dirs.clear();
+            c.missing.clear();
         }
     }
 
-    fn seen(&self, p: &Path) -> Option<Seen> {
-        self.seen.lock().ok().and_then(|d| d.get(p).copied())
+    /// The `lstat` of a resolved path, taken in its verified parent directory.
+    pub fn lstat(&self, path: &Path) -> io::Result<fs::Metadata> {
+        let (dir, name) = self.parent(path, false)?;
+        let fd = rustix::fs::openat(
+            &*dir.fd,
+            &name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        File::from(fd).metadata()
     }
 
-    fn known_dir(&self, p: &Path) -> bool {
-        self.seen(p) == Some(Seen::Dir)
+    /// The target of the link at a resolved path.
+    pub fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
+        let (dir, name) = self.parent(path, false)?;
+        let t = rustix::fs::readlinkat(&*dir.fd, &name, Vec::new())?;
+        Ok(PathBuf::from(OsStr::from_bytes(t.as_bytes())))
     }
 
-    fn remember(&self, p: &Path, what: Seen) {
-        if let Ok(mut d) = self.seen.lock() {
-            d.insert(p.to_path_buf(), what);
+    /// Whether the directory at a resolved path (not a link to one) has no entries.
+    pub fn is_empty_dir(&self, path: &Path) -> io::Result<bool> {
+        let dir = self.open_dir_at(path)?;
+        let mut entries = rustix::fs::Dir::new(dir.open_read()?)?;
+        for e in entries.by_ref() {
+            let e = e?;
+            let n = e.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The bytes of the regular file at a resolved path, opened without following a
+    /// link or waiting on a FIFO.
+    pub fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let (mut f, meta) = self.open_file(path)?;
+        if !meta.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", self.policy_path(path).display()),
+            ));
+        }
+        let mut out = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        f.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    /// Reads the regular file at `path` that `seen` (its `lstat`, taken while
+    /// observing) describes. It is opened in its verified directory without following
+    /// a symlink or waiting on a FIFO, and its bytes are returned only if what was
+    /// opened is that same file, unchanged (device, inode, size, mtime and ctime): a
+    /// file swapped for a link between the look and the read is never read, and what
+    /// the stat cache records is the stat of the bytes read. A swap is an error; the
+    /// next run looks again.
+    pub fn read_seen(&self, path: &Path, seen: &fs::Metadata) -> io::Result<Vec<u8>> {
+        let changed = || {
+            io::Error::other(format!(
+                "{} changed while it was being read; the next run looks again",
+                path.display()
+            ))
+        };
+        let (mut file, now) = self.open_file(path).map_err(|e| {
+            if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                changed()
+            } else {
+                e
+            }
+        })?;
+        let id = |m: &fs::Metadata| {
+            (
+                m.dev(),
+                m.ino(),
+                m.len(),
+                (m.mtime(), m.mtime_nsec()),
+                (m.ctime(), m.ctime_nsec()),
+            )
+        };
+        if !now.is_file() || id(&now) != id(seen) {
+            return Err(changed());
+        }
+        let mut out = Vec::with_capacity(usize::try_from(now.len()).unwrap_or(0));
+        file.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    /// Every entry beneath the directory at a resolved path (not a link to one), depth
+    /// first and sorted by name, with its path relative to it and its `lstat`. Links
+    /// are listed, never followed.
+    pub fn walk_tree(&self, path: &Path) -> io::Result<Vec<(PathBuf, fs::Metadata)>> {
+        let top = self.open_dir_at(path)?;
+        let mut out = Vec::new();
+        walk_into(&top, &PathBuf::new(), &mut out, 0)?;
+        Ok(out)
+    }
+
+    /// Opens the object at a resolved path in its verified directory, not following a
+    /// link or waiting on a FIFO, with its `fstat`. A regular file with several names
+    /// in a directory owned by a user other than root and owned by someone else is
+    /// refused: that user may have hard-linked someone else's file there (possible
+    /// where the kernel's `protected_hardlinks` is off).
+    fn open_file(&self, path: &Path) -> io::Result<(File, fs::Metadata)> {
+        let (dir, name) = self.parent(path, false)?;
+        let fd = rustix::fs::openat(
+            &*dir.fd,
+            &name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let file = File::from(fd);
+        let meta = file.metadata()?;
+        if meta.is_file() && meta.nlink() > 1 && unsafe_transition(dir.uid, meta.uid()) {
+            let at = self.policy_path(path);
+            return Err(io::Error::other(
+                PathError::HardLink {
+                    path: at.display().to_string(),
+                    links: meta.nlink(),
+                    owner: Uid(meta.uid()),
+                    dir: at.parent().map(Path::to_path_buf).unwrap_or_default(),
+                    dir_owner: Uid(dir.uid),
+                }
+                .to_string(),
+            ));
+        }
+        Ok((file, meta))
+    }
+
+    /// The directory at a resolved path itself, opened without following a link.
+    fn open_dir_at(&self, path: &Path) -> io::Result<DirFd> {
+        let rel = self.relative(path)?;
+        self.dir(&rel, None).map_err(io::Error::from)
+    }
+
+    /// The relative path of a host path beneath the root.
+    fn relative(&self, path: &Path) -> io::Result<PathBuf> {
+        path.strip_prefix(&self.base)
+            .map(Path::to_path_buf)
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} is not beneath the root", path.display()),
+                )
+            })
+    }
+
+    /// The verified directory holding a resolved path, and the path's last name.
+    /// With `create`, missing directories are made (0755; in a directory owned by a
+    /// user other than root they are given to that user, who could have made them),
+    /// each recorded in `created` with its parent.
+    fn parent(&self, path: &Path, create: bool) -> io::Result<(DirFd, OsString)> {
+        self.parent_creating(path, create.then(Vec::new).as_mut())
+    }
+
+    fn parent_creating(
+        &self,
+        path: &Path,
+        created: Option<&mut Vec<(PathBuf, DirFd)>>,
+    ) -> io::Result<(DirFd, OsString)> {
+        let rel = self.relative(path)?;
+        let name = match rel.components().next_back() {
+            Some(Component::Normal(n)) => n.to_os_string(),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} has no parent inside the root", path.display()),
+                ));
+            }
+        };
+        let dir_rel = rel.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = self.dir(&dir_rel, created).map_err(io::Error::from)?;
+        Ok((dir, name))
+    }
+
+    /// The directory at `rel` (relative, as resolution returns it: no link on the
+    /// way), from the cache or walked again from the root following no link at all,
+    /// under the ownership rule. With `created`, missing directories are made.
+    fn dir(
+        &self,
+        rel: &Path,
+        mut created: Option<&mut Vec<(PathBuf, DirFd)>>,
+    ) -> Result<DirFd, PathError> {
+        if rel.as_os_str().is_empty() {
+            return Ok(self.base_fd.clone());
+        }
+        if let Some(d) = self.cached(rel) {
+            return Ok(d);
+        }
+        let shown = self.base.join(rel).display().to_string();
+        let mut cur = self.base_fd.clone();
+        let mut walked = PathBuf::new();
+        let mut prev = Owned {
+            uid: cur.uid,
+            at: PathBuf::from("/"),
+        };
+        for c in rel.components() {
+            let Component::Normal(c) = c else {
+                return Err(PathError::Changed {
+                    path: shown,
+                    component: Path::new("/").join(&walked),
+                });
+            };
+            walked.push(c);
+            let at = Path::new("/").join(&walked);
+            if let Some(d) = self.cached(&walked) {
+                check_owner(&shown, &prev, d.uid, &at)?;
+                prev = Owned { uid: d.uid, at };
+                cur = d;
+                continue;
+            }
+            let io_err = |source| PathError::Io {
+                path: shown.clone(),
+                component: at.clone(),
+                source,
+            };
+            let opened = match self.open_path(&cur, c) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && created.is_some() => {
+                    match rustix::fs::mkdirat(&*cur.fd, c, Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                        Err(e) => return Err(io_err(e.into())),
+                    }
+                    let fd = self.open_path(&cur, c).map_err(io_err)?;
+                    if cur.uid != 0 {
+                        rustix::fs::chownat(
+                            &*cur.fd,
+                            c,
+                            Some(rustix::fs::Uid::from_raw(cur.uid)),
+                            Some(rustix::fs::Gid::from_raw(cur.gid)),
+                            AtFlags::SYMLINK_NOFOLLOW,
+                        )
+                        .map_err(|e| io_err(e.into()))?;
+                    }
+                    fd
+                }
+                other => other.map_err(io_err)?,
+            };
+            let d = DirFd::of(opened).map_err(io_err)?;
+            if rustix::fs::FileType::from_raw_mode(d.mode) != rustix::fs::FileType::Directory {
+                return Err(PathError::Changed {
+                    path: shown,
+                    component: at,
+                });
+            }
+            check_owner(&shown, &prev, d.uid, &at)?;
+            if let Some(list) = created.as_deref_mut() {
+                list.push((walked.clone(), cur.clone()));
+            }
+            prev = Owned { uid: d.uid, at };
+            self.remember_dir(&walked, &d);
+            cur = d;
+        }
+        Ok(cur)
+    }
+
+    /// Opens one name in `dir` as `O_PATH`, never following a link (a link opens as itself).
+    fn open_path(&self, dir: &DirFd, name: &OsStr) -> io::Result<OwnedFd> {
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        if self.openat2.load(Ordering::Relaxed) {
+            match rustix::fs::openat2(
+                &*dir.fd,
+                name,
+                flags,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+            ) {
+                Err(rustix::io::Errno::NOSYS) => {
+                    self.openat2.store(false, Ordering::Relaxed);
+                }
+                other => return Ok(other?),
+            }
+        }
+        Ok(rustix::fs::openat(&*dir.fd, name, flags, Mode::empty())?)
+    }
+
+    fn cached(&self, rel: &Path) -> Option<DirFd> {
+        self.cache
+            .lock()
+            .ok()
+            .and_then(|c| c.dirs.get(rel).cloned())
+    }
+
+    fn known_missing(&self, rel: &Path) -> bool {
+        self.cache
+            .lock()
+            .map(|c| c.missing.contains(rel))
+            .unwrap_or(false)
+    }
+
+    fn remember_dir(&self, rel: &Path, d: &DirFd) {
+        if let Ok(mut c) = self.cache.lock() {
+            if c.dirs.len() >= MAX_CACHED_DIRS {
+                c.dirs.clear();
+            }
+            c.missing.remove(rel);
+            c.dirs.insert(rel.to_path_buf(), d.clone());
         }
     }
 
-    fn remember_dir(&self, p: &Path) {
-        self.remember(p, Seen::Dir);
+    fn remember_missing(&self, rel: &Path) {
+        if let Ok(mut c) = self.cache.lock() {
+            if c.missing.len() >= 4 * MAX_CACHED_DIRS {
+                c.missing.clear();
+            }
+            c.missing.insert(rel.to_path_buf());
+        }
     }
+}
+
+/// The kernel's `protected_symlinks` rule: a link in a sticky, world-writable
+/// directory is followed only if root or the directory's owner owns it.
+fn may_follow(
+    path: &str,
+    dir: &DirFd,
+    dir_at: &Path,
+    link_uid: u32,
+    link: &Path,
+) -> Result<(), PathError> {
+    let sticky_and_open = dir.mode & 0o1000 != 0 && dir.mode & 0o002 != 0;
+    if sticky_and_open && link_uid != 0 && link_uid != dir.uid {
+        return Err(PathError::ForeignLink {
+            path: path.to_string(),
+            link: link.to_path_buf(),
+            owner: Uid(link_uid),
+            dir: dir_at.to_path_buf(),
+            dir_owner: Uid(dir.uid),
+        });
+    }
+    Ok(())
+}
+
+/// The ownership rule: after a directory or link owned by a user other than root,
+/// the next component (`at`, owned by `uid`) must be that user's too.
+fn check_owner(path: &str, prev: &Owned, uid: u32, at: &Path) -> Result<(), PathError> {
+    if unsafe_transition(prev.uid, uid) {
+        return Err(PathError::UnsafeOwner {
+            path: path.to_string(),
+            from: prev.at.clone(),
+            from_owner: Uid(prev.uid),
+            component: at.to_path_buf(),
+            owner: Uid(uid),
+        });
+    }
+    Ok(())
+}
+
+/// Whether going from something owned by `from` to something owned by `to` hands
+/// the walk to someone `from` does not trust: `from` is not root and `to` is not `from`.
+fn unsafe_transition(from: u32, to: u32) -> bool {
+    from != 0 && from != to
+}
+
+/// Deepest directory nesting a tree walk descends into.
+const MAX_WALK_DEPTH: usize = 256;
+
+fn walk_into(
+    dir: &DirFd,
+    rel: &Path,
+    out: &mut Vec<(PathBuf, fs::Metadata)>,
+    depth: usize,
+) -> io::Result<()> {
+    if depth > MAX_WALK_DEPTH {
+        return Err(io::Error::other(format!(
+            "{}: directories nested more than {MAX_WALK_DEPTH} deep",
+            rel.display()
+        )));
+    }
+    let mut names: Vec<OsString> = Vec::new();
+    for e in rustix::fs::Dir::new(dir.open_read()?)? {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(OsStr::from_bytes(n).to_os_string());
+        }
+    }
+    names.sort();
+    for n in names {
+        let fd = match rustix::fs::openat(
+            &*dir.fd,
+            &n,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let sub = rel.join(&n);
+        let d = DirFd::of(fd.try_clone()?)?;
+        let meta = File::from(fd).metadata()?;
+        let is_dir = meta.is_dir();
+        out.push((sub.clone(), meta));
+        if is_dir {
+            walk_into(&d, &sub, out, depth + 1)?;
+        }
+    }
+    Ok(())
 }
 
 fn normal_or_parent(c: Component<'_>) -> Option<OsString> {
@@ -302,7 +917,11 @@ pub enum Replace {
 
 #[derive(Debug)]
 struct Staged {
-    tmp: PathBuf,
+    /// The verified directory the temp file was made in, and is renamed in.
+    dir: DirFd,
+    tmp: OsString,
+    name: OsString,
+    /// The destination's host path, for the directories to fsync.
     dest: PathBuf,
     unit: usize,
 }
@@ -312,7 +931,8 @@ struct Staged {
 pub struct Batch<'r> {
     root: &'r Root,
     staged: Vec<Staged>,
-    dirs: BTreeSet<PathBuf>,
+    /// Directories to fsync at commit, by host path.
+    dirs: BTreeMap<PathBuf, DirFd>,
     per_file_fsync: bool,
 }
 
@@ -322,7 +942,7 @@ impl<'r> Batch<'r> {
         Self {
             root,
             staged: Vec::new(),
-            dirs: BTreeSet::new(),
+            dirs: BTreeMap::new(),
             per_file_fsync: writes <= SYNCFS_THRESHOLD,
         }
     }
@@ -336,11 +956,10 @@ impl<'r> Batch<'r> {
         content: &[u8],
         attrs: Attrs,
     ) -> io::Result<()> {
-        let parent = self.parent_of(dest)?;
-        self.make_parents(&parent)?;
-        let tmp = temp_path(dest);
+        let (dir, name) = self.parent(dest)?;
+        let tmp = temp_name(&name);
         let mode = attrs.mode.unwrap_or(0o644);
-        let mut f = create_new(&tmp, mode)?;
+        let mut f = create_new(&dir, &tmp, mode)?;
         let staged = (|| {
             f.write_all(content)?;
             // open() applied the umask; set the mode only where it took bits away.
@@ -357,11 +976,13 @@ impl<'r> Batch<'r> {
         })();
         drop(f);
         if let Err(e) = staged {
-            let _ = fs::remove_file(&tmp);
+            let _ = rustix::fs::unlinkat(&*dir.fd, &tmp, AtFlags::empty());
             return Err(e);
         }
         self.staged.push(Staged {
+            dir,
             tmp,
+            name,
             dest: dest.to_path_buf(),
             unit,
         });
@@ -379,30 +1000,23 @@ impl<'r> Batch<'r> {
         target: &Path,
         replace: Replace,
     ) -> io::Result<()> {
-        let parent = self.parent_of(dest)?;
-        self.make_parents(&parent)?;
+        let (dir, name) = self.parent(dest)?;
         if replace == Replace::Nothing {
-            #[expect(
-                clippy::disallowed_methods,
-                reason = "fsops is where links are made; a new link is atomic"
-            )]
-            std::os::unix::fs::symlink(target, dest)?;
-            self.dirs.insert(parent);
+            rustix::fs::symlinkat(target, &*dir.fd, &name)?;
+            self.touched(dest, &dir);
             return Ok(());
         }
-        let tmp = temp_path(dest);
-        remove_if_present(&tmp)?;
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "fsops is where links are made: temp link, then rename"
-        )]
-        std::os::unix::fs::symlink(target, &tmp)?;
+        let tmp = temp_name(&name);
+        unlink_if_present(&dir, &tmp)?;
+        rustix::fs::symlinkat(target, &*dir.fd, &tmp)?;
         if replace == Replace::EmptyDir {
-            fs::remove_dir(dest)?;
+            rustix::fs::unlinkat(&*dir.fd, &name, AtFlags::REMOVEDIR)?;
             self.root.forget();
         }
         self.staged.push(Staged {
+            dir,
             tmp,
+            name,
             dest: dest.to_path_buf(),
             unit,
         });
@@ -410,35 +1024,37 @@ impl<'r> Batch<'r> {
     }
 
     /// Removes a path now (a removal is atomic by itself); a directory only when
-    /// `recursive` or empty.
+    /// `recursive` or empty. A tree is removed through descriptors, never following
+    /// a link inside it.
     pub fn remove(&mut self, path: &Path, recursive: bool) -> io::Result<()> {
-        let meta = fs::symlink_metadata(path)?;
-        if meta.is_dir() {
+        let (dir, name) = self.parent(path)?;
+        let st = rustix::fs::statat(&*dir.fd, &name, AtFlags::SYMLINK_NOFOLLOW)?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
             if recursive {
-                fs::remove_dir_all(path)?
+                remove_tree(&dir, &name, 0)?;
             } else {
-                fs::remove_dir(path)?
+                rustix::fs::unlinkat(&*dir.fd, &name, AtFlags::REMOVEDIR)?;
             }
             self.root.forget();
         } else {
-            fs::remove_file(path)?;
+            rustix::fs::unlinkat(&*dir.fd, &name, AtFlags::empty())?;
         }
-        self.dirs.insert(self.parent_of(path)?);
+        self.touched(path, &dir);
         Ok(())
     }
 
     /// Creates a directory and any missing parents (parents 0755), then sets attributes.
     pub fn make_dir(&mut self, path: &Path, attrs: Attrs) -> io::Result<()> {
-        let parent = self.parent_of(path)?;
-        self.make_parents(&parent)?;
-        match fs::create_dir(path) {
+        let (dir, name) = self.parent(path)?;
+        match rustix::fs::mkdirat(&*dir.fd, &name, Mode::from_raw_mode(0o755)) {
             Ok(()) => {}
-            Err(e)
-                if e.kind() == io::ErrorKind::AlreadyExists
-                    && fs::symlink_metadata(path)?.is_dir() => {}
-            Err(e) => return Err(e),
+            Err(rustix::io::Errno::EXIST)
+                if rustix::fs::FileType::from_raw_mode(
+                    rustix::fs::statat(&*dir.fd, &name, AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
+                ) == rustix::fs::FileType::Directory => {}
+            Err(e) => return Err(e.into()),
         }
-        self.dirs.insert(parent);
+        self.touched(path, &dir);
         self.set_attrs(
             path,
             Attrs {
@@ -448,12 +1064,10 @@ impl<'r> Batch<'r> {
         )
     }
 
-    /// Sets mode and ids of an existing file or directory (never through a symlink).
+    /// Sets mode and ids of an existing file or directory (never through a symlink),
+    /// opened in its verified directory.
     pub fn set_attrs(&mut self, path: &Path, attrs: Attrs) -> io::Result<()> {
-        let f = File::options()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(path)?;
+        let (f, _) = self.root.open_file(path)?;
         if let Some(mode) = attrs.mode {
             f.set_permissions(fs::Permissions::from_mode(mode))?;
         }
@@ -469,100 +1083,106 @@ impl<'r> Batch<'r> {
     pub fn commit(mut self) -> Vec<(usize, io::Error)> {
         let mut failed = Vec::new();
         if !self.per_file_fsync && !self.staged.is_empty() {
-            let synced = File::open(self.root.base())
-                .and_then(|d| nix::unistd::syncfs(&d).map_err(io::Error::from));
+            let synced = self
+                .root
+                .base_fd
+                .open_read()
+                .and_then(|d| rustix::fs::syncfs(&d).map_err(io::Error::from));
             if let Err(e) = synced {
                 // Nothing is renamed unless it is known to be on disk.
                 for s in self.staged.drain(..) {
-                    let _ = fs::remove_file(&s.tmp);
+                    let _ = rustix::fs::unlinkat(&*s.dir.fd, &s.tmp, AtFlags::empty());
                     failed.push((s.unit, io::Error::new(e.kind(), format!("syncfs: {e}"))));
                 }
             }
         }
         for s in std::mem::take(&mut self.staged) {
-            #[expect(
-                clippy::disallowed_methods,
-                reason = "fsops is where renames happen; the directory is fsynced below"
-            )]
-            match fs::rename(&s.tmp, &s.dest) {
-                Ok(()) => {
-                    if let Some(p) = s.dest.parent() {
-                        self.dirs.insert(p.to_path_buf());
-                    }
-                }
+            match rustix::fs::renameat(&*s.dir.fd, &s.tmp, &*s.dir.fd, &s.name) {
+                Ok(()) => self.touched(&s.dest, &s.dir),
                 Err(e) => {
-                    let _ = fs::remove_file(&s.tmp);
-                    failed.push((s.unit, e));
+                    let _ = rustix::fs::unlinkat(&*s.dir.fd, &s.tmp, AtFlags::empty());
+                    failed.push((s.unit, e.into()));
                 }
             }
         }
-        for d in &self.dirs {
-            if let Err(e) = File::open(d).and_then(|f| f.sync_all()) {
+        for (d, fd) in &self.dirs {
+            if let Err(e) = fd.open_read().and_then(|f| Ok(rustix::fs::fsync(&f)?)) {
                 tracing::warn!(dir = %d.display(), error = %e, "cannot fsync directory");
             }
         }
         failed
     }
 
-    fn parent_of(&self, p: &Path) -> io::Result<PathBuf> {
-        match p.parent() {
-            Some(parent) if parent.starts_with(self.root.base()) => Ok(parent.to_path_buf()),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} has no parent inside the root", p.display()),
-            )),
+    /// The verified directory of `p` (missing directories made, each recorded for
+    /// fsync with its parent) and `p`'s name.
+    fn parent(&mut self, p: &Path) -> io::Result<(DirFd, OsString)> {
+        let mut created = Vec::new();
+        let found = self.root.parent_creating(p, Some(&mut created))?;
+        for (rel, parent) in created {
+            let host = self.root.base.join(&rel);
+            if let Some(up) = host.parent() {
+                self.dirs.insert(up.to_path_buf(), parent);
+            }
         }
+        Ok(found)
     }
 
-    /// Creates missing directories down to `dir` (0755), recording their parents for fsync.
-    fn make_parents(&mut self, dir: &Path) -> io::Result<()> {
-        if self.root.known_dir(dir) {
-            return Ok(());
+    /// Records that the directory holding `p` changed.
+    fn touched(&mut self, p: &Path, dir: &DirFd) {
+        if let Some(up) = p.parent() {
+            self.dirs
+                .entry(up.to_path_buf())
+                .or_insert_with(|| dir.clone());
         }
-        let mut missing = Vec::new();
-        let mut cur = dir.to_path_buf();
-        loop {
-            match fs::symlink_metadata(&cur) {
-                Ok(m) if m.is_dir() => break,
-                Ok(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::NotADirectory,
-                        format!("{} is not a directory", cur.display()),
-                    ));
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    missing.push(cur.clone());
-                    if !cur.pop() || !cur.starts_with(self.root.base()) {
-                        return Err(e);
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        for d in missing.into_iter().rev() {
-            match fs::create_dir(&d) {
-                Ok(()) => {
-                    fs::set_permissions(&d, fs::Permissions::from_mode(0o755))?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-            if let Some(p) = d.parent() {
-                self.dirs.insert(p.to_path_buf());
-            }
-            self.dirs.insert(d);
-        }
-        self.root.remember_dir(dir);
-        Ok(())
     }
 }
 
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         for s in &self.staged {
-            let _ = fs::remove_file(&s.tmp);
+            let _ = rustix::fs::unlinkat(&*s.dir.fd, &s.tmp, AtFlags::empty());
         }
     }
+}
+
+/// Removes the directory `name` in `dir` and everything in it, through descriptors.
+fn remove_tree(dir: &DirFd, name: &OsStr, depth: usize) -> io::Result<()> {
+    if depth > MAX_WALK_DEPTH {
+        return Err(io::Error::other(format!(
+            "directories nested more than {MAX_WALK_DEPTH} deep"
+        )));
+    }
+    let sub = DirFd::of(rustix::fs::openat(
+        &*dir.fd,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)?;
+    let mut names = Vec::new();
+    for e in rustix::fs::Dir::new(sub.open_read()?)? {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(OsStr::from_bytes(n).to_os_string());
+        }
+    }
+    for n in names {
+        let st = match rustix::fs::statat(&*sub.fd, &n, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
+            remove_tree(&sub, &n, depth + 1)?;
+        } else {
+            match rustix::fs::unlinkat(&*sub.fd, &n, AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    rustix::fs::unlinkat(&*dir.fd, name, AtFlags::REMOVEDIR)?;
+    Ok(())
 }
 
 /// A note in the state directory of where a batch is creating temp files, so that a
@@ -618,19 +1238,29 @@ pub fn recover(state_dir: &Path, root: &Root) -> io::Result<usize> {
         }
         let text = fs::read(entry.path())?;
         for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let dir = PathBuf::from(std::ffi::OsStr::from_bytes(line));
+            let dir = PathBuf::from(OsStr::from_bytes(line));
             if !dir.starts_with(root.base()) {
                 continue;
             }
-            let Ok(list) = fs::read_dir(&dir) else {
+            // Listed and cleaned through the directory's descriptor, found again
+            // without following a link.
+            let Ok(d) = root.open_dir_at(&dir) else {
                 continue;
             };
-            for e in list.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') && name.ends_with(tenet_policies::TEMP_SUFFIX) {
-                    remove_if_present(&e.path())?;
-                    removed += 1;
-                }
+            let Ok(list) = d.open_read().and_then(|fd| Ok(rustix::fs::Dir::new(fd)?)) else {
+                continue;
+            };
+            let names: Vec<OsString> = list
+                .flatten()
+                .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
+                .filter(|n| {
+                    let n = n.to_string_lossy();
+                    n.starts_with('.') && n.ends_with(tenet_policies::TEMP_SUFFIX)
+                })
+                .collect();
+            for n in names {
+                unlink_if_present(&d, &n)?;
+                removed += 1;
             }
         }
         fs::remove_file(entry.path())?;
@@ -638,79 +1268,35 @@ pub fn recover(state_dir: &Path, root: &Root) -> io::Result<usize> {
     Ok(removed)
 }
 
-/// Reads the regular file at `path` that `seen` (its `lstat`, taken while observing)
-/// describes. It is opened without following a symlink or waiting on a FIFO, and its
-/// bytes are returned only if what was opened is that same file, unchanged (device,
-/// inode, size, mtime and ctime): a file swapped for a link to somewhere outside the
-/// root between the look and the read is never read, and what the stat cache records
-/// is the stat of the bytes read. A swap is an error; the next run looks again.
-pub fn read_seen(path: &Path, seen: &fs::Metadata) -> io::Result<Vec<u8>> {
-    use std::io::Read as _;
-    use std::os::unix::fs::MetadataExt as _;
-    let changed = || {
-        io::Error::other(format!(
-            "{} changed while it was being read; the next run looks again",
-            path.display()
-        ))
-    };
-    let mut file = tenet_keys::fsio::open_read_no_follow(path).map_err(|e| {
-        if tenet_keys::fsio::is_symlink_refusal(&e) {
-            changed()
-        } else {
-            e
-        }
-    })?;
-    let now = file.metadata()?;
-    let id = |m: &fs::Metadata| {
-        (
-            m.dev(),
-            m.ino(),
-            m.len(),
-            (m.mtime(), m.mtime_nsec()),
-            (m.ctime(), m.ctime_nsec()),
+/// Creates a file in `dir` that must not exist yet, not following a link at `name`.
+/// A stale temp file from an interrupted run is removed and the creation tried once more.
+fn create_new(dir: &DirFd, name: &OsStr, mode: u32) -> io::Result<File> {
+    let open = || {
+        rustix::fs::openat(
+            &*dir.fd,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
         )
     };
-    if !now.is_file() || id(&now) != id(seen) {
-        return Err(changed());
-    }
-    let mut out = Vec::with_capacity(usize::try_from(now.len()).unwrap_or(0));
-    file.read_to_end(&mut out)?;
-    Ok(out)
-}
-
-/// Creates a file that must not exist yet, not following a link at `p`. A stale
-/// temp file from an interrupted run is removed and the creation tried once more.
-fn create_new(p: &Path, mode: u32) -> io::Result<File> {
-    let open = || {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(p)
-    };
     match open() {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            fs::remove_file(p)?;
-            open()
+        Err(rustix::io::Errno::EXIST) => {
+            rustix::fs::unlinkat(&*dir.fd, name, AtFlags::empty())?;
+            Ok(File::from(open()?))
         }
-        other => other,
+        other => Ok(File::from(other?)),
     }
 }
 
-/// The temp name beside `dest`: fixed per destination, so a run interrupted by a
+/// The temp name beside `name`: fixed per destination, so a run interrupted by a
 /// crash leaves at most one, which the next write to the same file reuses.
-fn temp_path(dest: &Path) -> PathBuf {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = if name.len() > 200 {
+fn temp_name(name: &OsStr) -> OsString {
+    let name = name.to_string_lossy();
+    OsString::from(if name.len() > 200 {
         format!(".tenet-new.{:016x}", fnv1a(name.as_bytes()))
     } else {
         format!(".{name}.tenet-new")
-    };
-    dest.with_file_name(tmp)
+    })
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -723,6 +1309,13 @@ fn remove_if_present(p: &Path) -> io::Result<()> {
     match fs::remove_file(p) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+fn unlink_if_present(dir: &DirFd, name: &OsStr) -> io::Result<()> {
+    match rustix::fs::unlinkat(&*dir.fd, name, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -853,11 +1446,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outside = dir.path().join("outside");
         write(&outside, "secret outside the root");
-        let root = dir.path().join("root");
-        let p = root.join("f");
+        fs::create_dir(dir.path().join("root")).unwrap();
+        let root = Root::new(&dir.path().join("root")).unwrap();
+        let p = root.base().join("f");
         write(&p, "managed");
         let seen = fs::symlink_metadata(&p).unwrap();
-        assert_eq!(read_seen(&p, &seen).unwrap(), b"managed");
+        assert_eq!(root.read_seen(&p, &seen).unwrap(), b"managed");
 
         let swaps: [(&str, &dyn Fn()); 3] = [
             ("a symlink out of the root", &|| {
@@ -871,8 +1465,97 @@ mod tests {
         for (what, swap) in swaps {
             remove_if_present(&p).unwrap();
             swap();
-            let err = read_seen(&p, &seen).expect_err(what);
+            let err = root.read_seen(&p, &seen).expect_err(what);
             assert!(err.to_string().contains("changed while"), "{what}: {err}");
+        }
+    }
+
+    /// The ownership rule itself: from root anything goes; from a user, only that
+    /// user's own things.
+    #[test]
+    fn finding_01_ownership_rule_trusts_root_and_the_same_user_only() {
+        assert!(!unsafe_transition(0, 0));
+        assert!(!unsafe_transition(0, 1000));
+        assert!(!unsafe_transition(1000, 1000));
+        assert!(unsafe_transition(1000, 0));
+        assert!(unsafe_transition(1000, 1001));
+    }
+
+    /// The protected_symlinks rule: a link in a sticky world-writable directory is
+    /// followed only when root or the directory's owner owns it.
+    #[test]
+    fn finding_01_protected_symlinks_rule() {
+        let dir = |mode: u32, uid: u32| DirFd {
+            fd: Arc::new(
+                rustix::fs::openat(rustix::fs::CWD, "/", OFlags::PATH, Mode::empty()).unwrap(),
+            ),
+            uid,
+            gid: 0,
+            mode: 0o040000 | mode,
+        };
+        let at = Path::new("/t");
+        let l = Path::new("/t/l");
+        assert!(may_follow("/p", &dir(0o1777, 0), at, 0, l).is_ok());
+        assert!(may_follow("/p", &dir(0o1777, 7), at, 7, l).is_ok());
+        assert!(may_follow("/p", &dir(0o0777, 0), at, 7, l).is_ok());
+        assert!(may_follow("/p", &dir(0o1755, 0), at, 7, l).is_ok());
+        let e = may_follow("/p", &dir(0o1777, 0), at, 65534, l).unwrap_err();
+        assert!(e.is_blocked());
+        assert!(e.to_string().contains("/t/l, owned by uid 65534"), "{e}");
+    }
+
+    /// Resolution through the library entry point, with and without `openat2`: a
+    /// user's link to a root-owned directory, and a user's link in a sticky
+    /// directory, are refused as blocked naming the link and its owner; root's own
+    /// link is followed.
+    #[test]
+    fn finding_01_resolution_refuses_links_a_user_controls_with_and_without_openat2() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test chowns to nobody: run it as root"
+        );
+        for openat2 in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = Root::with_openat2(dir.path(), openat2).unwrap();
+            let base = root.base().to_path_buf();
+            fs::create_dir_all(base.join("victim")).unwrap();
+            fs::create_dir_all(base.join("home/alice")).unwrap();
+            fs::create_dir_all(base.join("etc/real")).unwrap();
+            std::os::unix::fs::lchown(base.join("home/alice"), Some(65534), None).unwrap();
+            link("/victim", &base.join("home/alice/app"));
+            std::os::unix::fs::lchown(base.join("home/alice/app"), Some(65534), None).unwrap();
+            fs::create_dir_all(base.join("tmp")).unwrap();
+            fs::set_permissions(base.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+            link("/victim", &base.join("tmp/cache"));
+            std::os::unix::fs::lchown(base.join("tmp/cache"), Some(65534), None).unwrap();
+            link("real", &base.join("etc/ok"));
+
+            // Sandbox roots keep absolute link targets as host paths beneath the root.
+            let abs_victim = base.join("victim").to_string_lossy().into_owned();
+            fs::remove_file(base.join("home/alice/app")).unwrap();
+            link(&abs_victim, &base.join("home/alice/app"));
+            std::os::unix::fs::lchown(base.join("home/alice/app"), Some(65534), None).unwrap();
+            fs::remove_file(base.join("tmp/cache")).unwrap();
+            link(&abs_victim, &base.join("tmp/cache"));
+            std::os::unix::fs::lchown(base.join("tmp/cache"), Some(65534), None).unwrap();
+
+            let e = root
+                .resolve(&abs("/home/alice/app/x.conf"), Follow::Parent)
+                .unwrap_err();
+            assert!(e.is_blocked(), "openat2={openat2}: {e}");
+            assert!(
+                e.to_string()
+                    .contains("/home/alice/app, owned by uid 65534"),
+                "{e}"
+            );
+            let e = root
+                .resolve(&abs("/tmp/cache/x"), Follow::Parent)
+                .unwrap_err();
+            assert!(matches!(e, PathError::ForeignLink { .. }), "{e}");
+            assert_eq!(
+                root.resolve(&abs("/etc/ok/x"), Follow::Parent).unwrap(),
+                base.join("etc/real/x")
+            );
         }
     }
 }

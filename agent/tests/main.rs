@@ -5,6 +5,7 @@ mod cli;
 mod crash;
 mod event;
 mod idempotence;
+mod links;
 mod push;
 mod run;
 mod statcache;

@@ -3,7 +3,6 @@
 //! Every match is checked again through the root's resolution, so a glob that
 //! wanders through a symlink out of the root removes nothing there.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -38,13 +37,15 @@ pub(crate) fn evaluate(cx: &Cx<'_>, p: &AbsentPromise) -> Result<Plan, PromiseEr
                 if cx.root.resolve(&abs, Follow::Parent)? != host {
                     continue;
                 }
-                if let Some(kind) = kind_of(&host).map_err(|e| PromiseError::io(&policy, e))? {
+                if let Some(kind) =
+                    kind_of(cx.root, &host).map_err(|e| PromiseError::io(&policy, e))?
+                {
                     found.push((policy, host, kind));
                 }
             }
         } else {
             let host = cx.root.resolve(pattern, Follow::Parent)?;
-            if let Some(kind) = kind_of(&host).map_err(|e| PromiseError::io(pattern, e))? {
+            if let Some(kind) = kind_of(cx.root, &host).map_err(|e| PromiseError::io(pattern, e))? {
                 found.push((shown, host, kind));
             }
         }
@@ -80,10 +81,10 @@ fn expand(root: &Root, pattern: &AbsPath) -> Result<Vec<PathBuf>, PromiseError> 
     Ok(out)
 }
 
-fn kind_of(p: &Path) -> io::Result<Option<Kind>> {
-    match fs::symlink_metadata(p) {
+fn kind_of(root: &Root, p: &Path) -> io::Result<Option<Kind>> {
+    match root.lstat(p) {
         Ok(m) if m.file_type().is_symlink() => Ok(Some(Kind::Link)),
-        Ok(m) if m.is_dir() => Ok(Some(if fs::read_dir(p)?.next().is_none() {
+        Ok(m) if m.is_dir() => Ok(Some(if root.is_empty_dir(p)? {
             Kind::EmptyDir
         } else {
             Kind::Dir

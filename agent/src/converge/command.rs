@@ -14,7 +14,7 @@ use crate::fsops::Follow;
 pub(crate) fn evaluate(cx: &Cx<'_>, p: &CommandPromise<String>) -> Result<Plan, PromiseError> {
     if let Some(c) = &p.creates {
         let path = cx.root.resolve(c, Follow::Parent)?;
-        if path.symlink_metadata().is_ok() {
+        if cx.root.lstat(&path).is_ok() {
             return Ok(Plan::Kept);
         }
     }

@@ -13,13 +13,14 @@ use std::path::{Path, PathBuf};
 use tenet_policies::model::CopyPromise;
 
 use super::{Change, Cx, Op, Plan, PromiseError};
-use crate::fsops::{Attrs, Follow, Replace};
+use crate::fsops::{Attrs, Follow, Replace, Root};
 
 pub(crate) fn evaluate(cx: &Cx<'_>, p: &CopyPromise) -> Result<Plan, PromiseError> {
     let from = cx.root.resolve(&p.from, Follow::All)?;
     let to = cx.root.resolve(&p.to, Follow::Parent)?;
+    let root = cx.root;
     let io = |e: io::Error| PromiseError::io(&p.from, e);
-    let meta = match fs::metadata(&from) {
+    let meta = match root.lstat(&from) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Ok(Plan::Blocked(format!(
@@ -32,16 +33,25 @@ pub(crate) fn evaluate(cx: &Cx<'_>, p: &CopyPromise) -> Result<Plan, PromiseErro
     let mut changes = Vec::new();
     let mut ops = Vec::new();
     if meta.is_file() {
-        sync_file(&from, &to, &p.to.to_string(), &mut changes, &mut ops).map_err(io)?;
+        sync_file(
+            root,
+            &from,
+            &meta,
+            &to,
+            &p.to.to_string(),
+            &mut changes,
+            &mut ops,
+        )
+        .map_err(io)?;
     } else if meta.is_dir() {
-        match fs::symlink_metadata(&to) {
+        let to_meta = match root.lstat(&to) {
             Ok(m) if !m.is_dir() => {
                 return Ok(Plan::Blocked(format!(
                     "{} exists and is not a directory",
                     p.to
                 )));
             }
-            Ok(_) => {}
+            Ok(m) => Some(m),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 changes.push(Change::new(format!("created directory {}", p.to)));
                 ops.push(Op::MakeDir {
@@ -51,26 +61,19 @@ pub(crate) fn evaluate(cx: &Cx<'_>, p: &CopyPromise) -> Result<Plan, PromiseErro
                         ..Attrs::default()
                     },
                 });
+                None
             }
             Err(e) => return Err(PromiseError::io(&p.to, e)),
-        }
+        };
         let mut seen = BTreeSet::new();
-        for entry in walkdir::WalkDir::new(&from)
-            .min_depth(1)
-            .sort_by_file_name()
-        {
-            let entry = entry.map_err(|e| io(e.into()))?;
-            let rel = entry
-                .path()
-                .strip_prefix(&from)
-                .unwrap_or(entry.path())
-                .to_path_buf();
+        for (rel, entry) in root.walk_tree(&from).map_err(io)? {
+            let src = from.join(&rel);
             let dest = to.join(&rel);
             let shown = format!("{}/{}", p.to, rel.display());
             seen.insert(rel);
             let ft = entry.file_type();
             if ft.is_dir() {
-                match fs::symlink_metadata(&dest) {
+                match root.lstat(&dest) {
                     Ok(m) if m.is_dir() => {}
                     Ok(_) => {
                         return Ok(Plan::Blocked(format!(
@@ -78,20 +81,19 @@ pub(crate) fn evaluate(cx: &Cx<'_>, p: &CopyPromise) -> Result<Plan, PromiseErro
                         )));
                     }
                     Err(_) => {
-                        let mode = entry.metadata().map_err(|e| io(e.into()))?.mode() & 0o7777;
                         changes.push(Change::new(format!("created directory {shown}")));
                         ops.push(Op::MakeDir {
                             path: dest,
                             attrs: Attrs {
-                                mode: Some(mode),
+                                mode: Some(entry.mode() & 0o7777),
                                 ..Attrs::default()
                             },
                         });
                     }
                 }
             } else if ft.is_symlink() {
-                let target = fs::read_link(entry.path()).map_err(io)?;
-                if fs::read_link(&dest).ok().as_ref() != Some(&target) {
+                let target = root.read_link(&src).map_err(io)?;
+                if root.read_link(&dest).ok().as_ref() != Some(&target) {
                     changes.push(Change::new(format!(
                         "linked {shown} -> {}",
                         target.display()
@@ -103,11 +105,11 @@ pub(crate) fn evaluate(cx: &Cx<'_>, p: &CopyPromise) -> Result<Plan, PromiseErro
                     });
                 }
             } else if ft.is_file() {
-                sync_file(entry.path(), &dest, &shown, &mut changes, &mut ops).map_err(io)?;
+                sync_file(root, &src, &entry, &dest, &shown, &mut changes, &mut ops).map_err(io)?;
             }
         }
-        if p.purge && to.is_dir() {
-            purge(&to, &seen, &p.to.to_string(), &mut changes, &mut ops)
+        if p.purge && to_meta.is_some() {
+            purge(root, &to, &seen, &p.to.to_string(), &mut changes, &mut ops)
                 .map_err(|e| PromiseError::io(&p.to, e))?;
         }
     } else {
@@ -119,24 +121,26 @@ pub(crate) fn evaluate(cx: &Cx<'_>, p: &CopyPromise) -> Result<Plan, PromiseErro
     Ok(if ops.is_empty() {
         Plan::Kept
     } else {
-        Plan::Repair { changes, ops }
+        super::name_real(Plan::Repair { changes, ops }, root, &p.to, &to)
     })
 }
 
 fn sync_file(
+    root: &Root,
     src: &Path,
+    meta: &fs::Metadata,
     dest: &Path,
     shown: &str,
     changes: &mut Vec<Change>,
     ops: &mut Vec<Op>,
 ) -> io::Result<()> {
-    let meta = fs::metadata(src)?;
     let mode = meta.mode() & 0o7777;
-    let same = match fs::symlink_metadata(dest) {
+    let content = root.read_file(src)?;
+    let same = match root.lstat(dest) {
         Ok(d) if d.is_file() => {
-            d.len() == meta.len()
+            d.len() == content.len() as u64
                 && d.mode() & 0o7777 == mode
-                && crate::fsops::read_seen(dest, &d)? == fs::read(src)?
+                && root.read_seen(dest, &d)? == content
         }
         Ok(d) if d.is_dir() => {
             return Err(io::Error::new(
@@ -151,11 +155,11 @@ fn sync_file(
     if !same {
         changes.push(Change::new(format!(
             "copied {shown} ({} bytes)",
-            meta.len()
+            content.len()
         )));
         ops.push(Op::Write {
             path: dest.to_path_buf(),
-            content: fs::read(src)?,
+            content,
             attrs: Attrs {
                 mode: Some(mode),
                 ..Attrs::default()
@@ -166,33 +170,29 @@ fn sync_file(
 }
 
 fn purge(
+    root: &Root,
     to: &Path,
     keep: &BTreeSet<PathBuf>,
     shown: &str,
     changes: &mut Vec<Change>,
     ops: &mut Vec<Op>,
 ) -> io::Result<()> {
-    let mut it = walkdir::WalkDir::new(to)
-        .min_depth(1)
-        .sort_by_file_name()
-        .into_iter();
-    while let Some(entry) = it.next() {
-        let entry = entry?;
-        let rel = entry.path().strip_prefix(to).unwrap_or(entry.path());
-        if keep.contains(rel) {
+    let mut removed_dirs: Vec<PathBuf> = Vec::new();
+    for (rel, meta) in root.walk_tree(to)? {
+        if keep.contains(&rel) || removed_dirs.iter().any(|d| rel.starts_with(d)) {
             continue;
         }
-        let dir = entry.file_type().is_dir();
+        let dir = meta.is_dir();
         changes.push(Change::new(format!(
             "removed {shown}/{} (not in the source)",
             rel.display()
         )));
         ops.push(Op::Remove {
-            path: entry.path().to_path_buf(),
+            path: to.join(&rel),
             recursive: dir,
         });
         if dir {
-            it.skip_current_dir();
+            removed_dirs.push(rel);
         }
     }
     Ok(())

@@ -1,6 +1,5 @@
 //! `dir`: a directory exists, with mode and owner.
 
-use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -9,7 +8,7 @@ use tenet_policies::model::DirPromise;
 
 use super::file::attr_changes;
 use super::{Change, Cx, Op, Plan, PromiseError};
-use crate::fsops::{Attrs, Follow};
+use crate::fsops::{Attrs, Follow, Root};
 
 #[derive(Debug)]
 pub(crate) enum Observed {
@@ -20,12 +19,13 @@ pub(crate) enum Observed {
 
 pub(crate) fn evaluate(cx: &Cx<'_>, p: &DirPromise) -> Result<Plan, PromiseError> {
     let path = cx.root.resolve(&p.path, Follow::Parent)?;
-    let found = observe(&path).map_err(|e| PromiseError::io(&p.path, e))?;
-    Ok(plan(p, &path, cx.attrs(&p.perms)?, found))
+    let found = observe(cx.root, &path).map_err(|e| PromiseError::io(&p.path, e))?;
+    let planned = plan(p, &path, cx.attrs(&p.perms)?, found);
+    Ok(super::name_real(planned, cx.root, &p.path, &path))
 }
 
-fn observe(path: &Path) -> io::Result<Observed> {
-    match fs::symlink_metadata(path) {
+fn observe(root: &Root, path: &Path) -> io::Result<Observed> {
+    match root.lstat(path) {
         Ok(m) if m.is_dir() => Ok(Observed::Dir {
             mode: m.mode() & 0o7777,
             uid: m.uid(),

@@ -4,7 +4,6 @@
 //! text the promises before it left; the result is written once, keeping the file's
 //! mode and owner, and every line no promise names stays as it was.
 
-use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -14,7 +13,7 @@ use tenet_policies::model::{
 };
 
 use super::{Change, Cx, Diffs, Op, Plan, PromiseError};
-use crate::fsops::{Attrs, Follow};
+use crate::fsops::{Attrs, Follow, Root};
 
 #[derive(Debug)]
 pub(crate) enum Observed {
@@ -35,13 +34,20 @@ pub(crate) fn evaluate(
         .root
         .resolve(file, Follow::All)
         .map_err(PromiseError::from)
-        .and_then(|path| observe(&path, file).map(|o| (path, o)));
+        .and_then(|path| observe(cx.root, &path, file).map(|o| (path, o)));
     match found {
         Ok((path, observed)) => plan(edits, &path, observed, cx.diffs)
             .into_iter()
             .enumerate()
-            .map(|(k, p)| (k, Ok(p)))
+            .map(|(k, p)| (k, Ok(super::name_real(p, cx.root, file, &path))))
             .collect(),
+        Err(PromiseError::Path(e)) if e.is_blocked() => {
+            // A file a local user could redirect: every edit to it is blocked.
+            let reason = e.to_string();
+            (0..edits.len())
+                .map(|k| (k, Ok(Plan::Blocked(reason.clone()))))
+                .collect()
+        }
         Err(e) => {
             // One unreadable file fails every edit to it, each with the same reason.
             let reason = e.to_string();
@@ -60,8 +66,12 @@ fn edited_file(p: &Promise<String>) -> Option<&tenet_policies::model::AbsPath> {
     }
 }
 
-fn observe(path: &Path, shown: &tenet_policies::model::AbsPath) -> Result<Observed, PromiseError> {
-    let meta = match fs::symlink_metadata(path) {
+fn observe(
+    root: &Root,
+    path: &Path,
+    shown: &tenet_policies::model::AbsPath,
+) -> Result<Observed, PromiseError> {
+    let meta = match root.lstat(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Observed::Missing),
         Err(e) => return Err(PromiseError::io(shown, e)),
@@ -72,7 +82,9 @@ fn observe(path: &Path, shown: &tenet_policies::model::AbsPath) -> Result<Observ
     if !meta.is_file() {
         return Ok(Observed::NotFile("not a regular file"));
     }
-    let bytes = crate::fsops::read_seen(path, &meta).map_err(|e| PromiseError::io(shown, e))?;
+    let bytes = root
+        .read_seen(path, &meta)
+        .map_err(|e| PromiseError::io(shown, e))?;
     let text = String::from_utf8(bytes).map_err(|_| PromiseError::NotText(shown.to_string()))?;
     Ok(Observed::Text {
         text,

@@ -60,21 +60,15 @@ pub(crate) fn evaluate(cx: &Cx<'_>, p: &FilePromise<String>) -> Result<Plan, Pro
             &stored
         }
     };
-    Ok(plan(
-        p,
-        content,
-        &path,
-        cx.attrs(&p.perms)?,
-        found,
-        cx.diffs,
-    ))
+    let planned = plan(p, content, &path, cx.attrs(&p.perms)?, found, cx.diffs);
+    Ok(super::name_real(planned, cx.root, &p.path, &path))
 }
 
 /// What is at `path`. A regular file's content is compared by SHA-256 when the wanted
 /// content is known by its hash (a signed `source`), or when the stat cache knows the
 /// file; its bytes are read only when they may differ.
 fn observe<S: AsRef<str>>(cx: &Cx<'_>, path: &Path, want: &Content<S>) -> io::Result<Observed> {
-    let meta = match fs::symlink_metadata(path) {
+    let meta = match cx.root.lstat(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Observed::Missing),
         Err(e) => return Err(e),
@@ -118,7 +112,7 @@ fn read_content<S: AsRef<str>>(
         return Ok(Seen::Same);
     }
     let read_start = SystemTime::now();
-    let bytes = crate::fsops::read_seen(path, meta)?;
+    let bytes = cx.root.read_seen(path, meta)?;
     if wanted.is_none() && cx.stat_cache.is_none() {
         return Ok(Seen::Bytes(bytes));
     }

@@ -4,14 +4,13 @@
 //! the kernel's is modelled by the file `/proc/sys/kernel/hostname` in that root,
 //! so a sandbox never changes the machine's name.
 
-use std::fs;
 use std::io;
 use std::path::Path;
 
 use tenet_policies::model::{AbsPath, HostnamePromise};
 
 use super::{Change, Cx, Op, Plan, PromiseError};
-use crate::fsops::{Attrs, Follow};
+use crate::fsops::{Attrs, Follow, Root};
 
 const KERNEL: &str = "/proc/sys/kernel/hostname";
 const PERSISTENT: &str = "/etc/hostname";
@@ -34,13 +33,13 @@ pub(crate) fn evaluate(cx: &Cx<'_>, p: &HostnamePromise<String>) -> Result<Plan,
             .and_then(|h| h.into_string().ok())
             .unwrap_or_default()
     } else {
-        read_name(&cx.root.resolve(&kernel_path, Follow::All)?)
+        read_name(cx.root, &cx.root.resolve(&kernel_path, Follow::All)?)
             .map_err(|e| PromiseError::io(&KERNEL, e))?
             .unwrap_or_default()
     };
     let persistent_host = cx.root.resolve(&persistent_path, Follow::All)?;
     let persistent = if p.persist {
-        read_name(&persistent_host).map_err(|e| PromiseError::io(&PERSISTENT, e))?
+        read_name(cx.root, &persistent_host).map_err(|e| PromiseError::io(&PERSISTENT, e))?
     } else {
         None
     };
@@ -89,9 +88,9 @@ fn abs(s: &str) -> Result<AbsPath, PromiseError> {
     AbsPath::parse(s).map_err(|e| PromiseError::Shared(format!("{s}: {e}")))
 }
 
-fn read_name(p: &Path) -> io::Result<Option<String>> {
-    match fs::read_to_string(p) {
-        Ok(s) => Ok(Some(s.trim().to_string())),
+fn read_name(root: &Root, p: &Path) -> io::Result<Option<String>> {
+    match root.read_file(p) {
+        Ok(s) => Ok(Some(String::from_utf8_lossy(&s).trim().to_string())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }

@@ -4,14 +4,13 @@
 //! link made in a sandbox points inside it. A file or an empty directory in the way
 //! is replaced only with `force`; a non-empty directory never is.
 
-use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use tenet_policies::model::LinkPromise;
 
 use super::{Change, Cx, Op, Plan, PromiseError};
-use crate::fsops::{Follow, Replace};
+use crate::fsops::{Follow, Replace, Root};
 
 #[derive(Debug)]
 pub(crate) enum Observed {
@@ -37,22 +36,27 @@ pub(crate) fn evaluate(cx: &Cx<'_>, p: &LinkPromise<String>) -> Result<Plan, Pro
             target.to_path_buf()
         }
     };
-    let found = observe(&path).map_err(|e| PromiseError::io(&p.path, e))?;
-    Ok(plan(p, &path, &written, found))
+    let found = observe(cx.root, &path).map_err(|e| PromiseError::io(&p.path, e))?;
+    Ok(super::name_real(
+        plan(p, &path, &written, found),
+        cx.root,
+        &p.path,
+        &path,
+    ))
 }
 
-fn observe(path: &Path) -> io::Result<Observed> {
-    let meta = match fs::symlink_metadata(path) {
+fn observe(root: &Root, path: &Path) -> io::Result<Observed> {
+    let meta = match root.lstat(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Observed::Missing),
         Err(e) => return Err(e),
     };
     let ft = meta.file_type();
     Ok(if ft.is_symlink() {
-        Observed::Link(fs::read_link(path)?)
+        Observed::Link(root.read_link(path)?)
     } else if ft.is_dir() {
         Observed::Dir {
-            empty: fs::read_dir(path)?.next().is_none(),
+            empty: root.is_empty_dir(path)?,
         }
     } else if ft.is_file() {
         Observed::File

@@ -71,13 +71,14 @@ pub enum MarkerError {
 /// The kernel's boot id: `/proc/sys/kernel/random/boot_id` of this machine, or the
 /// file beneath a root other than `/`; `None` when it cannot be read.
 pub fn boot_id(root: &Root) -> Option<String> {
-    let path = if root.is_host_root() {
-        PathBuf::from(BOOT_ID)
+    let id = if root.is_host_root() {
+        fs::read_to_string(BOOT_ID).ok()?
     } else {
         let p = AbsPath::parse(BOOT_ID).ok()?;
-        root.resolve(&p, Follow::All).ok()?
+        let bytes = root.read_file(&root.resolve(&p, Follow::All).ok()?).ok()?;
+        String::from_utf8(bytes).ok()?
     };
-    let id = fs::read_to_string(path).ok()?.trim().to_string();
+    let id = id.trim().to_string();
     (!id.is_empty()).then_some(id)
 }
 

@@ -1,0 +1,400 @@
+//! Links a local user controls never redirect a change. Each attack is staged in a
+//! sandbox root with the attacker's directories and links owned by `nobody` (the
+//! tests run as root, like the agent): a directory on a managed path swapped for a
+//! link to a root-owned directory, an edited file swapped for a link to a root-owned
+//! file, foreign links in a sticky world-writable directory, a copy source linked to
+//! a root-only file, chown and chmod aimed through a link. Each promise must be
+//! blocked, naming the link and its owner, and the victim must stay as it was, with
+//! `openat2` and without it (`TENET_NO_OPENAT2`). Root's own links are still
+//! followed, and the report names the file actually written.
+//!
+//! `finding_13_*`: directories verified earlier in a run are held open, so swapping
+//! one for a link during the run (here, from the reporter, between two phases) does
+//! not redirect a later change.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use tenet_agent::apply::{self, ApplyOptions};
+use tenet_agent::converge::{Diffs, Mode};
+use tenet_agent::report::{PromiseEvent, Reporter, Summary};
+
+use crate::util::{Report, Run, Sandbox, agent, mkdir, symlink, write, write_mode};
+
+/// `nobody`'s uid (Debian's; checked against the password database).
+const NOBODY: u32 = 65534;
+
+/// The attacks are staged as root (to chown) with a `nobody` user, as in CI.
+fn stage_as_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests stage attacks by chowning to nobody: run them as root"
+    );
+    let nobody = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(NOBODY))
+        .ok()
+        .flatten();
+    assert!(
+        nobody.is_some_and(|u| u.name == "nobody"),
+        "these tests need the user nobody with uid {NOBODY}"
+    );
+}
+
+/// Gives `path` (never what a link points to) to `nobody`.
+fn give_to_nobody(path: &Path) {
+    std::os::unix::fs::lchown(path, Some(NOBODY), Some(NOBODY))
+        .unwrap_or_else(|e| panic!("lchown {}: {e}", path.display()));
+}
+
+/// A directory made and given to `nobody`.
+fn nobody_dir(path: &Path) {
+    mkdir(path);
+    give_to_nobody(path);
+}
+
+/// A link made and given to `nobody`.
+fn nobody_link(target: impl AsRef<Path>, at: &Path) {
+    symlink(target, at);
+    give_to_nobody(at);
+}
+
+/// `apply --json` with the state outside the root, with or without `openat2`.
+fn apply(sb: &Sandbox, openat2: bool) -> Run {
+    let mut cmd = agent();
+    cmd.args(["apply", "--json", "--root"])
+        .arg(&sb.root)
+        .arg("--state-dir")
+        .arg(&sb.state)
+        .arg(&sb.policy);
+    if !openat2 {
+        cmd.env("TENET_NO_OPENAT2", "1");
+    }
+    let out = cmd.output().expect("run tenet-agent");
+    Run {
+        code: out.status.code().expect("exit code"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Each promise's status and reason, in order.
+fn outcomes(report: &Report) -> Vec<(String, String)> {
+    report
+        .events
+        .iter()
+        .map(|e| {
+            (
+                e["status"].as_str().unwrap_or_default().to_string(),
+                e["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Asserts that every promise was blocked and each reason names its link and `nobody`.
+#[track_caller]
+fn assert_blocked(run: &Run, links: &[&str]) {
+    run.expect_code(1);
+    let got = outcomes(&run.report());
+    assert_eq!(got.len(), links.len(), "{got:?}");
+    for ((status, reason), link) in got.iter().zip(links) {
+        assert_eq!(status, "blocked", "{reason}");
+        assert!(reason.contains(link), "names the link {link}: {reason}");
+        assert!(
+            reason.contains(&format!("uid {NOBODY} (nobody)")),
+            "names the owner: {reason}"
+        );
+    }
+}
+
+/// A listing of `dir` to compare before and after.
+fn snapshot(dir: &Path) -> Vec<String> {
+    crate::util::listing(dir)
+}
+
+#[test]
+fn finding_01_user_directory_swapped_for_a_link_to_a_root_directory_is_not_written() {
+    stage_as_root();
+    for openat2 in [true, false] {
+        let sb = Sandbox::new();
+        sb.policy(&[(
+            "p.toml",
+            "[[file]]\npath = \"/home/alice/.config/app/app.conf\"\ncontent = \"setting = 1\\n\"\n\
+             owner = \"nobody\"\nmode = \"0644\"\n",
+        )]);
+        let victim = sb.at("/victim-etc");
+        mkdir(&victim);
+        write(&victim.join("keep"), b"root's\n");
+        nobody_dir(&sb.at("/home/alice"));
+        nobody_dir(&sb.at("/home/alice/.config"));
+        // alice's own link in alice's own directory: the kernel's rule alone follows it.
+        nobody_link(&victim, &sb.at("/home/alice/.config/app"));
+        let before = snapshot(&victim);
+
+        let run = apply(&sb, openat2);
+        assert_blocked(&run, &["/home/alice/.config/app"]);
+        assert_eq!(snapshot(&victim), before, "openat2={openat2}");
+        assert!(!victim.join("app.conf").exists());
+    }
+}
+
+#[test]
+fn finding_01_edited_file_swapped_for_a_link_to_a_root_file_is_not_edited() {
+    stage_as_root();
+    for openat2 in [true, false] {
+        let sb = Sandbox::new();
+        sb.policy(&[(
+            "p.toml",
+            "[[line]]\nfile = \"/home/alice/.profile\"\nline = \"umask 027\"\n\n\
+             [[line]]\nfile = \"/home/alice/.bashrc\"\nline = \"umask 027\"\n",
+        )]);
+        let passwd = sb.at("/victim2/passwd");
+        write(&passwd, b"root:x:0:0:root:/root:/bin/bash\n");
+        nobody_dir(&sb.at("/home/alice"));
+        nobody_link(&passwd, &sb.at("/home/alice/.profile"));
+        nobody_link("../../victim2/passwd", &sb.at("/home/alice/.bashrc"));
+        let before = snapshot(&sb.at("/victim2"));
+
+        let run = apply(&sb, openat2);
+        assert_blocked(&run, &["/home/alice/.profile", "/home/alice/.bashrc"]);
+        assert_eq!(snapshot(&sb.at("/victim2")), before, "openat2={openat2}");
+    }
+}
+
+#[test]
+fn finding_01_foreign_links_in_a_sticky_directory_are_not_followed() {
+    stage_as_root();
+    for openat2 in [true, false] {
+        let sb = Sandbox::new();
+        sb.policy(&[(
+            "p.toml",
+            "[[line]]\nfile = \"/sticky/app.lock.conf\"\nline = \"pid = 42\"\n\n\
+             [[file]]\npath = \"/sticky/cache/app/stamp\"\ncontent = \"x\\n\"\n",
+        )]);
+        let victim = sb.at("/victim");
+        write(&victim.join("motd"), b"orig\n");
+        let sticky = sb.at("/sticky");
+        mkdir(&sticky);
+        fs::set_permissions(&sticky, fs::Permissions::from_mode(0o1777)).expect("chmod");
+        nobody_link(victim.join("motd"), &sticky.join("app.lock.conf"));
+        nobody_link(&victim, &sticky.join("cache"));
+        let before = snapshot(&victim);
+
+        let run = apply(&sb, openat2);
+        assert_blocked(&run, &["/sticky/cache", "/sticky/app.lock.conf"]);
+        for (_, reason) in outcomes(&run.report()) {
+            assert!(reason.contains("sticky"), "{reason}");
+        }
+        assert_eq!(snapshot(&victim), before, "openat2={openat2}");
+    }
+}
+
+#[test]
+fn finding_01_copy_source_linked_to_a_root_only_file_is_not_read() {
+    stage_as_root();
+    for openat2 in [true, false] {
+        let sb = Sandbox::new();
+        sb.policy(&[(
+            "p.toml",
+            "[[copy]]\nfrom = \"/home/alice/src\"\nto = \"/srv/copy\"\n",
+        )]);
+        write_mode(&sb.at("/secret/shadow"), b"root:$6$hash\n", 0o600);
+        nobody_dir(&sb.at("/home/alice"));
+        nobody_link(sb.at("/secret/shadow"), &sb.at("/home/alice/src"));
+
+        let run = apply(&sb, openat2);
+        assert_blocked(&run, &["/home/alice/src"]);
+        assert!(!sb.at("/srv/copy").exists(), "openat2={openat2}");
+    }
+}
+
+#[test]
+fn finding_01_chown_and_chmod_are_not_redirected() {
+    stage_as_root();
+    for openat2 in [true, false] {
+        let sb = Sandbox::new();
+        sb.policy(&[(
+            "p.toml",
+            "[[dir]]\npath = \"/home/alice/data/ssh\"\nmode = \"0777\"\nowner = \"nobody\"\n\n\
+             [[file]]\npath = \"/home/alice/data/shadow\"\ncontent = \"x\\n\"\n\
+             mode = \"0666\"\nowner = \"nobody\"\n",
+        )]);
+        let victim = sb.at("/etc");
+        mkdir(&victim.join("ssh"));
+        write_mode(&victim.join("shadow"), b"root:$6$hash\n", 0o640);
+        nobody_dir(&sb.at("/home/alice"));
+        nobody_link(&victim, &sb.at("/home/alice/data"));
+        let before = snapshot(&victim);
+
+        let run = apply(&sb, openat2);
+        assert_blocked(&run, &["/home/alice/data", "/home/alice/data"]);
+        assert_eq!(snapshot(&victim), before, "openat2={openat2}");
+        let ssh = fs::metadata(victim.join("ssh")).expect("stat");
+        assert_eq!((ssh.uid(), ssh.mode() & 0o7777), (0, 0o755));
+    }
+}
+
+/// A hard link a user made in the user's own directory to root's file (possible
+/// where `protected_hardlinks` is off; root stages it here) is neither read nor
+/// chmodded nor chowned.
+#[test]
+fn finding_01_hard_link_in_a_user_directory_is_not_chmodded() {
+    stage_as_root();
+    let sb = Sandbox::new();
+    sb.policy(&[(
+        "p.toml",
+        "[[file]]\npath = \"/home/alice/shadow\"\ncontent = \"root:$6$hash\\n\"\n\
+         mode = \"0666\"\nowner = \"nobody\"\n",
+    )]);
+    let victim = sb.at("/etc/shadow");
+    write_mode(&victim, b"root:$6$hash\n", 0o640);
+    nobody_dir(&sb.at("/home/alice"));
+    fs::hard_link(&victim, sb.at("/home/alice/shadow")).expect("hard link");
+    let before = snapshot(&sb.at("/etc"));
+
+    let run = apply(&sb, true);
+    run.expect_code(1);
+    let got = outcomes(&run.report());
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "failed", "{got:?}");
+    assert!(got[0].1.contains("2 names, owned by uid 0"), "{got:?}");
+    assert_eq!(snapshot(&sb.at("/etc")), before, "the victim is untouched");
+}
+
+/// Root's own links, and a user's links to that user's own files, are followed as
+/// before, and each change names the file it actually wrote.
+#[test]
+fn finding_01_legitimate_links_are_followed_and_the_report_names_the_file_written() {
+    stage_as_root();
+    for openat2 in [true, false] {
+        let sb = Sandbox::new();
+        sb.policy(&[(
+            "p.toml",
+            "[[file]]\npath = \"/etc/app/x.conf\"\ncontent = \"x\\n\"\n\n\
+             [[line]]\nfile = \"/home/alice/.profile\"\nline = \"umask 027\"\n",
+        )]);
+        mkdir(&sb.at("/etc/real"));
+        symlink("real", &sb.at("/etc/app"));
+        nobody_dir(&sb.at("/home/alice"));
+        write(&sb.at("/home/alice/dotfiles/profile"), b"# alice\n");
+        give_to_nobody(&sb.at("/home/alice/dotfiles"));
+        give_to_nobody(&sb.at("/home/alice/dotfiles/profile"));
+        nobody_link("dotfiles/profile", &sb.at("/home/alice/.profile"));
+
+        let run = apply(&sb, openat2);
+        run.expect_code(0);
+        let report = run.report();
+        let changes: Vec<String> = report
+            .events
+            .iter()
+            .map(|e| e["changes"].to_string())
+            .collect();
+        assert!(changes[0].contains("(at /etc/real/x.conf)"), "{changes:?}");
+        assert!(
+            changes[1].contains("(at /home/alice/dotfiles/profile)"),
+            "{changes:?}"
+        );
+        assert_eq!(
+            fs::read_to_string(sb.at("/etc/real/x.conf")).expect("written"),
+            "x\n"
+        );
+        let profile = sb.at("/home/alice/dotfiles/profile");
+        assert_eq!(
+            fs::read_to_string(&profile).expect("edited"),
+            "# alice\numask 027\n"
+        );
+        assert_eq!(fs::metadata(&profile).expect("stat").uid(), NOBODY);
+        assert!(
+            fs::symlink_metadata(sb.at("/home/alice/.profile"))
+                .expect("link")
+                .file_type()
+                .is_symlink()
+        );
+    }
+}
+
+/// Swaps `/home/alice/conf` for a link to `/victim` (as `nobody` would) when the
+/// first promise is reported, before the next phase runs.
+struct SwapOnFirst<'a> {
+    sb: &'a Sandbox,
+    swapped: bool,
+    events: Vec<PromiseEvent>,
+}
+
+impl Reporter for SwapOnFirst<'_> {
+    fn warning(&mut self, _message: &str) {}
+
+    fn promise(&mut self, event: &PromiseEvent) {
+        if !self.swapped {
+            let conf = self.sb.at("/home/alice/conf");
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the attacker moves its directory"
+            )]
+            fs::rename(&conf, self.sb.at("/home/alice/conf.old")).expect("move conf away");
+            nobody_link(self.sb.at("/victim"), &conf);
+            self.swapped = true;
+        }
+        self.events.push(event.clone());
+    }
+
+    fn summary(&mut self, _summary: &Summary) {}
+}
+
+/// A directory verified by one unit and swapped for a link before a later unit
+/// uses it: the later unit works in the directory that was verified (held open),
+/// never through the link.
+#[test]
+fn finding_13_directory_swapped_for_a_link_during_the_run_redirects_nothing() {
+    stage_as_root();
+    let sb = Sandbox::new();
+    sb.policy(&[(
+        "p.toml",
+        "[[file]]\npath = \"/home/alice/conf/a\"\ncontent = \"a\\n\"\n\n\
+         [[line]]\nfile = \"/home/alice/conf/b\"\nline = \"added\"\n",
+    )]);
+    write(&sb.at("/victim/b"), b"victim\n");
+    nobody_dir(&sb.at("/home/alice"));
+    nobody_dir(&sb.at("/home/alice/conf"));
+    write_mode(&sb.at("/home/alice/conf/a"), b"a\n", 0o644);
+    write(&sb.at("/home/alice/conf/b"), b"alice\n");
+    give_to_nobody(&sb.at("/home/alice/conf/b"));
+    let before = snapshot(&sb.at("/victim"));
+
+    let mut reporter = SwapOnFirst {
+        sb: &sb,
+        swapped: false,
+        events: Vec::new(),
+    };
+    let opts = ApplyOptions {
+        tree: sb.policy.clone(),
+        files: None,
+        root: sb.root.clone(),
+        state_dir: Some(sb.state.clone()),
+        mode: Mode::Apply,
+        diffs: Diffs::Skip,
+        facts: Vec::new(),
+        lock_timeout: std::time::Duration::ZERO,
+        rehash: false,
+    };
+    apply::apply(&opts, &mut reporter).expect("the run happens");
+    assert!(reporter.swapped);
+    assert_eq!(reporter.events.len(), 2, "{:?}", reporter.events);
+
+    assert_eq!(
+        snapshot(&sb.at("/victim")),
+        before,
+        "the victim is untouched"
+    );
+    // The edit went to the directory verified earlier, which the attacker moved.
+    assert_eq!(
+        fs::read_to_string(sb.at("/home/alice/conf.old/b")).expect("edited"),
+        "alice\nadded\n"
+    );
+    // Looked at again after the change, the path now leads through nobody's link
+    // to a root-owned directory: that is reported, naming the link and its owner.
+    let edit = &reporter.events[1];
+    let reason = edit.reason.clone().unwrap_or_default();
+    assert!(reason.contains("/home/alice/conf"), "{edit:?}");
+    assert!(reason.contains("uid 65534 (nobody)"), "{edit:?}");
+}
