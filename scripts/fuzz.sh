@@ -33,9 +33,12 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   exit 2
 fi
 
-# The fuzzed crates build with the workspace's locked versions.
-if [ ! -f "$FUZZ/Cargo.lock" ] || [ "$REPO/Cargo.lock" -nt "$FUZZ/Cargo.lock" ]; then
+# The fuzzed crates build with the workspace's locked versions: fuzz/Cargo.lock starts
+# as a copy of the workspace's whenever that changed, and cargo adds the harness.
+lock_sum=$(sha256sum "$REPO/Cargo.lock" | cut -d' ' -f1)
+if [ ! -f "$FUZZ/Cargo.lock" ] || [ "$(cat "$FUZZ/.lock-source" 2>/dev/null)" != "$lock_sum" ]; then
   cp "$REPO/Cargo.lock" "$FUZZ/Cargo.lock"
+  echo "$lock_sum" >"$FUZZ/.lock-source"
 fi
 
 start=$(date +%s)
