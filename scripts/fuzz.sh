@@ -58,9 +58,11 @@ mkdir -p "$FUZZ/logs"
 touch "$FUZZ/logs/.started"
 run_one() {
   local t=$1
+  local dict=()
   mkdir -p "$FUZZ/corpus/$t" "$FUZZ/artifacts/$t"
+  [ -f "$FUZZ/dicts/$t.dict" ] && dict=(-dict="$FUZZ/dicts/$t.dict")
   # The first directory collects new inputs; the seeds are only read.
-  "$BIN/$t" "$FUZZ/corpus/$t" "$FUZZ/seeds/$t" \
+  "$BIN/$t" "$FUZZ/corpus/$t" "$FUZZ/seeds/$t" "${dict[@]}" \
     -max_total_time="$SECONDS_EACH" -rss_limit_mb="$RSS_MB" -timeout=10 \
     -artifact_prefix="$FUZZ/artifacts/$t/" -print_final_stats=1 \
     >"$FUZZ/logs/$t.log" 2>&1
