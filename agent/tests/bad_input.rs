@@ -725,3 +725,37 @@ fn finding_09_shell_syntax_around_a_reference_cannot_unquote_its_value() {
         );
     }
 }
+
+/// Text from the managed system reaches the human printer: a link's old target (set by
+/// whoever owns its directory) and a failing command's output. Escape sequences in it
+/// are shown escaped, never written to the administrator's terminal.
+#[test]
+fn finding_08_escapes_from_the_managed_system_are_not_printed_raw() {
+    let sb = Sandbox::new();
+    mkdir(&sb.at("/srv"));
+    let evil = "\x1b]2;pwned\x07\x1b[2K\x1b[1A\x1b[32m all ok";
+    symlink(evil, &sb.at("/srv/l"));
+    write(&sb.at("/srv/note"), format!("{evil}\n").as_bytes());
+    sb.policy(&[(
+        "c.toml",
+        "[[link]]\npath = \"/srv/l\"\ntarget = \"/etc/x\"\n\n\
+         [[command]]\nshell = \"cat srv/note >&2; exit 1\"\n",
+    )]);
+    let r = sb.apply_outside_state(&[]);
+    r.expect_code(1);
+    assert!(
+        !r.stdout.contains('\x1b') && !r.stdout.contains('\x07'),
+        "raw escapes printed:\n{}",
+        r.stdout.escape_debug()
+    );
+    assert!(
+        r.stdout.contains("relinked") && r.stdout.contains(r"\x1b]2;pwned\x07\x1b[2K"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(r"\x1b[32m all ok"),
+        "the command's output is not shown:\n{}",
+        r.stdout
+    );
+}
