@@ -673,9 +673,9 @@ fn finding_09_shell_syntax_in_a_hostname_or_fact_is_never_run() {
 }
 
 /// The quoting of a value in a `shell` script holds only where the shell reads a word
-/// unquoted. After a `\`, in a comment, in a here-document, inside backquotes, or in
-/// quotes nested in `"$(...)"`, a value's own text would be read as shell syntax
-/// (run, as root, from a hostname DHCP set): such a script is refused at load.
+/// unquoted. After a `\`, in a comment, in a here-document, inside backquotes or
+/// arithmetic, or in quotes nested in `"$(...)"`, a value's own text would be read as
+/// shell syntax (run, as root, from a hostname DHCP set): such a script is refused at load.
 #[test]
 fn finding_09_shell_syntax_around_a_reference_cannot_unquote_its_value() {
     let sb = Sandbox::new();
@@ -685,7 +685,8 @@ fn finding_09_shell_syntax_around_a_reference_cannot_unquote_its_value() {
          [[command]]\nshell = '''true # ${fact.b}'''\n\n\
          [[command]]\nshell = '''cat > out3 <<EOF\n${fact.c}\nEOF'''\n\n\
          [[command]]\nshell = '''echo \"$(echo \"${fact.d}\")\" > out4'''\n\n\
-         [[command]]\nshell = '''echo `echo ${fact.e}` > out5'''\n",
+         [[command]]\nshell = '''echo `echo ${fact.e}` > out5'''\n\n\
+         [[command]]\nshell = '''echo $((${fact.f})) > out6'''\n",
     )]);
     let facts = [
         "a=;touch PWNED1;#",
@@ -693,13 +694,14 @@ fn finding_09_shell_syntax_around_a_reference_cannot_unquote_its_value() {
         "c=$(touch PWNED3)",
         "d=$(touch PWNED4)",
         "e=a`;touch PWNED5;echo `",
+        "f=$(touch PWNED6)",
     ];
     let mut args = Vec::new();
     for f in facts {
         args.extend(["--fact", f]);
     }
     let r = sb.apply_outside_state(&args);
-    for n in 1..=5 {
+    for n in 1..=6 {
         let pwned = format!("PWNED{n}");
         assert!(
             !sb.root.join(&pwned).exists(),
@@ -717,6 +719,7 @@ fn finding_09_shell_syntax_around_a_reference_cannot_unquote_its_value() {
         (8, "in a here-document"),
         (13, "inside \"...\""),
         (16, "inside `...`"),
+        (19, "inside $((...))"),
     ] {
         assert!(
             check.stdout.contains(&format!("c.toml:{line}:")) && check.stdout.contains(place),

@@ -7,8 +7,8 @@
 //! reference expands to exactly one shell word, single-quoted when it holds anything
 //! but plain characters, so a value (a hostname from DHCP, a fact, a package name)
 //! is never read as shell syntax. A reference the shell would not read as an unquoted
-//! word there (inside quotes or backquotes, in a comment or a here-document, after a
-//! `\`) is refused at load, since its quoting would become part of the text or be
+//! word there (inside quotes, backquotes or arithmetic, in a comment or a
+//! here-document, after a `\`) is refused at load, since its quoting would become part of the text or be
 //! undone.
 
 use std::borrow::Cow;
@@ -212,8 +212,8 @@ pub fn shell_quote(s: &str) -> Cow<'_, str> {
 }
 
 /// Refuses a reference that a POSIX shell (dash, or bash as `sh`) would not read as a
-/// word of its own, unquoted: one inside `'...'`, `"..."`, `$'...'`, backquotes or
-/// `${...}`, in a comment (a newline in the value would end it), in a here-document or
+/// word of its own, unquoted: one inside `'...'`, `"..."`, `$'...'`, backquotes,
+/// `${...}` or arithmetic (`$((...))`, `((...))`), in a comment (a newline in the value would end it), in a here-document or
 /// as its delimiter (expanded there, a value's `$(...)` would run), or right after a
 /// `\` (which would take the value's opening quote). `$(...)` is followed as the
 /// unquoted context it is. Where the shells differ, or where this reading could lose
@@ -239,6 +239,7 @@ fn check_unquoted(parts: &[Part]) -> Result<(), TemplateError> {
                 sh.escaped = false;
                 sh.dollar = false;
                 sh.less = 0;
+                sh.paren = false;
                 sh.word_start = false;
                 sh.word.clear();
             }
@@ -259,6 +260,9 @@ enum Frame {
     Backquote,
     /// `${...}`, with the `{` open inside it.
     Param(u32),
+    /// `$((...))` or `((...))`: arithmetic, read as if in double quotes, and evaluated
+    /// (a value's `$(...)` would run); the `(` open inside it.
+    Arith(u32),
     Comment,
 }
 
@@ -295,6 +299,8 @@ struct ShellReader {
     dollar: bool,
     /// `<` read in a row, unquoted.
     less: u8,
+    /// The last character was an unescaped, unquoted `(`.
+    paren: bool,
     word_start: bool,
     /// The unquoted word read so far (letters only), to see `case`.
     word: String,
@@ -331,6 +337,7 @@ impl ShellReader {
                 Frame::AnsiC => "inside $'...'",
                 Frame::Backquote => "inside `...`",
                 Frame::Param(_) => "inside ${...}",
+                Frame::Arith(_) => "inside $((...))",
                 Frame::Comment | Frame::CmdSub(_) => "in a comment",
             });
         }
@@ -407,6 +414,7 @@ impl ShellReader {
     fn script(&mut self, c: char) {
         let dollar = std::mem::take(&mut self.dollar);
         let less = std::mem::take(&mut self.less);
+        let paren = std::mem::take(&mut self.paren);
         if self.escaped {
             self.escaped = false;
             self.word_start = false;
@@ -440,12 +448,21 @@ impl ShellReader {
                     '"' => self.frames.push(Frame::Double),
                     '`' => self.frames.push(Frame::Backquote),
                     '$' => self.dollar = true,
-                    '(' if dollar => self.frames.push(Frame::CmdSub(0)),
+                    '(' if paren => self.frames.push(Frame::Arith(0)),
+                    '(' if dollar => {
+                        self.frames.push(Frame::CmdSub(0));
+                        self.paren = true;
+                    }
+                    '[' if dollar => {
+                        // bash's old `$[...]` arithmetic; dash reads it as text.
+                        self.lost = true;
+                    }
                     '{' if dollar => self.frames.push(Frame::Param(0)),
                     '(' => {
                         if let Some(Frame::CmdSub(n)) = self.frames.last_mut() {
                             *n += 1;
                         }
+                        self.paren = true;
                     }
                     ')' => match self.frames.last_mut() {
                         Some(Frame::CmdSub(0)) => {
@@ -520,6 +537,22 @@ impl ShellReader {
                     if n == 0 {
                         self.frames.pop();
                     } else if let Some(Frame::Param(n)) = self.frames.last_mut() {
+                        *n -= 1;
+                    }
+                }
+                _ => {}
+            },
+            Some(Frame::Arith(n)) => match c {
+                '\\' => self.escaped = true,
+                '(' => {
+                    if let Some(Frame::Arith(n)) = self.frames.last_mut() {
+                        *n += 1;
+                    }
+                }
+                ')' => {
+                    if n == 0 {
+                        self.frames.pop();
+                    } else if let Some(Frame::Arith(n)) = self.frames.last_mut() {
                         *n -= 1;
                     }
                 }
@@ -662,6 +695,10 @@ mod tests {
             ("echo \"$(echo \"${x}\")\"", "inside \"...\""),
             ("echo $'a ${x}'", "inside $'...'"),
             ("echo $${y:-${x}}", "inside ${...}"),
+            ("echo $((${x} + 1))", "inside $((...))"),
+            ("(( n = ${x} ))", "inside $((...))"),
+            ("echo $(( (1 + ${x}) ))", "inside $((...))"),
+            ("echo $[1] ${x}", "cannot follow"),
             (
                 "echo \"$(case a in a) echo \"${x}\";; esac)\"",
                 "cannot follow",
@@ -679,6 +716,7 @@ mod tests {
             "cat <<-'E O'\n\tb\n\tE O\necho ${x} <<<here",
             "echo `date` ${x} $${HOME} $((1+2)) ${x}",
             "case a in a) echo ${x};; esac",
+            "echo $((1 + (2))) ${x} $( (echo a) ) ${x}",
         ] {
             assert!(Template::parse_shell(s).is_ok(), "{s:?}");
         }
