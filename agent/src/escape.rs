@@ -24,15 +24,15 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Like [`printable`], but keeps line breaks (`\n`): for multi-line messages such as a
-/// parse error that quotes the offending line.
+/// Like [`printable`], but keeps line breaks (`\n`) and tabs: for multi-line text such
+/// as a parse error that quotes the offending line, or a diff.
 pub fn printable_lines(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(|c| c != '\n' && unsafe_char(c)) {
+    if !s.chars().any(|c| c != '\n' && c != '\t' && unsafe_char(c)) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if c == '\n' {
+        if c == '\n' || c == '\t' {
             out.push(c);
         } else {
             push_char(&mut out, c);
@@ -75,6 +75,6 @@ mod tests {
             printable_lines("line 1\n\x1b[2Kline 2\n"),
             "line 1\n\\x1b[2Kline 2\n"
         );
-        assert!(matches!(printable_lines("a\nb"), Cow::Borrowed(_)));
+        assert!(matches!(printable_lines("a\nb\tc"), Cow::Borrowed(_)));
     }
 }

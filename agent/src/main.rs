@@ -374,12 +374,16 @@ fn watch(args: WatchArgs) -> ExitCode {
         Ok(o) => println!(
             "{package} round {}: failed at {} ({} ms)",
             r.number,
-            o.first_failure.as_deref().unwrap_or("a step"),
+            tenet_agent::escape::printable(o.first_failure.as_deref().unwrap_or("a step")),
             r.duration_ms
         ),
-        Err(why) => println!("{package} round {}: did not run: {why}", r.number),
+        Err(why) => println!(
+            "{package} round {}: did not run: {}",
+            r.number,
+            tenet_agent::escape::printable_lines(&why.to_string())
+        ),
     };
-    let mut on_warning = |w: &str| println!("{w}");
+    let mut on_warning = |w: &str| println!("{}", tenet_agent::escape::printable_lines(w));
     match watch(&opts, &mut on_warning, &mut on_round) {
         Ok(_) => ExitCode::Success,
         Err(e) => event_error(&e),

@@ -18,7 +18,9 @@
 //! The library never prints: [`PushHuman`] and [`PushJson`] write to the writer they are
 //! given. Every string a member or the master supplied goes through
 //! [`printable`] before [`PushHuman`] (or [`table`]) writes it, so a member cannot put
-//! escape sequences on the administrator's terminal; JSON output escapes them anyway.
+//! escape sequences on the administrator's terminal. JSON output is for programs: it
+//! escapes C0 controls (and so every ESC), but DEL, C1 controls and bidi marks pass as
+//! they came.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};

@@ -10,6 +10,8 @@ use std::io::{self, Write};
 
 use serde::{Deserialize, Serialize};
 
+use crate::escape::{printable, printable_lines};
+
 /// What became of one promise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -161,6 +163,8 @@ impl Reporter for Collect {
 }
 
 /// Prints for a person: one line per change, problems with their reason, a summary.
+/// Text from the managed system (a link's old target, a command's output, a file in a
+/// diff) is shown with its control characters escaped ([`printable`]).
 #[derive(Debug)]
 pub struct Human<W> {
     out: W,
@@ -190,7 +194,7 @@ impl<W: Write> Human<W> {
 impl<W: Write> Reporter for Human<W> {
     fn warning(&mut self, message: &str) {
         // A warning may quote the master's text (a document that does not parse).
-        let message = crate::escape::printable_lines(message);
+        let message = printable_lines(message);
         self.write(|o| writeln!(o, "warning: {message}"));
     }
 
@@ -201,23 +205,24 @@ impl<W: Write> Reporter for Human<W> {
                 Status::Kept => {}
                 Status::Repaired | Status::WouldRepair => {
                     for c in &e.changes {
-                        writeln!(o, "{:>12}  {c}", e.status.word())?;
+                        writeln!(o, "{:>12}  {}", e.status.word(), printable(c))?;
                     }
                 }
                 Status::Blocked | Status::Failed | Status::DidNotConverge => {
                     let reason = e.reason.as_deref().unwrap_or("no reason given");
                     writeln!(
                         o,
-                        "{:>12}  {}: {reason} ({})",
+                        "{:>12}  {}: {} ({})",
                         e.status.word(),
-                        e.id,
-                        e.origin
+                        printable(&e.id),
+                        printable(reason),
+                        printable(&e.origin)
                     )?;
                 }
             }
             if diff {
                 for d in &e.diffs {
-                    write!(o, "{}", d.unified())?;
+                    write!(o, "{}", printable_lines(&d.unified()))?;
                 }
             }
             Ok(())
@@ -468,6 +473,7 @@ impl StepReporter for CollectSteps {
 
 impl<W: Write> StepReporter for Human<W> {
     fn note(&mut self, message: &str) {
+        let message = printable_lines(message);
         self.write(|o| writeln!(o, "{message}"));
     }
 
@@ -483,11 +489,11 @@ impl<W: Write> StepReporter for Human<W> {
                 "{:>9}  {}. {} ({} ms{earlier})",
                 e.status.word(),
                 e.index,
-                e.step,
+                printable(&e.step),
                 e.duration_ms
             )?;
             match &e.reason {
-                Some(r) => writeln!(o, ": {r}")?,
+                Some(r) => writeln!(o, ": {}", printable(r))?,
                 None => writeln!(o)?,
             }
             if e.status == StepStatus::Failed {
@@ -500,7 +506,7 @@ impl<W: Write> StepReporter for Human<W> {
                     .iter()
                     .rev()
                 {
-                    writeln!(o, "           | {l}")?;
+                    writeln!(o, "           | {}", printable(l))?;
                 }
             }
             Ok(())

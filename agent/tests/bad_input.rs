@@ -671,3 +671,94 @@ fn finding_09_shell_syntax_in_a_hostname_or_fact_is_never_run() {
         r.stdout
     );
 }
+
+/// The quoting of a value in a `shell` script holds only where the shell reads a word
+/// unquoted. After a `\`, in a comment, in a here-document, inside backquotes or
+/// arithmetic, or in quotes nested in `"$(...)"`, a value's own text would be read as
+/// shell syntax (run, as root, from a hostname DHCP set): such a script is refused at load.
+#[test]
+fn finding_09_shell_syntax_around_a_reference_cannot_unquote_its_value() {
+    let sb = Sandbox::new();
+    sb.policy(&[(
+        "c.toml",
+        "[[command]]\nshell = '''echo \\${fact.a} > out1'''\n\n\
+         [[command]]\nshell = '''true # ${fact.b}'''\n\n\
+         [[command]]\nshell = '''cat > out3 <<EOF\n${fact.c}\nEOF'''\n\n\
+         [[command]]\nshell = '''echo \"$(echo \"${fact.d}\")\" > out4'''\n\n\
+         [[command]]\nshell = '''echo `echo ${fact.e}` > out5'''\n\n\
+         [[command]]\nshell = '''echo $((${fact.f})) > out6'''\n",
+    )]);
+    let facts = [
+        "a=;touch PWNED1;#",
+        "b=x\ntouch PWNED2 #",
+        "c=$(touch PWNED3)",
+        "d=$(touch PWNED4)",
+        "e=a`;touch PWNED5;echo `",
+        "f=$(touch PWNED6)",
+    ];
+    let mut args = Vec::new();
+    for f in facts {
+        args.extend(["--fact", f]);
+    }
+    let r = sb.apply_outside_state(&args);
+    for n in 1..=6 {
+        let pwned = format!("PWNED{n}");
+        assert!(
+            !sb.root.join(&pwned).exists(),
+            "{pwned} created (exit {}):\n{}",
+            r.code,
+            r.stdout
+        );
+    }
+    r.expect_code(3);
+    let check = sb.check();
+    check.expect_code(3);
+    for (line, place) in [
+        (2, "after a `\\`"),
+        (5, "in a comment"),
+        (8, "in a here-document"),
+        (13, "inside \"...\""),
+        (16, "inside `...`"),
+        (19, "inside $((...))"),
+    ] {
+        assert!(
+            check.stdout.contains(&format!("c.toml:{line}:")) && check.stdout.contains(place),
+            "line {line}, {place}:\n{}",
+            check.stdout
+        );
+    }
+}
+
+/// Text from the managed system reaches the human printer: a link's old target (set by
+/// whoever owns its directory) and a failing command's output. Escape sequences in it
+/// are shown escaped, never written to the administrator's terminal.
+#[test]
+fn finding_08_escapes_from_the_managed_system_are_not_printed_raw() {
+    let sb = Sandbox::new();
+    mkdir(&sb.at("/srv"));
+    let evil = "\x1b]2;pwned\x07\x1b[2K\x1b[1A\x1b[32m all ok";
+    symlink(evil, &sb.at("/srv/l"));
+    write(&sb.at("/srv/note"), format!("{evil}\n").as_bytes());
+    sb.policy(&[(
+        "c.toml",
+        "[[link]]\npath = \"/srv/l\"\ntarget = \"/etc/x\"\n\n\
+         [[command]]\nshell = \"cat srv/note >&2; exit 1\"\n",
+    )]);
+    let r = sb.apply_outside_state(&[]);
+    r.expect_code(1);
+    assert!(
+        !r.stdout.contains('\x1b') && !r.stdout.contains('\x07'),
+        "raw escapes printed:\n{}",
+        r.stdout.escape_debug()
+    );
+    assert!(
+        r.stdout.contains("relinked") && r.stdout.contains(r"\x1b]2;pwned\x07\x1b[2K"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(r"\x1b[32m all ok"),
+        "the command's output is not shown:\n{}",
+        r.stdout
+    );
+}

@@ -141,8 +141,11 @@ impl Identity {
             keyid: key_id,
             source,
         };
-        let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&private_key, &rcgen::PKCS_ED25519)
-            .map_err(cert_err)?;
+        // rcgen keeps its own copy of the DER, which it does not wipe on drop by itself.
+        let pair = zeroize::Zeroizing::new(
+            rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&private_key, &rcgen::PKCS_ED25519)
+                .map_err(cert_err)?,
+        );
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
         let (common_name, usages) = match &subject {
             Subject::PolicyServer => (
@@ -167,7 +170,7 @@ impl Identity {
             .push(rcgen::DnType::CommonName, common_name);
         params.extended_key_usages = usages;
         params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-        let cert = params.self_signed(&pair).map_err(cert_err)?;
+        let cert = params.self_signed(&*pair).map_err(cert_err)?;
         let signing =
             rustls::crypto::ring::sign::any_eddsa_type(&private_key).map_err(|source| {
                 TlsError::SigningKey {

@@ -683,3 +683,50 @@ fn finding_15_a_key_file_owned_by_another_user_is_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A FIFO put where a key file belongs (by whoever can write the key's directory) is
+/// refused as not a file at once; reading the key never waits for a writer.
+#[test]
+fn finding_15_a_fifo_at_a_key_path_is_refused_without_waiting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dep = deployment(tmp.path());
+    let policy = dep.join("keys/policy.key");
+    std::fs::remove_file(&policy).unwrap();
+    nix::unistd::mkfifo(&policy, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let out = tmp.path().join("b1");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenet-keys"))
+        .args([
+            "sign".as_ref(),
+            example_tree().as_os_str(),
+            "--deployment".as_ref(),
+        ])
+        .args([dep.as_os_str(), "--out".as_ref(), out.as_os_str()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It answers at once; the bound only keeps a hanging binary from hanging the test.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tenet-keys sign is still waiting on the FIFO after 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert!(err.contains(&policy.display().to_string()), "{err}");
+    assert!(!out.exists());
+
+    // The library refuses it the same way.
+    match tenet_keys::SecretKey::read(&policy) {
+        Err(tenet_keys::KeyError::NotAFile { path }) => assert_eq!(path, policy),
+        other => panic!("{other:?}"),
+    }
+}

@@ -6,8 +6,10 @@
 //! A `shell` script is a template of its own kind ([`Template::parse_shell`]): each
 //! reference expands to exactly one shell word, single-quoted when it holds anything
 //! but plain characters, so a value (a hostname from DHCP, a fact, a package name)
-//! is never read as shell syntax. A reference inside quotes there is refused at load,
-//! since the quoting it gets would become part of the text.
+//! is never read as shell syntax. A reference the shell would not read as an unquoted
+//! word there (inside quotes, backquotes or arithmetic, in a comment or a
+//! here-document, after a `\`) is refused at load, since its quoting would become part of the text or be
+//! undone.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -86,8 +88,8 @@ impl Template {
     }
 
     /// Parses a script for `/bin/sh -c`: like [`Template::parse`], but each reference
-    /// renders as one shell word ([`shell_quote`]), and a reference inside `'...'` or
-    /// `"..."` is an error (the quotes it gets would be part of the string; pass such a
+    /// renders as one shell word ([`shell_quote`]), and a reference where the shell
+    /// would not read an unquoted word (see the module documentation) is an error (pass such a
     /// value through the command's `env` and write `"$NAME"`).
     pub fn parse_shell(s: &str) -> Result<Self, TemplateError> {
         let mut t = Self::parse(s)?;
@@ -209,75 +211,364 @@ pub fn shell_quote(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Refuses a reference that a POSIX shell would read inside quotes. Tracks quotes,
-/// backslash escapes and comments; here-documents are not recognised (a reference in
-/// one would show its quotes).
+/// Refuses a reference that a POSIX shell (dash, or bash as `sh`) would not read as a
+/// word of its own, unquoted: one inside `'...'`, `"..."`, `$'...'`, backquotes,
+/// `${...}` or arithmetic (`$((...))`, `((...))`), in a comment (a newline in the value would end it), in a here-document or
+/// as its delimiter (expanded there, a value's `$(...)` would run), or right after a
+/// `\` (which would take the value's opening quote). `$(...)` is followed as the
+/// unquoted context it is. Where the shells differ, or where this reading could lose
+/// its place (`$'...'` with a backslash, quotes inside `${...}` inside `"..."`, a `case`
+/// inside a command substitution inside quotes), every later reference is refused.
 fn check_unquoted(parts: &[Part]) -> Result<(), TemplateError> {
-    #[derive(PartialEq)]
-    enum State {
-        Plain,
-        Single,
-        Double,
-        Comment,
-    }
-    let mut state = State::Plain;
-    let mut escaped = false;
-    // Whether the last character ended a word, so a `#` starts a comment.
-    let mut word_start = true;
+    let mut sh = ShellReader {
+        word_start: true,
+        ..ShellReader::default()
+    };
     for part in parts {
-        let text = match part {
-            Part::Text(t) => t,
+        match part {
+            Part::Text(t) => t.chars().for_each(|c| sh.read(c)),
             Part::Ref { r, offset } => {
-                let quote = match state {
-                    State::Single => "'...'",
-                    State::Double => "\"...\"",
-                    State::Plain | State::Comment => {
-                        word_start = false;
-                        continue;
-                    }
-                };
-                return Err(TemplateError {
-                    offset: *offset,
-                    message: format!(
-                        "`{r}` inside {quote} in a shell script: a reference expands to one shell word, already quoted; write it outside quotes, or pass it through `env` and write \"$NAME\""
-                    ),
-                });
-            }
-        };
-        for c in text.chars() {
-            if escaped {
-                escaped = false;
-                word_start = false;
-                continue;
-            }
-            match state {
-                State::Plain => match c {
-                    '\\' => escaped = true,
-                    '\'' => state = State::Single,
-                    '"' => state = State::Double,
-                    '#' if word_start => state = State::Comment,
-                    _ => {}
-                },
-                State::Single => {
-                    if c == '\'' {
-                        state = State::Plain;
-                    }
+                if let Some(place) = sh.refuses_reference() {
+                    return Err(TemplateError {
+                        offset: *offset,
+                        message: format!(
+                            "`{r}` {place} in a shell script: a reference expands to one shell word, already quoted, and only where the shell reads a word unquoted; write it outside quotes, or pass it through `env` and write \"$NAME\""
+                        ),
+                    });
                 }
-                State::Double => match c {
-                    '\\' => escaped = true,
-                    '"' => state = State::Plain,
-                    _ => {}
-                },
-                State::Comment => {
-                    if c == '\n' {
-                        state = State::Plain;
-                    }
-                }
+                sh.escaped = false;
+                sh.dollar = false;
+                sh.less = 0;
+                sh.paren = false;
+                sh.word_start = false;
+                sh.word.clear();
             }
-            word_start = c.is_whitespace() || ";&|()<>".contains(c);
         }
     }
     Ok(())
+}
+
+/// Where a shell is within a script, as far as quoting goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Frame {
+    /// `$(...)` or `$((...))`: unquoted again; the `(` open inside it.
+    CmdSub(u32),
+    Single,
+    Double,
+    /// bash's `$'...'`.
+    AnsiC,
+    Backquote,
+    /// `${...}`, with the `{` open inside it.
+    Param(u32),
+    /// `$((...))` or `((...))`: arithmetic, read as if in double quotes, and evaluated
+    /// (a value's `$(...)` would run); the `(` open inside it.
+    Arith(u32),
+    Comment,
+}
+
+/// A here-document whose operator was read.
+#[derive(Debug, Clone, Default)]
+struct HereDoc {
+    delimiter: String,
+    strip_tabs: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+enum Mode {
+    #[default]
+    Script,
+    /// Reading a here-document operator's delimiter word.
+    Delimiter {
+        doc: HereDoc,
+        quote: Option<char>,
+        escaped: bool,
+        started: bool,
+    },
+    /// In the bodies of the here-documents pending, the current line so far.
+    Body(String),
+}
+
+#[derive(Debug, Default)]
+struct ShellReader {
+    frames: Vec<Frame>,
+    mode: Mode,
+    /// Here-documents whose bodies start at the next newline.
+    pending: std::collections::VecDeque<HereDoc>,
+    escaped: bool,
+    /// The last character was an unescaped `$` where it expands.
+    dollar: bool,
+    /// `<` read in a row, unquoted.
+    less: u8,
+    /// The last character was an unescaped, unquoted `(`.
+    paren: bool,
+    word_start: bool,
+    /// The unquoted word read so far (letters only), to see `case`.
+    word: String,
+    /// This reading can no longer tell where the shell is.
+    lost: bool,
+}
+
+impl ShellReader {
+    fn quoted(&self) -> bool {
+        self.frames.iter().any(|f| !matches!(f, Frame::CmdSub(_)))
+    }
+
+    fn refuses_reference(&self) -> Option<&'static str> {
+        match self.mode {
+            Mode::Delimiter { .. } => return Some("as a here-document's delimiter"),
+            Mode::Body(_) => return Some("in a here-document"),
+            Mode::Script => {}
+        }
+        if self.less == 2 {
+            return Some("as a here-document's delimiter");
+        }
+        if self.escaped {
+            return Some("after a `\\`");
+        }
+        if let Some(f) = self
+            .frames
+            .iter()
+            .rev()
+            .find(|f| !matches!(f, Frame::CmdSub(_)))
+        {
+            return Some(match f {
+                Frame::Single => "inside '...'",
+                Frame::Double => "inside \"...\"",
+                Frame::AnsiC => "inside $'...'",
+                Frame::Backquote => "inside `...`",
+                Frame::Param(_) => "inside ${...}",
+                Frame::Arith(_) => "inside $((...))",
+                Frame::Comment | Frame::CmdSub(_) => "in a comment",
+            });
+        }
+        if self.lost {
+            return Some("after quoting this check cannot follow");
+        }
+        None
+    }
+
+    fn read(&mut self, c: char) {
+        match &mut self.mode {
+            Mode::Script => self.script(c),
+            Mode::Delimiter {
+                doc,
+                quote,
+                escaped,
+                started,
+            } => {
+                if *escaped {
+                    *escaped = false;
+                    doc.delimiter.push(c);
+                } else if let Some(q) = *quote {
+                    if c == q {
+                        *quote = None;
+                    } else if c == '\\' && q == '"' {
+                        *escaped = true;
+                    } else {
+                        doc.delimiter.push(c);
+                    }
+                } else if c == '\\' {
+                    *escaped = true;
+                    *started = true;
+                } else if c == '\'' || c == '"' {
+                    *quote = Some(c);
+                    *started = true;
+                } else if c == '-' && !*started && !doc.strip_tabs && doc.delimiter.is_empty() {
+                    doc.strip_tabs = true;
+                } else if (c == ' ' || c == '\t') && !*started {
+                } else if c.is_whitespace() || ";&|()<>".contains(c) {
+                    let doc = std::mem::take(doc);
+                    self.pending.push_back(doc);
+                    self.mode = Mode::Script;
+                    self.script(c);
+                } else {
+                    doc.delimiter.push(c);
+                    *started = true;
+                }
+            }
+            Mode::Body(line) => {
+                if c != '\n' {
+                    line.push(c);
+                    return;
+                }
+                let ends = self.pending.front().is_some_and(|d| {
+                    let l = if d.strip_tabs {
+                        line.trim_start_matches('\t')
+                    } else {
+                        line.as_str()
+                    };
+                    l == d.delimiter
+                });
+                line.clear();
+                if ends {
+                    self.pending.pop_front();
+                    if self.pending.is_empty() {
+                        self.mode = Mode::Script;
+                        self.word_start = true;
+                    }
+                }
+            }
+        }
+    }
+
+    fn script(&mut self, c: char) {
+        let dollar = std::mem::take(&mut self.dollar);
+        let less = std::mem::take(&mut self.less);
+        let paren = std::mem::take(&mut self.paren);
+        if self.escaped {
+            self.escaped = false;
+            self.word_start = false;
+            return;
+        }
+        match self.frames.last().copied() {
+            None | Some(Frame::CmdSub(_)) => {
+                if less == 2 && c != '<' {
+                    // `<<` (not bash's `<<<`): a here-document's delimiter follows.
+                    self.mode = Mode::Delimiter {
+                        doc: HereDoc::default(),
+                        quote: None,
+                        escaped: false,
+                        started: false,
+                    };
+                    self.read(c);
+                    return;
+                }
+                if c.is_ascii_alphabetic() {
+                    self.word.push(c);
+                } else {
+                    if self.word == "case" && self.quoted() {
+                        self.lost = true;
+                    }
+                    self.word.clear();
+                }
+                match c {
+                    '\\' => self.escaped = true,
+                    '\'' if dollar => self.frames.push(Frame::AnsiC),
+                    '\'' => self.frames.push(Frame::Single),
+                    '"' => self.frames.push(Frame::Double),
+                    '`' => self.frames.push(Frame::Backquote),
+                    '$' => self.dollar = true,
+                    '(' if paren => self.frames.push(Frame::Arith(0)),
+                    '(' if dollar => {
+                        self.frames.push(Frame::CmdSub(0));
+                        self.paren = true;
+                    }
+                    '[' if dollar => {
+                        // bash's old `$[...]` arithmetic; dash reads it as text.
+                        self.lost = true;
+                    }
+                    '{' if dollar => self.frames.push(Frame::Param(0)),
+                    '(' => {
+                        if let Some(Frame::CmdSub(n)) = self.frames.last_mut() {
+                            *n += 1;
+                        }
+                        self.paren = true;
+                    }
+                    ')' => match self.frames.last_mut() {
+                        Some(Frame::CmdSub(0)) => {
+                            self.frames.pop();
+                        }
+                        Some(Frame::CmdSub(n)) => *n -= 1,
+                        _ => {}
+                    },
+                    '#' if self.word_start => self.frames.push(Frame::Comment),
+                    '<' => self.less = less.saturating_add(1),
+                    '\n' if !self.pending.is_empty() => self.mode = Mode::Body(String::new()),
+                    _ => {}
+                }
+            }
+            Some(Frame::Single) => {
+                if c == '\'' {
+                    self.frames.pop();
+                }
+            }
+            Some(Frame::AnsiC) => match c {
+                // dash reads `$'` as `$` and a plain '...', which a `\'` would end.
+                '\\' => {
+                    self.lost = true;
+                    self.escaped = true;
+                }
+                '\'' => {
+                    self.frames.pop();
+                }
+                _ => {}
+            },
+            Some(Frame::Double) => match c {
+                '\\' => self.escaped = true,
+                '"' => {
+                    self.frames.pop();
+                }
+                '`' => self.frames.push(Frame::Backquote),
+                '$' => self.dollar = true,
+                '(' if dollar => self.frames.push(Frame::CmdSub(0)),
+                '{' if dollar => self.frames.push(Frame::Param(0)),
+                _ => {}
+            },
+            Some(Frame::Backquote) => match c {
+                '\\' => self.escaped = true,
+                '`' => {
+                    self.frames.pop();
+                }
+                _ => {}
+            },
+            Some(Frame::Param(n)) => match c {
+                '\\' => self.escaped = true,
+                '\'' | '"' => {
+                    if self.frames.contains(&Frame::Double) {
+                        // Shells differ on quotes in `"${x:-"..."}"`.
+                        self.lost = true;
+                    }
+                    self.frames.push(if c == '"' {
+                        Frame::Double
+                    } else {
+                        Frame::Single
+                    });
+                }
+                '`' => self.frames.push(Frame::Backquote),
+                '$' => self.dollar = true,
+                '(' if dollar => self.frames.push(Frame::CmdSub(0)),
+                '{' if dollar => self.frames.push(Frame::Param(0)),
+                '{' => {
+                    if let Some(Frame::Param(n)) = self.frames.last_mut() {
+                        *n += 1;
+                    }
+                }
+                '}' => {
+                    if n == 0 {
+                        self.frames.pop();
+                    } else if let Some(Frame::Param(n)) = self.frames.last_mut() {
+                        *n -= 1;
+                    }
+                }
+                _ => {}
+            },
+            Some(Frame::Arith(n)) => match c {
+                '\\' => self.escaped = true,
+                '(' => {
+                    if let Some(Frame::Arith(n)) = self.frames.last_mut() {
+                        *n += 1;
+                    }
+                }
+                ')' => {
+                    if n == 0 {
+                        self.frames.pop();
+                    } else if let Some(Frame::Arith(n)) = self.frames.last_mut() {
+                        *n -= 1;
+                    }
+                }
+                _ => {}
+            },
+            Some(Frame::Comment) => {
+                if c == '\n' {
+                    self.frames.pop();
+                    self.word_start = true;
+                    self.script(c);
+                    return;
+                }
+            }
+        }
+        self.word_start = c.is_whitespace() || ";&|()<>".contains(c);
+    }
 }
 
 fn parse_ref(body: &str) -> Result<Ref, String> {
@@ -389,6 +680,46 @@ mod tests {
         }
         // Plain templates are not shell scripts.
         assert!(Template::parse("echo \"${member}\"").is_ok());
+    }
+
+    #[test]
+    fn shell_scripts_refuse_references_the_shell_would_not_read_as_a_word() {
+        for (s, place) in [
+            ("echo \\${x}", "after a `\\`"),
+            ("true # ${x}\ntrue", "in a comment"),
+            ("cat <<EOF\n${x}\nEOF", "in a here-document"),
+            ("cat <<-'E'\n\t${x}\nE", "in a here-document"),
+            ("cat <<EOF; echo a\nb\nEOF\ncat << ${x}", "delimiter"),
+            ("cat <<${x}", "delimiter"),
+            ("echo `echo ${x}`", "inside `...`"),
+            ("echo \"$(echo \"${x}\")\"", "inside \"...\""),
+            ("echo $'a ${x}'", "inside $'...'"),
+            ("echo $${y:-${x}}", "inside ${...}"),
+            ("echo $((${x} + 1))", "inside $((...))"),
+            ("(( n = ${x} ))", "inside $((...))"),
+            ("echo $(( (1 + ${x}) ))", "inside $((...))"),
+            ("echo $[1] ${x}", "cannot follow"),
+            (
+                "echo \"$(case a in a) echo \"${x}\";; esac)\"",
+                "cannot follow",
+            ),
+        ] {
+            let e = Template::parse_shell(s).unwrap_err();
+            assert!(e.message.contains(place), "{s:?}: {}", e.message);
+        }
+        // Where the shell reads a word unquoted, a reference is fine.
+        for s in [
+            "echo $(echo ${x})",
+            "d=\"$(date +%F)\"; echo ${x}-$d",
+            "echo \"$(echo \"a\")\" ${x}",
+            "cat <<EOF\n$HOME `id`\nEOF\necho ${x}",
+            "cat <<-'E O'\n\tb\n\tE O\necho ${x} <<<here",
+            "echo `date` ${x} $${HOME} $((1+2)) ${x}",
+            "case a in a) echo ${x};; esac",
+            "echo $((1 + (2))) ${x} $( (echo a) ) ${x}",
+        ] {
+            assert!(Template::parse_shell(s).is_ok(), "{s:?}");
+        }
     }
 
     #[test]
