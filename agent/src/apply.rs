@@ -10,6 +10,7 @@ use tenet_policies::facts::FactError;
 use tenet_policies::{Diagnostics, Facts};
 
 use crate::converge::{self, Diffs, Mode};
+use crate::exit::ExitCode;
 use crate::fsops::{self, Root};
 use crate::lock::{LockError, RunLock};
 use crate::report::{Reporter, Summary};
@@ -69,6 +70,26 @@ pub enum ApplyError {
     /// The run lock is held or unusable.
     #[error(transparent)]
     Lock(#[from] LockError),
+}
+
+impl ApplyError {
+    /// The exit code this error ends `apply` with.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::InvalidPolicy { .. } => ExitCode::InvalidPolicy,
+            Self::Fact(_) => ExitCode::Usage,
+            Self::Lock(LockError::Held { .. }) => ExitCode::Locked,
+            _ => ExitCode::Environment,
+        }
+    }
+
+    /// Every problem of an invalid policy tree, printed before the error.
+    pub fn diagnostics(&self) -> Option<&Diagnostics> {
+        match self {
+            Self::InvalidPolicy { diagnostics, .. } => Some(diagnostics),
+            _ => None,
+        }
+    }
 }
 
 /// Runs one local convergence, reporting each promise and the summary to `reporter`.

@@ -45,6 +45,13 @@ pub enum DaemonError {
     Setup(#[source] std::io::Error),
 }
 
+impl DaemonError {
+    /// The exit code this error ends `daemon` with.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        crate::exit::ExitCode::Environment
+    }
+}
+
 /// Runs until SIGTERM or SIGINT. `make_reporter` gives each run its reporter;
 /// `outcome` hears how each run ended.
 pub fn daemon(

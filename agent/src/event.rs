@@ -20,8 +20,8 @@ use tenet_policies::facts::FactError;
 use tenet_policies::plan::{Event, Selection, Trigger};
 use tenet_policies::{Diagnostics, Facts, Policy};
 
-use crate::cli::ExitCode;
 use crate::config::{Config, ConfigError};
+use crate::exit::ExitCode;
 use crate::failover::journal::{Begin, History, Journal, JournalError, Record};
 use crate::failover::{self, Context, Earlier, Outcome, started};
 use crate::fsops::{self, Root};
@@ -170,6 +170,14 @@ pub enum EventError {
 }
 
 impl EventError {
+    /// Every problem of an invalid policy tree, printed before the error.
+    pub fn diagnostics(&self) -> Option<&Diagnostics> {
+        match self {
+            Self::InvalidPolicy { diagnostics, .. } => Some(diagnostics),
+            _ => None,
+        }
+    }
+
     /// The exit code this error ends the agent with.
     pub fn exit_code(&self) -> ExitCode {
         match self {

@@ -17,6 +17,7 @@ pub mod demo;
 pub mod escape;
 pub mod event;
 pub mod exec;
+pub mod exit;
 pub mod facts;
 pub mod failover;
 pub mod fetch;

@@ -44,6 +44,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::{Config, ConfigError};
 use crate::escape::{printable, printable_lines};
+use crate::exit::ExitCode;
 use crate::report::Collect;
 use crate::run::{RunError, cached_bundle};
 
@@ -122,6 +123,19 @@ pub enum PushError {
     /// The I/O runtime or TLS identity could not be made.
     #[error("cannot start: {0}")]
     Setup(String),
+}
+
+impl PushError {
+    /// The exit code this error ends `push` with.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Config(_) | Self::Policy { .. } => ExitCode::InvalidPolicy,
+            Self::NoKey { .. } | Self::NoTargets => ExitCode::Usage,
+            Self::Bundle(RunError::NoMaster(_) | RunError::NoCache { .. }) => ExitCode::NoMaster,
+            Self::Bundle(RunError::Trust(_)) => ExitCode::TrustRefused,
+            _ => ExitCode::Environment,
+        }
+    }
 }
 
 /// How one member's push ended.
@@ -239,6 +253,16 @@ impl PushReport {
             PushExit::SomeFailed
         } else {
             PushExit::AllOk
+        }
+    }
+
+    /// The exit code: 9 when some member's run did not happen, else 1 when some run
+    /// failed, else 0.
+    pub fn exit_code(&self) -> ExitCode {
+        match self.exit() {
+            PushExit::AllOk => ExitCode::Success,
+            PushExit::SomeFailed => ExitCode::PromisesFailed,
+            PushExit::SomeNotRun => ExitCode::PushIncomplete,
         }
     }
 

@@ -37,9 +37,9 @@ use tenet_keys::{
 
 use crate::apply::{ApplyError, ApplyOptions, apply_locked};
 use crate::cache::{BundleFiles, Cache};
-use crate::cli::ExitCode;
 use crate::config::{Config, ConfigError};
 use crate::converge::{Diffs, Mode};
+use crate::exit::ExitCode;
 use crate::fetch::{self, FetchError, Master};
 use crate::lock::{LockError, RunLock};
 use crate::report::{Reporter, Summary};
@@ -279,22 +279,49 @@ pub const LAST_RUN: &str = "last-run.json";
 /// the conditions of 10-12 are only reported (`last-run.json`'s `degraded`, warnings).
 pub fn exit_code(result: &Result<RunReport, RunError>, degraded_ok: bool) -> ExitCode {
     match result {
-        Ok(report) if report.trust_refused.is_some() => ExitCode::TrustRefused,
-        Ok(report) if !degraded_ok && !report.degraded.is_empty() => report
-            .degraded
-            .iter()
-            .max_by_key(|d| d.rank())
-            .map_or(ExitCode::Success, Degraded::exit_code),
-        Ok(report) if report.summary.all_ok() => ExitCode::Success,
-        Ok(_) => ExitCode::PromisesFailed,
-        Err(e) => match e {
-            RunError::Config(_) => ExitCode::InvalidPolicy,
-            RunError::Lock(LockError::Held { .. }) => ExitCode::Locked,
-            RunError::NoMaster(_) | RunError::NoCache { .. } => ExitCode::NoMaster,
-            RunError::Trust(_) => ExitCode::TrustRefused,
-            RunError::Apply(ApplyError::InvalidPolicy { .. }) => ExitCode::InvalidPolicy,
+        Ok(report) => report.exit_code(degraded_ok),
+        Err(e) => e.exit_code(),
+    }
+}
+
+impl RunReport {
+    /// The exit code of a run that converged: see [`exit_code`] for the precedence.
+    pub fn exit_code(&self, degraded_ok: bool) -> ExitCode {
+        if self.trust_refused.is_some() {
+            ExitCode::TrustRefused
+        } else if !degraded_ok && !self.degraded.is_empty() {
+            self.degraded
+                .iter()
+                .max_by_key(|d| d.rank())
+                .map_or(ExitCode::Success, Degraded::exit_code)
+        } else if self.summary.all_ok() {
+            ExitCode::Success
+        } else {
+            ExitCode::PromisesFailed
+        }
+    }
+}
+
+impl RunError {
+    /// The exit code of a run that did not converge.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Config(_) | Self::Apply(ApplyError::InvalidPolicy { .. }) => {
+                ExitCode::InvalidPolicy
+            }
+            Self::Lock(LockError::Held { .. }) => ExitCode::Locked,
+            Self::NoMaster(_) | Self::NoCache { .. } => ExitCode::NoMaster,
+            Self::Trust(_) => ExitCode::TrustRefused,
             _ => ExitCode::Environment,
-        },
+        }
+    }
+
+    /// Every problem of an invalid policy tree, printed before the error.
+    pub fn diagnostics(&self) -> Option<&tenet_policies::Diagnostics> {
+        match self {
+            Self::Apply(e) => e.diagnostics(),
+            _ => None,
+        }
     }
 }
 

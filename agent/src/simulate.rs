@@ -183,6 +183,16 @@ pub enum ShowError {
     Write(#[from] io::Error),
 }
 
+impl ShowError {
+    /// The exit code this error ends `plan` with.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::Load(e) => e.exit_code(),
+            Self::Write(_) => crate::exit::ExitCode::Environment,
+        }
+    }
+}
+
 /// What a step would do now.
 fn would(step: &Step<String>, place: &Place, source: Option<converge::Source<'_>>) -> String {
     match &step.action {
