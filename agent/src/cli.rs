@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use crate::exit::ExitCode;
 use tenet_keys::runreq::RunMode;
+use tenet_policies::plan::{Event, EventParseError};
 
 use crate::apply::ApplyOptions;
 use crate::converge::{Diffs, Mode};
@@ -236,7 +237,8 @@ pub struct WatchArgs {
 }
 
 fn event(s: &str) -> Result<tenet_policies::plan::Event, String> {
-    crate::event::parse_event(s)
+    s.parse()
+        .map_err(|e: tenet_policies::plan::EventParseError| e.to_string())
 }
 
 /// Options of `daemon`.
@@ -475,9 +477,9 @@ impl SourceArgs {
 
 impl EventArgs {
     /// What `event` is asked to do; `Err` names an empty package or member name.
-    pub fn options(self) -> Result<EventOptions, String> {
+    pub fn options(self) -> Result<EventOptions, EventParseError> {
         Ok(EventOptions {
-            event: crate::event::event_from(self.kind.name(), &self.name)?,
+            event: Event::from_parts(self.kind.name(), &self.name)?,
             id: self.id,
             resume: if self.resume {
                 Resume::Continue

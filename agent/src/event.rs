@@ -197,59 +197,6 @@ impl EventError {
     }
 }
 
-/// The event as written on the command line and in journals: `package-start:dce`.
-pub fn event_name(e: &Event) -> String {
-    let (kind, name) = match e {
-        Event::PackageStart(n) => ("package-start", n),
-        Event::PackageStop(n) => ("package-stop", n),
-        Event::PackageRunning(n) => ("package-running", n),
-        Event::NodeUp(n) => ("node-up", n),
-        Event::NodeDown(n) => ("node-down", n),
-        Event::MasterMove(n) => ("master-move", n),
-    };
-    format!("{kind}:{name}")
-}
-
-/// Every event kind as written on the command line.
-pub const EVENT_KINDS: [&str; 6] = [
-    "package-start",
-    "package-stop",
-    "package-running",
-    "node-up",
-    "node-down",
-    "master-move",
-];
-
-/// An event from its kind and the package or member it names.
-pub fn event_from(kind: &str, name: &str) -> Result<Event, String> {
-    if name.is_empty() {
-        return Err(format!("{kind}: the package or member name is empty"));
-    }
-    let n = name.to_string();
-    Ok(match kind {
-        "package-start" => Event::PackageStart(n),
-        "package-stop" => Event::PackageStop(n),
-        "package-running" => Event::PackageRunning(n),
-        "node-up" => Event::NodeUp(n),
-        "node-down" => Event::NodeDown(n),
-        "master-move" => Event::MasterMove(n),
-        other => {
-            return Err(format!(
-                "unknown event `{other}`; expected one of {}",
-                EVENT_KINDS.join(", ")
-            ));
-        }
-    })
-}
-
-/// `KIND:NAME` (`package-start:dce`, `node-up:alpha`) as an event.
-pub fn parse_event(text: &str) -> Result<Event, String> {
-    let (kind, name) = text
-        .split_once(':')
-        .ok_or_else(|| format!("`{text}` is not KIND:NAME, such as package-start:dce"))?;
-    event_from(kind, name)
-}
-
 /// The configuration (if any), root and state directory of a scope.
 #[derive(Debug)]
 pub(crate) struct Place {
@@ -409,7 +356,7 @@ pub fn event(
     reporter: &mut dyn StepReporter,
 ) -> Result<EventReport, EventError> {
     let start = Instant::now();
-    let name = event_name(&opts.event);
+    let name = opts.event.to_string();
     if let Some(id) = &opts.id {
         failover::journal::check_id(id)?;
     }
@@ -852,21 +799,6 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-
-    #[test]
-    fn events_parse_and_print_the_same() {
-        for kind in EVENT_KINDS {
-            let text = format!("{kind}:dce");
-            assert_eq!(event_name(&parse_event(&text).unwrap()), text);
-        }
-        assert!(parse_event("package-start").is_err());
-        assert!(parse_event("package-start:").is_err());
-        assert!(
-            parse_event("reboot:dce")
-                .unwrap_err()
-                .contains("expected one of")
-        );
-    }
 
     #[test]
     fn generated_ids_are_valid_journal_names() {

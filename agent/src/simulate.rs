@@ -11,7 +11,7 @@ use tenet_policies::plan::{Action, Event, Plan, Step, Trigger};
 use tenet_policies::template::Template;
 
 use crate::converge::{self, Diffs, Mode};
-use crate::event::{EventError, Place, Scope, event_name, load};
+use crate::event::{EventError, Place, Scope, load};
 use crate::failover::step_name;
 use crate::report::Status;
 
@@ -80,12 +80,7 @@ pub fn show(opts: &ShowOptions, out: &mut dyn Write) -> Result<(), ShowError> {
         let selection = policy.plans_for(&event, &loaded.facts);
         match selection.runs.iter().find(|r| r.plan == plan.name) {
             Some(run) => {
-                writeln!(
-                    out,
-                    "  runs on {member} on {}: {}",
-                    event_name(&event),
-                    run.why
-                )?;
+                writeln!(out, "  runs on {member} on {}: {}", event, run.why)?;
                 for (i, step) in run.steps.iter().enumerate() {
                     writeln!(out, "  {}. {}", i + 1, describe_resolved(step))?;
                 }
@@ -94,7 +89,7 @@ pub fn show(opts: &ShowOptions, out: &mut dyn Write) -> Result<(), ShowError> {
                 writeln!(
                     out,
                     "  does not run on {member} on {}{}",
-                    event_name(&event),
+                    event,
                     if selection.notes.is_empty() {
                         String::new()
                     } else {
@@ -123,9 +118,7 @@ pub fn simulate(opts: &SimulateOptions, out: &mut dyn Write) -> Result<(), ShowE
     writeln!(
         out,
         "simulating {} on member {} ({}); nothing is changed and no command runs",
-        event_name(&opts.event),
-        opts.member,
-        loaded.source
+        opts.event, opts.member, loaded.source
     )?;
     if loaded.remote {
         // Another member: this machine's addresses say nothing about what it holds.
