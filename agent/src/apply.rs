@@ -3,11 +3,11 @@
 //! Load and validate the tree (nothing is touched if it is invalid), gather facts,
 //! take the run lock, resolve the policy for this member, converge, report.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
+use tenet_policies::Diagnostics;
 use tenet_policies::facts::FactError;
-use tenet_policies::{Diagnostics, Facts};
 
 use crate::converge::{self, Diffs, Mode};
 use crate::exit::ExitCode;
@@ -15,9 +15,6 @@ use crate::fsops::{self, Root};
 use crate::lock::{LockError, RunLock};
 use crate::report::{Reporter, Summary};
 use crate::statcache::StatCache;
-
-/// The state directory beneath the root when none is given.
-pub const DEFAULT_STATE_DIR: &str = "var/lib/tenet";
 
 /// What `apply` needs.
 #[derive(Debug, Clone)]
@@ -125,11 +122,11 @@ fn apply_inner(
         source,
     })?;
     let mut facts = crate::facts::gather();
-    apply_overrides(&mut facts, &opts.facts)?;
+    crate::facts::apply_overrides(&mut facts, &opts.facts)?;
     let state_dir = opts
         .state_dir
         .clone()
-        .unwrap_or_else(|| root.base().join(DEFAULT_STATE_DIR));
+        .unwrap_or_else(|| crate::config::default_state_dir(root.base()));
     // A dry run changes nothing, so it creates no state directory either; it takes
     // the lock only where one exists, so it never reports a half-applied run.
     let _lock = match opts.mode {
@@ -205,17 +202,4 @@ fn apply_inner(
     summary.duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     reporter.summary(&summary);
     Ok(summary)
-}
-
-/// Applies `KEY=VALUE` overrides in order.
-pub fn apply_overrides(facts: &mut Facts, overrides: &[String]) -> Result<(), FactError> {
-    for f in overrides {
-        facts.set(f)?;
-    }
-    Ok(())
-}
-
-/// The state directory `apply` uses for `root` when none is given.
-pub fn default_state_dir(root: &Path) -> PathBuf {
-    root.join(DEFAULT_STATE_DIR)
 }

@@ -22,11 +22,7 @@
 //! holds more than twice the bundle in force's count plus 64.
 //!
 //! These files live in the agent's state directory, never in the managed root, so
-//! they are written here rather than through `fsops`.
-#![expect(
-    clippy::disallowed_methods,
-    reason = "the cache is the agent's own state, outside the managed root; every write is atomic here"
-)]
+//! they are written through `statefs` rather than `fsops`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -39,6 +35,7 @@ use tenet_keys::fsio::{Overwrite, write_atomic};
 
 use tenet_keys::{FileEntry, Manifest, Sha256Sum, TrustState, VerifiedBundle};
 
+use crate::statefs::{self, sync_dir};
 use crate::store::Store;
 
 /// The trust state's file name.
@@ -84,7 +81,7 @@ impl Cache {
         remove_all(&staging)?;
         fs::create_dir_all(&staging)?;
         fs::create_dir_all(self.blob_store())?;
-        std::os::unix::fs::symlink(BLOBS_LINK, staging.join(BLOBS))?;
+        statefs::symlink(Path::new(BLOBS_LINK), &staging.join(BLOBS))?;
         Ok(staging)
     }
 
@@ -185,11 +182,11 @@ impl Cache {
             fs::create_dir_all(&store)?;
             for e in fs::read_dir(staged.join(tenet_keys::bundle::BLOB_DIR))? {
                 let e = e?;
-                fs::rename(e.path(), store.join(e.file_name()))?;
+                statefs::rename(&e.path(), &store.join(e.file_name()))?;
             }
-            crate::run::flush(&store)?;
+            statefs::flush(&store)?;
             fs::remove_dir_all(&link)?;
-            std::os::unix::fs::symlink(BLOBS_LINK, &link)?;
+            statefs::symlink(Path::new(BLOBS_LINK), &link)?;
             sync_dir(&staged)?;
         }
         let serial = bundle.manifest().serial;
@@ -207,12 +204,12 @@ impl Cache {
             // The same serial fetched again (its cache was lost): it is not in force.
             remove_all(&dest)?;
         }
-        fs::rename(&staged, &dest)?;
+        statefs::rename(&staged, &dest)?;
         sync_dir(&bundles)?;
         let tmp = self.dir.join(format!("{CURRENT}.tmp"));
         remove_all(&tmp)?;
-        std::os::unix::fs::symlink(Path::new(BUNDLES).join(serial_name(serial)), &tmp)?;
-        fs::rename(&tmp, self.dir.join(CURRENT))?;
+        statefs::symlink(&Path::new(BUNDLES).join(serial_name(serial)), &tmp)?;
+        statefs::rename(&tmp, &self.dir.join(CURRENT))?;
         sync_dir(&self.dir)?;
         for entry in fs::read_dir(&bundles)? {
             let entry = entry?;
@@ -434,8 +431,4 @@ fn remove_all(path: &Path) -> io::Result<()> {
         Ok(m) if m.is_dir() => fs::remove_dir_all(path),
         Ok(_) => fs::remove_file(path),
     }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
 }

@@ -224,7 +224,7 @@ impl Place {
             .state_dir
             .clone()
             .or_else(|| config.as_ref().map(|c| c.state_dir.clone()))
-            .unwrap_or_else(|| crate::apply::default_state_dir(root.base()));
+            .unwrap_or_else(|| crate::config::default_state_dir(root.base()));
         Ok(Place {
             config,
             root,
@@ -320,7 +320,7 @@ pub(crate) fn load(
         Some(config) => Some(config.member.clone()),
         None => {
             let mut mine = facts.clone();
-            crate::apply::apply_overrides(&mut mine, &scope.facts)?;
+            crate::facts::apply_overrides(&mut mine, &scope.facts)?;
             policy.member_of(&mine).map(|m| m.name.clone())
         }
     };
@@ -335,8 +335,8 @@ pub(crate) fn load(
             ..Facts::default()
         };
     }
-    crate::apply::apply_overrides(&mut facts, &member_facts)?;
-    crate::apply::apply_overrides(&mut facts, &scope.facts)?;
+    crate::facts::apply_overrides(&mut facts, &member_facts)?;
+    crate::facts::apply_overrides(&mut facts, &scope.facts)?;
     if let Some(m) = member {
         facts.member = Some(m.to_string());
     }
@@ -366,7 +366,7 @@ pub fn event(
     let id = opts.id.clone().unwrap_or_else(generated_id);
     reporter.note(&format!("event {name}, id {id}"));
 
-    let others = unfinished_warnings(&place.state_dir, Some(&id));
+    let others = failover::journal::unfinished_warnings(&place.state_dir, Some(&id));
     for w in &others {
         reporter.note(w);
     }
@@ -642,42 +642,6 @@ fn replay(
     EventReport { summary, exit }
 }
 
-/// Most interrupted events [`unfinished_warnings`] names.
-pub const MAX_UNFINISHED_REPORTED: usize = 10;
-
-/// One warning per event journal in `state_dir` without an `event_end` (an event
-/// that was interrupted and never resumed), except `except`'s, newest first and at
-/// most [`MAX_UNFINISHED_REPORTED`] (then how many more). Reads only the tails.
-pub fn unfinished_warnings(state_dir: &std::path::Path, except: Option<&str>) -> Vec<String> {
-    let (found, _) = failover::journal::unfinished(state_dir, usize::MAX);
-    let found: Vec<_> = found
-        .into_iter()
-        .filter(|u| Some(u.id.as_str()) != except)
-        .collect();
-    let mut out: Vec<String> = found
-        .iter()
-        .take(MAX_UNFINISHED_REPORTED)
-        .map(|u| {
-            let written = u
-                .modified
-                .map(|t| format!(", last written {}", tenet_keys::Time::from_system(t)))
-                .unwrap_or_default();
-            format!(
-                "warning: event {} (id {}) did not finish: {}{written}; `tenet-agent event ... --id {} --resume` continues it",
-                u.event, u.id, u.interruption, u.id
-            )
-        })
-        .collect();
-    if found.len() > MAX_UNFINISHED_REPORTED {
-        out.push(format!(
-            "warning: and {} more interrupted events in {}",
-            found.len() - MAX_UNFINISHED_REPORTED,
-            state_dir.join(failover::journal::EVENTS_DIR).display()
-        ));
-    }
-    out
-}
-
 /// `20261122T013500Z-4242`: the time and this process's id.
 fn generated_id() -> String {
     let t = tenet_keys::Time::from_system(SystemTime::now()).to_string();
@@ -718,7 +682,7 @@ pub enum Stopped {
 /// plans'; [`DEFAULT_EVERY`] when none says) until SIGTERM or SIGINT, which let the
 /// round in progress finish. The policy is loaded again each round, so a new bundle
 /// takes effect. A round that fails is reported and the next one runs all the same.
-/// Interrupted events found at the start (see [`unfinished_warnings`]) go to `on_warning`.
+/// Interrupted events found at the start (see [`failover::journal::unfinished_warnings`]) go to `on_warning`.
 pub fn watch(
     opts: &WatchOptions,
     on_warning: &mut dyn FnMut(&str),
@@ -727,7 +691,7 @@ pub fn watch(
     use tokio::signal::unix::{SignalKind, signal};
     let place = Place::of(&opts.scope)?;
     place.create_state_dir()?;
-    for w in unfinished_warnings(&place.state_dir, None) {
+    for w in failover::journal::unfinished_warnings(&place.state_dir, None) {
         on_warning(&w);
     }
     let rt = tokio::runtime::Builder::new_current_thread()

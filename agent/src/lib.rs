@@ -28,6 +28,7 @@ pub mod report;
 pub mod run;
 pub mod simulate;
 pub mod statcache;
+pub mod statefs;
 pub mod store;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;

@@ -43,6 +43,7 @@ use crate::exit::ExitCode;
 use crate::fetch::{self, FetchError, Master};
 use crate::lock::{LockError, RunLock};
 use crate::report::{Reporter, Summary};
+use crate::statefs::{self, create_file, flush_written, write_file};
 use crate::store::{PACK_MIN, PackWriter};
 
 /// How long `run` (and each run of `daemon`) waits for another run to release the
@@ -406,7 +407,7 @@ fn prepare(
     reporter: &mut dyn Reporter,
 ) -> Result<Prepared, RunError> {
     let env = |what: &str, e: &dyn std::fmt::Display| RunError::Environment(format!("{what}: {e}"));
-    for w in crate::event::unfinished_warnings(&config.state_dir, None) {
+    for w in crate::failover::journal::unfinished_warnings(&config.state_dir, None) {
         reporter.warning(w.strip_prefix("warning: ").unwrap_or(&w));
     }
     let cache = Cache::open(&config.state_dir).map_err(|e| env("cache", &e))?;
@@ -1120,7 +1121,7 @@ impl Sink {
                 }
                 drop(file);
                 let path = dir.join(&hex);
-                rename_file(&part, &path).map_err(local("blob store"))?;
+                statefs::rename(&part, &path).map_err(local("blob store"))?;
                 written.push(path);
                 Ok(())
             }
@@ -1140,59 +1141,6 @@ impl Sink {
 /// Hard-links a blob of the bundle in force (older cache layout) into the store.
 fn link_blob(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::hard_link(from, to)
-}
-
-/// Above this many files written, staging is flushed with one `syncfs`.
-const FSYNC_MAX: usize = 16;
-
-/// Makes `files` and the directories `dirs` durable: each fsynced when they are few,
-/// one `syncfs` otherwise (0.5 ms per fsync on a busy disk; a `syncfs` also flushes
-/// whatever else is dirty on the filesystem).
-fn flush_written(files: &[PathBuf], dirs: &[&Path]) -> std::io::Result<()> {
-    if files.len() > FSYNC_MAX {
-        return flush(dirs[0]);
-    }
-    for f in files {
-        match std::fs::File::open(f) {
-            Ok(f) => f.sync_all()?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    for d in dirs {
-        match std::fs::File::open(d) {
-            Ok(d) => d.sync_all()?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Flushes the filesystem holding `dir` (one `syncfs` instead of one fsync per file).
-pub(crate) fn flush(dir: &Path) -> std::io::Result<()> {
-    let d = std::fs::File::open(dir)?;
-    nix::unistd::syncfs(&d).map_err(std::io::Error::from)
-}
-
-#[expect(
-    clippy::disallowed_methods,
-    reason = "staging lives in the agent's state directory, outside the managed root"
-)]
-fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
-}
-
-#[expect(
-    clippy::disallowed_methods,
-    reason = "the blob store lives in the agent's state directory, outside the managed root; flushed before use"
-)]
-fn rename_file(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::rename(from, to)
-}
-
-fn create_file(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::File::create(path)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::report::StepStatus;
+use crate::statefs::sync_dir;
 
 /// The journals' directory in the state directory.
 pub const EVENTS_DIR: &str = "events";
@@ -477,10 +478,6 @@ impl Journal {
     }
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 /// Suffix of the temp file a journal's begin record is written to.
 const TEMP_SUFFIX: &str = ".tenet-new";
 
@@ -573,6 +570,42 @@ fn unfinished_one(path: &Path, id: &str) -> Option<Unfinished> {
         interruption: interruption(&records),
         modified: meta.modified().ok(),
     })
+}
+
+/// Most interrupted events [`unfinished_warnings`] names.
+pub const MAX_UNFINISHED_REPORTED: usize = 10;
+
+/// One warning per event journal in `state_dir` without an `event_end` (an event
+/// that was interrupted and never resumed), except `except`'s, newest first and at
+/// most [`MAX_UNFINISHED_REPORTED`] (then how many more). Reads only the tails.
+pub fn unfinished_warnings(state_dir: &Path, except: Option<&str>) -> Vec<String> {
+    let (found, _) = unfinished(state_dir, usize::MAX);
+    let found: Vec<_> = found
+        .into_iter()
+        .filter(|u| Some(u.id.as_str()) != except)
+        .collect();
+    let mut out: Vec<String> = found
+        .iter()
+        .take(MAX_UNFINISHED_REPORTED)
+        .map(|u| {
+            let written = u
+                .modified
+                .map(|t| format!(", last written {}", tenet_keys::Time::from_system(t)))
+                .unwrap_or_default();
+            format!(
+                "warning: event {} (id {}) did not finish: {}{written}; `tenet-agent event ... --id {} --resume` continues it",
+                u.event, u.id, u.interruption, u.id
+            )
+        })
+        .collect();
+    if found.len() > MAX_UNFINISHED_REPORTED {
+        out.push(format!(
+            "warning: and {} more interrupted events in {}",
+            found.len() - MAX_UNFINISHED_REPORTED,
+            state_dir.join(EVENTS_DIR).display()
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
