@@ -23,7 +23,7 @@ pub struct ApplyOptions {
     pub tree: PathBuf,
     /// Where its files are read from instead of the directory `tree` (a verified
     /// cached bundle, each file checked against the signed manifest as it is read).
-    pub files: Option<crate::cache::BundleFiles>,
+    pub files: Option<crate::sync::cache::BundleFiles>,
     /// The root every policy path resolves beneath.
     pub root: PathBuf,
     /// The state directory (run lock); defaults to `ROOT/var/lib/tenet`.

@@ -27,7 +27,7 @@ use crate::failover::{self, Context, Earlier, Outcome, started};
 use crate::fsops::{self, Root};
 use crate::lock::{LockError, RunLock};
 use crate::report::{Collect, EventSummary, StepReporter, StepStatus};
-use crate::run::{RunError, cached_tree};
+use crate::sync::trusted::{BundleError, cached_tree};
 
 /// How often `watch` runs a round when no plan says (`every`).
 pub const DEFAULT_EVERY: Duration = Duration::from_secs(60);
@@ -134,7 +134,7 @@ pub enum EventError {
     Config(#[from] ConfigError),
     /// The cached bundle is missing, refused or unreadable.
     #[error(transparent)]
-    Cache(#[from] RunError),
+    Cache(#[from] BundleError),
     /// The policy tree is invalid.
     #[error("policy tree {} is invalid ({} errors); nothing was run", tree.display(), diagnostics.error_count())]
     InvalidPolicy {
@@ -188,9 +188,7 @@ impl EventError {
             Self::PlansChanged { .. } | Self::Config(_) | Self::InvalidPolicy { .. } => {
                 ExitCode::InvalidPolicy
             }
-            Self::Cache(RunError::NoCache { .. } | RunError::NoMaster(_)) => ExitCode::NoMaster,
-            Self::Cache(RunError::Trust(_)) => ExitCode::TrustRefused,
-            Self::Cache(RunError::Config(_)) => ExitCode::InvalidPolicy,
+            Self::Cache(e) => e.exit_code(),
             Self::Lock(LockError::Held { .. }) => ExitCode::Locked,
             _ => ExitCode::Environment,
         }
@@ -257,7 +255,7 @@ pub(crate) struct Loaded {
     /// The tree the policy was loaded from, and its files when they are a cached
     /// bundle's: where steps read content known by its hash.
     pub(crate) tree: PathBuf,
-    pub(crate) files: Option<crate::cache::BundleFiles>,
+    pub(crate) files: Option<crate::sync::cache::BundleFiles>,
 }
 
 impl Loaded {

@@ -8,7 +8,6 @@
 //! starts processes; nothing outside the configured root is ever touched.
 
 pub mod apply;
-pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod converge;
@@ -20,7 +19,6 @@ pub mod exec;
 pub mod exit;
 pub mod facts;
 pub mod failover;
-pub mod fetch;
 pub mod fsops;
 pub mod lock;
 pub mod push;
@@ -29,6 +27,6 @@ pub mod run;
 pub mod simulate;
 pub mod statcache;
 pub mod statefs;
-pub mod store;
+pub mod sync;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;

@@ -46,7 +46,7 @@ use crate::config::{Config, ConfigError};
 use crate::escape::{printable, printable_lines};
 use crate::exit::ExitCode;
 use crate::report::Collect;
-use crate::run::{RunError, cached_bundle};
+use crate::sync::trusted::{BundleError, cached_bundle};
 
 /// How long a request stays valid after it is made (members refuse more than 15
 /// minutes).
@@ -108,7 +108,7 @@ pub enum PushError {
     },
     /// No verified cached bundle to read members from.
     #[error("cannot read the member list from the cached bundle")]
-    Bundle(#[source] RunError),
+    Bundle(#[source] BundleError),
     /// The cached tree does not load.
     #[error("the cached policy tree {} does not load ({count} errors)", tree.display())]
     Policy {
@@ -131,8 +131,7 @@ impl PushError {
         match self {
             Self::Config(_) | Self::Policy { .. } => ExitCode::InvalidPolicy,
             Self::NoKey { .. } | Self::NoTargets => ExitCode::Usage,
-            Self::Bundle(RunError::NoMaster(_) | RunError::NoCache { .. }) => ExitCode::NoMaster,
-            Self::Bundle(RunError::Trust(_)) => ExitCode::TrustRefused,
+            Self::Bundle(e) => e.exit_code(),
             _ => ExitCode::Environment,
         }
     }

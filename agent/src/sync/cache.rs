@@ -36,7 +36,7 @@ use tenet_keys::fsio::{Overwrite, write_atomic};
 use tenet_keys::{FileEntry, Manifest, Sha256Sum, TrustState, VerifiedBundle};
 
 use crate::statefs::{self, sync_dir};
-use crate::store::Store;
+use crate::sync::store::Store;
 
 /// The trust state's file name.
 pub const TRUST_FILE: &str = "trust.toml";
