@@ -8,13 +8,15 @@ pub use crate::exit::ExitCode;
 use tenet_keys::runreq::RunMode;
 use tenet_policies::plan::{Event, EventParseError};
 
-use crate::apply::ApplyOptions;
 use crate::converge::{Diffs, Mode};
-use crate::daemon::Schedule;
-use crate::event::{EventOptions, Resume, Scope, Source, WatchOptions};
 use crate::exit::EXIT_CODES;
-use crate::push::{PushOptions, Targets};
-use crate::run::RunOptions;
+use crate::ops::apply::ApplyOptions;
+use crate::ops::daemon::Schedule;
+use crate::ops::event::{EventOptions, Resume};
+use crate::ops::push::{PushOptions, Targets};
+use crate::ops::run::RunOptions;
+use crate::ops::source::{PolicySource, Scope};
+use crate::ops::watch::WatchOptions;
 
 /// tenet-agent keeps this cluster member configured as its policy says.
 #[derive(Debug, Parser)]
@@ -441,7 +443,7 @@ impl DaemonArgs {
             mode: Mode::Apply,
             diffs: Diffs::Skip,
             classes: Vec::new(),
-            lock_timeout: crate::run::DEFAULT_LOCK_TIMEOUT,
+            lock_timeout: crate::ops::run::DEFAULT_LOCK_TIMEOUT,
             rehash: false,
             deadline: self.deadline,
             degraded_ok: false,
@@ -462,9 +464,9 @@ impl SourceArgs {
     /// Where plans come from: `--policy`, else `--config`, else the default configuration.
     pub fn scope(self) -> Scope {
         let source = match (self.policy, self.config) {
-            (Some(tree), _) => Source::Policy(tree),
-            (None, Some(config)) => Source::Config(config),
-            (None, None) => Source::Config(crate::config::DEFAULT_CONFIG.into()),
+            (Some(tree), _) => PolicySource::Policy(tree),
+            (None, Some(config)) => PolicySource::Config(config),
+            (None, None) => PolicySource::Config(crate::config::DEFAULT_CONFIG.into()),
         };
         Scope {
             source,

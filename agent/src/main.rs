@@ -10,11 +10,11 @@ use std::process;
 
 use clap::Parser;
 use tenet_agent::cli::{Cli, Command, DaemonArgs, EventArgs, PlanCommand, PushArgs, WatchArgs};
-use tenet_agent::event::EventError;
 use tenet_agent::exit::ExitCode;
-use tenet_agent::push::{PushHuman, PushJson, PushReporter};
+use tenet_agent::ops::event::EventError;
+use tenet_agent::ops::push::{PushHuman, PushJson, PushReporter};
+use tenet_agent::ops::run::{RunError, RunReport};
 use tenet_agent::report::{Human, JsonLines, Reporter, StepReporter};
-use tenet_agent::run::{RunError, RunReport};
 use tenet_policies::Diagnostics;
 
 fn main() {
@@ -24,7 +24,7 @@ fn main() {
         Command::Check { tree } => check(&tree),
         Command::Apply(args) => {
             let mut reporter = reporter(args.json, args.diff);
-            match tenet_agent::apply::apply(&args.options(), reporter.as_mut()) {
+            match tenet_agent::ops::apply::apply(&args.options(), reporter.as_mut()) {
                 Ok(summary) if summary.all_ok() => ExitCode::Success,
                 Ok(_) => ExitCode::PromisesFailed,
                 Err(e) => fail(&e, e.diagnostics(), e.exit_code()),
@@ -33,7 +33,7 @@ fn main() {
         Command::Run(args) => {
             let opts = args.options();
             let mut reporter = reporter(args.json, args.diff);
-            let result = tenet_agent::run::run(&opts, reporter.as_mut());
+            let result = tenet_agent::ops::run::run(&opts, reporter.as_mut());
             drop(reporter);
             run_outcome(&result, opts.degraded_ok)
         }
@@ -123,7 +123,7 @@ fn daemon(args: &DaemonArgs) -> ExitCode {
     let outcome = |r: &Result<RunReport, RunError>| {
         run_outcome(r, false);
     };
-    match tenet_agent::daemon::daemon(&args.options(), &args.schedule(), &make, &outcome) {
+    match tenet_agent::ops::daemon::daemon(&args.options(), &args.schedule(), &make, &outcome) {
         Ok(_) => ExitCode::Success,
         Err(e) => fail(&e, None, e.exit_code()),
     }
@@ -155,14 +155,14 @@ fn event(args: EventArgs) -> i32 {
     } else {
         Box::new(Human::new(io::stdout(), false))
     };
-    match tenet_agent::event::event(&opts, reporter.as_mut()) {
+    match tenet_agent::ops::event::event(&opts, reporter.as_mut()) {
         Ok(report) => i32::from(report.exit),
         Err(e) => event_error(&e).into(),
     }
 }
 
 fn plan(cmd: PlanCommand) -> ExitCode {
-    use tenet_agent::simulate::{ShowError, ShowOptions, SimulateOptions, show, simulate};
+    use tenet_agent::ops::simulate::{ShowError, ShowOptions, SimulateOptions, show, simulate};
     let mut out = io::stdout().lock();
     let result = match cmd {
         PlanCommand::Show { member, source } => show(
@@ -200,7 +200,7 @@ fn push(args: PushArgs) -> ExitCode {
     } else {
         Box::new(PushHuman::new(io::stdout(), io::stdout().is_terminal()))
     };
-    match tenet_agent::push::push(&args.options(), reporter.as_mut()) {
+    match tenet_agent::ops::push::push(&args.options(), reporter.as_mut()) {
         Ok(report) => report.exit_code(),
         Err(e) => fail(&e, None, e.exit_code()),
     }
@@ -209,7 +209,7 @@ fn push(args: PushArgs) -> ExitCode {
 fn watch(args: WatchArgs) -> ExitCode {
     let opts = args.options();
     let package = opts.package.clone();
-    let mut on_round = |r: &tenet_agent::event::Round| match &r.outcome {
+    let mut on_round = |r: &tenet_agent::ops::watch::Round| match &r.outcome {
         Ok(o) if o.all_ok() => println!(
             "{package} round {}: ok: {}, {} ok ({} ms)",
             r.number,
@@ -226,7 +226,7 @@ fn watch(args: WatchArgs) -> ExitCode {
         Err(why) => println!("{package} round {}: did not run: {why}", r.number),
     };
     let mut on_warning = |w: &str| println!("{w}");
-    match tenet_agent::event::watch(&opts, &mut on_warning, &mut on_round) {
+    match tenet_agent::ops::watch::watch(&opts, &mut on_warning, &mut on_round) {
         Ok(_) => ExitCode::Success,
         Err(e) => event_error(&e),
     }
@@ -247,7 +247,7 @@ fn demo(keep: bool) -> ExitCode {
     println!();
     println!("== first run: converge the sandbox ==");
     let mut human = Human::new(io::stdout(), true);
-    let result = tenet_agent::demo::run(dir.path(), &mut human, &mut || {
+    let result = tenet_agent::ops::demo::run(dir.path(), &mut human, &mut || {
         println!();
         println!("== second run: nothing should be left to do ==");
     });

@@ -1,9 +1,9 @@
-//! The sync client: one conversation with the master ([`pull`]), the verified bundle
+//! The sync client: one conversation with the master ([`mod@pull`]), the verified bundle
 //! in force ([`trusted`]), and where both keep what they hold ([`cache`], [`store`]),
 //! over the pinned mutual-TLS client ([`fetch`]).
 //!
 //! Nothing here converges, runs a failover plan or imports a command: `run` strings
-//! [`pull::pull`] and the commit together, and converges what [`trusted`] hands it.
+//! `pull::pull` and the commit together, and converges what [`trusted`] hands it.
 //!
 //! The state directory, each file with the module that owns it:
 //!

@@ -1,11 +1,10 @@
 //! One conversation with the master, as named steps in the protocol's order:
-//! [`pull`] = [`connect`] → [`update_roots`] → [`check_timestamp`] →
-//! [`stage_manifest`] → [`missing_blobs`] → [`store_blobs`] → [`flush_staging`] →
-//! whole-bundle verification.
+//! `pull` = `connect` → `update_roots` → `check_timestamp` → `stage_manifest` →
+//! `missing_blobs` → `store_blobs` → `flush_staging` → whole-bundle verification.
 //!
 //! Everything fetched lands in `STATE/bundles/.staging` and the shared blob store,
 //! hashed against a signed document already verified, and is verified again as a
-//! whole before [`pull`] returns it; committing it is the caller's (`run`, under the
+//! whole before `pull` returns it; committing it is the caller's (`run`, under the
 //! run lock). No run lock is held here: the caller holds `sync.lock`.
 
 use std::collections::BTreeSet;

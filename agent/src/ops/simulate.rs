@@ -11,8 +11,8 @@ use tenet_policies::plan::{Action, Event, Plan, Step, Trigger};
 use tenet_policies::template::Template;
 
 use crate::converge::{self, Diffs, Mode};
-use crate::event::{EventError, Place, Scope, load};
 use crate::failover::step_name;
+use crate::ops::source::{EventError, Place, Scope, load};
 use crate::report::Status;
 
 /// What `plan show` needs.

@@ -91,21 +91,24 @@ impl ApplyError {
 
 /// Runs one local convergence, reporting each promise and the summary to `reporter`.
 pub fn apply(opts: &ApplyOptions, reporter: &mut dyn Reporter) -> Result<Summary, ApplyError> {
-    apply_inner(opts, reporter, false)
+    converge_tree(opts, reporter, Lock::Take)
 }
 
-/// [`apply`] for a caller that already holds the run lock of `opts.state_dir`.
-pub(crate) fn apply_locked(
-    opts: &ApplyOptions,
-    reporter: &mut dyn Reporter,
-) -> Result<Summary, ApplyError> {
-    apply_inner(opts, reporter, true)
+/// Whether [`converge_tree`] takes the run lock of the state directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lock {
+    /// Take it (waiting up to the lock timeout), and release it at the end.
+    Take,
+    /// The caller holds it already (`run`).
+    Held,
 }
 
-fn apply_inner(
+/// The pipeline `apply`, `run` and `demo` share: load, facts, lock (unless held),
+/// resolve, converge, summary.
+pub(crate) fn converge_tree(
     opts: &ApplyOptions,
     reporter: &mut dyn Reporter,
-    locked: bool,
+    lock: Lock,
 ) -> Result<Summary, ApplyError> {
     let start = Instant::now();
     let loaded = match &opts.files {
@@ -130,7 +133,7 @@ fn apply_inner(
     // A dry run changes nothing, so it creates no state directory either; it takes
     // the lock only where one exists, so it never reports a half-applied run.
     let _lock = match opts.mode {
-        _ if locked => None,
+        _ if lock == Lock::Held => None,
         Mode::Apply => Some(RunLock::acquire_within(
             &state_dir,
             "apply",

@@ -28,11 +28,11 @@ use std::time::SystemTime;
 
 use tenet_keys::{Clock, Manifest, Time, TrustState};
 
-use crate::apply::{ApplyError, ApplyOptions, apply_locked};
 use crate::config::{Config, ConfigError};
 use crate::converge::{Diffs, Mode};
 use crate::exit::ExitCode;
 use crate::lock::{LockError, RunLock};
+use crate::ops::apply::{ApplyError, ApplyOptions, Lock, converge_tree};
 use crate::report::{Reporter, Summary};
 use crate::sync::cache::{BundleFiles, Cache};
 use crate::sync::pull::{InForce, SyncError, Synced, pull};
@@ -580,7 +580,7 @@ fn run_locked(
         lock_timeout: opts.lock_timeout,
         rehash: opts.rehash,
     };
-    let summary = apply_locked(&apply_opts, reporter)?;
+    let summary = converge_tree(&apply_opts, reporter, Lock::Held)?;
     Ok(RunReport {
         summary,
         serial,
