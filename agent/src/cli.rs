@@ -15,6 +15,7 @@ use crate::ops::daemon::Schedule;
 use crate::ops::event::{EventOptions, Resume};
 use crate::ops::push::{PushOptions, Targets};
 use crate::ops::run::RunOptions;
+use crate::ops::simulate::{ShowError, ShowOptions, SimulateOptions, show, simulate};
 use crate::ops::source::{PolicySource, Scope};
 use crate::ops::watch::WatchOptions;
 
@@ -524,6 +525,35 @@ impl PushArgs {
             parallel: usize::from(self.parallel),
             timeout: self.timeout,
             key: self.key,
+        }
+    }
+}
+
+impl PlanCommand {
+    /// Runs `plan show` or `plan simulate`, writing what it finds to `out`.
+    pub fn run(self, out: &mut dyn std::io::Write) -> Result<(), ShowError> {
+        match self {
+            Self::Show { member, source } => show(
+                &ShowOptions {
+                    scope: source.scope(),
+                    member,
+                },
+                out,
+            ),
+            Self::Simulate {
+                member,
+                event,
+                holds,
+                source,
+            } => simulate(
+                &SimulateOptions {
+                    scope: source.scope(),
+                    member,
+                    event,
+                    holds,
+                },
+                out,
+            ),
         }
     }
 }

@@ -14,6 +14,7 @@ use tenet_agent::exit::ExitCode;
 use tenet_agent::ops::event::EventError;
 use tenet_agent::ops::push::{PushHuman, PushJson, PushReporter};
 use tenet_agent::ops::run::{RunError, RunReport};
+use tenet_agent::ops::simulate::ShowError;
 use tenet_agent::report::{Human, JsonLines, Reporter, StepReporter};
 use tenet_policies::Diagnostics;
 
@@ -162,32 +163,7 @@ fn event(args: EventArgs) -> i32 {
 }
 
 fn plan(cmd: PlanCommand) -> ExitCode {
-    use tenet_agent::ops::simulate::{ShowError, ShowOptions, SimulateOptions, show, simulate};
-    let mut out = io::stdout().lock();
-    let result = match cmd {
-        PlanCommand::Show { member, source } => show(
-            &ShowOptions {
-                scope: source.scope(),
-                member,
-            },
-            &mut out,
-        ),
-        PlanCommand::Simulate {
-            member,
-            event,
-            holds,
-            source,
-        } => simulate(
-            &SimulateOptions {
-                scope: source.scope(),
-                member,
-                event,
-                holds,
-            },
-            &mut out,
-        ),
-    };
-    match result {
+    match cmd.run(&mut io::stdout().lock()) {
         Ok(()) => ExitCode::Success,
         Err(ShowError::Load(e)) => event_error(&e),
         Err(e) => fail(&e, None, e.exit_code()),
@@ -209,22 +185,7 @@ fn push(args: PushArgs) -> ExitCode {
 fn watch(args: WatchArgs) -> ExitCode {
     let opts = args.options();
     let package = opts.package.clone();
-    let mut on_round = |r: &tenet_agent::ops::watch::Round| match &r.outcome {
-        Ok(o) if o.all_ok() => println!(
-            "{package} round {}: ok: {}, {} ok ({} ms)",
-            r.number,
-            tenet_agent::report::counted(o.plans, "plan"),
-            tenet_agent::report::counted(o.ok, "step"),
-            r.duration_ms
-        ),
-        Ok(o) => println!(
-            "{package} round {}: failed at {} ({} ms)",
-            r.number,
-            o.first_failure.as_deref().unwrap_or("a step"),
-            r.duration_ms
-        ),
-        Err(why) => println!("{package} round {}: did not run: {why}", r.number),
-    };
+    let mut on_round = |r: &tenet_agent::ops::watch::Round| println!("{}", r.line(&package));
     let mut on_warning = |w: &str| println!("{w}");
     match tenet_agent::ops::watch::watch(&opts, &mut on_warning, &mut on_round) {
         Ok(_) => ExitCode::Success,

@@ -35,6 +35,29 @@ pub struct Round {
     pub duration_ms: u64,
 }
 
+impl Round {
+    /// The round as `watch` prints it: `PACKAGE round N: ok: ...`, `failed at ...`, or
+    /// `did not run: ...`.
+    pub fn line(&self, package: &str) -> String {
+        match &self.outcome {
+            Ok(o) if o.all_ok() => format!(
+                "{package} round {}: ok: {}, {} ok ({} ms)",
+                self.number,
+                crate::report::counted(o.plans, "plan"),
+                crate::report::counted(o.ok, "step"),
+                self.duration_ms
+            ),
+            Ok(o) => format!(
+                "{package} round {}: failed at {} ({} ms)",
+                self.number,
+                o.first_failure.as_deref().unwrap_or("a step"),
+                self.duration_ms
+            ),
+            Err(why) => format!("{package} round {}: did not run: {why}", self.number),
+        }
+    }
+}
+
 /// What ended `watch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchStopped {
