@@ -1,20 +1,8 @@
 //! The state directory's cache: the ratchet and the last good bundle.
 //!
-//! ```text
-//! STATE/
-//!   run.lock
-//!   trust.toml                the ratchet (TrustState::to_toml), replaced atomically
-//!   blobs/sha256/<hex>        a cached blob, named by its SHA-256; a blob enters
-//!                             only after its bytes were hashed against that name
-//!   blobs/packs/<name>.pack   many cached blobs, written by one sync ([`Store`])
-//!   blobs/packs/<name>.idx
-//!   blobs/.damaged            a stored blob or pack was found damaged: the next sync
-//!                             fetches the bundle in force again
-//!   bundles/<serial>/         a verified bundle (no timestamp): roots, manifest,
-//!                             blobs -> ../../blobs (the shared store)
-//!   bundles/.staging/         the bundle being fetched (same layout); removed on start
-//!   current -> bundles/<serial>
-//! ```
+//! The files it owns are drawn, with the rest of the state directory, in
+//! [`crate::sync`]'s documentation: `trust.toml`, `blobs/.damaged`, `bundles/`,
+//! `bundles/.staging/` and `current` (the blob store itself is [`Store`]'s).
 //!
 //! A new serial stores only the blobs the store does not hold yet: a change of one
 //! file writes one blob, and no bundle owns a copy or a link per file. Blobs no bundle
