@@ -1,64 +1,23 @@
-//! The command line: clap types (in the library so `--help` can be tested) and exit codes.
+//! The command line: clap types (in the library so `--help` can be tested).
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Exit codes, the same for every tenet binary that uses them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum ExitCode {
-    /// The run finished; every promise kept or repaired (or, in a dry run, would be).
-    Success = 0,
-    /// The run finished; at least one promise failed, was blocked, or did not converge.
-    PromisesFailed = 1,
-    /// Usage error.
-    Usage = 2,
-    /// The configuration or policy is invalid (diagnostics printed); nothing was changed.
-    InvalidPolicy = 3,
-    /// Trust refused: bad signature, unknown signer, rollback, expired manifest.
-    TrustRefused = 4,
-    /// No master answered and no cached bundle exists.
-    NoMaster = 5,
-    /// Another run is already in progress.
-    Locked = 6,
-    /// The run could not start: the root or state directory is unusable.
-    Environment = 7,
-    /// An earlier run of this event id was interrupted; nothing was re-run (`--resume`).
-    Interrupted = 8,
-    /// `push`: some member was unreachable, refused the request, or was busy; its run
-    /// did not happen.
-    PushIncomplete = 9,
-    /// `run`: no master answered (or not within `--deadline`); converged from the
-    /// cached bundle.
-    MasterUnreachable = 10,
-    /// `run`: enforcing a cached bundle that has expired (manifest or root), verified
-    /// by every other check.
-    BundleExpired = 11,
-    /// `run`: no fresh timestamp from the master for longer than the trusted one
-    /// lives (a frozen or absent master); converged from the cached bundle.
-    TimestampStale = 12,
-}
+pub use crate::exit::ExitCode;
+use tenet_keys::runreq::RunMode;
+use tenet_policies::plan::{Event, EventParseError};
 
-const EXIT_CODES: &str = "\
-Exit codes:
-  0  run finished; every promise kept or repaired (a dry run: or would be)
-  1  run finished; at least one promise failed, was blocked, or did not converge
-     (event, watch: a step failed)
-  2  usage error
-  3  policy invalid: diagnostics printed, nothing changed
-  4  trust refused: bad signature, unknown signer, rollback, expired manifest
-  5  no master answered and no cached bundle exists
-  6  another run is already in progress (still, after --lock-timeout: run waits 30s,
-     event and watch 60s, apply not at all by default)
-  7  the run could not start: root or state directory unusable
-  8  event: an earlier run of this id was interrupted; nothing re-run; use --resume
-  9  push: some member unreachable, refused, or busy (its run did not happen)
- 10  run: master unreachable (or not within --deadline); converged from the cached bundle
- 11  run: enforcing an expired bundle (manifest or root expired; still verified)
- 12  run: no fresh timestamp for longer than its lifetime (frozen or absent master)
-     (run: the first that holds wins: 4, 11, 12, 10, 1, 0; --degraded-ok turns 10-12
-     into 0, or 1 if a promise failed; last-run.json's \"degraded\" says why either way)";
+use crate::converge::{Diffs, Mode};
+use crate::exit::EXIT_CODES;
+use crate::ops::apply::ApplyOptions;
+use crate::ops::daemon::Schedule;
+use crate::ops::event::{EventOptions, Resume};
+use crate::ops::push::{PushOptions, Targets};
+use crate::ops::run::RunOptions;
+use crate::ops::simulate::{ShowError, ShowOptions, SimulateOptions, show, simulate};
+use crate::ops::source::{PolicySource, Scope};
+use crate::ops::watch::WatchOptions;
 
 /// tenet-agent keeps this cluster member configured as its policy says.
 #[derive(Debug, Parser)]
@@ -281,7 +240,8 @@ pub struct WatchArgs {
 }
 
 fn event(s: &str) -> Result<tenet_policies::plan::Event, String> {
-    crate::event::parse_event(s)
+    s.parse()
+        .map_err(|e: tenet_policies::plan::EventParseError| e.to_string())
 }
 
 /// Options of `daemon`.
@@ -432,5 +392,168 @@ fn class_name(s: &str) -> Result<String, String> {
             "a class is 1 to 64 letters, digits, '_', '-' or '.', not starting with '-'"
                 .to_string(),
         )
+    }
+}
+
+fn mode(dry_run: bool) -> Mode {
+    if dry_run { Mode::DryRun } else { Mode::Apply }
+}
+
+fn diffs(diff: bool) -> Diffs {
+    if diff { Diffs::Keep } else { Diffs::Skip }
+}
+
+impl ApplyArgs {
+    /// What `apply` is asked to do.
+    pub fn options(&self) -> ApplyOptions {
+        ApplyOptions {
+            tree: self.tree.clone(),
+            files: None,
+            root: self.root.clone(),
+            state_dir: self.state_dir.clone(),
+            mode: mode(self.dry_run),
+            diffs: diffs(self.diff),
+            facts: self.facts.clone(),
+            lock_timeout: self.lock_timeout,
+            rehash: self.rehash,
+        }
+    }
+}
+
+impl RunArgs {
+    /// What `run` is asked to do.
+    pub fn options(&self) -> RunOptions {
+        RunOptions {
+            config: self.config.clone(),
+            mode: mode(self.dry_run),
+            diffs: diffs(self.diff),
+            classes: self.classes.clone(),
+            lock_timeout: self.lock_timeout,
+            rehash: self.rehash,
+            deadline: self.deadline,
+            degraded_ok: self.degraded_ok,
+        }
+    }
+}
+
+impl DaemonArgs {
+    /// What each of the daemon's runs is asked to do: apply, with the defaults of `run`.
+    pub fn options(&self) -> RunOptions {
+        RunOptions {
+            config: self.config.clone(),
+            mode: Mode::Apply,
+            diffs: Diffs::Skip,
+            classes: Vec::new(),
+            lock_timeout: crate::ops::run::DEFAULT_LOCK_TIMEOUT,
+            rehash: false,
+            deadline: self.deadline,
+            degraded_ok: false,
+        }
+    }
+
+    /// When the daemon runs.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            interval: self.interval,
+            splay: self.splay,
+            rehash_every: self.rehash_every,
+        }
+    }
+}
+
+impl SourceArgs {
+    /// Where plans come from: `--policy`, else `--config`, else the default configuration.
+    pub fn scope(self) -> Scope {
+        let source = match (self.policy, self.config) {
+            (Some(tree), _) => PolicySource::Policy(tree),
+            (None, Some(config)) => PolicySource::Config(config),
+            (None, None) => PolicySource::Config(crate::config::DEFAULT_CONFIG.into()),
+        };
+        Scope {
+            source,
+            root: self.root,
+            state_dir: self.state_dir,
+            facts: self.facts,
+        }
+    }
+}
+
+impl EventArgs {
+    /// What `event` is asked to do; `Err` names an empty package or member name.
+    pub fn options(self) -> Result<EventOptions, EventParseError> {
+        Ok(EventOptions {
+            event: Event::from_parts(self.kind.name(), &self.name)?,
+            id: self.id,
+            resume: if self.resume {
+                Resume::Continue
+            } else {
+                Resume::Refuse
+            },
+            scope: self.source.scope(),
+            lock_timeout: self.lock_timeout,
+        })
+    }
+}
+
+impl WatchArgs {
+    /// What `watch` is asked to do.
+    pub fn options(self) -> WatchOptions {
+        WatchOptions {
+            package: self.package,
+            scope: self.source.scope(),
+            lock_timeout: self.lock_timeout,
+        }
+    }
+}
+
+impl PushArgs {
+    /// What `push` is asked to do.
+    pub fn options(self) -> PushOptions {
+        PushOptions {
+            config: self.config,
+            targets: if self.all {
+                Targets::All
+            } else {
+                Targets::Members(self.members)
+            },
+            mode: if self.dry_run {
+                RunMode::DryRun
+            } else {
+                RunMode::Apply
+            },
+            classes: self.classes,
+            parallel: usize::from(self.parallel),
+            timeout: self.timeout,
+            key: self.key,
+        }
+    }
+}
+
+impl PlanCommand {
+    /// Runs `plan show` or `plan simulate`, writing what it finds to `out`.
+    pub fn run(self, out: &mut dyn std::io::Write) -> Result<(), ShowError> {
+        match self {
+            Self::Show { member, source } => show(
+                &ShowOptions {
+                    scope: source.scope(),
+                    member,
+                },
+                out,
+            ),
+            Self::Simulate {
+                member,
+                event,
+                holds,
+                source,
+            } => simulate(
+                &SimulateOptions {
+                    scope: source.scope(),
+                    member,
+                    event,
+                    holds,
+                },
+                out,
+            ),
+        }
     }
 }

@@ -214,6 +214,14 @@ fn parse_master(text: &str) -> Result<(String, u16), String> {
     Ok((host.to_string(), port))
 }
 
+/// The state directory beneath the root when none is given.
+pub const DEFAULT_STATE_DIR: &str = "var/lib/tenet";
+
+/// The state directory `apply`, `event` and `watch` use for `root` when none is given.
+pub fn default_state_dir(root: &Path) -> PathBuf {
+    root.join(DEFAULT_STATE_DIR)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,3 +37,14 @@ pub fn gather() -> Facts {
         ..Facts::default()
     }
 }
+
+/// Applies `KEY=VALUE` overrides in order.
+pub fn apply_overrides(
+    facts: &mut Facts,
+    overrides: &[String],
+) -> Result<(), tenet_policies::facts::FactError> {
+    for f in overrides {
+        facts.set(f)?;
+    }
+    Ok(())
+}

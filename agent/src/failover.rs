@@ -9,7 +9,7 @@
 //! the hostname promise. The first failed step stops its plan and every later plan
 //! of the event; steps of the failing plan marked `always` still run.
 //!
-//! With a [`Journal`], every step's start is on disk before it runs and its end before
+//! With an [`EventJournal`], every step's start is on disk before it runs and its end before
 //! the next starts (see [`journal`]); [`Earlier`] carries what an interrupted run
 //! finished, so `--resume` re-runs the interrupted step and skips those that ended.
 //! This module never prints: it reports to a [`StepReporter`].
@@ -29,7 +29,7 @@ use crate::report::{Status, StepEvent, StepReporter, StepStatus};
 pub mod journal;
 pub mod started;
 
-use journal::{History, Journal, JournalError, Outline, Record, StepEnd};
+use journal::{EventJournal, History, JournalError, Outline, Record, StepEnd};
 
 /// How much of a command's output a step keeps (journal, report).
 pub const OUTPUT_TAIL_BYTES: usize = 2048;
@@ -122,7 +122,7 @@ pub fn outline(selection: &Selection) -> Vec<Outline> {
 pub fn execute(
     selection: &Selection,
     cx: Context<'_>,
-    mut journal: Option<&mut Journal>,
+    mut journal: Option<&mut EventJournal>,
     earlier: &Earlier,
     reporter: &mut dyn StepReporter,
 ) -> Result<Outcome, JournalError> {

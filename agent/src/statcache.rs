@@ -257,10 +257,8 @@ fn parse(bytes: &[u8]) -> Option<Loaded> {
     Some(out)
 }
 
-#[expect(
-    clippy::disallowed_methods,
-    reason = "the stat cache lives in the agent's state directory, outside the managed root; a cache, so not fsynced"
-)]
+/// Written through `statefs`: the stat cache lives in the agent's state directory,
+/// outside the managed root; a cache, so not fsynced.
 fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     // Owner-only: the hashes of managed files would let others confirm guesses of
@@ -272,7 +270,7 @@ fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .mode(0o600)
         .open(&tmp)
         .and_then(|mut f| f.write_all(bytes))
-        .and_then(|()| fs::rename(&tmp, path));
+        .and_then(|()| crate::statefs::rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }

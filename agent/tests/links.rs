@@ -16,8 +16,8 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use tenet_agent::apply::{self, ApplyOptions};
 use tenet_agent::converge::{Diffs, Mode};
+use tenet_agent::ops::apply::{self, ApplyOptions};
 use tenet_agent::report::{PromiseEvent, Reporter, Summary};
 
 use crate::util::{Report, Run, Sandbox, agent, mkdir, symlink, write, write_mode};

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use crate::cond::Condition;
 use crate::diag::Origin;
+use crate::model::Unresolved;
 use crate::model::{Configuration, PromiseKind};
-use crate::resolve::Unresolved;
 use crate::template::Template;
 
 /// What a plan is bound to.
@@ -147,6 +147,86 @@ pub enum Event {
     MasterMove(String),
 }
 
+/// Why a text is not an event (`KIND:NAME`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventParseError {
+    /// No `:` between the kind and the name.
+    #[error("`{text}` is not KIND:NAME, such as package-start:dce")]
+    NotKindName {
+        /// The text given.
+        text: String,
+    },
+    /// The name after the kind is empty.
+    #[error("{kind}: the package or member name is empty")]
+    EmptyName {
+        /// The kind given.
+        kind: String,
+    },
+    /// The kind is none of [`Event::KINDS`].
+    #[error("unknown event `{kind}`; expected one of {}", Event::KINDS.join(", "))]
+    UnknownKind {
+        /// The kind given.
+        kind: String,
+    },
+}
+
+impl Event {
+    /// Every event kind as written on the command line and in journals.
+    pub const KINDS: [&'static str; 6] = [
+        "package-start",
+        "package-stop",
+        "package-running",
+        "node-up",
+        "node-down",
+        "master-move",
+    ];
+
+    /// An event from its kind and the package or member it names.
+    pub fn from_parts(kind: &str, name: &str) -> Result<Event, EventParseError> {
+        if name.is_empty() {
+            return Err(EventParseError::EmptyName { kind: kind.into() });
+        }
+        let n = name.to_string();
+        Ok(match kind {
+            "package-start" => Event::PackageStart(n),
+            "package-stop" => Event::PackageStop(n),
+            "package-running" => Event::PackageRunning(n),
+            "node-up" => Event::NodeUp(n),
+            "node-down" => Event::NodeDown(n),
+            "master-move" => Event::MasterMove(n),
+            other => return Err(EventParseError::UnknownKind { kind: other.into() }),
+        })
+    }
+}
+
+/// The event as written on the command line and in journals: `package-start:dce`.
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (kind, name) = match self {
+            Event::PackageStart(n) => ("package-start", n),
+            Event::PackageStop(n) => ("package-stop", n),
+            Event::PackageRunning(n) => ("package-running", n),
+            Event::NodeUp(n) => ("node-up", n),
+            Event::NodeDown(n) => ("node-down", n),
+            Event::MasterMove(n) => ("master-move", n),
+        };
+        write!(f, "{kind}:{name}")
+    }
+}
+
+/// `KIND:NAME` (`package-start:dce`, `node-up:alpha`) as an event.
+impl std::str::FromStr for Event {
+    type Err = EventParseError;
+
+    fn from_str(text: &str) -> Result<Event, EventParseError> {
+        let (kind, name) = text
+            .split_once(':')
+            .ok_or_else(|| EventParseError::NotKindName { text: text.into() })?;
+        Event::from_parts(kind, name)
+    }
+}
+
 /// The plans one member runs for one event, resolved for that member.
 #[derive(Debug)]
 pub struct Selection {
@@ -174,4 +254,27 @@ pub struct PlanRun {
     pub why: String,
     /// Its steps that apply here, in order: expanded, or why not (a missing fact).
     pub steps: Vec<Result<Step<String>, Unresolved>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr as _;
+
+    use super::*;
+
+    #[test]
+    fn events_parse_and_print_the_same() {
+        for kind in Event::KINDS {
+            let text = format!("{kind}:dce");
+            assert_eq!(Event::from_str(&text).unwrap().to_string(), text);
+        }
+        assert!(Event::from_str("package-start").is_err());
+        assert!(Event::from_str("package-start:").is_err());
+        assert!(
+            Event::from_str("reboot:dce")
+                .unwrap_err()
+                .to_string()
+                .contains("expected one of")
+        );
+    }
 }

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::report::StepStatus;
+use crate::statefs::sync_dir;
 
 /// The journals' directory in the state directory.
 pub const EVENTS_DIR: &str = "events";
@@ -383,19 +384,19 @@ fn interruption(records: &[Record]) -> Interruption {
 
 /// An open journal, appending.
 #[derive(Debug)]
-pub struct Journal {
+pub struct EventJournal {
     path: PathBuf,
     file: File,
 }
 
-impl Journal {
+impl EventJournal {
     /// Creates the journal of a new event with its begin record. Fails if a journal
     /// of that id exists (the caller has read it first, under the run lock).
     ///
     /// The begin record is written and fsynced in a temp file (`.ID.jsonl.tenet-new`)
     /// that is then linked into place (no clobbering) and the directory fsynced: a
     /// crash leaves no journal or one with its begin record, never an empty one.
-    pub fn create(state_dir: &Path, begin: Begin) -> Result<Journal, JournalError> {
+    pub fn create(state_dir: &Path, begin: Begin) -> Result<EventJournal, JournalError> {
         let path = path(state_dir, &begin.id)?;
         let io_err = |source| JournalError::Io {
             path: path.clone(),
@@ -430,11 +431,11 @@ impl Journal {
             .append(true)
             .open(&path)
             .map_err(io_err)?;
-        Ok(Journal { path, file })
+        Ok(EventJournal { path, file })
     }
 
     /// Reopens an interrupted event's journal for appending, cutting off a torn last line.
-    pub fn reopen(history: &History) -> Result<Journal, JournalError> {
+    pub fn reopen(history: &History) -> Result<EventJournal, JournalError> {
         let io_err = |source| JournalError::Io {
             path: history.path.clone(),
             source,
@@ -452,7 +453,7 @@ impl Journal {
             .append(true)
             .open(&history.path)
             .map_err(io_err)?;
-        Ok(Journal {
+        Ok(EventJournal {
             path: history.path.clone(),
             file,
         })
@@ -475,10 +476,6 @@ impl Journal {
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// Suffix of the temp file a journal's begin record is written to.
@@ -575,6 +572,42 @@ fn unfinished_one(path: &Path, id: &str) -> Option<Unfinished> {
     })
 }
 
+/// Most interrupted events [`unfinished_warnings`] names.
+pub const MAX_UNFINISHED_REPORTED: usize = 10;
+
+/// One warning per event journal in `state_dir` without an `event_end` (an event
+/// that was interrupted and never resumed), except `except`'s, newest first and at
+/// most [`MAX_UNFINISHED_REPORTED`] (then how many more). Reads only the tails.
+pub fn unfinished_warnings(state_dir: &Path, except: Option<&str>) -> Vec<String> {
+    let (found, _) = unfinished(state_dir, usize::MAX);
+    let found: Vec<_> = found
+        .into_iter()
+        .filter(|u| Some(u.id.as_str()) != except)
+        .collect();
+    let mut out: Vec<String> = found
+        .iter()
+        .take(MAX_UNFINISHED_REPORTED)
+        .map(|u| {
+            let written = u
+                .modified
+                .map(|t| format!(", last written {}", tenet_keys::Time::from_system(t)))
+                .unwrap_or_default();
+            format!(
+                "warning: event {} (id {}) did not finish: {}{written}; `tenet-agent event ... --id {} --resume` continues it",
+                u.event, u.id, u.interruption, u.id
+            )
+        })
+        .collect();
+    if found.len() > MAX_UNFINISHED_REPORTED {
+        out.push(format!(
+            "warning: and {} more interrupted events in {}",
+            found.len() - MAX_UNFINISHED_REPORTED,
+            state_dir.join(EVENTS_DIR).display()
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -643,9 +676,9 @@ mod tests {
     fn records_round_trip_and_an_interruption_is_located() {
         let dir = tempfile::tempdir().unwrap();
         assert!(History::read(dir.path(), "e1").unwrap().is_none());
-        let mut j = Journal::create(dir.path(), begin("e1")).unwrap();
+        let mut j = EventJournal::create(dir.path(), begin("e1")).unwrap();
         assert!(
-            Journal::create(dir.path(), begin("e1")).is_err(),
+            EventJournal::create(dir.path(), begin("e1")).is_err(),
             "created twice"
         );
         j.append(&start(1)).unwrap();
@@ -686,7 +719,7 @@ mod tests {
     #[test]
     fn a_torn_last_line_is_ignored_and_cut_off_before_appending() {
         let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal::create(dir.path(), begin("e2")).unwrap();
+        let mut j = EventJournal::create(dir.path(), begin("e2")).unwrap();
         j.append(&start(1)).unwrap();
         drop(j);
         let p = path(dir.path(), "e2").unwrap();
@@ -696,7 +729,7 @@ mod tests {
         drop(f);
         let h = History::read(dir.path(), "e2").unwrap().unwrap();
         assert_eq!(h.records.len(), 2);
-        let mut j = Journal::reopen(&h).unwrap();
+        let mut j = EventJournal::reopen(&h).unwrap();
         j.append(&end(1, StepStatus::Ok)).unwrap();
         let h = History::read(dir.path(), "e2").unwrap().unwrap();
         assert_eq!(h.records.len(), 3);
@@ -713,23 +746,23 @@ mod tests {
         File::create(events.join(".e4.jsonl.tenet-new")).unwrap();
         assert!(History::read(dir.path(), "e4").unwrap().is_none());
         assert_eq!(unfinished(dir.path(), 10).1, 0);
-        let j = Journal::create(dir.path(), begin("e4")).unwrap();
+        let j = EventJournal::create(dir.path(), begin("e4")).unwrap();
         drop(j);
         let h = History::read(dir.path(), "e4").unwrap().unwrap();
         assert_eq!(h.begin(), Some(&begin("e4")));
         assert!(!events.join(".e4.jsonl.tenet-new").exists());
         // An empty journal (an older agent's crash there) is discarded, and the id runs.
         File::create(events.join("e5.jsonl")).unwrap();
-        assert!(Journal::create(dir.path(), begin("e5")).is_err());
+        assert!(EventJournal::create(dir.path(), begin("e5")).is_err());
         discard(dir.path(), "e5").unwrap();
-        Journal::create(dir.path(), begin("e5")).unwrap();
+        EventJournal::create(dir.path(), begin("e5")).unwrap();
     }
 
     #[test]
     fn unfinished_journals_are_found_from_their_tails_and_capped() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(unfinished(dir.path(), 10), (Vec::new(), 0));
-        let mut done = Journal::create(dir.path(), begin("done")).unwrap();
+        let mut done = EventJournal::create(dir.path(), begin("done")).unwrap();
         done.append(&start(1)).unwrap();
         done.append(&end(1, StepStatus::Ok)).unwrap();
         done.append(&Record::EventEnd {
@@ -738,7 +771,7 @@ mod tests {
             time: "T".into(),
         })
         .unwrap();
-        let mut cut = Journal::create(dir.path(), begin("cut")).unwrap();
+        let mut cut = EventJournal::create(dir.path(), begin("cut")).unwrap();
         cut.append(&start(1)).unwrap();
         // Long outputs, so the begin record is beyond the tail that is read.
         for _ in 0..20 {
@@ -749,7 +782,7 @@ mod tests {
             cut.append(&Record::StepEnd(e)).unwrap();
         }
         cut.append(&start(2)).unwrap();
-        Journal::create(dir.path(), begin("fresh")).unwrap();
+        EventJournal::create(dir.path(), begin("fresh")).unwrap();
         let (found, total) = unfinished(dir.path(), 10);
         assert_eq!(total, 2);
         let mut ids: Vec<&str> = found.iter().map(|u| u.id.as_str()).collect();
@@ -770,7 +803,7 @@ mod tests {
     #[test]
     fn a_bad_line_before_the_last_is_corruption() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::create(dir.path(), begin("e3")).unwrap();
+        let j = EventJournal::create(dir.path(), begin("e3")).unwrap();
         drop(j);
         let p = path(dir.path(), "e3").unwrap();
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();

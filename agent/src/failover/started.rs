@@ -17,7 +17,7 @@
 //! directory), in the state directory outside the managed root, like the journal.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +28,7 @@ use tenet_policies::facts::Started;
 use tenet_policies::model::AbsPath;
 
 use crate::fsops::{Follow, Root};
+use crate::statefs::sync_dir;
 
 /// The records' directory in the state directory.
 pub const PACKAGES_DIR: &str = "packages";
@@ -169,10 +170,6 @@ pub fn read_all(
     out
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,8 +204,7 @@ mod tests {
         remove(dir.path(), "dce").unwrap();
         assert!(!read_all(dir.path(), Some("b1"), &mut notes).contains_key("dce"));
         assert!(notes.is_empty(), "{notes:?}");
-        #[expect(clippy::disallowed_methods, reason = "the test writes a bad record")]
-        fs::write(dir.path().join("packages/bad.toml"), "nonsense").unwrap();
+        crate::statefs::write_file(&dir.path().join("packages/bad.toml"), b"nonsense").unwrap();
         read_all(dir.path(), None, &mut notes);
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(matches!(

@@ -10,7 +10,7 @@ use tenet_policies::Unresolved;
 use tenet_policies::model::{CommandPromise, HostnamePromise, Program, PromiseKind};
 use tenet_policies::plan::{Action, PlanRun, Selection, Step, Trigger};
 
-use super::journal::{Begin, History, Journal, Record};
+use super::journal::{Begin, EventJournal, History, Record};
 use super::*;
 use crate::report::CollectSteps;
 use crate::test_util::write;
@@ -125,7 +125,7 @@ impl Fixture {
     fn run(
         &self,
         s: &Selection,
-        journal: Option<&mut Journal>,
+        journal: Option<&mut EventJournal>,
         earlier: &Earlier,
     ) -> (Outcome, CollectSteps) {
         let mut r = CollectSteps::default();
@@ -277,7 +277,7 @@ fn every_step_is_journalled_start_then_end() {
         "p",
         vec![sh("a", &log("a")), sh("b", "exit 4"), sh("c", &log("c"))],
     )]);
-    let mut j = Journal::create(&f.state, begin(&s)).unwrap();
+    let mut j = EventJournal::create(&f.state, begin(&s)).unwrap();
     f.run(&s, Some(&mut j), &Earlier::default());
     let h = History::read(&f.state, "ev1").unwrap().unwrap();
     let kinds: Vec<String> = h
@@ -318,7 +318,7 @@ fn a_resumed_event_reruns_the_interrupted_step_skips_ended_ones_and_keeps_the_sa
         ],
     )]);
     // The interrupted run: saved alpha, set dcecell, ran a, was killed during b.
-    let mut j = Journal::create(&f.state, begin(&s)).unwrap();
+    let mut j = EventJournal::create(&f.state, begin(&s)).unwrap();
     let first3 = selection(vec![plan(
         "dce-takeover",
         match &s.runs[0].steps[..3] {
@@ -342,7 +342,7 @@ fn a_resumed_event_reruns_the_interrupted_step_skips_ended_ones_and_keeps_the_sa
     assert!(h.end().is_none());
     let earlier = Earlier::from_history(&h);
     assert_eq!(earlier.hostname.as_deref(), Some("alpha"));
-    let mut j = Journal::reopen(&h).unwrap();
+    let mut j = EventJournal::reopen(&h).unwrap();
     let (o, r) = f.run(&s, Some(&mut j), &earlier);
     assert!(o.all_ok(), "{o:?}");
     assert_eq!(

@@ -1,6 +1,6 @@
 //! `tenet-agent daemon`: periodic runs with a random splay, one run at a time.
 //!
-//! Each run is a normal [`crate::run::run`] (which re-reads `agent.toml`), on a
+//! Each run is a normal [`crate::ops::run::run`] (which re-reads `agent.toml`), on a
 //! blocking thread so signals are handled while it goes on. Between runs the daemon
 //! waits the interval plus a random splay, so the members of a cluster do not all
 //! fetch from the master at the same second. SIGHUP starts a run now (with the
@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::ops::run::{RunError, RunOptions, RunReport};
 use crate::report::Reporter;
-use crate::run::{RunError, RunOptions, RunReport};
 
 /// How the daemon schedules runs.
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ pub struct Schedule {
 
 /// What ended the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stopped {
+pub enum DaemonStopped {
     /// SIGTERM or SIGINT.
     Signal,
 }
@@ -45,6 +45,13 @@ pub enum DaemonError {
     Setup(#[source] std::io::Error),
 }
 
+impl DaemonError {
+    /// The exit code this error ends `daemon` with.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        crate::exit::ExitCode::Environment
+    }
+}
+
 /// Runs until SIGTERM or SIGINT. `make_reporter` gives each run its reporter;
 /// `outcome` hears how each run ended.
 pub fn daemon(
@@ -52,7 +59,7 @@ pub fn daemon(
     schedule: &Schedule,
     make_reporter: &(dyn Fn() -> Box<dyn Reporter> + Sync),
     outcome: &(dyn Fn(&Result<RunReport, RunError>) + Sync),
-) -> Result<Stopped, DaemonError> {
+) -> Result<DaemonStopped, DaemonError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -77,7 +84,7 @@ pub fn daemon(
             let result = std::thread::scope(|s| {
                 s.spawn(|| {
                     let mut reporter = make_reporter();
-                    crate::run::run(&this_run, reporter.as_mut())
+                    crate::ops::run::run(&this_run, reporter.as_mut())
                 })
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -86,8 +93,8 @@ pub fn daemon(
             let wait = schedule.interval + random_below(schedule.splay);
             tracing::debug!(?wait, "next run");
             tokio::select! {
-                _ = term.recv() => return Ok(Stopped::Signal),
-                _ = int.recv() => return Ok(Stopped::Signal),
+                _ = term.recv() => return Ok(DaemonStopped::Signal),
+                _ = int.recv() => return Ok(DaemonStopped::Signal),
                 _ = hup.recv() => tracing::info!("SIGHUP: running now with the configuration re-read"),
                 () = tokio::time::sleep(wait) => {}
             }

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use tenet_policies::examples::DCE_CLUSTER;
 
-use crate::apply::{ApplyError, ApplyOptions, apply};
 use crate::converge::{Diffs, Mode};
 use crate::fsops::{Attrs, Batch, Root};
+use crate::ops::apply::{ApplyError, ApplyOptions, apply};
 use crate::report::{Reporter, Summary};
 
 /// The facts the demo's member has: alpha, holding the DCE package's address.

@@ -13,7 +13,7 @@
 //! `POST /v1/run` on its listener over mutual TLS with the same key as the client
 //! certificate, and the JSON lines the member streams back (see `tenet_policyd::runreq`)
 //! are passed to a [`PushReporter`] as they arrive. Each member ends as one
-//! [`Outcome`]; [`PushReport::exit`] folds them into the exit code.
+//! [`MemberOutcome`]; [`PushReport::exit`] folds them into the exit code.
 //!
 //! The library never prints: [`PushHuman`] and [`PushJson`] write to the writer they are
 //! given. Every string a member or the master supplied goes through
@@ -46,8 +46,9 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::{Config, ConfigError};
 use crate::escape::{printable, printable_lines};
+use crate::exit::ExitCode;
 use crate::report::Collect;
-use crate::run::{RunError, cached_bundle};
+use crate::sync::trusted::{BundleError, cached_bundle};
 
 /// How long a request stays valid after it is made (members refuse more than 15
 /// minutes).
@@ -109,7 +110,7 @@ pub enum PushError {
     },
     /// No verified cached bundle to read members from.
     #[error("cannot read the member list from the cached bundle")]
-    Bundle(#[source] RunError),
+    Bundle(#[source] BundleError),
     /// The cached tree does not load.
     #[error("the cached policy tree {} does not load ({count} errors)", tree.display())]
     Policy {
@@ -126,9 +127,21 @@ pub enum PushError {
     Setup(String),
 }
 
+impl PushError {
+    /// The exit code this error ends `push` with.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Config(_) | Self::Policy { .. } => ExitCode::InvalidPolicy,
+            Self::NoKey { .. } | Self::NoTargets => ExitCode::Usage,
+            Self::Bundle(e) => e.exit_code(),
+            _ => ExitCode::Environment,
+        }
+    }
+}
+
 /// How one member's push ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum MemberOutcome {
     /// The run finished and every promise was kept or repaired (or would be).
     Ok,
     /// The run finished with failed or blocked promises, or the agent failed.
@@ -155,25 +168,27 @@ pub enum Outcome {
     },
 }
 
-impl Outcome {
+impl MemberOutcome {
     /// The word printed for it.
     pub fn word(&self) -> &'static str {
         match self {
-            Outcome::Ok => "ok",
-            Outcome::Failed { .. } => "failed",
-            Outcome::Unreachable { .. } => "unreachable",
-            Outcome::Refused { .. } => "refused",
-            Outcome::Busy { .. } => "busy",
+            MemberOutcome::Ok => "ok",
+            MemberOutcome::Failed { .. } => "failed",
+            MemberOutcome::Unreachable { .. } => "unreachable",
+            MemberOutcome::Refused { .. } => "refused",
+            MemberOutcome::Busy { .. } => "busy",
         }
     }
 
     /// The reason, if any.
     pub fn detail(&self) -> String {
         match self {
-            Outcome::Ok => String::new(),
-            Outcome::Failed { reason } | Outcome::Unreachable { reason } => reason.clone(),
-            Outcome::Refused { code, message } => format!("{code}: {message}"),
-            Outcome::Busy { message } => message.clone(),
+            MemberOutcome::Ok => String::new(),
+            MemberOutcome::Failed { reason } | MemberOutcome::Unreachable { reason } => {
+                reason.clone()
+            }
+            MemberOutcome::Refused { code, message } => format!("{code}: {message}"),
+            MemberOutcome::Busy { message } => message.clone(),
         }
     }
 }
@@ -186,7 +201,7 @@ pub struct MemberReport {
     /// Where it was contacted.
     pub address: Option<String>,
     /// How it ended.
-    pub outcome: Outcome,
+    pub outcome: MemberOutcome,
     /// Promises repaired (or, in a dry run, that would be), if the run reported.
     pub changed: Option<u64>,
     /// Promises failed or blocked, if the run reported.
@@ -228,7 +243,9 @@ impl PushReport {
         let not_run = self.members.iter().any(|m| {
             matches!(
                 m.outcome,
-                Outcome::Unreachable { .. } | Outcome::Refused { .. } | Outcome::Busy { .. }
+                MemberOutcome::Unreachable { .. }
+                    | MemberOutcome::Refused { .. }
+                    | MemberOutcome::Busy { .. }
             )
         });
         if not_run {
@@ -236,11 +253,21 @@ impl PushReport {
         } else if self
             .members
             .iter()
-            .any(|m| matches!(m.outcome, Outcome::Failed { .. }))
+            .any(|m| matches!(m.outcome, MemberOutcome::Failed { .. }))
         {
             PushExit::SomeFailed
         } else {
             PushExit::AllOk
+        }
+    }
+
+    /// The exit code: 9 when some member's run did not happen, else 1 when some run
+    /// failed, else 0.
+    pub fn exit_code(&self) -> ExitCode {
+        match self.exit() {
+            PushExit::AllOk => ExitCode::Success,
+            PushExit::SomeFailed => ExitCode::PromisesFailed,
+            PushExit::SomeNotRun => ExitCode::PushIncomplete,
         }
     }
 
@@ -465,30 +492,30 @@ impl Seen {
         }
     }
 
-    fn outcome(&self) -> Outcome {
+    fn outcome(&self) -> MemberOutcome {
         if let Some(end) = &self.end {
             return match end["exit_code"].as_i64() {
-                Some(0) => Outcome::Ok,
-                Some(1) => Outcome::Failed {
+                Some(0) => MemberOutcome::Ok,
+                Some(1) => MemberOutcome::Failed {
                     reason: "promises failed or were blocked".to_string(),
                 },
-                Some(6) => Outcome::Busy {
+                Some(6) => MemberOutcome::Busy {
                     message: "another run took the run lock first; this run did not start"
                         .to_string(),
                 },
-                Some(code @ 10..=12) => Outcome::Failed {
+                Some(code @ 10..=12) => MemberOutcome::Failed {
                     reason: degraded(code),
                 },
-                Some(code) => Outcome::Failed {
+                Some(code) => MemberOutcome::Failed {
                     reason: format!(
                         "the agent exited with status {code}: {}",
                         last_line(end["stderr"].as_str().unwrap_or(""))
                     ),
                 },
-                None if end["timed_out"] == true => Outcome::Failed {
+                None if end["timed_out"] == true => MemberOutcome::Failed {
                     reason: "the run outlived the member's run timeout and was killed".to_string(),
                 },
-                None => Outcome::Failed {
+                None => MemberOutcome::Failed {
                     reason: format!(
                         "the agent was killed by signal {}",
                         end["signal"].as_i64().unwrap_or(0)
@@ -501,14 +528,14 @@ impl Seen {
         {
             if let Some(s) = &self.attached_summary {
                 return match s["exit_code"].as_i64() {
-                    Some(0) => Outcome::Ok,
-                    Some(1) => Outcome::Failed {
+                    Some(0) => MemberOutcome::Ok,
+                    Some(1) => MemberOutcome::Failed {
                         reason: "promises failed or were blocked".to_string(),
                     },
-                    Some(code @ 10..=12) => Outcome::Failed {
+                    Some(code @ 10..=12) => MemberOutcome::Failed {
                         reason: degraded(code),
                     },
-                    code => Outcome::Failed {
+                    code => MemberOutcome::Failed {
                         reason: format!(
                             "the run exited with status {}: {}",
                             code.map_or_else(|| "unknown".to_string(), |c| c.to_string()),
@@ -517,11 +544,11 @@ impl Seen {
                     },
                 };
             }
-            return Outcome::Busy {
+            return MemberOutcome::Busy {
                 message: message.clone(),
             };
         }
-        Outcome::Unreachable {
+        MemberOutcome::Unreachable {
             reason: "the connection closed before the run ended".to_string(),
         }
     }
@@ -547,14 +574,14 @@ async fn push_one(ctx: &Ctx, target: &Target, tx: &mpsc::UnboundedSender<Msg>) -
     let mut seen = Seen::default();
     let address = target.address.clone().ok();
     let outcome = match (&target.keyid, &target.address) {
-        (None, _) => Outcome::Refused {
+        (None, _) => MemberOutcome::Refused {
             code: "not_in_inventory".to_string(),
             message: format!(
                 "member {} is not in the inventory of the cached bundle (never enrolled, or revoked); not contacted",
                 target.member
             ),
         },
-        (Some(_), Err(reason)) => Outcome::Unreachable {
+        (Some(_), Err(reason)) => MemberOutcome::Unreachable {
             reason: reason.clone(),
         },
         (Some(keyid), Ok(address)) => {
@@ -562,7 +589,7 @@ async fn push_one(ctx: &Ctx, target: &Target, tx: &mpsc::UnboundedSender<Msg>) -
             match tokio::time::timeout(ctx.timeout, talk).await {
                 Ok(Ok(())) => seen.outcome(),
                 Ok(Err(o)) => o,
-                Err(_) => Outcome::Unreachable {
+                Err(_) => MemberOutcome::Unreachable {
                     reason: format!(
                         "no end of the run within {}s (--timeout)",
                         ctx.timeout.as_secs()
@@ -595,9 +622,9 @@ async fn talk(
     address: &str,
     seen: &mut Seen,
     tx: &mpsc::UnboundedSender<Msg>,
-) -> Result<(), Outcome> {
-    let unreachable = |reason: String| Outcome::Unreachable { reason };
-    let setup = |reason: String| Outcome::Failed { reason };
+) -> Result<(), MemberOutcome> {
+    let unreachable = |reason: String| MemberOutcome::Unreachable { reason };
+    let setup = |reason: String| MemberOutcome::Failed { reason };
     let request = RunRequest::new(
         ctx.deployment,
         member,
@@ -628,7 +655,7 @@ async fn talk(
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok::<_, Outcome>(sender)
+        Ok::<_, MemberOutcome>(sender)
     };
     let mut sender = tokio::time::timeout(ctx.connect_timeout, connect)
         .await
@@ -681,7 +708,7 @@ async fn talk(
         }
     }
     if status != StatusCode::OK {
-        return Err(Outcome::Refused {
+        return Err(MemberOutcome::Refused {
             code: format!("http_{}", status.as_u16()),
             message: String::from_utf8_lossy(&buf).trim().to_string(),
         });
@@ -689,8 +716,8 @@ async fn talk(
     Ok(())
 }
 
-fn refusal(status: StatusCode, v: &Value) -> Outcome {
-    Outcome::Refused {
+fn refusal(status: StatusCode, v: &Value) -> MemberOutcome {
+    MemberOutcome::Refused {
         code: v["reason"]
             .as_str()
             .map_or_else(|| format!("http_{}", status.as_u16()), str::to_string),
@@ -700,18 +727,18 @@ fn refusal(status: StatusCode, v: &Value) -> Outcome {
 
 /// A transport failure: a member key that is not the inventory's is a refusal (the
 /// wrong machine answered), anything else means unreachable.
-fn transport(address: &str, what: &str, e: &(dyn std::error::Error + 'static)) -> Outcome {
+fn transport(address: &str, what: &str, e: &(dyn std::error::Error + 'static)) -> MemberOutcome {
     match tls::refusal(e) {
-        Some(Refusal::ServerNotPinned) => Outcome::Refused {
+        Some(Refusal::ServerNotPinned) => MemberOutcome::Refused {
             code: "member_key_not_pinned".to_string(),
             message: format!(
                 "{address} answered with a key that is not this member's key in the inventory"
             ),
         },
-        Some(r) => Outcome::Unreachable {
+        Some(r) => MemberOutcome::Unreachable {
             reason: format!("{address}: {what}: {r}"),
         },
-        None => Outcome::Unreachable {
+        None => MemberOutcome::Unreachable {
             reason: format!("{address}: {what}: {}", tenet_keys::error_chain(e)),
         },
     }
@@ -960,7 +987,7 @@ impl<W: Write> PushReporter for PushJson<W> {
 
 fn member_json(r: &MemberReport) -> Value {
     let (code, message) = match &r.outcome {
-        Outcome::Refused { code, message } => (Some(code.clone()), message.clone()),
+        MemberOutcome::Refused { code, message } => (Some(code.clone()), message.clone()),
         other => (None, other.detail()),
     };
     json!({
@@ -979,7 +1006,7 @@ fn member_json(r: &MemberReport) -> Value {
     })
 }
 
-impl fmt::Display for Outcome {
+impl fmt::Display for MemberOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let detail = self.detail();
         if detail.is_empty() {
@@ -994,7 +1021,7 @@ impl fmt::Display for Outcome {
 mod tests {
     use super::*;
 
-    fn outcome(lines: &[Value]) -> Outcome {
+    fn outcome(lines: &[Value]) -> MemberOutcome {
         let mut s = Seen::default();
         for l in lines {
             s.take(l);
@@ -1007,36 +1034,42 @@ mod tests {
         let end = |code: Value| json!({"type": "end", "exit_code": code, "stderr": "error: x"});
         assert_eq!(
             outcome(&[json!({"type": "accepted"}), end(json!(0))]),
-            Outcome::Ok
+            MemberOutcome::Ok
         );
-        assert!(matches!(outcome(&[end(json!(1))]), Outcome::Failed { .. }));
-        assert!(matches!(outcome(&[end(json!(6))]), Outcome::Busy { .. }));
+        assert!(matches!(
+            outcome(&[end(json!(1))]),
+            MemberOutcome::Failed { .. }
+        ));
+        assert!(matches!(
+            outcome(&[end(json!(6))]),
+            MemberOutcome::Busy { .. }
+        ));
         match outcome(&[end(json!(10))]) {
-            Outcome::Failed { reason } => {
+            MemberOutcome::Failed { reason } => {
                 assert!(reason.contains("degraded (status 10)"), "{reason}")
             }
             other => panic!("{other:?}"),
         }
         match outcome(&[end(json!(4))]) {
-            Outcome::Failed { reason } => {
+            MemberOutcome::Failed { reason } => {
                 assert!(reason.contains("status 4: error: x"), "{reason}")
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             outcome(&[json!({"type": "end", "exit_code": null, "timed_out": true})]),
-            Outcome::Failed { .. }
+            MemberOutcome::Failed { .. }
         ));
         assert!(matches!(
             outcome(&[
                 json!({"type": "busy", "attached": false, "message": "m"}),
                 json!({"type": "busy_end"})
             ]),
-            Outcome::Busy { .. }
+            MemberOutcome::Busy { .. }
         ));
         assert!(matches!(
             outcome(&[json!({"type": "accepted"})]),
-            Outcome::Unreachable { .. }
+            MemberOutcome::Unreachable { .. }
         ));
         // A foreign run reported by its summary: classified by it.
         let busy = json!({"type": "busy", "attached": false, "message": "m", "pid": 7});
@@ -1044,20 +1077,20 @@ mod tests {
         let busy_end = json!({"type": "busy_end", "ended": true, "reported": true});
         assert_eq!(
             outcome(&[busy.clone(), summary(0), busy_end.clone()]),
-            Outcome::Ok
+            MemberOutcome::Ok
         );
         assert!(matches!(
             outcome(&[busy.clone(), summary(1), busy_end.clone()]),
-            Outcome::Failed { .. }
+            MemberOutcome::Failed { .. }
         ));
         match outcome(&[busy.clone(), summary(5), busy_end.clone()]) {
-            Outcome::Failed { reason } => assert!(reason.contains("status 5: e"), "{reason}"),
+            MemberOutcome::Failed { reason } => assert!(reason.contains("status 5: e"), "{reason}"),
             other => panic!("{other:?}"),
         }
         // Without its busy_end the stream broke.
         assert!(matches!(
             outcome(&[busy, summary(0)]),
-            Outcome::Unreachable { .. }
+            MemberOutcome::Unreachable { .. }
         ));
     }
 
@@ -1073,20 +1106,20 @@ mod tests {
             attached: false,
             reported_existing: None,
         };
-        let report = |outcomes: Vec<Outcome>| PushReport {
+        let report = |outcomes: Vec<MemberOutcome>| PushReport {
             members: outcomes.into_iter().map(m).collect(),
             serial: 1,
             duration: Duration::ZERO,
         };
-        let failed = || Outcome::Failed {
+        let failed = || MemberOutcome::Failed {
             reason: String::new(),
         };
-        let unreachable = || Outcome::Unreachable {
+        let unreachable = || MemberOutcome::Unreachable {
             reason: String::new(),
         };
-        assert_eq!(report(vec![Outcome::Ok]).exit(), PushExit::AllOk);
+        assert_eq!(report(vec![MemberOutcome::Ok]).exit(), PushExit::AllOk);
         assert_eq!(
-            report(vec![Outcome::Ok, failed()]).exit(),
+            report(vec![MemberOutcome::Ok, failed()]).exit(),
             PushExit::SomeFailed
         );
         assert_eq!(

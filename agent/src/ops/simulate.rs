@@ -11,8 +11,8 @@ use tenet_policies::plan::{Action, Event, Plan, Step, Trigger};
 use tenet_policies::template::Template;
 
 use crate::converge::{self, Diffs, Mode};
-use crate::event::{EventError, Place, Scope, event_name, load};
 use crate::failover::step_name;
+use crate::ops::source::{EventError, Place, Scope, load};
 use crate::report::Status;
 
 /// What `plan show` needs.
@@ -80,12 +80,7 @@ pub fn show(opts: &ShowOptions, out: &mut dyn Write) -> Result<(), ShowError> {
         let selection = policy.plans_for(&event, &loaded.facts);
         match selection.runs.iter().find(|r| r.plan == plan.name) {
             Some(run) => {
-                writeln!(
-                    out,
-                    "  runs on {member} on {}: {}",
-                    event_name(&event),
-                    run.why
-                )?;
+                writeln!(out, "  runs on {member} on {}: {}", event, run.why)?;
                 for (i, step) in run.steps.iter().enumerate() {
                     writeln!(out, "  {}. {}", i + 1, describe_resolved(step))?;
                 }
@@ -94,7 +89,7 @@ pub fn show(opts: &ShowOptions, out: &mut dyn Write) -> Result<(), ShowError> {
                 writeln!(
                     out,
                     "  does not run on {member} on {}{}",
-                    event_name(&event),
+                    event,
                     if selection.notes.is_empty() {
                         String::new()
                     } else {
@@ -123,9 +118,7 @@ pub fn simulate(opts: &SimulateOptions, out: &mut dyn Write) -> Result<(), ShowE
     writeln!(
         out,
         "simulating {} on member {} ({}); nothing is changed and no command runs",
-        event_name(&opts.event),
-        opts.member,
-        loaded.source
+        opts.event, opts.member, loaded.source
     )?;
     if loaded.remote {
         // Another member: this machine's addresses say nothing about what it holds.
@@ -181,6 +174,16 @@ pub enum ShowError {
     /// Writing the output failed.
     #[error("cannot write the output")]
     Write(#[from] io::Error),
+}
+
+impl ShowError {
+    /// The exit code this error ends `plan` with.
+    pub fn exit_code(&self) -> crate::exit::ExitCode {
+        match self {
+            Self::Load(e) => e.exit_code(),
+            Self::Write(_) => crate::exit::ExitCode::Environment,
+        }
+    }
 }
 
 /// What a step would do now.

@@ -3,20 +3,18 @@
 //! Load and validate the tree (nothing is touched if it is invalid), gather facts,
 //! take the run lock, resolve the policy for this member, converge, report.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
+use tenet_policies::Diagnostics;
 use tenet_policies::facts::FactError;
-use tenet_policies::{Diagnostics, Facts};
 
 use crate::converge::{self, Diffs, Mode};
+use crate::exit::ExitCode;
 use crate::fsops::{self, Root};
 use crate::lock::{LockError, RunLock};
 use crate::report::{Reporter, Summary};
 use crate::statcache::StatCache;
-
-/// The state directory beneath the root when none is given.
-pub const DEFAULT_STATE_DIR: &str = "var/lib/tenet";
 
 /// What `apply` needs.
 #[derive(Debug, Clone)]
@@ -25,7 +23,7 @@ pub struct ApplyOptions {
     pub tree: PathBuf,
     /// Where its files are read from instead of the directory `tree` (a verified
     /// cached bundle, each file checked against the signed manifest as it is read).
-    pub files: Option<crate::cache::BundleFiles>,
+    pub files: Option<crate::sync::cache::BundleFiles>,
     /// The root every policy path resolves beneath.
     pub root: PathBuf,
     /// The state directory (run lock); defaults to `ROOT/var/lib/tenet`.
@@ -71,23 +69,46 @@ pub enum ApplyError {
     Lock(#[from] LockError),
 }
 
+impl ApplyError {
+    /// The exit code this error ends `apply` with.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::InvalidPolicy { .. } => ExitCode::InvalidPolicy,
+            Self::Fact(_) => ExitCode::Usage,
+            Self::Lock(LockError::Held { .. }) => ExitCode::Locked,
+            _ => ExitCode::Environment,
+        }
+    }
+
+    /// Every problem of an invalid policy tree, printed before the error.
+    pub fn diagnostics(&self) -> Option<&Diagnostics> {
+        match self {
+            Self::InvalidPolicy { diagnostics, .. } => Some(diagnostics),
+            _ => None,
+        }
+    }
+}
+
 /// Runs one local convergence, reporting each promise and the summary to `reporter`.
 pub fn apply(opts: &ApplyOptions, reporter: &mut dyn Reporter) -> Result<Summary, ApplyError> {
-    apply_inner(opts, reporter, false)
+    converge_tree(opts, reporter, Lock::Take)
 }
 
-/// [`apply`] for a caller that already holds the run lock of `opts.state_dir`.
-pub(crate) fn apply_locked(
-    opts: &ApplyOptions,
-    reporter: &mut dyn Reporter,
-) -> Result<Summary, ApplyError> {
-    apply_inner(opts, reporter, true)
+/// Whether [`converge_tree`] takes the run lock of the state directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lock {
+    /// Take it (waiting up to the lock timeout), and release it at the end.
+    Take,
+    /// The caller holds it already (`run`).
+    Held,
 }
 
-fn apply_inner(
+/// The pipeline `apply`, `run` and `demo` share: load, facts, lock (unless held),
+/// resolve, converge, summary.
+pub(crate) fn converge_tree(
     opts: &ApplyOptions,
     reporter: &mut dyn Reporter,
-    locked: bool,
+    lock: Lock,
 ) -> Result<Summary, ApplyError> {
     let start = Instant::now();
     let loaded = match &opts.files {
@@ -104,15 +125,15 @@ fn apply_inner(
         source,
     })?;
     let mut facts = crate::facts::gather();
-    apply_overrides(&mut facts, &opts.facts)?;
+    crate::facts::apply_overrides(&mut facts, &opts.facts)?;
     let state_dir = opts
         .state_dir
         .clone()
-        .unwrap_or_else(|| root.base().join(DEFAULT_STATE_DIR));
+        .unwrap_or_else(|| crate::config::default_state_dir(root.base()));
     // A dry run changes nothing, so it creates no state directory either; it takes
     // the lock only where one exists, so it never reports a half-applied run.
     let _lock = match opts.mode {
-        _ if locked => None,
+        _ if lock == Lock::Held => None,
         Mode::Apply => Some(RunLock::acquire_within(
             &state_dir,
             "apply",
@@ -184,17 +205,4 @@ fn apply_inner(
     summary.duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     reporter.summary(&summary);
     Ok(summary)
-}
-
-/// Applies `KEY=VALUE` overrides in order.
-pub fn apply_overrides(facts: &mut Facts, overrides: &[String]) -> Result<(), FactError> {
-    for f in overrides {
-        facts.set(f)?;
-    }
-    Ok(())
-}
-
-/// The state directory `apply` uses for `root` when none is given.
-pub fn default_state_dir(root: &Path) -> PathBuf {
-    root.join(DEFAULT_STATE_DIR)
 }

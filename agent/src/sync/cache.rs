@@ -1,20 +1,8 @@
 //! The state directory's cache: the ratchet and the last good bundle.
 //!
-//! ```text
-//! STATE/
-//!   run.lock
-//!   trust.toml                the ratchet (TrustState::to_toml), replaced atomically
-//!   blobs/sha256/<hex>        a cached blob, named by its SHA-256; a blob enters
-//!                             only after its bytes were hashed against that name
-//!   blobs/packs/<name>.pack   many cached blobs, written by one sync ([`Store`])
-//!   blobs/packs/<name>.idx
-//!   blobs/.damaged            a stored blob or pack was found damaged: the next sync
-//!                             fetches the bundle in force again
-//!   bundles/<serial>/         a verified bundle (no timestamp): roots, manifest,
-//!                             blobs -> ../../blobs (the shared store)
-//!   bundles/.staging/         the bundle being fetched (same layout); removed on start
-//!   current -> bundles/<serial>
-//! ```
+//! The files it owns are drawn, with the rest of the state directory, in
+//! [`crate::sync`]'s documentation: `trust.toml`, `blobs/.damaged`, `bundles/`,
+//! `bundles/.staging/` and `current` (the blob store itself is [`Store`]'s).
 //!
 //! A new serial stores only the blobs the store does not hold yet: a change of one
 //! file writes one blob, and no bundle owns a copy or a link per file. Blobs no bundle
@@ -22,11 +10,7 @@
 //! holds more than twice the bundle in force's count plus 64.
 //!
 //! These files live in the agent's state directory, never in the managed root, so
-//! they are written here rather than through `fsops`.
-#![expect(
-    clippy::disallowed_methods,
-    reason = "the cache is the agent's own state, outside the managed root; every write is atomic here"
-)]
+//! they are written through `statefs` rather than `fsops`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -39,7 +23,8 @@ use tenet_keys::fsio::{Overwrite, write_atomic};
 
 use tenet_keys::{FileEntry, Manifest, Sha256Sum, TrustState, VerifiedBundle};
 
-use crate::store::Store;
+use crate::statefs::{self, sync_dir};
+use crate::sync::store::Store;
 
 /// The trust state's file name.
 pub const TRUST_FILE: &str = "trust.toml";
@@ -84,7 +69,7 @@ impl Cache {
         remove_all(&staging)?;
         fs::create_dir_all(&staging)?;
         fs::create_dir_all(self.blob_store())?;
-        std::os::unix::fs::symlink(BLOBS_LINK, staging.join(BLOBS))?;
+        statefs::symlink(Path::new(BLOBS_LINK), &staging.join(BLOBS))?;
         Ok(staging)
     }
 
@@ -185,11 +170,11 @@ impl Cache {
             fs::create_dir_all(&store)?;
             for e in fs::read_dir(staged.join(tenet_keys::bundle::BLOB_DIR))? {
                 let e = e?;
-                fs::rename(e.path(), store.join(e.file_name()))?;
+                statefs::rename(&e.path(), &store.join(e.file_name()))?;
             }
-            crate::run::flush(&store)?;
+            statefs::flush(&store)?;
             fs::remove_dir_all(&link)?;
-            std::os::unix::fs::symlink(BLOBS_LINK, &link)?;
+            statefs::symlink(Path::new(BLOBS_LINK), &link)?;
             sync_dir(&staged)?;
         }
         let serial = bundle.manifest().serial;
@@ -207,12 +192,12 @@ impl Cache {
             // The same serial fetched again (its cache was lost): it is not in force.
             remove_all(&dest)?;
         }
-        fs::rename(&staged, &dest)?;
+        statefs::rename(&staged, &dest)?;
         sync_dir(&bundles)?;
         let tmp = self.dir.join(format!("{CURRENT}.tmp"));
         remove_all(&tmp)?;
-        std::os::unix::fs::symlink(Path::new(BUNDLES).join(serial_name(serial)), &tmp)?;
-        fs::rename(&tmp, self.dir.join(CURRENT))?;
+        statefs::symlink(&Path::new(BUNDLES).join(serial_name(serial)), &tmp)?;
+        statefs::rename(&tmp, &self.dir.join(CURRENT))?;
         sync_dir(&self.dir)?;
         for entry in fs::read_dir(&bundles)? {
             let entry = entry?;
@@ -434,8 +419,4 @@ fn remove_all(path: &Path) -> io::Result<()> {
         Ok(m) if m.is_dir() => fs::remove_dir_all(path),
         Ok(_) => fs::remove_file(path),
     }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
 }
