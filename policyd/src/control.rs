@@ -30,9 +30,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, warn};
 
-use crate::daemon::Shared;
-use crate::http::Stop;
 use crate::promotion::{self, PromoteRequest, State};
+use crate::shared::Shared;
+use crate::shutdown::Stop;
 
 pub mod client;
 

@@ -277,7 +277,7 @@ pub fn validate(config: &Config, out: &mut dyn Write, err: &mut dyn Write) -> Ex
         SecretKey::read(&config.node_key)
             .err()
             .map(|e| format!("node_key: {}", tenet_keys::error_chain(&e))),
-        crate::daemon::read_trusted_root(&config.trusted_root)
+        crate::trusted::read_trusted_root(&config.trusted_root)
             .err()
             .map(|e| format!("trusted_root: {}", tenet_keys::error_chain(&e))),
     ]

@@ -21,9 +21,10 @@
 //! - [`daemon`]: start-up, run, drain; [`promotion`]: the [`promotion::State`] and the
 //!   serving session; [`control`]: the Unix socket the one-shot commands use (its
 //!   client side in [`control::client`]).
-//! - Inside: `bundle` (load and verify a bundle into memory), `admission`
-//!   (per-address connection caps), `trusted` (the listener's admitted keys), `http`
-//!   (accept loop, limits, connections), `routes` (the fixed route table, streamed
+//! - Inside: `shared` (the context every task shares), `shutdown` (stopping and
+//!   draining), `bundle` (load and verify a bundle into memory), `admission`
+//!   (per-address connection caps), `trusted` (the trusted root and the listener's
+//!   admitted keys), `http` (accept loop, limits, connections, response bodies), `routes` (the fixed route table, streamed
 //!   blobs), `launch` (how a pushed run's agent is started), `metrics` (Prometheus
 //!   text).
 //!
@@ -47,6 +48,8 @@ mod http;
 mod launch;
 mod metrics;
 mod routes;
+mod shared;
+mod shutdown;
 mod trusted;
 
 pub use config::Config;
