@@ -27,7 +27,8 @@ pub mod template;
 pub use diag::{Diagnostic, Diagnostics, Origin, Severity};
 pub use facts::Facts;
 pub use load::{FILES_DIR, PROMISE_TYPES, TEMP_SUFFIX, TreeFiles, is_policy_file, load, load_from};
-pub use resolve::{Resolution, Unresolved};
+pub use model::Unresolved;
+pub use resolve::Resolution;
 
 /// A validated policy tree.
 #[derive(Debug)]

@@ -601,6 +601,21 @@ fn map_all<S, T, E>(v: Vec<S>, f: &mut impl FnMut(S) -> Result<T, E>) -> Result<
     v.into_iter().map(f).collect()
 }
 
+/// A promise (or a plan step) that applies but cannot be expanded here (a fact is
+/// missing); it is reported as blocked. Made by [`crate::Policy::resolve`] and
+/// [`crate::Policy::plans_for`].
+#[derive(Debug, Clone)]
+pub struct Unresolved {
+    /// The promise's id.
+    pub id: String,
+    /// Its type name.
+    pub type_name: &'static str,
+    /// Where it was written.
+    pub origin: Origin,
+    /// Why it cannot be expanded.
+    pub reason: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,8 @@ use std::net::IpAddr;
 
 use crate::Policy;
 use crate::cond::{Atom, Condition};
-use crate::diag::Origin;
 use crate::facts::Facts;
-use crate::model::{AddressRole, AddressSelect, Member, Promise, ValueKind};
+use crate::model::{AddressRole, AddressSelect, Member, Promise, Unresolved, ValueKind};
 use crate::template::Ref;
 
 mod plans;
@@ -24,20 +23,6 @@ pub struct Resolution {
     pub skipped: usize,
     /// Things worth telling the administrator (an unknown member, dropped addresses).
     pub warnings: Vec<String>,
-}
-
-/// A promise that applies but cannot be expanded here (a fact is missing); it is
-/// reported as blocked.
-#[derive(Debug, Clone)]
-pub struct Unresolved {
-    /// The promise's id.
-    pub id: String,
-    /// Its type name.
-    pub type_name: &'static str,
-    /// Where it was written.
-    pub origin: Origin,
-    /// Why it cannot be expanded.
-    pub reason: String,
 }
 
 /// The facts and cluster config seen from one member: who it is, its classes, the
