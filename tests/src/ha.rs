@@ -5,14 +5,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use crate::binary;
-
-/// The shipped example tree.
-pub fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/dce-cluster")
-}
+pub use crate::fixture::{example, wait_for};
 
 /// The repository's `packaging/` directory.
 pub fn packaging() -> PathBuf {
@@ -123,21 +118,6 @@ pub fn kill(pid: u32, signal: &str) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-}
-
-/// Polls `check` every 20 ms until it gives a value.
-///
-/// # Panics
-/// After `limit`, naming `what`.
-pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A deployment made with the `tenet-keys` CLI in `dir`: root 1 of 1, policy,
