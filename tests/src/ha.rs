@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use crate::binary;
+use crate::fixture::PolicydConfig;
 pub use crate::fixture::{example, wait_for};
 
 /// The repository's `packaging/` directory.
@@ -228,16 +229,27 @@ impl Deployment {
         member: &str,
         state_dir: &Path,
         listen: &str,
-        serve: &str,
+        serve_listen: &str,
     ) -> String {
-        format!(
-            "member = \"{member}\"\nstate_dir = \"{}\"\nnode_key = \"{}\"\ntrusted_root = \"{}\"\n\n[listener]\nlisten = \"{listen}\"\n\n[serve]\nlisten = \"{serve}\"\ntimestamp_key = \"{}\"\nserver_key = \"{}\"\nwatch_interval = \"200ms\"\n\n[metrics]\nlisten = \"off\"\n\n[limits]\ndrain_timeout = \"1s\"\n",
-            state_dir.display(),
-            self.node_dir(member).join("localhost.key").display(),
-            self.root().display(),
-            self.deployment().join("keys/timestamp.key").display(),
-            self.deployment().join("keys/server-tls.key").display(),
+        let path = |p: &Path| p.display().to_string();
+        let mut config = PolicydConfig::new(
+            member,
+            &path(&self.node_dir(member).join("localhost.key")),
+            &path(&self.root()),
         )
+        .state_dir(&path(state_dir))
+        .serve(
+            Some(&path(&self.deployment().join("keys/timestamp.key"))),
+            Some(&path(&self.deployment().join("keys/server-tls.key"))),
+        )
+        .metrics("off")
+        .limits("drain_timeout = \"1s\"\n");
+        config.listener = listen.to_string();
+        if let Some(serve) = config.serve.as_mut() {
+            serve.listen = serve_listen.to_string();
+            serve.watch_interval = Some("200ms".to_string());
+        }
+        config.render()
     }
 
     /// An agent configuration for `member` naming `master`, with its state and sandbox
