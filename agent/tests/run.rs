@@ -15,23 +15,22 @@ use std::collections::HashMap;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tenet_keys::deployment::{self, Deployment, InitOptions};
+use tenet_keys::deployment::{self, Deployment};
 use tenet_keys::publish::{self, SignOptions, Signing};
 use tenet_keys::tls::{ClientPolicy, Identity, Subject};
 use tenet_keys::{KeyId, SecretKey, Time};
 
-use crate::util::agent;
+use tenet_tests::fixture::{self, DEADLINE, now};
 
-/// How long any wait may take before the test fails.
-const DEADLINE: Duration = Duration::from_secs(15);
+use crate::util::agent;
 
 const MEMBERS: [&str; 3] = ["alpha", "beta", "gamma"];
 
@@ -47,14 +46,10 @@ fn policyd_binary() -> PathBuf {
     path
 }
 
-fn now() -> Time {
-    Time::from_system(SystemTime::now())
-}
-
 /// A deployment (root 1 of 1, all three members enrolled) and everything the members
 /// and the master need, in one temp directory.
 pub(crate) struct World {
-    dir: tempfile::TempDir,
+    fixture: fixture::Deployment,
     deployment: PathBuf,
 }
 
@@ -65,29 +60,16 @@ impl World {
 
     /// A world whose root expires `expires_in` from now.
     fn with_root_expiry(expires_in: Duration) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let base = fs::canonicalize(dir.path()).unwrap();
-        let deployment = base.join("deploy");
-        deployment::init(
-            &deployment,
-            &InitOptions {
-                root_keys: 1,
-                root_threshold: 1,
-                expires_in,
-                now: now(),
-            },
-        )
-        .unwrap();
-        let d = Deployment::open(&deployment).unwrap();
-        for name in MEMBERS {
-            let (_, keyid) = deployment::node_key(&base.join("nodes").join(name)).unwrap();
-            d.enroll(name, keyid).unwrap();
+        let fixture = fixture::Deployment::with_root_expiry(&MEMBERS, &[], expires_in);
+        let deployment = fixture.deployment();
+        World {
+            fixture,
+            deployment,
         }
-        World { dir, deployment }
     }
 
     pub(crate) fn path(&self, rel: &str) -> PathBuf {
-        fs::canonicalize(self.dir.path()).unwrap().join(rel)
+        self.fixture.path(rel)
     }
 
     /// A policy tree whose files say which serial wrote them.
@@ -145,31 +127,15 @@ impl World {
     /// Signs `tree` as serial `serial`, expiring `expires_in` from now, into
     /// `bundles/<serial>`.
     fn sign_tree(&self, tree: &Path, serial: u64, expires_in: Duration) -> PathBuf {
-        let tree = tree.to_path_buf();
-        let mut d = Deployment::open(&self.deployment).unwrap();
-        let out = self.path(&format!("bundles/{serial}"));
-        let key = d.policy_key_path();
-        publish::sign(
-            &mut d,
-            &SignOptions {
-                tree,
-                out: out.clone(),
-                serial: Some(serial),
-                expires_in,
-                now: now(),
-                signing: Signing::WithKey(key),
-            },
-        )
-        .unwrap();
-        out
+        self.fixture.sign_tree(tree, serial, expires_in)
     }
 
     fn root_file(&self) -> PathBuf {
-        self.deployment.join("root/1.root.toml")
+        self.fixture.root_path()
     }
 
     fn server_key(&self) -> SecretKey {
-        SecretKey::read(&self.deployment.join("keys/server-tls.key")).unwrap()
+        self.fixture.server_key()
     }
 
     /// Writes `members/<name>/agent.toml` pointing at `master` and returns its path.
@@ -191,104 +157,26 @@ impl World {
     }
 
     fn policyd_config(&self) -> PathBuf {
-        let path = self.path("policyd.toml");
-        fs::write(
-            &path,
-            r#"member = "alpha"
-state_dir = "policyd-state"
-node_key = "nodes/alpha/localhost.key"
-trusted_root = "deploy/root/1.root.toml"
-
-[listener]
-listen = "127.0.0.1:0"
-
-[serve]
-listen = "127.0.0.1:0"
-timestamp_key = "deploy/keys/timestamp.key"
-server_key = "deploy/keys/server-tls.key"
-watch_interval = "100ms"
-
-[metrics]
-listen = "127.0.0.1:0"
-
-[limits]
-max_header_bytes = 8192
-drain_timeout = "2s"
-"#,
-        )
-        .unwrap();
-        path
+        self.fixture
+            .policyd_config("alpha")
+            .state_dir("policyd-state")
+            .limits("max_header_bytes = 8192\ndrain_timeout = \"2s\"\n")
+            .write(&self.path("policyd.toml"))
     }
 }
 
-/// A running `tenet-policyd serve`, killed by PID when dropped.
-struct Policyd {
-    child: Option<Child>,
-    config: PathBuf,
-    log: PathBuf,
-}
+/// The shared `tenet-policyd serve` fixture, started with this crate's binary; its
+/// `promote` checks the serial and gives the serving address.
+struct Policyd(fixture::Policyd);
 
 impl Policyd {
     fn start(config: &Path) -> Policyd {
-        let log = config.with_extension("log");
-        let child = Command::new(policyd_binary())
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut p = Policyd {
-            child: Some(child),
-            config: config.to_path_buf(),
-            log,
-        };
-        let start = Instant::now();
-        while !p.status().contains("listener:") {
-            if let Some(exit) = p.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!("tenet-policyd exited ({exit}):\n{}", p.log());
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "tenet-policyd did not answer:\n{}",
-                p.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        p
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn command(&self, args: &[&str]) -> Output {
-        Command::new(policyd_binary())
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn status(&self) -> String {
-        String::from_utf8_lossy(&self.command(&["status"]).stdout).into_owned()
+        Policyd(fixture::Policyd::start(&policyd_binary(), config, "info"))
     }
 
     /// Promotes (or re-promotes) with `bundle` and returns the serving address.
     fn promote(&self, bundle: &Path, serial: u64) -> SocketAddr {
-        let out = self.command(&["promote", "--bundle", bundle.to_str().unwrap()]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "promote failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        let status = self.status();
+        let status = self.0.promote(bundle);
         assert!(status.contains(&format!("serial: {serial}\n")), "{status}");
         status
             .lines()
@@ -297,18 +185,19 @@ impl Policyd {
             .parse()
             .unwrap()
     }
+}
 
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+impl std::ops::Deref for Policyd {
+    type Target = fixture::Policyd;
+
+    fn deref(&self) -> &fixture::Policyd {
+        &self.0
     }
 }
 
-impl Drop for Policyd {
-    fn drop(&mut self) {
-        self.kill();
+impl std::ops::DerefMut for Policyd {
+    fn deref_mut(&mut self) -> &mut fixture::Policyd {
+        &mut self.0
     }
 }
 

@@ -19,10 +19,7 @@ use tempfile::TempDir;
 /// The agent binary under test.
 pub(crate) const AGENT: &str = env!("CARGO_BIN_EXE_tenet-agent");
 
-/// The shipped example tree.
-pub(crate) fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/dce-cluster")
-}
+pub(crate) use tenet_tests::fixture::example;
 
 /// A temp directory holding `root/` (the managed sandbox), `policy/` (a policy
 /// tree) and `state/` (a state directory outside the root), removed on drop.

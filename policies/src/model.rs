@@ -601,8 +601,9 @@ fn map_all<S, T, E>(v: Vec<S>, f: &mut impl FnMut(S) -> Result<T, E>) -> Result<
     v.into_iter().map(f).collect()
 }
 
-/// A promise that applies but cannot be expanded here (a fact is missing); it is
-/// reported as blocked.
+/// A promise (or a plan step) that applies but cannot be expanded here (a fact is
+/// missing); it is reported as blocked. Made by [`crate::Policy::resolve`] and
+/// [`crate::Policy::plans_for`].
 #[derive(Debug, Clone)]
 pub struct Unresolved {
     /// The promise's id.

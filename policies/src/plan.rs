@@ -18,8 +18,7 @@ use std::time::Duration;
 
 use crate::cond::Condition;
 use crate::diag::Origin;
-use crate::model::Unresolved;
-use crate::model::{Configuration, PromiseKind};
+use crate::model::{Configuration, PromiseKind, Unresolved};
 use crate::template::Template;
 
 /// What a plan is bound to.

@@ -1,47 +1,21 @@
-//! The command line: clap types (in the library so `--help` can be tested), exit codes,
-//! and the one-shot commands that talk to the daemon (they write to the writers they
+//! The command line: clap types (in the library so `--help` can be tested; each
+//! command's own arguments live with it, in [`crate::ha`] and [`crate::control::client`]),
+//! and the dispatch of the one-shot commands that talk to the daemon (they write to the writers they
 //! are given; the library never prints).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG, FIELDS_HELP};
-use crate::control::{self, Command as ControlCommand, Outcome, Reply, Request};
-use crate::promotion::State;
+use crate::control::{self, Command as ControlCommand, Request};
+use crate::exit::EXIT_CODES;
 
-/// Exit codes. 0 to 4 mean what they mean for every tenet binary; 7 is the OCF
-/// resource agent's "not running", for `status` only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum ExitCode {
-    /// Done; for `status`: promoted and serving.
-    Success = 0,
-    /// The command failed: the daemon could not be reached, or could not start, or a
-    /// file or socket failed.
-    Failure = 1,
-    /// Usage error.
-    Usage = 2,
-    /// The configuration (or a key path it needs) is invalid; nothing changed.
-    InvalidConfig = 3,
-    /// Trust refused: the bundle or a key did not verify; nothing changed.
-    TrustRefused = 4,
-    /// `status` only: the daemon runs and is not promoted (OCF_NOT_RUNNING).
-    NotPromoted = 7,
-}
-
-const EXIT_CODES: &str = "\
-Exit codes:
-  0  done; for status: promoted, serving the bundle; for stop: nothing is served here
-  1  failed: the daemon is not running or cannot be reached (promote, demote, status,
-     watch), does not answer (stop), could not start (serve, start), or a file or
-     socket failed
-  2  usage error
-  3  invalid configuration, or promote without a key path; nothing changed
-  4  trust refused: the bundle, the root or a key did not verify; nothing changed
-  7  status and watch only: the daemon runs but is not promoted (OCF_NOT_RUNNING)";
+pub use crate::control::client::PromoteArgs;
+pub use crate::exit::ExitCode;
+pub use crate::ha::{StartArgs, WatchArgs};
 
 const ABOUT: &str = "\
 The tenet policy server.
@@ -132,43 +106,6 @@ pub enum Command {
     Validate,
 }
 
-/// Options of `start`.
-#[derive(Debug, Clone, Args)]
-pub struct StartArgs {
-    /// The bundle and keys, as for promote.
-    #[command(flatten)]
-    pub promote: PromoteArgs,
-    /// The log of a listener this command starts; default STATE_DIR/serve.log.
-    #[arg(long)]
-    pub log: Option<PathBuf>,
-}
-
-/// Options of `watch`.
-#[derive(Debug, Clone, Args)]
-pub struct WatchArgs {
-    /// How often to ask the daemon.
-    #[arg(long, default_value = "1s", value_parser = parse_timeout)]
-    pub interval: Duration,
-}
-
-/// Options of `promote`.
-#[derive(Debug, Clone, Args)]
-pub struct PromoteArgs {
-    /// The bundle directory (on the package filesystem). It may be a symlink that a
-    /// publisher flips to a new bundle directory.
-    #[arg(long)]
-    pub bundle: PathBuf,
-    /// The online timestamp key; default serve.timestamp_key of the configuration.
-    #[arg(long)]
-    pub timestamp_key: Option<PathBuf>,
-    /// The policy server TLS key (pinned in the root); default serve.server_key.
-    #[arg(long)]
-    pub server_key: Option<PathBuf>,
-    /// How long to wait for the daemon to verify the bundle and answer.
-    #[arg(long, default_value = "120s", value_parser = parse_timeout)]
-    pub timeout: Duration,
-}
-
 /// The help text after `serve --help`: every configuration field, then the exit codes.
 pub fn serve_help() -> String {
     format!("{FIELDS_HELP}\n\n{EXIT_CODES}")
@@ -189,9 +126,15 @@ pub fn run_control(
         Command::Stop => return crate::ha::stop(config, out, err),
         Command::Watch(args) => return crate::ha::watch(args, config, out, err),
         Command::Validate => return crate::ha::validate(config, out, err),
-        Command::Status => (request(ControlCommand::Status), Duration::from_secs(10)),
-        Command::Demote => (request(ControlCommand::Demote), Duration::from_secs(60)),
-        Command::Promote(args) => (promote_request(args), args.timeout),
+        Command::Status => (
+            Request::new(ControlCommand::Status),
+            Duration::from_secs(10),
+        ),
+        Command::Demote => (
+            Request::new(ControlCommand::Demote),
+            Duration::from_secs(60),
+        ),
+        Command::Promote(args) => (args.request(), args.timeout),
     };
     let reply = match control::request(&config.control_socket(), &request, timeout) {
         Ok(r) => r,
@@ -200,66 +143,7 @@ pub fn run_control(
             return ExitCode::Failure;
         }
     };
-    report(command, &reply, out, err)
-}
-
-/// The control request of `promote` (paths made absolute).
-pub(crate) fn promote_request(args: &PromoteArgs) -> Request {
-    let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
-    let mut r = request(ControlCommand::Promote);
-    r.bundle = Some(absolute(&args.bundle));
-    r.timestamp_key = args.timestamp_key.as_ref().map(absolute);
-    r.server_key = args.server_key.as_ref().map(absolute);
-    r
-}
-
-pub(crate) fn report(
-    command: &Command,
-    reply: &Reply,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> ExitCode {
-    match reply.outcome {
-        Outcome::Ok => {}
-        Outcome::Refused => {
-            let _ = writeln!(err, "error: {}", reply.message);
-            return ExitCode::TrustRefused;
-        }
-        Outcome::Invalid => {
-            let _ = writeln!(err, "error: {}", reply.message);
-            return ExitCode::InvalidConfig;
-        }
-        Outcome::Failed => {
-            let _ = writeln!(err, "error: {}", reply.message);
-            return ExitCode::Failure;
-        }
-    }
-    match command {
-        Command::Status => {
-            let _ = write!(out, "{}", reply.status.to_lines());
-            match reply.status.state() {
-                State::Serving { .. } => ExitCode::Success,
-                State::Listening => ExitCode::NotPromoted,
-            }
-        }
-        _ => {
-            let _ = writeln!(out, "{}", reply.message);
-            ExitCode::Success
-        }
-    }
-}
-
-pub(crate) fn request(command: ControlCommand) -> Request {
-    Request {
-        command,
-        bundle: None,
-        timestamp_key: None,
-        server_key: None,
-    }
-}
-
-fn parse_timeout(text: &str) -> Result<Duration, String> {
-    crate::config::parse_duration(text)
+    control::client::report(request.command, &reply, out, err)
 }
 
 #[cfg(test)]

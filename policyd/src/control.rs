@@ -19,10 +19,8 @@
 //!                                        serving = "0.0.0.0:8741"
 //! ```
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::os::unix::net::UnixStream as StdUnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,10 +30,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, warn};
 
-use crate::daemon::Shared;
-use crate::error::ControlError;
-use crate::http::Stop;
 use crate::promotion::{self, PromoteRequest, State};
+use crate::shared::Shared;
+use crate::shutdown::Stop;
+
+pub mod client;
+
+pub use client::request;
 
 /// Largest request or reply.
 const MAX_MESSAGE: u64 = 64 * 1024;
@@ -200,40 +201,6 @@ impl Status {
         }
         out
     }
-}
-
-/// Sends `request` to the daemon whose control socket is `socket` and waits up to
-/// `timeout` for each of sending and answering.
-pub fn request(socket: &Path, request: &Request, timeout: Duration) -> Result<Reply, ControlError> {
-    let io_err = |source| ControlError::Io {
-        socket: socket.to_path_buf(),
-        source,
-    };
-    let text = toml::to_string(request).map_err(|source| ControlError::Encode { source })?;
-    let mut stream = StdUnixStream::connect(socket).map_err(|source| ControlError::Connect {
-        socket: socket.to_path_buf(),
-        source,
-    })?;
-    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
-    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
-    stream.write_all(text.as_bytes()).map_err(io_err)?;
-    stream.shutdown(std::net::Shutdown::Write).map_err(io_err)?;
-    let mut reply = Vec::new();
-    (&mut stream)
-        .take(MAX_MESSAGE + 1)
-        .read_to_end(&mut reply)
-        .map_err(io_err)?;
-    if reply.len() as u64 > MAX_MESSAGE {
-        return Err(ControlError::TooLarge {
-            socket: socket.to_path_buf(),
-            max: MAX_MESSAGE,
-        });
-    }
-    let text = String::from_utf8_lossy(&reply);
-    toml::from_str(&text).map_err(|source| ControlError::Reply {
-        socket: socket.to_path_buf(),
-        source,
-    })
 }
 
 /// Accepts control connections until `stop`.

@@ -18,7 +18,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use http_body_util::Full;
@@ -28,7 +28,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tenet_keys::tls::{Identity, Subject};
-use tenet_keys::{SecretKey, TrustState, TrustedRoot, bundle};
+use tenet_keys::{SecretKey, TrustState, TrustedRoot};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
@@ -39,10 +39,15 @@ use crate::config::Config;
 use crate::config::RunStart;
 use crate::control;
 use crate::error::DaemonError;
-use crate::http::{self, Stop, Tracker};
+use crate::http;
 use crate::metrics::{Gauges, Metrics, Site};
-use crate::promotion::{self, Promotion, State};
+use crate::promotion::{self, Promotion};
+use crate::shared::Shared;
+use crate::shutdown::{Stop, Tracker};
 use crate::trusted::ListenerKeys;
+use crate::trusted::read_trusted_root;
+
+pub use crate::shared::Addresses;
 
 /// Concurrent connections to the metrics endpoint.
 const MAX_METRICS_CONNECTIONS: usize = 8;
@@ -56,36 +61,6 @@ pub struct Daemon {
     listener_tls: Arc<rustls::ServerConfig>,
     metrics: Option<TcpListener>,
     control: UnixListener,
-}
-
-/// What the daemon bound.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Addresses {
-    /// The listener.
-    pub listener: SocketAddr,
-    /// The metrics endpoint, if on.
-    pub metrics: Option<SocketAddr>,
-    /// The control socket.
-    pub control: PathBuf,
-}
-
-/// What every task of the daemon shares.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    pub(crate) metrics: Metrics,
-    pub(crate) promotion: Promotion,
-    pub(crate) connections: Tracker,
-    pub(crate) shutdown: watch::Receiver<bool>,
-    pub(crate) addresses: Addresses,
-    /// Whom the listener admits, and the newest verified root (run requests).
-    pub(crate) keys: Arc<ListenerKeys>,
-    /// How a pushed run's agent is started (`[run] start`, `auto` resolved).
-    pub(crate) run_start: RunStart,
-    /// The blob bytes all answers in flight may hold together.
-    pub(crate) blob_memory: crate::routes::BlobMemory,
-    /// The pushed run in progress and the replay cache (behind its lock).
-    pub(crate) runs: crate::runreq::Runs,
 }
 
 /// Runs the daemon from a checked configuration until SIGTERM or SIGINT.
@@ -268,21 +243,6 @@ pub fn shutdown_signals() -> Result<impl Future<Output = ()>, DaemonError> {
     })
 }
 
-pub(crate) fn read_trusted_root(path: &Path) -> Result<TrustedRoot, DaemonError> {
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| DaemonError::ReadRoot {
-            path: p.to_path_buf(),
-            source,
-        })
-    };
-    let bytes = read(path)?;
-    let sigs = read(&bundle::sig_path(path))?;
-    TrustedRoot::bootstrap(&bytes, &sigs, None).map_err(|source| DaemonError::Root {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 /// Creates the state directory if needed and makes it owner-only.
 fn prepare_state_dir(dir: &Path) -> Result<(), DaemonError> {
     let err = |source| DaemonError::StateDir {
@@ -376,11 +336,7 @@ fn metrics_response(shared: &Shared, req: &Request<Incoming>) -> Response<Full<B
     }
     let snapshot = shared.promotion.snapshot();
     let gauges = Gauges {
-        state: snapshot
-            .as_ref()
-            .map_or(State::Listening, |s| State::Serving {
-                serial: s.bundle.serial(),
-            }),
+        serving: snapshot.as_ref().map(|s| s.bundle.serial()),
         timestamp_version: snapshot.as_ref().map_or(0, |s| s.timestamp.version),
         timestamp_expires: snapshot.as_ref().map_or(0, |s| s.timestamp.expires.unix()),
     };

@@ -11,6 +11,8 @@ use std::path::PathBuf;
 
 use tenet_keys::{KeyError, KeyId, PublishError, TlsError, VerifyError};
 
+use crate::exit::ExitCode;
+
 /// Why the configuration file was refused. Nothing was started.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -149,6 +151,17 @@ impl DaemonError {
     /// Whether trust was refused (the trusted root itself does not verify).
     pub fn is_trust_refusal(&self) -> bool {
         matches!(self, DaemonError::Root { .. })
+    }
+
+    /// The exit code of `serve` failing with this error.
+    pub fn exit_code(&self) -> ExitCode {
+        if self.is_configuration() {
+            ExitCode::InvalidConfig
+        } else if self.is_trust_refusal() {
+            ExitCode::TrustRefused
+        } else {
+            ExitCode::Failure
+        }
     }
 }
 

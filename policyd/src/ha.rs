@@ -18,16 +18,38 @@ use std::fs::OpenOptions;
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::Args;
 use tenet_keys::SecretKey;
 
-use crate::cli::{Command, ExitCode, StartArgs, WatchArgs, promote_request, report, request};
 use crate::config::Config;
-use crate::control::{self, Command as ControlCommand, Reply};
+use crate::control::client::{PromoteArgs, report};
+use crate::control::{self, Command as ControlCommand, Reply, Request};
 use crate::error::ControlError;
+use crate::exit::ExitCode;
 use crate::promotion::State;
+
+/// Options of `start`.
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    /// The bundle and keys, as for promote.
+    #[command(flatten)]
+    pub promote: PromoteArgs,
+    /// The log of a listener this command starts; default STATE_DIR/serve.log.
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+}
+
+/// Options of `watch`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// How often to ask the daemon.
+    #[arg(long, default_value = "1s", value_parser = crate::config::parse_duration)]
+    pub interval: Duration,
+}
 
 /// How long one status exchange may take.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,7 +65,7 @@ fn not_running(e: &ControlError) -> bool {
 fn status(config: &Config, timeout: Duration) -> Result<Reply, ControlError> {
     control::request(
         &config.control_socket(),
-        &request(ControlCommand::Status),
+        &Request::new(ControlCommand::Status),
         timeout,
     )
 }
@@ -75,16 +97,11 @@ pub fn start(
     let left = deadline
         .saturating_duration_since(Instant::now())
         .max(Duration::from_secs(1));
-    let command = Command::Start(args.clone());
-    match control::request(
-        &config.control_socket(),
-        &promote_request(&args.promote),
-        left,
-    ) {
+    match control::request(&config.control_socket(), &args.promote.request(), left) {
         Ok(reply) if matches!(reply.status.state(), State::Serving { .. }) => {
-            report(&command, &reply, out, err)
+            report(ControlCommand::Promote, &reply, out, err)
         }
-        Ok(reply) => match report(&command, &reply, out, err) {
+        Ok(reply) => match report(ControlCommand::Promote, &reply, out, err) {
             ExitCode::Success => {
                 let _ = writeln!(err, "error: promoted, but the daemon does not serve");
                 ExitCode::Failure
@@ -203,10 +220,10 @@ fn wait_answering(
 pub fn stop(config: &Config, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
     match control::request(
         &config.control_socket(),
-        &request(ControlCommand::Demote),
+        &Request::new(ControlCommand::Demote),
         Duration::from_secs(60),
     ) {
-        Ok(reply) => report(&Command::Stop, &reply, out, err),
+        Ok(reply) => report(ControlCommand::Demote, &reply, out, err),
         Err(e) if not_running(&e) => {
             let _ = writeln!(out, "tenet-policyd is not running; nothing is served here");
             ExitCode::Success
@@ -260,7 +277,7 @@ pub fn validate(config: &Config, out: &mut dyn Write, err: &mut dyn Write) -> Ex
         SecretKey::read(&config.node_key)
             .err()
             .map(|e| format!("node_key: {}", tenet_keys::error_chain(&e))),
-        crate::daemon::read_trusted_root(&config.trusted_root)
+        crate::trusted::read_trusted_root(&config.trusted_root)
             .err()
             .map(|e| format!("trusted_root: {}", tenet_keys::error_chain(&e))),
     ]

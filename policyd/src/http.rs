@@ -32,7 +32,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::body::{Body as _, Bytes, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper::{Request, Response};
@@ -41,17 +41,20 @@ use tenet_keys::KeyId;
 use tenet_keys::tls::{self, ClientPolicy, MemberPins};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
 use crate::admission::{Admission, Slot};
-use crate::daemon::Shared;
 use crate::metrics::{HandshakeRefusal, Site};
 use crate::routes;
+use crate::shared::Shared;
+use crate::shutdown::Stop;
 use crate::trusted::LogLimit;
+
+/// A response body that cannot fail: whole (most routes) or streamed (`POST /v1/run`).
+pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// A TLS server configuration that can be swapped while its socket keeps accepting (a
 /// re-promotion with another policy server key).
@@ -468,7 +471,7 @@ struct Tracked {
     requests: Arc<Requests>,
 }
 
-impl Body for Tracked {
+impl hyper::body::Body for Tracked {
     type Data = Bytes;
     type Error = routes::Cut;
 
@@ -512,94 +515,6 @@ impl ClientPolicy for EnrolledMembers {
     }
 }
 
-/// Stops when the daemon shuts down or, for a serving socket, when it is demoted.
-#[derive(Debug, Clone)]
-pub(crate) struct Stop {
-    global: watch::Receiver<bool>,
-    local: Option<watch::Receiver<bool>>,
-}
-
-impl Stop {
-    /// Stops on the daemon's shutdown only.
-    pub(crate) fn global(global: watch::Receiver<bool>) -> Stop {
-        Stop {
-            global,
-            local: None,
-        }
-    }
-
-    /// Stops on the daemon's shutdown or on `local`.
-    pub(crate) fn with(global: watch::Receiver<bool>, local: watch::Receiver<bool>) -> Stop {
-        Stop {
-            global,
-            local: Some(local),
-        }
-    }
-
-    /// Resolves once stopped (at once if already stopped).
-    pub(crate) async fn wait(&mut self) {
-        let Stop { global, local } = self;
-        match local {
-            Some(local) => tokio::select! {
-                () = wait_true(global) => {}
-                () = wait_true(local) => {}
-            },
-            None => wait_true(global).await,
-        }
-    }
-}
-
-/// Counts every open connection of the daemon, to drain them on shutdown.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Tracker(Arc<TrackerInner>);
-
-#[derive(Debug, Default)]
-struct TrackerInner {
-    open: AtomicUsize,
-    idle: Notify,
-}
-
-impl Tracker {
-    /// Counts a connection until the guard drops.
-    pub(crate) fn enter(&self) -> TrackerGuard {
-        self.0.open.fetch_add(1, Ordering::SeqCst);
-        TrackerGuard(self.clone())
-    }
-
-    /// Open connections now.
-    pub(crate) fn open(&self) -> usize {
-        self.0.open.load(Ordering::SeqCst)
-    }
-
-    /// Waits until no connection is open or `deadline` passes; returns how many are
-    /// still open.
-    pub(crate) async fn wait_idle(&self, deadline: Instant) -> usize {
-        loop {
-            let notified = self.0.idle.notified();
-            let open = self.open();
-            if open == 0 {
-                return 0;
-            }
-            tokio::select! {
-                () = notified => {}
-                () = tokio::time::sleep_until(deadline) => return self.open(),
-            }
-        }
-    }
-}
-
-/// Keeps a connection counted.
-#[derive(Debug)]
-pub(crate) struct TrackerGuard(Tracker);
-
-impl Drop for TrackerGuard {
-    fn drop(&mut self) {
-        if self.0.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.0.idle.notify_waiters();
-        }
-    }
-}
-
 /// Closes a refused connection gently: the alert is already written; send FIN, then
 /// read and discard what the client still sends, for a moment. Closing at once with
 /// unread client data makes the kernel send a reset, and the client would lose the
@@ -633,11 +548,6 @@ fn classify(e: &io::Error) -> HandshakeRefusal {
         Some(rustls::Error::NoCertificatesPresented) => HandshakeRefusal::NoCertificate,
         _ => HandshakeRefusal::Failed,
     }
-}
-
-async fn wait_true(rx: &mut watch::Receiver<bool>) {
-    // A dropped sender also means stop.
-    let _ = rx.wait_for(|stopped| *stopped).await;
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

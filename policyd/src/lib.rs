@@ -15,14 +15,16 @@
 //! served manifest's members at the handshake, while the listener admits the admin keys
 //! of the newest verified root and enrolled members, and authorises per route. Demotion is then simply closing a socket.
 //!
-//! - [`config`]: `policyd.toml`; [`cli`]: the command line and exit codes; [`ha`]: the
+//! - [`config`]: `policyd.toml`; [`cli`]: the command line; [`exit`]: the exit codes; [`ha`]: the
 //!   idempotent `start`/`stop`/`watch`/`validate` that the HA adapters in `packaging/`
 //!   map to their engine's conventions.
 //! - [`daemon`]: start-up, run, drain; [`promotion`]: the [`promotion::State`] and the
-//!   serving session; [`control`]: the Unix socket the one-shot commands use.
-//! - Inside: `bundle` (load and verify a bundle into memory), `admission`
-//!   (per-address connection caps), `trusted` (the listener's admitted keys), `http`
-//!   (accept loop, limits, connections), `routes` (the fixed route table, streamed
+//!   serving session; [`control`]: the Unix socket the one-shot commands use (its
+//!   client side in [`control::client`]).
+//! - Inside: `shared` (the context every task shares), `shutdown` (stopping and
+//!   draining), `bundle` (load and verify a bundle into memory), `admission`
+//!   (per-address connection caps), `trusted` (the trusted root and the listener's
+//!   admitted keys), `http` (accept loop, limits, connections, response bodies), `routes` (the fixed route table, streamed
 //!   blobs), `launch` (how a pushed run's agent is started), `metrics` (Prometheus
 //!   text).
 //!
@@ -35,6 +37,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod error;
+pub mod exit;
 pub mod ha;
 pub mod promotion;
 pub mod runreq;
@@ -45,6 +48,8 @@ mod http;
 mod launch;
 mod metrics;
 mod routes;
+mod shared;
+mod shutdown;
 mod trusted;
 
 pub use config::Config;

@@ -48,13 +48,7 @@ fn serve(config: Config) -> ExitCode {
         Ok(()) => ExitCode::Success,
         Err(e) => {
             eprintln!("error: {}", tenet_keys::error_chain(&e));
-            if e.is_configuration() {
-                ExitCode::InvalidConfig
-            } else if e.is_trust_refusal() {
-                ExitCode::TrustRefused
-            } else {
-                ExitCode::Failure
-            }
+            e.exit_code()
         }
     }
 }

@@ -9,8 +9,6 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::promotion::State;
-
 /// The two TLS sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Site {
@@ -85,8 +83,9 @@ struct Inner {
 /// Values read from the daemon's state when rendering.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Gauges {
-    /// Listening or serving which serial.
-    pub(crate) state: State,
+    /// The served manifest's serial; `None` while only listening. (A serial rather than
+    /// [`crate::promotion::State`], so that counting does not depend on promotion.)
+    pub(crate) serving: Option<u64>,
     /// The served timestamp's version (0 when not serving).
     pub(crate) timestamp_version: u64,
     /// The served timestamp's expiry, unix seconds (0 when not serving).
@@ -205,9 +204,9 @@ impl Metrics {
                 gauge.load(Ordering::Relaxed)
             );
         }
-        let (promoted, serial) = match gauges.state {
-            State::Listening => (0, 0),
-            State::Serving { serial } => (1, serial),
+        let (promoted, serial) = match gauges.serving {
+            None => (0, 0),
+            Some(serial) => (1, serial),
         };
         let single = [
             (
@@ -300,7 +299,7 @@ mod tests {
         m.handshake_refused(Site::Serving, HandshakeRefusal::NotAdmitted);
         let open = m.connection(Site::Serving);
         let text = m.render(&Gauges {
-            state: State::Serving { serial: 7 },
+            serving: Some(7),
             timestamp_version: 1_795_298_400,
             timestamp_expires: 1_795_320_000,
         });

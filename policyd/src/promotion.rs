@@ -37,10 +37,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{error, info, warn};
 
 use crate::bundle::{self, LoadedBundle, SignedDocument};
-use crate::daemon::Shared;
 use crate::error::PromoteError;
-use crate::http::{self, EnrolledMembers, SharedAcceptor, Stop};
+use crate::http::{self, EnrolledMembers, SharedAcceptor};
 use crate::metrics::Site;
+use crate::shared::Shared;
+use crate::shutdown::Stop;
 
 /// Whether this member serves the bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -41,7 +41,6 @@
 //! connection that outlives a manifest that dropped its key).
 
 use std::collections::HashSet;
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, Read as _};
@@ -59,9 +58,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::error;
 
 use crate::bundle::{BlobCheck, LoadedBundle};
-use crate::daemon::Shared;
+use crate::http::Body;
 use crate::metrics::{Metrics, Site};
 use crate::promotion::{Snapshot, State};
+use crate::shared::Shared;
 
 /// A route of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,9 +105,6 @@ enum Auth {
     /// handler, which also requires it to be the request's signer).
     Admin,
 }
-
-/// A response body that cannot fail: whole (most routes) or streamed (`POST /v1/run`).
-pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
 /// What [`handle`] answers with: a [`Body`], or a streamed blob answer, which fails
 /// ([`Cut`], closing the connection) if a blob turns out changed.

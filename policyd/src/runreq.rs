@@ -67,8 +67,8 @@ use tenet_keys::{KeyId, Root, Time};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
-use crate::daemon::Shared;
-use crate::routes::Body;
+use crate::http::Body;
+use crate::shared::Shared;
 
 /// The replay cache's file name in the state directory.
 pub const NONCE_FILE: &str = "runreq-nonces.log";

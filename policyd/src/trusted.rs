@@ -17,6 +17,9 @@
 //! agent's manifest is taken only if its SHA-256 is the one that verified trust state
 //! records (the agent writes it after every check passed), so no unverified inventory
 //! is ever admitted.
+//!
+//! [`read_trusted_root`] reads the configuration's trusted root itself, for start-up and
+//! `validate`.
 
 use std::collections::HashSet;
 use std::io::Read as _;
@@ -28,8 +31,10 @@ use std::time::{Duration, Instant};
 
 use tenet_keys::key::Role;
 use tenet_keys::tls::{ClientPolicy, MemberPins};
-use tenet_keys::{KeyId, Manifest, Root, Sha256Sum, TrustState, bundle};
+use tenet_keys::{KeyId, Manifest, Root, Sha256Sum, TrustState, TrustedRoot, bundle};
 use tracing::{debug, info, warn};
+
+use crate::error::DaemonError;
 
 /// How often the daemon looks for a changed `trust.toml`.
 pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(2);
@@ -265,6 +270,23 @@ fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, String> {
         return Err(format!("{} is over {max} bytes", path.display()));
     }
     Ok(out)
+}
+
+/// Reads and verifies the trusted root of the configuration (`trusted_root`, and its
+/// `.sig` beside it), at start-up and for `validate`.
+pub(crate) fn read_trusted_root(path: &Path) -> Result<TrustedRoot, DaemonError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| DaemonError::ReadRoot {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let bytes = read(path)?;
+    let sigs = read(&bundle::sig_path(path))?;
+    TrustedRoot::bootstrap(&bytes, &sigs, None).map_err(|source| DaemonError::Root {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! Fixtures: a deployment made with `tenet-keys` library calls (keys, enrolled members,
-//! the shipped example tree signed into bundles), a `tenet-policyd serve` process killed
-//! by PID on drop, one-shot commands, and an HTTP client over the keys TLS client
+//! Fixtures: the shared deployment (`tenet_tests::fixture`, made with `tenet-keys`
+//! library calls: keys, enrolled members, the shipped example tree signed into bundles),
+//! the shared `tenet-policyd serve` process killed by PID on drop, one-shot commands, and an HTTP client over the keys TLS client
 //! configuration.
 //!
 //! Waits poll a condition against a deadline and report the last thing seen.
@@ -13,20 +13,19 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tenet_keys::deployment::{self, Deployment, InitOptions};
-use tenet_keys::publish::{self, SignOptions, Signing};
 use tenet_keys::tls::{self, Identity, Subject};
-use tenet_keys::{Clock, KeyId, SecretKey, Time, TrustState};
+use tenet_keys::{Clock, KeyId, SecretKey, TrustState};
 use tenet_policyd::control::{self, Command as ControlCommand, Request as ControlRequest, Status};
+use tenet_tests::fixture::{self, BUNDLE_EXPIRY};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -34,71 +33,45 @@ use tokio_rustls::TlsConnector;
 /// The binary under test.
 pub(crate) const POLICYD: &str = env!("CARGO_BIN_EXE_tenet-policyd");
 
-/// How long any wait may take before the test fails.
-pub(crate) const DEADLINE: Duration = Duration::from_secs(15);
-
-pub(crate) fn now() -> Time {
-    Time::from_system(SystemTime::now())
-}
-
-/// The shipped example tree.
-pub(crate) fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/dce-cluster")
-}
+pub(crate) use tenet_tests::fixture::{DEADLINE, example, now};
 
 /// A deployment in a temp directory: root 1 of 1, policy, timestamp and server keys;
 /// members alpha and beta enrolled, gamma with a node key but not enrolled.
 pub(crate) struct Fixture {
-    pub(crate) dir: tempfile::TempDir,
+    fixture: fixture::Deployment,
     pub(crate) deployment: PathBuf,
 }
 
 impl Fixture {
     pub(crate) fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let deployment = dir.path().join("deploy");
-        deployment::init(
-            &deployment,
-            &InitOptions {
-                root_keys: 1,
-                root_threshold: 1,
-                expires_in: Duration::from_secs(30 * 86_400),
-                now: now(),
-            },
-        )
-        .unwrap();
-        let d = Deployment::open(&deployment).unwrap();
-        for name in ["alpha", "beta", "gamma"] {
-            let (_, keyid) = deployment::node_key(&dir.path().join("nodes").join(name)).unwrap();
-            if name != "gamma" {
-                d.enroll(name, keyid).unwrap();
-            }
+        let fixture = fixture::Deployment::new(&["alpha", "beta"], &["gamma"]);
+        let deployment = fixture.deployment();
+        Fixture {
+            fixture,
+            deployment,
         }
-        Fixture { dir, deployment }
     }
 
     pub(crate) fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+        self.fixture.path(rel)
     }
 
     /// A member's node key (alpha, beta or gamma).
     pub(crate) fn node_key(&self, member: &str) -> SecretKey {
-        SecretKey::read(&self.node_key_path(member)).unwrap()
+        self.fixture.node_key(member)
     }
 
     pub(crate) fn node_key_path(&self, member: &str) -> PathBuf {
-        self.path(&format!("nodes/{member}/localhost.key"))
+        self.fixture.node_key_path(member)
     }
 
     pub(crate) fn root_path(&self) -> PathBuf {
-        self.deployment.join("root/1.root.toml")
+        self.fixture.root_path()
     }
 
     /// The trusted root, as a member holds it.
     pub(crate) fn trusted_root(&self) -> tenet_keys::TrustedRoot {
-        let bytes = fs::read(self.root_path()).unwrap();
-        let sig = fs::read(self.deployment.join("root/1.root.toml.sig")).unwrap();
-        tenet_keys::TrustedRoot::bootstrap(&bytes, &sig, None).unwrap()
+        self.fixture.trusted_root()
     }
 
     /// The server pins of the root (what an agent pins).
@@ -112,22 +85,7 @@ impl Fixture {
     }
 
     pub(crate) fn sign_tree(&self, tree: &Path, serial: u64) -> PathBuf {
-        let mut d = Deployment::open(&self.deployment).unwrap();
-        let out = self.path(&format!("bundles/{serial}"));
-        let key = d.policy_key_path();
-        publish::sign(
-            &mut d,
-            &SignOptions {
-                tree: tree.to_path_buf(),
-                out: out.clone(),
-                serial: Some(serial),
-                expires_in: Duration::from_secs(14 * 86_400),
-                now: now(),
-                signing: Signing::WithKey(key),
-            },
-        )
-        .unwrap();
-        out
+        self.fixture.sign_tree(tree, serial, BUNDLE_EXPIRY)
     }
 
     /// A copy of the example tree in `trees/<name>` with `motd` appended to a file, so
@@ -172,37 +130,13 @@ impl Fixture {
     /// Writes the daemon's configuration (every socket on 127.0.0.1, port 0) with
     /// `extra` appended to its `[limits]` table, and returns its path.
     pub(crate) fn config(&self, extra_limits: &str) -> PathBuf {
-        let path = self.path("policyd.toml");
-        let text = format!(
-            r#"member = "alpha"
-state_dir = "state"
-node_key = "nodes/alpha/localhost.key"
-trusted_root = "deploy/root/1.root.toml"
-
-[listener]
-listen = "127.0.0.1:0"
-
-[serve]
-listen = "127.0.0.1:0"
-timestamp_key = "deploy/keys/timestamp.key"
-server_key = "deploy/keys/server-tls.key"
-watch_interval = "100ms"
-
-[metrics]
-listen = "127.0.0.1:0"
-
-[run]
-agent_state = "agent-state"
-start = "direct"
-
-[limits]
-max_header_bytes = 8192
-drain_timeout = "2s"
-{extra_limits}
-"#
-        );
-        fs::write(&path, text).unwrap();
-        path
+        self.fixture
+            .policyd_config("alpha")
+            .run("agent_state", "agent-state")
+            .run("start", "direct")
+            .limits("max_header_bytes = 8192\ndrain_timeout = \"2s\"\n")
+            .limits(extra_limits)
+            .write(&self.path("policyd.toml"))
     }
 }
 
@@ -228,42 +162,33 @@ pub(crate) fn flip(link: &Path, target: &Path) {
     fs::rename(&tmp, link).unwrap();
 }
 
-/// A running `tenet-policyd serve`, killed by PID when dropped.
+/// A running `tenet-policyd serve` (the shared fixture, killed by PID when dropped),
+/// asked for its status over the control socket.
 pub(crate) struct Daemon {
-    child: Option<Child>,
+    policyd: fixture::Policyd,
     pub(crate) config: PathBuf,
-    log: PathBuf,
 }
 
 impl Daemon {
     /// Starts the daemon and waits until its control socket answers.
     pub(crate) fn start(config: &Path) -> Daemon {
-        let log = config.with_extension("log");
-        let child = Command::new(POLICYD)
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "tenet_policyd=debug,info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let policyd =
+            fixture::Policyd::spawn(Path::new(POLICYD), config, "tenet_policyd=debug,info");
         let mut d = Daemon {
-            child: Some(child),
+            policyd,
             config: config.to_path_buf(),
-            log,
         };
         d.wait_for("the control socket to answer", |d| d.status().ok());
         d
     }
 
     pub(crate) fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.policyd.pid()
     }
 
     /// The daemon's log so far.
     pub(crate) fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        self.policyd.log()
     }
 
     /// The status over the control socket.
@@ -295,9 +220,7 @@ impl Daemon {
             if let Some(v) = check(self) {
                 return v;
             }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(exit)) = child.try_wait()
-            {
+            if let Some(exit) = self.policyd.exited() {
                 panic!(
                     "tenet-policyd exited ({exit}) while waiting for {what}:\n{}",
                     self.log()
@@ -358,7 +281,7 @@ impl Daemon {
     pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid()).unwrap());
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let mut child = self.child.take().unwrap();
+        let mut child = self.policyd.take_child().unwrap();
         let start = Instant::now();
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -370,15 +293,6 @@ impl Daemon {
                 panic!("tenet-policyd did not stop on SIGTERM\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }

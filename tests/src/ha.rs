@@ -5,14 +5,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use crate::binary;
-
-/// The shipped example tree.
-pub fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/dce-cluster")
-}
+use crate::fixture::PolicydConfig;
+pub use crate::fixture::{example, wait_for};
 
 /// The repository's `packaging/` directory.
 pub fn packaging() -> PathBuf {
@@ -125,21 +121,6 @@ pub fn kill(pid: u32, signal: &str) {
         .status();
 }
 
-/// Polls `check` every 20 ms until it gives a value.
-///
-/// # Panics
-/// After `limit`, naming `what`.
-pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A deployment made with the `tenet-keys` CLI in `dir`: root 1 of 1, policy,
 /// timestamp and server keys, and members with node keys in `dir/nodes/NAME`, enrolled.
 #[derive(Debug)]
@@ -248,16 +229,27 @@ impl Deployment {
         member: &str,
         state_dir: &Path,
         listen: &str,
-        serve: &str,
+        serve_listen: &str,
     ) -> String {
-        format!(
-            "member = \"{member}\"\nstate_dir = \"{}\"\nnode_key = \"{}\"\ntrusted_root = \"{}\"\n\n[listener]\nlisten = \"{listen}\"\n\n[serve]\nlisten = \"{serve}\"\ntimestamp_key = \"{}\"\nserver_key = \"{}\"\nwatch_interval = \"200ms\"\n\n[metrics]\nlisten = \"off\"\n\n[limits]\ndrain_timeout = \"1s\"\n",
-            state_dir.display(),
-            self.node_dir(member).join("localhost.key").display(),
-            self.root().display(),
-            self.deployment().join("keys/timestamp.key").display(),
-            self.deployment().join("keys/server-tls.key").display(),
+        let path = |p: &Path| p.display().to_string();
+        let mut config = PolicydConfig::new(
+            member,
+            &path(&self.node_dir(member).join("localhost.key")),
+            &path(&self.root()),
         )
+        .state_dir(&path(state_dir))
+        .serve(
+            Some(&path(&self.deployment().join("keys/timestamp.key"))),
+            Some(&path(&self.deployment().join("keys/server-tls.key"))),
+        )
+        .metrics("off")
+        .limits("drain_timeout = \"1s\"\n");
+        config.listener = listen.to_string();
+        if let Some(serve) = config.serve.as_mut() {
+            serve.listen = serve_listen.to_string();
+            serve.watch_interval = Some("200ms".to_string());
+        }
+        config.render()
     }
 
     /// An agent configuration for `member` naming `master`, with its state and sandbox

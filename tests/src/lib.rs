@@ -1,9 +1,12 @@
 //! The end-to-end harness: finds the workspace's binaries and runs them as a
-//! member would, each member in its own sandbox root.
+//! member would, each member in its own sandbox root; and [`fixture`], the fixtures
+//! every crate's tests share (`agent` and `policyd` take this crate as a
+//! dev-dependency).
 //!
 //! The binaries are built by `cargo test --workspace` (or `cargo build`) before the
 //! tests run; a missing one is a clear failure, never a silent skip.
 
+pub mod fixture;
 pub mod ha;
 
 use std::path::{Path, PathBuf};

@@ -18,10 +18,11 @@
 use std::fs;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tenet_tests::fixture::{Policyd, PolicydConfig};
 use tenet_tests::{binary, json_lines};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -60,7 +61,7 @@ struct World {
 struct Member {
     name: String,
     dir: PathBuf,
-    policyd: Option<Child>,
+    policyd: Option<Policyd>,
     listener: String,
 }
 
@@ -72,9 +73,8 @@ impl Drop for Member {
 
 impl Member {
     fn stop(&mut self) {
-        if let Some(mut c) = self.policyd.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(mut p) = self.policyd.take() {
+            p.kill();
         }
     }
 
@@ -96,10 +96,6 @@ impl Member {
             &["status", "--config", s(&self.policyd_config())],
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("policyd.log")).unwrap_or_default()
     }
 }
 
@@ -178,70 +174,33 @@ impl World {
                 &keyid,
             ],
         );
-        let config = dir.join("policyd.toml");
-        fs::write(
-            &config,
-            format!(
-                r#"member = "{name}"
-state_dir = "policyd-state"
-node_key = "node/localhost.key"
-trusted_root = "{root}"
-
-[listener]
-listen = "127.0.0.1:0"
-
-[serve]
-listen = "127.0.0.1:0"
-timestamp_key = "{deploy}/keys/timestamp.key"
-server_key = "{deploy}/keys/server-tls.key"
-watch_interval = "100ms"
-
-[metrics]
-listen = "off"
-
-[run]
-agent = "{agent}"
-agent_config = "agent.toml"
-agent_state = "state"
-timeout = "60s"
-start = "direct"
-"#,
-                root = s(&self.deploy().join("root/1.root.toml")),
-                deploy = s(&self.deploy()),
-                agent = s(&binary("tenet-agent")),
-            ),
+        let deploy = self.deploy();
+        let config = PolicydConfig::new(
+            name,
+            "node/localhost.key",
+            s(&deploy.join("root/1.root.toml")),
         )
-        .expect("policyd config");
-        let log = fs::File::create(dir.join("policyd.log")).expect("log");
-        let child = Command::new(binary("tenet-policyd"))
-            .args(["serve", "--config", s(&config)])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("policyd starts");
-        let mut m = Member {
+        .state_dir("policyd-state")
+        .serve(
+            Some(s(&deploy.join("keys/timestamp.key"))),
+            Some(s(&deploy.join("keys/server-tls.key"))),
+        )
+        .metrics("off")
+        .run("agent", s(&binary("tenet-agent")))
+        .run("agent_config", "agent.toml")
+        .run("agent_state", "state")
+        .run("timeout", "60s")
+        .run("start", "direct")
+        .write(&dir.join("policyd.toml"));
+        let mut policyd = Policyd::spawn(&binary("tenet-policyd"), &config, "info");
+        let listener = policyd.wait_for(&format!("the policyd of {name} to answer"), |p| {
+            p.listener()
+        });
+        let m = Member {
             name: name.to_string(),
             dir,
-            policyd: Some(child),
-            listener: String::new(),
-        };
-        let start = Instant::now();
-        m.listener = loop {
-            if let Some(l) = m
-                .status()
-                .lines()
-                .find_map(|l| l.strip_prefix("listener: "))
-            {
-                break l.trim().to_string();
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "policyd of {name} did not answer:\n{}",
-                m.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            policyd: Some(policyd),
+            listener,
         };
         self.members.push(m);
     }

@@ -1,0 +1,56 @@
+//! What every task of the daemon shares: one [`Shared`] context, built once by
+//! [`crate::daemon`] and passed to the listener, the serving socket, the routes, the
+//! control socket and the pushed runs, which import it from here rather than from the
+//! daemon that builds it.
+//!
+//! `Shared` holds the state of [`crate::promotion`] (a [`Promotion`]), of the routes
+//! (the [`BlobMemory`] budget) and of pushed runs ([`Runs`]), and each of those takes
+//! `&Shared`: a context struct and the handlers it carries state for necessarily name
+//! each other, and `http` is in the same circle because its accept loop hands requests
+//! to the routes while promotion runs the serving socket's accept loop. That cycle
+//! (`shared`, `promotion`, `http`, `routes`, `runreq`) is deliberate; nothing imports
+//! [`crate::daemon`], which only builds the context and starts the tasks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::config::{Config, RunStart};
+use crate::metrics::Metrics;
+use crate::promotion::Promotion;
+use crate::routes::BlobMemory;
+use crate::runreq::Runs;
+use crate::shutdown::Tracker;
+use crate::trusted::ListenerKeys;
+
+/// What the daemon bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addresses {
+    /// The listener.
+    pub listener: SocketAddr,
+    /// The metrics endpoint, if on.
+    pub metrics: Option<SocketAddr>,
+    /// The control socket.
+    pub control: PathBuf,
+}
+
+/// What every task of the daemon shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) metrics: Metrics,
+    pub(crate) promotion: Promotion,
+    pub(crate) connections: Tracker,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) addresses: Addresses,
+    /// Whom the listener admits, and the newest verified root (run requests).
+    pub(crate) keys: Arc<ListenerKeys>,
+    /// How a pushed run's agent is started (`[run] start`, `auto` resolved).
+    pub(crate) run_start: RunStart,
+    /// The blob bytes all answers in flight may hold together.
+    pub(crate) blob_memory: BlobMemory,
+    /// The pushed run in progress and the replay cache (behind its lock).
+    pub(crate) runs: Runs,
+}
