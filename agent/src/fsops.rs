@@ -702,33 +702,37 @@ impl Root {
                 component: at.clone(),
                 source,
             };
-            let opened = match self.open_path(&cur, c) {
+            let (opened, made) = match self.open_path(&cur, c) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound && created.is_some() => {
-                    match rustix::fs::mkdirat(&*cur.fd, c, Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    let made = match rustix::fs::mkdirat(&*cur.fd, c, Mode::from_raw_mode(0o755)) {
+                        Ok(()) => true,
+                        Err(rustix::io::Errno::EXIST) => false,
                         Err(e) => return Err(io_err(e.into())),
-                    }
-                    let fd = self.open_path(&cur, c).map_err(io_err)?;
-                    if cur.uid != 0 {
-                        rustix::fs::chownat(
-                            &*cur.fd,
-                            c,
-                            Some(rustix::fs::Uid::from_raw(cur.uid)),
-                            Some(rustix::fs::Gid::from_raw(cur.gid)),
-                            AtFlags::SYMLINK_NOFOLLOW,
-                        )
-                        .map_err(|e| io_err(e.into()))?;
-                    }
-                    fd
+                    };
+                    (self.open_path(&cur, c).map_err(io_err)?, made)
                 }
-                other => other.map_err(io_err)?,
+                other => (other.map_err(io_err)?, false),
             };
-            let d = DirFd::of(opened).map_err(io_err)?;
+            let mut d = DirFd::of(opened).map_err(io_err)?;
             if rustix::fs::FileType::from_raw_mode(d.mode) != rustix::fs::FileType::Directory {
                 return Err(PathError::Changed {
                     path: shown,
                     component: at,
                 });
+            }
+            if made && cur.uid != 0 && d.uid == 0 {
+                // Given through the descriptor of the directory just checked: the
+                // user may already have put something else under its name.
+                rustix::fs::chownat(
+                    &*d.fd,
+                    "",
+                    Some(rustix::fs::Uid::from_raw(cur.uid)),
+                    Some(rustix::fs::Gid::from_raw(cur.gid)),
+                    AtFlags::EMPTY_PATH,
+                )
+                .map_err(|e| io_err(e.into()))?;
+                d.uid = cur.uid;
+                d.gid = cur.gid;
             }
             check_owner(&shown, &prev, d.uid, &at)?;
             if let Some(list) = created.as_deref_mut() {

@@ -6,7 +6,10 @@
 //! a root-only file, chown and chmod aimed through a link. Each promise must be
 //! blocked, naming the link and its owner, and the victim must stay as it was, with
 //! `openat2` and without it (`TENET_NO_OPENAT2`). Root's own links are still
-//! followed, and the report names the file actually written.
+//! followed, and the report names the file actually written. A directory the
+//! agent makes for a user is given away only through its descriptor, whatever a
+//! racing process (hard-linking root's file where `protected_hardlinks` is off)
+//! puts under its name.
 //!
 //! `finding_13_*`: directories verified earlier in a run are held open, so swapping
 //! one for a link during the run (here, from the reporter, between two phases) does
@@ -397,4 +400,77 @@ fn finding_13_directory_swapped_for_a_link_during_the_run_redirects_nothing() {
     let reason = edit.reason.clone().unwrap_or_default();
     assert!(reason.contains("/home/alice/conf"), "{edit:?}");
     assert!(reason.contains("uid 65534 (nobody)"), "{edit:?}");
+}
+
+/// How long the attacker's process races the agent at most.
+const RACE_FOR: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// A directory the agent creates in a user's directory is given to that user. The
+/// user, racing the agent (here a child process looping on `rmdir` and `link`, as
+/// `nobody` can where `protected_hardlinks` is off), replaces the new directory
+/// with a hard link to root's file between its creation and the chown: the chown
+/// must reach the directory the agent made, never what the name holds by then.
+#[test]
+fn finding_01_new_directory_swapped_for_a_hard_link_before_its_chown() {
+    use tenet_agent::fsops::{Attrs, Batch, Root};
+
+    stage_as_root();
+    let sb = Sandbox::new();
+    let victim = sb.at("/etc/shadow");
+    write_mode(&victim, b"root:$6$hash\n", 0o640);
+    nobody_dir(&sb.at("/home/alice"));
+    let new = sb.at("/home/alice/new");
+    let stop = sb.outside.join("stop");
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the attacker's own process, not the agent"
+    )]
+    let mut racer = std::process::Command::new("perl")
+        .args([
+            "-e",
+            "my ($d, $v, $stop, $secs) = @ARGV; my $end = time + $secs; my $n = 0;\n\
+             while (1) {\n\
+               if (rmdir $d) { link $v, $d; }\n\
+               if (++$n % 4096 == 0) { last if -e $stop || time > $end; }\n\
+             }",
+        ])
+        .arg(&new)
+        .arg(&victim)
+        .arg(&stop)
+        .arg((RACE_FOR.as_secs() + 2).to_string())
+        .spawn()
+        .expect("start the racing process (perl)");
+
+    let started = std::time::Instant::now();
+    let mut tries = 0u32;
+    let mut disrupted = 0u32;
+    while started.elapsed() < RACE_FOR && fs::metadata(&victim).expect("stat").uid() == 0 {
+        tries += 1;
+        let root = Root::new(&sb.root).expect("root");
+        let mut batch = Batch::new(&root, 1);
+        // Whether the write is refused depends on who wins; the victim is what matters.
+        if batch
+            .write_file(0, &new.join("f"), b"x\n", Attrs::default())
+            .is_err()
+        {
+            disrupted += 1;
+        }
+        drop(batch);
+        drop(root);
+        let _ = fs::remove_dir_all(&new).or_else(|_| fs::remove_file(&new));
+    }
+    write(&stop, b"");
+    let status = racer.wait().expect("racer exits");
+    assert!(status.success(), "the racing process failed: {status}");
+
+    let st = fs::metadata(&victim).expect("stat");
+    assert_eq!(
+        (st.uid(), st.gid(), st.mode() & 0o7777),
+        (0, 0, 0o640),
+        "root's file was given away after {tries} tries"
+    );
+    assert!(
+        disrupted > 0,
+        "the racing process never won a step in {tries} tries"
+    );
 }
