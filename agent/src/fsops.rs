@@ -130,23 +130,26 @@ pub enum PathError {
         /// That component's owner.
         owner: Uid,
     },
-    /// A file with more than one name, in a directory owned by a user other than
-    /// root, and owned by someone else: that user may have linked another's file there.
+    /// A file or link with more than one name, in a directory where someone could
+    /// have linked another's file: a directory owned by a user other than root (and
+    /// the file is not that user's), or one a non-root group or every user may write.
     #[error(
-        "{path}: not touching it: a file with {links} names, owned by {owner}, in {dir}, \
-         owned by {dir_owner}, who could have linked it there from elsewhere"
+        "{path}: not touching it: a {what} with {links} names, owned by {owner}, in {dir}, \
+         where {writers} could have linked it from elsewhere"
     )]
     HardLink {
         /// The policy path.
         path: String,
-        /// How many names the file has.
+        /// "file" or "link".
+        what: &'static str,
+        /// How many names it has.
         links: u64,
         /// Its owner.
         owner: Uid,
         /// The directory holding it.
         dir: PathBuf,
-        /// That directory's owner.
-        dir_owner: Uid,
+        /// Who may write to that directory.
+        writers: String,
     },
     /// A directory resolution verified was replaced since (found again, it is no
     /// longer a directory, or a link).
@@ -400,6 +403,18 @@ impl Root {
                     st.st_uid,
                     &shown_next,
                 )?;
+                if st.st_nlink > 1
+                    && let Some(writers) = others_may_link(&dir, st.st_uid)
+                {
+                    return Err(PathError::HardLink {
+                        path: shown,
+                        what: "link",
+                        links: st.st_nlink,
+                        owner: Uid(st.st_uid),
+                        dir: Path::new("/").join(&rel),
+                        writers,
+                    });
+                }
                 check_owner(&shown, &prev, st.st_uid, &shown_next)?;
                 prev = Owned {
                     uid: st.st_uid,
@@ -585,10 +600,9 @@ impl Root {
     }
 
     /// Opens the object at a resolved path in its verified directory, not following a
-    /// link or waiting on a FIFO, with its `fstat`. A regular file with several names
-    /// in a directory owned by a user other than root and owned by someone else is
-    /// refused: that user may have hard-linked someone else's file there (possible
-    /// where the kernel's `protected_hardlinks` is off).
+    /// link or waiting on a FIFO, with its `fstat`. A non-directory with several names
+    /// is refused where another user could have hard-linked it there from elsewhere
+    /// (possible where the kernel's `protected_hardlinks` is off; see `others_may_link`).
     fn open_file(&self, path: &Path) -> io::Result<(File, fs::Metadata)> {
         let (dir, name) = self.parent(path, false)?;
         let fd = rustix::fs::openat(
@@ -599,15 +613,19 @@ impl Root {
         )?;
         let file = File::from(fd);
         let meta = file.metadata()?;
-        if meta.is_file() && meta.nlink() > 1 && unsafe_transition(dir.uid, meta.uid()) {
+        if !meta.is_dir()
+            && meta.nlink() > 1
+            && let Some(writers) = others_may_link(&dir, meta.uid())
+        {
             let at = self.policy_path(path);
             return Err(io::Error::other(
                 PathError::HardLink {
                     path: at.display().to_string(),
+                    what: "file",
                     links: meta.nlink(),
                     owner: Uid(meta.uid()),
                     dir: at.parent().map(Path::to_path_buf).unwrap_or_default(),
-                    dir_owner: Uid(dir.uid),
+                    writers,
                 }
                 .to_string(),
             ));
@@ -834,6 +852,22 @@ fn check_owner(path: &str, prev: &Owned, uid: u32, at: &Path) -> Result<(), Path
         });
     }
     Ok(())
+}
+
+/// Who, besides root, could have hard-linked into `dir` a file owned by `uid` from
+/// elsewhere (where the kernel's `protected_hardlinks` is off): every user in a
+/// world-writable directory, a group's members in a directory that group may write,
+/// the owner of a directory owned by a user other than root, unless the file is theirs.
+fn others_may_link(dir: &DirFd, uid: u32) -> Option<String> {
+    if dir.mode & 0o002 != 0 {
+        Some("every user".to_string())
+    } else if dir.mode & 0o020 != 0 && dir.gid != 0 {
+        Some(format!("members of group {}", dir.gid))
+    } else if unsafe_transition(dir.uid, uid) {
+        Some(Uid(dir.uid).to_string())
+    } else {
+        None
+    }
 }
 
 /// Whether going from something owned by `from` to something owned by `to` hands

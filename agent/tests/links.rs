@@ -6,10 +6,11 @@
 //! a root-only file, chown and chmod aimed through a link. Each promise must be
 //! blocked, naming the link and its owner, and the victim must stay as it was, with
 //! `openat2` and without it (`TENET_NO_OPENAT2`). Root's own links are still
-//! followed, and the report names the file actually written. A directory the
-//! agent makes for a user is given away only through its descriptor, whatever a
-//! racing process (hard-linking root's file where `protected_hardlinks` is off)
-//! puts under its name.
+//! followed, and the report names the file actually written. Hard links a user
+//! could make where `protected_hardlinks` is off (to root's file, or to root's own
+//! link, in the user's directory or a sticky one) are not touched or followed, and a
+//! directory the agent makes for a user is given away only through its descriptor,
+//! whatever a racing process puts under its name.
 //!
 //! `finding_13_*`: directories verified earlier in a run are held open, so swapping
 //! one for a link during the run (here, from the reporter, between two phases) does
@@ -473,4 +474,78 @@ fn finding_01_new_directory_swapped_for_a_hard_link_before_its_chown() {
         disrupted > 0,
         "the racing process never won a step in {tries} tries"
     );
+}
+
+/// In a sticky world-writable directory owned by root (`/tmp`) every user can
+/// make entries, so a file there with several names may be root's file hard-linked
+/// by anyone (where `protected_hardlinks` is off). Observed as the user's own file,
+/// then swapped for such a link before the change is carried out: the chmod and
+/// chown are refused.
+#[test]
+fn finding_01_hard_link_in_a_sticky_directory_is_not_chmodded() {
+    use tenet_agent::fsops::{Attrs, Batch, Root};
+
+    stage_as_root();
+    let sb = Sandbox::new();
+    let victim = sb.at("/etc/shadow");
+    write_mode(&victim, b"x\n", 0o640);
+    let sticky = sb.at("/tmp");
+    mkdir(&sticky);
+    fs::set_permissions(&sticky, fs::Permissions::from_mode(0o1777)).expect("chmod");
+    fs::hard_link(&victim, sticky.join("app.conf")).expect("hard link");
+
+    let root = Root::new(&sb.root).expect("root");
+    let mut batch = Batch::new(&root, 1);
+    let err = batch
+        .set_attrs(
+            &sticky.join("app.conf"),
+            Attrs {
+                mode: Some(0o666),
+                uid: Some(NOBODY),
+                gid: None,
+            },
+        )
+        .expect_err("a hard link in a sticky directory is refused");
+    assert!(err.to_string().contains("2 names, owned by uid 0"), "{err}");
+    let st = fs::metadata(&victim).expect("stat");
+    assert_eq!((st.uid(), st.mode() & 0o7777), (0, 0o640));
+}
+
+/// A link owned by root, hard-linked into a sticky world-writable directory by a
+/// user (where `protected_hardlinks` is off), looks like root's own link there: it
+/// is not followed when it has several names.
+#[test]
+fn finding_01_root_link_hard_linked_into_a_sticky_directory_is_not_followed() {
+    stage_as_root();
+    for openat2 in [true, false] {
+        let sb = Sandbox::new();
+        sb.policy(&[(
+            "p.toml",
+            "[[file]]\npath = \"/tmp/cache/stamp\"\ncontent = \"x\\n\"\n",
+        )]);
+        let victim = sb.at("/victim");
+        write(&victim.join("keep"), b"root's\n");
+        // Root's own link elsewhere, to a root directory.
+        symlink(&victim, &sb.at("/etc/alternatives/app"));
+        let sticky = sb.at("/tmp");
+        mkdir(&sticky);
+        fs::set_permissions(&sticky, fs::Permissions::from_mode(0o1777)).expect("chmod");
+        nix::unistd::linkat(
+            nix::fcntl::AT_FDCWD,
+            &sb.at("/etc/alternatives/app"),
+            nix::fcntl::AT_FDCWD,
+            &sticky.join("cache"),
+            nix::fcntl::AtFlags::empty(),
+        )
+        .expect("hard link to the link");
+        let before = snapshot(&victim);
+
+        let run = apply(&sb, openat2);
+        run.expect_code(1);
+        let got = outcomes(&run.report());
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_ne!(got[0].0, "repaired", "{got:?}");
+        assert!(got[0].1.contains("/tmp/cache"), "{got:?}");
+        assert_eq!(snapshot(&victim), before, "openat2={openat2}");
+    }
 }
