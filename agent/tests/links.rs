@@ -549,3 +549,29 @@ fn finding_01_root_link_hard_linked_into_a_sticky_directory_is_not_followed() {
         assert_eq!(snapshot(&victim), before, "openat2={openat2}");
     }
 }
+
+/// An `absent` glob over users' directories: one user's link to another's
+/// directory makes the glob find a match there, which resolution refuses. That
+/// match is left alone, as any match outside the path the policy names, and the
+/// other matches are still removed: one user cannot stop the cleanup for everyone.
+#[test]
+fn finding_01_a_users_link_does_not_block_an_absent_glob_for_everyone() {
+    stage_as_root();
+    for openat2 in [true, false] {
+        let sb = Sandbox::new();
+        sb.policy(&[("p.toml", "[[absent]]\npaths = [\"/home/*/cache/junk\"]\n")]);
+        write(&sb.at("/home/bob/cache/junk"), b"bob's junk\n");
+        write(&sb.at("/victim/junk"), b"root's\n");
+        nobody_dir(&sb.at("/home/alice"));
+        nobody_link(sb.at("/victim"), &sb.at("/home/alice/cache"));
+        let before = snapshot(&sb.at("/victim"));
+
+        let run = apply(&sb, openat2);
+        run.expect_code(0);
+        let got = outcomes(&run.report());
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, "repaired", "{got:?}");
+        assert!(!sb.at("/home/bob/cache/junk").exists(), "openat2={openat2}");
+        assert_eq!(snapshot(&sb.at("/victim")), before, "openat2={openat2}");
+    }
+}
