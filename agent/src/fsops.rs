@@ -25,7 +25,7 @@
 //! disk, so a crash leaves either the old or the new file. [`Root::read_seen`] reads
 //! a managed file only if it is still the file observed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::{self, File};
@@ -45,6 +45,11 @@ const MAX_LINK_HOPS: u32 = 40;
 
 /// Above this many file writes a batch flushes with one `syncfs` instead of one fsync per file.
 const SYNCFS_THRESHOLD: usize = 16;
+
+/// Directory descriptors a batch keeps at most (for its renames and fsyncs); past
+/// that it keeps a directory's path and finds it again when it commits, so a batch
+/// over many directories stays within the default soft `RLIMIT_NOFILE` (1024).
+const MAX_BATCH_DIRS: usize = 256;
 
 /// Directory descriptors kept for a run at most; past that the cache starts over, so a
 /// policy over many directories never runs out of descriptors (`RLIMIT_NOFILE`).
@@ -955,8 +960,11 @@ pub enum Replace {
 
 #[derive(Debug)]
 struct Staged {
-    /// The verified directory the temp file was made in, and is renamed in.
-    dir: DirFd,
+    /// The verified directory the temp file was made in, and is renamed in, if the
+    /// batch keeps its descriptor; else it is found again by `at`.
+    dir: Option<DirFd>,
+    /// That directory's host path.
+    at: PathBuf,
     tmp: OsString,
     name: OsString,
     /// The destination's host path, for the directories to fsync.
@@ -970,7 +978,9 @@ pub struct Batch<'r> {
     root: &'r Root,
     staged: Vec<Staged>,
     /// Directories to fsync at commit, by host path.
-    dirs: BTreeMap<PathBuf, DirFd>,
+    dirs: BTreeSet<PathBuf>,
+    /// The descriptors kept, by host path: at most [`MAX_BATCH_DIRS`].
+    kept: HashMap<PathBuf, DirFd>,
     per_file_fsync: bool,
 }
 
@@ -980,7 +990,8 @@ impl<'r> Batch<'r> {
         Self {
             root,
             staged: Vec::new(),
-            dirs: BTreeMap::new(),
+            dirs: BTreeSet::new(),
+            kept: HashMap::new(),
             per_file_fsync: writes <= SYNCFS_THRESHOLD,
         }
     }
@@ -994,7 +1005,10 @@ impl<'r> Batch<'r> {
         content: &[u8],
         attrs: Attrs,
     ) -> io::Result<()> {
-        let (dir, name) = self.parent(dest)?;
+        let (found, name) = self.parent(dest)?;
+        let at = dest.parent().unwrap_or(&self.root.base).to_path_buf();
+        let kept = self.keep(&at, &found);
+        let dir = kept.clone().unwrap_or(found);
         let tmp = temp_name(&name);
         let mode = attrs.mode.unwrap_or(0o644);
         let mut f = create_new(&dir, &tmp, mode)?;
@@ -1018,7 +1032,8 @@ impl<'r> Batch<'r> {
             return Err(e);
         }
         self.staged.push(Staged {
-            dir,
+            dir: kept,
+            at,
             tmp,
             name,
             dest: dest.to_path_buf(),
@@ -1038,12 +1053,15 @@ impl<'r> Batch<'r> {
         target: &Path,
         replace: Replace,
     ) -> io::Result<()> {
-        let (dir, name) = self.parent(dest)?;
+        let (found, name) = self.parent(dest)?;
         if replace == Replace::Nothing {
-            rustix::fs::symlinkat(target, &*dir.fd, &name)?;
-            self.touched(dest, &dir);
+            rustix::fs::symlinkat(target, &*found.fd, &name)?;
+            self.touched(dest);
             return Ok(());
         }
+        let at = dest.parent().unwrap_or(&self.root.base).to_path_buf();
+        let kept = self.keep(&at, &found);
+        let dir = kept.clone().unwrap_or(found);
         let tmp = temp_name(&name);
         unlink_if_present(&dir, &tmp)?;
         rustix::fs::symlinkat(target, &*dir.fd, &tmp)?;
@@ -1052,7 +1070,8 @@ impl<'r> Batch<'r> {
             self.root.forget();
         }
         self.staged.push(Staged {
-            dir,
+            dir: kept,
+            at,
             tmp,
             name,
             dest: dest.to_path_buf(),
@@ -1077,7 +1096,7 @@ impl<'r> Batch<'r> {
         } else {
             rustix::fs::unlinkat(&*dir.fd, &name, AtFlags::empty())?;
         }
-        self.touched(path, &dir);
+        self.touched(path);
         Ok(())
     }
 
@@ -1092,7 +1111,7 @@ impl<'r> Batch<'r> {
                 ) == rustix::fs::FileType::Directory => {}
             Err(e) => return Err(e.into()),
         }
-        self.touched(path, &dir);
+        self.touched(path);
         self.set_attrs(
             path,
             Attrs {
@@ -1128,27 +1147,63 @@ impl<'r> Batch<'r> {
                 .and_then(|d| rustix::fs::syncfs(&d).map_err(io::Error::from));
             if let Err(e) = synced {
                 // Nothing is renamed unless it is known to be on disk.
-                for s in self.staged.drain(..) {
-                    let _ = rustix::fs::unlinkat(&*s.dir.fd, &s.tmp, AtFlags::empty());
+                for s in std::mem::take(&mut self.staged) {
+                    if let Ok(dir) = self.find(&s.at, s.dir.as_ref()) {
+                        let _ = rustix::fs::unlinkat(&*dir.fd, &s.tmp, AtFlags::empty());
+                    }
                     failed.push((s.unit, io::Error::new(e.kind(), format!("syncfs: {e}"))));
                 }
             }
         }
         for s in std::mem::take(&mut self.staged) {
-            match rustix::fs::renameat(&*s.dir.fd, &s.tmp, &*s.dir.fd, &s.name) {
-                Ok(()) => self.touched(&s.dest, &s.dir),
+            let dir = match self.find(&s.at, s.dir.as_ref()) {
+                Ok(dir) => dir,
                 Err(e) => {
-                    let _ = rustix::fs::unlinkat(&*s.dir.fd, &s.tmp, AtFlags::empty());
+                    failed.push((s.unit, e));
+                    continue;
+                }
+            };
+            match rustix::fs::renameat(&*dir.fd, &s.tmp, &*dir.fd, &s.name) {
+                Ok(()) => self.touched(&s.dest),
+                Err(e) => {
+                    let _ = rustix::fs::unlinkat(&*dir.fd, &s.tmp, AtFlags::empty());
                     failed.push((s.unit, e.into()));
                 }
             }
         }
-        for (d, fd) in &self.dirs {
-            if let Err(e) = fd.open_read().and_then(|f| Ok(rustix::fs::fsync(&f)?)) {
+        for d in &self.dirs {
+            let synced = self
+                .find(d, self.kept.get(d))
+                .and_then(|dir| dir.open_read())
+                .and_then(|f| Ok(rustix::fs::fsync(&f)?));
+            if let Err(e) = synced {
                 tracing::warn!(dir = %d.display(), error = %e, "cannot fsync directory");
             }
         }
         failed
+    }
+
+    /// The descriptor to keep for the directory at host path `at`, verified as
+    /// `dir`: the one kept for it already, else `dir` while the batch keeps fewer
+    /// than [`MAX_BATCH_DIRS`]. Past that none: the directory is found again.
+    fn keep(&mut self, at: &Path, dir: &DirFd) -> Option<DirFd> {
+        if let Some(d) = self.kept.get(at) {
+            return Some(d.clone());
+        }
+        if self.kept.len() >= MAX_BATCH_DIRS {
+            return None;
+        }
+        self.kept.insert(at.to_path_buf(), dir.clone());
+        Some(dir.clone())
+    }
+
+    /// The directory at host path `at`: the descriptor kept, or found again from
+    /// the root following no link, under the ownership rule.
+    fn find(&self, at: &Path, kept: Option<&DirFd>) -> io::Result<DirFd> {
+        match kept {
+            Some(d) => Ok(d.clone()),
+            None => self.root.open_dir_at(at),
+        }
     }
 
     /// The verified directory of `p` (missing directories made, each recorded for
@@ -1159,18 +1214,17 @@ impl<'r> Batch<'r> {
         for (rel, parent) in created {
             let host = self.root.base.join(&rel);
             if let Some(up) = host.parent() {
-                self.dirs.insert(up.to_path_buf(), parent);
+                self.keep(up, &parent);
+                self.dirs.insert(up.to_path_buf());
             }
         }
         Ok(found)
     }
 
     /// Records that the directory holding `p` changed.
-    fn touched(&mut self, p: &Path, dir: &DirFd) {
+    fn touched(&mut self, p: &Path) {
         if let Some(up) = p.parent() {
-            self.dirs
-                .entry(up.to_path_buf())
-                .or_insert_with(|| dir.clone());
+            self.dirs.insert(up.to_path_buf());
         }
     }
 }
@@ -1178,7 +1232,9 @@ impl<'r> Batch<'r> {
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         for s in &self.staged {
-            let _ = rustix::fs::unlinkat(&*s.dir.fd, &s.tmp, AtFlags::empty());
+            if let Ok(dir) = self.find(&s.at, s.dir.as_ref()) {
+                let _ = rustix::fs::unlinkat(&*dir.fd, &s.tmp, AtFlags::empty());
+            }
         }
     }
 }

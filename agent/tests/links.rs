@@ -10,7 +10,8 @@
 //! could make where `protected_hardlinks` is off (to root's file, or to root's own
 //! link, in the user's directory or a sticky one) are not touched or followed, and a
 //! directory the agent makes for a user is given away only through its descriptor,
-//! whatever a racing process puts under its name.
+//! whatever a racing process puts under its name. Holding directories open does
+//! not exhaust the default soft descriptor limit.
 //!
 //! `finding_13_*`: directories verified earlier in a run are held open, so swapping
 //! one for a link during the run (here, from the reporter, between two phases) does
@@ -574,4 +575,42 @@ fn finding_01_a_users_link_does_not_block_an_absent_glob_for_everyone() {
         assert!(!sb.at("/home/bob/cache/junk").exists(), "openat2={openat2}");
         assert_eq!(snapshot(&sb.at("/victim")), before, "openat2={openat2}");
     }
+}
+
+/// Files written into many directories in one run hold a descriptor per directory
+/// only up to a bound: with the soft `RLIMIT_NOFILE` a service gets by default
+/// (1024), a run creating 1500 files in 1500 directories repairs them all.
+#[test]
+fn finding_01_a_run_over_many_directories_fits_the_default_descriptor_limit() {
+    let sb = Sandbox::new();
+    let policy: String = (0..1500)
+        .map(|i| format!("[[file]]\npath = \"/srv/d{i}/conf\"\ncontent = \"x\\n\"\n\n"))
+        .collect();
+    sb.policy(&[("p.toml", &policy)]);
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a shell lowers the limit, then runs the agent itself"
+    )]
+    let out = std::process::Command::new("sh")
+        .args(["-c", "ulimit -n 1024 && exec \"$@\"", "sh"])
+        .arg(crate::util::AGENT)
+        .args(["apply", "--json", "--root"])
+        .arg(&sb.root)
+        .arg("--state-dir")
+        .arg(&sb.state)
+        .arg(&sb.policy)
+        .output()
+        .expect("run tenet-agent");
+    let run = Run {
+        code: out.status.code().expect("exit code"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    run.expect_code(0);
+    let report = run.report();
+    assert_eq!(report.count("repaired"), 1500);
+    assert_eq!(
+        fs::read_to_string(sb.at("/srv/d1499/conf")).expect("written"),
+        "x\n"
+    );
 }
