@@ -11,7 +11,8 @@
 //! link, in the user's directory or a sticky one) are not touched or followed, and a
 //! directory the agent makes for a user is given away only through its descriptor,
 //! whatever a racing process puts under its name. Holding directories open does
-//! not exhaust the default soft descriptor limit.
+//! not exhaust the default soft descriptor limit. A copy from a user's directory
+//! is root's, so it does not keep the user's setuid and setgid bits.
 //!
 //! `finding_13_*`: directories verified earlier in a run are held open, so swapping
 //! one for a link during the run (here, from the reporter, between two phases) does
@@ -613,4 +614,50 @@ fn finding_01_a_run_over_many_directories_fits_the_default_descriptor_limit() {
         fs::read_to_string(sb.at("/srv/d1499/conf")).expect("written"),
         "x\n"
     );
+}
+
+/// A `copy` whose source a user owns (a service's state directory, as the NFS
+/// status-monitor entries are statd's) makes root-owned copies: a setuid or
+/// setgid bit the user set on a source file must not come along, or the copy is a
+/// root-owned setuid program with the user's content. Root's own files keep theirs.
+#[test]
+fn finding_01_copy_from_a_users_directory_drops_setuid_and_setgid() {
+    stage_as_root();
+    let sb = Sandbox::new();
+    sb.policy(&[(
+        "p.toml",
+        "[[copy]]\nfrom = \"/home/alice/sm\"\nto = \"/export/sm\"\n\n\
+         [[copy]]\nfrom = \"/home/alice/tool\"\nto = \"/srv/tool\"\n\n\
+         [[copy]]\nfrom = \"/opt/root-tool\"\nto = \"/srv/root-tool\"\n",
+    )]);
+    nobody_dir(&sb.at("/home/alice"));
+    nobody_dir(&sb.at("/home/alice/sm"));
+    for (path, mode) in [
+        ("/home/alice/sm/host", 0o4755),
+        ("/home/alice/sm/other", 0o2755),
+        ("/home/alice/tool", 0o6755),
+    ] {
+        write_mode(&sb.at(path), b"#!/bin/sh\nexec sh\n", mode);
+        give_to_nobody(&sb.at(path));
+        // chown clears the bits; set them again as the user would.
+        crate::util::set_mode(&sb.at(path), mode);
+    }
+    write_mode(&sb.at("/opt/root-tool"), b"root's\n", 0o4755);
+
+    let run = apply(&sb, true);
+    run.expect_code(0);
+    for path in ["/export/sm/host", "/export/sm/other", "/srv/tool"] {
+        let st = fs::metadata(sb.at(path)).expect("copied");
+        assert_eq!((st.uid(), st.mode() & 0o7777), (0, 0o755), "{path}");
+    }
+    let st = fs::metadata(sb.at("/srv/root-tool")).expect("copied");
+    assert_eq!(
+        st.mode() & 0o7777,
+        0o4755,
+        "root's own setuid file is copied as it is"
+    );
+    // A second run finds the copies as they should be.
+    let again = apply(&sb, true);
+    again.expect_code(0);
+    assert_eq!(again.report().count("repaired"), 0, "{}", again.stdout);
 }
