@@ -40,6 +40,11 @@ use std::sync::{Arc, Mutex};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use tenet_policies::model::AbsPath;
 
+/// Most bytes read from a file a user other than root could have grown (one not
+/// root's, group- or world-writable, or in a directory not only root's): its
+/// promise fails past that, before the agent's memory runs out.
+pub const MAX_USER_FILE_BYTES: u64 = 64 << 20;
+
 /// Symlinks followed while resolving one path before it counts as a loop (as Linux's ELOOP).
 const MAX_LINK_HOPS: u32 = 40;
 
@@ -544,15 +549,14 @@ impl Root {
     /// The bytes of the regular file at a resolved path, opened without following a
     /// link or waiting on a FIFO.
     pub fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
-        let (mut f, meta) = self.open_file(path)?;
+        let (f, meta, dir) = self.open_file(path)?;
         if !meta.is_file() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{} is not a regular file", self.policy_path(path).display()),
             ));
         }
-        let mut out = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        f.read_to_end(&mut out)?;
+        let out = self.read_bounded(path, f, &meta, &dir)?;
         Ok(out)
     }
 
@@ -570,7 +574,7 @@ impl Root {
                 path.display()
             ))
         };
-        let (mut file, now) = self.open_file(path).map_err(|e| {
+        let (file, now, dir) = self.open_file(path).map_err(|e| {
             if e.raw_os_error() == Some(nix::libc::ELOOP) {
                 changed()
             } else {
@@ -589,8 +593,7 @@ impl Root {
         if !now.is_file() || id(&now) != id(seen) {
             return Err(changed());
         }
-        let mut out = Vec::with_capacity(usize::try_from(now.len()).unwrap_or(0));
-        file.read_to_end(&mut out)?;
+        let out = self.read_bounded(path, file, &now, &dir)?;
         Ok(out)
     }
 
@@ -608,7 +611,7 @@ impl Root {
     /// link or waiting on a FIFO, with its `fstat`. A non-directory with several names
     /// is refused where another user could have hard-linked it there from elsewhere
     /// (possible where the kernel's `protected_hardlinks` is off; see `others_may_link`).
-    fn open_file(&self, path: &Path) -> io::Result<(File, fs::Metadata)> {
+    fn open_file(&self, path: &Path) -> io::Result<(File, fs::Metadata, DirFd)> {
         let (dir, name) = self.parent(path, false)?;
         let fd = rustix::fs::openat(
             &*dir.fd,
@@ -635,7 +638,52 @@ impl Root {
                 .to_string(),
             ));
         }
-        Ok((file, meta))
+        Ok((file, meta, dir))
+    }
+
+    /// The bytes of `file` (`meta` its `fstat`, in `dir`). A file a user other than
+    /// root could have grown (it is not root's, group or world can write it, or
+    /// its directory is not only root's) is read only up to
+    /// [`MAX_USER_FILE_BYTES`]: past that its promise fails, instead of a sparse
+    /// terabyte taking the agent's memory. Memory is reserved from the size only
+    /// up to that bound.
+    fn read_bounded(
+        &self,
+        path: &Path,
+        file: File,
+        meta: &fs::Metadata,
+        dir: &DirFd,
+    ) -> io::Result<Vec<u8>> {
+        let mode = meta.mode();
+        let user_sized = meta.uid() != 0
+            || mode & 0o002 != 0
+            || (mode & 0o020 != 0 && meta.gid() != 0)
+            || others_may_link(dir, 0).is_some();
+        let limit = if user_sized {
+            MAX_USER_FILE_BYTES
+        } else {
+            u64::MAX
+        };
+        let too_large = |size: u64| {
+            io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!(
+                    "{}: {size} bytes or more, over the {MAX_USER_FILE_BYTES} bytes read from \
+                     a file a user other than root can write",
+                    self.policy_path(path).display()
+                ),
+            )
+        };
+        if meta.len() > limit {
+            return Err(too_large(meta.len()));
+        }
+        let reserve = meta.len().min(MAX_USER_FILE_BYTES);
+        let mut out = Vec::with_capacity(usize::try_from(reserve).unwrap_or(0));
+        file.take(limit.saturating_add(1)).read_to_end(&mut out)?;
+        if out.len() as u64 > limit {
+            return Err(too_large(out.len() as u64));
+        }
+        Ok(out)
     }
 
     /// The directory at a resolved path itself, opened without following a link.
@@ -1124,7 +1172,7 @@ impl<'r> Batch<'r> {
     /// Sets mode and ids of an existing file or directory (never through a symlink),
     /// opened in its verified directory.
     pub fn set_attrs(&mut self, path: &Path, attrs: Attrs) -> io::Result<()> {
-        let (f, _) = self.root.open_file(path)?;
+        let (f, _, _) = self.root.open_file(path)?;
         if let Some(mode) = attrs.mode {
             f.set_permissions(fs::Permissions::from_mode(mode))?;
         }

@@ -12,7 +12,8 @@
 //! directory the agent makes for a user is given away only through its descriptor,
 //! whatever a racing process puts under its name. Holding directories open does
 //! not exhaust the default soft descriptor limit. A copy from a user's directory
-//! is root's, so it does not keep the user's setuid and setgid bits.
+//! is root's, so it does not keep the user's setuid and setgid bits. A file a user
+//! can grow is read only up to a bound.
 //!
 //! `finding_13_*`: directories verified earlier in a run are held open, so swapping
 //! one for a link during the run (here, from the reporter, between two phases) does
@@ -660,4 +661,55 @@ fn finding_01_copy_from_a_users_directory_drops_setuid_and_setgid() {
     let again = apply(&sb, true);
     again.expect_code(0);
     assert_eq!(again.report().count("repaired"), 0, "{}", again.stdout);
+}
+
+/// A file a user can grow, made a sparse terabyte (`truncate -s 1T`, instant and
+/// free), fails the promises that read it; the run goes on for the others instead
+/// of the agent aborting on a terabyte allocation.
+#[test]
+fn finding_01_a_users_sparse_terabyte_fails_its_promise_not_the_run() {
+    stage_as_root();
+    let sb = Sandbox::new();
+    sb.policy(&[(
+        "p.toml",
+        "[[line]]\nfile = \"/home/alice/.profile\"\nline = \"umask 027\"\n\n\
+         [[line]]\nfile = \"/etc/profile\"\nline = \"umask 022\"\n",
+    )]);
+    nobody_dir(&sb.at("/home/alice"));
+    let profile = sb.at("/home/alice/.profile");
+    write(&profile, b"");
+    give_to_nobody(&profile);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&profile)
+        .and_then(|f| f.set_len(1 << 40))
+        .expect("sparse terabyte");
+    write(&sb.at("/etc/profile"), b"# root's\n");
+
+    let run = apply(&sb, true);
+    run.expect_code(1);
+    let report = run.report();
+    let alice = report
+        .events
+        .iter()
+        .find(|e| {
+            e["id"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("/home/alice/")
+        })
+        .expect("alice's edit is reported");
+    assert_eq!(alice["status"], "failed", "{alice}");
+    assert!(
+        alice["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("bytes"),
+        "{alice}"
+    );
+    assert_eq!(
+        fs::read_to_string(sb.at("/etc/profile")).expect("edited"),
+        "# root's\numask 022\n"
+    );
+    assert_eq!(fs::metadata(&profile).expect("stat").len(), 1 << 40);
 }
