@@ -1148,23 +1148,37 @@ impl<'r> Batch<'r> {
         Ok(())
     }
 
-    /// Creates a directory and any missing parents (parents 0755), then sets attributes.
+    /// Creates a directory and any missing parents (parents 0755), then sets
+    /// attributes. A directory made in one a user other than root owns is given to
+    /// that user unless `attrs` names an owner or group.
     pub fn make_dir(&mut self, path: &Path, attrs: Attrs) -> io::Result<()> {
         let (dir, name) = self.parent(path)?;
-        match rustix::fs::mkdirat(&*dir.fd, &name, Mode::from_raw_mode(0o755)) {
-            Ok(()) => {}
+        let made = match rustix::fs::mkdirat(&*dir.fd, &name, Mode::from_raw_mode(0o755)) {
+            Ok(()) => true,
             Err(rustix::io::Errno::EXIST)
                 if rustix::fs::FileType::from_raw_mode(
                     rustix::fs::statat(&*dir.fd, &name, AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
-                ) == rustix::fs::FileType::Directory => {}
+                ) == rustix::fs::FileType::Directory =>
+            {
+                false
+            }
             Err(e) => return Err(e.into()),
-        }
+        };
         self.touched(path);
+        // Made in a directory a user other than root owns, with no owner or group
+        // given, it is that user's, as the directories made on the way are: a
+        // root-owned directory there would block every path beneath it.
+        let ids = if made && dir.uid != 0 && attrs.uid.is_none() && attrs.gid.is_none() {
+            (Some(dir.uid), Some(dir.gid))
+        } else {
+            (attrs.uid, attrs.gid)
+        };
         self.set_attrs(
             path,
             Attrs {
                 mode: Some(attrs.mode.unwrap_or(0o755)),
-                ..attrs
+                uid: ids.0,
+                gid: ids.1,
             },
         )
     }

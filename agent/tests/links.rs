@@ -13,7 +13,8 @@
 //! whatever a racing process puts under its name. Holding directories open does
 //! not exhaust the default soft descriptor limit. A copy from a user's directory
 //! is root's, so it does not keep the user's setuid and setgid bits. A file a user
-//! can grow is read only up to a bound.
+//! can grow is read only up to a bound. A `dir` made in a user's directory is the
+//! user's unless the policy names an owner, so what is beneath it converges.
 //!
 //! `finding_13_*`: directories verified earlier in a run are held open, so swapping
 //! one for a link during the run (here, from the reporter, between two phases) does
@@ -712,4 +713,36 @@ fn finding_01_a_users_sparse_terabyte_fails_its_promise_not_the_run() {
         "# root's\numask 022\n"
     );
     assert_eq!(fs::metadata(&profile).expect("stat").len(), 1 << 40);
+}
+
+/// A `dir` promise in a user's directory, with no owner given, makes a directory
+/// the walk can go on through, as the directories made on the way are: the user's.
+/// The usual `~/.ssh` pair converges in one run, and stays kept. An owner the
+/// policy names wins.
+#[test]
+fn finding_01_a_dir_made_in_a_users_directory_does_not_block_what_is_beneath() {
+    stage_as_root();
+    let sb = Sandbox::new();
+    sb.policy(&[(
+        "p.toml",
+        "[[dir]]\npath = \"/home/alice/.ssh\"\nmode = \"0700\"\n\n\
+         [[file]]\npath = \"/home/alice/.ssh/authorized_keys\"\ncontent = \"ssh-ed25519 AAAA\\n\"\n\
+         mode = \"0600\"\n\n\
+         [[dir]]\npath = \"/home/alice/shared\"\nowner = \"root\"\n",
+    )]);
+    nobody_dir(&sb.at("/home/alice"));
+
+    let run = apply(&sb, true);
+    run.expect_code(0);
+    let ssh = fs::metadata(sb.at("/home/alice/.ssh")).expect("made");
+    assert_eq!((ssh.uid(), ssh.mode() & 0o7777), (NOBODY, 0o700));
+    assert_eq!(
+        fs::read_to_string(sb.at("/home/alice/.ssh/authorized_keys")).expect("written"),
+        "ssh-ed25519 AAAA\n"
+    );
+    let shared = fs::metadata(sb.at("/home/alice/shared")).expect("made");
+    assert_eq!(shared.uid(), 0, "the policy's owner wins");
+    let again = apply(&sb, true);
+    again.expect_code(0);
+    assert_eq!(again.report().count("repaired"), 0, "{}", again.stdout);
 }
