@@ -25,7 +25,7 @@
 //! disk, so a crash leaves either the old or the new file. [`Root::read_seen`] reads
 //! a managed file only if it is still the file observed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::{self, File};
@@ -40,11 +40,21 @@ use std::sync::{Arc, Mutex};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use tenet_policies::model::AbsPath;
 
+/// Most bytes read from a file a user other than root could have grown (one not
+/// root's, group- or world-writable, or in a directory not only root's): its
+/// promise fails past that, before the agent's memory runs out.
+pub const MAX_USER_FILE_BYTES: u64 = 64 << 20;
+
 /// Symlinks followed while resolving one path before it counts as a loop (as Linux's ELOOP).
 const MAX_LINK_HOPS: u32 = 40;
 
 /// Above this many file writes a batch flushes with one `syncfs` instead of one fsync per file.
 const SYNCFS_THRESHOLD: usize = 16;
+
+/// Directory descriptors a batch keeps at most (for its renames and fsyncs); past
+/// that it keeps a directory's path and finds it again when it commits, so a batch
+/// over many directories stays within the default soft `RLIMIT_NOFILE` (1024).
+const MAX_BATCH_DIRS: usize = 256;
 
 /// Directory descriptors kept for a run at most; past that the cache starts over, so a
 /// policy over many directories never runs out of descriptors (`RLIMIT_NOFILE`).
@@ -130,23 +140,26 @@ pub enum PathError {
         /// That component's owner.
         owner: Uid,
     },
-    /// A file with more than one name, in a directory owned by a user other than
-    /// root, and owned by someone else: that user may have linked another's file there.
+    /// A file or link with more than one name, in a directory where someone could
+    /// have linked another's file: a directory owned by a user other than root (and
+    /// the file is not that user's), or one a non-root group or every user may write.
     #[error(
-        "{path}: not touching it: a file with {links} names, owned by {owner}, in {dir}, \
-         owned by {dir_owner}, who could have linked it there from elsewhere"
+        "{path}: not touching it: a {what} with {links} names, owned by {owner}, in {dir}, \
+         where {writers} could have linked it from elsewhere"
     )]
     HardLink {
         /// The policy path.
         path: String,
-        /// How many names the file has.
+        /// "file" or "link".
+        what: &'static str,
+        /// How many names it has.
         links: u64,
         /// Its owner.
         owner: Uid,
         /// The directory holding it.
         dir: PathBuf,
-        /// That directory's owner.
-        dir_owner: Uid,
+        /// Who may write to that directory.
+        writers: String,
     },
     /// A directory resolution verified was replaced since (found again, it is no
     /// longer a directory, or a link).
@@ -400,6 +413,18 @@ impl Root {
                     st.st_uid,
                     &shown_next,
                 )?;
+                if st.st_nlink > 1
+                    && let Some(writers) = others_may_link(&dir, st.st_uid)
+                {
+                    return Err(PathError::HardLink {
+                        path: shown,
+                        what: "link",
+                        links: st.st_nlink,
+                        owner: Uid(st.st_uid),
+                        dir: Path::new("/").join(&rel),
+                        writers,
+                    });
+                }
                 check_owner(&shown, &prev, st.st_uid, &shown_next)?;
                 prev = Owned {
                     uid: st.st_uid,
@@ -524,15 +549,14 @@ impl Root {
     /// The bytes of the regular file at a resolved path, opened without following a
     /// link or waiting on a FIFO.
     pub fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
-        let (mut f, meta) = self.open_file(path)?;
+        let (f, meta, dir) = self.open_file(path)?;
         if !meta.is_file() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{} is not a regular file", self.policy_path(path).display()),
             ));
         }
-        let mut out = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        f.read_to_end(&mut out)?;
+        let out = self.read_bounded(path, f, &meta, &dir)?;
         Ok(out)
     }
 
@@ -550,7 +574,7 @@ impl Root {
                 path.display()
             ))
         };
-        let (mut file, now) = self.open_file(path).map_err(|e| {
+        let (file, now, dir) = self.open_file(path).map_err(|e| {
             if e.raw_os_error() == Some(nix::libc::ELOOP) {
                 changed()
             } else {
@@ -569,8 +593,7 @@ impl Root {
         if !now.is_file() || id(&now) != id(seen) {
             return Err(changed());
         }
-        let mut out = Vec::with_capacity(usize::try_from(now.len()).unwrap_or(0));
-        file.read_to_end(&mut out)?;
+        let out = self.read_bounded(path, file, &now, &dir)?;
         Ok(out)
     }
 
@@ -585,11 +608,10 @@ impl Root {
     }
 
     /// Opens the object at a resolved path in its verified directory, not following a
-    /// link or waiting on a FIFO, with its `fstat`. A regular file with several names
-    /// in a directory owned by a user other than root and owned by someone else is
-    /// refused: that user may have hard-linked someone else's file there (possible
-    /// where the kernel's `protected_hardlinks` is off).
-    fn open_file(&self, path: &Path) -> io::Result<(File, fs::Metadata)> {
+    /// link or waiting on a FIFO, with its `fstat`. A non-directory with several names
+    /// is refused where another user could have hard-linked it there from elsewhere
+    /// (possible where the kernel's `protected_hardlinks` is off; see `others_may_link`).
+    fn open_file(&self, path: &Path) -> io::Result<(File, fs::Metadata, DirFd)> {
         let (dir, name) = self.parent(path, false)?;
         let fd = rustix::fs::openat(
             &*dir.fd,
@@ -599,20 +621,69 @@ impl Root {
         )?;
         let file = File::from(fd);
         let meta = file.metadata()?;
-        if meta.is_file() && meta.nlink() > 1 && unsafe_transition(dir.uid, meta.uid()) {
+        if !meta.is_dir()
+            && meta.nlink() > 1
+            && let Some(writers) = others_may_link(&dir, meta.uid())
+        {
             let at = self.policy_path(path);
             return Err(io::Error::other(
                 PathError::HardLink {
                     path: at.display().to_string(),
+                    what: "file",
                     links: meta.nlink(),
                     owner: Uid(meta.uid()),
                     dir: at.parent().map(Path::to_path_buf).unwrap_or_default(),
-                    dir_owner: Uid(dir.uid),
+                    writers,
                 }
                 .to_string(),
             ));
         }
-        Ok((file, meta))
+        Ok((file, meta, dir))
+    }
+
+    /// The bytes of `file` (`meta` its `fstat`, in `dir`). A file a user other than
+    /// root could have grown (it is not root's, group or world can write it, or
+    /// its directory is not only root's) is read only up to
+    /// [`MAX_USER_FILE_BYTES`]: past that its promise fails, instead of a sparse
+    /// terabyte taking the agent's memory. Memory is reserved from the size only
+    /// up to that bound.
+    fn read_bounded(
+        &self,
+        path: &Path,
+        file: File,
+        meta: &fs::Metadata,
+        dir: &DirFd,
+    ) -> io::Result<Vec<u8>> {
+        let mode = meta.mode();
+        let user_sized = meta.uid() != 0
+            || mode & 0o002 != 0
+            || (mode & 0o020 != 0 && meta.gid() != 0)
+            || others_may_link(dir, 0).is_some();
+        let limit = if user_sized {
+            MAX_USER_FILE_BYTES
+        } else {
+            u64::MAX
+        };
+        let too_large = |size: u64| {
+            io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!(
+                    "{}: {size} bytes or more, over the {MAX_USER_FILE_BYTES} bytes read from \
+                     a file a user other than root can write",
+                    self.policy_path(path).display()
+                ),
+            )
+        };
+        if meta.len() > limit {
+            return Err(too_large(meta.len()));
+        }
+        let reserve = meta.len().min(MAX_USER_FILE_BYTES);
+        let mut out = Vec::with_capacity(usize::try_from(reserve).unwrap_or(0));
+        file.take(limit.saturating_add(1)).read_to_end(&mut out)?;
+        if out.len() as u64 > limit {
+            return Err(too_large(out.len() as u64));
+        }
+        Ok(out)
     }
 
     /// The directory at a resolved path itself, opened without following a link.
@@ -702,33 +773,37 @@ impl Root {
                 component: at.clone(),
                 source,
             };
-            let opened = match self.open_path(&cur, c) {
+            let (opened, made) = match self.open_path(&cur, c) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound && created.is_some() => {
-                    match rustix::fs::mkdirat(&*cur.fd, c, Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    let made = match rustix::fs::mkdirat(&*cur.fd, c, Mode::from_raw_mode(0o755)) {
+                        Ok(()) => true,
+                        Err(rustix::io::Errno::EXIST) => false,
                         Err(e) => return Err(io_err(e.into())),
-                    }
-                    let fd = self.open_path(&cur, c).map_err(io_err)?;
-                    if cur.uid != 0 {
-                        rustix::fs::chownat(
-                            &*cur.fd,
-                            c,
-                            Some(rustix::fs::Uid::from_raw(cur.uid)),
-                            Some(rustix::fs::Gid::from_raw(cur.gid)),
-                            AtFlags::SYMLINK_NOFOLLOW,
-                        )
-                        .map_err(|e| io_err(e.into()))?;
-                    }
-                    fd
+                    };
+                    (self.open_path(&cur, c).map_err(io_err)?, made)
                 }
-                other => other.map_err(io_err)?,
+                other => (other.map_err(io_err)?, false),
             };
-            let d = DirFd::of(opened).map_err(io_err)?;
+            let mut d = DirFd::of(opened).map_err(io_err)?;
             if rustix::fs::FileType::from_raw_mode(d.mode) != rustix::fs::FileType::Directory {
                 return Err(PathError::Changed {
                     path: shown,
                     component: at,
                 });
+            }
+            if made && cur.uid != 0 && d.uid == 0 {
+                // Given through the descriptor of the directory just checked: the
+                // user may already have put something else under its name.
+                rustix::fs::chownat(
+                    &*d.fd,
+                    "",
+                    Some(rustix::fs::Uid::from_raw(cur.uid)),
+                    Some(rustix::fs::Gid::from_raw(cur.gid)),
+                    AtFlags::EMPTY_PATH,
+                )
+                .map_err(|e| io_err(e.into()))?;
+                d.uid = cur.uid;
+                d.gid = cur.gid;
             }
             check_owner(&shown, &prev, d.uid, &at)?;
             if let Some(list) = created.as_deref_mut() {
@@ -832,6 +907,22 @@ fn check_owner(path: &str, prev: &Owned, uid: u32, at: &Path) -> Result<(), Path
     Ok(())
 }
 
+/// Who, besides root, could have hard-linked into `dir` a file owned by `uid` from
+/// elsewhere (where the kernel's `protected_hardlinks` is off): every user in a
+/// world-writable directory, a group's members in a directory that group may write,
+/// the owner of a directory owned by a user other than root, unless the file is theirs.
+fn others_may_link(dir: &DirFd, uid: u32) -> Option<String> {
+    if dir.mode & 0o002 != 0 {
+        Some("every user".to_string())
+    } else if dir.mode & 0o020 != 0 && dir.gid != 0 {
+        Some(format!("members of group {}", dir.gid))
+    } else if unsafe_transition(dir.uid, uid) {
+        Some(Uid(dir.uid).to_string())
+    } else {
+        None
+    }
+}
+
 /// Whether going from something owned by `from` to something owned by `to` hands
 /// the walk to someone `from` does not trust: `from` is not root and `to` is not `from`.
 fn unsafe_transition(from: u32, to: u32) -> bool {
@@ -917,8 +1008,11 @@ pub enum Replace {
 
 #[derive(Debug)]
 struct Staged {
-    /// The verified directory the temp file was made in, and is renamed in.
-    dir: DirFd,
+    /// The verified directory the temp file was made in, and is renamed in, if the
+    /// batch keeps its descriptor; else it is found again by `at`.
+    dir: Option<DirFd>,
+    /// That directory's host path.
+    at: PathBuf,
     tmp: OsString,
     name: OsString,
     /// The destination's host path, for the directories to fsync.
@@ -932,7 +1026,9 @@ pub struct Batch<'r> {
     root: &'r Root,
     staged: Vec<Staged>,
     /// Directories to fsync at commit, by host path.
-    dirs: BTreeMap<PathBuf, DirFd>,
+    dirs: BTreeSet<PathBuf>,
+    /// The descriptors kept, by host path: at most [`MAX_BATCH_DIRS`].
+    kept: HashMap<PathBuf, DirFd>,
     per_file_fsync: bool,
 }
 
@@ -942,7 +1038,8 @@ impl<'r> Batch<'r> {
         Self {
             root,
             staged: Vec::new(),
-            dirs: BTreeMap::new(),
+            dirs: BTreeSet::new(),
+            kept: HashMap::new(),
             per_file_fsync: writes <= SYNCFS_THRESHOLD,
         }
     }
@@ -956,7 +1053,10 @@ impl<'r> Batch<'r> {
         content: &[u8],
         attrs: Attrs,
     ) -> io::Result<()> {
-        let (dir, name) = self.parent(dest)?;
+        let (found, name) = self.parent(dest)?;
+        let at = dest.parent().unwrap_or(&self.root.base).to_path_buf();
+        let kept = self.keep(&at, &found);
+        let dir = kept.clone().unwrap_or(found);
         let tmp = temp_name(&name);
         let mode = attrs.mode.unwrap_or(0o644);
         let mut f = create_new(&dir, &tmp, mode)?;
@@ -980,7 +1080,8 @@ impl<'r> Batch<'r> {
             return Err(e);
         }
         self.staged.push(Staged {
-            dir,
+            dir: kept,
+            at,
             tmp,
             name,
             dest: dest.to_path_buf(),
@@ -1000,12 +1101,15 @@ impl<'r> Batch<'r> {
         target: &Path,
         replace: Replace,
     ) -> io::Result<()> {
-        let (dir, name) = self.parent(dest)?;
+        let (found, name) = self.parent(dest)?;
         if replace == Replace::Nothing {
-            rustix::fs::symlinkat(target, &*dir.fd, &name)?;
-            self.touched(dest, &dir);
+            rustix::fs::symlinkat(target, &*found.fd, &name)?;
+            self.touched(dest);
             return Ok(());
         }
+        let at = dest.parent().unwrap_or(&self.root.base).to_path_buf();
+        let kept = self.keep(&at, &found);
+        let dir = kept.clone().unwrap_or(found);
         let tmp = temp_name(&name);
         unlink_if_present(&dir, &tmp)?;
         rustix::fs::symlinkat(target, &*dir.fd, &tmp)?;
@@ -1014,7 +1118,8 @@ impl<'r> Batch<'r> {
             self.root.forget();
         }
         self.staged.push(Staged {
-            dir,
+            dir: kept,
+            at,
             tmp,
             name,
             dest: dest.to_path_buf(),
@@ -1039,27 +1144,41 @@ impl<'r> Batch<'r> {
         } else {
             rustix::fs::unlinkat(&*dir.fd, &name, AtFlags::empty())?;
         }
-        self.touched(path, &dir);
+        self.touched(path);
         Ok(())
     }
 
-    /// Creates a directory and any missing parents (parents 0755), then sets attributes.
+    /// Creates a directory and any missing parents (parents 0755), then sets
+    /// attributes. A directory made in one a user other than root owns is given to
+    /// that user unless `attrs` names an owner or group.
     pub fn make_dir(&mut self, path: &Path, attrs: Attrs) -> io::Result<()> {
         let (dir, name) = self.parent(path)?;
-        match rustix::fs::mkdirat(&*dir.fd, &name, Mode::from_raw_mode(0o755)) {
-            Ok(()) => {}
+        let made = match rustix::fs::mkdirat(&*dir.fd, &name, Mode::from_raw_mode(0o755)) {
+            Ok(()) => true,
             Err(rustix::io::Errno::EXIST)
                 if rustix::fs::FileType::from_raw_mode(
                     rustix::fs::statat(&*dir.fd, &name, AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
-                ) == rustix::fs::FileType::Directory => {}
+                ) == rustix::fs::FileType::Directory =>
+            {
+                false
+            }
             Err(e) => return Err(e.into()),
-        }
-        self.touched(path, &dir);
+        };
+        self.touched(path);
+        // Made in a directory a user other than root owns, with no owner or group
+        // given, it is that user's, as the directories made on the way are: a
+        // root-owned directory there would block every path beneath it.
+        let ids = if made && dir.uid != 0 && attrs.uid.is_none() && attrs.gid.is_none() {
+            (Some(dir.uid), Some(dir.gid))
+        } else {
+            (attrs.uid, attrs.gid)
+        };
         self.set_attrs(
             path,
             Attrs {
                 mode: Some(attrs.mode.unwrap_or(0o755)),
-                ..attrs
+                uid: ids.0,
+                gid: ids.1,
             },
         )
     }
@@ -1067,7 +1186,7 @@ impl<'r> Batch<'r> {
     /// Sets mode and ids of an existing file or directory (never through a symlink),
     /// opened in its verified directory.
     pub fn set_attrs(&mut self, path: &Path, attrs: Attrs) -> io::Result<()> {
-        let (f, _) = self.root.open_file(path)?;
+        let (f, _, _) = self.root.open_file(path)?;
         if let Some(mode) = attrs.mode {
             f.set_permissions(fs::Permissions::from_mode(mode))?;
         }
@@ -1090,27 +1209,63 @@ impl<'r> Batch<'r> {
                 .and_then(|d| rustix::fs::syncfs(&d).map_err(io::Error::from));
             if let Err(e) = synced {
                 // Nothing is renamed unless it is known to be on disk.
-                for s in self.staged.drain(..) {
-                    let _ = rustix::fs::unlinkat(&*s.dir.fd, &s.tmp, AtFlags::empty());
+                for s in std::mem::take(&mut self.staged) {
+                    if let Ok(dir) = self.find(&s.at, s.dir.as_ref()) {
+                        let _ = rustix::fs::unlinkat(&*dir.fd, &s.tmp, AtFlags::empty());
+                    }
                     failed.push((s.unit, io::Error::new(e.kind(), format!("syncfs: {e}"))));
                 }
             }
         }
         for s in std::mem::take(&mut self.staged) {
-            match rustix::fs::renameat(&*s.dir.fd, &s.tmp, &*s.dir.fd, &s.name) {
-                Ok(()) => self.touched(&s.dest, &s.dir),
+            let dir = match self.find(&s.at, s.dir.as_ref()) {
+                Ok(dir) => dir,
                 Err(e) => {
-                    let _ = rustix::fs::unlinkat(&*s.dir.fd, &s.tmp, AtFlags::empty());
+                    failed.push((s.unit, e));
+                    continue;
+                }
+            };
+            match rustix::fs::renameat(&*dir.fd, &s.tmp, &*dir.fd, &s.name) {
+                Ok(()) => self.touched(&s.dest),
+                Err(e) => {
+                    let _ = rustix::fs::unlinkat(&*dir.fd, &s.tmp, AtFlags::empty());
                     failed.push((s.unit, e.into()));
                 }
             }
         }
-        for (d, fd) in &self.dirs {
-            if let Err(e) = fd.open_read().and_then(|f| Ok(rustix::fs::fsync(&f)?)) {
+        for d in &self.dirs {
+            let synced = self
+                .find(d, self.kept.get(d))
+                .and_then(|dir| dir.open_read())
+                .and_then(|f| Ok(rustix::fs::fsync(&f)?));
+            if let Err(e) = synced {
                 tracing::warn!(dir = %d.display(), error = %e, "cannot fsync directory");
             }
         }
         failed
+    }
+
+    /// The descriptor to keep for the directory at host path `at`, verified as
+    /// `dir`: the one kept for it already, else `dir` while the batch keeps fewer
+    /// than [`MAX_BATCH_DIRS`]. Past that none: the directory is found again.
+    fn keep(&mut self, at: &Path, dir: &DirFd) -> Option<DirFd> {
+        if let Some(d) = self.kept.get(at) {
+            return Some(d.clone());
+        }
+        if self.kept.len() >= MAX_BATCH_DIRS {
+            return None;
+        }
+        self.kept.insert(at.to_path_buf(), dir.clone());
+        Some(dir.clone())
+    }
+
+    /// The directory at host path `at`: the descriptor kept, or found again from
+    /// the root following no link, under the ownership rule.
+    fn find(&self, at: &Path, kept: Option<&DirFd>) -> io::Result<DirFd> {
+        match kept {
+            Some(d) => Ok(d.clone()),
+            None => self.root.open_dir_at(at),
+        }
     }
 
     /// The verified directory of `p` (missing directories made, each recorded for
@@ -1121,18 +1276,17 @@ impl<'r> Batch<'r> {
         for (rel, parent) in created {
             let host = self.root.base.join(&rel);
             if let Some(up) = host.parent() {
-                self.dirs.insert(up.to_path_buf(), parent);
+                self.keep(up, &parent);
+                self.dirs.insert(up.to_path_buf());
             }
         }
         Ok(found)
     }
 
     /// Records that the directory holding `p` changed.
-    fn touched(&mut self, p: &Path, dir: &DirFd) {
+    fn touched(&mut self, p: &Path) {
         if let Some(up) = p.parent() {
-            self.dirs
-                .entry(up.to_path_buf())
-                .or_insert_with(|| dir.clone());
+            self.dirs.insert(up.to_path_buf());
         }
     }
 }
@@ -1140,7 +1294,9 @@ impl<'r> Batch<'r> {
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         for s in &self.staged {
-            let _ = rustix::fs::unlinkat(&*s.dir.fd, &s.tmp, AtFlags::empty());
+            if let Ok(dir) = self.find(&s.at, s.dir.as_ref()) {
+                let _ = rustix::fs::unlinkat(&*dir.fd, &s.tmp, AtFlags::empty());
+            }
         }
     }
 }

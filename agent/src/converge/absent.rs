@@ -1,7 +1,8 @@
 //! `absent`: paths or globs that must not exist.
 //!
 //! Every match is checked again through the root's resolution, so a glob that
-//! wanders through a symlink out of the root removes nothing there.
+//! wanders through a symlink out of the root, or through a link resolution refuses
+//! to follow, removes nothing there (the other matches are still removed).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use tenet_policies::model::{AbsPath, AbsentPromise};
 
 use super::{Change, Cx, Op, Plan, PromiseError};
-use crate::fsops::{Follow, Root};
+use crate::fsops::{Follow, PathError, Root};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -33,9 +34,17 @@ pub(crate) fn evaluate(cx: &Cx<'_>, p: &AbsentPromise) -> Result<Plan, PromiseEr
                 let Ok(abs) = AbsPath::parse(&policy) else {
                     continue;
                 };
-                // The match must be where the root's own resolution puts it.
-                if cx.root.resolve(&abs, Follow::Parent)? != host {
-                    continue;
+                // The match must be where the root's own resolution puts it. One
+                // reached through a link resolution refuses is left alone, like a
+                // match elsewhere, so one user's link cannot block the other matches.
+                match cx.root.resolve(&abs, Follow::Parent) {
+                    Ok(h) if h == host => {}
+                    Ok(_) => continue,
+                    Err(e) if e.is_blocked() || matches!(e, PathError::HardLink { .. }) => {
+                        tracing::warn!(path = %policy, reason = %e, "absent: match left alone");
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
                 }
                 if let Some(kind) =
                     kind_of(cx.root, &host).map_err(|e| PromiseError::io(&policy, e))?

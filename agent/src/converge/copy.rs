@@ -2,6 +2,8 @@
 //!
 //! Only files whose content or mode differ are written (each atomically); symlinks
 //! in the source are copied as links; with `purge`, what the source lacks is removed.
+//! Copies are root's: a source file anyone but root may write loses its setuid and
+//! setgid bits.
 //! The seeds' NFS lock migration copies status-monitor entries this way.
 
 use std::collections::BTreeSet;
@@ -134,7 +136,7 @@ fn sync_file(
     changes: &mut Vec<Change>,
     ops: &mut Vec<Op>,
 ) -> io::Result<()> {
-    let mode = meta.mode() & 0o7777;
+    let mode = copied_mode(meta);
     let content = root.read_file(src)?;
     let same = match root.lstat(dest) {
         Ok(d) if d.is_file() => {
@@ -167,6 +169,16 @@ fn sync_file(
         });
     }
     Ok(())
+}
+
+/// The mode a copy of the file `meta` describes gets: the source's, less setuid and
+/// setgid unless only root can write the source. The copy is root's, so those bits
+/// on a file a user controls would make a root-owned setuid program of its content.
+fn copied_mode(meta: &fs::Metadata) -> u32 {
+    let mode = meta.mode() & 0o7777;
+    let others_write =
+        meta.uid() != 0 || mode & 0o002 != 0 || (mode & 0o020 != 0 && meta.gid() != 0);
+    if others_write { mode & !0o6000 } else { mode }
 }
 
 fn purge(
