@@ -1062,12 +1062,13 @@ impl<'r> Batch<'r> {
         let mut f = create_new(&dir, &tmp, mode)?;
         let staged = (|| {
             f.write_all(content)?;
+            // Owner first: a chown clears setuid and setgid, so the mode comes after.
+            if attrs.uid.is_some() || attrs.gid.is_some() {
+                std::os::unix::fs::fchown(&f, attrs.uid, attrs.gid)?;
+            }
             // open() applied the umask; set the mode only where it took bits away.
             if mode & !self.root.umask != mode || mode & 0o7000 != 0 {
                 f.set_permissions(fs::Permissions::from_mode(mode))?;
-            }
-            if attrs.uid.is_some() || attrs.gid.is_some() {
-                std::os::unix::fs::fchown(&f, attrs.uid, attrs.gid)?;
             }
             if self.per_file_fsync {
                 f.sync_all()?;
@@ -1187,11 +1188,12 @@ impl<'r> Batch<'r> {
     /// opened in its verified directory.
     pub fn set_attrs(&mut self, path: &Path, attrs: Attrs) -> io::Result<()> {
         let (f, _, _) = self.root.open_file(path)?;
-        if let Some(mode) = attrs.mode {
-            f.set_permissions(fs::Permissions::from_mode(mode))?;
-        }
+        // Owner first: a chown clears setuid and setgid, so the mode comes after.
         if attrs.uid.is_some() || attrs.gid.is_some() {
             std::os::unix::fs::fchown(&f, attrs.uid, attrs.gid)?;
+        }
+        if let Some(mode) = attrs.mode {
+            f.set_permissions(fs::Permissions::from_mode(mode))?;
         }
         f.sync_all()
     }

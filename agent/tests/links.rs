@@ -619,9 +619,10 @@ fn finding_01_a_run_over_many_directories_fits_the_default_descriptor_limit() {
 }
 
 /// A `copy` whose source a user owns (a service's state directory, as the NFS
-/// status-monitor entries are statd's) makes root-owned copies: a setuid or
-/// setgid bit the user set on a source file must not come along, or the copy is a
-/// root-owned setuid program with the user's content. Root's own files keep theirs.
+/// status-monitor entries are statd's): a setuid or setgid bit the user set on a
+/// source file must not come along. The copy keeps the source's owner, but a
+/// setuid bit on a file in a place root manages is never the user's to give.
+/// Root's own files keep theirs.
 #[test]
 fn finding_01_copy_from_a_users_directory_drops_setuid_and_setgid() {
     stage_as_root();
@@ -650,7 +651,7 @@ fn finding_01_copy_from_a_users_directory_drops_setuid_and_setgid() {
     run.expect_code(0);
     for path in ["/export/sm/host", "/export/sm/other", "/srv/tool"] {
         let st = fs::metadata(sb.at(path)).expect("copied");
-        assert_eq!((st.uid(), st.mode() & 0o7777), (0, 0o755), "{path}");
+        assert_eq!((st.uid(), st.mode() & 0o7777), (65534, 0o755), "{path}");
     }
     let st = fs::metadata(sb.at("/srv/root-tool")).expect("copied");
     assert_eq!(

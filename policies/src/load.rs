@@ -611,11 +611,56 @@ impl Loader<'_> {
                     .str(cx, "separator")
                     .map_or_else(|| ":".to_string(), |s| s.value.to_string());
                 let max_items = t.u32(cx, "max_items");
-                select.map(|select| ValueKind::Addresses {
-                    select,
-                    separator,
-                    max_items,
-                })
+                let family = match t.str(cx, "family") {
+                    None => Some(Family::Ipv4),
+                    Some(s) => {
+                        let f = one_of(
+                            cx,
+                            &s,
+                            &t.field("family"),
+                            &[
+                                ("ipv4", Family::Ipv4),
+                                ("ipv6", Family::Ipv6),
+                                ("any", Family::Any),
+                            ],
+                        );
+                        if f.is_some_and(|f| f != Family::Ipv4) && separator.contains(':') {
+                            cx.error(
+                                &s.span,
+                                &t.field("family"),
+                                format!(
+                                    "IPv6 addresses joined with `{separator}` cannot be told apart; \
+                                     use family = \"ipv4\" or another separator"
+                                ),
+                            );
+                        }
+                        f
+                    }
+                };
+                let mut networks = Some(Vec::new());
+                for (i, n) in t.str_list(cx, "networks").into_iter().flatten().enumerate() {
+                    match Network::parse(n.value) {
+                        Ok(net) => {
+                            if let Some(v) = networks.as_mut() {
+                                v.push(net);
+                            }
+                        }
+                        Err(e) => {
+                            cx.error(&n.span, &format!("{}[{i}]", t.field("networks")), e);
+                            networks = None;
+                        }
+                    }
+                }
+                match (select, family, networks) {
+                    (Some(select), Some(family), Some(networks)) => Some(ValueKind::Addresses {
+                        select,
+                        separator,
+                        max_items,
+                        family,
+                        networks,
+                    }),
+                    _ => None,
+                }
             }
             (false, true) => self.template(cx, &mut t, "text").map(ValueKind::Text),
             _ => {

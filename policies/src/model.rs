@@ -164,9 +164,114 @@ pub enum ValueKind {
         separator: String,
         /// At most this many; the rest are dropped with a warning.
         max_items: Option<u32>,
+        /// Which address family (IPv4 unless the value says otherwise).
+        family: Family,
+        /// The networks from which the machine's own addresses are taken; the
+        /// member's addresses in the cluster config are always considered.
+        networks: Vec<Network>,
     },
     /// A template.
     Text(Template),
+}
+
+/// Which address family a value lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4 addresses only (the default).
+    Ipv4,
+    /// IPv6 addresses only.
+    Ipv6,
+    /// Both.
+    Any,
+}
+
+impl Family {
+    /// Whether `ip` is of this family.
+    pub fn admits(self, ip: &IpAddr) -> bool {
+        match self {
+            Self::Ipv4 => ip.is_ipv4(),
+            Self::Ipv6 => ip.is_ipv6(),
+            Self::Any => true,
+        }
+    }
+}
+
+/// A network written `ADDRESS/PREFIX` (`9.3.240.0/24`, `2001:db8::/32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    /// Parses `ADDRESS/PREFIX`; host bits must be zero.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` is not ADDRESS/PREFIX (such as 9.3.240.0/24)"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("`{a}` is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| format!("`{p}` is not a prefix length from 0 to {max}"))?;
+        let net = Self { addr, prefix };
+        if net.bits(&addr) != Some(Self::raw(&addr)) {
+            return Err(format!(
+                "`{s}` has host bits set; the network is {}",
+                Self {
+                    addr: net.network_addr(),
+                    prefix
+                }
+            ));
+        }
+        Ok(net)
+    }
+
+    fn raw(ip: &IpAddr) -> u128 {
+        match ip {
+            IpAddr::V4(v) => u128::from(u32::from(*v)),
+            IpAddr::V6(v) => u128::from(*v),
+        }
+    }
+
+    fn mask(&self) -> u128 {
+        let width = if self.addr.is_ipv4() { 32 } else { 128 };
+        let host = width - u32::from(self.prefix);
+        let all = if width == 32 {
+            u128::from(u32::MAX)
+        } else {
+            u128::MAX
+        };
+        all.checked_shl(host).map_or(0, |m| m & all)
+    }
+
+    /// `ip` masked to this network's prefix, if it is of the same family.
+    fn bits(&self, ip: &IpAddr) -> Option<u128> {
+        (ip.is_ipv4() == self.addr.is_ipv4()).then(|| Self::raw(ip) & self.mask())
+    }
+
+    fn network_addr(&self) -> IpAddr {
+        let bits = Self::raw(&self.addr) & self.mask();
+        match self.addr {
+            IpAddr::V4(_) => IpAddr::V4(u32::try_from(bits).unwrap_or_default().into()),
+            IpAddr::V6(_) => IpAddr::V6(bits.into()),
+        }
+    }
+
+    /// Whether `ip` lies in this network.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.bits(ip) == Some(Self::raw(&self.addr))
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 /// Which of this member's addresses a value lists.

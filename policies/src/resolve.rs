@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use crate::Policy;
 use crate::cond::{Atom, Condition};
 use crate::facts::Facts;
-use crate::model::{AddressRole, AddressSelect, Member, Promise, Unresolved, ValueKind};
+use crate::model::{
+    AddressRole, AddressSelect, Family, Member, Network, Promise, Unresolved, ValueKind,
+};
 use crate::template::Ref;
 
 mod plans;
@@ -203,8 +205,10 @@ impl<'a> Scope<'a> {
                 select,
                 separator,
                 max_items,
+                family,
+                networks,
             } => {
-                let mut picked = self.addresses(*select);
+                let mut picked = self.addresses(*select, *family, networks);
                 if let Some(max) = max_items {
                     let max = *max as usize;
                     if picked.len() > max {
@@ -228,8 +232,14 @@ impl<'a> Scope<'a> {
         }
     }
 
-    /// This member's addresses (cluster config first, then the machine's), filtered.
-    fn addresses(&self, select: AddressSelect) -> Vec<IpAddr> {
+    /// This member's addresses of `family`: those the cluster config lists for it,
+    /// then the machine's that lie in one of `networks`, filtered by `select`.
+    fn addresses(
+        &self,
+        select: AddressSelect,
+        family: Family,
+        networks: &[Network],
+    ) -> Vec<IpAddr> {
         let configured = self
             .member
             .map(|m| m.addresses.as_slice())
@@ -237,7 +247,7 @@ impl<'a> Scope<'a> {
         let by_role = |role: AddressRole| {
             configured
                 .iter()
-                .filter(|a| a.role == role)
+                .filter(|a| a.role == role && family.admits(&a.ip))
                 .map(|a| a.ip)
                 .collect()
         };
@@ -248,12 +258,14 @@ impl<'a> Scope<'a> {
         }
         let service = self.policy.cluster.service_addresses();
         let mut all: Vec<IpAddr> = Vec::new();
-        for ip in configured
-            .iter()
-            .map(|a| a.ip)
-            .chain(self.facts.addresses.iter().copied())
-        {
-            if !all.contains(&ip) {
+        for ip in configured.iter().map(|a| a.ip).chain(
+            self.facts
+                .addresses
+                .iter()
+                .filter(|ip| networks.iter().any(|n| n.contains(ip)))
+                .copied(),
+        ) {
+            if family.admits(&ip) && !all.contains(&ip) {
                 all.push(ip);
             }
         }

@@ -207,3 +207,8 @@ fn the_shipped_example_is_valid() {
     assert!(p.warnings.is_empty(), "{}", p.warnings);
     assert_eq!(p.cluster.members.len(), 3);
 }
+
+#[test]
+fn values() {
+    check("values");
+}

@@ -10,3 +10,4 @@
 
 mod diagnostics;
 mod robustness;
+mod values;

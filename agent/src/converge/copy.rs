@@ -1,10 +1,11 @@
 //! `copy`: a file or a directory tree copied from one local path to another.
 //!
-//! Only files whose content or mode differ are written (each atomically); symlinks
+//! Only files whose content, mode or owner differ are written (each atomically, with
+//! the source's mode, owner and group, as `cp -p` keeps them); symlinks
 //! in the source are copied as links; with `purge`, what the source lacks is removed.
-//! Copies are root's: a source file anyone but root may write loses its setuid and
-//! setgid bits.
-//! The seeds' NFS lock migration copies status-monitor entries this way.
+//! The seeds' NFS lock migration copies status-monitor entries this way: rpc.statd
+//! runs as the owner of its directory and must read the entries it gets back.
+//! A source file anyone but root may write loses its setuid and setgid bits.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -58,10 +59,7 @@ pub(crate) fn evaluate(cx: &Cx<'_>, p: &CopyPromise) -> Result<Plan, PromiseErro
                 changes.push(Change::new(format!("created directory {}", p.to)));
                 ops.push(Op::MakeDir {
                     path: to.clone(),
-                    attrs: Attrs {
-                        mode: Some(meta.mode() & 0o7777),
-                        ..Attrs::default()
-                    },
+                    attrs: kept(&meta),
                 });
                 None
             }
@@ -86,10 +84,7 @@ pub(crate) fn evaluate(cx: &Cx<'_>, p: &CopyPromise) -> Result<Plan, PromiseErro
                         changes.push(Change::new(format!("created directory {shown}")));
                         ops.push(Op::MakeDir {
                             path: dest,
-                            attrs: Attrs {
-                                mode: Some(entry.mode() & 0o7777),
-                                ..Attrs::default()
-                            },
+                            attrs: kept(&entry),
                         });
                     }
                 }
@@ -142,6 +137,7 @@ fn sync_file(
         Ok(d) if d.is_file() => {
             d.len() == content.len() as u64
                 && d.mode() & 0o7777 == mode
+                && (d.uid(), d.gid()) == (meta.uid(), meta.gid())
                 && root.read_seen(dest, &d)? == content
         }
         Ok(d) if d.is_dir() => {
@@ -162,10 +158,7 @@ fn sync_file(
         ops.push(Op::Write {
             path: dest.to_path_buf(),
             content,
-            attrs: Attrs {
-                mode: Some(mode),
-                ..Attrs::default()
-            },
+            attrs: kept(meta),
         });
     }
     Ok(())
@@ -179,6 +172,16 @@ fn copied_mode(meta: &fs::Metadata) -> u32 {
     let others_write =
         meta.uid() != 0 || mode & 0o002 != 0 || (mode & 0o020 != 0 && meta.gid() != 0);
     if others_write { mode & !0o6000 } else { mode }
+}
+
+/// The source's mode (less setuid and setgid, as [`copied_mode`] says), owner and
+/// group, for what the copy writes.
+fn kept(meta: &fs::Metadata) -> Attrs {
+    Attrs {
+        mode: Some(copied_mode(meta)),
+        uid: Some(meta.uid()),
+        gid: Some(meta.gid()),
+    }
 }
 
 fn purge(
