@@ -53,9 +53,6 @@ use crate::shared::Shared;
 use crate::shutdown::Stop;
 use crate::trusted::LogLimit;
 
-/// A response body that cannot fail: whole (most routes) or streamed (`POST /v1/run`).
-pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
-
 /// A TLS server configuration that can be swapped while its socket keeps accepting (a
 /// re-promotion with another policy server key).
 pub(crate) type SharedAcceptor = Arc<RwLock<Arc<rustls::ServerConfig>>>;

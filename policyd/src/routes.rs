@@ -57,8 +57,8 @@ use tenet_keys::{FileEntry, KeyId, Sha256Sum, VerifyError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::error;
 
+use crate::body::Body;
 use crate::bundle::{BlobCheck, LoadedBundle};
-use crate::http::Body;
 use crate::metrics::{Metrics, Site};
 use crate::promotion::{Snapshot, State};
 use crate::shared::Shared;

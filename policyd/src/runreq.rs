@@ -67,7 +67,7 @@ use tenet_keys::{KeyId, Root, Time};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
-use crate::http::Body;
+use crate::body::Body;
 use crate::shared::Shared;
 
 /// The replay cache's file name in the state directory.
