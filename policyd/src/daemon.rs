@@ -122,8 +122,8 @@ impl Daemon {
         let shared = Arc::new(Shared {
             keys,
             run_start,
-            blob_memory: crate::routes::BlobMemory::new(config.limits.blob_memory),
-            runs: crate::runreq::Runs::default(),
+            blob_memory: crate::shared::blob_memory::BlobMemory::new(config.limits.blob_memory),
+            runs: crate::shared::runs::Runs::default(),
             promotion,
             metrics: Metrics::default(),
             connections: Tracker::default(),

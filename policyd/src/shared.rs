@@ -11,6 +11,9 @@
 //! (`shared`, `promotion`, `http`, `routes`, `runreq`) is deliberate; nothing imports
 //! [`crate::daemon`], which only builds the context and starts the tasks.
 
+pub(crate) mod blob_memory;
+pub(crate) mod runs;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,10 +23,11 @@ use tokio::sync::watch;
 use crate::config::{Config, RunStart};
 use crate::metrics::Metrics;
 use crate::promotion::Promotion;
-use crate::routes::BlobMemory;
-use crate::runreq::Runs;
 use crate::shutdown::Tracker;
 use crate::trusted::ListenerKeys;
+
+use blob_memory::BlobMemory;
+use runs::Runs;
 
 /// What the daemon bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
