@@ -61,8 +61,8 @@ use tracing::error;
 use crate::body::Body;
 use crate::bundle::{BlobCheck, LoadedBundle};
 use crate::metrics::{Metrics, Site};
-use crate::promotion::{Snapshot, State};
 use crate::shared::Shared;
+use crate::shared::promotion_state::{Snapshot, State};
 
 /// A route of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,6 +12,7 @@
 //! [`crate::daemon`], which only builds the context and starts the tasks.
 
 pub(crate) mod blob_memory;
+pub(crate) mod promotion_state;
 pub(crate) mod runs;
 
 use std::net::SocketAddr;
@@ -22,11 +23,11 @@ use tokio::sync::watch;
 
 use crate::config::{Config, RunStart};
 use crate::metrics::Metrics;
-use crate::promotion::Promotion;
 use crate::shutdown::Tracker;
 use crate::trusted::ListenerKeys;
 
 use blob_memory::BlobMemory;
+use promotion_state::Promotion;
 use runs::Runs;
 
 /// What the daemon bound.
