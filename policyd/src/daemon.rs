@@ -41,8 +41,9 @@ use crate::control;
 use crate::error::DaemonError;
 use crate::http;
 use crate::metrics::{Gauges, Metrics, Site};
-use crate::promotion::{self, Promotion};
+use crate::promotion;
 use crate::shared::Shared;
+use crate::shared::promotion_state::Promotion;
 use crate::shutdown::{Stop, Tracker};
 use crate::trusted::ListenerKeys;
 use crate::trusted::read_trusted_root;
@@ -122,8 +123,8 @@ impl Daemon {
         let shared = Arc::new(Shared {
             keys,
             run_start,
-            blob_memory: crate::routes::BlobMemory::new(config.limits.blob_memory),
-            runs: crate::runreq::Runs::default(),
+            blob_memory: crate::shared::blob_memory::BlobMemory::new(config.limits.blob_memory),
+            runs: crate::shared::runs::Runs::default(),
             promotion,
             metrics: Metrics::default(),
             connections: Tracker::default(),

@@ -28,7 +28,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -50,15 +50,9 @@ use crate::admission::{Admission, Slot};
 use crate::metrics::{HandshakeRefusal, Site};
 use crate::routes;
 use crate::shared::Shared;
+use crate::shared::promotion_state::SharedAcceptor;
 use crate::shutdown::Stop;
 use crate::trusted::LogLimit;
-
-/// A response body that cannot fail: whole (most routes) or streamed (`POST /v1/run`).
-pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
-
-/// A TLS server configuration that can be swapped while its socket keeps accepting (a
-/// re-promotion with another policy server key).
-pub(crate) type SharedAcceptor = Arc<RwLock<Arc<rustls::ServerConfig>>>;
 
 /// A TLS server configuration for either socket: [`tls::server_config`] with ALPN
 /// `http/1.1` only (agents and `push` speak HTTP/1.1; h2 would multiply what one

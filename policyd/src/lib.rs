@@ -24,7 +24,7 @@
 //! - Inside: `shared` (the context every task shares), `shutdown` (stopping and
 //!   draining), `bundle` (load and verify a bundle into memory), `admission`
 //!   (per-address connection caps), `trusted` (the trusted root and the listener's
-//!   admitted keys), `http` (accept loop, limits, connections, response bodies), `routes` (the fixed route table, streamed
+//!   admitted keys), `http` (accept loop, limits, connections), `body` (the response body), `routes` (the fixed route table, streamed
 //!   blobs), `launch` (how a pushed run's agent is started), `metrics` (Prometheus
 //!   text).
 //!
@@ -43,6 +43,7 @@ pub mod promotion;
 pub mod runreq;
 
 mod admission;
+mod body;
 mod bundle;
 mod http;
 mod launch;

@@ -25,35 +25,23 @@ use std::time::{Duration, SystemTime};
 
 use tenet_keys::fsio::Overwrite;
 use tenet_keys::key::Role;
-use tenet_keys::tls::{Identity, MemberPins, Subject};
+use tenet_keys::tls::{Identity, Subject};
 use tenet_keys::{
-    Clock, KeyId, SecretKey, Sha256Sum, Time, TimestampOutcome, TrustState, check_timestamp,
-    publish,
+    Clock, KeyId, SecretKey, Time, TimestampOutcome, TrustState, check_timestamp, publish,
 };
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{error, info, warn};
 
 use crate::bundle::{self, LoadedBundle, SignedDocument};
 use crate::error::PromoteError;
-use crate::http::{self, EnrolledMembers, SharedAcceptor};
+use crate::http::{self, EnrolledMembers};
 use crate::metrics::Site;
 use crate::shared::Shared;
+pub use crate::shared::promotion_state::State;
+use crate::shared::promotion_state::{Control, Session, SignedTimestamp, Snapshot};
 use crate::shutdown::Stop;
-
-/// Whether this member serves the bundle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// The listener runs; no bundle is served.
-    Listening,
-    /// Promoted: the bundle with this manifest serial is served.
-    Serving {
-        /// The manifest's serial.
-        serial: u64,
-    },
-}
 
 /// What a promotion asks for. Paths are absolute (the command line makes them so).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,99 +52,6 @@ pub struct PromoteRequest {
     pub timestamp_key: Option<PathBuf>,
     /// The policy server TLS key; else the configuration's.
     pub server_key: Option<PathBuf>,
-}
-
-/// What is served right now: a consistent pair of bundle and timestamp.
-#[derive(Debug)]
-pub(crate) struct Snapshot {
-    pub(crate) bundle: Arc<LoadedBundle>,
-    pub(crate) timestamp: SignedTimestamp,
-    pub(crate) address: std::net::SocketAddr,
-}
-
-/// A timestamp signed by this daemon.
-#[derive(Debug, Clone)]
-pub(crate) struct SignedTimestamp {
-    pub(crate) version: u64,
-    pub(crate) expires: Time,
-    pub(crate) document: SignedDocument,
-    signed_at: Instant,
-}
-
-/// The promotion state of a daemon.
-#[derive(Debug)]
-pub(crate) struct Promotion {
-    /// What handlers read; replaced whole, never edited.
-    view: RwLock<Option<Arc<Snapshot>>>,
-    /// Serialises promote, demote, re-signing and pick-up.
-    control: Mutex<Control>,
-    /// The serving socket's handshake allow-list: the served manifest's members.
-    pins: MemberPins,
-}
-
-#[derive(Debug)]
-struct Control {
-    ratchet: TrustState,
-    session: Option<Session>,
-}
-
-/// The serving socket and what keeps it fresh.
-#[derive(Debug)]
-struct Session {
-    /// The bundle path as named at promotion.
-    requested: PathBuf,
-    /// The served bundle: resolved directory and manifest hash.
-    fingerprint: (PathBuf, Sha256Sum),
-    /// The last bundle refused at pick-up, so it is not verified and logged again.
-    last_refused: Option<(PathBuf, Sha256Sum)>,
-    timestamp_key: Arc<SecretKey>,
-    server_key_id: KeyId,
-    acceptor: SharedAcceptor,
-    stop: watch::Sender<bool>,
-    accept_task: JoinHandle<()>,
-    refresh_task: JoinHandle<()>,
-}
-
-impl Promotion {
-    /// Not promoted, trusting `ratchet`.
-    pub(crate) fn new(ratchet: TrustState) -> Promotion {
-        Promotion {
-            view: RwLock::new(None),
-            control: Mutex::new(Control {
-                ratchet,
-                session: None,
-            }),
-            pins: MemberPins::new(),
-        }
-    }
-
-    /// The state now.
-    pub(crate) fn state(&self) -> State {
-        match self.snapshot() {
-            None => State::Listening,
-            Some(s) => State::Serving {
-                serial: s.bundle.serial(),
-            },
-        }
-    }
-
-    /// The served manifest's members, as the serving socket's handshake admits them
-    /// (shared: it changes with the served manifest).
-    pub(crate) fn pins(&self) -> MemberPins {
-        self.pins.clone()
-    }
-
-    /// What is served now, if anything.
-    pub(crate) fn snapshot(&self) -> Option<Arc<Snapshot>> {
-        self.view
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn set_view(&self, snapshot: Option<Snapshot>) {
-        *self.view.write().unwrap_or_else(PoisonError::into_inner) = snapshot.map(Arc::new);
-    }
 }
 
 /// Promotes (or re-promotes) the daemon; see the module docs. On error the state is

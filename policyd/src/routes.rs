@@ -34,7 +34,8 @@
 //! streams and its last chunk is sent only once it matched, so a blob changed in place
 //! since it was verified is cut short (the connection closes before `Content-Length`)
 //! and never reaches a member whole. The chunks all answers hold at once share one
-//! budget, `limits.blob_memory` ([`BlobMemory`]); an answer waits for room.
+//! budget, `limits.blob_memory`
+//! ([`BlobMemory`](crate::shared::blob_memory::BlobMemory)); an answer waits for room.
 //!
 //! "member" means the peer's key id is in the inventory of the manifest being served,
 //! checked on every request (the handshake already refused others; the check covers a
@@ -57,11 +58,11 @@ use tenet_keys::{FileEntry, KeyId, Sha256Sum, VerifyError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::error;
 
+use crate::body::Body;
 use crate::bundle::{BlobCheck, LoadedBundle};
-use crate::http::Body;
 use crate::metrics::{Metrics, Site};
-use crate::promotion::{Snapshot, State};
 use crate::shared::Shared;
+use crate::shared::promotion_state::{Snapshot, State};
 
 /// A route of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -350,7 +351,7 @@ async fn blobs(shared: &Shared, peer: KeyId, req: Request<Incoming>) -> Response
 /// its last chunk is sent only once the whole blob matched; on a mismatch the answer is
 /// cut (the connection is closed short of its `Content-Length`), so a blob that changed
 /// since it was verified never reaches a client whole. Each chunk holds its bytes of
-/// [`BlobMemory`] until hyper has written it out.
+/// [`BlobMemory`](crate::shared::blob_memory::BlobMemory) until hyper has written it out.
 async fn stream_blobs(
     shared: &Shared,
     s: &Snapshot,
@@ -508,7 +509,9 @@ async fn cut(tx: &mpsc::Sender<Result<Bytes, Cut>>, entry: &FileEntry, e: &Verif
 #[error("the blob store no longer matches the served manifest; the answer was cut")]
 pub(crate) struct Cut;
 
-/// A chunk of a blob and its share of [`BlobMemory`], given back when hyper drops it.
+/// A chunk of a blob and its share of
+/// [`BlobMemory`](crate::shared::blob_memory::BlobMemory), given back when hyper
+/// drops it.
 struct Held {
     bytes: Vec<u8>,
     _permit: OwnedSemaphorePermit,
@@ -517,19 +520,6 @@ struct Held {
 impl AsRef<[u8]> for Held {
     fn as_ref(&self) -> &[u8] {
         &self.bytes
-    }
-}
-
-/// The blob bytes all answers in flight may hold together (`limits.blob_memory`).
-#[derive(Debug)]
-pub(crate) struct BlobMemory(Arc<Semaphore>);
-
-impl BlobMemory {
-    pub(crate) fn new(bytes: u64) -> BlobMemory {
-        let permits = usize::try_from(bytes)
-            .unwrap_or(usize::MAX)
-            .min(Semaphore::MAX_PERMITS);
-        BlobMemory(Arc::new(Semaphore::new(permits)))
     }
 }
 

@@ -49,7 +49,7 @@ use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -67,8 +67,9 @@ use tenet_keys::{KeyId, Root, Time};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
-use crate::http::Body;
+use crate::body::Body;
 use crate::shared::Shared;
+use crate::shared::runs::Current;
 
 /// The replay cache's file name in the state directory.
 pub const NONCE_FILE: &str = "runreq-nonces.log";
@@ -89,23 +90,6 @@ const LAST_RUN_FILE: &str = "last-run.json";
 const MAX_LAST_RUN: u64 = 16 * 1024;
 /// The stderr kept for the `end` line.
 const STDERR_TAIL: usize = 2048;
-
-/// The pushed run in progress, if any.
-#[derive(Debug, Default)]
-pub(crate) struct Runs {
-    current: Mutex<Option<Current>>,
-    /// The replay cache, opened at the first request (again after a write failed);
-    /// the lock serialises its check and write.
-    nonces: Mutex<Option<ReplayCache>>,
-}
-
-#[derive(Debug, Clone)]
-struct Current {
-    pid: u32,
-    started: Time,
-    signer: KeyId,
-    lines: broadcast::Sender<Bytes>,
-}
 
 /// Answers `POST /v1/run` from `peer`.
 pub(crate) async fn handle(

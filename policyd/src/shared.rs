@@ -4,12 +4,18 @@
 //! daemon that builds it.
 //!
 //! `Shared` holds the state of [`crate::promotion`] (a [`Promotion`]), of the routes
-//! (the [`BlobMemory`] budget) and of pushed runs ([`Runs`]), and each of those takes
-//! `&Shared`: a context struct and the handlers it carries state for necessarily name
-//! each other, and `http` is in the same circle because its accept loop hands requests
-//! to the routes while promotion runs the serving socket's accept loop. That cycle
-//! (`shared`, `promotion`, `http`, `routes`, `runreq`) is deliberate; nothing imports
-//! [`crate::daemon`], which only builds the context and starts the tasks.
+//! (the [`BlobMemory`] budget) and of pushed runs ([`Runs`]). Those state types live
+//! here, in `shared/` (`promotion_state`, `blob_memory`, `runs`), with their methods
+//! that need no context; what acts on them with `&Shared` stays in `promotion`,
+//! `routes` and `runreq`. So `shared` imports none of the modules that take `&Shared`,
+//! the routes read the served [`promotion_state::Snapshot`] from here rather than from
+//! `promotion` (whose serving socket runs `http`'s accept loop, which dispatches to the
+//! routes), and the response body is the leaf `body`: no import circle. Nothing
+//! imports [`crate::daemon`], which only builds the context and starts the tasks.
+
+pub(crate) mod blob_memory;
+pub(crate) mod promotion_state;
+pub(crate) mod runs;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,11 +25,12 @@ use tokio::sync::watch;
 
 use crate::config::{Config, RunStart};
 use crate::metrics::Metrics;
-use crate::promotion::Promotion;
-use crate::routes::BlobMemory;
-use crate::runreq::Runs;
 use crate::shutdown::Tracker;
 use crate::trusted::ListenerKeys;
+
+use blob_memory::BlobMemory;
+use promotion_state::Promotion;
+use runs::Runs;
 
 /// What the daemon bound.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -38,14 +38,6 @@ const ALLOWED_CYCLES: &[(&str, &[&str])] = &[
     // key roles (`key`), and `document` and `key` return those errors. The normal
     // cost of a crate-wide error module; splitting it would scatter the errors.
     ("keys", &["document", "error", "key"]),
-    // A context struct (mini-redis's shape): `Shared` holds the promotion state, the
-    // blob budget and the pushed runs, and `promotion`, `routes` and `runreq` each take
-    // `&Shared`; `http`'s accept loop hands requests to `routes`, while `promotion` runs
-    // the serving socket's accept loop. `shared.rs` says the same.
-    (
-        "policyd",
-        &["http", "promotion", "routes", "runreq", "shared"],
-    ),
 ];
 
 /// The crates whose `src/` the header and cycle checks read.
