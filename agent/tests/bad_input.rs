@@ -762,3 +762,28 @@ fn finding_08_escapes_from_the_managed_system_are_not_printed_raw() {
         r.stdout
     );
 }
+
+#[test]
+fn apply_for_a_member_the_policy_lacks_exits_3_and_changes_nothing() {
+    let sb = Sandbox::new();
+    sb.policy(&[
+        (
+            "cluster.toml",
+            "[cluster]\nname = \"c\"\n\n[[member]]\nname = \"alpha\"\n\n[[member]]\nname = \"beta\"\n",
+        ),
+        // Unconditional: applied to any member, which is what made the mistake silent.
+        ("p.toml", "[[file]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n"),
+    ]);
+    let r = sb.apply_outside_state(&["--fact", "member=zeta"]);
+    r.expect_code(3);
+    assert!(
+        r.stderr
+            .contains("member \"zeta\" is not in the policy's cluster (its members: alpha, beta)"),
+        "{}",
+        r.stderr
+    );
+    assert!(!sb.at("/etc/motd").exists());
+    sb.apply_outside_state(&["--fact", "member=beta"])
+        .expect_code(0);
+    assert!(sb.at("/etc/motd").exists());
+}

@@ -28,7 +28,7 @@ pub use diag::{Diagnostic, Diagnostics, Origin, Severity};
 pub use facts::Facts;
 pub use load::{FILES_DIR, PROMISE_TYPES, TEMP_SUFFIX, TreeFiles, is_policy_file, load, load_from};
 pub use model::Unresolved;
-pub use resolve::Resolution;
+pub use resolve::{Resolution, UnknownMember};
 
 /// A validated policy tree.
 #[derive(Debug)]
