@@ -14,6 +14,7 @@ use std::path::PathBuf;
 pub mod cond;
 mod conflict;
 pub mod diag;
+pub mod duration;
 pub mod examples;
 pub mod facts;
 mod load;

@@ -527,21 +527,10 @@ impl Config {
     }
 }
 
-/// Parses a duration: a whole number and `ms`, `s`, `m`, `h` or `d`.
+/// Parses a duration in tenet's one grammar ([`tenet_keys::time::parse_duration`]:
+/// `500ms`, `90s`, `1h30m`, `1d`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    if let Some(ms) = text.strip_suffix("ms") {
-        if !ms.is_empty() && ms.bytes().all(|c| c.is_ascii_digit()) {
-            return ms
-                .parse::<u64>()
-                .map(Duration::from_millis)
-                .map_err(|e| format!("{text:?}: {e}"));
-        }
-        return Err(format!(
-            "{text:?} is not a duration (like 500ms, 30s, 5m, 6h, 1d)"
-        ));
-    }
-    tenet_keys::time::parse_duration(text)
-        .map_err(|_| format!("{text:?} is not a duration (like 500ms, 30s, 5m, 6h, 1d)"))
+    tenet_keys::time::parse_duration(text).map_err(|e| e.to_string())
 }
 
 fn address(
