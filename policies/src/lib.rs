@@ -18,6 +18,7 @@ pub mod duration;
 pub mod examples;
 pub mod facts;
 mod load;
+pub mod located;
 pub mod model;
 pub mod plan;
 mod read;
