@@ -47,6 +47,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::ConfigError;
+use tenet_policies::located;
 
 /// Where `tenet-policyd` looks for its configuration by default.
 pub const DEFAULT_CONFIG: &str = "/etc/tenet/policyd.toml";
@@ -302,11 +303,13 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
+            at: located::at_offset(path, text, source.span().map_or(0, |s| s.start)),
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let invalid = |field: &'static str, problem: String| ConfigError::Invalid {
             path: path.to_path_buf(),
+            at: located::at_field(path, text, field),
             field,
             problem,
         };

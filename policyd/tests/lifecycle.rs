@@ -22,21 +22,27 @@ fn a_bad_configuration_exits_3_naming_the_problem() {
     let fx = Fixture::new();
     let path = fx.path("bad.toml");
     for (text, expected) in [
-        ("member = \"alpha\"\n", "state_dir is required"),
+        // Each names the file, line and column, then the field.
+        ("member = \"alpha\"\n", ":1:1: state_dir: is required"),
         (
             "member = \"alpha\"\nstate_dir = \"s\"\nnode_key = \"k\"\ntrusted_root = \"r\"\n[limits]\nmax_conections = 3\n",
-            "max_conections",
+            ":6:1: the configuration is malformed",
         ),
         (
             "member = \"alpha\"\nstate_dir = \"s\"\nnode_key = \"k\"\ntrusted_root = \"r\"\n[listener]\nlisten = \"localhost\"\n",
-            "listener.listen",
+            ":6:10: listener.listen: ",
+        ),
+        (
+            "member = \"alpha\"\nstate_dir = \"s\"\nnode_key = \"k\"\ntrusted_root = \"r\"\n\n[limits]\nidle_timeout = \"1h 30m\"\n",
+            ":7:16: limits.idle_timeout: \"1h 30m\" is not a duration",
         ),
     ] {
         #[expect(clippy::disallowed_methods, reason = "a starting file for the test")]
         std::fs::write(&path, text).unwrap();
         let out = run(&["serve", "--config", path.to_str().unwrap()]);
         assert_eq!(code(&out), Some(3), "{text}: {}", stderr(&out));
-        assert!(stderr(&out).contains(expected), "{}", stderr(&out));
+        let expected = format!("{}{expected}", path.display());
+        assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
     }
     // A node key that cannot be read is the configuration's fault too.
     let cfg = fx.config("");
