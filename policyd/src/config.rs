@@ -304,7 +304,7 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
             at: located::at_offset(path, text, source.span().map_or(0, |s| s.start)),
-            source,
+            source: Box::new(source),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let invalid = |field: &'static str, problem: String| ConfigError::Invalid {

@@ -43,7 +43,7 @@ pub enum ConfigError {
         at: tenet_policies::Origin,
         /// The TOML error, with its line and column.
         #[source]
-        source: toml::de::Error,
+        source: Box<toml::de::Error>,
     },
     /// A field has a value that cannot be used.
     #[error("{at}: {field}: {problem}")]
