@@ -62,7 +62,8 @@ pub const CONTROL_SOCKET: &str = "control.sock";
 
 /// Every field of `policyd.toml`, for `tenet-policyd serve --help`.
 pub const FIELDS_HELP: &str = "\
-Configuration file (TOML; relative paths are relative to the file's directory):
+Configuration file (TOML; relative paths are relative to the file's directory; a
+DURATION/DUR is written as in policies: 500ms, 90s, 1h30m, 1d, see docs/policy.md):
 
   member = NAME              required. This member's name in the cluster config; it only
                              names the listener's certificate (CN \"tenet-member NAME\").
