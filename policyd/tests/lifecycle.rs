@@ -295,3 +295,36 @@ fn a_restarted_daemon_never_serves_an_older_serial() {
     assert_eq!(status.serial, Some(2));
     assert_eq!(daemon.terminate().code(), Some(0));
 }
+
+/// On a terminal (a pty made by `script` from util-linux) the daemon's logging starts
+/// without a panic and without a line about a missing `ansi` feature.
+#[test]
+fn a_terminal_gets_no_panic_or_stray_line() {
+    let fx = Fixture::new();
+    let cfg = fx.config("");
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let line = [crate::util::POLICYD, "-vv", "status", "--config"]
+        .iter()
+        .map(|s| quote(s))
+        .chain(std::iter::once(quote(cfg.to_str().unwrap())))
+        .collect::<Vec<_>>()
+        .join(" ");
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "runs script(1), which runs the daemon"
+    )]
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script(1) from util-linux");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    // No daemon runs: status exits 1 saying so, as off a terminal.
+    assert_eq!(code(&out), Some(1), "{tty}");
+    assert!(tty.contains("is it running?"), "{tty}");
+    assert!(
+        !tty.contains("panicked") && !tty.contains("crate feature"),
+        "{tty}"
+    );
+}
