@@ -19,9 +19,23 @@ use crate::ops::simulate::{ShowError, ShowOptions, SimulateOptions, show, simula
 use crate::ops::source::{PolicySource, Scope};
 use crate::ops::watch::WatchOptions;
 
+/// `--help`'s description: the package's, and where the grammar of DURATION values is.
+const LONG_ABOUT: &str = "\
+The tenet agent: converges a cluster member to its policy, idempotently and atomically
+
+A DURATION (in options, agent.toml and policies alike) is whole numbers with units, largest
+first: 500ms, 90s, 5m, 1h30m, 1d (docs/policy.md, Durations).";
+
 /// tenet-agent keeps this cluster member configured as its policy says.
 #[derive(Debug, Parser)]
-#[command(name = "tenet-agent", version, about, after_help = EXIT_CODES, max_term_width = 100)]
+#[command(
+    name = "tenet-agent",
+    version,
+    about,
+    long_about = LONG_ABOUT,
+    after_help = EXIT_CODES,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// The command.
     #[command(subcommand)]

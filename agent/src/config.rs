@@ -83,11 +83,13 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not a valid configuration.
-    #[error("configuration {}: {message}", path.display())]
+    #[error("{at}: {message}")]
     Invalid {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
+        /// Where in it (`file:line:col`).
+        at: tenet_policies::Origin,
+        /// What is wrong, after the field it is about (`master: ...`).
         message: String,
     },
 }
@@ -123,24 +125,51 @@ impl Config {
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, base).map_err(|message| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
+        Config::parse_located(&text, base).map_err(|p| {
+            let at = match p.at {
+                At::Offset(o) => tenet_policies::located::at_offset(path, &text, o),
+                At::Field(f) => tenet_policies::located::at_field(path, &text, f),
+            };
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                at,
+                message: p.message,
+            }
         })
     }
 
     /// Parses a configuration whose relative paths are taken from `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
-        let f: File = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        Config::parse_located(text, base).map_err(|p| p.message)
+    }
+
+    fn parse_located(text: &str, base: &Path) -> Result<Config, Problem> {
+        let f: File = toml::from_str(text).map_err(|e| Problem {
+            at: At::Offset(e.span().map_or(0, |s| s.start)),
+            message: e.message().trim_end().to_string(),
+        })?;
+        let field = |name: &'static str| {
+            move |message: String| Problem {
+                at: At::Field(name),
+                message,
+            }
+        };
+        Config::check(f, base).map_err(|(name, message)| field(name)(message))
+    }
+
+    fn check(f: File, base: &Path) -> Result<Config, (&'static str, String)> {
         if f.member.is_empty()
             || !f
                 .member
                 .bytes()
                 .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
         {
-            return Err(format!("member: {:?} is not a member name", f.member));
+            return Err((
+                "member",
+                format!("member: {:?} is not a member name", f.member),
+            ));
         }
-        let (host, port) = parse_master(&f.master)?;
+        let (host, port) = parse_master(&f.master).map_err(|m| ("master", m))?;
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         let state_dir = abs(f.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE)));
         let node_key = f
@@ -149,16 +178,18 @@ impl Config {
             .unwrap_or_else(|| state_dir.join("localhost.key"));
         let connect_timeout = match f.connect_timeout {
             None => DEFAULT_CONNECT_TIMEOUT,
-            Some(t) => {
-                tenet_keys::time::parse_duration(&t).map_err(|e| format!("connect_timeout: {e}"))?
-            }
+            Some(t) => tenet_keys::time::parse_duration(&t)
+                .map_err(|e| ("connect_timeout", format!("connect_timeout: {e}")))?,
         };
         if connect_timeout.is_zero() {
-            return Err("connect_timeout: must be more than 0".to_string());
+            return Err((
+                "connect_timeout",
+                "connect_timeout: must be more than 0".to_string(),
+            ));
         }
         let push_port = f.push.port.unwrap_or(DEFAULT_LISTENER_PORT);
         if push_port == 0 {
-            return Err("push.port: must not be 0".to_string());
+            return Err(("push.port", "push.port: must not be 0".to_string()));
         }
         let push = PushConfig {
             key: f.push.key.map(abs),
@@ -186,6 +217,20 @@ impl Config {
             format!("{}:{}", self.host, self.port)
         }
     }
+}
+
+/// A problem in a configuration's text: where, and what.
+struct Problem {
+    at: At,
+    message: String,
+}
+
+/// Where a [`Problem`] lies.
+enum At {
+    /// A byte offset (a TOML error's span).
+    Offset(usize),
+    /// The value of a dotted field.
+    Field(&'static str),
 }
 
 /// `host`, `host:port` or `[v6]:port`.

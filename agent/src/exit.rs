@@ -14,7 +14,8 @@ pub enum ExitCode {
     PromisesFailed = 1,
     /// Usage error.
     Usage = 2,
-    /// The configuration or policy is invalid (diagnostics printed); nothing was changed.
+    /// The configuration or policy is invalid (diagnostics printed), or names a member
+    /// the policy does not have; nothing was changed.
     InvalidPolicy = 3,
     /// Trust refused: bad signature, unknown signer, rollback, expired manifest.
     TrustRefused = 4,
@@ -47,7 +48,8 @@ Exit codes:
   1  run finished; at least one promise failed, was blocked, or did not converge
      (event, watch: a step failed)
   2  usage error
-  3  policy invalid: diagnostics printed, nothing changed
+  3  policy or configuration invalid (or the member named by agent.toml or
+     --fact member= is not in the policy): diagnostics printed, nothing changed
   4  trust refused: bad signature, unknown signer, rollback, expired manifest
   5  no master answered and no cached bundle exists
   6  another run is already in progress (still, after --lock-timeout: run waits 30s,

@@ -1,11 +1,10 @@
 //! `tenet-agent`: parse the command line, run the library, map the outcome to an exit code.
 #![expect(
-    clippy::print_stdout,
     clippy::print_stderr,
     reason = "the binary's entry point is its output module"
 )]
 
-use std::io::{self, IsTerminal};
+use std::io::{self, IsTerminal, Write};
 use std::process;
 
 use clap::Parser;
@@ -48,10 +47,10 @@ fn main() {
     process::exit(code.into());
 }
 
-/// A reporter on stdout, buffered: a run of 10,000 promises is one write, not 10,000;
-/// the summary flushes.
+/// A reporter on stdout, line-buffered: each promise shows as it is judged, not all at
+/// once when the summary is written (a long command step would hide what came before).
 fn reporter(json: bool, diff: bool) -> Box<dyn Reporter> {
-    let stdout = io::BufWriter::new(io::stdout().lock());
+    let stdout = io::stdout();
     if json {
         Box::new(JsonLines::new(stdout, diff))
     } else {
@@ -68,12 +67,34 @@ fn fail(e: &dyn std::error::Error, diagnostics: Option<&Diagnostics>, code: Exit
     code
 }
 
+/// Writes to stdout; a reader that has gone (`check | head -1`) ends the program quietly,
+/// with the status a shell gives a command killed by `SIGPIPE` (128 + 13).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        emit(format_args!($($arg)*))
+    };
+}
+
+fn emit(text: std::fmt::Arguments<'_>) {
+    let mut out = io::stdout().lock();
+    if let Err(e) = out.write_fmt(text).and_then(|()| out.flush()) {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            process::exit(STDOUT_CLOSED);
+        }
+        eprintln!("error: cannot write the output: {e}");
+        process::exit(ExitCode::Environment.into());
+    }
+}
+
+/// The exit status when stdout's reader has gone: 128 + `SIGPIPE`.
+const STDOUT_CLOSED: i32 = 141;
+
 fn check(tree: &std::path::Path) -> ExitCode {
     match tenet_policies::load(tree) {
         Ok(policy) => {
-            print!("{}", policy.warnings);
-            println!(
-                "{}: valid: {} promises, {} plans, {} members, {} packages",
+            say!("{}", policy.warnings);
+            say!(
+                "{}: valid: {} promises, {} plans, {} members, {} packages\n",
                 tree.display(),
                 policy.promises.len(),
                 policy.plans.len(),
@@ -83,9 +104,9 @@ fn check(tree: &std::path::Path) -> ExitCode {
             ExitCode::Success
         }
         Err(diags) => {
-            print!("{diags}");
-            println!(
-                "{}: invalid: {} errors",
+            say!("{diags}");
+            say!(
+                "{}: invalid: {} errors\n",
                 tree.display(),
                 diags.error_count()
             );
@@ -165,6 +186,9 @@ fn event(args: EventArgs) -> i32 {
 fn plan(cmd: PlanCommand) -> ExitCode {
     match cmd.run(&mut io::stdout().lock()) {
         Ok(()) => ExitCode::Success,
+        Err(ShowError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+            process::exit(STDOUT_CLOSED)
+        }
         Err(ShowError::Load(e)) => event_error(&e),
         Err(e) => fail(&e, None, e.exit_code()),
     }
@@ -185,8 +209,8 @@ fn push(args: PushArgs) -> ExitCode {
 fn watch(args: WatchArgs) -> ExitCode {
     let opts = args.options();
     let package = opts.package.clone();
-    let mut on_round = |r: &tenet_agent::ops::watch::Round| println!("{}", r.line(&package));
-    let mut on_warning = |w: &str| println!("{}", tenet_agent::escape::printable_lines(w));
+    let mut on_round = |r: &tenet_agent::ops::watch::Round| say!("{}\n", r.line(&package));
+    let mut on_warning = |w: &str| say!("{}\n", tenet_agent::escape::printable_lines(w));
     match tenet_agent::ops::watch::watch(&opts, &mut on_warning, &mut on_round) {
         Ok(_) => ExitCode::Success,
         Err(e) => event_error(&e),
@@ -201,21 +225,21 @@ fn demo(keep: bool) -> ExitCode {
             return ExitCode::Environment;
         }
     };
-    println!("Sandbox: {}", dir.path().display());
-    println!(
-        "Policy:  the shipped dce-cluster example, applied as member alpha (which holds the dce package)"
+    say!("Sandbox: {}\n", dir.path().display());
+    say!(
+        "Policy:  the shipped dce-cluster example, applied as member alpha (which holds the dce package)\n"
     );
-    println!();
-    println!("== first run: converge the sandbox ==");
+    say!("\n");
+    say!("== first run: converge the sandbox ==\n");
     let mut human = Human::new(io::stdout(), true);
     let result = tenet_agent::ops::demo::run(dir.path(), &mut human, &mut || {
-        println!();
-        println!("== second run: nothing should be left to do ==");
+        say!("\n");
+        say!("== second run: nothing should be left to do ==\n");
     });
     let code = match result {
         Ok(run) if run.first.all_ok() && run.second.all_ok() && run.second.repaired == 0 => {
-            println!();
-            println!("The member converged, and the second run changed nothing.");
+            say!("\n");
+            say!("The member converged, and the second run changed nothing.\n");
             ExitCode::Success
         }
         Ok(_) => ExitCode::PromisesFailed,
@@ -223,7 +247,7 @@ fn demo(keep: bool) -> ExitCode {
     };
     if keep {
         let kept = dir.keep();
-        println!("Kept the sandbox at {}", kept.display());
+        say!("Kept the sandbox at {}\n", kept.display());
     }
     code
 }
@@ -250,9 +274,15 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    // Colour and a timestamp only on a terminal: journald stamps each line itself.
+    let terminal = io::stderr().is_terminal();
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .try_init();
+        .with_ansi(terminal);
+    let _ = if terminal {
+        log.try_init()
+    } else {
+        log.without_time().try_init()
+    };
 }

@@ -4,7 +4,7 @@
 
 use std::fs;
 
-use crate::util::{Report, Sandbox, listing, mkdir, symlink, write};
+use crate::util::{self, Report, Sandbox, listing, mkdir, symlink, write};
 
 /// A lived-in starting tree, so "nothing changed" compares something.
 fn lived_in(sb: &Sandbox) {
@@ -761,4 +761,65 @@ fn finding_08_escapes_from_the_managed_system_are_not_printed_raw() {
         "the command's output is not shown:\n{}",
         r.stdout
     );
+}
+
+#[test]
+fn apply_for_a_member_the_policy_lacks_exits_3_and_changes_nothing() {
+    let sb = Sandbox::new();
+    sb.policy(&[
+        (
+            "cluster.toml",
+            "[cluster]\nname = \"c\"\n\n[[member]]\nname = \"alpha\"\n\n[[member]]\nname = \"beta\"\n",
+        ),
+        // Unconditional: applied to any member, which is what made the mistake silent.
+        ("p.toml", "[[file]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n"),
+    ]);
+    let r = sb.apply_outside_state(&["--fact", "member=zeta"]);
+    r.expect_code(3);
+    assert!(
+        r.stderr
+            .contains("member \"zeta\" is not in the policy's cluster (its members: alpha, beta)"),
+        "{}",
+        r.stderr
+    );
+    assert!(!sb.at("/etc/motd").exists());
+    sb.apply_outside_state(&["--fact", "member=beta"])
+        .expect_code(0);
+    assert!(sb.at("/etc/motd").exists());
+}
+
+#[test]
+fn agent_toml_errors_carry_line_and_column() {
+    let sb = Sandbox::new();
+    let config = sb.outside.join("agent.toml");
+    let cases = [
+        (
+            "member = \"a\"\nmaster = \"a:b:c\"\ntrusted_root = \"r\"\n",
+            ":2:10: master: \"a:b:c\" is not host or host:port",
+        ),
+        (
+            "member = \"a\"\nmaster = \"m\"\ntrusted_root = \"r\"\nconnect_timeout = \"5x\"\n",
+            ":4:19: connect_timeout: \"5x\" is not a duration",
+        ),
+        (
+            "member = \"a\"\nmaster = \"m\"\ntrusted_root = \"r\"\n\n[push]\nport = 0\n",
+            ":6:8: push.port: must not be 0",
+        ),
+        (
+            "member = \"a\"\nmastr = \"m\"\ntrusted_root = \"r\"\n",
+            ":2:1: unknown field `mastr`",
+        ),
+        ("member = \"a\nmaster = \"m\"\n", ":1:"),
+    ];
+    for (text, want) in cases {
+        write(&config, text.as_bytes());
+        let r = util::run([
+            std::ffi::OsStr::new("run"),
+            std::ffi::OsStr::new("--config"),
+            config.as_os_str(),
+        ]);
+        r.expect_code(3);
+        let want = format!("{}{want}", config.display());
+        assert!(r.stderr.contains(&want), "want {want}\n{}", r.stderr);
+    }
 }

@@ -798,3 +798,16 @@ fn a_journal_without_its_begin_record_counts_as_never_run() {
     again.expect_code(0);
     assert!(again.stdout.contains("replay"), "{}", again.stdout);
 }
+
+#[test]
+fn an_event_for_a_member_the_policy_lacks_exits_3_and_runs_nothing() {
+    let sb = sandbox(&takeover(SET));
+    let r = event(&sb, "package-start", "dce", &["--fact", "member=zeta"]);
+    r.expect_code(3);
+    assert!(
+        r.stderr.contains("\"zeta\"") && r.stderr.contains("alpha, beta"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(read(&sb.at("/proc/sys/kernel/hostname")), "beta\n");
+}

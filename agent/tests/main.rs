@@ -6,6 +6,7 @@ mod crash;
 mod event;
 mod idempotence;
 mod links;
+mod output;
 mod push;
 mod run;
 mod statcache;

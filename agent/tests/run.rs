@@ -336,6 +336,34 @@ fn an_unknown_configuration_field_is_refused() {
     assert!(!config.with_file_name("state").exists());
 }
 
+#[test]
+fn a_member_the_policy_lacks_is_refused_not_converged_silently() {
+    let world = World::new();
+    let policyd = Policyd::start(&world.policyd_config());
+    let addr = policyd.promote(&world.sign(1), 1);
+    // alpha's enrolled key gets past the master; the configuration names a member the
+    // policy does not have (a typo, a renamed member).
+    let config = world.member("alpha", "alpha", addr);
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        text.replace("member = \"alpha\"", "member = \"alhpa\""),
+    )
+    .unwrap();
+    let r = run_agent(&config);
+    assert_code(&r, 3);
+    assert!(
+        r.out.contains(
+            "member \"alhpa\" is not in the policy's cluster (its members: alpha, beta, gamma)"
+        ),
+        "{}",
+        r.out
+    );
+    // Not even the promises that hold for every member were applied.
+    assert_eq!(read(&config, "etc/tenet-serial"), None);
+    assert_eq!(read(&config, "etc/motd"), None);
+}
+
 /// Admits every client key: the test's stand-in servers check nothing.
 #[derive(Debug)]
 struct AdmitAll;

@@ -8,6 +8,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tenet_policies::duration::DurationError;
 use toml::value::{Date, Datetime, Offset};
 
 /// Seconds of one day.
@@ -46,12 +47,9 @@ pub enum TimeError {
         /// The datetime as written.
         text: String,
     },
-    /// Not a duration such as `90s`, `30m`, `6h` or `14d`.
-    #[error("{text:?} is not a duration such as 90s, 30m, 6h or 14d")]
-    Duration {
-        /// The text as given.
-        text: String,
-    },
+    /// Not a duration in tenet's grammar (`500ms`, `90s`, `1h30m`, `14d`).
+    #[error(transparent)]
+    Duration(#[from] DurationError),
 }
 
 impl Time {
@@ -187,28 +185,16 @@ impl<'de> Deserialize<'de> for Time {
     }
 }
 
-/// Parses a duration written as a whole number and a unit: `90s`, `30m`, `6h`, `14d`.
+/// Parses a duration in tenet's one grammar ([`tenet_policies::duration`]: `500ms`,
+/// `90s`, `1h30m`, `14d`), no longer than the latest [`Time`].
 pub fn parse_duration(text: &str) -> Result<Duration, TimeError> {
-    let bad = || TimeError::Duration {
-        text: text.to_string(),
-    };
-    let unit_at = text.len().checked_sub(1).ok_or_else(bad)?;
-    let (num, unit) = text.split_at(unit_at);
-    let scale: u64 = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => DAY,
-        _ => return Err(bad()),
-    };
-    if num.is_empty() || !num.bytes().all(|c| c.is_ascii_digit()) {
-        return Err(bad());
+    let d = tenet_policies::duration::parse_duration(text).map_err(TimeError::Duration)?;
+    if d.as_secs() > Time::MAX.0 {
+        return Err(TimeError::Duration(DurationError::TooLong {
+            text: text.to_string(),
+        }));
     }
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    n.checked_mul(scale)
-        .filter(|&s| s <= Time::MAX.0)
-        .map(Duration::from_secs)
-        .ok_or_else(bad)
+    Ok(d)
 }
 
 /// Seconds since the epoch for a civil UTC date and time, if valid and in 1970..=9999.

@@ -14,9 +14,11 @@ use std::path::PathBuf;
 pub mod cond;
 mod conflict;
 pub mod diag;
+pub mod duration;
 pub mod examples;
 pub mod facts;
 mod load;
+pub mod located;
 pub mod model;
 pub mod plan;
 mod read;
@@ -28,7 +30,7 @@ pub use diag::{Diagnostic, Diagnostics, Origin, Severity};
 pub use facts::Facts;
 pub use load::{FILES_DIR, PROMISE_TYPES, TEMP_SUFFIX, TreeFiles, is_policy_file, load, load_from};
 pub use model::Unresolved;
-pub use resolve::Resolution;
+pub use resolve::{Resolution, UnknownMember};
 
 /// A validated policy tree.
 #[derive(Debug)]

@@ -1484,18 +1484,9 @@ fn is_reserved(p: &AbsPath) -> bool {
         .is_some_and(|n| n.to_string_lossy().ends_with(TEMP_SUFFIX))
 }
 
-/// Parses `"30s"`, `"5m"`, `"1h"`, `"500ms"`.
+/// Parses a duration ([`crate::duration`]: `500ms`, `90s`, `1h30m`, `1d`).
 pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let n: u64 = s[..split].parse().ok()?;
-    match &s[split..] {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
-        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
-        _ => None,
-    }
+    crate::duration::parse_duration(s).ok()
 }
 
 fn first_line(s: &str) -> String {

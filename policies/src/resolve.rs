@@ -77,7 +77,41 @@ impl Policy {
     }
 }
 
+/// The facts name a member (`member` in `agent.toml`, `--fact member=`) that the
+/// policy's cluster does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "member {member:?} is not in the policy's cluster (its members: {})",
+    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+)]
+pub struct UnknownMember {
+    /// The name given.
+    pub member: String,
+    /// The policy's members, in declaration order.
+    pub known: Vec<String>,
+}
+
 impl Policy {
+    /// Refuses facts that name a member the policy does not have: converging only
+    /// the promises that hold for any member would look like success.
+    ///
+    /// # Errors
+    /// [`UnknownMember`] when `facts.member` is set and not a member's name.
+    pub fn check_member(&self, facts: &Facts) -> Result<(), UnknownMember> {
+        match &facts.member {
+            Some(name) if self.cluster.member(name).is_none() => Err(UnknownMember {
+                member: name.clone(),
+                known: self
+                    .cluster
+                    .members
+                    .iter()
+                    .map(|m| m.name.clone())
+                    .collect(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The member the facts describe: `facts.member`, else the one whose name or
     /// hostname is the hostname (or its first label).
     pub fn member_of(&self, facts: &Facts) -> Option<&Member> {

@@ -47,6 +47,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::ConfigError;
+use tenet_policies::located;
 
 /// Where `tenet-policyd` looks for its configuration by default.
 pub const DEFAULT_CONFIG: &str = "/etc/tenet/policyd.toml";
@@ -61,7 +62,8 @@ pub const CONTROL_SOCKET: &str = "control.sock";
 
 /// Every field of `policyd.toml`, for `tenet-policyd serve --help`.
 pub const FIELDS_HELP: &str = "\
-Configuration file (TOML; relative paths are relative to the file's directory):
+Configuration file (TOML; relative paths are relative to the file's directory; a
+DURATION/DUR is written as in policies: 500ms, 90s, 1h30m, 1d, see docs/policy.md):
 
   member = NAME              required. This member's name in the cluster config; it only
                              names the listener's certificate (CN \"tenet-member NAME\").
@@ -302,11 +304,13 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
-            source,
+            at: located::at_offset(path, text, source.span().map_or(0, |s| s.start)),
+            source: Box::new(source),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let invalid = |field: &'static str, problem: String| ConfigError::Invalid {
             path: path.to_path_buf(),
+            at: located::at_field(path, text, field),
             field,
             problem,
         };
@@ -527,21 +531,10 @@ impl Config {
     }
 }
 
-/// Parses a duration: a whole number and `ms`, `s`, `m`, `h` or `d`.
+/// Parses a duration in tenet's one grammar ([`tenet_keys::time::parse_duration`]:
+/// `500ms`, `90s`, `1h30m`, `1d`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    if let Some(ms) = text.strip_suffix("ms") {
-        if !ms.is_empty() && ms.bytes().all(|c| c.is_ascii_digit()) {
-            return ms
-                .parse::<u64>()
-                .map(Duration::from_millis)
-                .map_err(|e| format!("{text:?}: {e}"));
-        }
-        return Err(format!(
-            "{text:?} is not a duration (like 500ms, 30s, 5m, 6h, 1d)"
-        ));
-    }
-    tenet_keys::time::parse_duration(text)
-        .map_err(|_| format!("{text:?} is not a duration (like 500ms, 30s, 5m, 6h, 1d)"))
+    tenet_keys::time::parse_duration(text).map_err(|e| e.to_string())
 }
 
 fn address(

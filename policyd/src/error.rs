@@ -35,19 +35,24 @@ pub enum ConfigError {
         max: u64,
     },
     /// The file is not TOML of the expected shape (an unknown field, a wrong type).
-    #[error("the configuration {path} is malformed")]
+    #[error("{at}: the configuration is malformed")]
     Parse {
         /// The file.
         path: PathBuf,
+        /// Where in it (`file:line:col`).
+        at: tenet_policies::Origin,
         /// The TOML error, with its line and column.
         #[source]
-        source: toml::de::Error,
+        source: Box<toml::de::Error>,
     },
     /// A field has a value that cannot be used.
-    #[error("{path}: {field} {problem}")]
+    #[error("{at}: {field}: {problem}")]
     Invalid {
         /// The file.
         path: PathBuf,
+        /// Where in it (`file:line:col`): the field's value, or the file's start when
+        /// a required field is left out.
+        at: tenet_policies::Origin,
         /// The field, dotted (`limits.max_header_bytes`).
         field: &'static str,
         /// What is wrong with it.

@@ -61,9 +61,15 @@ fn init_tracing(verbose: u8, daemon: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    // Colour and a timestamp only on a terminal: journald stamps each line itself.
+    let terminal = io::stderr().is_terminal();
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .try_init();
+        .with_ansi(terminal);
+    let _ = if terminal {
+        log.try_init()
+    } else {
+        log.without_time().try_init()
+    };
 }

@@ -22,21 +22,27 @@ fn a_bad_configuration_exits_3_naming_the_problem() {
     let fx = Fixture::new();
     let path = fx.path("bad.toml");
     for (text, expected) in [
-        ("member = \"alpha\"\n", "state_dir is required"),
+        // Each names the file, line and column, then the field.
+        ("member = \"alpha\"\n", ":1:1: state_dir: is required"),
         (
             "member = \"alpha\"\nstate_dir = \"s\"\nnode_key = \"k\"\ntrusted_root = \"r\"\n[limits]\nmax_conections = 3\n",
-            "max_conections",
+            ":6:1: the configuration is malformed",
         ),
         (
             "member = \"alpha\"\nstate_dir = \"s\"\nnode_key = \"k\"\ntrusted_root = \"r\"\n[listener]\nlisten = \"localhost\"\n",
-            "listener.listen",
+            ":6:10: listener.listen: ",
+        ),
+        (
+            "member = \"alpha\"\nstate_dir = \"s\"\nnode_key = \"k\"\ntrusted_root = \"r\"\n\n[limits]\nidle_timeout = \"1h 30m\"\n",
+            ":7:16: limits.idle_timeout: \"1h 30m\" is not a duration",
         ),
     ] {
         #[expect(clippy::disallowed_methods, reason = "a starting file for the test")]
         std::fs::write(&path, text).unwrap();
         let out = run(&["serve", "--config", path.to_str().unwrap()]);
         assert_eq!(code(&out), Some(3), "{text}: {}", stderr(&out));
-        assert!(stderr(&out).contains(expected), "{}", stderr(&out));
+        let expected = format!("{}{expected}", path.display());
+        assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
     }
     // A node key that cannot be read is the configuration's fault too.
     let cfg = fx.config("");
@@ -288,4 +294,37 @@ fn a_restarted_daemon_never_serves_an_older_serial() {
     let status = daemon.promote(&two);
     assert_eq!(status.serial, Some(2));
     assert_eq!(daemon.terminate().code(), Some(0));
+}
+
+/// On a terminal (a pty made by `script` from util-linux) the daemon's logging starts
+/// without a panic and without a line about a missing `ansi` feature.
+#[test]
+fn a_terminal_gets_no_panic_or_stray_line() {
+    let fx = Fixture::new();
+    let cfg = fx.config("");
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let line = [crate::util::POLICYD, "-vv", "status", "--config"]
+        .iter()
+        .map(|s| quote(s))
+        .chain(std::iter::once(quote(cfg.to_str().unwrap())))
+        .collect::<Vec<_>>()
+        .join(" ");
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "runs script(1), which runs the daemon"
+    )]
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script(1) from util-linux");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    // No daemon runs: status exits 1 saying so, as off a terminal.
+    assert_eq!(code(&out), Some(1), "{tty}");
+    assert!(tty.contains("is it running?"), "{tty}");
+    assert!(
+        !tty.contains("panicked") && !tty.contains("crate feature"),
+        "{tty}"
+    );
 }

@@ -52,6 +52,9 @@ pub enum ApplyError {
         /// Every problem found.
         diagnostics: Diagnostics,
     },
+    /// The facts name a member the policy does not have; nothing was changed.
+    #[error(transparent)]
+    UnknownMember(#[from] tenet_policies::UnknownMember),
     /// A `--fact` override is malformed.
     #[error("bad --fact")]
     Fact(#[from] FactError),
@@ -73,7 +76,7 @@ impl ApplyError {
     /// The exit code this error ends `apply` with.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Self::InvalidPolicy { .. } => ExitCode::InvalidPolicy,
+            Self::InvalidPolicy { .. } | Self::UnknownMember(_) => ExitCode::InvalidPolicy,
             Self::Fact(_) => ExitCode::Usage,
             Self::Lock(LockError::Held { .. }) => ExitCode::Locked,
             _ => ExitCode::Environment,
@@ -126,6 +129,7 @@ pub(crate) fn converge_tree(
     })?;
     let mut facts = crate::facts::gather();
     crate::facts::apply_overrides(&mut facts, &opts.facts)?;
+    policy.check_member(&facts)?;
     let state_dir = opts
         .state_dir
         .clone()

@@ -268,7 +268,8 @@ impl RunError {
     /// The exit code of a run that did not converge.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Config(_) | Self::Apply(ApplyError::InvalidPolicy { .. }) => {
+            Self::Config(_)
+            | Self::Apply(ApplyError::InvalidPolicy { .. } | ApplyError::UnknownMember(_)) => {
                 ExitCode::InvalidPolicy
             }
             Self::Lock(LockError::Held { .. }) => ExitCode::Locked,

@@ -44,6 +44,9 @@ pub struct Scope {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EventError {
+    /// The facts name a member the policy does not have; nothing was run.
+    #[error(transparent)]
+    UnknownMember(#[from] tenet_policies::UnknownMember),
     /// A `--fact` override is malformed.
     #[error("bad --fact")]
     Fact(#[from] FactError),
@@ -138,9 +141,10 @@ impl EventError {
                 ExitCode::Usage
             }
             Self::Interrupted { .. } => ExitCode::Interrupted,
-            Self::PlansChanged { .. } | Self::Config(_) | Self::InvalidPolicy { .. } => {
-                ExitCode::InvalidPolicy
-            }
+            Self::PlansChanged { .. }
+            | Self::Config(_)
+            | Self::InvalidPolicy { .. }
+            | Self::UnknownMember(_) => ExitCode::InvalidPolicy,
             Self::Cache(e) => e.exit_code(),
             Self::Lock(LockError::Held { .. }) => ExitCode::Locked,
             _ => ExitCode::Environment,
@@ -291,6 +295,7 @@ pub(crate) fn load(
     if let Some(m) = member {
         facts.member = Some(m.to_string());
     }
+    policy.check_member(&facts)?;
     Ok(Loaded {
         policy,
         facts,
