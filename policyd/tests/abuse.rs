@@ -415,7 +415,10 @@ async fn finding_04_a_member_that_never_reads_cannot_grow_policyd_past_its_bound
         if metric(&text, "tenet_policyd_connections_open{socket=\"serving\"}") == 0 {
             break;
         }
-        assert!(start.elapsed() < DEADLINE, "held connections never closed:\n{text}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "held connections never closed:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (status, _) = beta.get(serving, "/v1/timestamp").await.unwrap();
