@@ -378,7 +378,7 @@ impl Metrics {
             &mut out,
             "tenet_policyd_member_last_fetch_seconds",
             "gauge",
-            "Unix time of each enrolled member's last timestamp fetch from this member (0: none since start-up or promotion).",
+            "Unix time of each enrolled member's last timestamp fetch from this member (0: none since start-up).",
         );
         let fetched = lock(&self.0.last_fetch);
         let mut members: Vec<&MemberEntry> = gauges.members.iter().collect();
