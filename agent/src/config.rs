@@ -9,6 +9,10 @@
 //! root = "/"                                   # default
 //! connect_timeout = "5s"                       # default
 //!
+//! [expiry_warning]                             # `run` warns this long before expiry
+//! root = "7d"                                  # the trusted root; default 7d
+//! manifest = "2d"                              # the bundle's manifest; default 2d
+//!
 //! [push]                                       # only for `tenet-agent push`
 //! key = "/etc/tenet/admin.key"                 # the administrator's key (else --key)
 //! port = 8740                                  # members' listener port; default 8740
@@ -32,6 +36,11 @@ pub const DEFAULT_STATE: &str = "/var/lib/tenet";
 /// How long a connection to the master may take when not configured.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long before the trusted root expires `run` warns, when not configured.
+pub const DEFAULT_ROOT_EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86_400);
+/// How long before the bundle's manifest expires `run` warns, when not configured.
+pub const DEFAULT_MANIFEST_EXPIRY_WARNING: Duration = Duration::from_secs(2 * 86_400);
+
 /// A validated configuration, every path absolute or relative to the working directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -53,6 +62,18 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// `[push]`: how `tenet-agent push` reaches members.
     pub push: PushConfig,
+    /// `[expiry_warning]`: how early `run` warns of an expiry.
+    pub expiry_warning: ExpiryWarning,
+}
+
+/// `[expiry_warning]`: a run whose root or manifest in force expires within this
+/// long warns (`expiring` in `last-run.json`); 0 turns the warning off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiryWarning {
+    /// Before the trusted root expires.
+    pub root: Duration,
+    /// Before the bundle's manifest expires.
+    pub manifest: Duration,
 }
 
 /// `[push]`.
@@ -106,6 +127,15 @@ struct File {
     connect_timeout: Option<String>,
     #[serde(default)]
     push: PushFile,
+    #[serde(default)]
+    expiry_warning: ExpiryWarningFile,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpiryWarningFile {
+    root: Option<String>,
+    manifest: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -196,8 +226,27 @@ impl Config {
             port: push_port,
             addresses: f.push.addresses,
         };
+        let warn_within =
+            |text: Option<String>, default: Duration, field: &'static str| match text {
+                None => Ok(default),
+                Some(t) => tenet_keys::time::parse_duration(&t)
+                    .map_err(|e| (field, format!("{field}: {e}"))),
+            };
+        let expiry_warning = ExpiryWarning {
+            root: warn_within(
+                f.expiry_warning.root,
+                DEFAULT_ROOT_EXPIRY_WARNING,
+                "expiry_warning.root",
+            )?,
+            manifest: warn_within(
+                f.expiry_warning.manifest,
+                DEFAULT_MANIFEST_EXPIRY_WARNING,
+                "expiry_warning.manifest",
+            )?,
+        };
         Ok(Config {
             push,
+            expiry_warning,
             member: f.member,
             host,
             port,
@@ -284,6 +333,37 @@ mod tests {
         assert_eq!(c.trusted_root, PathBuf::from("/etc/tenet/root.toml"));
         assert_eq!(c.root, PathBuf::from("/"));
         assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(
+            c.expiry_warning,
+            ExpiryWarning {
+                root: DEFAULT_ROOT_EXPIRY_WARNING,
+                manifest: DEFAULT_MANIFEST_EXPIRY_WARNING,
+            }
+        );
+    }
+
+    #[test]
+    fn expiry_warning_thresholds() {
+        let ok = "member = \"a\"\nmaster = \"m\"\ntrusted_root = \"r\"\n";
+        let c = Config::parse(
+            &format!("{ok}[expiry_warning]\nroot = \"30d\"\nmanifest = \"0s\"\n"),
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(c.expiry_warning.root, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.expiry_warning.manifest, Duration::ZERO);
+        let e = Config::parse(
+            &format!("{ok}[expiry_warning]\nroot = \"soon\"\n"),
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(e.contains("expiry_warning.root"), "{e}");
+        let e = Config::parse(
+            &format!("{ok}[expiry_warning]\nbundle = \"2d\"\n"),
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(e.contains("unknown field `bundle`"), "{e}");
     }
 
     #[test]

@@ -1760,3 +1760,98 @@ fn finding_05_a_serial_committed_while_a_run_synced_is_not_rolled_back() {
     assert!(text.contains("changed while this run"), "{text}");
     drop(master);
 }
+
+/// The `expiring` entries of `last-run.json`, as `document` names.
+fn expiring_documents(config: &Path) -> Vec<String> {
+    last_run(config)["expiring"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["document"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A run from a master serving a root that expires in 3 days and a bundle that expires
+/// in a day warns of both (default thresholds: 7 days, 2 days) in its output and in
+/// `last-run.json`, and still exits 0; with `[expiry_warning]` thresholds shorter than
+/// what is left, it does not. policyd's `/metrics` shows the same expiries, and the
+/// member's last timestamp fetch, labelled by name, for the inventory's members only.
+#[test]
+fn a_run_warns_before_its_root_or_bundle_expires_and_policyd_shows_both() {
+    let world = World::with_root_expiry(Duration::from_secs(3 * 86_400));
+    let bundle = world.sign_tree(&world.tree(1), 1, Duration::from_secs(86_400));
+    let policyd = Policyd::start(&world.policyd_config());
+    let addr = policyd.promote(&bundle, 1);
+    let config = world.member("beta", "beta", addr);
+
+    let text = metrics_of(&policyd);
+    let manifest =
+        tenet_keys::Manifest::parse(&fs::read(bundle.join("manifest.toml")).unwrap()).unwrap();
+    assert_eq!(
+        metric(&text, "tenet_policyd_manifest_expiry_seconds"),
+        manifest.expires.unix(),
+        "{text}"
+    );
+    let root = world.fixture.trusted_root();
+    assert_eq!(
+        metric(&text, "tenet_policyd_root_expiry_seconds"),
+        root.root().expires.unix(),
+        "{text}"
+    );
+    for name in ["alpha", "beta", "gamma"] {
+        let series = format!("tenet_policyd_member_last_fetch_seconds{{member=\"{name}\"}}");
+        assert!(text.lines().any(|l| l == format!("{series} 0")), "{text}");
+    }
+
+    let before = now().unix();
+    let r = run_agent(&config);
+    let after = now().unix();
+    assert_code(&r, 0);
+    assert!(
+        r.out
+            .contains("EXPIRING SOON: the trusted root (version 1) expires at"),
+        "{}",
+        r.out
+    );
+    assert!(
+        r.out
+            .contains("EXPIRING SOON: the bundle in force (manifest serial 1) expires at"),
+        "{}",
+        r.out
+    );
+    assert_eq!(expiring_documents(&config), ["root", "manifest"]);
+    let run = last_run(&config);
+    assert_eq!(run["expiring"][1]["expires"], manifest.expires.unix());
+    assert_eq!(run["exit_code"], 0);
+
+    let text = metrics_of(&policyd);
+    let fetched = metric(
+        &text,
+        "tenet_policyd_member_last_fetch_seconds{member=\"beta\"}",
+    );
+    assert!(
+        (before..=after).contains(&fetched),
+        "{before}..{after}: {text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "tenet_policyd_member_last_fetch_seconds{member=\"alpha\"}"
+        ),
+        0
+    );
+    let members = text
+        .lines()
+        .filter(|l| l.starts_with("tenet_policyd_member_last_fetch_seconds{"))
+        .count();
+    assert_eq!(members, 3, "{text}");
+
+    // Thresholds shorter than what is left: no warning.
+    let mut toml = fs::read_to_string(&config).unwrap();
+    toml.push_str("\n[expiry_warning]\nroot = \"2d\"\nmanifest = \"12h\"\n");
+    fs::write(&config, toml).unwrap();
+    let r = run_agent(&config);
+    assert_code(&r, 0);
+    assert!(!r.out.contains("EXPIRING SOON"), "{}", r.out);
+    assert!(expiring_documents(&config).is_empty());
+}

@@ -340,6 +340,15 @@ fn metrics_response(shared: &Shared, req: &Request<Incoming>) -> Response<Full<B
         serving: snapshot.as_ref().map(|s| s.bundle.serial()),
         timestamp_version: snapshot.as_ref().map_or(0, |s| s.timestamp.version),
         timestamp_expires: snapshot.as_ref().map_or(0, |s| s.timestamp.expires.unix()),
+        manifest_expires: snapshot
+            .as_ref()
+            .map_or(0, |s| s.bundle.manifest().expires.unix()),
+        root_expires: snapshot
+            .as_ref()
+            .map_or(0, |s| s.bundle.state().root().root().expires.unix()),
+        members: snapshot
+            .as_ref()
+            .map_or(&[][..], |s| &s.bundle.manifest().members),
     };
     let mut r = Response::new(Full::new(Bytes::from(shared.metrics.render(&gauges))));
     r.headers_mut().insert(

@@ -2,12 +2,16 @@
 //! (version 0.0.4) for `GET /metrics` on the metrics endpoint.
 //!
 //! Label values come from closed sets (the route table, the two TLS sockets, the
-//! refusal reasons), never from request text, so a client cannot grow the label space.
+//! refusal reasons, a pushed run's exit codes) or from the served manifest's inventory
+//! (member names), never from request text, so a client cannot grow the label space.
+//! `docs/metrics.md` lists every metric.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use tenet_keys::{KeyId, MemberEntry};
 
 /// The two TLS sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -78,11 +82,41 @@ struct Inner {
     handshaking_serving: AtomicU64,
     blob_reads: AtomicU64,
     bundles_refused: AtomicU64,
+    runs_accepted: AtomicU64,
+    runs_refused: Mutex<BTreeMap<&'static str, u64>>,
+    runs_finished: Mutex<BTreeMap<RunEnd, u64>>,
+    /// Unix time of each member's last timestamp fetch, by key id; only enrolled
+    /// members' keys are ever entered, and keys no longer enrolled are dropped.
+    last_fetch: Mutex<HashMap<KeyId, u64>>,
+}
+
+/// How a pushed run's agent ended: the `code` label of `tenet_policyd_runs_finished_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum RunEnd {
+    /// It exited with this code (0–255).
+    Exit(u8),
+    /// A signal ended it (the run timeout's kill included).
+    Signal,
+}
+
+impl RunEnd {
+    /// From the exit status's code: `None` when a signal ended the process.
+    pub(crate) fn from_code(code: Option<i32>) -> RunEnd {
+        code.and_then(|c| u8::try_from(c).ok())
+            .map_or(RunEnd::Signal, RunEnd::Exit)
+    }
+
+    fn label(self) -> String {
+        match self {
+            RunEnd::Exit(c) => c.to_string(),
+            RunEnd::Signal => "signal".to_string(),
+        }
+    }
 }
 
 /// Values read from the daemon's state when rendering.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Gauges {
+pub(crate) struct Gauges<'a> {
     /// The served manifest's serial; `None` while only listening. (A serial rather than
     /// [`crate::promotion::State`], so that counting does not depend on promotion.)
     pub(crate) serving: Option<u64>,
@@ -90,6 +124,12 @@ pub(crate) struct Gauges {
     pub(crate) timestamp_version: u64,
     /// The served timestamp's expiry, unix seconds (0 when not serving).
     pub(crate) timestamp_expires: u64,
+    /// The served manifest's expiry, unix seconds (0 when not serving).
+    pub(crate) manifest_expires: u64,
+    /// The served bundle's newest root's expiry, unix seconds (0 when not serving).
+    pub(crate) root_expires: u64,
+    /// The served manifest's inventory (empty when not serving): whose last fetch is shown.
+    pub(crate) members: &'a [MemberEntry],
 }
 
 impl Metrics {
@@ -113,6 +153,36 @@ impl Metrics {
     /// Counts a bundle refused at promotion or pick-up.
     pub(crate) fn bundle_refused(&self) {
         self.0.bundles_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a run request that passed every check (a second one attached to the run
+    /// in progress included).
+    pub(crate) fn run_accepted(&self) {
+        self.0.runs_accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a refused run request; `reason` is the `reason` of its `refused` line.
+    pub(crate) fn run_refused(&self, reason: &'static str) {
+        *lock(&self.0.runs_refused).entry(reason).or_default() += 1;
+    }
+
+    /// Counts a pushed run's agent that ended.
+    pub(crate) fn run_finished(&self, end: RunEnd) {
+        *lock(&self.0.runs_finished).entry(end).or_default() += 1;
+    }
+
+    /// Records that `member`, an enrolled member of `enrolled`, fetched the timestamp
+    /// at `now` (unix seconds). Keys no longer enrolled are dropped, so the map never
+    /// holds more than the inventory.
+    pub(crate) fn timestamp_fetched(&self, member: KeyId, enrolled: &HashSet<KeyId>, now: u64) {
+        if !enrolled.contains(&member) {
+            return;
+        }
+        let mut map = lock(&self.0.last_fetch);
+        map.insert(member, now);
+        if map.len() > enrolled.len() {
+            map.retain(|k, _| enrolled.contains(k));
+        }
     }
 
     /// Marks a connection open until the guard drops.
@@ -144,8 +214,19 @@ impl Metrics {
     }
 
     /// The exposition text.
-    pub(crate) fn render(&self, gauges: &Gauges) -> String {
+    pub(crate) fn render(&self, gauges: &Gauges<'_>) -> String {
         let mut out = String::new();
+        header(
+            &mut out,
+            "tenet_policyd_build_info",
+            "gauge",
+            "Always 1; the version of tenet-policyd running.",
+        );
+        let _ = writeln!(
+            out,
+            "tenet_policyd_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
         header(
             &mut out,
             "tenet_policyd_requests_total",
@@ -234,6 +315,24 @@ impl Metrics {
                 gauges.timestamp_expires,
             ),
             (
+                "tenet_policyd_manifest_expiry_seconds",
+                "gauge",
+                "Expiry of the manifest served, unix seconds (0 when not serving).",
+                gauges.manifest_expires,
+            ),
+            (
+                "tenet_policyd_root_expiry_seconds",
+                "gauge",
+                "Expiry of the newest root of the bundle served, unix seconds (0 when not serving).",
+                gauges.root_expires,
+            ),
+            (
+                "tenet_policyd_runs_accepted_total",
+                "counter",
+                "Pushed-run requests accepted (attached to a run in progress included).",
+                self.0.runs_accepted.load(Ordering::Relaxed),
+            ),
+            (
                 "tenet_policyd_blob_reads_total",
                 "counter",
                 "Blobs read from the bundle's blob store.",
@@ -249,6 +348,48 @@ impl Metrics {
         for (name, kind, help, value) in single {
             header(&mut out, name, kind, help);
             let _ = writeln!(out, "{name} {value}");
+        }
+        header(
+            &mut out,
+            "tenet_policyd_runs_refused_total",
+            "counter",
+            "Pushed-run requests refused, by the reason of their refused line.",
+        );
+        for (reason, n) in lock(&self.0.runs_refused).iter() {
+            let _ = writeln!(
+                out,
+                "tenet_policyd_runs_refused_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
+            "tenet_policyd_runs_finished_total",
+            "counter",
+            "Pushed runs whose agent ended, by exit code (\"signal\" when killed).",
+        );
+        for (end, n) in lock(&self.0.runs_finished).iter() {
+            let _ = writeln!(
+                out,
+                "tenet_policyd_runs_finished_total{{code=\"{}\"}} {n}",
+                end.label()
+            );
+        }
+        header(
+            &mut out,
+            "tenet_policyd_member_last_fetch_seconds",
+            "gauge",
+            "Unix time of each enrolled member's last timestamp fetch from this member (0: none since start-up).",
+        );
+        let fetched = lock(&self.0.last_fetch);
+        let mut members: Vec<&MemberEntry> = gauges.members.iter().collect();
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        for m in members {
+            let at = fetched.get(&m.keyid).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "tenet_policyd_member_last_fetch_seconds{{member=\"{}\"}} {at}",
+                escape_label(&m.name)
+            );
         }
         out
     }
@@ -274,6 +415,21 @@ impl Drop for OpenConnection {
             .gauge(self.site)
             .fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// A label value as the exposition format quotes it (member names are already plain
+/// names; this keeps the text well-formed whatever a manifest says).
+fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -302,6 +458,9 @@ mod tests {
             serving: Some(7),
             timestamp_version: 1_795_298_400,
             timestamp_expires: 1_795_320_000,
+            manifest_expires: 1_795_900_000,
+            root_expires: 1_826_834_400,
+            members: &[],
         });
         for line in [
             "tenet_policyd_requests_total{socket=\"serve\",route=\"blob\",status=\"200\"} 2",
@@ -311,6 +470,8 @@ mod tests {
             "tenet_policyd_serving_serial 7",
             "tenet_policyd_promoted 1",
             "tenet_policyd_timestamp_version 1795298400",
+            "tenet_policyd_manifest_expiry_seconds 1795900000",
+            "tenet_policyd_root_expiry_seconds 1826834400",
             "# TYPE tenet_policyd_requests_total counter",
         ] {
             assert!(

@@ -237,7 +237,16 @@ async fn answer(
         }
         .map(whole),
         Auth::Member => match member_snapshot(shared, peer) {
-            Ok(snapshot) => bundle_route(shared, &snapshot, route).await,
+            Ok(snapshot) => {
+                if route == Route::Timestamp {
+                    shared.metrics.timestamp_fetched(
+                        peer,
+                        snapshot.bundle.members(),
+                        crate::promotion::now().unix(),
+                    );
+                }
+                bundle_route(shared, &snapshot, route).await
+            }
             Err((status, message)) => text(status, message).map(whole),
         },
     }

@@ -68,6 +68,7 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
 use crate::body::Body;
+use crate::metrics::{Metrics, RunEnd};
 use crate::shared::Shared;
 use crate::shared::runs::Current;
 
@@ -101,12 +102,18 @@ pub(crate) async fn handle(
         Ok(r) => r,
         Err(message) => {
             warn!(%message, "cannot read the trusted root for a run request");
-            return refused(StatusCode::SERVICE_UNAVAILABLE, "no_root", &message);
+            return refused(
+                &shared.metrics,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_root",
+                &message,
+            );
         }
     };
     if !root.has_role_key(Role::Admin, &peer) {
         info!(%peer, root_version = root.version, "run request from a key that is not an admin key");
         return refused(
+            &shared.metrics,
             StatusCode::FORBIDDEN,
             "not_admin_peer",
             &format!(
@@ -123,13 +130,16 @@ pub(crate) async fn handle(
     let bytes = match read_body(shared, req.into_body()).await {
         Ok(b) => b,
         Err(BodyProblem::TooLarge(size)) => {
-            return refusal(&RunRequestError::TooLarge {
-                size,
-                max: MAX_RUNREQ_BYTES,
-            });
+            return refusal(
+                &shared.metrics,
+                &RunRequestError::TooLarge {
+                    size,
+                    max: MAX_RUNREQ_BYTES,
+                },
+            );
         }
         Err(BodyProblem::Failed(message)) => {
-            return refused(StatusCode::BAD_REQUEST, "body", &message);
+            return refused(&shared.metrics, StatusCode::BAD_REQUEST, "body", &message);
         }
     };
     let shared2 = shared.clone();
@@ -142,14 +152,20 @@ pub(crate) async fn handle(
         Ok(Ok(a)) => a,
         Ok(Err(Refusal::Request(e))) => {
             info!(%peer, reason = e.code(), error = %e, "run request refused");
-            return refusal(&e);
+            return refusal(&shared.metrics, &e);
         }
         Ok(Err(Refusal::Cache(message))) => {
             warn!(%message, "run request refused: the replay cache is unusable");
-            return refused(StatusCode::SERVICE_UNAVAILABLE, "replay_cache", &message);
+            return refused(
+                &shared.metrics,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "replay_cache",
+                &message,
+            );
         }
         Err(e) => {
             return refused(
+                &shared.metrics,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 &format!("checking the request failed: {e}"),
@@ -163,6 +179,7 @@ pub(crate) async fn handle(
         classes = ?accepted.request.classes,
         "run request accepted"
     );
+    shared.metrics.run_accepted();
     start_or_attach(shared, peer, accepted)
 }
 
@@ -291,7 +308,12 @@ fn start_or_attach(shared: &Arc<Shared>, signer: KeyId, accepted: Accepted) -> R
             drop(current);
             let message = format!("cannot start {}: {e}", shared.config.run.agent.display());
             warn!(%message, "pushed run not started");
-            return refused(StatusCode::INTERNAL_SERVER_ERROR, "spawn", &message);
+            return refused(
+                &shared.metrics,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "spawn",
+                &message,
+            );
         }
     };
     let pid = child.id();
@@ -322,6 +344,7 @@ fn start_or_attach(shared: &Arc<Shared>, signer: KeyId, accepted: Accepted) -> R
     let broadcast_for_thread = lines;
     std::thread::spawn(move || {
         let end = supervise(
+            &shared_for_thread.metrics,
             child,
             stdout,
             stderr,
@@ -381,6 +404,7 @@ fn spawn_agent(shared: &Shared, accepted: &Accepted) -> std::io::Result<Child> {
 
 /// Reads the agent's lines until it exits or the timeout kills it; returns the `end` line.
 fn supervise(
+    metrics: &Metrics,
     mut child: Child,
     stdout: Option<std::process::ChildStdout>,
     stderr: Option<std::process::ChildStderr>,
@@ -456,6 +480,7 @@ fn supervise(
         Ok(s) => (s.code(), s.signal()),
         Err(_) => (None, None),
     };
+    metrics.run_finished(RunEnd::from_code(code));
     line(&json!({
         "type": "end",
         "pid": pid,
@@ -675,7 +700,7 @@ fn streaming(rx: mpsc::Receiver<Bytes>) -> Response<Body> {
     r
 }
 
-fn refusal(e: &RunRequestError) -> Response<Body> {
+fn refusal(metrics: &Metrics, e: &RunRequestError) -> Response<Body> {
     let status = match e {
         RunRequestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         RunRequestError::Malformed { .. }
@@ -686,10 +711,17 @@ fn refusal(e: &RunRequestError) -> Response<Body> {
         }
         _ => StatusCode::FORBIDDEN,
     };
-    refused(status, e.code(), &tenet_keys::error_chain(e))
+    refused(metrics, status, e.code(), &tenet_keys::error_chain(e))
 }
 
-fn refused(status: StatusCode, reason: &str, message: &str) -> Response<Body> {
+/// A `refused` line, counted in `tenet_policyd_runs_refused_total` under `reason`.
+fn refused(
+    metrics: &Metrics,
+    status: StatusCode,
+    reason: &'static str,
+    message: &str,
+) -> Response<Body> {
+    metrics.run_refused(reason);
     let body = line(&json!({"type": "refused", "reason": reason, "message": message}));
     let mut r = Response::new(Body::new(http_body_util::Full::new(body)));
     *r.status_mut() = status;

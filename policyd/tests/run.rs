@@ -112,7 +112,7 @@ listen = "127.0.0.1:0"
 listen = "127.0.0.1:0"
 
 [metrics]
-listen = "off"
+listen = "127.0.0.1:0"
 
 [run]
 agent = "AGENT"
@@ -221,6 +221,60 @@ fn an_accepted_request_streams_the_run_and_its_nonce_is_never_accepted_again() {
     w.daemon = Daemon::start(&w.daemon.config);
     let replay = w.post(&w.alice, &signed);
     w.refused(replay, StatusCode::FORBIDDEN, "replayed");
+}
+
+/// The value of one series in `/metrics` (`None` when absent).
+fn metric(w: &World, series: &str) -> Option<u64> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let text = rt.block_on(w.daemon.metrics());
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Pushed runs are counted on `/metrics`: accepted, refused by the reason on the wire,
+/// finished by the agent's exit code.
+#[test]
+fn pushed_runs_are_counted_accepted_refused_by_reason_and_finished_by_exit_code() {
+    let w = World::with_agent("/bin/false");
+    assert_eq!(metric(&w, "tenet_policyd_runs_accepted_total"), Some(0));
+    let signed = runreq::sign(&w.request("alpha", &[]), &w.alice).unwrap();
+    let (status, lines) = w.post(&w.alice, &signed);
+    assert_eq!(status, StatusCode::OK, "{lines:?}");
+    assert_eq!(lines.last().unwrap()["exit_code"], 1, "{lines:?}");
+    for _ in 0..2 {
+        w.refused(w.post(&w.alice, &signed), StatusCode::FORBIDDEN, "replayed");
+    }
+    let mut r = w.request("alpha", &[]);
+    r.issued = Time::from_unix(now().unix() - 600).unwrap();
+    r.expires = Time::from_unix(now().unix() - 300).unwrap();
+    let expired = runreq::sign(&r, &w.alice).unwrap();
+    w.refused(w.post(&w.alice, &expired), StatusCode::FORBIDDEN, "expired");
+
+    assert_eq!(metric(&w, "tenet_policyd_runs_accepted_total"), Some(1));
+    assert_eq!(
+        metric(&w, "tenet_policyd_runs_refused_total{reason=\"replayed\"}"),
+        Some(2)
+    );
+    assert_eq!(
+        metric(&w, "tenet_policyd_runs_refused_total{reason=\"expired\"}"),
+        Some(1)
+    );
+    assert_eq!(
+        metric(&w, "tenet_policyd_runs_finished_total{code=\"1\"}"),
+        Some(1)
+    );
+    assert_eq!(
+        metric(&w, "tenet_policyd_runs_finished_total{code=\"0\"}"),
+        None
+    );
+    let version = format!(
+        "tenet_policyd_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(metric(&w, &version), Some(1));
 }
 
 #[test]

@@ -21,6 +21,11 @@
 //! [`RunReport::degraded`] ([`Degraded`]: master unreachable, bundle expired, no fresh
 //! timestamp for longer than its lifetime), and the exit code says so too unless the
 //! caller asked for `--degraded-ok`.
+//!
+//! A run whose trusted root or manifest in force expires within the configured
+//! threshold (`agent.toml` `[expiry_warning]`, 7 days for the root and 2 days for the
+//! manifest by default) warns, and lists it in [`RunReport::expiring`] (`expiring` in
+//! `last-run.json`); the exit code is not changed by it.
 
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
@@ -90,6 +95,85 @@ pub struct RunReport {
     pub trust_refused: Option<String>,
     /// Why the bundle converged to may not be the master's latest (empty when it is).
     pub degraded: Vec<Degraded>,
+    /// The root or manifest in force, when it expires within its `[expiry_warning]`
+    /// threshold (not yet expired: that is [`Degraded::Expired`]).
+    pub expiring: Vec<Expiring>,
+}
+
+/// A document in force that expires soon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiring {
+    /// Which one.
+    pub document: ExpiringDocument,
+    /// The root's version or the manifest's serial.
+    pub version: u64,
+    /// When it expires.
+    pub expires: Time,
+    /// Seconds left until then.
+    pub left: u64,
+}
+
+/// Which document of an [`Expiring`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiringDocument {
+    /// The trusted root.
+    Root,
+    /// The bundle's manifest.
+    Manifest,
+}
+
+impl Expiring {
+    /// `root` or `manifest`, as in `last-run.json`.
+    pub fn what(&self) -> &'static str {
+        match self.document {
+            ExpiringDocument::Root => "root",
+            ExpiringDocument::Manifest => "manifest",
+        }
+    }
+
+    /// `document` in force if it expires after `now` but within `within` (0: never).
+    fn check(
+        document: ExpiringDocument,
+        version: u64,
+        expires: Time,
+        now: Time,
+        within: std::time::Duration,
+    ) -> Option<Expiring> {
+        let left = expires.unix().checked_sub(now.unix())?;
+        (left > 0 && left <= within.as_secs()).then_some(Expiring {
+            document,
+            version,
+            expires,
+            left,
+        })
+    }
+}
+
+impl std::fmt::Display for Expiring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (days, hours, minutes) = (
+            self.left / 86_400,
+            self.left % 86_400 / 3600,
+            self.left % 3600 / 60,
+        );
+        let left = if days > 0 {
+            format!("{days}d {hours}h")
+        } else {
+            format!("{hours}h {minutes}m")
+        };
+        match self.document {
+            ExpiringDocument::Root => write!(
+                f,
+                "the trusted root (version {}) expires at {}, in {left}; sign and publish a new root before then",
+                self.version, self.expires
+            ),
+            ExpiringDocument::Manifest => write!(
+                f,
+                "the bundle in force (manifest serial {}) expires at {}, in {left}; publish a new bundle before then",
+                self.version, self.expires
+            ),
+        }
+    }
 }
 
 /// Why a run that converged did so from a bundle that may not be the master's latest.
@@ -294,7 +378,9 @@ impl RunError {
 /// `ended`, `exit_code`, `serial`, `error` (a trust refusal, or why the run failed) and
 /// `degraded` (`[{"reason": "master_unreachable" | "bundle_expired" |
 /// "timestamp_stale", "exit_code": 10 | 11 | 12, "message": ...}]`, empty when the
-/// bundle enforced is the master's latest, current and fresh).
+/// bundle enforced is the master's latest, current and fresh) and `expiring`
+/// (`[{"document": "root" | "manifest", "version": N, "expires": unix seconds,
+/// "message": ...}]`, what in force expires within its `[expiry_warning]` threshold).
 fn record_last_run(
     state_dir: &Path,
     started: u64,
@@ -327,6 +413,21 @@ fn record_last_run(
             .collect(),
         Err(_) => Vec::new(),
     };
+    let expiring: Vec<serde_json::Value> = match result {
+        Ok(r) => r
+            .expiring
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "document": e.what(),
+                    "version": e.version,
+                    "expires": e.expires.unix(),
+                    "message": e.to_string(),
+                })
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
     if let Some(o) = v.as_object_mut() {
         o.insert("type".into(), "summary".into());
         o.insert("pid".into(), std::process::id().into());
@@ -339,6 +440,7 @@ fn record_last_run(
         o.insert("serial".into(), serial.into());
         o.insert("error".into(), error.into());
         o.insert("degraded".into(), degraded.into());
+        o.insert("expiring".into(), expiring.into());
     }
     let mut text = v.to_string();
     text.push('\n');
@@ -502,8 +604,12 @@ fn run_locked(
         degraded.push(stale);
     }
     let mut trust_refused = None;
+    // The root in force once the offer is taken (or not).
+    let root_of = |s: &TrustState| (s.root().root().version, s.root().root().expires);
+    let mut root = root_of(&state);
     let (files, manifest, serial) = match synced {
         Ok(Synced::Fetched(bundle)) => {
+            root = root_of(bundle.state());
             let serial = bundle.manifest().serial;
             let manifest = bundle.manifest().clone();
             if opts.mode == Mode::DryRun {
@@ -529,6 +635,7 @@ fn run_locked(
             }
         }
         Ok(Synced::Current { state: s, .. }) => {
+            root = root_of(&s);
             if opts.mode == Mode::Apply && *s != state {
                 cache
                     .persist(&s)
@@ -569,6 +676,29 @@ fn run_locked(
         serial,
         "bundle in force"
     );
+    let within = config.expiry_warning;
+    let expiring: Vec<Expiring> = [
+        Expiring::check(
+            ExpiringDocument::Root,
+            root.0,
+            root.1,
+            clock.now(),
+            within.root,
+        ),
+        Expiring::check(
+            ExpiringDocument::Manifest,
+            manifest.serial,
+            manifest.expires,
+            clock.now(),
+            within.manifest,
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for e in &expiring {
+        reporter.warning(&format!("EXPIRING SOON: {e}"));
+    }
     let facts = member_facts(&config.member, &manifest, serial, &opts.classes, reporter);
     let apply_opts = ApplyOptions {
         tree: files.tree(),
@@ -587,6 +717,7 @@ fn run_locked(
         serial,
         trust_refused,
         degraded,
+        expiring,
     })
 }
 
@@ -613,6 +744,7 @@ mod tests {
                 serial: 1,
                 trust_refused: trust.then(|| "refused".to_string()),
                 degraded,
+                expiring: Vec::new(),
             })
         };
         let unreachable = || Degraded::Unreachable("gone".to_string());
