@@ -21,7 +21,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tenet_keys::fsio::Overwrite;
 use tenet_keys::key::Role;
@@ -474,7 +474,4 @@ fn serving_acceptor(
     Ok(Arc::new(config))
 }
 
-/// The daemon's one reading of the clock.
-pub(crate) fn now() -> Time {
-    Time::from_system(SystemTime::now())
-}
+pub(crate) use crate::shared::now;

@@ -242,7 +242,7 @@ async fn answer(
                     shared.metrics.timestamp_fetched(
                         peer,
                         snapshot.bundle.members(),
-                        crate::promotion::now().unix(),
+                        crate::shared::now().unix(),
                     );
                 }
                 bundle_route(shared, &snapshot, route).await

@@ -61,3 +61,8 @@ pub(crate) struct Shared {
     /// The pushed run in progress and the replay cache (behind its lock).
     pub(crate) runs: Runs,
 }
+
+/// The daemon's one reading of the clock.
+pub(crate) fn now() -> tenet_keys::Time {
+    tenet_keys::Time::from_system(std::time::SystemTime::now())
+}
