@@ -1159,12 +1159,19 @@ fn read_blob(dir: &Path, entry: &FileEntry) -> Result<Vec<u8>, VerifyError> {
     Ok(out)
 }
 
-/// Reads the blob of `entry` from the bundle at `dir` into `sink`, refusing a missing
-/// blob, one that is not a regular file, and one larger than declared before a byte is
-/// hashed; the content must then match the declared size and hash. The blob is opened
-/// without following a symlink or blocking on a FIFO, and judged by what was opened
-/// (one path lookup, and nothing can be swapped in between a check and the open).
+/// Reads the blob of `entry` from the bundle at `dir` into `sink` ([`open_blob`]); the
+/// content must then match the declared size and hash.
 pub fn read_blob_into(dir: &Path, entry: &FileEntry, sink: impl Write) -> Result<(), VerifyError> {
+    let file = open_blob(dir, entry)?;
+    check_blob_stream(entry, file, sink)
+}
+
+/// Opens the blob of `entry` in the bundle or store at `dir`, refusing a missing blob,
+/// one that is not a regular file, and one larger than declared before a byte is
+/// hashed. The blob is opened without following a symlink or blocking on a FIFO, and
+/// judged by what was opened (one path lookup, and nothing can be swapped in between a
+/// check and the open). The caller hashes what it reads.
+pub fn open_blob(dir: &Path, entry: &FileEntry) -> Result<std::fs::File, VerifyError> {
     let location = bundle::blob_path(dir, &entry.sha256);
     let not_file = || VerifyError::BlobNotFile {
         path: entry.path.clone(),
@@ -1208,5 +1215,5 @@ pub fn read_blob_into(dir: &Path, entry: &FileEntry, sink: impl Write) -> Result
             declared: entry.size,
         });
     }
-    check_blob_stream(entry, file, sink)
+    Ok(file)
 }

@@ -199,45 +199,11 @@ impl LoadedBundle {
     /// need no reading: a regular file (no link followed) of exactly the signed size.
     /// The caller hashes what it reads ([`BlobCheck`]).
     pub(crate) fn open_blob(&self, entry: &FileEntry) -> Result<File, VerifyError> {
-        let location = bundle::blob_path(&self.dir, &entry.sha256);
-        let not_file = || VerifyError::BlobNotFile {
-            path: entry.path.clone(),
-            sha256: entry.sha256,
-        };
-        let file = tenet_keys::fsio::open_read_no_follow(&location).map_err(|source| {
-            if matches!(
-                source.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) {
-                VerifyError::MissingBlob {
-                    path: entry.path.clone(),
-                    sha256: entry.sha256,
-                    source,
-                }
-            } else if tenet_keys::fsio::is_symlink_refusal(&source)
-                || source.raw_os_error() == Some(nix::errno::Errno::ENXIO as i32)
-            {
-                not_file()
-            } else {
-                VerifyError::Read {
-                    path: location.clone(),
-                    source,
-                }
-            }
-        })?;
+        let file = tenet_keys::verify::open_blob(&self.dir, entry)?;
         let meta = file.metadata().map_err(|source| VerifyError::Read {
-            path: location.clone(),
+            path: bundle::blob_path(&self.dir, &entry.sha256),
             source,
         })?;
-        if !meta.is_file() {
-            return Err(not_file());
-        }
-        if meta.len() > entry.size {
-            return Err(VerifyError::BlobTooLarge {
-                path: entry.path.clone(),
-                declared: entry.size,
-            });
-        }
         if meta.len() < entry.size {
             return Err(VerifyError::BlobTooSmall {
                 path: entry.path.clone(),
