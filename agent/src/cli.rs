@@ -53,6 +53,9 @@ pub enum Command {
     Check {
         /// The policy tree (a directory of TOML files).
         tree: PathBuf,
+        /// Print JSON Lines: {"type":"diagnostic",...} per problem, then {"type":"check",...}.
+        #[arg(long)]
+        json: bool,
     },
     /// Converge this member to a local policy tree.
     ///
@@ -215,6 +218,9 @@ pub enum PlanCommand {
         /// Resolve for this member [default: this member].
         #[arg(long, value_name = "MEMBER")]
         member: Option<String>,
+        /// Print JSON Lines: {"type":"note",...}, then {"type":"plan",...} per plan.
+        #[arg(long)]
+        json: bool,
         /// Source, root, state directory and facts.
         #[command(flatten)]
         source: SourceArgs,
@@ -234,6 +240,10 @@ pub enum PlanCommand {
         /// say, when MEMBER is this machine's member; nothing for another member].
         #[arg(long, value_name = "PKG,...", value_delimiter = ',')]
         holds: Option<Vec<String>>,
+        /// Print JSON Lines: {"type":"simulation",...}, notes, then {"type":"plan",...}
+        /// per plan that would run.
+        #[arg(long)]
+        json: bool,
         /// Source, root, state directory and facts.
         #[command(flatten)]
         source: SourceArgs,
@@ -245,6 +255,9 @@ pub enum PlanCommand {
 pub struct WatchArgs {
     /// The package whose package-running plans repeat.
     pub package: String,
+    /// Print JSON Lines: {"type":"round",...} per round, {"type":"warning",...}.
+    #[arg(long)]
+    pub json: bool,
     /// Wait this long for a run in progress to release the run lock, each round.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
     pub lock_timeout: std::time::Duration,
@@ -547,10 +560,15 @@ impl PlanCommand {
     /// Runs `plan show` or `plan simulate`, writing what it finds to `out`.
     pub fn run(self, out: &mut dyn std::io::Write) -> Result<(), ShowError> {
         match self {
-            Self::Show { member, source } => show(
+            Self::Show {
+                member,
+                json,
+                source,
+            } => show(
                 &ShowOptions {
                     scope: source.scope(),
                     member,
+                    json,
                 },
                 out,
             ),
@@ -558,6 +576,7 @@ impl PlanCommand {
                 member,
                 event,
                 holds,
+                json,
                 source,
             } => simulate(
                 &SimulateOptions {
@@ -565,6 +584,7 @@ impl PlanCommand {
                     member,
                     event,
                     holds,
+                    json,
                 },
                 out,
             ),

@@ -21,7 +21,7 @@ fn main() {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let code = match cli.command {
-        Command::Check { tree } => check(&tree),
+        Command::Check { tree, json } => tenet_agent::ops::check::check(&tree, json, &mut Stdout),
         Command::Apply(args) => {
             let mut reporter = reporter(args.json, args.diff);
             match tenet_agent::ops::apply::apply(&args.options(), reporter.as_mut()) {
@@ -76,8 +76,18 @@ macro_rules! say {
 }
 
 fn emit(text: std::fmt::Arguments<'_>) {
-    let mut out = io::stdout().lock();
-    if let Err(e) = out.write_fmt(text).and_then(|()| out.flush()) {
+    let _ = Stdout.write_fmt(text).and_then(|()| Stdout.flush());
+}
+
+/// The exit status when stdout's reader has gone: 128 + `SIGPIPE`.
+const STDOUT_CLOSED: i32 = 141;
+
+/// stdout for writers that take `&mut dyn Write`: a closed pipe ends the program quietly
+/// (141), any other write error ends it with a message, so callers never see an error.
+struct Stdout;
+
+impl Stdout {
+    fn ended(e: &io::Error) -> ! {
         if e.kind() == io::ErrorKind::BrokenPipe {
             process::exit(STDOUT_CLOSED);
         }
@@ -86,32 +96,13 @@ fn emit(text: std::fmt::Arguments<'_>) {
     }
 }
 
-/// The exit status when stdout's reader has gone: 128 + `SIGPIPE`.
-const STDOUT_CLOSED: i32 = 141;
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        io::stdout().write(buf).map_err(|e| Self::ended(&e))
+    }
 
-fn check(tree: &std::path::Path) -> ExitCode {
-    match tenet_policies::load(tree) {
-        Ok(policy) => {
-            say!("{}", policy.warnings);
-            say!(
-                "{}: valid: {} promises, {} plans, {} members, {} packages\n",
-                tree.display(),
-                policy.promises.len(),
-                policy.plans.len(),
-                policy.cluster.members.len(),
-                policy.cluster.packages.len()
-            );
-            ExitCode::Success
-        }
-        Err(diags) => {
-            say!("{diags}");
-            say!(
-                "{}: invalid: {} errors\n",
-                tree.display(),
-                diags.error_count()
-            );
-            ExitCode::InvalidPolicy
-        }
+    fn flush(&mut self) -> io::Result<()> {
+        io::stdout().flush().map_err(|e| Self::ended(&e))
     }
 }
 
@@ -207,10 +198,23 @@ fn push(args: PushArgs) -> ExitCode {
 }
 
 fn watch(args: WatchArgs) -> ExitCode {
+    let json = args.json;
     let opts = args.options();
     let package = opts.package.clone();
-    let mut on_round = |r: &tenet_agent::ops::watch::Round| say!("{}\n", r.line(&package));
-    let mut on_warning = |w: &str| say!("{}\n", tenet_agent::escape::printable_lines(w));
+    let mut on_round = |r: &tenet_agent::ops::watch::Round| {
+        if json {
+            r.write_json(&mut Stdout, &package);
+        } else {
+            say!("{}\n", r.line(&package));
+        }
+    };
+    let mut on_warning = |w: &str| {
+        if json {
+            tenet_agent::ops::watch::write_warning(&mut Stdout, w);
+        } else {
+            say!("{}\n", tenet_agent::escape::printable_lines(w));
+        }
+    };
     match tenet_agent::ops::watch::watch(&opts, &mut on_warning, &mut on_round) {
         Ok(_) => ExitCode::Success,
         Err(e) => event_error(&e),

@@ -6,6 +6,7 @@
 //! pipeline, and `event`, `watch` and `simulate` get their policy from `source`.
 
 pub mod apply;
+pub mod check;
 pub mod daemon;
 pub mod demo;
 pub mod event;

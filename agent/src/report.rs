@@ -282,13 +282,18 @@ impl<W: Write> JsonLines<W> {
         Self { out, diff }
     }
 
-    fn line(&mut self, v: &impl Serialize) {
+    /// Writes `v` as a line of `family` (`converge` for apply/run, `event` for failover
+    /// events), its `schema` set.
+    fn line(&mut self, family: &str, v: &impl Serialize) {
         // A closed stdout cannot be reported anywhere better; the exit code still tells.
-        if let Ok(s) = serde_json::to_string(v) {
-            let _ = writeln!(self.out, "{s}");
-        }
+        let _ = tenet_keys::jsonl::write_line(&mut self.out, family, v);
     }
 }
+
+/// The `schema` family of `apply`, `run` and `daemon` lines.
+const CONVERGE: &str = "converge";
+/// The `schema` family of `event` lines.
+const EVENT: &str = "event";
 
 #[derive(Serialize)]
 struct JsonPromise<'a> {
@@ -314,29 +319,37 @@ struct JsonWarning<'a> {
 
 impl<W: Write> Reporter for JsonLines<W> {
     fn warning(&mut self, message: &str) {
-        self.line(&JsonWarning {
-            kind: "warning",
-            message,
-        });
+        self.line(
+            CONVERGE,
+            &JsonWarning {
+                kind: "warning",
+                message,
+            },
+        );
     }
 
     fn promise(&mut self, e: &PromiseEvent) {
         let diff = (self.diff && !e.diffs.is_empty())
             .then(|| e.diffs.iter().map(TextDiff::unified).collect());
-        self.line(&JsonPromise {
-            kind: "promise",
-            id: &e.id,
-            promise: e.promise,
-            origin: &e.origin,
-            status: e.status,
-            changes: &e.changes,
-            reason: e.reason.as_deref(),
-            diff,
-        });
+        self.line(
+            CONVERGE,
+            &JsonPromise {
+                kind: "promise",
+                id: &e.id,
+                promise: e.promise,
+                origin: &e.origin,
+                status: e.status,
+                changes: &e.changes,
+                reason: e.reason.as_deref(),
+                diff,
+            },
+        );
     }
 
     fn summary(&mut self, s: &Summary) {
-        self.line(s);
+        if let Ok(s) = tenet_keys::jsonl::with_time(s) {
+            self.line(CONVERGE, &s);
+        }
         let _ = self.out.flush();
     }
 }
@@ -573,28 +586,36 @@ struct JsonPlan<'a> {
 
 impl<W: Write> StepReporter for JsonLines<W> {
     fn note(&mut self, message: &str) {
-        self.line(&JsonNote {
-            kind: "note",
-            message,
-        });
+        self.line(
+            EVENT,
+            &JsonNote {
+                kind: "note",
+                message,
+            },
+        );
     }
 
     fn plan(&mut self, plan: &str, trigger: &str, package: &str) {
-        self.line(&JsonPlan {
-            kind: "plan",
-            plan,
-            trigger,
-            package,
-        });
+        self.line(
+            EVENT,
+            &JsonPlan {
+                kind: "plan",
+                plan,
+                trigger,
+                package,
+            },
+        );
     }
 
     fn step(&mut self, e: &StepEvent) {
-        self.line(e);
+        self.line(EVENT, e);
         let _ = self.out.flush();
     }
 
     fn event(&mut self, s: &EventSummary) {
-        self.line(s);
+        if let Ok(s) = tenet_keys::jsonl::with_time(s) {
+            self.line(EVENT, &s);
+        }
         let _ = self.out.flush();
     }
 }

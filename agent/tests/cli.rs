@@ -183,8 +183,10 @@ fn diff_shows_a_unified_diff_of_etc_environment() {
 fn masked(out: &str) -> String {
     let human = Regex::new(r"\(\d+ ms\)").expect("regex");
     let json = Regex::new(r#""duration_ms":\d+"#).expect("regex");
+    let time = Regex::new(r#""time":"[0-9T:-]+Z""#).expect("regex");
     let out = human.replace_all(out, "(N ms)");
-    json.replace_all(&out, r#""duration_ms":N"#).into_owned()
+    let out = json.replace_all(&out, r#""duration_ms":N"#);
+    time.replace_all(&out, r#""time":"T""#).into_owned()
 }
 
 #[test]

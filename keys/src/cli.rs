@@ -86,6 +86,35 @@ pub struct Cli {
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+    /// Print what the command did as one JSON line ({"schema":"tenet.keys.COMMAND/1",...})
+    /// instead of text; warnings and errors stay on stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Where a command's report goes: text for a person, or (`--json`) one JSON line.
+struct Out<'a> {
+    out: &'a mut dyn Write,
+    json: bool,
+    sink: std::io::Sink,
+}
+
+impl Out<'_> {
+    /// Where the text goes: nowhere with `--json`.
+    fn text(&mut self) -> &mut dyn Write {
+        if self.json { &mut self.sink } else { self.out }
+    }
+
+    /// Writes `v` with `type` `kind` as a `tenet.keys.KIND/1` line, with `--json` only.
+    fn json(&mut self, kind: &str, mut v: serde_json::Value) {
+        if !self.json {
+            return;
+        }
+        if let serde_json::Value::Object(map) = &mut v {
+            map.insert("type".to_string(), kind.into());
+        }
+        let _ = crate::jsonl::write_line(self.out, "keys", &v);
+    }
 }
 
 /// The commands.
@@ -313,6 +342,11 @@ pub struct VerifyArgs {
 /// Runs one command. `now` is the clock reading of the caller; output goes to `out`,
 /// warnings and errors to `err`.
 pub fn run(cli: Cli, now: Time, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
+    let out = &mut Out {
+        out,
+        json: cli.json,
+        sink: std::io::sink(),
+    };
     let result = match cli.command {
         Command::Init(a) => init(&a, now, out),
         Command::NodeKey { out: dir } => node_key(&dir, out),
@@ -371,7 +405,7 @@ pub fn exit_code(e: &PublishError) -> ExitCode {
     }
 }
 
-fn init(a: &InitArgs, now: Time, out: &mut dyn Write) -> Result<(), PublishError> {
+fn init(a: &InitArgs, now: Time, out: &mut Out<'_>) -> Result<(), PublishError> {
     let report = deployment::init(
         &a.dir,
         &InitOptions {
@@ -382,18 +416,31 @@ fn init(a: &InitArgs, now: Time, out: &mut dyn Write) -> Result<(), PublishError
         },
     )?;
     let _ = writeln!(
-        out,
+        out.text(),
         "deployment {} created in {}",
         report.deployment,
         a.dir.display()
     );
     for (name, path, id) in &report.keys {
-        let _ = writeln!(out, "  {name:<12} {id}  {}", path.display());
+        let _ = writeln!(out.text(), "  {name:<12} {id}  {}", path.display());
     }
-    let _ = writeln!(out, "root version 1: {}", report.root.display());
-    let _ = writeln!(out, "root sha256:    {}", report.root_sha256);
+    out.json(
+        "init",
+        serde_json::json!({
+            "deployment": report.deployment.to_string(),
+            "dir": a.dir.display().to_string(),
+            "keys": report.keys.iter().map(|(name, path, id)| serde_json::json!({
+                "name": name, "keyid": id.to_string(), "path": path.display().to_string(),
+            })).collect::<Vec<_>>(),
+            "root": report.root.display().to_string(),
+            "root_sha256": report.root_sha256.to_string(),
+            "root_threshold": a.root_threshold,
+        }),
+    );
+    let _ = writeln!(out.text(), "root version 1: {}", report.root.display());
+    let _ = writeln!(out.text(), "root sha256:    {}", report.root_sha256);
     let _ = writeln!(
-        out,
+        out.text(),
         "next: move {}/keys/root-*.key offline (a root update needs {} of them)",
         a.dir.display(),
         a.root_threshold
@@ -401,35 +448,60 @@ fn init(a: &InitArgs, now: Time, out: &mut dyn Write) -> Result<(), PublishError
     Ok(())
 }
 
-fn node_key(dir: &Path, out: &mut dyn Write) -> Result<(), PublishError> {
+fn node_key(dir: &Path, out: &mut Out<'_>) -> Result<(), PublishError> {
     let (path, id) = deployment::node_key(dir)?;
-    let _ = writeln!(out, "{id}");
+    out.json(
+        "node_key",
+        serde_json::json!({"keyid": id.to_string(), "path": path.display().to_string()}),
+    );
+    let _ = writeln!(out.text(), "{id}");
     let _ = writeln!(
-        out,
+        out.text(),
         "# key written to {}; enroll it with: tenet-keys enroll DEPLOYMENT --member NAME --key-id {id}",
         path.display()
     );
     Ok(())
 }
 
-fn enroll(dir: &Path, member: &str, keyid: KeyId, out: &mut dyn Write) -> Result<(), PublishError> {
+fn enroll(dir: &Path, member: &str, keyid: KeyId, out: &mut Out<'_>) -> Result<(), PublishError> {
     let d = Deployment::open(dir)?;
-    let line = match d.enroll(member, keyid)? {
+    let change = d.enroll(member, keyid)?;
+    out.json(
+        "enroll",
+        serde_json::json!({
+            "member": member,
+            "keyid": keyid.to_string(),
+            "change": match &change {
+                Enrollment::New => "new",
+                Enrollment::Replaced(_) => "replaced",
+                Enrollment::Unchanged => "unchanged",
+            },
+            "replaced_keyid": match &change {
+                Enrollment::Replaced(old) => Some(old.to_string()),
+                _ => None,
+            },
+        }),
+    );
+    let line = match change {
         Enrollment::New => format!("enrolled member {member} with key {keyid}"),
         Enrollment::Replaced(old) => {
             format!("member {member}: key {old} replaced by {keyid}")
         }
         Enrollment::Unchanged => format!("member {member} already has key {keyid}"),
     };
-    let _ = writeln!(out, "{line}; the next signed manifest carries it");
+    let _ = writeln!(out.text(), "{line}; the next signed manifest carries it");
     Ok(())
 }
 
-fn revoke(dir: &Path, member: &str, out: &mut dyn Write) -> Result<(), PublishError> {
+fn revoke(dir: &Path, member: &str, out: &mut Out<'_>) -> Result<(), PublishError> {
     let d = Deployment::open(dir)?;
     let old = d.revoke(member)?;
+    out.json(
+        "revoke",
+        serde_json::json!({"member": member, "keyid": old.to_string()}),
+    );
     let _ = writeln!(
-        out,
+        out.text(),
         "revoked key {old} of member {member}; the next signed manifest leaves it out"
     );
     Ok(())
@@ -440,10 +512,23 @@ fn admin_key(
     name: &str,
     members: Vec<String>,
     classes: Vec<String>,
-    out: &mut dyn Write,
+    out: &mut Out<'_>,
 ) -> Result<(), PublishError> {
     let d = Deployment::open(dir)?;
     let (admin, change) = d.add_admin(name, members, classes)?;
+    out.json(
+        "admin_key",
+        serde_json::json!({
+            "name": name,
+            "keyid": admin.keyid.to_string(),
+            "key": match &change {
+                AdminChange::NewKey(path) => Some(path.display().to_string()),
+                AdminChange::ScopeReplaced => None,
+            },
+            "members": admin.members,
+            "classes": admin.classes,
+        }),
+    );
     let classes = if admin.classes.is_empty() {
         "none".to_string()
     } else {
@@ -452,7 +537,7 @@ fn admin_key(
     match change {
         AdminChange::NewKey(path) => {
             let _ = writeln!(
-                out,
+                out.text(),
                 "administrator {name}: key {} ({})",
                 admin.keyid,
                 path.display()
@@ -460,31 +545,35 @@ fn admin_key(
         }
         AdminChange::ScopeReplaced => {
             let _ = writeln!(
-                out,
+                out.text(),
                 "administrator {name}: key {} kept, scope replaced",
                 admin.keyid
             );
         }
     }
     let _ = writeln!(
-        out,
+        out.text(),
         "  may trigger: {}
   may set classes: {classes}",
         admin.members.join(", ")
     );
     let _ = writeln!(
-        out,
+        out.text(),
         "next: tenet-keys root-next {} and attest it; members honour the new root after their next run",
         dir.display()
     );
     Ok(())
 }
 
-fn admin_revoke(dir: &Path, name: &str, out: &mut dyn Write) -> Result<(), PublishError> {
+fn admin_revoke(dir: &Path, name: &str, out: &mut Out<'_>) -> Result<(), PublishError> {
     let d = Deployment::open(dir)?;
     let keyid = d.remove_admin(name)?;
+    out.json(
+        "admin_revoke",
+        serde_json::json!({"name": name, "keyid": keyid.to_string()}),
+    );
     let _ = writeln!(
-        out,
+        out.text(),
         "administrator {name} (key {keyid}) removed; the next root leaves it out: tenet-keys root-next {}",
         dir.display()
     );
@@ -494,7 +583,7 @@ fn admin_revoke(dir: &Path, name: &str, out: &mut dyn Write) -> Result<(), Publi
 fn sign(
     a: &SignArgs,
     now: Time,
-    out: &mut dyn Write,
+    out: &mut Out<'_>,
     err: &mut dyn Write,
 ) -> Result<(), PublishError> {
     let mut d = Deployment::open(&a.deployment)?;
@@ -518,8 +607,21 @@ fn sign(
         let _ = writeln!(err, "warning: {w}");
     }
     let m = &report.manifest;
+    out.json(
+        "sign",
+        serde_json::json!({
+            "bundle": report.out.display().to_string(),
+            "serial": m.serial,
+            "epoch": m.epoch,
+            "files": m.files.len(),
+            "members": m.members.len(),
+            "expires": m.expires.to_string(),
+            "manifest_sha256": report.manifest_sha256.to_string(),
+            "signed_by": report.signed_by.map(|k| k.to_string()),
+        }),
+    );
     let _ = writeln!(
-        out,
+        out.text(),
         "bundle {}: serial {}, epoch {}, {} files, {} members, expires {}",
         report.out.display(),
         m.serial,
@@ -528,14 +630,14 @@ fn sign(
         m.members.len(),
         m.expires
     );
-    let _ = writeln!(out, "manifest sha256 {}", report.manifest_sha256);
+    let _ = writeln!(out.text(), "manifest sha256 {}", report.manifest_sha256);
     match report.signed_by {
         Some(k) => {
-            let _ = writeln!(out, "signed by policy key {k}");
+            let _ = writeln!(out.text(), "signed by policy key {k}");
         }
         None => {
             let _ = writeln!(
-                out,
+                out.text(),
                 "unsigned: sign it with tenet-keys attest {} --key POLICY_KEY",
                 report.out.join(bundle::MANIFEST).display()
             );
@@ -544,7 +646,7 @@ fn sign(
     Ok(())
 }
 
-fn root_next(a: &RootNextArgs, now: Time, out: &mut dyn Write) -> Result<(), PublishError> {
+fn root_next(a: &RootNextArgs, now: Time, out: &mut Out<'_>) -> Result<(), PublishError> {
     let d = Deployment::open(&a.dir)?;
     let rotate = a
         .rotate
@@ -566,14 +668,27 @@ fn root_next(a: &RootNextArgs, now: Time, out: &mut dyn Write) -> Result<(), Pub
             drop_pins: a.drop_pins.clone(),
         },
     )?;
+    out.json(
+        "root_next",
+        serde_json::json!({
+            "version": r.version,
+            "path": r.path.display().to_string(),
+            "keys": r.keys.iter().map(|(name, path, id)| serde_json::json!({
+                "name": name, "keyid": id.to_string(), "path": path.display().to_string(),
+            })).collect::<Vec<_>>(),
+            "old_threshold": r.old_threshold,
+            "new_threshold": r.new_threshold,
+            "root_keys_changed": r.root_keys_changed,
+        }),
+    );
     let _ = writeln!(
-        out,
+        out.text(),
         "root version {} written (unsigned): {}",
         r.version,
         r.path.display()
     );
     for (name, path, id) in &r.keys {
-        let _ = writeln!(out, "  new key {name:<16} {id}  {}", path.display());
+        let _ = writeln!(out.text(), "  new key {name:<16} {id}  {}", path.display());
     }
     let needs = if r.root_keys_changed {
         format!(
@@ -584,7 +699,7 @@ fn root_next(a: &RootNextArgs, now: Time, out: &mut dyn Write) -> Result<(), Pub
         format!("{} root keys", r.old_threshold.max(r.new_threshold))
     };
     let _ = writeln!(
-        out,
+        out.text(),
         "sign it with: tenet-keys attest {} --key ROOT_KEY --deployment {} (needs {needs})",
         r.path.display(),
         a.dir.display()
@@ -596,7 +711,7 @@ fn attest(
     file: &Path,
     key: &Path,
     deployment: Option<&Path>,
-    out: &mut dyn Write,
+    out: &mut Out<'_>,
 ) -> Result<(), PublishError> {
     let key = SecretKey::read(key)?;
     let root = match deployment {
@@ -615,8 +730,19 @@ fn attest(
         Added::Added => "signed",
         Added::AlreadyPresent => "already signed",
     };
+    out.json(
+        "attest",
+        serde_json::json!({
+            "document": r.document.to_string(),
+            "file": file.display().to_string(),
+            "keyid": r.keyid.to_string(),
+            "added": r.added == Added::Added,
+            "signatures": count_signatures(&r.sig_path, r.document),
+            "sig": r.sig_path.display().to_string(),
+        }),
+    );
     let _ = writeln!(
-        out,
+        out.text(),
         "{} {}: {what} by {} ({} signatures in {})",
         r.document,
         file.display(),
@@ -640,7 +766,7 @@ fn timestamp(
     ttl: Duration,
     deployment: Option<&Path>,
     now: Time,
-    out: &mut dyn Write,
+    out: &mut Out<'_>,
 ) -> Result<(), PublishError> {
     let key = SecretKey::read(key)?;
     let root = match deployment {
@@ -655,15 +781,29 @@ fn timestamp(
         None => None,
     };
     let ts = publish::timestamp_bundle(bundle_dir, &key, root.as_ref(), now, ttl)?;
+    out.json(
+        "timestamp",
+        serde_json::json!({
+            "version": ts.version,
+            "serial": ts.manifest.serial,
+            "epoch": ts.manifest.epoch,
+            "manifest_sha256": ts.manifest.sha256.to_string(),
+            "expires": ts.expires.to_string(),
+        }),
+    );
     let _ = writeln!(
-        out,
+        out.text(),
         "timestamp version {} names manifest serial {} (epoch {}, sha256 {}), expires {}",
-        ts.version, ts.manifest.serial, ts.manifest.epoch, ts.manifest.sha256, ts.expires
+        ts.version,
+        ts.manifest.serial,
+        ts.manifest.epoch,
+        ts.manifest.sha256,
+        ts.expires
     );
     Ok(())
 }
 
-fn verify(a: &VerifyArgs, now: Time, out: &mut dyn Write) -> Result<(), PublishError> {
+fn verify(a: &VerifyArgs, now: Time, out: &mut Out<'_>) -> Result<(), PublishError> {
     let bytes = deployment::read_bytes(&a.root)?;
     let sigs = deployment::read_bytes(&bundle::sig_path(&a.root))?;
     let trusted = TrustedRoot::bootstrap(&bytes, &sigs, None)?;
@@ -672,8 +812,29 @@ fn verify(a: &VerifyArgs, now: Time, out: &mut dyn Write) -> Result<(), PublishE
     let b = verify_bundle(&state, &a.bundle, &clock)?;
     let m = b.manifest();
     let root = b.state().root().root();
+    out.json(
+        "verify",
+        serde_json::json!({
+            "bundle": a.bundle.display().to_string(),
+            "deployment": m.deployment.to_string(),
+            "root_version": root.version,
+            "root_updated_from": (!b.root_updates().is_empty()).then(|| state.root().root().version),
+            "root_expires": root.expires.to_string(),
+            "epoch": m.epoch,
+            "serial": m.serial,
+            "created": m.created.to_string(),
+            "expires": m.expires.to_string(),
+            "timestamp_version": b.timestamp().map(|t| t.version),
+            "timestamp_expires": b.timestamp().map(|t| t.expires.to_string()),
+            "files": m.files.len(),
+            "bytes": m.files.iter().map(|f| f.size).sum::<u64>(),
+            "members": m.members.iter().map(|member| serde_json::json!({
+                "name": member.name, "keyid": member.keyid.to_string(), "classes": member.classes,
+            })).collect::<Vec<_>>(),
+        }),
+    );
     let mut w = |s: String| {
-        let _ = writeln!(out, "{s}");
+        let _ = writeln!(out.text(), "{s}");
     };
     w(format!("bundle {} verified", a.bundle.display()));
     w(format!("  deployment  {}", m.deployment));

@@ -28,6 +28,7 @@ pub mod error;
 pub mod fsio;
 pub mod hex;
 pub mod id;
+pub mod jsonl;
 pub mod key;
 pub mod manifest;
 pub mod path;

@@ -80,7 +80,11 @@ pub enum Command {
     /// Print the daemon's state; exit 0 when serving, 7 when running but not promoted,
     /// 1 when the daemon cannot be reached (the HA engine's monitor action).
     #[command(after_help = EXIT_CODES)]
-    Status,
+    Status {
+        /// Print one JSON line, {"type":"status",...}, instead of `key: value` lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make this member serve a bundle, whatever state it is in (the HA adapters'
     /// start): start the listener in the background if it does not answer, then
     /// promote. Exit 0 only once the daemon serves the bundle; idempotent.
@@ -126,7 +130,7 @@ pub fn run_control(
         Command::Stop => return crate::ha::stop(config, out, err),
         Command::Watch(args) => return crate::ha::watch(args, config, out, err),
         Command::Validate => return crate::ha::validate(config, out, err),
-        Command::Status => (
+        Command::Status { .. } => (
             Request::new(ControlCommand::Status),
             Duration::from_secs(10),
         ),
@@ -143,7 +147,8 @@ pub fn run_control(
             return ExitCode::Failure;
         }
     };
-    control::client::report(request.command, &reply, out, err)
+    let json = matches!(command, Command::Status { json: true });
+    control::client::report_as(request.command, &reply, json, out, err)
 }
 
 #[cfg(test)]

@@ -95,7 +95,7 @@ DURATION/DUR is written as in policies: 500ms, 90s, 1h30m, 1d, see docs/policy.m
                              symlink; a newer serial is verified and served without restart).
 
   [run]                      pushed runs: POST /v1/run on the listener (tenet-agent push)
-  agent = FILE               default /usr/bin/tenet-agent. Started as
+  agent = FILE               default /usr/sbin/tenet-agent. Started as
                              `tenet-agent run --json --config AGENT_CONFIG` for a pushed run.
   agent_config = FILE        default /etc/tenet/agent.toml.
   agent_state = DIR          default /var/lib/tenet. The agent's state directory: its
@@ -202,7 +202,7 @@ pub enum RunStart {
 pub const DEFAULT_SYSTEMD_RUN: &str = "/usr/bin/systemd-run";
 
 /// The agent binary's default path.
-pub const DEFAULT_AGENT: &str = "/usr/bin/tenet-agent";
+pub const DEFAULT_AGENT: &str = "/usr/sbin/tenet-agent";
 /// The agent's default configuration.
 pub const DEFAULT_AGENT_CONFIG: &str = "/etc/tenet/agent.toml";
 /// The agent's default state directory.

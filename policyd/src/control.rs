@@ -154,6 +154,25 @@ impl Status {
         }
     }
 
+    /// The status as `tenet-policyd status --json` prints it: every field, absent ones
+    /// null, times in RFC 3339.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "type": "status",
+            "state": self.state,
+            "serial": self.serial,
+            "bundle": self.bundle.as_ref().map(|b| b.display().to_string()),
+            "pid": self.pid,
+            "listener": self.listener.to_string(),
+            "serving": self.serving.map(|a| a.to_string()),
+            "metrics": self.metrics.map(|a| a.to_string()),
+            "members": self.members,
+            "timestamp_version": self.timestamp_version,
+            "timestamp_expires": self.timestamp_expires.map(|t| t.to_string()),
+            "manifest_expires": self.manifest_expires.map(|t| t.to_string()),
+        })
+    }
+
     /// The status as `key: value` lines (what `tenet-policyd status` prints).
     pub fn to_lines(&self) -> String {
         let mut out = String::new();

@@ -8,6 +8,7 @@
 
 pub mod fixture;
 pub mod ha;
+pub mod schema;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

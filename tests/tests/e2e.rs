@@ -36,6 +36,7 @@ fn spawn(m: &Member) -> Child {
 
 fn finish(child: Child) -> Run {
     let output = child.wait_with_output().expect("tenet-agent finishes");
+    tenet_tests::schema::validate("tenet-agent apply --json", &output.stdout);
     let events = json_lines(&output.stdout);
     Run { output, events }
 }

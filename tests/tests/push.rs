@@ -331,6 +331,7 @@ struct Pushed {
 
 impl Pushed {
     fn new(out: Output) -> Pushed {
+        tenet_tests::schema::validate("tenet-agent push --json", &out.stdout);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -557,6 +558,7 @@ fn push_converges_members_and_reports_each_one() {
         "{}",
         String::from_utf8_lossy(&ran.stderr)
     );
+    tenet_tests::schema::validate("tenet-agent run --json", &ran.stdout);
     assert_eq!(p.code, Some(0), "{}", p.text);
     let beta = p.member("beta");
     assert_eq!(beta["result"], "ok", "{}", p.text);

@@ -948,7 +948,7 @@ impl<W: Write> PushJson<W> {
     }
 
     fn line(&mut self, v: &Value) {
-        let _ = writeln!(self.out, "{v}");
+        let _ = tenet_keys::jsonl::write_line(&mut self.out, "push", v);
     }
 }
 
@@ -972,6 +972,7 @@ impl<W: Write> PushReporter for PushJson<W> {
     fn done(&mut self, report: &PushReport) {
         self.line(&json!({
             "type": "push_summary",
+            "time": tenet_keys::jsonl::now(),
             "serial": report.serial,
             "members": report.members.len(),
             "ok": report.count("ok"),

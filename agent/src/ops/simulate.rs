@@ -22,6 +22,8 @@ pub struct ShowOptions {
     pub scope: Scope,
     /// Resolve for this member (default: this one).
     pub member: Option<String>,
+    /// Print JSON Lines (`tenet.plan.show.*`) instead of text.
+    pub json: bool,
 }
 
 /// What `plan simulate` needs.
@@ -35,6 +37,17 @@ pub struct SimulateOptions {
     pub event: Event,
     /// The packages the member holds at that moment (`None`: as its addresses say).
     pub holds: Option<Vec<String>>,
+    /// Print JSON Lines (`tenet.plan.simulate.*`) instead of text.
+    pub json: bool,
+}
+
+/// The `schema` family of `plan show` lines.
+const SHOW: &str = "plan.show";
+/// The `schema` family of `plan simulate` lines.
+const SIMULATE: &str = "plan.simulate";
+
+fn json_line(out: &mut dyn Write, family: &str, v: &serde_json::Value) -> io::Result<()> {
+    tenet_keys::jsonl::write_line(out, family, v)
 }
 
 /// Writes every plan: trigger, package, configurations, and its steps resolved for
@@ -43,6 +56,9 @@ pub fn show(opts: &ShowOptions, out: &mut dyn Write) -> Result<(), ShowError> {
     let place = Place::of(&opts.scope)?;
     let mut notes = Vec::new();
     let loaded = load(&opts.scope, &place, opts.member.as_deref(), &mut notes)?;
+    if opts.json {
+        return show_json(&loaded, &notes, out);
+    }
     for n in &notes {
         writeln!(out, "{n}")?;
     }
@@ -115,6 +131,9 @@ pub fn simulate(opts: &SimulateOptions, out: &mut dyn Write) -> Result<(), ShowE
     if let Some(holds) = &opts.holds {
         loaded.facts.holds = Some(holds.iter().cloned().collect());
     }
+    if opts.json {
+        return simulate_json(opts, &place, &mut loaded, &notes, out);
+    }
     writeln!(
         out,
         "simulating {} on member {} ({}); nothing is changed and no command runs",
@@ -161,6 +180,137 @@ pub fn simulate(opts: &SimulateOptions, out: &mut dyn Write) -> Result<(), ShowE
             writeln!(out, "       {now}")?;
         }
     }
+    Ok(())
+}
+
+/// `plan show --json`: a `note` line per note, then a `plan` line per plan.
+fn show_json(
+    loaded: &crate::ops::source::Loaded,
+    notes: &[String],
+    out: &mut dyn Write,
+) -> Result<(), ShowError> {
+    for n in notes {
+        json_line(
+            out,
+            SHOW,
+            &serde_json::json!({"type": "note", "message": n}),
+        )?;
+    }
+    let member = loaded.facts.member.clone();
+    let policy = &loaded.policy;
+    for plan in &policy.plans {
+        let event = event_for(plan, member.as_deref().unwrap_or("(this member)"), policy);
+        let selection = policy.plans_for(&event, &loaded.facts);
+        let run = selection.runs.iter().find(|r| r.plan == plan.name);
+        let steps: Vec<serde_json::Value> = match run {
+            Some(run) => run
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| serde_json::json!({"index": i + 1, "step": describe_resolved(s), "always": s.as_ref().is_ok_and(|s| s.always)}))
+                .collect(),
+            None => plan
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| serde_json::json!({"index": i + 1, "step": describe_written(s), "always": s.always}))
+                .collect(),
+        };
+        let why = match run {
+            Some(run) => Some(run.why.clone()),
+            None if selection.notes.is_empty() => None,
+            None => Some(selection.notes.join("; ")),
+        };
+        json_line(
+            out,
+            SHOW,
+            &serde_json::json!({
+                "type": "plan",
+                "plan": plan.name,
+                "origin": plan.origin.to_string(),
+                "trigger": plan.trigger.to_string(),
+                "package": plan.package,
+                "configurations": plan.configurations.iter().map(|c| configuration(*c)).collect::<Vec<_>>(),
+                "server": plan.server,
+                "every_ms": plan.every.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                "member": member,
+                "event": event.to_string(),
+                "runs": run.is_some(),
+                "why": why,
+                "steps": steps,
+            }),
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `plan simulate --json`: a `simulation` line, a `note` line per note, then a `plan`
+/// line per plan that would run, each step with what it would do now.
+fn simulate_json(
+    opts: &SimulateOptions,
+    place: &Place,
+    loaded: &mut crate::ops::source::Loaded,
+    notes: &[String],
+    out: &mut dyn Write,
+) -> Result<(), ShowError> {
+    let holds = if loaded.remote {
+        let held = loaded.facts.holds.get_or_insert_with(Default::default);
+        Some(held.iter().cloned().collect::<Vec<_>>())
+    } else {
+        loaded
+            .facts
+            .holds
+            .as_ref()
+            .map(|h| h.iter().cloned().collect::<Vec<_>>())
+    };
+    json_line(
+        out,
+        SIMULATE,
+        &serde_json::json!({
+            "type": "simulation",
+            "event": opts.event.to_string(),
+            "member": opts.member,
+            "source": loaded.source,
+            "this_member": !loaded.remote,
+            "holds": holds,
+        }),
+    )?;
+    let selection = loaded.policy.plans_for(&opts.event, &loaded.facts);
+    for n in notes.iter().chain(&selection.notes) {
+        json_line(
+            out,
+            SIMULATE,
+            &serde_json::json!({"type": "note", "message": n}),
+        )?;
+    }
+    for run in &selection.runs {
+        let steps: Vec<serde_json::Value> = run
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                let now = match step {
+                    Ok(s) => would(s, place, loaded.content_source()),
+                    Err(u) => format!("would fail: cannot be expanded here: {}", u.reason),
+                };
+                serde_json::json!({"index": i + 1, "step": describe_resolved(step), "now": now})
+            })
+            .collect();
+        json_line(
+            out,
+            SIMULATE,
+            &serde_json::json!({
+                "type": "plan",
+                "plan": run.plan,
+                "trigger": run.trigger.to_string(),
+                "package": run.package,
+                "why": run.why,
+                "steps": steps,
+            }),
+        )?;
+    }
+    out.flush()?;
     Ok(())
 }
 

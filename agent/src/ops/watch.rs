@@ -2,8 +2,10 @@
 //! without a journal, until SIGTERM or SIGINT (which let the round in progress
 //! finish).
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
+use tenet_keys::jsonl::now;
 use tenet_policies::plan::{Event, Trigger};
 
 use crate::failover::{self, Context, Earlier, Outcome};
@@ -61,6 +63,44 @@ impl Round {
         }
     }
 }
+
+impl Round {
+    /// Writes the round as one JSON line (`tenet.watch.round/1`) to `out`, flushed: how
+    /// the plans went (`ok`, `failed`, `not_run`), with the time it was written (RFC 3339).
+    /// A closed output is ignored (the round ran all the same).
+    pub fn write_json(&self, out: &mut dyn Write, package: &str) {
+        let (status, o, reason) = match &self.outcome {
+            Ok(o) if o.all_ok() => ("ok", Some(o), None),
+            Ok(o) => ("failed", Some(o), o.first_failure.clone()),
+            Err(why) => ("not_run", None, Some(why.clone())),
+        };
+        let line = serde_json::json!({
+            "type": "round",
+            "time": now(),
+            "package": package,
+            "round": self.number,
+            "status": status,
+            "plans": o.map(|o| o.plans),
+            "ok": o.map(|o| o.ok),
+            "failed": o.map(|o| o.failed),
+            "skipped": o.map(|o| o.skipped),
+            "reason": reason,
+            "duration_ms": self.duration_ms,
+        });
+        let _ = tenet_keys::jsonl::write_line(out, FAMILY, &line);
+        let _ = out.flush();
+    }
+}
+
+/// Writes a warning of `watch` as one JSON line (`tenet.watch.warning/1`) to `out`.
+pub fn write_warning(out: &mut dyn Write, message: &str) {
+    let line = serde_json::json!({"type": "warning", "time": now(), "message": message});
+    let _ = tenet_keys::jsonl::write_line(out, FAMILY, &line);
+    let _ = out.flush();
+}
+
+/// The `schema` family of `watch` lines.
+const FAMILY: &str = "watch";
 
 /// What ended `watch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -99,6 +99,17 @@ pub(crate) fn report(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> ExitCode {
+    report_as(command, reply, false, out, err)
+}
+
+/// As [`report`]; with `json`, the status is one JSON line (`tenet.policyd.status/1`).
+pub(crate) fn report_as(
+    command: Command,
+    reply: &Reply,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> ExitCode {
     match reply.outcome {
         Outcome::Ok => {}
         Outcome::Refused => {
@@ -116,7 +127,11 @@ pub(crate) fn report(
     }
     match command {
         Command::Status => {
-            let _ = write!(out, "{}", reply.status.to_lines());
+            if json {
+                let _ = tenet_keys::jsonl::write_line(out, "policyd", &reply.status.to_json());
+            } else {
+                let _ = write!(out, "{}", reply.status.to_lines());
+            }
             match reply.status.state() {
                 State::Serving { .. } => ExitCode::Success,
                 State::Listening => ExitCode::NotPromoted,
