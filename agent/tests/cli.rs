@@ -415,3 +415,43 @@ fn the_json_summary_counts_the_events() {
         );
     }
 }
+
+/// The distribution and architecture are classes, read from the managed root's
+/// `os-release`: a promise for `debian12` applies to a Debian 12 root, one for
+/// `rhel9` is skipped there, and the same policy turns around on a Rocky 9 root.
+#[test]
+fn distribution_and_architecture_classes_come_from_the_roots_os_release() {
+    let policy = format!(
+        "[[file]]\npath = \"/etc/deb\"\ncontent = \"${{fact.os_id}} ${{fact.os_version}}\\n\"\ntemplate = true\nwhen = \"class(debian12) && class({arch})\"\n\n\
+         [[file]]\npath = \"/etc/el\"\ncontent = \"el\\n\"\nwhen = \"class(rhel9) && class(linux)\"\n",
+        arch = std::env::consts::ARCH
+    );
+    for (release, deb, el) in [
+        (
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n",
+            true,
+            false,
+        ),
+        (
+            "ID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"9.3\"\n",
+            false,
+            true,
+        ),
+    ] {
+        let sb = Sandbox::new();
+        sb.policy(&[("p.toml", &policy)]);
+        write(&sb.at("/usr/lib/os-release"), release.as_bytes());
+        util::symlink("../usr/lib/os-release", &sb.at("/etc/os-release"));
+        let r = sb.apply_outside_state(&["--json"]);
+        r.expect_code(0);
+        assert_eq!(sb.at("/etc/deb").exists(), deb, "{release}: {}", r.stdout);
+        assert_eq!(sb.at("/etc/el").exists(), el, "{release}: {}", r.stdout);
+        assert_eq!(r.report().count("skipped"), 1, "{}", r.stdout);
+        if deb {
+            assert_eq!(
+                fs::read_to_string(sb.at("/etc/deb")).unwrap(),
+                "debian 12\n"
+            );
+        }
+    }
+}

@@ -127,7 +127,7 @@ pub(crate) fn converge_tree(
         path: opts.root.clone(),
         source,
     })?;
-    let mut facts = crate::facts::gather();
+    let mut facts = crate::facts::gather(&root);
     crate::facts::apply_overrides(&mut facts, &opts.facts)?;
     policy.check_member(&facts)?;
     let state_dir = opts

@@ -237,7 +237,7 @@ pub(crate) fn load(
     member: Option<&str>,
     notes: &mut Vec<String>,
 ) -> Result<Loaded, EventError> {
-    let mut facts = crate::facts::gather();
+    let mut facts = crate::facts::gather(&place.root);
     let mut member_facts = Vec::new();
     let (tree, files, source) = match (&scope.source, &place.config) {
         (PolicySource::Config(_), Some(config)) => {
