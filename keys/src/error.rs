@@ -881,4 +881,13 @@ pub enum PublishError {
     /// A time could not be read.
     #[error(transparent)]
     Time(#[from] TimeError),
+    /// A join token or request was refused, or its files are unusable.
+    #[error(transparent)]
+    Join(#[from] crate::join::JoinError),
+    /// The deployment has no administrator key to sign a join token with, or several.
+    #[error("{reason}; name the administrator's key with --key")]
+    NoAdminKey {
+        /// What was found.
+        reason: String,
+    },
 }

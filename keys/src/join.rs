@@ -186,7 +186,9 @@ pub enum JoinError {
         id: Nonce,
     },
     /// The member was revoked after the token was issued.
-    #[error("member {member} was revoked at {revoked}, after join token {id} was issued ({issued})")]
+    #[error(
+        "member {member} was revoked at {revoked}, after join token {id} was issued ({issued})"
+    )]
     RevokedSince {
         /// The member.
         member: String,
@@ -330,7 +332,11 @@ impl JoinToken {
     pub fn issue(&self, key: &SecretKey) -> String {
         let payload = self.payload();
         let sig = key.sign(Context::JoinToken, payload.as_bytes());
-        format!("{payload}:{}:{}", key.key_id(), hex::encode(&sig.to_bytes()))
+        format!(
+            "{payload}:{}:{}",
+            key.key_id(),
+            hex::encode(&sig.to_bytes())
+        )
     }
 
     fn check_fields(&self) -> Result<(), JoinError> {
@@ -416,10 +422,11 @@ pub fn verify(
             name: entry.name.clone(),
         });
     }
-    if !entry
-        .public
-        .verify(Context::JoinToken, signed.payload.as_bytes(), &signed.signature)
-    {
+    if !entry.public.verify(
+        Context::JoinToken,
+        signed.payload.as_bytes(),
+        &signed.signature,
+    ) {
         return Err(JoinError::BadSignature { keyid });
     }
     let token = parse_payload(&signed.payload)?;
@@ -466,7 +473,17 @@ fn parse_payload(payload: &str) -> Result<JoinToken, JoinError> {
         reason: format!("field {field} is invalid"),
     };
     let f: Vec<&str> = payload.split(':').collect();
-    let [prefix, deployment, member, id, issued, expires, approval, classes] = f.as_slice() else {
+    let [
+        prefix,
+        deployment,
+        member,
+        id,
+        issued,
+        expires,
+        approval,
+        classes,
+    ] = f.as_slice()
+    else {
         return Err(malformed("count"));
     };
     if *prefix != TOKEN_PREFIX {
@@ -479,9 +496,7 @@ fn parse_payload(payload: &str) -> Result<JoinToken, JoinError> {
             .ok_or_else(|| malformed(field))
     };
     let token = JoinToken {
-        deployment: deployment
-            .parse()
-            .map_err(|_| malformed("deployment"))?,
+        deployment: deployment.parse().map_err(|_| malformed("deployment"))?,
         member: (*member).to_string(),
         id: id.parse().map_err(|_| malformed("id"))?,
         issued: time(issued, "issued")?,

@@ -24,6 +24,7 @@
 
 pub mod bundle;
 pub mod cli;
+mod cli_join;
 pub mod deployment;
 pub mod document;
 pub mod error;

@@ -100,7 +100,10 @@ fn a_token_round_trips_through_its_text() {
     let t = token("alpha", &["maint_a", "maint_b"]);
     let text = t.issue(&key(10));
     assert!(!text.contains(char::is_whitespace));
-    assert_eq!(verify(&root(), &text, at(NOW), DEFAULT_MAX_SKEW).unwrap(), t);
+    assert_eq!(
+        verify(&root(), &text, at(NOW), DEFAULT_MAX_SKEW).unwrap(),
+        t
+    );
     assert_eq!(split(&text).unwrap().unverified().unwrap(), t);
 }
 
