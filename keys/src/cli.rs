@@ -21,6 +21,8 @@ use crate::time::{Time, parse_duration};
 use crate::verify::{Clock, TrustState, TrustedRoot, verify_bundle};
 use crate::{bundle, error_chain};
 
+mod join;
+
 /// Exit codes; those shared with other tenet binaries keep the same meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -93,7 +95,7 @@ pub struct Cli {
 }
 
 /// Where a command's report goes: text for a person, or (`--json`) one JSON line.
-pub(crate) struct Out<'a> {
+struct Out<'a> {
     out: &'a mut dyn Write,
     json: bool,
     sink: std::io::Sink,
@@ -101,12 +103,12 @@ pub(crate) struct Out<'a> {
 
 impl Out<'_> {
     /// Where the text goes: nowhere with `--json`.
-    pub(crate) fn text(&mut self) -> &mut dyn Write {
+    fn text(&mut self) -> &mut dyn Write {
         if self.json { &mut self.sink } else { self.out }
     }
 
     /// Writes `v` with `type` `kind` as a `tenet.keys.KIND/1` line, with `--json` only.
-    pub(crate) fn json(&mut self, kind: &str, mut v: serde_json::Value) {
+    fn json(&mut self, kind: &str, mut v: serde_json::Value) {
         if !self.json {
             return;
         }
@@ -451,15 +453,15 @@ pub fn run(cli: Cli, now: Time, out: &mut dyn Write, err: &mut dyn Write) -> Exi
             deployment,
         } => timestamp(&bundle, &key, ttl, deployment.as_deref(), now, out),
         Command::Verify(a) => verify(&a, now, out),
-        Command::JoinToken(a) => crate::cli_join::join_token(&a, now, out),
-        Command::Fingerprint { root } => crate::cli_join::fingerprint(&root, out),
-        Command::Requests { dir, join_dir } => crate::cli_join::requests(&dir, &join_dir, out),
+        Command::JoinToken(a) => join::join_token(&a, now, out),
+        Command::Fingerprint { root } => join::fingerprint(&root, out),
+        Command::Requests { dir, join_dir } => join::requests(&dir, &join_dir, out),
         Command::Approve {
             dir,
             member,
             auto,
             join_dir,
-        } => crate::cli_join::approve(&dir, member.as_deref(), auto, &join_dir, out),
+        } => join::approve(&dir, member.as_deref(), auto, &join_dir, out),
     };
     match result {
         Ok(()) => ExitCode::Success,

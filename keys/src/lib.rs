@@ -24,7 +24,6 @@
 
 pub mod bundle;
 pub mod cli;
-mod cli_join;
 pub mod deployment;
 pub mod document;
 pub mod error;

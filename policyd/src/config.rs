@@ -84,7 +84,7 @@ DURATION/DUR is written as in policies: 500ms, 90s, 1h30m, 1d, see docs/policy.m
   [serve]                    bound only while promoted; agents fetch the bundle here
   listen = ADDR:PORT         default 0.0.0.0:8741. Mutual TLS with the policy server key
                              (pinned in the root); only enrolled members of the served
-                             manifest get past the handshake.
+                             manifest get past the handshake (see join_dir).
   timestamp_key = FILE       the online timestamp key, used when promote has no
                              --timestamp-key (on the package filesystem).
   server_key = FILE          the policy server TLS key, used when promote has no

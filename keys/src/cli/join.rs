@@ -3,10 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{JoinTokenArgs, Out};
+use super::{JoinTokenArgs, Out};
 use crate::deployment::{self, Deployment, Enrollment};
+use crate::error::JoinError;
 use crate::error::PublishError;
-use crate::join::{self, Approval, JoinError, JoinRequest, JoinToken, Joins};
+use crate::join::{self, Approval, JoinRequest, JoinToken, Joins};
 use crate::key::{Role, SecretKey};
 use crate::root::Root;
 use crate::time::Time;
