@@ -8,8 +8,10 @@
 //! (replayed token, before and after a policyd restart; expired; another member's name;
 //! signed by a key that is not an admin's; a wrong fingerprint) has its status and
 //! reason; `tenet-keys approve` enrols beta, the next serial carries it and `tenet-agent
-//! run` on beta converges. Revoked, beta's run is refused by the master, its old token is
-//! refused as used, and a token issued before the revocation is refused at approval.
+//! run` on beta converges, with the class its token named. An `--auto` token's request
+//! is approved by `approve --auto`. Revoked, beta's run is refused by the master, its old
+//! token is refused as used, and a token issued before the revocation is refused at
+//! approval.
 #![expect(
     clippy::disallowed_methods,
     reason = "the test spawns the real binaries and writes their configuration files"
@@ -188,7 +190,7 @@ impl World {
         fs::write(
             tree.join("files.toml"),
             format!(
-                "[[file]]\npath = \"/etc/tenet-serial\"\ncontent = \"serial {serial} on ${{member}}\\n\"\ntemplate = true\nmode = \"0644\"\n"
+                "[[file]]\npath = \"/etc/tenet-serial\"\ncontent = \"serial {serial} on ${{member}}\\n\"\ntemplate = true\nmode = \"0644\"\n\n[[file]]\nwhen = \"class(maint_motd)\"\npath = \"/etc/motd\"\ncontent = \"maintenance\\n\"\nmode = \"0644\"\n"
             ),
         )
         .expect("files");
@@ -318,7 +320,7 @@ fn a_member_joins_with_one_command_and_one_approval_and_a_revoked_one_is_refused
     let serving = w.publish(1);
 
     // Beta joins: its key is made, the master stores the request.
-    let token = w.token("beta", &["--expires", "1h"]);
+    let token = w.token("beta", &["--expires", "1h", "--classes", "maint_motd"]);
     let out = w.join(&serving, "beta", &token, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("made node key"), "{}", text(&out));
@@ -414,6 +416,11 @@ fn a_member_joins_with_one_command_and_one_approval_and_a_revoked_one_is_refused
     assert_eq!(
         fs::read_to_string(w.base.join("beta/root/etc/tenet-serial")).expect("converged"),
         "serial 3 on beta\n"
+    );
+    // The token's class reached the signed inventory, and so beta's run.
+    assert_eq!(
+        fs::read_to_string(w.base.join("beta/root/etc/motd")).expect("class file"),
+        "maintenance\n"
     );
 
     // An --auto token: stored, and approved with every other auto request.

@@ -180,6 +180,7 @@ pub(crate) fn approve(
             }
         };
         let change = d.enroll(&r.member, r.keyid)?;
+        d.set_classes(&r.member, &token.classes)?;
         joins.approved(&token)?;
         // Approved: the request is done. A failure to remove it only leaves a line that
         // `requests` shows as already used.
