@@ -89,7 +89,7 @@ impl Setup {
         std::fs::write(
             to.join("tenet-ha.conf"),
             format!(
-                "TENET_POLICYD={}\nTENET_CONFIG={}\nTENET_BUNDLE={}\nTENET_STATE_DIR={}\n",
+                "TENET_POLICYD={}\nTENET_CONFIG={}\nTENET_BUNDLE={}\nTENET_STATE_DIR={}\nTENET_MASTER_MOVE=false\n",
                 binary("tenet-policyd").display(),
                 self.config.display(),
                 bundle.display(),
@@ -1168,6 +1168,34 @@ fn the_keepalived_notify_script_follows_each_state_and_the_check_reports_health(
     assert_eq!(check(), Some(1));
     assert_eq!(code(&notify("FAULT")), Some(0));
     assert_eq!(check(), Some(0));
+
+    // With master-move on and an agent: MASTER runs this member's master-move plans.
+    let tree = s.path("mm-tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("cluster.toml"), MASTER_MOVE_POLICY).unwrap();
+    let root = s.path("mm-root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(
+        dir.join("tenet-ha.conf"),
+        format!(
+            "{}TENET_BUNDLE={}\nTENET_MASTER_MOVE=true\nTENET_AGENT={}\nTENET_AGENT_CONFIG=\nTENET_AGENT_ARGS=\"--policy {} --root {} --state-dir {}\"\n",
+            std::fs::read_to_string(dir.join("tenet-ha.conf")).unwrap(),
+            s.bundle.display(),
+            binary("tenet-agent").display(),
+            tree.display(),
+            root.display(),
+            s.path("mm-state").display()
+        ),
+    )
+    .unwrap();
+    let out = notify("MASTER");
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(s.status(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/master-moved")).unwrap(),
+        "the policy server moved here\n"
+    );
+    assert_eq!(code(&notify("BACKUP")), Some(0));
 
     // The listener dies: unhealthy.
     s.kill_listener();
