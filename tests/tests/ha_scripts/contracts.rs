@@ -998,6 +998,36 @@ fn the_powerha_scripts_work_with_no_arguments_and_no_environment() {
     assert_eq!(code(&run_env(&stop, &[], &[])), Some(0));
     assert_eq!(code(&run_env(&start, &[], &[])), Some(0));
     assert_eq!(code(&run_env(&monitor, &[], &[])), Some(0));
+
+    // With master-move on and an agent, a start runs this member's master-move plans.
+    assert_eq!(code(&run_env(&stop, &[], &[])), Some(0));
+    let tree = s.path("mm-tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("cluster.toml"), MASTER_MOVE_POLICY).unwrap();
+    let root = s.path("mm-root");
+    std::fs::create_dir_all(&root).unwrap();
+    let conf = std::fs::read_to_string(dir.join("tenet-ha.conf")).unwrap();
+    std::fs::write(
+        dir.join("tenet-ha.conf"),
+        format!(
+            "{conf}TENET_MASTER_MOVE=true\nTENET_AGENT={}\nTENET_AGENT_CONFIG=\nTENET_AGENT_ARGS=\"--policy {} --root {} --state-dir {}\"\n",
+            binary("tenet-agent").display(),
+            tree.display(),
+            root.display(),
+            s.path("mm-state").display()
+        ),
+    )
+    .unwrap();
+    let out = run_env(&start, &[], &[]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(s.status(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/master-moved")).unwrap(),
+        "the policy server moved here\n",
+        "{}",
+        text(&out)
+    );
+    assert_eq!(code(&run_env(&stop, &[], &[])), Some(0));
 }
 
 impl PackageSandbox {
