@@ -315,7 +315,7 @@ pub struct DaemonArgs {
 /// Options of `join`.
 #[derive(Debug, Args)]
 pub struct JoinArgs {
-    /// The master's serving address, HOST[:PORT] (port 8741 by default).
+    /// The master's serving address, HOST or HOST:PORT (port 8741 by default).
     pub master: String,
     /// The join token (from `tenet-keys join-token`).
     #[arg(long)]
