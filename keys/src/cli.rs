@@ -63,6 +63,11 @@ A typical first run:
   tenet-keys timestamp bundle/ --key deploy/keys/timestamp.key
   tenet-keys verify bundle/ --root deploy/root/1.root.toml
 
+Or let a member join, instead of node-key and enroll (docs/install.md):
+  tenet-keys join-token deploy/ --member beta   # one-time token; with an admin in the root
+  tenet-agent join MASTER --token T --trusted-root 1.root.toml --expect-fingerprint FP
+  tenet-keys approve deploy/ beta --join-dir JOIN_DIR   # FP: tenet-keys fingerprint
+
 Administrators (keys that sign run requests for `tenet-agent push`):
   tenet-keys admin-key deploy/ alice --member '*' --class 'maint_*'
   tenet-keys root-next deploy/ && tenet-keys attest deploy/root/2.root.toml --key ...
