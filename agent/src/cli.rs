@@ -118,6 +118,21 @@ pub enum Command {
     /// member unreachable, refused, or busy with another run (wins over 1).
     #[command(after_help = EXIT_CODES)]
     Push(PushArgs),
+    /// Ask the master to enrol this member, with an administrator's one-time token.
+    ///
+    /// Checks that the trusted root file's fingerprint is the one given (as `tenet-keys
+    /// init` or `tenet-keys fingerprint` printed it), makes the node key if there is none,
+    /// connects to the master over TLS pinned to the policy server key that root names,
+    /// and presents the token (from `tenet-keys join-token`); the node key proves itself
+    /// in the handshake. The master must have `[serve] join_dir` set. It stores the
+    /// request; once an administrator runs `tenet-keys approve` and signs the next serial,
+    /// `tenet-agent run` (with this root as agent.toml's trusted_root) fetches it.
+    ///
+    /// Exit status: 0 the request is stored; 2 bad token or fingerprint syntax; 4 trust
+    /// refused (fingerprint mismatch, server key not pinned, token refused by the master);
+    /// 5 the master did not answer; 7 the node key cannot be read or written.
+    #[command(after_help = EXIT_CODES)]
+    Join(JoinArgs),
     /// Apply the shipped dce-cluster example to a throwaway sandbox, twice.
     ///
     /// The first run shows every change (with diffs); the second shows that nothing
@@ -295,6 +310,60 @@ pub struct DaemonArgs {
     /// The most time each run spends on the master (as `run --deadline`).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration)]
     pub deadline: std::time::Duration,
+}
+
+/// Options of `join`.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The master's serving address, HOST or HOST:PORT (port 8741 by default).
+    pub master: String,
+    /// The join token (from `tenet-keys join-token`).
+    #[arg(long)]
+    pub token: String,
+    /// The root file this member will trust (with its .sig beside it).
+    #[arg(long = "trusted-root", value_name = "FILE")]
+    pub trusted_root: PathBuf,
+    /// The root's fingerprint, as the administrator gave it (SHA-256, 64 hex).
+    #[arg(long = "expect-fingerprint", value_name = "FP")]
+    pub expect_fingerprint: String,
+    /// The node key; made (mode 0600) if missing.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/var/lib/tenet/localhost.key"
+    )]
+    pub key: PathBuf,
+    /// The member name to ask for [default: the token's].
+    #[arg(long)]
+    pub member: Option<String>,
+    /// How long to wait for the master.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    pub timeout: std::time::Duration,
+}
+
+impl JoinArgs {
+    /// What `join` is asked to do.
+    pub fn options(&self) -> crate::ops::join::JoinOptions {
+        let master = if self
+            .master
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            && !self.master.ends_with(']')
+        {
+            self.master.clone()
+        } else {
+            format!("{}:{}", self.master, crate::config::DEFAULT_PORT)
+        };
+        crate::ops::join::JoinOptions {
+            master,
+            token: self.token.clone(),
+            trusted_root: self.trusted_root.clone(),
+            expect_fingerprint: self.expect_fingerprint.clone(),
+            key: self.key.clone(),
+            member: self.member.clone(),
+            timeout: self.timeout,
+        }
+    }
 }
 
 /// Options of `push`.

@@ -8,7 +8,9 @@ use std::io::{self, IsTerminal, Write};
 use std::process;
 
 use clap::Parser;
-use tenet_agent::cli::{Cli, Command, DaemonArgs, EventArgs, PlanCommand, PushArgs, WatchArgs};
+use tenet_agent::cli::{
+    Cli, Command, DaemonArgs, EventArgs, JoinArgs, PlanCommand, PushArgs, WatchArgs,
+};
 use tenet_agent::exit::ExitCode;
 use tenet_agent::ops::event::EventError;
 use tenet_agent::ops::push::{PushHuman, PushJson, PushReporter};
@@ -43,6 +45,7 @@ fn main() {
         Command::Watch(args) => watch(args),
         Command::Demo { keep } => demo(keep),
         Command::Push(args) => push(args),
+        Command::Join(args) => join(&args),
     };
     process::exit(code.into());
 }
@@ -193,6 +196,30 @@ fn push(args: PushArgs) -> ExitCode {
     };
     match tenet_agent::ops::push::push(&args.options(), reporter.as_mut()) {
         Ok(report) => report.exit_code(),
+        Err(e) => fail(&e, None, e.exit_code()),
+    }
+}
+
+fn join(args: &JoinArgs) -> ExitCode {
+    let opts = args.options();
+    match tenet_agent::ops::join::join(&opts) {
+        Ok(j) => {
+            if j.key_made {
+                say!("made node key {} ({})\n", j.keyid, opts.key.display());
+            }
+            say!(
+                "join request for member {} (key {}) stored on {}; approval {}\n",
+                j.member,
+                j.keyid,
+                opts.master,
+                tenet_agent::escape::printable(&j.approval)
+            );
+            say!(
+                "next: the administrator runs `tenet-keys approve {}` (or `approve --auto`) and signs a new serial; then `tenet-agent run`\n",
+                j.member
+            );
+            ExitCode::Success
+        }
         Err(e) => fail(&e, None, e.exit_code()),
     }
 }

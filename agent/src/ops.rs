@@ -10,6 +10,7 @@ pub mod check;
 pub mod daemon;
 pub mod demo;
 pub mod event;
+pub mod join;
 pub mod push;
 pub mod run;
 pub mod simulate;

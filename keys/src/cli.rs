@@ -21,6 +21,8 @@ use crate::time::{Time, parse_duration};
 use crate::verify::{Clock, TrustState, TrustedRoot, verify_bundle};
 use crate::{bundle, error_chain};
 
+mod join;
+
 /// Exit codes; those shared with other tenet binaries keep the same meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -60,6 +62,11 @@ A typical first run:
   tenet-keys sign tree/ --deployment deploy/ --out bundle/
   tenet-keys timestamp bundle/ --key deploy/keys/timestamp.key
   tenet-keys verify bundle/ --root deploy/root/1.root.toml
+
+Or let a member join, instead of node-key and enroll (docs/install.md):
+  tenet-keys join-token deploy/ --member beta   # one-time token; with an admin in the root
+  tenet-agent join MASTER --token T --trusted-root 1.root.toml --expect-fingerprint FP
+  tenet-keys approve deploy/ beta --join-dir JOIN_DIR   # FP: tenet-keys fingerprint
 
 Administrators (keys that sign run requests for `tenet-agent push`):
   tenet-keys admin-key deploy/ alice --member '*' --class 'maint_*'
@@ -241,6 +248,58 @@ pub enum Command {
         #[arg(long)]
         deployment: Option<PathBuf>,
     },
+    /// Make a one-time join token for a new member (hand it to the member's operator).
+    ///
+    /// The member runs `tenet-agent join MASTER --token TOKEN --trusted-root ROOT
+    /// --expect-fingerprint FP` (FP: `tenet-keys fingerprint ROOT`); the master's policyd
+    /// (`[serve] join_dir`) checks the token and stores the request; `tenet-keys approve`
+    /// enrols it. The token is signed by an administrator's key (--key; by default the
+    /// deployment's only one) whose scope must cover the member and the classes, and
+    /// which the root the master trusts lists. The member must also be in the cluster
+    /// config of the next signed tree.
+    #[command(after_help = EXIT_CODES)]
+    JoinToken(JoinTokenArgs),
+    /// Print a trusted root file's fingerprint (SHA-256 of its bytes), for
+    /// `tenet-agent join --expect-fingerprint`.
+    ///
+    /// The root's own signatures are checked first (a root signed by too few of its
+    /// root keys has no fingerprint to give).
+    #[command(after_help = EXIT_CODES)]
+    Fingerprint {
+        /// The root file (its .sig beside it), e.g. DEPLOYMENT/root/1.root.toml.
+        root: PathBuf,
+    },
+    /// List the join requests the master stored and that wait for approval.
+    #[command(after_help = EXIT_CODES)]
+    Requests {
+        /// The deployment directory.
+        dir: PathBuf,
+        /// The master's join directory (`[serve] join_dir` of its policyd.toml).
+        #[arg(long = "join-dir")]
+        join_dir: PathBuf,
+    },
+    /// Enrol a member that asked to join, exactly as `enroll` does.
+    ///
+    /// The request's token is verified again against this deployment's root (signed by
+    /// an admin key in scope, approved once, not issued before the member's last
+    /// `revoke`); the key id is the one the member proved to the master. With --auto,
+    /// every request whose token was made with `join-token --auto` is approved. The
+    /// approved request is removed from the join directory; the next signed manifest
+    /// carries the member.
+    #[command(after_help = EXIT_CODES)]
+    Approve {
+        /// The deployment directory.
+        dir: PathBuf,
+        /// The member to approve.
+        #[arg(required_unless_present = "auto", conflicts_with = "auto")]
+        member: Option<String>,
+        /// Approve every request made with an --auto token.
+        #[arg(long)]
+        auto: bool,
+        /// The master's join directory (`[serve] join_dir` of its policyd.toml).
+        #[arg(long = "join-dir")]
+        join_dir: PathBuf,
+    },
     /// Verify a bundle as a member would, and print what it holds.
     ///
     /// Walks the root updates in the bundle from the trusted root, then checks the
@@ -264,6 +323,28 @@ pub struct InitArgs {
     /// How long root version 1 is valid (e.g. 365d); a root update extends it.
     #[arg(long, default_value = "365d", value_parser = parse_ttl)]
     pub expires: Duration,
+}
+
+/// Options of `join-token`.
+#[derive(Debug, Args)]
+pub struct JoinTokenArgs {
+    /// The deployment directory.
+    pub dir: PathBuf,
+    /// The member name the token enrols.
+    #[arg(long)]
+    pub member: String,
+    /// Classes for the member, comma-separated (each within the administrator's scope).
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Vec<String>,
+    /// How long the token may be presented (at most 30d).
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    pub expires: Duration,
+    /// Let `tenet-keys approve --auto` approve the request with the others.
+    #[arg(long)]
+    pub auto: bool,
+    /// The administrator's key [default: the deployment's only keys/admin-NAME.key].
+    #[arg(long)]
+    pub key: Option<PathBuf>,
 }
 
 /// A key `root-next` can replace.
@@ -355,7 +436,7 @@ pub fn run(cli: Cli, now: Time, out: &mut dyn Write, err: &mut dyn Write) -> Exi
             member,
             key_id,
         } => enroll(&dir, &member, key_id, out),
-        Command::Revoke { dir, member } => revoke(&dir, &member, out),
+        Command::Revoke { dir, member } => revoke(&dir, &member, now, out),
         Command::AdminKey {
             dir,
             name,
@@ -377,6 +458,15 @@ pub fn run(cli: Cli, now: Time, out: &mut dyn Write, err: &mut dyn Write) -> Exi
             deployment,
         } => timestamp(&bundle, &key, ttl, deployment.as_deref(), now, out),
         Command::Verify(a) => verify(&a, now, out),
+        Command::JoinToken(a) => join::join_token(&a, now, out),
+        Command::Fingerprint { root } => join::fingerprint(&root, out),
+        Command::Requests { dir, join_dir } => join::requests(&dir, &join_dir, out),
+        Command::Approve {
+            dir,
+            member,
+            auto,
+            join_dir,
+        } => join::approve(&dir, member.as_deref(), auto, &join_dir, out),
     };
     match result {
         Ok(()) => ExitCode::Success,
@@ -398,6 +488,8 @@ pub fn exit_code(e: &PublishError) -> ExitCode {
             ExitCode::Io
         }
         PublishError::Render { .. } => ExitCode::Io,
+        PublishError::Join(e) if e.is_trust() => ExitCode::TrustRefused,
+        PublishError::Join(crate::join::JoinError::Io { .. }) => ExitCode::Io,
         PublishError::Key(
             KeyError::Read { .. } | KeyError::Write { .. } | KeyError::Random { .. },
         ) => ExitCode::Io,
@@ -439,6 +531,12 @@ fn init(a: &InitArgs, now: Time, out: &mut Out<'_>) -> Result<(), PublishError> 
     );
     let _ = writeln!(out.text(), "root version 1: {}", report.root.display());
     let _ = writeln!(out.text(), "root sha256:    {}", report.root_sha256);
+    let _ = writeln!(
+        out.text(),
+        "fingerprint:    {} (members check it: tenet-agent join --expect-fingerprint; again later: tenet-keys fingerprint {})",
+        report.root_sha256,
+        report.root.display()
+    );
     let _ = writeln!(
         out.text(),
         "next: move {}/keys/root-*.key offline (a root update needs {} of them)",
@@ -493,9 +591,11 @@ fn enroll(dir: &Path, member: &str, keyid: KeyId, out: &mut Out<'_>) -> Result<(
     Ok(())
 }
 
-fn revoke(dir: &Path, member: &str, out: &mut Out<'_>) -> Result<(), PublishError> {
+fn revoke(dir: &Path, member: &str, now: Time, out: &mut Out<'_>) -> Result<(), PublishError> {
     let d = Deployment::open(dir)?;
     let old = d.revoke(member)?;
+    // Join tokens for this name issued until now can no longer be approved.
+    crate::join::Joins::open(dir)?.revoked(member, now)?;
     out.json(
         "revoke",
         serde_json::json!({"member": member, "keyid": old.to_string()}),

@@ -91,6 +91,9 @@ pub struct Enrolled {
     pub name: String,
     /// Its node key's id.
     pub keyid: KeyId,
+    /// Classes given at enrolment (a join token's), added to the cluster config's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
 }
 
 /// An administrator: a key of the admin role and its scope, as the next root lists it.
@@ -608,6 +611,7 @@ impl Deployment {
                 inv.members.push(Enrolled {
                     name: member.to_string(),
                     keyid,
+                    classes: Vec::new(),
                 });
                 Enrollment::New
             }
@@ -615,6 +619,21 @@ impl Deployment {
         inv.members.sort_by(|a, b| a.name.cmp(&b.name));
         self.save_inventory(&inv)?;
         Ok(outcome)
+    }
+
+    /// Sets the classes `member` was enrolled with (a join token's); the next signed
+    /// manifest lists them beside the cluster config's.
+    pub fn set_classes(&self, member: &str, classes: &[String]) -> Result<(), PublishError> {
+        let mut inv = self.load_inventory()?;
+        let m = inv
+            .members
+            .iter_mut()
+            .find(|m| m.name == member)
+            .ok_or_else(|| PublishError::NotEnrolled {
+                member: member.to_string(),
+            })?;
+        m.classes = classes.to_vec();
+        self.save_inventory(&inv)
     }
 
     /// Removes `member`'s key; returns the key id removed.

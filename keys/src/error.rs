@@ -1,5 +1,5 @@
 //! Every error of the crate: verification ([`VerifyError`]), key files ([`KeyError`]) and
-//! the publishing commands ([`PublishError`]).
+//! the publishing commands ([`PublishError`]), join tokens ([`JoinError`]).
 //!
 //! Messages are lowercase, name the object and carry what a person needs to act: the
 //! serial, the key id, the path.
@@ -9,7 +9,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::document::Document;
-use crate::id::{DeploymentId, KeyId, KeyIds, Sha256Sum};
+use crate::id::{DeploymentId, KeyId, KeyIds, Nonce, Sha256Sum};
 use crate::key::Role;
 use crate::time::{Time, TimeError};
 
@@ -881,4 +881,187 @@ pub enum PublishError {
     /// A time could not be read.
     #[error(transparent)]
     Time(#[from] TimeError),
+    /// A join token or request was refused, or its files are unusable.
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    /// The deployment has no administrator key to sign a join token with, or several.
+    #[error("{reason}; name the administrator's key with --key")]
+    NoAdminKey {
+        /// What was found.
+        reason: String,
+    },
+}
+
+/// Why a token was refused. [`JoinError::code`] (see [`crate::join`]) names each for the wire.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// Not a token: size, field count or a field's syntax.
+    #[error("join token is malformed: {reason}")]
+    Malformed {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The signer is not a key of the root.
+    #[error("join token is signed by key {keyid}, which root version {root_version} does not list")]
+    UnknownKey {
+        /// The signer.
+        keyid: KeyId,
+        /// The root checked against.
+        root_version: u64,
+    },
+    /// The signer is a key of the root, but not an admin key.
+    #[error("join token is signed by key {keyid} ({name}), which is not an admin key")]
+    NotAdmin {
+        /// The signer.
+        keyid: KeyId,
+        /// Its name in the root.
+        name: String,
+    },
+    /// The signature does not verify.
+    #[error("join token signature by admin key {keyid} does not verify")]
+    BadSignature {
+        /// The signer.
+        keyid: KeyId,
+    },
+    /// Made for another deployment.
+    #[error("join token is for deployment {found}, not {expected}")]
+    WrongDeployment {
+        /// The root's deployment.
+        expected: DeploymentId,
+        /// The token's.
+        found: DeploymentId,
+    },
+    /// The signer's scope does not cover the member or a class.
+    #[error("admin key {keyid} may not enrol {what}")]
+    OutOfScope {
+        /// The signer.
+        keyid: KeyId,
+        /// `member NAME` or `class NAME`.
+        what: String,
+    },
+    /// `issued` is further in the future than the skew allows.
+    #[error("join token was issued at {issued}, later than now ({now}) allows")]
+    NotYetValid {
+        /// Its `issued`.
+        issued: Time,
+        /// The clock.
+        now: Time,
+    },
+    /// Past `expires`.
+    #[error("join token expired at {expires} (now {now})")]
+    Expired {
+        /// Its `expires`.
+        expires: Time,
+        /// The clock.
+        now: Time,
+    },
+    /// Presented for another member name than the one it names.
+    #[error("join token is for member {token:?}, not {asked:?}")]
+    WrongMember {
+        /// The token's member.
+        token: String,
+        /// The name asked for.
+        asked: String,
+    },
+    /// Its id was accepted before.
+    #[error("join token {id} was already used")]
+    Used {
+        /// The token id.
+        id: Nonce,
+    },
+    /// The member was revoked after the token was issued.
+    #[error(
+        "member {member} was revoked at {revoked}, after join token {id} was issued ({issued})"
+    )]
+    RevokedSince {
+        /// The member.
+        member: String,
+        /// The token id.
+        id: Nonce,
+        /// Its `issued`.
+        issued: Time,
+        /// When the member was revoked.
+        revoked: Time,
+    },
+    /// The key presented is already enrolled.
+    #[error("key {keyid} is already enrolled (as member {member})")]
+    AlreadyEnrolled {
+        /// The key.
+        keyid: KeyId,
+        /// Its member.
+        member: String,
+    },
+    /// No stored request for the member.
+    #[error("no join request from member {member} in {dir}")]
+    NoRequest {
+        /// The member.
+        member: String,
+        /// The requests directory.
+        dir: PathBuf,
+    },
+    /// A stored request is not readable as one.
+    #[error("join request {path} is malformed")]
+    BadRequest {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A file could not be read or written.
+    #[error("cannot {what} {path}")]
+    Io {
+        /// `read`, `write`...
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Randomness was unavailable.
+    #[error("cannot draw a token id")]
+    Random {
+        /// Why.
+        #[source]
+        source: getrandom::Error,
+    },
+}
+
+impl JoinError {
+    /// A stable code for the wire (`{"type":"refused","reason":CODE}`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            JoinError::Malformed { .. } => "malformed",
+            JoinError::UnknownKey { .. } => "unknown_key",
+            JoinError::NotAdmin { .. } => "not_admin",
+            JoinError::BadSignature { .. } => "bad_signature",
+            JoinError::WrongDeployment { .. } => "wrong_deployment",
+            JoinError::OutOfScope { .. } => "out_of_scope",
+            JoinError::NotYetValid { .. } => "not_yet_valid",
+            JoinError::Expired { .. } => "expired",
+            JoinError::WrongMember { .. } => "wrong_member",
+            JoinError::Used { .. } => "token_used",
+            JoinError::RevokedSince { .. } => "revoked",
+            JoinError::AlreadyEnrolled { .. } => "already_enrolled",
+            JoinError::NoRequest { .. } => "no_request",
+            JoinError::BadRequest { .. } => "bad_request",
+            JoinError::Io { .. } => "io",
+            JoinError::Random { .. } => "random",
+        }
+    }
+
+    /// Whether the refusal is about trust (signature, signer, scope, time, reuse) rather
+    /// than a file or the input's shape.
+    pub fn is_trust(&self) -> bool {
+        !matches!(
+            self,
+            JoinError::Malformed { .. }
+                | JoinError::NoRequest { .. }
+                | JoinError::BadRequest { .. }
+                | JoinError::Io { .. }
+                | JoinError::Random { .. }
+        )
+    }
 }

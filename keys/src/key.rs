@@ -43,6 +43,8 @@ pub enum Context {
     Timestamp,
     /// A run request ([`crate::runreq`]).
     RunRequest,
+    /// A join token ([`crate::join`]).
+    JoinToken,
 }
 
 impl Context {
@@ -53,6 +55,7 @@ impl Context {
             Context::Manifest => "tenet-manifest-v1",
             Context::Timestamp => "tenet-timestamp-v1",
             Context::RunRequest => "tenet-runreq-v1",
+            Context::JoinToken => "tenet-join-v1",
         }
     }
 

@@ -14,6 +14,8 @@
 //!   pinned by key id).
 //! - Run requests: [`runreq::sign`] (an admin), [`runreq::verify`] with a
 //!   [`runreq::ReplayCache`] (the member).
+//! - Join tokens: [`join::JoinToken::issue`] (an admin), [`join::verify`] with
+//!   [`join::UsedTokens`] (the master), [`join::Joins`] (approval).
 //!
 //! **Invariants:** only this crate reads private key material; only
 //! [`verify::verify_bundle`] constructs a [`verify::VerifiedBundle`]; signatures are
@@ -28,6 +30,7 @@ pub mod error;
 pub mod fsio;
 pub mod hex;
 pub mod id;
+pub mod join;
 pub mod jsonl;
 pub mod key;
 pub mod manifest;

@@ -93,7 +93,7 @@ pub struct MemberEntry {
     pub name: String,
     /// Its node key's id (its TLS client pin).
     pub keyid: KeyId,
-    /// Its classes from the cluster config.
+    /// Its classes: the cluster config's, then those it was enrolled with.
     #[serde(default)]
     pub classes: Vec<String>,
 }

@@ -120,11 +120,19 @@ pub fn sign(deployment: &mut Deployment, opts: &SignOptions) -> Result<SignRepor
     let mut members = Vec::new();
     for m in &policy.cluster.members {
         match enrolled.iter().find(|e| e.name == m.name) {
-            Some(e) => members.push(MemberEntry {
-                name: m.name.clone(),
-                keyid: e.keyid,
-                classes: m.classes.clone(),
-            }),
+            Some(e) => {
+                let mut classes = m.classes.clone();
+                for c in &e.classes {
+                    if !classes.contains(c) {
+                        classes.push(c.clone());
+                    }
+                }
+                members.push(MemberEntry {
+                    name: m.name.clone(),
+                    keyid: e.keyid,
+                    classes,
+                });
+            }
             None => warnings.push(format!(
                 "member {} has no enrolled key; it is left out of the inventory and cannot fetch this bundle (tenet-keys enroll)",
                 m.name

@@ -615,6 +615,10 @@ fn help_matches_golden_files() {
         "attest",
         "timestamp",
         "verify",
+        "join-token",
+        "fingerprint",
+        "requests",
+        "approve",
     ] {
         let mut args: Vec<&str> = Vec::new();
         if !cmd.is_empty() {

@@ -17,6 +17,7 @@
 //! server_key = "/srv/tenet/keys/server-tls.key"      # on the package filesystem
 //! timestamp_ttl = "6h"
 //! watch_interval = "10s"
+//! join_dir = "/srv/tenet/join"                       # opt-in: accept join requests
 //!
 //! [metrics]
 //! listen = "127.0.0.1:8742"                          # or "off"
@@ -83,7 +84,7 @@ DURATION/DUR is written as in policies: 500ms, 90s, 1h30m, 1d, see docs/policy.m
   [serve]                    bound only while promoted; agents fetch the bundle here
   listen = ADDR:PORT         default 0.0.0.0:8741. Mutual TLS with the policy server key
                              (pinned in the root); only enrolled members of the served
-                             manifest get past the handshake.
+                             manifest get past the handshake (see join_dir).
   timestamp_key = FILE       the online timestamp key, used when promote has no
                              --timestamp-key (on the package filesystem).
   server_key = FILE          the policy server TLS key, used when promote has no
@@ -93,6 +94,12 @@ DURATION/DUR is written as in policies: 500ms, 90s, 1h30m, 1d, see docs/policy.m
   watch_interval = DURATION  default 10s. How often the promoted bundle directory is checked
                              for a new manifest (publish into a new directory and flip a
                              symlink; a newer serial is verified and served without restart).
+  join_dir = DIR             off by default. Accept `tenet-agent join` (POST /v1/join): any
+                             key that proves itself gets past the handshake, but a key that
+                             is no enrolled member reaches only the join route. A join
+                             token (tenet-keys join-token) is checked and its id recorded
+                             in DIR/used-tokens.log; the request is stored in
+                             DIR/requests/MEMBER.toml for `tenet-keys approve`.
 
   [run]                      pushed runs: POST /v1/run on the listener (tenet-agent push)
   agent = FILE               default /usr/sbin/tenet-agent. Started as
@@ -228,6 +235,8 @@ pub struct ServeConfig {
     pub timestamp_ttl: Duration,
     /// How often the bundle directory is checked for a new manifest.
     pub watch_interval: Duration,
+    /// Where join requests and used token ids are kept; `None`: joins are refused.
+    pub join_dir: Option<PathBuf>,
 }
 
 /// `[metrics]`.
@@ -364,6 +373,7 @@ impl Config {
                 raw.serve.watch_interval.as_deref(),
                 Duration::from_secs(10),
             )?,
+            join_dir: raw.serve.join_dir.map(|p| base.join(p)),
         };
         if serve.timestamp_ttl < Duration::from_secs(2) {
             return Err(invalid(
@@ -629,6 +639,7 @@ struct RawServe {
     server_key: Option<PathBuf>,
     timestamp_ttl: Option<String>,
     watch_interval: Option<String>,
+    join_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

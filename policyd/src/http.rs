@@ -492,15 +492,30 @@ impl Drop for Tracked {
 }
 
 /// Admits the enrolled members of the manifest being served, and logs the others (at
-/// most once every few seconds, with a count of the lines held back).
+/// most once every few seconds, with a count of the lines held back). With joins on
+/// (`[serve] join_dir`), every key that proves itself is admitted: such a key reaches
+/// only `POST /v1/join`, since every other serving route checks the peer again.
 #[derive(Debug)]
 pub(crate) struct EnrolledMembers {
     pub(crate) pins: MemberPins,
     pub(crate) log: LogLimit,
+    pub(crate) joins: Joins,
+}
+
+/// Whether the serving socket admits keys that are not enrolled (to reach the join route).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Joins {
+    /// Enrolled members only.
+    Off,
+    /// Any proved key past the handshake; non-members reach only `POST /v1/join`.
+    Open,
 }
 
 impl ClientPolicy for EnrolledMembers {
     fn admits(&self, keyid: &KeyId) -> bool {
+        if self.joins == Joins::Open {
+            return true;
+        }
         let admitted = self.pins.contains(keyid);
         if !admitted && let Some(suppressed) = self.log.allow() {
             info!(keyid = %keyid, suppressed, "refused a client key that is not an enrolled member of the served manifest");

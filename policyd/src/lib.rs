@@ -46,6 +46,7 @@ mod admission;
 mod body;
 mod bundle;
 mod http;
+mod join;
 mod launch;
 mod metrics;
 mod routes;

@@ -468,6 +468,11 @@ fn serving_acceptor(
     let policy = EnrolledMembers {
         pins: shared.promotion.pins.clone(),
         log: crate::trusted::LogLimit::default(),
+        joins: if shared.config.serve.join_dir.is_some() {
+            http::Joins::Open
+        } else {
+            http::Joins::Off
+        },
     };
     let config = http::server_config(&identity, Arc::new(policy))
         .map_err(|source| PromoteError::Tls { source })?;

@@ -17,7 +17,11 @@
 //!   the stop side only on the standby in the pre-event, the start side only on the
 //!   returning owner in the post-event, tenet's exit codes passed on;
 //! - the keepalived notify script with each state, and its vrrp_script check; two
-//!   notifies started nearly together end in the later transition.
+//!   notifies started nearly together end in the later transition;
+//! - after a start that serves, the policyd OCF agent, the keepalived notify script
+//!   and the PowerHA start script run the member's master-move plans (a real plan
+//!   writing a file in a sandbox root), and a master-move that fails never fails the
+//!   start.
 //!
 //! Every listener the scripts start is killed by PID when the test ends.
 

@@ -360,6 +360,50 @@ fn every_keys_command_prints_one_line() {
         ],
         "tenet.keys.attest/1",
     );
+    let token = keys(
+        &[
+            "join-token",
+            s(&dep),
+            "--member",
+            "beta",
+            "--auto",
+            "--json",
+        ],
+        "tenet.keys.join_token/1",
+    );
+    keys(
+        &["fingerprint", s(&root1), "--json"],
+        "tenet.keys.fingerprint/1",
+    );
+    // A request as the master stores it, for `requests` and `approve` to list.
+    let join_dir = p("join");
+    tenet_keys::join::JoinRequest {
+        member: "beta".to_string(),
+        keyid: tenet_keys::SecretKey::from_seed(&[7; 32]).key_id(),
+        received: tenet_tests::fixture::now(),
+        approval: tenet_keys::join::Approval::Auto,
+        classes: Vec::new(),
+        token: token["token"].as_str().expect("a token").to_string(),
+    }
+    .store(&join_dir)
+    .expect("a stored request");
+    let listed = keys(
+        &["requests", s(&dep), "--join-dir", s(&join_dir), "--json"],
+        "tenet.keys.requests/1",
+    );
+    assert_eq!(listed["requests"][0]["refused"], Value::Null, "{listed}");
+    let approved = keys(
+        &[
+            "approve",
+            s(&dep),
+            "--auto",
+            "--join-dir",
+            s(&join_dir),
+            "--json",
+        ],
+        "tenet.keys.approve/1",
+    );
+    assert_eq!(approved["approved"][0]["member"], "beta", "{approved}");
     keys(
         &["admin-revoke", s(&dep), "alice", "--json"],
         "tenet.keys.admin_revoke/1",

@@ -219,6 +219,43 @@ impl Master {
             })?
         })
     }
+    /// `POST path` with a small `body`: the status and the answer's body (at most `max`
+    /// bytes), whatever the status (`tenet-agent join` shows a refusal's reason).
+    pub fn post_answer(
+        &mut self,
+        path: &str,
+        body: Vec<u8>,
+        max: u64,
+    ) -> Result<(StatusCode, Vec<u8>), FetchError> {
+        let name = self.name.clone();
+        let sender = &mut self.sender;
+        let deadline = self.deadline;
+        self.runtime.block_on(async {
+            let send = async {
+                sender
+                    .ready()
+                    .await
+                    .map_err(|e| classify(&name, "connection", &e))?;
+                let req = Request::post(path)
+                    .header("host", tls::SERVER_NAME)
+                    .header("content-type", "application/toml")
+                    .body(Full::new(Bytes::from(body)))
+                    .map_err(|e| FetchError::Setup(format!("POST {path}: {e}")))?;
+                let resp = sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| classify(&name, &format!("POST {path}"), &e))?;
+                let status = resp.status();
+                let body = read_capped(&name, path, resp.into_body(), max).await?;
+                Ok((status, body))
+            };
+            let (until, capped) = deadline.cap(tokio::time::Instant::now() + REQUEST_TIMEOUT);
+            tokio::time::timeout_at(until, send).await.map_err(|_| {
+                deadline.late(&name, &format!("POST {path}"), capped, REQUEST_TIMEOUT)
+            })?
+        })
+    }
+
     /// `POST path` with `body` (`application/octet-stream`): on 200, a reader of the
     /// answer's body that fails once it has yielded more than `max` bytes; any other
     /// status is [`FetchError::Status`]. The body streams as it is read, within

@@ -89,7 +89,7 @@ impl Setup {
         std::fs::write(
             to.join("tenet-ha.conf"),
             format!(
-                "TENET_POLICYD={}\nTENET_CONFIG={}\nTENET_BUNDLE={}\nTENET_STATE_DIR={}\n",
+                "TENET_POLICYD={}\nTENET_CONFIG={}\nTENET_BUNDLE={}\nTENET_STATE_DIR={}\nTENET_MASTER_MOVE=false\n",
                 binary("tenet-policyd").display(),
                 self.config.display(),
                 bundle.display(),
@@ -167,6 +167,8 @@ fn ocf_env(s: &Setup, binary_path: &Path, interval_ms: u32) -> Vec<(&'static str
         ("OCF_RESKEY_CRM_meta_interval", interval_ms.to_string()),
         ("OCF_RESKEY_CRM_meta_timeout", "20000".to_string()),
         ("HA_RSCTMP", s.path("rsctmp").display().to_string()),
+        // Never this machine's agent: the master-move test turns it on with its own.
+        ("OCF_RESKEY_master_move", "false".to_string()),
     ]
 }
 
@@ -204,6 +206,8 @@ fn ocf_tester_passes_on_the_policyd_agent() {
         .arg(format!("bundle={}", s.bundle.display()))
         .arg("-o")
         .arg(format!("binary={}", binary("tenet-policyd").display()))
+        .arg("-o")
+        .arg("master_move=false")
         .arg(&agent)
         .env("HA_RSCTMP", s.path("rsctmp"))
         .stdin(Stdio::null())
@@ -360,6 +364,98 @@ fn the_policyd_agent_maps_every_outcome_to_its_ocf_code() {
     assert_eq!(s.status(), Some(7));
     assert_eq!(code(&run_env(&agent, &["monitor"], &env)), Some(7));
     assert_eq!(code(&run_env(&agent, &["bogus"], &env)), Some(3));
+}
+
+/// A policy whose policy server package `tenet` has a master-move plan writing
+/// /etc/master-moved (beneath the agent's root).
+const MASTER_MOVE_POLICY: &str = r#"
+[cluster]
+name = "t"
+policy_server = "tenet"
+
+[[member]]
+name = "alpha"
+hostname = "node1"
+addresses = [{ ip = "10.0.0.1", role = "boot" }]
+
+[[package]]
+name = "tenet"
+hostname = "tenet-master"
+ip = "10.0.0.9"
+members = ["alpha"]
+configuration = "rotating"
+
+[[plan]]
+name = "master-moved"
+on = "master-move"
+
+[[plan.step]]
+name = "note the move"
+type = "file"
+path = "/etc/master-moved"
+content = "the policy server moved here\n"
+"#;
+
+#[test]
+fn the_policyd_agent_sends_master_move_after_a_start_and_never_fails_for_it() {
+    let mut s = Setup::new();
+    let agent = ocf_agent("tenet-policyd");
+    let tree = s.path("mm-tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("cluster.toml"), MASTER_MOVE_POLICY).unwrap();
+    let root = s.path("mm-root");
+    std::fs::create_dir_all(&root).unwrap();
+    let env = ocf_env(&s, &binary("tenet-policyd"), 10_000);
+    let env = with(env, "OCF_RESKEY_master_move", "true");
+    let env = with(
+        env,
+        "OCF_RESKEY_agent",
+        binary("tenet-agent").to_str().unwrap(),
+    );
+    let env = with(env, "OCF_RESKEY_agent_policy", tree.to_str().unwrap());
+    let env = with(env, "OCF_RESKEY_agent_root", root.to_str().unwrap());
+    let state = s.path("mm-state");
+    let env = with(env, "OCF_RESKEY_agent_state_dir", state.to_str().unwrap());
+
+    let out = run_env(&agent, &["start"], &env);
+    s.status();
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/master-moved")).unwrap(),
+        "the policy server moved here\n",
+        "{}",
+        text(&out)
+    );
+    let journals: Vec<String> = std::fs::read_dir(state.join("events"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        journals.iter().any(|j| j.contains("-master-move-")),
+        "{journals:?}"
+    );
+    assert_eq!(code(&run_env(&agent, &["stop"], &env)), Some(0));
+
+    // A master-move that cannot run (no such tree) is logged; the start still serves.
+    let broken = with(env.clone(), "OCF_RESKEY_agent_policy", "/nonexistent/tree");
+    let out = run_env(&agent, &["start"], &broken);
+    s.status();
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("master-move plans of alpha did not all run"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(code(&run_env(&agent, &["monitor"], &env)), Some(0));
+    assert_eq!(code(&run_env(&agent, &["stop"], &env)), Some(0));
+
+    // Off: nothing is sent.
+    std::fs::remove_file(root.join("etc/master-moved")).unwrap();
+    let off = with(env.clone(), "OCF_RESKEY_master_move", "false");
+    assert_eq!(code(&run_env(&agent, &["start"], &off)), Some(0));
+    s.status();
+    assert!(!root.join("etc/master-moved").exists());
+    assert_eq!(code(&run_env(&agent, &["stop"], &env)), Some(0));
 }
 
 /// A member's sandbox for the package agent: the HA tests' DCE plans
@@ -902,6 +998,36 @@ fn the_powerha_scripts_work_with_no_arguments_and_no_environment() {
     assert_eq!(code(&run_env(&stop, &[], &[])), Some(0));
     assert_eq!(code(&run_env(&start, &[], &[])), Some(0));
     assert_eq!(code(&run_env(&monitor, &[], &[])), Some(0));
+
+    // With master-move on and an agent, a start runs this member's master-move plans.
+    assert_eq!(code(&run_env(&stop, &[], &[])), Some(0));
+    let tree = s.path("mm-tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("cluster.toml"), MASTER_MOVE_POLICY).unwrap();
+    let root = s.path("mm-root");
+    std::fs::create_dir_all(&root).unwrap();
+    let conf = std::fs::read_to_string(dir.join("tenet-ha.conf")).unwrap();
+    std::fs::write(
+        dir.join("tenet-ha.conf"),
+        format!(
+            "{conf}TENET_MASTER_MOVE=true\nTENET_AGENT={}\nTENET_AGENT_CONFIG=\nTENET_AGENT_ARGS=\"--policy {} --root {} --state-dir {}\"\n",
+            binary("tenet-agent").display(),
+            tree.display(),
+            root.display(),
+            s.path("mm-state").display()
+        ),
+    )
+    .unwrap();
+    let out = run_env(&start, &[], &[]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(s.status(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/master-moved")).unwrap(),
+        "the policy server moved here\n",
+        "{}",
+        text(&out)
+    );
+    assert_eq!(code(&run_env(&stop, &[], &[])), Some(0));
 }
 
 impl PackageSandbox {
@@ -1072,6 +1198,34 @@ fn the_keepalived_notify_script_follows_each_state_and_the_check_reports_health(
     assert_eq!(check(), Some(1));
     assert_eq!(code(&notify("FAULT")), Some(0));
     assert_eq!(check(), Some(0));
+
+    // With master-move on and an agent: MASTER runs this member's master-move plans.
+    let tree = s.path("mm-tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("cluster.toml"), MASTER_MOVE_POLICY).unwrap();
+    let root = s.path("mm-root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(
+        dir.join("tenet-ha.conf"),
+        format!(
+            "{}TENET_BUNDLE={}\nTENET_MASTER_MOVE=true\nTENET_AGENT={}\nTENET_AGENT_CONFIG=\nTENET_AGENT_ARGS=\"--policy {} --root {} --state-dir {}\"\n",
+            std::fs::read_to_string(dir.join("tenet-ha.conf")).unwrap(),
+            s.bundle.display(),
+            binary("tenet-agent").display(),
+            tree.display(),
+            root.display(),
+            s.path("mm-state").display()
+        ),
+    )
+    .unwrap();
+    let out = notify("MASTER");
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(s.status(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/master-moved")).unwrap(),
+        "the policy server moved here\n"
+    );
+    assert_eq!(code(&notify("BACKUP")), Some(0));
 
     // The listener dies: unhealthy.
     s.kill_listener();
