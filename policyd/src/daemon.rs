@@ -40,10 +40,12 @@ use crate::config::RunStart;
 use crate::control;
 use crate::error::DaemonError;
 use crate::http;
-use crate::metrics::{Gauges, Metrics, Site};
+use crate::metrics::{Gauges, LastReport, Metrics, Site};
 use crate::promotion;
+use crate::reportdb::{ReportDb, Retention};
 use crate::shared::Shared;
 use crate::shared::promotion_state::Promotion;
+use crate::shared::report_limit::ReportLimit;
 use crate::shutdown::{Stop, Tracker};
 use crate::trusted::ListenerKeys;
 use crate::trusted::read_trusted_root;
@@ -125,6 +127,14 @@ impl Daemon {
             run_start,
             blob_memory: crate::shared::blob_memory::BlobMemory::new(config.limits.blob_memory),
             runs: crate::shared::runs::Runs::default(),
+            reports: ReportDb::new(
+                config.reports.database.clone(),
+                Retention {
+                    max_age: config.reports.max_age,
+                    max_bytes: config.reports.max_bytes,
+                },
+            ),
+            report_limit: ReportLimit::default(),
             promotion,
             metrics: Metrics::default(),
             connections: Tracker::default(),
@@ -336,6 +346,12 @@ fn metrics_response(shared: &Shared, req: &Request<Incoming>) -> Response<Full<B
         return r;
     }
     let snapshot = shared.promotion.snapshot();
+    // Only while serving: the database is on the package filesystem.
+    let reports = if snapshot.is_some() {
+        last_reports(shared)
+    } else {
+        Vec::new()
+    };
     let gauges = Gauges {
         serving: snapshot.as_ref().map(|s| s.bundle.serial()),
         timestamp_version: snapshot.as_ref().map_or(0, |s| s.timestamp.version),
@@ -349,6 +365,8 @@ fn metrics_response(shared: &Shared, req: &Request<Incoming>) -> Response<Full<B
         members: snapshot
             .as_ref()
             .map_or(&[][..], |s| &s.bundle.manifest().members),
+        reports: &reports,
+        now: crate::shared::now().unix(),
     };
     let mut r = Response::new(Full::new(Bytes::from(shared.metrics.render(&gauges))));
     r.headers_mut().insert(
@@ -356,6 +374,35 @@ fn metrics_response(shared: &Shared, req: &Request<Incoming>) -> Response<Full<B
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
+}
+
+/// Each member's last report, from the report database (none if it cannot be read).
+fn last_reports(shared: &Shared) -> Vec<LastReport> {
+    let path = shared.reports.path();
+    if !path.exists() {
+        return Vec::new();
+    }
+    let read = crate::reportdb::open_read(path).and_then(|conn| {
+        crate::reportdb::latest(&conn).map_err(|source| crate::reportdb::StoreError::Sqlite {
+            path: path.to_path_buf(),
+            what: "read the last reports",
+            source,
+        })
+    });
+    match read {
+        Ok(latest) => latest
+            .into_iter()
+            .map(|s| LastReport {
+                failures: s.report.failed + s.report.blocked,
+                received: s.report.received,
+                member: s.report.member,
+            })
+            .collect(),
+        Err(e) => {
+            warn!(error = %tenet_keys::error_chain(&e), "metrics: report database unreadable");
+            Vec::new()
+        }
+    }
 }
 
 /// The trust state this member last served from (so a restart never serves an older

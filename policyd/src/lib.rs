@@ -40,14 +40,17 @@ pub mod error;
 pub mod exit;
 pub mod ha;
 pub mod promotion;
+pub mod reportdb;
 pub mod runreq;
 
 mod admission;
 mod body;
 mod bundle;
+mod history;
 mod http;
 mod launch;
 mod metrics;
+mod reports;
 mod routes;
 mod shared;
 mod shutdown;

@@ -9,6 +9,7 @@
 //! | serve    | `GET /v1/manifest` (`/sig`)   | the current manifest   | member          |
 //! | serve    | `GET /v1/blob/sha256/{hex}`   | a file of the tree     | member          |
 //! | serve    | `POST /v1/blobs`              | many files, in order   | member          |
+//! | serve    | `POST /v1/report`             | a run's report, stored | member (its own)|
 //!
 //! Paths are matched segment by segment against these literals, with `{n}` a decimal
 //! without leading zeros and `{hex}` exactly 64 lower-case hex digits; anything else is
@@ -87,6 +88,8 @@ pub(crate) enum Route {
     Blob(Sha256Sum),
     /// `POST /v1/blobs`: many blobs in one answer.
     Blobs,
+    /// `POST /v1/report`: a member's run report ([`crate::reports`]).
+    Report,
 }
 
 /// Most hashes one `POST /v1/blobs` may name.
@@ -141,6 +144,7 @@ impl Route {
                 ["manifest", "sig"] => Some(Route::ManifestSig),
                 ["blob", "sha256", hex] => sha256(hex).map(Route::Blob),
                 ["blobs"] => Some(Route::Blobs),
+                ["report"] => Some(Route::Report),
                 _ => None,
             },
         }
@@ -159,6 +163,7 @@ impl Route {
             Route::ManifestSig => "manifest_sig",
             Route::Blob(_) => "blob",
             Route::Blobs => "blobs",
+            Route::Report => "report",
         }
     }
 
@@ -181,7 +186,7 @@ pub(crate) async fn handle(
     let route = Route::parse(site, req.uri().path());
     let response = match route {
         None => text(StatusCode::NOT_FOUND, "no such route\n".to_string()).map(whole),
-        Some(Route::Run | Route::Blobs) if req.method() != Method::POST => {
+        Some(Route::Run | Route::Blobs | Route::Report) if req.method() != Method::POST => {
             let mut r = text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "this route answers POST only\n".to_string(),
@@ -192,6 +197,7 @@ pub(crate) async fn handle(
         }
         Some(Route::Run) => crate::runreq::handle(shared, peer, req).await.map(lift),
         Some(Route::Blobs) => blobs(shared, peer, req).await,
+        Some(Route::Report) => crate::reports::handle(shared, peer, req).await.map(lift),
         Some(route) => answer(shared, route, peer, &req).await,
     };
     let label = route.as_ref().map_or("unknown", Route::name);
@@ -290,7 +296,7 @@ async fn bundle_route(shared: &Shared, s: &Snapshot, route: Route) -> Response<R
         Route::TimestampSig => toml(s.timestamp.document.sig.clone()),
         Route::Manifest => toml(s.bundle.manifest_document().bytes),
         Route::ManifestSig => toml(s.bundle.manifest_document().sig),
-        Route::Blob(_) | Route::Health | Route::Run | Route::Blobs => {
+        Route::Blob(_) | Route::Health | Route::Run | Route::Blobs | Route::Report => {
             text(StatusCode::NOT_FOUND, "no such route\n".to_string())
         }
     }
