@@ -241,6 +241,18 @@ impl World {
         json_lines(&out.stdout)
     }
 
+    /// `GET /metrics` from `name`'s policyd.
+    pub(crate) fn metrics(&self, name: &str) -> String {
+        let status = self.member(name).policyd().status();
+        let addr = status
+            .lines()
+            .find_map(|l| l.strip_prefix("metrics: "))
+            .expect("a metrics address")
+            .trim()
+            .to_string();
+        http_get(&addr, "/metrics").1
+    }
+
     /// A client with `name`'s node key (or the outsider's) to `addr`.
     pub(crate) fn client(&self, name: &str, addr: &str) -> Result<ReportClient, String> {
         let key = self
@@ -286,6 +298,24 @@ impl Member {
     }
 }
 
+/// A plain-HTTP GET (the metrics endpoint, the status page): status and body.
+pub(crate) fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    write!(tcp, "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n")
+        .expect("request");
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).expect("answer");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    (status, body)
+}
+
 fn code(out: &Output) -> Option<i32> {
     out.status.code()
 }
@@ -325,6 +355,22 @@ fn three_members_report_and_the_history_follows_a_failover() {
     assert_eq!(gamma["failures"][0]["promise"], "gamma-fails");
     assert_eq!(by_member(&lines, "alpha")["failed"], 0);
     assert_eq!(by_member(&lines, "alpha")["repaired"], 1);
+
+    // /metrics: each member's last report age and failures.
+    let metrics = w.metrics("alpha");
+    for line in [
+        "tenet_policyd_member_failed_promises{member=\"gamma\"} 1",
+        "tenet_policyd_member_failed_promises{member=\"beta\"} 0",
+        "tenet_policyd_reports_stored_total 3",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+    }
+    let age: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tenet_policyd_member_last_report_age_seconds{member=\"alpha\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no report age for alpha in\n{metrics}"));
+    assert!(age < 60, "{age}");
 
     // The master goes away: alpha's run cannot report and queues it.
     ok(
