@@ -63,6 +63,7 @@ pub struct Daemon {
     listener: TcpListener,
     listener_tls: Arc<rustls::ServerConfig>,
     metrics: Option<TcpListener>,
+    page: Option<TcpListener>,
     control: UnixListener,
 }
 
@@ -115,9 +116,14 @@ impl Daemon {
             Some(a) => Some(bind("metrics endpoint", a).await?),
             None => None,
         };
+        let page = match config.reports.page {
+            Some(a) => Some(bind("status page", a).await?),
+            None => None,
+        };
         let addresses = Addresses {
             listener: listener.local_addr().unwrap_or(config.listener.listen),
             metrics: metrics.as_ref().and_then(|m| m.local_addr().ok()),
+            page: page.as_ref().and_then(|p| p.local_addr().ok()),
             control: socket_path,
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -148,6 +154,7 @@ impl Daemon {
             listener,
             listener_tls: Arc::new(listener_tls),
             metrics,
+            page,
             control,
         })
     }
@@ -163,6 +170,7 @@ impl Daemon {
         info!(
             listener = %a.listener,
             metrics = %a.metrics.map_or_else(|| "off".to_string(), |m| m.to_string()),
+            page = %a.page.map_or_else(|| "off".to_string(), |m| m.to_string()),
             control = %a.control.display(),
             serve = %self.shared.config.serve.listen,
             "tenet-policyd listening; the serving socket is bound on promotion"
@@ -185,6 +193,9 @@ impl Daemon {
         let metrics = self
             .metrics
             .map(|m| tokio::spawn(serve_metrics(shared.clone(), m, stop.clone())));
+        let page = self
+            .page
+            .map(|p| tokio::spawn(crate::page::serve(shared.clone(), p, stop.clone())));
 
         shutdown.await;
         info!(
@@ -198,6 +209,9 @@ impl Daemon {
         let _ = refresh.await;
         if let Some(m) = metrics {
             let _ = m.await;
+        }
+        if let Some(p) = page {
+            let _ = p.await;
         }
         let deadline = Instant::now() + shared.config.limits.drain_timeout;
         let left = shared.connections.wait_idle(deadline).await;

@@ -50,6 +50,7 @@ mod history;
 mod http;
 mod launch;
 mod metrics;
+mod page;
 mod reports;
 mod routes;
 mod shared;

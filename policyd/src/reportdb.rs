@@ -509,6 +509,30 @@ pub(crate) fn drift(
     )
 }
 
+/// The failed, blocked and did-not-converge outcomes of each member's last report, by
+/// member: (member, outcome).
+pub(crate) fn latest_failures(conn: &Connection) -> rusqlite::Result<Vec<(String, Outcome)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.member, o.promise, o.type, o.status, o.reason FROM outcome o
+         JOIN report r ON r.id = o.report
+         JOIN (SELECT member, MAX(id) AS id FROM report GROUP BY member) l ON l.id = r.id
+         WHERE o.status IN ('failed', 'blocked', 'did_not_converge')
+         ORDER BY r.member, o.rowid",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            Outcome {
+                promise: r.get(1)?,
+                kind: r.get(2)?,
+                status: r.get(3)?,
+                reason: r.get(4)?,
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
 /// The stored outcomes of report `id`.
 pub(crate) fn outcomes(conn: &Connection, id: i64) -> rusqlite::Result<Vec<Outcome>> {
     let mut stmt = conn.prepare_cached(

@@ -42,6 +42,8 @@ pub struct Addresses {
     pub listener: SocketAddr,
     /// The metrics endpoint, if on.
     pub metrics: Option<SocketAddr>,
+    /// The status page, if on.
+    pub page: Option<SocketAddr>,
     /// The control socket.
     pub control: PathBuf,
 }

@@ -303,8 +303,11 @@ pub(crate) fn http_get(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read as _, Write as _};
     let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
     tcp.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    write!(tcp, "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n")
-        .expect("request");
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .expect("request");
     let mut text = String::new();
     tcp.read_to_string(&mut text).expect("answer");
     let status = text
@@ -312,7 +315,10 @@ pub(crate) fn http_get(addr: &str, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     (status, body)
 }
 
@@ -363,11 +369,16 @@ fn three_members_report_and_the_history_follows_a_failover() {
         "tenet_policyd_member_failed_promises{member=\"beta\"} 0",
         "tenet_policyd_reports_stored_total 3",
     ] {
-        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
     }
     let age: u64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("tenet_policyd_member_last_report_age_seconds{member=\"alpha\"} "))
+        .find_map(|l| {
+            l.strip_prefix("tenet_policyd_member_last_report_age_seconds{member=\"alpha\"} ")
+        })
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no report age for alpha in\n{metrics}"));
     assert!(age < 60, "{age}");
@@ -588,4 +599,124 @@ fn an_acknowledged_report_survives_kill_9() {
         );
     }
     assert!(runs.len() >= acked.len());
+}
+
+/// The DOM of `url` after its scripts ran, from a real headless Chromium
+/// (`/usr/bin/chromium`, installed by `.ci/run`); killed by PID past the deadline.
+fn browser_dom(url: &str) -> String {
+    let chromium = Path::new("/usr/bin/chromium");
+    assert!(
+        chromium.is_file(),
+        "/usr/bin/chromium is missing: install the chromium package (.ci/run does)"
+    );
+    let profile = tempfile::tempdir().expect("profile dir");
+    let mut child = Command::new(chromium)
+        .args([
+            "--headless",
+            // The tests may run as root, where Chromium's sandbox cannot start.
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            &format!("--user-data-dir={}", s(profile.path())),
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            url,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromium starts");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > DEADLINE * 2 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish {url} in time");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "chromium {url}: {status}");
+    reader.join().expect("reader")
+}
+
+/// The parts of `dom` that start with `open` (an element's opening text), each up to
+/// its line's next `</li>` or `</tr>`.
+fn elements<'a>(dom: &'a str, open: &str) -> Vec<&'a str> {
+    dom.match_indices(open)
+        .map(|(at, _)| {
+            let rest = &dom[at..];
+            let end = ["</li>", "</tr>"]
+                .iter()
+                .filter_map(|e| rest.find(e))
+                .min()
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect()
+}
+
+#[test]
+fn the_page_shows_a_failing_promise_within_one_run_in_a_real_browser() {
+    let w = World::new(&["alpha", "beta", "gamma"], "");
+    let bundle = w.sign(1, &[]);
+    let alpha = w.member("alpha");
+    let master = alpha.promote(&bundle);
+    w.write_agent_configs(&master);
+    let page = alpha
+        .policyd()
+        .status()
+        .lines()
+        .find_map(|l| l.strip_prefix("page: "))
+        .expect("the page's address in status")
+        .trim()
+        .to_string();
+    for name in ["alpha", "beta", "gamma"] {
+        assert_eq!(code(&w.run_agent(name)), Some(0), "{name}");
+    }
+    let dom = browser_dom(&format!("http://{page}/"));
+    assert!(
+        dom.contains("data-script=\"done\""),
+        "the script ran:\n{dom}"
+    );
+    let rows = elements(&dom, "<tr class=\"member");
+    assert_eq!(rows.len(), 3, "{dom}");
+    assert!(rows.iter().all(|r| r.contains("member ok")), "{rows:#?}");
+    // The script turned each time into an age.
+    assert!(rows.iter().all(|r| r.contains("s ago</td>")), "{rows:#?}");
+    assert!(elements(&dom, "<li class=\"failure\"").is_empty(), "{dom}");
+
+    // Serial 2 makes a promise fail on beta: one run of beta later the page shows it.
+    let newer = w.sign(2, &["beta"]);
+    alpha.promote(&newer);
+    assert_eq!(code(&w.run_agent("beta")), Some(1));
+    let dom = browser_dom(&format!("http://{page}/"));
+    let failures = elements(&dom, "<li class=\"failure\"");
+    assert_eq!(failures.len(), 1, "{dom}");
+    assert!(failures[0].contains("data-member=\"beta\""), "{failures:?}");
+    assert!(failures[0].contains("beta-fails"), "{failures:?}");
+    assert!(
+        failures[0].contains("class=\"reason\""),
+        "its message: {failures:?}"
+    );
+    let beta = elements(&dom, "<tr class=\"member failing\" data-member=\"beta\"");
+    assert_eq!(beta.len(), 1, "{dom}");
+    assert!(beta[0].contains("<td class=\"serial\">2</td>"), "{beta:?}");
+
+    // beta's history: two reports, charted.
+    let dom = browser_dom(&format!("http://{page}/member/beta"));
+    assert!(dom.contains("data-script=\"done\""), "{dom}");
+    assert_eq!(elements(&dom, "<tr class=\"report\"").len(), 2, "{dom}");
+    assert_eq!(dom.matches("<circle class=\"point\"").count(), 2, "{dom}");
+    assert!(dom.contains("<li class=\"outcome failure\">"), "{dom}");
 }
