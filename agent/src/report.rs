@@ -513,6 +513,48 @@ pub trait StepReporter {
     fn event(&mut self, summary: &EventSummary);
 }
 
+/// Passes a failover event's report on to another reporter and keeps its steps, for
+/// the report sent to the master.
+pub struct RecordingSteps<'a> {
+    inner: &'a mut dyn StepReporter,
+    /// The steps so far, in order.
+    pub steps: Vec<StepEvent>,
+}
+
+impl<'a> RecordingSteps<'a> {
+    /// Records what `inner` is told.
+    pub fn new(inner: &'a mut dyn StepReporter) -> RecordingSteps<'a> {
+        RecordingSteps {
+            inner,
+            steps: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RecordingSteps<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordingSteps")
+            .field("steps", &self.steps.len())
+            .finish()
+    }
+}
+
+impl StepReporter for RecordingSteps<'_> {
+    fn note(&mut self, message: &str) {
+        self.inner.note(message);
+    }
+    fn plan(&mut self, plan: &str, trigger: &str, package: &str) {
+        self.inner.plan(plan, trigger, package);
+    }
+    fn step(&mut self, event: &StepEvent) {
+        self.steps.push(event.clone());
+        self.inner.step(event);
+    }
+    fn event(&mut self, summary: &EventSummary) {
+        self.inner.event(summary);
+    }
+}
+
 /// Collects a failover event's report in memory (tests, and callers that print later).
 #[derive(Debug, Default)]
 pub struct CollectSteps {

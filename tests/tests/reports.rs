@@ -418,6 +418,24 @@ fn three_members_report_and_the_history_follows_a_failover() {
         w.run_agent(name);
         assert_eq!(w.member(name).queued(), 0, "{name}'s queue was sent");
     }
+    // A failover event reports too (no plans here: nothing runs, and it says so).
+    let event = run(
+        "tenet-agent",
+        &[
+            "event",
+            "node-down",
+            "alpha",
+            "--id",
+            "e1",
+            "--config",
+            s(&w.member("gamma").dir.join("agent.toml")),
+        ],
+    );
+    assert_eq!(code(&event), Some(0), "{}", String::from_utf8_lossy(&event.stderr));
+    assert_eq!(w.member("gamma").queued(), 0, "the event's report was sent");
+    let gamma = w.report("beta", &["--member", "gamma"]);
+    assert_eq!(gamma[0]["kind"], "event", "{gamma:#?}");
+    assert_eq!(gamma[0]["serial"], 1, "{gamma:#?}");
     let alpha = w.report("beta", &["--member", "alpha"]);
     assert_eq!(
         alpha.len(),

@@ -68,12 +68,37 @@ pub fn deliver(
     report: &[u8],
     deadline: Duration,
 ) -> Result<Delivery, UploadError> {
-    let dir = config.state_dir.join(QUEUE_DIR);
-    let mut delivery = Delivery::default();
+    let dropped = queue(&config.state_dir, report)?;
+    let mut delivery = send_queue(config, &config.state_dir, deadline)?;
+    delivery.dropped = dropped;
+    Ok(delivery)
+}
+
+/// Adds `report` to the queue in `state_dir`; returns how many of the oldest were
+/// dropped to keep it within [`MAX_QUEUED`].
+pub fn queue(state_dir: &Path, report: &[u8]) -> Result<usize, UploadError> {
+    let dir = state_dir.join(QUEUE_DIR);
     enqueue(&dir, report)?;
-    delivery.dropped = trim(&dir, MAX_QUEUED)?;
+    trim(&dir, MAX_QUEUED)
+}
+
+/// Sends the queue in `state_dir` to `config`'s master, oldest first, within
+/// `deadline`. The caller holds `sync.lock`.
+pub fn send_queue(
+    config: &Config,
+    state_dir: &Path,
+    deadline: Duration,
+) -> Result<Delivery, UploadError> {
+    let dir = state_dir.join(QUEUE_DIR);
+    let mut delivery = Delivery::default();
+    if !dir.exists() {
+        return Ok(delivery);
+    }
     let queue = queued(&dir)?;
-    let mut master = match connect(config, deadline) {
+    if queue.is_empty() {
+        return Ok(delivery);
+    }
+    let mut master = match connect(config, state_dir, deadline) {
         Ok(m) => m,
         Err(why) => {
             delivery.queued = queue.len();
@@ -113,8 +138,8 @@ pub fn deliver(
     Ok(delivery)
 }
 
-fn connect(config: &Config, deadline: Duration) -> Result<Master, String> {
-    let cache = Cache::open(&config.state_dir).map_err(|e| e.to_string())?;
+fn connect(config: &Config, state_dir: &Path, deadline: Duration) -> Result<Master, String> {
+    let cache = Cache::open(state_dir).map_err(|e| e.to_string())?;
     let state = load_state(config, &cache).map_err(|e| e.to_string())?;
     let key = SecretKey::read(&config.node_key).map_err(|e| {
         format!(
