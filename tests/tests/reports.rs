@@ -431,7 +431,12 @@ fn three_members_report_and_the_history_follows_a_failover() {
             s(&w.member("gamma").dir.join("agent.toml")),
         ],
     );
-    assert_eq!(code(&event), Some(0), "{}", String::from_utf8_lossy(&event.stderr));
+    assert_eq!(
+        code(&event),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&event.stderr)
+    );
     assert_eq!(w.member("gamma").queued(), 0, "the event's report was sent");
     let gamma = w.report("beta", &["--member", "gamma"]);
     assert_eq!(gamma[0]["kind"], "event", "{gamma:#?}");
