@@ -766,6 +766,39 @@ mod tests {
     }
 
     #[test]
+    fn reports_defaults_and_checks() {
+        let c = check("").unwrap();
+        assert_eq!(
+            c.reports.database,
+            PathBuf::from("/etc/tenet/state/reports.db")
+        );
+        assert_eq!(c.reports.page, Some(DEFAULT_PAGE_LISTEN.parse().unwrap()));
+        assert_eq!((c.reports.burst, c.reports.per_minute), (100, 12));
+        let c =
+            check("[reports]\ndatabase = \"../../srv/r.db\"\npage = \"off\"\nmax_age = \"7d\"\n")
+                .unwrap();
+        assert_eq!(
+            c.reports.database,
+            PathBuf::from("/etc/tenet/../../srv/r.db")
+        );
+        assert_eq!(c.reports.page, None);
+        assert_eq!(c.reports.max_age, Duration::from_secs(7 * 86_400));
+        assert_eq!(invalid_field("[reports]\nburst = 0\n"), "reports.burst");
+        assert_eq!(
+            invalid_field("[reports]\npage = \"nowhere\"\n"),
+            "reports.page"
+        );
+        assert_eq!(
+            invalid_field("[reports]\nmax_age = \"soon\"\n"),
+            "reports.max_age"
+        );
+        assert!(matches!(
+            check("[reports]\nunknown = 1\n"),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
     fn defaults_and_relative_paths() {
         let c = check("").unwrap();
         assert_eq!(c.state_dir, PathBuf::from("/etc/tenet/state"));
