@@ -74,8 +74,9 @@ log "policyd serving; RSS $(rss) KB"
 
 # Every member reports once first, so the page lists them all.
 log "filling: one report per member"
-"$L" ceiling "$W" "127.0.0.1:$SERVE" $(( MEMBERS / 200 + 5 )) "$THREADS" "$MEMBERS" >&2
+"$L" send "$W" "127.0.0.1:$SERVE" 1000 $(( MEMBERS / 1000 + 1 )) "$MEMBERS" >&2
 
+echo "policyd VmHWM after one report per member: $(hwm) KB (RSS $(rss) KB)"
 log "steady: $RATE reports/s for $SECONDS_ s, the page read every second meanwhile"
 ( while :; do
     "$L" page "127.0.0.1:$PAGE" / 1 >>"$W/page.txt" 2>&1 || true
@@ -87,7 +88,7 @@ STEADY=$("$L" send "$W" "127.0.0.1:$SERVE" "$RATE" "$SECONDS_" "$MEMBERS")
 kill "$PAGE_PID" 2>/dev/null || true; wait "$PAGE_PID" 2>/dev/null || true; PAGE_PID=
 echo "$STEADY"
 echo "policyd VmHWM after the steady run: $(hwm) KB (RSS now $(rss) KB)"
-lat() { grep -o 'p50 [^ ]*' "$1" | awk '{print $2}' | sort -V | awk '{a[NR]=$1} END {print "reads " NR ", median " a[int((NR+1)/2)] ", max " a[NR]}'; }
+lat() { grep -o 'p50 [0-9.]*ms' "$1" | awk '{print $2+0}' | sort -n | awk '{a[NR]=$1} END {print "reads " NR ", median " a[int((NR+1)/2)] " ms, max " a[NR] " ms"}'; }
 echo "status page / during the run ($MEMBERS members): $(lat "$W/page.txt")"
 echo "member page during the run: $(lat "$W/member.txt")"
 "$L" page "127.0.0.1:$PAGE" / 20

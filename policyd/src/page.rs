@@ -112,7 +112,7 @@ async fn respond(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<B
     let Some(serial) = serving else {
         return html(
             StatusCode::OK,
-            &document(
+            document(
                 "tenet",
                 "<p id=\"not-serving\">This member is not the master: it serves no bundle, \
                  and the report database is on the master's package filesystem.</p>",
@@ -148,10 +148,10 @@ async fn respond(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<B
     })
     .await;
     match rendered {
-        Ok(Ok(Some(page))) => html(StatusCode::OK, &page),
+        Ok(Ok(Some(page))) => html(StatusCode::OK, page),
         Ok(Ok(None)) => html(
             StatusCode::OK,
-            &document(
+            document(
                 "tenet",
                 "<p id=\"no-reports\">No member has reported yet.</p>",
             ),
@@ -397,8 +397,8 @@ fn escape(text: &str) -> String {
     out
 }
 
-fn html(status: StatusCode, page: &str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(page.to_string())));
+fn html(status: StatusCode, page: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(page)));
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(

@@ -13,12 +13,11 @@
 //! [`RETENTION_EVERY`] commits and when the store opens.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, params};
 use serde::Serialize;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
 /// The schema, one step per version: the file's `user_version` is the number of steps
@@ -55,6 +54,13 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT
     );
     CREATE INDEX outcome_report ON outcome(report);",
+    // 2: each member's last report, kept as reports arrive, so the overview reads one
+    // row per member however long the history.
+    "CREATE TABLE member_last (
+        member TEXT PRIMARY KEY,
+        report INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO member_last (member, report) SELECT member, MAX(id) FROM report GROUP BY member;",
 ];
 
 /// The schema version this build writes.
@@ -165,7 +171,7 @@ type Job = (Report, oneshot::Sender<Result<i64, StoreError>>);
 /// The writer: a thread owning the one write connection.
 #[derive(Debug)]
 pub(crate) struct Store {
-    jobs: mpsc::SyncSender<Job>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl Store {
@@ -175,11 +181,11 @@ impl Store {
         let mut conn = open_write(path)?;
         migrate(&mut conn, path)?;
         retain(&conn, path, retention, now())?;
-        let (jobs, rx) = mpsc::sync_channel::<Job>(1024);
+        let (jobs, mut rx) = mpsc::channel::<Job>(1024);
         let owned = path.to_path_buf();
         std::thread::Builder::new()
             .name("tenet-reports".into())
-            .spawn(move || writer(conn, &owned, retention, &rx))
+            .spawn(move || writer(conn, &owned, retention, &mut rx))
             .map_err(|_| StoreError::Stopped)?;
         Ok(Store { jobs })
     }
@@ -187,21 +193,17 @@ impl Store {
     /// Stores `report`; returns its id once it is committed to disk.
     pub(crate) async fn insert(&self, report: Report) -> Result<i64, StoreError> {
         let (tx, rx) = oneshot::channel();
-        let jobs = self.jobs.clone();
-        // The channel is bounded: a full one waits on a blocking thread, not the runtime.
-        let sent = tokio::task::spawn_blocking(move || jobs.send((report, tx)).is_ok())
-            .await
-            .map_err(|_| StoreError::Stopped)?;
-        if !sent {
+        // The channel is bounded: a full one makes this report wait, no thread.
+        if self.jobs.send((report, tx)).await.is_err() {
             return Err(StoreError::Stopped);
         }
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 }
 
-fn writer(mut conn: Connection, path: &Path, retention: Retention, rx: &mpsc::Receiver<Job>) {
+fn writer(mut conn: Connection, path: &Path, retention: Retention, rx: &mut mpsc::Receiver<Job>) {
     let mut commits: u64 = 0;
-    while let Ok(first) = rx.recv() {
+    while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -256,6 +258,12 @@ fn insert_batch(conn: &mut Connection, path: &Path, batch: &[Job]) -> Result<Vec
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )
             .map_err(sql("prepare insert"))?;
+        let mut last = tx
+            .prepare_cached(
+                "INSERT INTO member_last (member, report) VALUES (?1, ?2)
+                 ON CONFLICT (member) DO UPDATE SET report = excluded.report",
+            )
+            .map_err(sql("prepare insert"))?;
         for (r, _) in batch {
             let errors = serde_json::to_string(&r.errors).unwrap_or_else(|_| "[]".into());
             report
@@ -280,6 +288,8 @@ fn insert_batch(conn: &mut Connection, path: &Path, batch: &[Job]) -> Result<Vec
                 ])
                 .map_err(sql("insert report"))?;
             let id = tx.last_insert_rowid();
+            last.execute(params![r.member, id])
+                .map_err(sql("record the last report"))?;
             for o in &r.outcomes {
                 outcome
                     .execute(params![id, o.promise, o.kind, o.status, o.reason])
@@ -395,6 +405,14 @@ pub(crate) fn retain(
     let cutoff = now.saturating_sub(retention.max_age.as_secs());
     conn.execute("DELETE FROM report WHERE received < ?1", [cutoff as i64])
         .map_err(sql("delete old reports"))?;
+    let forget = || {
+        conn.execute(
+            "DELETE FROM member_last WHERE report NOT IN (SELECT id FROM report)",
+            [],
+        )
+        .map_err(sql("forget members without reports"))
+    };
+    forget()?;
     for _ in 0..64 {
         let used: i64 = conn
             .query_row(
@@ -418,6 +436,7 @@ pub(crate) fn retain(
         if deleted == 0 {
             break;
         }
+        forget()?;
     }
     conn.execute_batch("PRAGMA incremental_vacuum")
         .map_err(sql("vacuum"))?;
@@ -442,6 +461,15 @@ impl ReportDb {
             retention,
             store: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The store if it is open (no I/O).
+    pub(crate) fn open_store(&self) -> Option<std::sync::Arc<Store>> {
+        self.store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .cloned()
     }
 
     /// The open store, opening it first if need be (blocking: SQLite I/O).
@@ -471,9 +499,8 @@ pub(crate) fn latest(conn: &Connection) -> rusqlite::Result<Vec<Stored>> {
     query(
         conn,
         &format!(
-            "SELECT {COLUMNS} FROM report r JOIN
-             (SELECT member, MAX(id) AS id FROM report GROUP BY member) l ON r.id = l.id
-             ORDER BY r.member"
+            "SELECT {COLUMNS} FROM member_last l JOIN report r ON r.id = l.report
+             ORDER BY l.member"
         ),
         [],
     )
@@ -515,7 +542,7 @@ pub(crate) fn latest_failures(conn: &Connection) -> rusqlite::Result<Vec<(String
     let mut stmt = conn.prepare_cached(
         "SELECT r.member, o.promise, o.type, o.status, o.reason FROM outcome o
          JOIN report r ON r.id = o.report
-         JOIN (SELECT member, MAX(id) AS id FROM report GROUP BY member) l ON l.id = r.id
+         JOIN member_last l ON l.report = r.id
          WHERE o.status IN ('failed', 'blocked', 'did_not_converge')
          ORDER BY r.member, o.rowid",
     )?;
@@ -702,6 +729,39 @@ mod tests {
             .expect("count");
         assert!(n > 0 && n < 2000, "{n} reports left");
         assert!(min > 1, "the oldest went first");
+    }
+
+    #[test]
+    fn a_version_1_file_is_migrated_with_its_reports() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("reports.db");
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch(MIGRATIONS[0]).expect("schema 1");
+        conn.pragma_update(None, "user_version", 1).expect("set");
+        for (id, member) in [(1, "alpha"), (2, "beta"), (3, "alpha")] {
+            conn.execute(
+                "INSERT INTO report VALUES (?1, ?2, 'k', 'run', 1, 1, 1, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0, '[]')",
+                params![id, member],
+            )
+            .expect("insert");
+        }
+        drop(conn);
+        let retention = Retention {
+            max_age: Duration::from_secs(u64::from(u32::MAX)),
+            max_bytes: 1 << 30,
+        };
+        drop(Store::open(&path, retention).expect("migrates"));
+        let conn = open_read(&path).expect("read");
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(v, SCHEMA_VERSION);
+        let ids: Vec<i64> = latest(&conn)
+            .expect("latest")
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(ids, vec![3, 2], "each member's last report, by name");
     }
 
     #[test]

@@ -134,17 +134,22 @@ async fn accept(shared: &Arc<Shared>, peer: KeyId, req: Request<Incoming>) -> Re
     }
     report.keyid = peer.to_string();
     report.received = crate::shared::now().unix();
-    let db = shared.clone();
-    let store = tokio::task::spawn_blocking(move || db.reports.store())
-        .await
-        .map_err(|_| unavailable("the report database could not be opened".to_string()))?
-        .map_err(|e| {
-            tracing::error!(error = %tenet_keys::error_chain(&e), "report database unusable");
-            unavailable(format!(
-                "the report database cannot be used: {}",
-                tenet_keys::error_chain(&e)
-            ))
-        })?;
+    let store = match shared.reports.open_store() {
+        Some(store) => Ok(store),
+        None => {
+            let db = shared.clone();
+            tokio::task::spawn_blocking(move || db.reports.store())
+                .await
+                .map_err(|_| unavailable("the report database could not be opened".to_string()))?
+        }
+    }
+    .map_err(|e| {
+        tracing::error!(error = %tenet_keys::error_chain(&e), "report database unusable");
+        unavailable(format!(
+            "the report database cannot be used: {}",
+            tenet_keys::error_chain(&e)
+        ))
+    })?;
     store.insert(report).await.map_err(|e| {
         unavailable(format!(
             "the report was not stored: {}",

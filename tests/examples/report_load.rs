@@ -166,12 +166,15 @@ impl Tally {
                 .copied()
                 .unwrap_or_default()
         };
+        let statuses = self.statuses.lock().expect("lock");
+        let stored = statuses.get("200").copied().unwrap_or(0);
         println!(
-            "{what}: {} reports in {:.1}s = {:.1}/s; statuses {:?}; latency p50 {:?} p99 {:?} max {:?}",
+            "{what}: {} reports in {:.1}s = {:.1}/s, {:.1} stored/s; statuses {:?}; latency p50 {:?} p99 {:?} max {:?}",
             l.len(),
             elapsed.as_secs_f64(),
             l.len() as f64 / elapsed.as_secs_f64(),
-            self.statuses.lock().expect("lock"),
+            stored as f64 / elapsed.as_secs_f64(),
+            statuses,
             at(0.5),
             at(0.99),
             l.last().copied().unwrap_or_default()
@@ -272,11 +275,12 @@ fn page(addr: &str, path: &str, count: u64) -> Result<(), Error> {
         }
     }
     times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "page {path}: {count} GETs of {bytes} bytes; p50 {:?} p95 {:?} max {:?}",
-        times[times.len() / 2],
-        times[(times.len() - 1) * 95 / 100],
-        times[times.len() - 1]
+        "page {path}: {count} GETs of {bytes} bytes; p50 {:.1}ms p95 {:.1}ms max {:.1}ms",
+        ms(times[times.len() / 2]),
+        ms(times[(times.len() - 1) * 95 / 100]),
+        ms(times[times.len() - 1])
     );
     Ok(())
 }
