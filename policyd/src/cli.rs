@@ -111,7 +111,7 @@ pub enum Command {
     Validate,
     /// Read the report database: each member's serial, last report and failing
     /// promises; --member NAME one member's history; --drift the reports that found
-    /// drift. Reads [reports] database (or --database) directly; exit 1 if unreadable.
+    /// drift. Reads `[reports] database` (or --database) directly; exit 1 if unreadable.
     #[command(after_help = EXIT_CODES)]
     Report(ReportArgs),
 }

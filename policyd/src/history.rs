@@ -30,7 +30,7 @@ pub struct ReportArgs {
     /// Most reports listed with --member or --drift.
     #[arg(long, default_value_t = 50, value_name = "N")]
     pub limit: u32,
-    /// The database to read instead of the configuration's [reports] database.
+    /// The database to read instead of the configuration's `[reports] database`.
     #[arg(long, value_name = "FILE")]
     pub database: Option<PathBuf>,
     /// Print JSON lines ({"schema":"tenet.report.member/1",...} or

@@ -1,16 +1,16 @@
 //! The report database: one SQLite file (WAL, `synchronous = FULL`) at
 //! `[reports] database`, on the package filesystem so the history follows the package.
 //!
-//! Writes go through one thread ([`Store`]), which commits whatever reports are waiting
+//! Writes go through one thread (`Store`), which commits whatever reports are waiting
 //! in one transaction and answers each caller only after that commit returned: a report
 //! answered 200 is on disk, whatever happens to the process next. Readers (`report`,
-//! the status page, `/metrics`) open their own connection ([`open_read`]); WAL lets them
+//! the status page, `/metrics`) open their own connection (`open_read`); WAL lets them
 //! read while the writer writes.
 //!
-//! The schema is versioned by `PRAGMA user_version`: [`MIGRATIONS`] are applied in order
+//! The schema is versioned by `PRAGMA user_version`: `MIGRATIONS` are applied in order
 //! from the file's version, each in its own transaction; a file newer than this build
 //! is refused, never written to. Retention (age, then size) runs in the writer every
-//! [`RETENTION_EVERY`] commits and when the store opens.
+//! `RETENTION_EVERY` commits and when the store opens.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
