@@ -139,6 +139,63 @@ pub trait Reporter {
     fn summary(&mut self, summary: &Summary);
 }
 
+/// One promise's outcome as the master's report carries it (no changes or diffs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// The promise's id.
+    pub id: String,
+    /// Its type.
+    pub promise: &'static str,
+    /// What became of it.
+    pub status: Status,
+    /// Why it was blocked or failed.
+    pub reason: Option<String>,
+}
+
+/// Passes everything on to another reporter and keeps each promise's [`Outcome`], for
+/// the report sent to the master.
+pub struct Recording<'a> {
+    inner: &'a mut dyn Reporter,
+    /// The outcomes so far, in order.
+    pub outcomes: Vec<Outcome>,
+}
+
+impl<'a> Recording<'a> {
+    /// Records what `inner` is told.
+    pub fn new(inner: &'a mut dyn Reporter) -> Recording<'a> {
+        Recording {
+            inner,
+            outcomes: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Recording<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recording")
+            .field("outcomes", &self.outcomes.len())
+            .finish()
+    }
+}
+
+impl Reporter for Recording<'_> {
+    fn warning(&mut self, message: &str) {
+        self.inner.warning(message);
+    }
+    fn promise(&mut self, event: &PromiseEvent) {
+        self.outcomes.push(Outcome {
+            id: event.id.clone(),
+            promise: event.promise,
+            status: event.status,
+            reason: event.reason.clone(),
+        });
+        self.inner.promise(event);
+    }
+    fn summary(&mut self, summary: &Summary) {
+        self.inner.summary(summary);
+    }
+}
+
 /// Collects events in memory (tests, and callers that print later).
 #[derive(Debug, Default)]
 pub struct Collect {
@@ -454,6 +511,48 @@ pub trait StepReporter {
     fn step(&mut self, event: &StepEvent);
     /// The end of the event.
     fn event(&mut self, summary: &EventSummary);
+}
+
+/// Passes a failover event's report on to another reporter and keeps its steps, for
+/// the report sent to the master.
+pub struct RecordingSteps<'a> {
+    inner: &'a mut dyn StepReporter,
+    /// The steps so far, in order.
+    pub steps: Vec<StepEvent>,
+}
+
+impl<'a> RecordingSteps<'a> {
+    /// Records what `inner` is told.
+    pub fn new(inner: &'a mut dyn StepReporter) -> RecordingSteps<'a> {
+        RecordingSteps {
+            inner,
+            steps: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RecordingSteps<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordingSteps")
+            .field("steps", &self.steps.len())
+            .finish()
+    }
+}
+
+impl StepReporter for RecordingSteps<'_> {
+    fn note(&mut self, message: &str) {
+        self.inner.note(message);
+    }
+    fn plan(&mut self, plan: &str, trigger: &str, package: &str) {
+        self.inner.plan(plan, trigger, package);
+    }
+    fn step(&mut self, event: &StepEvent) {
+        self.steps.push(event.clone());
+        self.inner.step(event);
+    }
+    fn event(&mut self, summary: &EventSummary) {
+        self.inner.event(summary);
+    }
 }
 
 /// Collects a failover event's report in memory (tests, and callers that print later).

@@ -24,6 +24,7 @@
 //!   events/<id>.jsonl             a failover event's journal (failover::journal)
 //!   packages/<package>.toml       which event started a package here (failover::started)
 //!   stat-cache                    managed files' hashes by lstat (statcache)
+//!   reports/<time>-<n>-<pid>.json run reports not yet delivered to the master (sync::upload)
 //! ```
 //!
 //! Every write in it goes through [`crate::statefs`] (or `tenet_keys::fsio` for
@@ -34,3 +35,4 @@ pub mod fetch;
 pub mod pull;
 pub mod store;
 pub mod trusted;
+pub mod upload;

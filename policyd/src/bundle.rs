@@ -190,6 +190,11 @@ impl LoadedBundle {
         &self.members
     }
 
+    /// The inventory name of the member with key `keyid`, if enrolled.
+    pub(crate) fn member_name(&self, keyid: &KeyId) -> Option<&str> {
+        self.manifest.member_by_key(keyid).map(|m| m.name.as_str())
+    }
+
     /// The manifest entry whose content has this hash, if any.
     pub(crate) fn blob_entry(&self, sha256: &Sha256Sum) -> Option<&FileEntry> {
         self.blobs.get(sha256)

@@ -16,6 +16,7 @@ use crate::exit::EXIT_CODES;
 pub use crate::control::client::PromoteArgs;
 pub use crate::exit::ExitCode;
 pub use crate::ha::{StartArgs, WatchArgs};
+pub use crate::history::ReportArgs;
 
 const ABOUT: &str = "\
 The tenet policy server.
@@ -108,6 +109,11 @@ pub enum Command {
     /// anything (the HA adapters' validate). Exit 0 valid, 3 invalid.
     #[command(after_help = EXIT_CODES)]
     Validate,
+    /// Read the report database: each member's serial, last report and failing
+    /// promises; --member NAME one member's history; --drift the reports that found
+    /// drift. Reads `[reports] database` (or --database) directly; exit 1 if unreadable.
+    #[command(after_help = EXIT_CODES)]
+    Report(ReportArgs),
 }
 
 /// The help text after `serve --help`: every configuration field, then the exit codes.
@@ -130,6 +136,7 @@ pub fn run_control(
         Command::Stop => return crate::ha::stop(config, out, err),
         Command::Watch(args) => return crate::ha::watch(args, config, out, err),
         Command::Validate => return crate::ha::validate(config, out, err),
+        Command::Report(args) => return crate::history::report(args, config, out, err),
         Command::Status { .. } => (
             Request::new(ControlCommand::Status),
             Duration::from_secs(10),

@@ -37,6 +37,10 @@
 //!
 //! [run]
 //! start = "auto"                                     # or "systemd-run", "direct"
+//!
+//! [reports]
+//! database = "/srv/tenet/reports.db"                 # on the package filesystem
+//! page = "127.0.0.1:8743"                            # or "off"
 //! ```
 //!
 //! Relative paths are taken relative to the directory of the configuration file.
@@ -58,6 +62,10 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8740";
 pub const DEFAULT_SERVE_LISTEN: &str = "0.0.0.0:8741";
 /// The metrics endpoint's default address (plain HTTP, loopback only by default).
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:8742";
+/// The status page's default address (plain HTTP, loopback only by default).
+pub const DEFAULT_PAGE_LISTEN: &str = "127.0.0.1:8743";
+/// The report database's default file name inside the state directory.
+pub const DEFAULT_REPORTS_DB: &str = "reports.db";
 /// The control socket's file name inside the state directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
 
@@ -123,6 +131,19 @@ DURATION/DUR is written as in policies: 500ms, 90s, 1h30m, 1d, see docs/policy.m
   listen = ADDR:PORT|\"off\"   default 127.0.0.1:8742. Plain-HTTP Prometheus endpoint
                              GET /metrics; keep it on loopback.
 
+  [reports]                  members' run reports (POST /v1/report on the serving socket)
+  database = FILE            default STATE_DIR/reports.db. The SQLite database of reports;
+                             put it on the package filesystem so the history follows the
+                             package on failover. Opened at the first report after
+                             promotion, closed at demotion.
+  max_age = DURATION         default 30d. Older reports are deleted.
+  max_bytes = BYTES          default 1073741824 (1 GiB). Past it, the oldest are deleted.
+  max_body = BYTES           default 1048576. Largest report accepted (413 beyond).
+  burst = N                  default 100. Reports one member may send at once...
+  per_minute = N             default 12. ...refilled at this rate; past it, 429.
+  page = ADDR:PORT|\"off\"     default 127.0.0.1:8743. The read-only status page (plain
+                             HTTP, no authentication): keep it on loopback.
+
   [limits]                   per TLS socket; a client over a limit is closed at once
   max_connections = N        default 256. Connections past their handshake.
   max_connections_per_address = N   default 32. Open connections (handshaking or not)
@@ -172,6 +193,27 @@ pub struct Config {
     pub limits: Limits,
     /// Pushed runs.
     pub run: RunConfig,
+    /// Members' run reports and the status page.
+    pub reports: ReportsConfig,
+}
+
+/// `[reports]`: members' run reports, where they are kept, and the status page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportsConfig {
+    /// The SQLite database file.
+    pub database: PathBuf,
+    /// Reports older than this are deleted.
+    pub max_age: Duration,
+    /// Past this many bytes the oldest reports are deleted.
+    pub max_bytes: u64,
+    /// Largest report body accepted.
+    pub max_body: u64,
+    /// Reports one member may send at once.
+    pub burst: u32,
+    /// The rate the burst refills at, per minute.
+    pub per_minute: u32,
+    /// The status page's address, or `None` when turned off.
+    pub page: Option<SocketAddr>,
 }
 
 /// `[run]`: how a pushed run is started.
@@ -476,6 +518,38 @@ impl Config {
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_SYSTEMD_RUN)),
             ),
         };
+        let rp = raw.reports;
+        let reports = ReportsConfig {
+            database: rp
+                .database
+                .map_or_else(|| state_dir.join(DEFAULT_REPORTS_DB), |p| base.join(p)),
+            max_age: duration_or(
+                "reports.max_age",
+                rp.max_age.as_deref(),
+                Duration::from_secs(30 * 86400),
+            )?,
+            max_bytes: rp.max_bytes.unwrap_or(1 << 30),
+            max_body: rp.max_body.unwrap_or(1 << 20),
+            burst: rp.burst.unwrap_or(100),
+            per_minute: rp.per_minute.unwrap_or(12),
+            page: match rp.page.as_deref() {
+                Some("off") => None,
+                other => Some(address(
+                    other.unwrap_or(DEFAULT_PAGE_LISTEN),
+                    "reports.page",
+                    &invalid,
+                )?),
+            },
+        };
+        for (field, value) in [
+            ("reports.burst", u64::from(reports.burst)),
+            ("reports.per_minute", u64::from(reports.per_minute)),
+            ("reports.max_body", reports.max_body),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1".to_string()));
+            }
+        }
         if run.timeout.is_zero() {
             return Err(invalid("run.timeout", "must be more than zero".to_string()));
         }
@@ -532,6 +606,7 @@ impl Config {
             metrics,
             limits,
             run,
+            reports,
         })
     }
 
@@ -611,6 +686,20 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     run: RawRun,
+    #[serde(default)]
+    reports: RawReports,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReports {
+    database: Option<PathBuf>,
+    max_age: Option<String>,
+    max_bytes: Option<u64>,
+    max_body: Option<u64>,
+    burst: Option<u32>,
+    per_minute: Option<u32>,
+    page: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -685,6 +774,39 @@ mod tests {
             Err(ConfigError::Invalid { field, .. }) => field,
             other => panic!("expected an invalid field, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn reports_defaults_and_checks() {
+        let c = check("").unwrap();
+        assert_eq!(
+            c.reports.database,
+            PathBuf::from("/etc/tenet/state/reports.db")
+        );
+        assert_eq!(c.reports.page, Some(DEFAULT_PAGE_LISTEN.parse().unwrap()));
+        assert_eq!((c.reports.burst, c.reports.per_minute), (100, 12));
+        let c =
+            check("[reports]\ndatabase = \"../../srv/r.db\"\npage = \"off\"\nmax_age = \"7d\"\n")
+                .unwrap();
+        assert_eq!(
+            c.reports.database,
+            PathBuf::from("/etc/tenet/../../srv/r.db")
+        );
+        assert_eq!(c.reports.page, None);
+        assert_eq!(c.reports.max_age, Duration::from_secs(7 * 86_400));
+        assert_eq!(invalid_field("[reports]\nburst = 0\n"), "reports.burst");
+        assert_eq!(
+            invalid_field("[reports]\npage = \"nowhere\"\n"),
+            "reports.page"
+        );
+        assert_eq!(
+            invalid_field("[reports]\nmax_age = \"soon\"\n"),
+            "reports.max_age"
+        );
+        assert!(matches!(
+            check("[reports]\nunknown = 1\n"),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 
     #[test]

@@ -121,6 +121,9 @@ pub struct Status {
     /// The metrics endpoint's bound address, if on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<SocketAddr>,
+    /// The status page's bound address, if on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<SocketAddr>,
     /// Enrolled members of the served manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<usize>,
@@ -166,6 +169,7 @@ impl Status {
             "listener": self.listener.to_string(),
             "serving": self.serving.map(|a| a.to_string()),
             "metrics": self.metrics.map(|a| a.to_string()),
+            "page": self.page.map(|a| a.to_string()),
             "members": self.members,
             "timestamp_version": self.timestamp_version,
             "timestamp_expires": self.timestamp_expires.map(|t| t.to_string()),
@@ -205,6 +209,9 @@ impl Status {
         }
         if let Some(a) = self.metrics {
             line("metrics", a.to_string());
+        }
+        if let Some(a) = self.page {
+            line("page", a.to_string());
         }
         if let Some(n) = self.members {
             line("members", n.to_string());
@@ -366,6 +373,7 @@ pub(crate) fn status(shared: &Shared) -> Status {
         listener: shared.addresses.listener,
         serving: snapshot.as_ref().map(|s| s.address),
         metrics: shared.addresses.metrics,
+        page: shared.addresses.page,
         members: snapshot.as_ref().map(|s| s.bundle.members().len()),
         timestamp_version: snapshot.as_ref().map(|s| s.timestamp.version),
         timestamp_expires: snapshot.as_ref().map(|s| s.timestamp.expires),

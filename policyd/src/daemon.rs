@@ -40,10 +40,12 @@ use crate::config::RunStart;
 use crate::control;
 use crate::error::DaemonError;
 use crate::http;
-use crate::metrics::{Gauges, Metrics, Site};
+use crate::metrics::{Gauges, LastReport, Metrics, Site};
 use crate::promotion;
+use crate::reportdb::{ReportDb, Retention};
 use crate::shared::Shared;
 use crate::shared::promotion_state::Promotion;
+use crate::shared::report_limit::ReportLimit;
 use crate::shutdown::{Stop, Tracker};
 use crate::trusted::ListenerKeys;
 use crate::trusted::read_trusted_root;
@@ -61,6 +63,7 @@ pub struct Daemon {
     listener: TcpListener,
     listener_tls: Arc<rustls::ServerConfig>,
     metrics: Option<TcpListener>,
+    page: Option<TcpListener>,
     control: UnixListener,
 }
 
@@ -113,9 +116,14 @@ impl Daemon {
             Some(a) => Some(bind("metrics endpoint", a).await?),
             None => None,
         };
+        let page = match config.reports.page {
+            Some(a) => Some(bind("status page", a).await?),
+            None => None,
+        };
         let addresses = Addresses {
             listener: listener.local_addr().unwrap_or(config.listener.listen),
             metrics: metrics.as_ref().and_then(|m| m.local_addr().ok()),
+            page: page.as_ref().and_then(|p| p.local_addr().ok()),
             control: socket_path,
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -125,6 +133,14 @@ impl Daemon {
             run_start,
             blob_memory: crate::shared::blob_memory::BlobMemory::new(config.limits.blob_memory),
             runs: crate::shared::runs::Runs::default(),
+            reports: ReportDb::new(
+                config.reports.database.clone(),
+                Retention {
+                    max_age: config.reports.max_age,
+                    max_bytes: config.reports.max_bytes,
+                },
+            ),
+            report_limit: ReportLimit::default(),
             promotion,
             metrics: Metrics::default(),
             connections: Tracker::default(),
@@ -138,6 +154,7 @@ impl Daemon {
             listener,
             listener_tls: Arc::new(listener_tls),
             metrics,
+            page,
             control,
         })
     }
@@ -153,6 +170,7 @@ impl Daemon {
         info!(
             listener = %a.listener,
             metrics = %a.metrics.map_or_else(|| "off".to_string(), |m| m.to_string()),
+            page = %a.page.map_or_else(|| "off".to_string(), |m| m.to_string()),
             control = %a.control.display(),
             serve = %self.shared.config.serve.listen,
             "tenet-policyd listening; the serving socket is bound on promotion"
@@ -175,6 +193,9 @@ impl Daemon {
         let metrics = self
             .metrics
             .map(|m| tokio::spawn(serve_metrics(shared.clone(), m, stop.clone())));
+        let page = self
+            .page
+            .map(|p| tokio::spawn(crate::page::serve(shared.clone(), p, stop.clone())));
 
         shutdown.await;
         info!(
@@ -188,6 +209,9 @@ impl Daemon {
         let _ = refresh.await;
         if let Some(m) = metrics {
             let _ = m.await;
+        }
+        if let Some(p) = page {
+            let _ = p.await;
         }
         let deadline = Instant::now() + shared.config.limits.drain_timeout;
         let left = shared.connections.wait_idle(deadline).await;
@@ -336,6 +360,12 @@ fn metrics_response(shared: &Shared, req: &Request<Incoming>) -> Response<Full<B
         return r;
     }
     let snapshot = shared.promotion.snapshot();
+    // Only while serving: the database is on the package filesystem.
+    let reports = if snapshot.is_some() {
+        last_reports(shared)
+    } else {
+        Vec::new()
+    };
     let gauges = Gauges {
         serving: snapshot.as_ref().map(|s| s.bundle.serial()),
         timestamp_version: snapshot.as_ref().map_or(0, |s| s.timestamp.version),
@@ -349,6 +379,8 @@ fn metrics_response(shared: &Shared, req: &Request<Incoming>) -> Response<Full<B
         members: snapshot
             .as_ref()
             .map_or(&[][..], |s| &s.bundle.manifest().members),
+        reports: &reports,
+        now: crate::shared::now().unix(),
     };
     let mut r = Response::new(Full::new(Bytes::from(shared.metrics.render(&gauges))));
     r.headers_mut().insert(
@@ -356,6 +388,35 @@ fn metrics_response(shared: &Shared, req: &Request<Incoming>) -> Response<Full<B
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
+}
+
+/// Each member's last report, from the report database (none if it cannot be read).
+fn last_reports(shared: &Shared) -> Vec<LastReport> {
+    let path = shared.reports.path();
+    if !path.exists() {
+        return Vec::new();
+    }
+    let read = crate::reportdb::open_read(path).and_then(|conn| {
+        crate::reportdb::latest(&conn).map_err(|source| crate::reportdb::StoreError::Sqlite {
+            path: path.to_path_buf(),
+            what: "read the last reports",
+            source,
+        })
+    });
+    match read {
+        Ok(latest) => latest
+            .into_iter()
+            .map(|s| LastReport {
+                failures: s.report.failed + s.report.blocked,
+                received: s.report.received,
+                member: s.report.member,
+            })
+            .collect(),
+        Err(e) => {
+            warn!(error = %tenet_keys::error_chain(&e), "metrics: report database unreadable");
+            Vec::new()
+        }
+    }
 }
 
 /// The trust state this member last served from (so a restart never serves an older

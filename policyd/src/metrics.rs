@@ -85,6 +85,8 @@ struct Inner {
     runs_accepted: AtomicU64,
     runs_refused: Mutex<BTreeMap<&'static str, u64>>,
     runs_finished: Mutex<BTreeMap<RunEnd, u64>>,
+    reports_stored: AtomicU64,
+    reports_refused: Mutex<BTreeMap<&'static str, u64>>,
     /// Unix time of each member's last timestamp fetch, by key id; only enrolled
     /// members' keys are ever entered, and keys no longer enrolled are dropped.
     last_fetch: Mutex<HashMap<KeyId, u64>>,
@@ -130,6 +132,23 @@ pub(crate) struct Gauges<'a> {
     pub(crate) root_expires: u64,
     /// The served manifest's inventory (empty when not serving): whose last fetch is shown.
     pub(crate) members: &'a [MemberEntry],
+    /// Each reporting member's last report in the report database (empty when it is
+    /// not open): its name, when it arrived (unix seconds) and its failed and blocked
+    /// promises.
+    pub(crate) reports: &'a [LastReport],
+    /// The clock, unix seconds (for report ages).
+    pub(crate) now: u64,
+}
+
+/// A member's last report, for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LastReport {
+    /// The member.
+    pub(crate) member: String,
+    /// When the report arrived, unix seconds.
+    pub(crate) received: u64,
+    /// Its failed and blocked promises.
+    pub(crate) failures: u64,
 }
 
 impl Metrics {
@@ -153,6 +172,16 @@ impl Metrics {
     /// Counts a bundle refused at promotion or pick-up.
     pub(crate) fn bundle_refused(&self) {
         self.0.bundles_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a report stored.
+    pub(crate) fn report_stored(&self) {
+        self.0.reports_stored.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a report refused, by reason.
+    pub(crate) fn report_refused(&self, reason: &'static str) {
+        *lock(&self.0.reports_refused).entry(reason).or_default() += 1;
     }
 
     /// Counts a run request that passed every check (a second one attached to the run
@@ -391,6 +420,57 @@ impl Metrics {
                 escape_label(&m.name)
             );
         }
+        header(
+            &mut out,
+            "tenet_policyd_reports_stored_total",
+            "counter",
+            "Members' run reports stored in the report database.",
+        );
+        let _ = writeln!(
+            out,
+            "tenet_policyd_reports_stored_total {}",
+            self.0.reports_stored.load(Ordering::Relaxed)
+        );
+        header(
+            &mut out,
+            "tenet_policyd_reports_refused_total",
+            "counter",
+            "Members' run reports refused, by reason.",
+        );
+        for (reason, n) in lock(&self.0.reports_refused).iter() {
+            let _ = writeln!(
+                out,
+                "tenet_policyd_reports_refused_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
+            "tenet_policyd_member_last_report_age_seconds",
+            "gauge",
+            "Seconds since each member's last run report arrived (members in the report database).",
+        );
+        for r in gauges.reports {
+            let _ = writeln!(
+                out,
+                "tenet_policyd_member_last_report_age_seconds{{member=\"{}\"}} {}",
+                escape_label(&r.member),
+                gauges.now.saturating_sub(r.received)
+            );
+        }
+        header(
+            &mut out,
+            "tenet_policyd_member_failed_promises",
+            "gauge",
+            "Failed and blocked promises in each member's last run report.",
+        );
+        for r in gauges.reports {
+            let _ = writeln!(
+                out,
+                "tenet_policyd_member_failed_promises{{member=\"{}\"}} {}",
+                escape_label(&r.member),
+                r.failures
+            );
+        }
         out
     }
 
@@ -461,6 +541,12 @@ mod tests {
             manifest_expires: 1_795_900_000,
             root_expires: 1_826_834_400,
             members: &[],
+            reports: &[LastReport {
+                member: "alpha".into(),
+                received: 1_795_298_000,
+                failures: 2,
+            }],
+            now: 1_795_298_400,
         });
         for line in [
             "tenet_policyd_requests_total{socket=\"serve\",route=\"blob\",status=\"200\"} 2",
@@ -473,6 +559,8 @@ mod tests {
             "tenet_policyd_manifest_expiry_seconds 1795900000",
             "tenet_policyd_root_expiry_seconds 1826834400",
             "# TYPE tenet_policyd_requests_total counter",
+            "tenet_policyd_member_last_report_age_seconds{member=\"alpha\"} 400",
+            "tenet_policyd_member_failed_promises{member=\"alpha\"} 2",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -81,6 +81,8 @@ pub(crate) async fn demote(shared: &Arc<Shared>) -> State {
         // The accept loop drops the socket as soon as it sees the stop; waiting for it
         // lets a promotion right after bind the same port.
         let _ = session.accept_task.await;
+        // The package filesystem may be unmounted next: let go of the database on it.
+        shared.reports.close();
         info!(?before, "demoted; the listener keeps running");
     }
     before

@@ -10,6 +10,7 @@
 //! | serve    | `GET /v1/blob/sha256/{hex}`   | a file of the tree     | member          |
 //! | serve    | `POST /v1/blobs`              | many files, in order   | member          |
 //! | serve    | `POST /v1/join`               | a join request stored  | any proved key  |
+//! | serve    | `POST /v1/report`             | a run's report, stored | member (its own)|
 //!
 //! Paths are matched segment by segment against these literals, with `{n}` a decimal
 //! without leading zeros and `{hex}` exactly 64 lower-case hex digits; anything else is
@@ -90,6 +91,8 @@ pub(crate) enum Route {
     Blobs,
     /// `POST /v1/join`: a new member's join request ([`crate::join`]).
     Join,
+    /// `POST /v1/report`: a member's run report ([`crate::reports`]).
+    Report,
 }
 
 /// Most hashes one `POST /v1/blobs` may name.
@@ -145,6 +148,7 @@ impl Route {
                 ["blob", "sha256", hex] => sha256(hex).map(Route::Blob),
                 ["blobs"] => Some(Route::Blobs),
                 ["join"] => Some(Route::Join),
+                ["report"] => Some(Route::Report),
                 _ => None,
             },
         }
@@ -164,6 +168,7 @@ impl Route {
             Route::Blob(_) => "blob",
             Route::Blobs => "blobs",
             Route::Join => "join",
+            Route::Report => "report",
         }
     }
 
@@ -186,7 +191,9 @@ pub(crate) async fn handle(
     let route = Route::parse(site, req.uri().path());
     let response = match route {
         None => text(StatusCode::NOT_FOUND, "no such route\n".to_string()).map(whole),
-        Some(Route::Run | Route::Blobs | Route::Join) if req.method() != Method::POST => {
+        Some(Route::Run | Route::Blobs | Route::Join | Route::Report)
+            if req.method() != Method::POST =>
+        {
             let mut r = text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "this route answers POST only\n".to_string(),
@@ -198,6 +205,7 @@ pub(crate) async fn handle(
         Some(Route::Run) => crate::runreq::handle(shared, peer, req).await.map(lift),
         Some(Route::Blobs) => blobs(shared, peer, req).await,
         Some(Route::Join) => crate::join::handle(shared, peer, req).await.map(lift),
+        Some(Route::Report) => crate::reports::handle(shared, peer, req).await.map(lift),
         Some(route) => answer(shared, route, peer, &req).await,
     };
     let label = route.as_ref().map_or("unknown", Route::name);
@@ -296,9 +304,12 @@ async fn bundle_route(shared: &Shared, s: &Snapshot, route: Route) -> Response<R
         Route::TimestampSig => toml(s.timestamp.document.sig.clone()),
         Route::Manifest => toml(s.bundle.manifest_document().bytes),
         Route::ManifestSig => toml(s.bundle.manifest_document().sig),
-        Route::Blob(_) | Route::Health | Route::Run | Route::Blobs | Route::Join => {
-            text(StatusCode::NOT_FOUND, "no such route\n".to_string())
-        }
+        Route::Blob(_)
+        | Route::Health
+        | Route::Run
+        | Route::Blobs
+        | Route::Join
+        | Route::Report => text(StatusCode::NOT_FOUND, "no such route\n".to_string()),
     }
     .map(whole)
 }

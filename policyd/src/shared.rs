@@ -15,6 +15,7 @@
 
 pub(crate) mod blob_memory;
 pub(crate) mod promotion_state;
+pub(crate) mod report_limit;
 pub(crate) mod runs;
 
 use std::net::SocketAddr;
@@ -25,11 +26,13 @@ use tokio::sync::watch;
 
 use crate::config::{Config, RunStart};
 use crate::metrics::Metrics;
+use crate::reportdb::ReportDb;
 use crate::shutdown::Tracker;
 use crate::trusted::ListenerKeys;
 
 use blob_memory::BlobMemory;
 use promotion_state::Promotion;
+use report_limit::ReportLimit;
 use runs::Runs;
 
 /// What the daemon bound.
@@ -39,6 +42,8 @@ pub struct Addresses {
     pub listener: SocketAddr,
     /// The metrics endpoint, if on.
     pub metrics: Option<SocketAddr>,
+    /// The status page, if on.
+    pub page: Option<SocketAddr>,
     /// The control socket.
     pub control: PathBuf,
 }
@@ -60,6 +65,10 @@ pub(crate) struct Shared {
     pub(crate) blob_memory: BlobMemory,
     /// The pushed run in progress and the replay cache (behind its lock).
     pub(crate) runs: Runs,
+    /// The report database (open while serving).
+    pub(crate) reports: ReportDb,
+    /// Each member's allowance of reports.
+    pub(crate) report_limit: ReportLimit,
 }
 
 /// The daemon's one reading of the clock.

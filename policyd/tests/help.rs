@@ -10,7 +10,7 @@ fn help_matches_golden_files() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut mismatches = Vec::new();
     for cmd in [
-        "", "serve", "promote", "demote", "status", "start", "stop", "watch", "validate",
+        "", "serve", "promote", "demote", "status", "start", "stop", "watch", "validate", "report",
     ] {
         let mut args: Vec<&str> = Vec::new();
         if !cmd.is_empty() {

@@ -114,6 +114,9 @@ listen = "127.0.0.1:0"
 [metrics]
 listen = "127.0.0.1:0"
 
+[reports]
+page = "127.0.0.1:0"
+
 [run]
 agent = "AGENT"
 agent_config = "agent.toml"

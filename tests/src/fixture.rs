@@ -225,6 +225,9 @@ pub struct PolicydConfig {
     pub run: Vec<(String, String)>,
     /// Lines of `[limits]`, verbatim; no table when empty.
     pub limits: String,
+    /// Lines of `[reports]`, verbatim, after `page = "127.0.0.1:0"` (so that daemons
+    /// side by side do not share the status page's port).
+    pub reports: String,
 }
 
 /// The `[serve]` table.
@@ -254,6 +257,7 @@ impl PolicydConfig {
             metrics: "127.0.0.1:0".to_string(),
             run: Vec::new(),
             limits: String::new(),
+            reports: String::new(),
         }
     }
 
@@ -293,6 +297,13 @@ impl PolicydConfig {
         self
     }
 
+    /// With these lines appended to `[reports]` (a `page` line here replaces the
+    /// default one).
+    pub fn reports(mut self, lines: &str) -> Self {
+        self.reports.push_str(lines);
+        self
+    }
+
     /// The file's text.
     pub fn render(&self) -> String {
         let mut text = format!(
@@ -328,6 +339,18 @@ impl PolicydConfig {
             if !self.limits.ends_with('\n') {
                 text.push('\n');
             }
+        }
+        text.push_str("\n[reports]\n");
+        if !self
+            .reports
+            .lines()
+            .any(|l| l.trim_start().starts_with("page"))
+        {
+            text.push_str("page = \"127.0.0.1:0\"\n");
+        }
+        text.push_str(&self.reports);
+        if !text.ends_with('\n') {
+            text.push('\n');
         }
         text
     }

@@ -8,6 +8,7 @@
 
 pub mod fixture;
 pub mod ha;
+pub mod report_client;
 pub mod schema;
 
 use std::path::{Path, PathBuf};

@@ -19,8 +19,10 @@ use crate::failover::{self, Context, Earlier, Outcome, started};
 use crate::fsops::{self};
 use crate::lock::RunLock;
 pub use crate::ops::source::EventError;
+use crate::ops::source::PolicySource;
 use crate::ops::source::{Place, Scope, load};
-use crate::report::{EventSummary, StepReporter, StepStatus};
+use crate::report::{EventSummary, RecordingSteps, StepEvent, StepReporter, StepStatus};
+use crate::sync::upload;
 
 /// What `event` needs.
 #[derive(Debug, Clone)]
@@ -55,8 +57,105 @@ pub struct EventReport {
     pub exit: u8,
 }
 
-/// Runs the plans of one event, exactly once per id.
+/// Runs the plans of one event, exactly once per id; then, with a configuration,
+/// reports it to the master (a replay is not reported again).
 pub fn event(
+    opts: &EventOptions,
+    reporter: &mut dyn StepReporter,
+) -> Result<EventReport, EventError> {
+    let started = unix_now();
+    let mut recording = RecordingSteps::new(reporter);
+    let result = run_event(opts, &mut recording);
+    if let Ok(report) = &result
+        && !report.summary.replay
+        && matches!(opts.scope.source, PolicySource::Config(_))
+    {
+        report_to_master(opts, started, report, &recording.steps);
+    }
+    result
+}
+
+/// Most time an event spends on delivering reports: a takeover must not wait on a
+/// master that is itself moving.
+const REPORT_DEADLINE: Duration = Duration::from_secs(5);
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Queues the event's report and, unless a `run` holds `sync.lock` (it sends the queue
+/// itself), sends the queue; failures are only logged.
+fn report_to_master(opts: &EventOptions, started: u64, report: &EventReport, steps: &[StepEvent]) {
+    let Ok(place) = Place::of(&opts.scope) else {
+        return;
+    };
+    let Some(config) = &place.config else {
+        return;
+    };
+    let s = &report.summary;
+    let promises: Vec<serde_json::Value> = steps
+        .iter()
+        .filter(|st| st.status != StepStatus::Skipped && !st.earlier)
+        .map(|st| {
+            serde_json::json!({
+                "id": format!("{}/{}", st.plan, st.step),
+                "promise": "step",
+                "status": if st.status == StepStatus::Ok { "kept" } else { "failed" },
+                "reason": st.reason,
+            })
+        })
+        .collect();
+    let serial = crate::sync::cache::Cache::open(&place.state_dir)
+        .ok()
+        .and_then(|c| c.current())
+        .map(|(serial, _)| serial);
+    let body = serde_json::json!({
+        "schema": upload::REPORT_SCHEMA,
+        "member": config.member,
+        "kind": "event",
+        "started": started,
+        "ended": unix_now(),
+        "serial": serial,
+        "exit_code": s.exit_code,
+        "duration_ms": s.duration_ms,
+        "kept": s.ok,
+        "repaired": 0,
+        "would_repair": 0,
+        "failed": s.failed,
+        "blocked": 0,
+        "skipped": s.skipped,
+        "dry_run": false,
+        "errors": s.failed_step.iter().map(|f| format!("{}: {f}", s.event)).collect::<Vec<_>>(),
+        "promises": promises,
+    });
+    if let Err(e) = upload::queue(&place.state_dir, body.to_string().as_bytes()) {
+        tracing::warn!(error = %tenet_keys::error_chain(&e), "cannot queue the event report");
+        return;
+    }
+    // A run holding the sync lock sends the queue (this report included) itself.
+    let Ok(_sync) = RunLock::acquire_file_within(
+        &place.state_dir,
+        crate::ops::run::SYNC_LOCK,
+        "event report",
+        Duration::ZERO,
+    ) else {
+        return;
+    };
+    match upload::send_queue(config, &place.state_dir, REPORT_DEADLINE) {
+        Ok(d) => {
+            if let Some(why) = d.stopped {
+                tracing::warn!(queued = d.queued, error = %why, "reports not delivered; kept for the next run");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %tenet_keys::error_chain(&e), "cannot send the report queue")
+        }
+    }
+}
+
+fn run_event(
     opts: &EventOptions,
     reporter: &mut dyn StepReporter,
 ) -> Result<EventReport, EventError> {

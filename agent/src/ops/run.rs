@@ -38,10 +38,11 @@ use crate::converge::{Diffs, Mode};
 use crate::exit::ExitCode;
 use crate::lock::{LockError, RunLock};
 use crate::ops::apply::{ApplyError, ApplyOptions, Lock, converge_tree};
-use crate::report::{Reporter, Summary};
+use crate::report::{Outcome, Recording, Reporter, Status, Summary};
 use crate::sync::cache::{BundleFiles, Cache};
 use crate::sync::pull::{InForce, SyncError, Synced, pull};
 use crate::sync::trusted::{self, BundleError, load_state, member_facts};
+use crate::sync::upload;
 
 /// How long `run` (and each run of `daemon`) waits for another run to release the
 /// run lock: `watch` takes it for a moment every round, and a periodic run must not
@@ -297,21 +298,123 @@ pub fn run(opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunReport, 
     // `busy`), and `last-run.json` gives the same start.
     let sync =
         RunLock::acquire_file_within(&config.state_dir, SYNC_LOCK, "run", opts.lock_timeout)?;
-    let prepared = prepare(&config, opts, reporter);
+    let mut recording = Recording::new(reporter);
+    let prepared = prepare(&config, opts, &mut recording);
     // Only now, with the master's offer verified in staging: commit and converge.
     let lock = RunLock::acquire_within(&config.state_dir, "run", opts.lock_timeout)?;
-    let result = prepared.and_then(|p| run_locked(opts, &config, p, reporter));
+    let result = prepared.and_then(|p| run_locked(opts, &config, p, &mut recording));
+    let outcomes = std::mem::take(&mut recording.outcomes);
     // Written while the lock is held: whoever waits for the lock (policyd's `busy`)
     // finds this run's summary once it is free.
-    if let Err(e) = record_last_run(&config.state_dir, sync.started_unix(), &result, opts) {
-        reporter.warning(&format!(
-            "cannot write {}: {e}",
-            config.state_dir.join(LAST_RUN).display()
-        ));
-    }
+    let last = match record_last_run(&config.state_dir, sync.started_unix(), &result, opts) {
+        Ok(last) => Some(last),
+        Err(e) => {
+            reporter.warning(&format!(
+                "cannot write {}: {e}",
+                config.state_dir.join(LAST_RUN).display()
+            ));
+            None
+        }
+    };
     drop(lock);
+    // Still under the sync lock (one sender per queue), never under the run lock.
+    if let Some(last) = last {
+        report_to_master(&config, opts, &last, outcomes);
+    }
     drop(sync);
     result
+}
+
+/// Largest report sent (policyd's `[reports] max_body` is 1 MiB by default).
+const MAX_REPORT_BYTES: usize = 512 * 1024;
+
+/// Most time spent delivering reports to the master after a run.
+const REPORT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Sends this run's report (built from `last`, `last-run.json`'s object, and the
+/// promises' `outcomes`) and whatever earlier reports are queued; a failure is only
+/// logged: the report stays queued for the next run.
+fn report_to_master(
+    config: &Config,
+    opts: &RunOptions,
+    last: &serde_json::Value,
+    outcomes: Vec<Outcome>,
+) {
+    let n = |k: &str| last.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let mut errors: Vec<String> = Vec::new();
+    if let Some(e) = last.get("error").and_then(serde_json::Value::as_str) {
+        errors.push(e.to_string());
+    }
+    if let Some(d) = last.get("degraded").and_then(serde_json::Value::as_array) {
+        errors.extend(
+            d.iter()
+                .filter_map(|d| d.get("message").and_then(serde_json::Value::as_str))
+                .map(str::to_string),
+        );
+    }
+    let total = outcomes.len();
+    let mut outcomes = outcomes;
+    let build = |outcomes: &[Outcome], errors: &[String]| {
+        serde_json::json!({
+            "schema": upload::REPORT_SCHEMA,
+            "member": config.member,
+            "kind": "run",
+            "started": n("started"),
+            "ended": n("ended"),
+            "serial": last.get("serial").and_then(serde_json::Value::as_u64),
+            "exit_code": last.get("exit_code").and_then(serde_json::Value::as_i64).unwrap_or(0),
+            "duration_ms": n("duration_ms"),
+            "kept": n("kept"),
+            "repaired": n("repaired"),
+            "would_repair": n("would_repair"),
+            "failed": n("failed"),
+            "blocked": n("blocked"),
+            "skipped": n("skipped"),
+            "dry_run": opts.mode == Mode::DryRun,
+            "errors": errors,
+            "promises": outcomes,
+        })
+        .to_string()
+    };
+    let mut body = build(&outcomes, &errors);
+    // Within what the master accepts: kept promises are in the counts already; past
+    // that, the first outcomes that fit, and an error saying so.
+    if body.len() > MAX_REPORT_BYTES {
+        outcomes.retain(|o| o.status != Status::Kept);
+        body = build(&outcomes, &errors);
+    }
+    while body.len() > MAX_REPORT_BYTES && !outcomes.is_empty() {
+        outcomes.truncate(outcomes.len() / 2);
+        let mut cut = errors.clone();
+        cut.push(format!(
+            "the report lists {} of {total} promise outcomes (size limit)",
+            outcomes.len()
+        ));
+        body = build(&outcomes, &cut);
+    }
+    let deadline = opts.deadline.min(REPORT_DEADLINE);
+    match upload::deliver(config, body.as_bytes(), deadline) {
+        Ok(d) => {
+            for r in &d.refused {
+                tracing::warn!(report = %r, "the master refused a report; dropped");
+            }
+            if d.dropped > 0 {
+                tracing::warn!(
+                    dropped = d.dropped,
+                    "report queue full; the oldest reports were dropped"
+                );
+            }
+            match &d.stopped {
+                Some(why) => {
+                    tracing::warn!(queued = d.queued, error = %why, "reports not delivered; kept for the next run")
+                }
+                None => tracing::debug!(sent = d.sent, "reports delivered"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %tenet_keys::error_chain(&e), "cannot queue the run report")
+        }
+    }
 }
 
 /// The file in the state directory holding the last `run`'s summary.
@@ -386,7 +489,7 @@ fn record_last_run(
     started: u64,
     result: &Result<RunReport, RunError>,
     opts: &RunOptions,
-) -> std::io::Result<()> {
+) -> std::io::Result<serde_json::Value> {
     let mut v = match result {
         Ok(r) => serde_json::to_value(&r.summary).map_err(std::io::Error::other)?,
         Err(_) => serde_json::json!({"dry_run": opts.mode == Mode::DryRun}),
@@ -449,7 +552,8 @@ fn record_last_run(
         text.as_bytes(),
         0o644,
         tenet_keys::fsio::Overwrite::Replace,
-    )
+    )?;
+    Ok(v)
 }
 
 /// What a run learnt from the master before it takes the run lock.
