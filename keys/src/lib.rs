@@ -31,6 +31,7 @@ pub mod id;
 pub mod jsonl;
 pub mod key;
 pub mod manifest;
+pub mod mirror;
 pub mod path;
 pub mod publish;
 pub mod root;
