@@ -174,7 +174,7 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
-/// The TLS client configuration for a static mirror: ordinary HTTPS (TLS 1.2 or 1.3)
+/// The TLS client configuration for a static mirror: ordinary HTTPS (TLS 1.3)
 /// whose certificate must chain to one of the CA certificates in the PEM file `ca`
 /// and name the mirror's host; no client certificate, HTTP/1.1.
 pub fn mirror_config(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, FetchError> {
@@ -191,7 +191,7 @@ pub fn mirror_config(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, 
         return Err(setup("holds no certificate".to_string()));
     }
     let mut config = rustls::ClientConfig::builder_with_provider(tls::provider())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| setup(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();

@@ -623,10 +623,21 @@ fn fetch_one(
     sink: &mut Sink,
     entry: &tenet_keys::FileEntry,
 ) -> Result<(), SyncError> {
-    let body = master.get(
+    // More than one byte over is cut off by the cap: a refusal on trust all the same.
+    let body = match master.get(
         &master.path(Resource::Blob(&entry.sha256)),
         entry.size.saturating_add(1),
-    )?;
+    ) {
+        Ok(body) => body,
+        Err(FetchError::TooLarge { .. }) => {
+            return Err(VerifyError::BlobTooLarge {
+                path: entry.path.clone(),
+                declared: entry.size,
+            }
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     sink.put(entry, body.as_slice())
 }
 
