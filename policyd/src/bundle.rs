@@ -194,7 +194,9 @@ impl LoadedBundle {
 
     /// The manifest entry whose content has this hash, if any.
     pub(crate) fn blob_entry(&self, sha256: &Sha256Sum) -> Option<&FileEntry> {
-        self.blobs.get(sha256).and_then(|at| self.manifest.files.get(*at))
+        self.blobs
+            .get(sha256)
+            .and_then(|at| self.manifest.files.get(*at))
     }
 
     /// Opens the blob of `entry` in the blob store for streaming, after the checks that
