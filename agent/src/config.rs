@@ -8,6 +8,9 @@
 //! trusted_root = "/etc/tenet/root.toml"        # with root.toml.sig beside it
 //! root = "/"                                   # default
 //! connect_timeout = "5s"                       # default
+//! mirrors = [                                  # tried in order when the master fails
+//!   { url = "https://mirror.example.com/tenet", ca = "/etc/tenet/mirror-ca.pem" },
+//! ]
 //!
 //! [expiry_warning]                             # `run` warns this long before expiry
 //! root = "7d"                                  # the trusted root; default 7d
@@ -64,6 +67,36 @@ pub struct Config {
     pub push: PushConfig,
     /// `[expiry_warning]`: how early `run` warns of an expiry.
     pub expiry_warning: ExpiryWarning,
+    /// Static HTTPS mirrors, tried in order after the master (docs/mirrors.md).
+    pub mirrors: Vec<MirrorConfig>,
+}
+
+/// One of `mirrors`: a plain HTTPS server holding a bundle as `tenet-keys publish
+/// --to` lays it out. It is authenticated as ordinary HTTPS by `ca` only; nothing it
+/// serves is trusted until the signatures verify, as from the master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorConfig {
+    /// The URL as written (`https://host[:port][/path]`), for messages.
+    pub url: String,
+    /// The host: TLS server name, `Host` header and the address connected to.
+    pub host: String,
+    /// The port (443 unless given).
+    pub port: u16,
+    /// The path below which the bundle lies, without a trailing `/` (may be empty).
+    pub prefix: String,
+    /// The PEM file of the CA certificates the mirror's certificate must chain to.
+    pub ca: PathBuf,
+}
+
+impl MirrorConfig {
+    /// `host:port` to connect to.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// `[expiry_warning]`: a run whose root or manifest in force expires within this
@@ -129,6 +162,15 @@ struct File {
     push: PushFile,
     #[serde(default)]
     expiry_warning: ExpiryWarningFile,
+    #[serde(default)]
+    mirrors: Vec<MirrorFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MirrorFile {
+    url: String,
+    ca: PathBuf,
 }
 
 #[derive(Default, Deserialize)]
@@ -244,7 +286,22 @@ impl Config {
                 "expiry_warning.manifest",
             )?,
         };
+        let mirrors = f
+            .mirrors
+            .into_iter()
+            .map(|m| {
+                let (host, port, prefix) = parse_mirror_url(&m.url).map_err(|e| ("mirrors", e))?;
+                Ok(MirrorConfig {
+                    url: m.url,
+                    host,
+                    port,
+                    prefix,
+                    ca: abs(m.ca),
+                })
+            })
+            .collect::<Result<Vec<_>, (&'static str, String)>>()?;
         Ok(Config {
+            mirrors,
             push,
             expiry_warning,
             member: f.member,
@@ -306,6 +363,54 @@ fn parse_master(text: &str) -> Result<(String, u16), String> {
         Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?,
     };
     Ok((host.to_string(), port))
+}
+
+/// `https://host[:port][/path]`: host, port (443 by default) and path without a
+/// trailing `/`. Only `https` is accepted: a mirror is authenticated as HTTPS.
+fn parse_mirror_url(text: &str) -> Result<(String, u16, String), String> {
+    let bad =
+        |why: &str| format!("mirrors: {text:?} is not an https://host[:port][/path] URL: {why}");
+    let rest = text
+        .strip_prefix("https://")
+        .ok_or_else(|| bad("only https is accepted"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if path.contains(['?', '#']) || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("the path may hold no query, fragment or space"));
+    }
+    if authority.contains('@') {
+        return Err(bad("no user information"));
+    }
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (h, after) = rest.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+        match after {
+            "" => (h, None),
+            p => (h, Some(p.strip_prefix(':').ok_or_else(|| bad("bad port"))?)),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("no host"));
+    }
+    let port = match port {
+        None => 443,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| bad("bad port"))?,
+    };
+    Ok((
+        host.to_string(),
+        port,
+        path.trim_end_matches('/').to_string(),
+    ))
 }
 
 /// The state directory beneath the root when none is given.
@@ -378,5 +483,55 @@ mod tests {
         }
         let c = Config::parse(&format!("{ok}master = \"[::1]:9\"\n"), base).unwrap();
         assert_eq!(c.master(), "[::1]:9");
+    }
+
+    fn mirror(url: &str) -> Result<(String, u16, String), String> {
+        let text = format!(
+            "member = \"a\"\nmaster = \"m\"\ntrusted_root = \"r\"\nmirrors = [{{ url = \"{url}\", ca = \"ca.pem\" }}]\n"
+        );
+        Config::parse(&text, Path::new("/etc/tenet")).map(|c| {
+            assert_eq!(c.mirrors[0].ca, PathBuf::from("/etc/tenet/ca.pem"));
+            let m = c.mirrors[0].clone();
+            (m.address(), m.port, m.prefix)
+        })
+    }
+
+    #[test]
+    fn mirrors_are_https_urls() {
+        let ok = |url: &str, address: &str, port: u16, prefix: &str| {
+            assert_eq!(
+                mirror(url).unwrap(),
+                (address.to_string(), port, prefix.to_string()),
+                "{url}"
+            );
+        };
+        ok("https://m.example.com", "m.example.com:443", 443, "");
+        ok("https://m.example.com/", "m.example.com:443", 443, "");
+        ok(
+            "https://127.0.0.1:8443/tenet/",
+            "127.0.0.1:8443",
+            8443,
+            "/tenet",
+        );
+        ok("https://[::1]:9/a/b", "[::1]:9", 9, "/a/b");
+        for bad in [
+            "http://m.example.com",
+            "m.example.com",
+            "https://",
+            "https://m:0",
+            "https://m:x/",
+            "https://u@m/",
+            "https://m/a?b",
+            "https://[::1/",
+        ] {
+            let e = mirror(bad).unwrap_err();
+            assert!(e.starts_with("mirrors: "), "{bad}: {e}");
+        }
+        let e = Config::parse(
+            "member = \"a\"\nmaster = \"m\"\ntrusted_root = \"r\"\nmirrors = [{ url = \"https://m\" }]\n",
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(e.contains("missing field `ca`"), "{e}");
     }
 }

@@ -6,6 +6,7 @@ mod crash;
 mod event;
 mod idempotence;
 mod links;
+mod mirror;
 mod output;
 mod push;
 mod run;

@@ -120,7 +120,7 @@ impl World {
     }
 
     /// Signs serial `serial` into `bundles/<serial>`.
-    fn sign(&self, serial: u64) -> PathBuf {
+    pub(crate) fn sign(&self, serial: u64) -> PathBuf {
         self.sign_tree(&self.tree(serial), serial, Duration::from_secs(14 * 86_400))
     }
 
@@ -140,7 +140,7 @@ impl World {
 
     /// Writes `members/<name>/agent.toml` pointing at `master` and returns its path.
     /// Each member has its own state directory and sandbox root.
-    fn member(&self, name: &str, instance: &str, master: SocketAddr) -> PathBuf {
+    pub(crate) fn member(&self, name: &str, instance: &str, master: SocketAddr) -> PathBuf {
         let dir = self.path(&format!("members/{instance}"));
         fs::create_dir_all(dir.join("root")).unwrap();
         let config = dir.join("agent.toml");
@@ -202,12 +202,12 @@ impl std::ops::DerefMut for Policyd {
 }
 
 /// A finished `tenet-agent run`.
-struct Ran {
-    code: Option<i32>,
-    out: String,
+pub(crate) struct Ran {
+    pub(crate) code: Option<i32>,
+    pub(crate) out: String,
 }
 
-fn run_agent(config: &Path) -> Ran {
+pub(crate) fn run_agent(config: &Path) -> Ran {
     let out = agent()
         .args(["run", "--config"])
         .arg(config)
@@ -224,11 +224,11 @@ fn run_agent(config: &Path) -> Ran {
     }
 }
 
-fn assert_code(r: &Ran, code: i32) {
+pub(crate) fn assert_code(r: &Ran, code: i32) {
     assert_eq!(r.code, Some(code), "{}", r.out);
 }
 
-fn read(config: &Path, rel: &str) -> Option<String> {
+pub(crate) fn read(config: &Path, rel: &str) -> Option<String> {
     fs::read_to_string(config.with_file_name("root").join(rel)).ok()
 }
 

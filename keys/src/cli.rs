@@ -300,6 +300,31 @@ pub enum Command {
         #[arg(long = "join-dir")]
         join_dir: PathBuf,
     },
+    /// Lay out a bundle in DIR for a static mirror, with a fresh timestamp.
+    ///
+    /// DIR is the bundle's own layout (root/, manifest.toml, blobs/sha256/) with
+    /// timestamp.toml signed now by the timestamp key; any HTTPS server can serve it to
+    /// members that list it under `mirrors` in agent.toml. Blobs are hashed as they are
+    /// copied, and the timestamp is written last. Run it again within the timestamp's
+    /// lifetime (every TTL/2) to keep the mirror fresh. A bundle older than the one DIR
+    /// holds is refused: a mirror never goes backwards. See docs/mirrors.md.
+    #[command(after_help = EXIT_CODES)]
+    Publish {
+        /// The bundle directory (as `sign` wrote it).
+        bundle: PathBuf,
+        /// The mirror's directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// The timestamp key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// How long the timestamp is valid.
+        #[arg(long, default_value = "6h", value_parser = parse_ttl)]
+        ttl: Duration,
+        /// Check the key against this deployment's latest root.
+        #[arg(long)]
+        deployment: Option<PathBuf>,
+    },
     /// Verify a bundle as a member would, and print what it holds.
     ///
     /// Walks the root updates in the bundle from the trusted root, then checks the
@@ -457,6 +482,13 @@ pub fn run(cli: Cli, now: Time, out: &mut dyn Write, err: &mut dyn Write) -> Exi
             ttl,
             deployment,
         } => timestamp(&bundle, &key, ttl, deployment.as_deref(), now, out),
+        Command::Publish {
+            bundle,
+            to,
+            key,
+            ttl,
+            deployment,
+        } => publish_mirror(&bundle, &to, &key, ttl, deployment.as_deref(), now, out),
         Command::Verify(a) => verify(&a, now, out),
         Command::JoinToken(a) => join::join_token(&a, now, out),
         Command::Fingerprint { root } => join::fingerprint(&root, out),
@@ -898,6 +930,64 @@ fn timestamp(
         ts.manifest.serial,
         ts.manifest.epoch,
         ts.manifest.sha256,
+        ts.expires
+    );
+    Ok(())
+}
+
+fn publish_mirror(
+    bundle_dir: &Path,
+    to: &Path,
+    key: &Path,
+    ttl: Duration,
+    deployment: Option<&Path>,
+    now: Time,
+    out: &mut Out<'_>,
+) -> Result<(), PublishError> {
+    let key = SecretKey::read(key)?;
+    let root = match deployment {
+        Some(dir) => Some(
+            Deployment::open(dir)?
+                .root_history()?
+                .state
+                .root()
+                .root()
+                .clone(),
+        ),
+        None => None,
+    };
+    let opts = crate::mirror::MirrorOptions {
+        bundle: bundle_dir.to_path_buf(),
+        to: to.to_path_buf(),
+        now,
+        ttl,
+    };
+    let r = crate::mirror::publish_mirror(&opts, &key, root.as_ref())?;
+    let ts = &r.timestamp;
+    out.json(
+        "publish",
+        serde_json::json!({
+            "mirror": to.display().to_string(),
+            "serial": ts.manifest.serial,
+            "epoch": ts.manifest.epoch,
+            "manifest_sha256": ts.manifest.sha256.to_string(),
+            "timestamp_version": ts.version,
+            "expires": ts.expires.to_string(),
+            "blobs_written": r.blobs_written,
+            "blobs_kept": r.blobs_kept,
+            "roots": r.roots,
+        }),
+    );
+    let _ = writeln!(
+        out.text(),
+        "published serial {} (epoch {}) to {}: {} blobs written, {} kept, {} root versions; timestamp version {} expires {}",
+        ts.manifest.serial,
+        ts.manifest.epoch,
+        to.display(),
+        r.blobs_written,
+        r.blobs_kept,
+        r.roots,
+        ts.version,
         ts.expires
     );
     Ok(())

@@ -890,6 +890,23 @@ pub enum PublishError {
         /// What was found.
         reason: String,
     },
+    /// The mirror holds a newer manifest (or another under the same serial).
+    #[error(
+        "mirror {} holds epoch {held_epoch} serial {held_serial}; refusing to publish epoch {offered_epoch} serial {offered_serial} over it (a mirror never goes backwards)",
+        mirror.display()
+    )]
+    MirrorAhead {
+        /// The mirror's directory.
+        mirror: PathBuf,
+        /// The epoch it holds.
+        held_epoch: u64,
+        /// The serial it holds.
+        held_serial: u64,
+        /// The epoch offered.
+        offered_epoch: u64,
+        /// The serial offered.
+        offered_serial: u64,
+    },
 }
 
 /// Why a token was refused. [`JoinError::code`] (see [`crate::join`]) names each for the wire.

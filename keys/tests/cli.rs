@@ -614,6 +614,7 @@ fn help_matches_golden_files() {
         "root-next",
         "attest",
         "timestamp",
+        "publish",
         "verify",
         "join-token",
         "fingerprint",

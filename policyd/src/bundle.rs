@@ -44,7 +44,9 @@ pub(crate) struct LoadedBundle {
     manifest_sig: Bytes,
     manifest_sha256: Sha256Sum,
     roots: Vec<SignedDocument>,
-    blobs: HashMap<Sha256Sum, FileEntry>,
+    /// Each distinct hash's first entry, by its index in `manifest.files` (no entry
+    /// is held twice).
+    blobs: HashMap<Sha256Sum, usize>,
     members: HashSet<KeyId>,
 }
 
@@ -120,8 +122,8 @@ impl LoadedBundle {
                 source: Box::new(source),
             })?;
 
-        let mut blobs = HashMap::new();
-        for entry in &manifest.files {
+        let mut blobs = HashMap::with_capacity(manifest.files.len());
+        for (at, entry) in manifest.files.iter().enumerate() {
             if blobs.contains_key(&entry.sha256) {
                 continue;
             }
@@ -130,7 +132,7 @@ impl LoadedBundle {
                 file: entry.path.clone(),
                 source: Box::new(source),
             })?;
-            blobs.insert(entry.sha256, entry.clone());
+            blobs.insert(entry.sha256, at);
         }
         let members = manifest.members.iter().map(|m| m.keyid).collect();
         Ok(LoadedBundle {
@@ -197,7 +199,9 @@ impl LoadedBundle {
 
     /// The manifest entry whose content has this hash, if any.
     pub(crate) fn blob_entry(&self, sha256: &Sha256Sum) -> Option<&FileEntry> {
-        self.blobs.get(sha256)
+        self.blobs
+            .get(sha256)
+            .and_then(|at| self.manifest.files.get(*at))
     }
 
     /// Opens the blob of `entry` in the blob store for streaming, after the checks that

@@ -339,6 +339,18 @@ fn every_keys_command_prints_one_line() {
         &["timestamp", s(&bundle), "--key", s(&ts_key), "--json"],
         "tenet.keys.timestamp/1",
     );
+    keys(
+        &[
+            "publish",
+            s(&bundle),
+            "--to",
+            s(&p("mirror")),
+            "--key",
+            s(&ts_key),
+            "--json",
+        ],
+        "tenet.keys.publish/1",
+    );
     let root1 = dep.join("root/1.root.toml");
     let verified = keys(
         &["verify", s(&bundle), "--root", s(&root1), "--json"],

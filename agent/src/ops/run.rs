@@ -600,7 +600,19 @@ fn prepare(
     } else {
         InForce::Nothing
     };
-    let synced = pull(config, &state, &clock, &cache, in_force, opts.deadline);
+    let mut warnings = Vec::new();
+    let synced = pull(
+        config,
+        &state,
+        &clock,
+        &cache,
+        in_force,
+        opts.deadline,
+        &mut warnings,
+    );
+    for w in &warnings {
+        reporter.warning(w);
+    }
     tracing::debug!(
         elapsed_us = t0.elapsed().as_micros(),
         ok = synced.is_ok(),

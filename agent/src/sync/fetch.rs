@@ -1,5 +1,8 @@
 //! The mTLS client to the master: one HTTP/1.1 connection over the keys crate's pinned
 //! TLS client configuration, on a current-thread tokio runtime, every response capped.
+//! The same client asks a static mirror ([`Master::connect_mirror`]): plain HTTPS
+//! checked against the CA the administrator names, and each [`Resource`] named by the
+//! mirror's file layout instead of policyd's routes.
 //!
 //! The caller sees a blocking [`Master`]: `get` returns the body of a 200, `post` a
 //! [`BodyReader`] streaming it, and any other status, a body over its cap, a timeout or
@@ -17,8 +20,10 @@ use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject as _;
 use tenet_keys::tls::{self, Identity, Refusal, Subject};
-use tenet_keys::{KeyId, SecretKey};
+use tenet_keys::{KeyId, SecretKey, Sha256Sum, bundle};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -66,14 +71,56 @@ pub enum FetchError {
     Setup(String),
 }
 
-/// A connection to the master.
+/// A connection to the master (or a mirror).
 pub struct Master {
     runtime: tokio::runtime::Runtime,
     sender: SendRequest<Full<Bytes>>,
+    /// The name in messages: `host:port`, or a mirror's URL.
     name: String,
+    peer: Peer,
     config: Arc<rustls::ClientConfig>,
     timeout: Duration,
     deadline: Deadline,
+    layout: Layout,
+}
+
+/// Where to connect and whom to expect there.
+#[derive(Debug, Clone)]
+struct Peer {
+    /// `host:port` connected to.
+    address: String,
+    /// The TLS server name.
+    server_name: ServerName<'static>,
+    /// The `Host` header.
+    host: String,
+}
+
+/// How a [`Resource`] is named on the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Layout {
+    /// policyd's routes (`/v1/timestamp`, `POST /v1/blobs`).
+    Policyd,
+    /// A static mirror: the bundle's files below `prefix` (`PREFIX/timestamp.toml`).
+    Static { prefix: String },
+}
+
+/// What a member asks a master or mirror for.
+#[derive(Debug, Clone, Copy)]
+pub enum Resource<'a> {
+    /// Root version n.
+    Root(u64),
+    /// Root version n's signatures.
+    RootSig(u64),
+    /// The current timestamp.
+    Timestamp,
+    /// Its signatures.
+    TimestampSig,
+    /// The current manifest.
+    Manifest,
+    /// Its signatures.
+    ManifestSig,
+    /// A blob by hash.
+    Blob(&'a Sha256Sum),
 }
 
 /// When all talk with the master must be over, and how long that was given.
@@ -127,6 +174,31 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// The TLS client configuration for a static mirror: ordinary HTTPS (TLS 1.3)
+/// whose certificate must chain to one of the CA certificates in the PEM file `ca`
+/// and name the mirror's host; no client certificate, HTTP/1.1.
+pub fn mirror_config(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, FetchError> {
+    let setup = |what: String| FetchError::Setup(format!("mirror CA {}: {what}", ca.display()));
+    let pem = std::fs::read(ca).map_err(|e| setup(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| setup(format!("not PEM: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| setup(format!("not a CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(setup("holds no certificate".to_string()));
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| setup(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 impl Master {
     /// Connects to `master` (`host:port`) within `timeout`; every later request must
     /// also end within `deadline` of now.
@@ -135,6 +207,54 @@ impl Master {
         config: Arc<rustls::ClientConfig>,
         timeout: Duration,
         deadline: Duration,
+    ) -> Result<Master, FetchError> {
+        let peer = Peer {
+            address: master.to_string(),
+            server_name: tls::server_name(),
+            host: tls::SERVER_NAME.to_string(),
+        };
+        Master::open_with(master, peer, config, timeout, deadline, Layout::Policyd)
+    }
+
+    /// Connects to the static mirror at `url` (`https://host[:port][/prefix]`, parsed
+    /// into `address`, `host` and `prefix` by the configuration) with `config`
+    /// ([`mirror_config`]), within `timeout`; every later request must also end within
+    /// `deadline` of now.
+    pub fn connect_mirror(
+        mirror: &crate::config::MirrorConfig,
+        config: Arc<rustls::ClientConfig>,
+        timeout: Duration,
+        deadline: Duration,
+    ) -> Result<Master, FetchError> {
+        let server_name = ServerName::try_from(mirror.host.clone()).map_err(|e| {
+            FetchError::Setup(format!(
+                "mirror {}: host {:?}: {e}",
+                mirror.url, mirror.host
+            ))
+        })?;
+        let host = if mirror.port == 443 {
+            mirror.host.clone()
+        } else {
+            mirror.address()
+        };
+        let peer = Peer {
+            address: mirror.address(),
+            server_name,
+            host,
+        };
+        let layout = Layout::Static {
+            prefix: mirror.prefix.clone(),
+        };
+        Master::open_with(&mirror.url, peer, config, timeout, deadline, layout)
+    }
+
+    fn open_with(
+        name: &str,
+        peer: Peer,
+        config: Arc<rustls::ClientConfig>,
+        timeout: Duration,
+        deadline: Duration,
+        layout: Layout,
     ) -> Result<Master, FetchError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -147,22 +267,73 @@ impl Master {
                 after: deadline,
             }
         });
-        let sender = runtime.block_on(open(master, config.clone(), timeout, deadline))?;
+        let sender = runtime.block_on(open(name, &peer, config.clone(), timeout, deadline))?;
         Ok(Master {
             runtime,
             sender,
-            name: master.to_string(),
+            name: name.to_string(),
+            peer,
             config,
             timeout,
             deadline,
+            layout,
         })
+    }
+
+    /// Where answers come from, for messages: `host:port`, or a mirror's URL.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this is a static mirror (no batched blob route, older timestamps a
+    /// rollback).
+    pub fn is_mirror(&self) -> bool {
+        matches!(self.layout, Layout::Static { .. })
+    }
+
+    /// The request path of `resource` on this server.
+    pub fn path(&self, resource: Resource<'_>) -> String {
+        match &self.layout {
+            Layout::Policyd => match resource {
+                Resource::Root(n) => format!("/v1/root/{n}"),
+                Resource::RootSig(n) => format!("/v1/root/{n}/sig"),
+                Resource::Timestamp => "/v1/timestamp".to_string(),
+                Resource::TimestampSig => "/v1/timestamp/sig".to_string(),
+                Resource::Manifest => "/v1/manifest".to_string(),
+                Resource::ManifestSig => "/v1/manifest/sig".to_string(),
+                Resource::Blob(sha) => format!("/v1/blob/sha256/{sha}"),
+            },
+            Layout::Static { prefix } => {
+                let sig = bundle::SIG_SUFFIX;
+                let file = match resource {
+                    Resource::Root(n) => {
+                        format!("{}/{}", bundle::ROOT_DIR, bundle::root_file_name(n))
+                    }
+                    Resource::RootSig(n) => {
+                        format!("{}/{}{sig}", bundle::ROOT_DIR, bundle::root_file_name(n))
+                    }
+                    Resource::Timestamp => bundle::TIMESTAMP.to_string(),
+                    Resource::TimestampSig => format!("{}{sig}", bundle::TIMESTAMP),
+                    Resource::Manifest => bundle::MANIFEST.to_string(),
+                    Resource::ManifestSig => format!("{}{sig}", bundle::MANIFEST),
+                    Resource::Blob(sha) => format!("{}/{sha}", bundle::BLOB_DIR),
+                };
+                format!("{prefix}/{file}")
+            }
+        }
     }
 
     /// Replaces the connection with a new one (after a refused request whose body the
     /// master may not have read: it may close the connection under the rest of it).
     /// Opens a new connection to the master in place of the current one.
     pub(crate) fn reconnect(&mut self) -> Result<(), FetchError> {
-        let open = open(&self.name, self.config.clone(), self.timeout, self.deadline);
+        let open = open(
+            &self.name,
+            &self.peer,
+            self.config.clone(),
+            self.timeout,
+            self.deadline,
+        );
         self.sender = self.runtime.block_on(open)?;
         Ok(())
     }
@@ -181,7 +352,13 @@ impl Master {
 
     /// `GET path`: `Some(body)` on 200, `None` on 404, an error otherwise.
     pub fn get_optional(&mut self, path: &str, max: u64) -> Result<Option<Vec<u8>>, FetchError> {
+        // A server may close a kept-alive connection between requests (nginx after
+        // `keepalive_requests`, a CDN's idle limit): ask on a new one.
+        if self.sender.is_closed() {
+            self.reconnect()?;
+        }
         let name = self.name.clone();
+        let host = self.peer.host.clone();
         let sender = &mut self.sender;
         let deadline = self.deadline;
         self.runtime.block_on(async {
@@ -191,7 +368,7 @@ impl Master {
                     .await
                     .map_err(|e| classify(&name, "connection", &e))?;
                 let req = Request::get(path)
-                    .header("host", tls::SERVER_NAME)
+                    .header("host", host.as_str())
                     .body(Full::new(Bytes::new()))
                     .map_err(|e| FetchError::Setup(format!("GET {path}: {e}")))?;
                 let resp = sender
@@ -267,6 +444,7 @@ impl Master {
         max: u64,
     ) -> Result<BodyReader<'_>, FetchError> {
         let name = self.name.clone();
+        let host = self.peer.host.clone();
         let sender = &mut self.sender;
         // A batch may be tens of MiB: on top of the request timeout, time for its
         // declared bytes at no less than 256 KiB/s; never past the run's deadline.
@@ -283,7 +461,7 @@ impl Master {
                     .await
                     .map_err(|e| classify(&name, "connection", &e))?;
                 let req = Request::post(path)
-                    .header("host", tls::SERVER_NAME)
+                    .header("host", host.as_str())
                     .header("content-type", "application/octet-stream")
                     .body(Full::new(Bytes::from(body)))
                     .map_err(|e| FetchError::Setup(format!("POST {path}: {e}")))?;
@@ -337,18 +515,19 @@ impl Master {
 /// current runtime.
 async fn open(
     master: &str,
+    peer: &Peer,
     config: Arc<rustls::ClientConfig>,
     timeout: Duration,
     deadline: Deadline,
 ) -> Result<SendRequest<Full<Bytes>>, FetchError> {
     let unreachable = |what: String| FetchError::Unreachable(format!("{master}: {what}"));
     let connect = async {
-        let tcp = TcpStream::connect(master)
+        let tcp = TcpStream::connect(&peer.address)
             .await
             .map_err(|e| unreachable(format!("connect: {e}")))?;
         let _ = tcp.set_nodelay(true);
         let tls = TlsConnector::from(config)
-            .connect(tls::server_name(), tcp)
+            .connect(peer.server_name.clone(), tcp)
             .await
             .map_err(|e| classify(master, "TLS handshake", &e))?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))

@@ -2,6 +2,16 @@
 //! `pull` = `connect` → `update_roots` → `check_timestamp` → `stage_manifest` →
 //! `missing_blobs` → `store_blobs` → `flush_staging` → whole-bundle verification.
 //!
+//! When the master fails (unreachable, or refused on trust), the same conversation is
+//! held with each configured mirror in turn (`agent.toml` `mirrors`), with the same
+//! checks: only the transport differs (plain HTTPS against the administrator's CA, not
+//! the pinned key). The first source that yields a verified answer wins, and the
+//! failures before it become warnings; when every source fails, a trust refusal by any
+//! of them makes the whole a trust refusal (exit 4), naming each source. A mirror whose
+//! timestamp is older than the trusted one and names an older serial than the bundle in
+//! force is refused as a rollback (the master's older timestamp is only ignored: a newly
+//! promoted master may lag by a timestamp, a mirror that lags by a serial is stale).
+//!
 //! Everything fetched lands in `STATE/bundles/.staging` and the shared blob store,
 //! hashed against a signed document already verified, and is verified again as a
 //! whole before `pull` returns it; committing it is the caller's (`run`, under the
@@ -18,10 +28,10 @@ use tenet_keys::{
     update_root,
 };
 
-use crate::config::Config;
+use crate::config::{Config, MirrorConfig};
 use crate::statefs::{self, create_file, flush_written, write_file};
 use crate::sync::cache::Cache;
-use crate::sync::fetch::{self, FetchError, Master};
+use crate::sync::fetch::{self, FetchError, Master, Resource};
 use crate::sync::store::{PACK_MIN, PackWriter};
 
 /// Most root updates walked in one run.
@@ -75,9 +85,9 @@ fn local(what: &str) -> impl Fn(std::io::Error) -> SyncError + '_ {
     move |e| SyncError::Local(format!("{what}: {e}"))
 }
 
-/// Talks to the master: root updates, timestamp, and when it names a newer manifest
-/// (or nothing is cached), the manifest into staging and the missing blobs into the
-/// shared store, then verifies the staged bundle as a whole.
+/// Talks to the master, then to each mirror in turn until one answers with a verified
+/// offer (see the module docs); `warnings` gets the failures of the sources tried
+/// before the one that answered. All of it ends within `deadline`.
 pub(crate) fn pull(
     config: &Config,
     state: &TrustState,
@@ -85,10 +95,90 @@ pub(crate) fn pull(
     cache: &Cache,
     in_force: InForce,
     deadline: std::time::Duration,
+    warnings: &mut Vec<String>,
 ) -> Result<Synced, SyncError> {
     let t0 = std::time::Instant::now();
-    let mut master = connect(config, state, deadline)?;
-    tracing::debug!(elapsed_us = t0.elapsed().as_micros(), "connected");
+    let mut failures: Vec<(String, SyncError)> = Vec::new();
+    let sources = std::iter::once(None).chain(config.mirrors.iter().map(Some));
+    for mirror in sources {
+        let left = deadline.saturating_sub(t0.elapsed());
+        let (name, outcome) = match mirror {
+            None => (
+                "master".to_string(),
+                connect(config, state, left)
+                    .and_then(|m| pull_from(config, m, state, clock, cache, in_force)),
+            ),
+            Some(mirror) => (
+                format!("mirror {}", mirror.url),
+                connect_mirror(config, mirror, left)
+                    .and_then(|m| pull_from(config, m, state, clock, cache, in_force)),
+            ),
+        };
+        match outcome {
+            Ok(synced) => {
+                for (source, e) in &failures {
+                    warnings.push(format!("{source}: {}", e.message()));
+                }
+                if mirror.is_some() {
+                    warnings.push(format!("answered by {name}"));
+                }
+                return Ok(synced);
+            }
+            Err(SyncError::Local(m)) => return Err(SyncError::Local(m)),
+            Err(e) => {
+                tracing::debug!(source = %name, error = e.message(), "source failed");
+                failures.push((name, e));
+            }
+        }
+    }
+    Err(combine(failures))
+}
+
+/// One error for every source that failed: the only one as it is; several as a trust
+/// refusal if any refused on trust, else as unreachable, naming each.
+fn combine(mut failures: Vec<(String, SyncError)>) -> SyncError {
+    if failures.len() <= 1 {
+        return failures.pop().map_or_else(
+            || SyncError::Unreachable("no master or mirror configured".to_string()),
+            |(_, e)| e,
+        );
+    }
+    let trust = failures
+        .iter()
+        .any(|(_, e)| matches!(e, SyncError::Trust(_)));
+    let text = failures
+        .iter()
+        .map(|(source, e)| format!("{source}: {}", e.message()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if trust {
+        SyncError::Trust(text)
+    } else {
+        SyncError::Unreachable(text)
+    }
+}
+
+impl SyncError {
+    /// The message, without its kind.
+    fn message(&self) -> &str {
+        match self {
+            SyncError::Unreachable(m) | SyncError::Trust(m) | SyncError::Local(m) => m,
+        }
+    }
+}
+
+/// The conversation with one source (the master or a mirror), from after the
+/// connection to the verified staged bundle.
+fn pull_from(
+    config: &Config,
+    mut master: Master,
+    state: &TrustState,
+    clock: &Clock,
+    cache: &Cache,
+    in_force: InForce,
+) -> Result<Synced, SyncError> {
+    let t0 = std::time::Instant::now();
+    tracing::debug!(source = master.name(), "connected");
     let staging = Staging {
         dir: cache.fresh_staging().map_err(local("staging"))?,
     };
@@ -161,6 +251,21 @@ fn connect(
     )?)
 }
 
+/// An HTTPS connection to `mirror`, checked against its CA. A mirror that cannot be
+/// set up (its CA file unreadable) is one that did not answer: the next is tried.
+fn connect_mirror(
+    config: &Config,
+    mirror: &MirrorConfig,
+    deadline: std::time::Duration,
+) -> Result<Master, SyncError> {
+    let unusable = |e: FetchError| match e {
+        FetchError::Setup(m) => SyncError::Unreachable(m),
+        other => other.into(),
+    };
+    let tls = fetch::mirror_config(&mirror.ca).map_err(unusable)?;
+    Master::connect_mirror(mirror, tls, config.connect_timeout, deadline).map_err(unusable)
+}
+
 /// Walks the root chain: each newer root the master has, verified by the one before,
 /// staged; then the newest must not have expired.
 fn update_roots(
@@ -172,11 +277,11 @@ fn update_roots(
     let mut st = state.clone();
     for _ in 0..MAX_ROOT_UPDATES {
         let next = st.root().root().version.saturating_add(1);
-        let path = format!("/v1/root/{next}");
+        let path = master.path(Resource::Root(next));
         let Some(bytes) = master.get_optional(&path, Document::Root.max_bytes())? else {
             break;
         };
-        let sig = master.get(&format!("{path}/sig"), MAX_SIGNATURE_BYTES)?;
+        let sig = master.get(&master.path(Resource::RootSig(next)), MAX_SIGNATURE_BYTES)?;
         st = update_root(&st, &bytes, &sig)?;
         let name = format!("{}/{}", bundle::ROOT_DIR, bundle::root_file_name(next));
         staging.write_signed(&name, &bytes, &sig)?;
@@ -209,12 +314,28 @@ fn check_timestamp(
     in_force: InForce,
     staging: &Staging,
 ) -> Result<Offer, SyncError> {
-    let ts = master.get("/v1/timestamp", Document::Timestamp.max_bytes())?;
-    let ts_sig = master.get("/v1/timestamp/sig", MAX_SIGNATURE_BYTES)?;
+    let ts = master.get(
+        &master.path(Resource::Timestamp),
+        Document::Timestamp.max_bytes(),
+    )?;
+    let ts_sig = master.get(&master.path(Resource::TimestampSig), MAX_SIGNATURE_BYTES)?;
     let have_cache = in_force == InForce::Cached;
     let expected = match tenet_keys::check_timestamp(&st, &ts, &ts_sig, clock)? {
         TimestampOutcome::Ignored { offered, trusted } => {
             tracing::info!(offered, trusted, "older timestamp ignored");
+            let named = tenet_keys::Timestamp::parse(&ts).map(|t| t.manifest.serial);
+            if master.is_mirror()
+                && let Some((in_force, _)) = cache.current()
+                && named.as_ref().map_or(true, |serial| *serial < in_force)
+            {
+                let named = named.map_or_else(
+                    |_| "an unreadable serial".to_string(),
+                    |s| format!("serial {s}"),
+                );
+                return Err(SyncError::Trust(format!(
+                    "offers timestamp version {offered} naming {named}, older than the trusted timestamp {trusted} and serial {in_force} in force: refusing a rollback"
+                )));
+            }
             if have_cache {
                 return Ok(Offer::Nothing(Synced::Current {
                     state: Box::new(st),
@@ -222,7 +343,8 @@ fn check_timestamp(
                 }));
             }
             return Err(SyncError::Unreachable(format!(
-                "the master offers timestamp version {offered}, older than the trusted {trusted}"
+                "{} offers timestamp version {offered}, older than the trusted {trusted}",
+                master.name()
             )));
         }
         TimestampOutcome::Current { state, expected } => {
@@ -257,8 +379,8 @@ fn stage_manifest(
     staging: &Staging,
 ) -> Result<(Vec<u8>, Manifest), SyncError> {
     let cap = expected.manifest().size.min(Document::Manifest.max_bytes());
-    let manifest = master.get("/v1/manifest", cap)?;
-    let manifest_sig = master.get("/v1/manifest/sig", MAX_SIGNATURE_BYTES)?;
+    let manifest = master.get(&master.path(Resource::Manifest), cap)?;
+    let manifest_sig = master.get(&master.path(Resource::ManifestSig), MAX_SIGNATURE_BYTES)?;
     let (_, m) = check_manifest(st, &manifest, &manifest_sig, Some(expected), clock)?;
     staging.write_signed(bundle::MANIFEST, &manifest, &manifest_sig)?;
     Ok((manifest, m))
@@ -392,6 +514,12 @@ fn fetch_blobs(
     missing: &[&tenet_keys::FileEntry],
     limits: fetch::BatchLimits,
 ) -> Result<(), SyncError> {
+    // A static mirror has no batched route: one GET per blob.
+    if master.is_mirror() {
+        return missing
+            .iter()
+            .try_for_each(|entry| fetch_one(master, sink, entry));
+    }
     for range in fetch::plan_batches(missing.iter().map(|e| e.size), limits) {
         let start = range.start;
         match fetch_batch(master, sink, &missing[range]) {
@@ -495,10 +623,21 @@ fn fetch_one(
     sink: &mut Sink,
     entry: &tenet_keys::FileEntry,
 ) -> Result<(), SyncError> {
-    let body = master.get(
-        &format!("/v1/blob/sha256/{}", entry.sha256),
+    // More than one byte over is cut off by the cap: a refusal on trust all the same.
+    let body = match master.get(
+        &master.path(Resource::Blob(&entry.sha256)),
         entry.size.saturating_add(1),
-    )?;
+    ) {
+        Ok(body) => body,
+        Err(FetchError::TooLarge { .. }) => {
+            return Err(VerifyError::BlobTooLarge {
+                path: entry.path.clone(),
+                declared: entry.size,
+            }
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     sink.put(entry, body.as_slice())
 }
 
