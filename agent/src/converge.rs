@@ -6,7 +6,7 @@
 //! only, then observes and plans again: a repaired promise must now be kept.
 //!
 //! Promises converge in phases (dir, file, copy, edits, link, absent, hostname,
-//! command). Within a phase, file changes are staged into one [`Batch`] and committed
+//! service, command). Within a phase, file changes are staged into one [`Batch`] and committed
 //! together, so thousands of files cost one flush. Edits (`line`, `setting`) to one
 //! file form one unit: planned together, written once. Hostname and command phases
 //! run unit by unit, each finishing before the next is planned, since a command's
@@ -34,6 +34,7 @@ mod edit;
 mod file;
 mod hostname;
 mod link;
+mod service;
 
 /// Whether plans keep the before and after text of changed files (for `--diff`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,7 +311,7 @@ pub fn converge(
         source,
         stat_cache,
     };
-    let mut phases: [Vec<Unit>; 8] = Default::default();
+    let mut phases: [Vec<Unit>; PHASES] = Default::default();
     let mut edits: HashMap<&AbsPath, usize> = HashMap::new();
     for (i, p) in promises.iter().enumerate() {
         let p = match p {
@@ -339,7 +340,8 @@ pub fn converge(
             PromiseKind::Link(_) => (4, None),
             PromiseKind::Absent(_) => (5, None),
             PromiseKind::Hostname(_) => (6, None),
-            PromiseKind::Command(_) => (7, None),
+            PromiseKind::Service(_) => (7, None),
+            PromiseKind::Command(_) => (8, None),
         };
         match file {
             Some(f) => match edits.get(f) {
@@ -654,6 +656,9 @@ fn carry_out_batch(cx: &Cx<'_>, pending: &[(usize, Vec<Op>)]) -> Vec<(usize, Str
     errors
 }
 
+/// How many phases a run has; from the hostname phase on (6), each unit runs alone.
+const PHASES: usize = 9;
+
 /// Units evaluated, applied and verified together in a batched phase.
 const PHASE_CHUNK: usize = 1024;
 
@@ -723,6 +728,7 @@ fn evaluate<'p>(
                 PromiseKind::Copy(c) => copy::evaluate(cx, c),
                 PromiseKind::Command(c) => command::evaluate(cx, c),
                 PromiseKind::Hostname(h) => hostname::evaluate(cx, h),
+                PromiseKind::Service(u) => service::evaluate(cx, u),
                 PromiseKind::Line(_) | PromiseKind::Setting(_) => edit::evaluate(cx, &[p])
                     .pop()
                     .map_or(Ok(Plan::Kept), |(_, v)| v),

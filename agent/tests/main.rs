@@ -9,5 +9,6 @@ mod links;
 mod output;
 mod push;
 mod run;
+mod service;
 mod statcache;
 mod util;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use crate::cond::can_overlap;
 use crate::diag::Diagnostics;
-use crate::model::{AbsPath, LineState, Promise, PromiseKind};
+use crate::model::{AbsPath, Enablement, LineState, Promise, PromiseKind, RunState};
 use crate::template::Template;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,7 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
     let mut hostnames = Vec::new();
     let mut globs: Vec<(usize, &AbsPath)> = Vec::new();
     let mut copies: Vec<(usize, &AbsPath)> = Vec::new();
+    let mut units: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, p) in promises.iter().enumerate() {
         match &p.kind {
             PromiseKind::File(f) => paths
@@ -85,6 +86,7 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
             }
             PromiseKind::Hostname(_) => hostnames.push(i),
             PromiseKind::Command(_) => {}
+            PromiseKind::Service(u) => units.entry(u.unit.as_str()).or_default().push(i),
         }
     }
     let mut report = |a: usize, b: usize, what: &str| {
@@ -161,6 +163,18 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
             report(i, j, "the hostname");
         }
     }
+    for (unit, ids) in &units {
+        for (k, &i) in ids.iter().enumerate() {
+            for &j in &ids[k + 1..] {
+                if let (PromiseKind::Service(a), PromiseKind::Service(b)) =
+                    (&promises[i].kind, &promises[j].kind)
+                    && let Some(what) = service_disagreement(a, b)
+                {
+                    report(i, j, &format!("{what} of {unit}"));
+                }
+            }
+        }
+    }
     for &(g, pattern) in &globs {
         let Ok(pat) = glob::Pattern::new(&pattern.to_string()) else {
             continue;
@@ -182,6 +196,30 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
             }
         }
     }
+}
+
+/// What two promises on one unit disagree about: an attribute both set differently,
+/// or a mask that one promise sets while the other wants the unit running.
+fn service_disagreement(
+    a: &crate::model::ServicePromise,
+    b: &crate::model::ServicePromise,
+) -> Option<&'static str> {
+    if differ(a.enablement, b.enablement) {
+        return Some("the enablement");
+    }
+    if differ(a.state, b.state) {
+        return Some("the running state");
+    }
+    let masked_running = |p: &crate::model::ServicePromise, q: &crate::model::ServicePromise| {
+        p.enablement == Some(Enablement::Masked) && q.state == Some(RunState::Running)
+    };
+    (masked_running(a, b) || masked_running(b, a))
+        .then_some("the enablement (masked, yet wanted running)")
+}
+
+/// Whether both set a value and the values differ.
+fn differ<T: PartialEq>(x: Option<T>, y: Option<T>) -> bool {
+    matches!((x, y), (Some(x), Some(y)) if x != y)
 }
 
 fn is_glob(p: &AbsPath) -> bool {

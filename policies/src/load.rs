@@ -24,8 +24,8 @@ mod plan;
 pub const FILES_DIR: &str = "files";
 
 /// The promise types, as their TOML array names.
-pub const PROMISE_TYPES: [&str; 9] = [
-    "file", "line", "setting", "link", "dir", "absent", "command", "hostname", "copy",
+pub const PROMISE_TYPES: [&str; 10] = [
+    "file", "line", "setting", "link", "dir", "absent", "command", "hostname", "copy", "service",
 ];
 
 const TOP_LEVEL: [&str; 5] = ["cluster", "member", "package", "value", "plan"];
@@ -736,6 +736,7 @@ impl Loader<'_> {
             "absent" => self.absent(cx, t).map(PromiseKind::Absent),
             "command" => self.command(cx, t).map(PromiseKind::Command),
             "hostname" => self.hostname(cx, t).map(PromiseKind::Hostname),
+            "service" => service(cx, t).map(PromiseKind::Service),
             _ => self.copy(cx, t).map(PromiseKind::Copy),
         }
     }
@@ -1411,6 +1412,88 @@ fn perms(cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<Perms> {
     ok.then_some(Perms { mode, owner, group })
 }
 
+/// The unit types `[[service]]` accepts, as the name's suffix.
+const UNIT_TYPES: [&str; 11] = [
+    "service",
+    "socket",
+    "target",
+    "timer",
+    "path",
+    "mount",
+    "automount",
+    "swap",
+    "slice",
+    "scope",
+    "device",
+];
+
+fn service(cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<ServicePromise> {
+    let unit = t
+        .req_str(cx, "unit")
+        .and_then(|u| match unit_name(u.value) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                cx.error(&u.span, &t.field("unit"), e);
+                None
+            }
+        });
+    // Each is `Some(None)` when left out and `None` when wrong, so both are read
+    // (and checked) before either error returns.
+    let enablement = t.str(cx, "enablement").map_or(Some(None), |s| {
+        one_of(cx, &s, &t.field("enablement"), &Enablement::ALL).map(Some)
+    });
+    let state = t.str(cx, "state").map_or(Some(None), |s| {
+        one_of(cx, &s, &t.field("state"), &RunState::ALL).map(Some)
+    });
+    if !t.has("enablement") && !t.has("state") {
+        cx.error(
+            &t.span,
+            &t.path,
+            "a service promise needs `enablement`, `state` or both",
+        );
+        return None;
+    }
+    if let (Some(Some(Enablement::Masked)), Some(Some(RunState::Running))) = (enablement, state) {
+        cx.error(
+            &t.span,
+            &t.field("state"),
+            "a masked unit cannot be running; nothing can start it",
+        );
+        return None;
+    }
+    Some(ServicePromise {
+        unit: unit?,
+        enablement: enablement?,
+        state: state?,
+    })
+}
+
+/// A unit name as systemd spells it (`[A-Za-z0-9:_.@\\-]`, at most 255 bytes), with
+/// `.service` added when it names no unit type.
+fn unit_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 255 || s.starts_with(['-', '.']) {
+        return Err(
+            "a unit name is 1 to 255 characters and starts with neither `-` nor `.`".into(),
+        );
+    }
+    if !s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || ":_.@\\-".contains(c))
+    {
+        return Err(format!(
+            "`{s}` is not a unit name: letters, digits and `:_.@\\-` only"
+        ));
+    }
+    match s.rsplit_once('.') {
+        None => Ok(format!("{s}.service")),
+        Some((_, ty)) if UNIT_TYPES.contains(&ty) => Ok(s.to_string()),
+        Some((_, ty)) => Err(format!(
+            "`.{ty}` is not a unit type; expected one of {}",
+            UNIT_TYPES.join(", ")
+        )),
+    }
+}
+
 fn parse_ip(cx: &mut Cx<'_>, s: &Str<'_>, field: &str) -> Option<IpAddr> {
     match s.value.parse() {
         Ok(ip) => Some(ip),
@@ -1528,6 +1611,7 @@ fn default_id(kind: &PromiseKind) -> String {
         }
         PromiseKind::Hostname(_) => ty.to_string(),
         PromiseKind::Copy(p) => format!("{ty}:{}", p.to),
+        PromiseKind::Service(p) => format!("{ty}:{}", p.unit),
     }
 }
 

@@ -438,6 +438,8 @@ pub enum PromiseKind<S = Template> {
     Hostname(HostnamePromise<S>),
     /// A local copy.
     Copy(CopyPromise),
+    /// A systemd unit's enablement and running state.
+    Service(ServicePromise),
 }
 
 impl<S> PromiseKind<S> {
@@ -453,6 +455,7 @@ impl<S> PromiseKind<S> {
             Self::Command(_) => "command",
             Self::Hostname(_) => "hostname",
             Self::Copy(_) => "copy",
+            Self::Service(_) => "service",
         }
     }
 }
@@ -623,6 +626,71 @@ pub struct CopyPromise {
     pub purge: bool,
 }
 
+/// Whether a unit starts at boot, as `systemctl is-enabled` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enablement {
+    /// `systemctl enable`: the links its `[Install]` section asks for exist.
+    Enabled,
+    /// `systemctl disable`: no such links.
+    Disabled,
+    /// `systemctl mask`: linked to `/dev/null`, so nothing can start it.
+    Masked,
+}
+
+impl Enablement {
+    /// Every enablement with its name as written in the policy.
+    pub const ALL: [(&'static str, Enablement); 3] = [
+        ("enabled", Enablement::Enabled),
+        ("disabled", Enablement::Disabled),
+        ("masked", Enablement::Masked),
+    ];
+
+    /// The name as written in the policy.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Disabled => "disabled",
+            Self::Masked => "masked",
+        }
+    }
+}
+
+/// Whether a unit runs now, as `systemctl is-active` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Active (started).
+    Running,
+    /// Inactive or failed.
+    Stopped,
+}
+
+impl RunState {
+    /// Every running state with its name as written in the policy.
+    pub const ALL: [(&'static str, RunState); 2] = [
+        ("running", RunState::Running),
+        ("stopped", RunState::Stopped),
+    ];
+
+    /// The name as written in the policy.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+/// `[[service]]`: a systemd unit enabled, disabled or masked, and running or stopped.
+#[derive(Debug, Clone)]
+pub struct ServicePromise {
+    /// The unit's full name (`nginx.service`; a name without a type gets `.service`).
+    pub unit: String,
+    /// Whether it starts at boot; `None` leaves that alone.
+    pub enablement: Option<Enablement>,
+    /// Whether it runs now; `None` leaves that alone.
+    pub state: Option<RunState>,
+}
+
 impl<S> Promise<S> {
     /// Turns every text field into another type, consuming the promise (nothing is
     /// copied), stopping at the first error.
@@ -698,6 +766,7 @@ impl<S> PromiseKind<S> {
                 persist: p.persist,
             }),
             PromiseKind::Copy(p) => PromiseKind::Copy(p),
+            PromiseKind::Service(p) => PromiseKind::Service(p),
         })
     }
 }

@@ -103,6 +103,11 @@ fn plan_warnings() {
     check("plan-warnings");
 }
 
+#[test]
+fn services() {
+    check("services");
+}
+
 /// Every file of `examples/NAME`, relative, sorted.
 fn example_files(name: &str) -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -478,5 +478,15 @@ fn describe_kind<S>(kind: &PromiseKind<S>, text: &dyn Fn(&S) -> String) -> Strin
         }
         PromiseKind::Hostname(h) => format!("hostname {}", text(&h.name)),
         PromiseKind::Copy(c) => format!("copy {} -> {}", c.from, c.to),
+        PromiseKind::Service(u) => {
+            let mut s = format!("service {}", u.unit);
+            if let Some(e) = u.enablement {
+                s.push_str(&format!(" {}", e.name()));
+            }
+            if let Some(r) = u.state {
+                s.push_str(&format!(" {}", r.name()));
+            }
+            s
+        }
     }
 }
