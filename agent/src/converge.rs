@@ -5,13 +5,13 @@
 //! module carries out the ops through [`crate::fsops`] and [`crate::exec`]
 //! only, then observes and plans again: a repaired promise must now be kept.
 //!
-//! Promises converge in phases (dir, file, copy, edits, link, absent, hostname,
-//! service, command). Within a phase, file changes are staged into one [`Batch`] and committed
+//! Promises converge in phases (group, user, dir, file, copy, edits, link,
+//! absent, hostname, service, command). Within a phase, file changes are staged into one [`Batch`] and committed
 //! together, so thousands of files cost one flush. Edits (`line`, `setting`) to one
-//! file form one unit: planned together, written once. Hostname and command phases
-//! run unit by unit, each finishing before the next is planned, since a command's
-//! guard may depend on the command before it. One failed promise never stops the
-//! others.
+//! file form one unit: planned together, written once. The group, user, hostname,
+//! service and command phases run unit by unit, each finishing before the next is
+//! planned, since a command's guard may depend on the command before it (and a
+//! user on the group before it). One failed promise never stops the others.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -27,14 +27,17 @@ use crate::report::{Collect, PromiseEvent, Reporter, Status, Summary, TextDiff};
 use crate::statcache::StatCache;
 
 mod absent;
+mod accounts;
 mod command;
 mod copy;
 mod dir;
 mod edit;
 mod file;
+mod group;
 mod hostname;
 mod link;
 mod service;
+mod user;
 
 /// Whether plans keep the before and after text of changed files (for `--diff`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,36 +335,37 @@ pub fn converge(
             }
         };
         let (phase, file) = match &p.kind {
-            PromiseKind::Dir(_) => (0, None),
-            PromiseKind::File(_) => (1, None),
-            PromiseKind::Copy(_) => (2, None),
-            PromiseKind::Line(l) => (3, Some(&l.file)),
-            PromiseKind::Setting(s) => (3, Some(&s.file)),
-            PromiseKind::Link(_) => (4, None),
-            PromiseKind::Absent(_) => (5, None),
-            PromiseKind::Hostname(_) => (6, None),
-            PromiseKind::Service(_) => (7, None),
-            PromiseKind::Command(_) => (8, None),
+            PromiseKind::Group(_) => (Phase::Group, None),
+            PromiseKind::User(_) => (Phase::User, None),
+            PromiseKind::Dir(_) => (Phase::Dir, None),
+            PromiseKind::File(_) => (Phase::File, None),
+            PromiseKind::Copy(_) => (Phase::Copy, None),
+            PromiseKind::Line(l) => (Phase::Edits, Some(&l.file)),
+            PromiseKind::Setting(s) => (Phase::Edits, Some(&s.file)),
+            PromiseKind::Link(_) => (Phase::Link, None),
+            PromiseKind::Absent(_) => (Phase::Absent, None),
+            PromiseKind::Hostname(_) => (Phase::Hostname, None),
+            PromiseKind::Service(_) => (Phase::Service, None),
+            PromiseKind::Command(_) => (Phase::Command, None),
         };
         match file {
             Some(f) => match edits.get(f) {
                 Some(&u) => {
-                    if let Unit::Edits(list) = &mut phases[3][u] {
+                    if let Unit::Edits(list) = &mut phases[Phase::Edits as usize][u] {
                         list.push(i);
                     }
                 }
                 None => {
-                    edits.insert(f, phases[3].len());
-                    phases[3].push(Unit::Edits(vec![i]));
+                    edits.insert(f, phases[Phase::Edits as usize].len());
+                    phases[Phase::Edits as usize].push(Unit::Edits(vec![i]));
                 }
             },
-            None => phases[phase].push(Unit::One(i)),
+            None => phases[phase as usize].push(Unit::One(i)),
         }
     }
     let ok = |i: usize| promises[i].as_ref().ok();
     for (n, units) in phases.iter().enumerate() {
-        let serial = n >= 6;
-        if serial {
+        if Phase::SERIAL.iter().any(|p| *p as usize == n) {
             for u in units {
                 run_units(&cx, std::slice::from_ref(u), &ok, reporter, &mut summary);
             }
@@ -656,8 +660,37 @@ fn carry_out_batch(cx: &Cx<'_>, pending: &[(usize, Vec<Op>)]) -> Vec<(usize, Str
     errors
 }
 
-/// How many phases a run has; from the hostname phase on (6), each unit runs alone.
-const PHASES: usize = 9;
+/// The phases of a run, in the order they converge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Group,
+    User,
+    Dir,
+    File,
+    Copy,
+    Edits,
+    Link,
+    Absent,
+    Hostname,
+    Service,
+    Command,
+}
+
+impl Phase {
+    /// Phases whose units run one at a time: each changes state through a tool
+    /// that a unit after it may depend on (or, for the account tools, that locks
+    /// the whole database).
+    const SERIAL: [Phase; 5] = [
+        Phase::Group,
+        Phase::User,
+        Phase::Hostname,
+        Phase::Service,
+        Phase::Command,
+    ];
+}
+
+/// How many phases a run has.
+const PHASES: usize = Phase::Command as usize + 1;
 
 /// Units evaluated, applied and verified together in a batched phase.
 const PHASE_CHUNK: usize = 1024;
@@ -729,6 +762,8 @@ fn evaluate<'p>(
                 PromiseKind::Command(c) => command::evaluate(cx, c),
                 PromiseKind::Hostname(h) => hostname::evaluate(cx, h),
                 PromiseKind::Service(u) => service::evaluate(cx, u),
+                PromiseKind::Group(g) => group::evaluate(cx, g),
+                PromiseKind::User(u) => user::evaluate(cx, u),
                 PromiseKind::Line(_) | PromiseKind::Setting(_) => edit::evaluate(cx, &[p])
                     .pop()
                     .map_or(Ok(Plan::Kept), |(_, v)| v),

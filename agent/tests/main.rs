@@ -1,5 +1,6 @@
 //! Integration tests of the tenet-agent binary, one module per topic.
 
+mod accounts;
 mod bad_input;
 mod cli;
 mod crash;

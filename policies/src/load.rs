@@ -24,8 +24,9 @@ mod plan;
 pub const FILES_DIR: &str = "files";
 
 /// The promise types, as their TOML array names.
-pub const PROMISE_TYPES: [&str; 10] = [
+pub const PROMISE_TYPES: [&str; 12] = [
     "file", "line", "setting", "link", "dir", "absent", "command", "hostname", "copy", "service",
+    "group", "user",
 ];
 
 const TOP_LEVEL: [&str; 5] = ["cluster", "member", "package", "value", "plan"];
@@ -737,6 +738,8 @@ impl Loader<'_> {
             "command" => self.command(cx, t).map(PromiseKind::Command),
             "hostname" => self.hostname(cx, t).map(PromiseKind::Hostname),
             "service" => service(cx, t).map(PromiseKind::Service),
+            "group" => group(cx, t).map(PromiseKind::Group),
+            "user" => user(cx, t).map(PromiseKind::User),
             _ => self.copy(cx, t).map(PromiseKind::Copy),
         }
     }
@@ -1494,6 +1497,139 @@ fn unit_name(s: &str) -> Result<String, String> {
     }
 }
 
+fn group(cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<GroupPromise> {
+    let name = account(cx, t, "group");
+    let state = presence(cx, t);
+    let gid = t.u32(cx, "gid");
+    if state == Some(Presence::Absent) {
+        only_name_when_absent(cx, t, "group", &["gid"]);
+    }
+    Some(GroupPromise {
+        group: name?,
+        state: state?,
+        gid,
+    })
+}
+
+fn user(cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<UserPromise> {
+    let name = account(cx, t, "user");
+    let state = presence(cx, t);
+    let uid = t.u32(cx, "uid");
+    let group = match t.value("group") {
+        None => Some(None),
+        Some(v) => match v.value {
+            DeValue::Integer(_) => t.u32(cx, "group").map(|n| Some(Owner::Id(n))),
+            _ => t.str(cx, "group").and_then(|g| {
+                account_name(g.value)
+                    .map_err(|e| cx.error(&g.span, &t.field("group"), e))
+                    .ok()
+                    .map(|()| Some(Owner::Name(g.value.to_string())))
+            }),
+        },
+    };
+    let groups = match t.str_list(cx, "groups") {
+        None => Some(None),
+        Some(list) => {
+            let field = t.field("groups");
+            let mut names = Vec::new();
+            let mut ok = true;
+            for (i, g) in list.iter().enumerate() {
+                match account_name(g.value) {
+                    Ok(()) if names.contains(&g.value.to_string()) => {
+                        cx.error(&g.span, &format!("{field}[{i}]"), "listed twice");
+                        ok = false;
+                    }
+                    Ok(()) => names.push(g.value.to_string()),
+                    Err(e) => {
+                        cx.error(&g.span, &format!("{field}[{i}]"), e);
+                        ok = false;
+                    }
+                }
+            }
+            names.sort();
+            ok.then_some(Some(names))
+        }
+    };
+    let home = opt_path(cx, t, "home");
+    let shell = opt_path(cx, t, "shell");
+    let locked = t.bool(cx, "locked");
+    if state == Some(Presence::Absent) {
+        only_name_when_absent(
+            cx,
+            t,
+            "user",
+            &["uid", "group", "groups", "home", "shell", "locked"],
+        );
+    }
+    Some(UserPromise {
+        user: name?,
+        state: state?,
+        uid,
+        group: group?,
+        groups: groups?,
+        home: home?,
+        shell: shell?,
+        locked,
+    })
+}
+
+/// The required name field of a `user` or `group` promise, checked.
+fn account(cx: &mut Cx<'_>, t: &mut Table<'_, '_>, key: &'static str) -> Option<String> {
+    let s = t.req_str(cx, key)?;
+    match account_name(s.value) {
+        Ok(()) => Some(s.value.to_string()),
+        Err(e) => {
+            cx.error(&s.span, &t.field(key), e);
+            None
+        }
+    }
+}
+
+/// `state = "present"` (the default) or `"absent"`.
+fn presence(cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<Presence> {
+    match t.str(cx, "state") {
+        Some(s) => one_of(cx, &s, &t.field("state"), &Presence::ALL),
+        None => Some(Presence::Present),
+    }
+}
+
+/// An absent user or group has no attributes to converge; naming one is a mistake.
+fn only_name_when_absent(
+    cx: &mut Cx<'_>,
+    t: &mut Table<'_, '_>,
+    what: &str,
+    keys: &[&'static str],
+) {
+    for key in keys {
+        let Some(v) = t.value(key) else { continue };
+        cx.error(
+            &v.span,
+            &t.field(key),
+            format!("an absent {what} has no `{key}`; remove it or make the {what} present"),
+        );
+    }
+}
+
+/// A user or group name as `useradd` accepts it everywhere: a lowercase letter or
+/// `_`, then lowercase letters, digits, `_`, `.` or `-`, and an optional final `$`;
+/// at most 32 characters.
+fn account_name(s: &str) -> Result<(), String> {
+    let body = s.strip_suffix('$').unwrap_or(s);
+    let ok = !body.is_empty()
+        && s.len() <= 32
+        && body.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && body
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{s}` is not a user or group name: a lowercase letter or `_`, then lowercase letters, digits, `_`, `.` or `-`, at most 32"
+        ))
+    }
+}
+
 fn parse_ip(cx: &mut Cx<'_>, s: &Str<'_>, field: &str) -> Option<IpAddr> {
     match s.value.parse() {
         Ok(ip) => Some(ip),
@@ -1612,6 +1748,8 @@ fn default_id(kind: &PromiseKind) -> String {
         PromiseKind::Hostname(_) => ty.to_string(),
         PromiseKind::Copy(p) => format!("{ty}:{}", p.to),
         PromiseKind::Service(p) => format!("{ty}:{}", p.unit),
+        PromiseKind::Group(p) => format!("{ty}:{}", p.group),
+        PromiseKind::User(p) => format!("{ty}:{}", p.user),
     }
 }
 

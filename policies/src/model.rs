@@ -440,6 +440,10 @@ pub enum PromiseKind<S = Template> {
     Copy(CopyPromise),
     /// A systemd unit's enablement and running state.
     Service(ServicePromise),
+    /// A group in the member's group database.
+    Group(GroupPromise),
+    /// A user in the member's user database.
+    User(UserPromise),
 }
 
 impl<S> PromiseKind<S> {
@@ -456,6 +460,8 @@ impl<S> PromiseKind<S> {
             Self::Hostname(_) => "hostname",
             Self::Copy(_) => "copy",
             Self::Service(_) => "service",
+            Self::Group(_) => "group",
+            Self::User(_) => "user",
         }
     }
 }
@@ -691,6 +697,54 @@ pub struct ServicePromise {
     pub state: Option<RunState>,
 }
 
+/// Whether a user or group must exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// It exists, with the attributes the promise names.
+    Present,
+    /// It does not exist.
+    Absent,
+}
+
+impl Presence {
+    /// Every presence with its name as written in the policy.
+    pub const ALL: [(&'static str, Presence); 2] =
+        [("present", Presence::Present), ("absent", Presence::Absent)];
+}
+
+/// `[[group]]`: a group present (optionally with a gid) or absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPromise {
+    /// The group's name.
+    pub group: String,
+    /// Present or absent.
+    pub state: Presence,
+    /// Its numeric id; `None` leaves it to `groupadd` (and alone afterwards).
+    pub gid: Option<u32>,
+}
+
+/// `[[user]]`: a user present with the attributes named, or absent. Every
+/// attribute left `None` is left as `useradd` made it, or as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPromise {
+    /// The user's name.
+    pub user: String,
+    /// Present or absent.
+    pub state: Presence,
+    /// Its numeric id.
+    pub uid: Option<u32>,
+    /// Its primary group, by name or number.
+    pub group: Option<Owner>,
+    /// Its supplementary groups, exactly (an empty list: none).
+    pub groups: Option<Vec<String>>,
+    /// Its home directory (the passwd field; the directory is not created).
+    pub home: Option<AbsPath>,
+    /// Its login shell.
+    pub shell: Option<AbsPath>,
+    /// Whether its password is locked (`!` before the hash in `shadow`).
+    pub locked: Option<bool>,
+}
+
 impl<S> Promise<S> {
     /// Turns every text field into another type, consuming the promise (nothing is
     /// copied), stopping at the first error.
@@ -767,6 +821,8 @@ impl<S> PromiseKind<S> {
             }),
             PromiseKind::Copy(p) => PromiseKind::Copy(p),
             PromiseKind::Service(p) => PromiseKind::Service(p),
+            PromiseKind::Group(p) => PromiseKind::Group(p),
+            PromiseKind::User(p) => PromiseKind::User(p),
         })
     }
 }

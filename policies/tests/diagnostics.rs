@@ -108,6 +108,11 @@ fn services() {
     check("services");
 }
 
+#[test]
+fn accounts() {
+    check("accounts");
+}
+
 /// Every file of `examples/NAME`, relative, sorted.
 fn example_files(name: &str) -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -478,6 +478,8 @@ fn describe_kind<S>(kind: &PromiseKind<S>, text: &dyn Fn(&S) -> String) -> Strin
         }
         PromiseKind::Hostname(h) => format!("hostname {}", text(&h.name)),
         PromiseKind::Copy(c) => format!("copy {} -> {}", c.from, c.to),
+        PromiseKind::Group(g) => format!("group {}", g.group),
+        PromiseKind::User(u) => format!("user {}", u.user),
         PromiseKind::Service(u) => {
             let mut s = format!("service {}", u.unit);
             if let Some(e) = u.enablement {
