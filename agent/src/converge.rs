@@ -36,6 +36,7 @@ mod file;
 mod group;
 mod hostname;
 mod link;
+mod notify;
 mod service;
 mod user;
 
@@ -316,6 +317,10 @@ pub fn converge(
     };
     let mut phases: [Vec<Unit>; PHASES] = Default::default();
     let mut edits: HashMap<&AbsPath, usize> = HashMap::new();
+    // Handlers run only when notified, after every phase.
+    let mut handlers: Vec<usize> = Vec::new();
+    // Promises repaired (or that a dry run would repair), for their `notify`.
+    let mut repaired: Vec<usize> = Vec::new();
     for (i, p) in promises.iter().enumerate() {
         let p = match p {
             Ok(p) => p,
@@ -347,6 +352,10 @@ pub fn converge(
             PromiseKind::Hostname(_) => (Phase::Hostname, None),
             PromiseKind::Service(_) => (Phase::Service, None),
             PromiseKind::Command(_) => (Phase::Command, None),
+            PromiseKind::Handler(_) => {
+                handlers.push(i);
+                continue;
+            }
         };
         match file {
             Some(f) => match edits.get(f) {
@@ -367,16 +376,32 @@ pub fn converge(
     for (n, units) in phases.iter().enumerate() {
         if Phase::SERIAL.iter().any(|p| *p as usize == n) {
             for u in units {
-                run_units(&cx, std::slice::from_ref(u), &ok, reporter, &mut summary);
+                run_units(
+                    &cx,
+                    std::slice::from_ref(u),
+                    &ok,
+                    reporter,
+                    &mut summary,
+                    &mut repaired,
+                );
             }
         } else {
             // In chunks: a phase of thousands of promises never holds every plan
             // and every new file's content at once; each chunk is one batch.
             for chunk in units.chunks(PHASE_CHUNK) {
-                run_units(&cx, chunk, &ok, reporter, &mut summary);
+                run_units(&cx, chunk, &ok, reporter, &mut summary, &mut repaired);
             }
         }
     }
+    notify::run(
+        &cx,
+        options,
+        promises,
+        &repaired,
+        &handlers,
+        reporter,
+        &mut summary,
+    );
     summary.duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     summary
 }
@@ -402,7 +427,11 @@ pub(crate) fn converge_step(
         diffs: Vec::new(),
         reason: Some("the engine reported nothing".to_string()),
     };
-    if !(matches!(promise.kind, PromiseKind::Command(_)) && options.mode == Mode::Apply) {
+    if !(matches!(
+        promise.kind,
+        PromiseKind::Command(_) | PromiseKind::Handler(_)
+    ) && options.mode == Mode::Apply)
+    {
         let mut collect = Collect::default();
         converge(
             std::slice::from_ref(&Ok(promise.clone())),
@@ -484,6 +513,7 @@ fn run_units<'p>(
     promise: &(impl Fn(usize) -> Option<&'p Promise<String>> + Sync),
     reporter: &mut dyn Reporter,
     summary: &mut Summary,
+    repaired: &mut Vec<usize>,
 ) {
     if units.is_empty() {
         return;
@@ -583,6 +613,9 @@ fn run_units<'p>(
                         }
                     };
                 }
+            }
+            if matches!(event.status, Status::Repaired | Status::WouldRepair) {
+                repaired.push(pi);
             }
             summary.count(event.status);
             reporter.promise(&event);
@@ -738,7 +771,9 @@ fn par_chunks<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> R + Sync) -> Ve
 /// `creates` or `unless` guard cannot be checked that way).
 fn verifiable(p: &Promise<String>) -> bool {
     match &p.kind {
-        PromiseKind::Command(c) => c.creates.is_some() || c.unless.is_some(),
+        PromiseKind::Command(c) | PromiseKind::Handler(c) => {
+            c.creates.is_some() || c.unless.is_some()
+        }
         _ => true,
     }
 }
@@ -759,7 +794,7 @@ fn evaluate<'p>(
                 PromiseKind::Link(l) => link::evaluate(cx, l),
                 PromiseKind::Absent(a) => absent::evaluate(cx, a),
                 PromiseKind::Copy(c) => copy::evaluate(cx, c),
-                PromiseKind::Command(c) => command::evaluate(cx, c),
+                PromiseKind::Command(c) | PromiseKind::Handler(c) => command::evaluate(cx, c),
                 PromiseKind::Hostname(h) => hostname::evaluate(cx, h),
                 PromiseKind::Service(u) => service::evaluate(cx, u),
                 PromiseKind::Group(g) => group::evaluate(cx, g),

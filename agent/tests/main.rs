@@ -7,6 +7,7 @@ mod crash;
 mod event;
 mod idempotence;
 mod links;
+mod notify;
 mod output;
 mod push;
 mod run;

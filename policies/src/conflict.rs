@@ -89,7 +89,7 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
                     .push(i);
             }
             PromiseKind::Hostname(_) => hostnames.push(i),
-            PromiseKind::Command(_) => {}
+            PromiseKind::Command(_) | PromiseKind::Handler(_) => {}
             PromiseKind::Service(u) => units.entry(u.unit.as_str()).or_default().push(i),
             PromiseKind::User(u) => users.entry(u.user.as_str()).or_default().push(i),
             PromiseKind::Group(g) => groups.entry(g.group.as_str()).or_default().push(i),

@@ -29,7 +29,7 @@ pub const PROMISE_TYPES: [&str; 12] = [
     "group", "user",
 ];
 
-const TOP_LEVEL: [&str; 5] = ["cluster", "member", "package", "value", "plan"];
+const TOP_LEVEL: [&str; 6] = ["cluster", "member", "package", "value", "plan", "handler"];
 
 /// Loads and validates the policy tree at `tree`.
 ///
@@ -240,6 +240,7 @@ enum NameKind {
     Member,
     Package,
     Value,
+    Handler,
 }
 
 #[derive(Default)]
@@ -382,12 +383,13 @@ impl Loader<'_> {
             };
             match name {
                 "cluster" => self.read_cluster(cx, v),
-                "member" | "package" | "value" | "plan" => {
+                "member" | "package" | "value" | "plan" | "handler" => {
                     for (i, t) in self.tables(cx, v, name) {
                         match name {
                             "member" => self.read_member(cx, t, i),
                             "package" => self.read_package(cx, t, i),
                             "plan" => self.read_plan(cx, t, i),
+                            "handler" => self.read_handler(cx, t),
                             _ => self.read_value(cx, t, i),
                         }
                     }
@@ -693,6 +695,7 @@ impl Loader<'_> {
             .str(cx, "when")
             .and_then(|w| self.condition(cx, &w, &t.field("when")));
         let kind = self.promise_kind(cx, ty, &mut t);
+        let notify = self.notify(cx, &mut t);
         let table_path = t.path.clone();
         t.finish(cx);
         let Some(kind) = kind else { return };
@@ -717,7 +720,80 @@ impl Loader<'_> {
             origin,
             when,
             kind,
+            notify,
         });
+    }
+
+    /// `[[handler]]`: a command (the fields of `[[command]]`) that runs only when a
+    /// repaired promise's `notify` names it (`command:NAME`); its `name` is its id.
+    fn read_handler(&mut self, cx: &mut Cx<'_>, mut t: Table<'_, '_>) {
+        let origin = cx.origin(&t.span);
+        let name = t.req_str(cx, "name");
+        if let Some(n) = &name {
+            check_name(cx, n, &t.field("name"));
+        }
+        let _comment = t.str(cx, "comment");
+        let when = t
+            .str(cx, "when")
+            .and_then(|w| self.condition(cx, &w, &t.field("when")));
+        let command = self.command(cx, &mut t);
+        t.finish(cx);
+        let (Some(name), Some(command)) = (name, command) else {
+            return;
+        };
+        self.named.push(self.promises.len());
+        self.promises.push(Promise {
+            id: name.value.to_string(),
+            origin,
+            when,
+            kind: PromiseKind::Handler(command),
+            notify: Vec::new(),
+        });
+    }
+
+    /// `notify = ["service:UNIT:VERB", "command:NAME"]`, each checked; a handler's
+    /// name is checked against the tree's handlers once every file is read.
+    fn notify(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Vec<Notify> {
+        let field = t.field("notify");
+        let mut out = Vec::new();
+        for (i, s) in t.str_list(cx, "notify").into_iter().flatten().enumerate() {
+            let at = format!("{field}[{i}]");
+            let parsed = match s.value.split_once(':') {
+                Some(("command", name)) if !name.is_empty() => {
+                    self.refs.push(NameRef {
+                        kind: NameKind::Handler,
+                        name: name.to_string(),
+                        origin: cx.origin(&s.span),
+                        field: at.clone(),
+                    });
+                    Ok(Notify::Handler(name.to_string()))
+                }
+                Some(("service", rest)) => match rest.rsplit_once(':') {
+                    Some((unit, verb)) => unit_name(unit).and_then(|unit| {
+                        Reaction::ALL
+                            .iter()
+                            .find(|(n, _)| *n == verb)
+                            .map(|(_, verb)| Notify::Service { unit, verb: *verb })
+                            .ok_or_else(|| {
+                                let names: Vec<&str> =
+                                    Reaction::ALL.iter().map(|(n, _)| *n).collect();
+                                format!("`{verb}` is not one of {}", names.join(", "))
+                            })
+                    }),
+                    None => Err("write `service:UNIT:VERB`, such as `service:nginx:reload`".into()),
+                },
+                _ => Err(format!(
+                    "`{}` is neither `service:UNIT:VERB` nor `command:NAME`",
+                    s.value
+                )),
+            };
+            match parsed {
+                Ok(n) if out.contains(&n) => cx.error(&s.span, &at, "listed twice"),
+                Ok(n) => out.push(n),
+                Err(e) => cx.error(&s.span, &at, e),
+            }
+        }
+        out
     }
 
     /// The fields of a promise of type `ty` (one of [`PROMISE_TYPES`]), read from
@@ -1260,11 +1336,18 @@ impl Loader<'_> {
             .map(|p| p.name.as_str())
             .collect();
         let values: HashSet<&str> = self.values.iter().map(|v| v.name.as_str()).collect();
+        let handlers: HashSet<&str> = self
+            .promises
+            .iter()
+            .filter(|p| matches!(p.kind, PromiseKind::Handler(_)))
+            .map(|p| p.id.as_str())
+            .collect();
         for r in &self.refs {
             let (set, what) = match r.kind {
                 NameKind::Member => (&members, "member"),
                 NameKind::Package => (&packages, "package"),
                 NameKind::Value => (&values, "value"),
+                NameKind::Handler => (&handlers, "handler"),
             };
             if !set.contains(r.name.as_str()) {
                 diags.error(
@@ -1750,6 +1833,7 @@ fn default_id(kind: &PromiseKind) -> String {
         PromiseKind::Service(p) => format!("{ty}:{}", p.unit),
         PromiseKind::Group(p) => format!("{ty}:{}", p.group),
         PromiseKind::User(p) => format!("{ty}:{}", p.user),
+        PromiseKind::Handler(_) => ty.to_string(),
     }
 }
 

@@ -415,6 +415,65 @@ pub struct Promise<S = Template> {
     pub when: Option<Condition>,
     /// What it promises.
     pub kind: PromiseKind<S>,
+    /// What runs once, at the end of the run, when this promise is repaired.
+    pub notify: Vec<Notify>,
+}
+
+/// An action a repaired promise asks for (`notify = [...]`): each runs at most
+/// once per run, after every phase, however many promises name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Notify {
+    /// `service:UNIT:VERB`: `systemctl VERB UNIT`.
+    Service {
+        /// The unit's full name.
+        unit: String,
+        /// What is done to it.
+        verb: Reaction,
+    },
+    /// `command:NAME`: the `[[handler]]` called NAME.
+    Handler(String),
+}
+
+impl fmt::Display for Notify {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Service { unit, verb } => write!(f, "service:{unit}:{}", verb.name()),
+            Self::Handler(n) => write!(f, "command:{n}"),
+        }
+    }
+}
+
+/// What a `service:` notification does to a running unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reaction {
+    /// `systemctl reload`: re-read configuration without a restart.
+    Reload,
+    /// `systemctl restart`: stop (if running) and start.
+    Restart,
+    /// `systemctl try-restart`: restart only if running.
+    TryRestart,
+    /// `systemctl reload-or-restart`: reload when the unit can, else restart.
+    ReloadOrRestart,
+}
+
+impl Reaction {
+    /// Every reaction with its `systemctl` verb.
+    pub const ALL: [(&'static str, Reaction); 4] = [
+        ("reload", Reaction::Reload),
+        ("restart", Reaction::Restart),
+        ("try-restart", Reaction::TryRestart),
+        ("reload-or-restart", Reaction::ReloadOrRestart),
+    ];
+
+    /// The `systemctl` verb, as written in the policy.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Reload => "reload",
+            Self::Restart => "restart",
+            Self::TryRestart => "try-restart",
+            Self::ReloadOrRestart => "reload-or-restart",
+        }
+    }
 }
 
 /// The closed set of promise types.
@@ -444,6 +503,8 @@ pub enum PromiseKind<S = Template> {
     Group(GroupPromise),
     /// A user in the member's user database.
     User(UserPromise),
+    /// A command that runs only when a repaired promise notifies it (`[[handler]]`).
+    Handler(CommandPromise<S>),
 }
 
 impl<S> PromiseKind<S> {
@@ -462,6 +523,7 @@ impl<S> PromiseKind<S> {
             Self::Service(_) => "service",
             Self::Group(_) => "group",
             Self::User(_) => "user",
+            Self::Handler(_) => "handler",
         }
     }
 }
@@ -754,6 +816,7 @@ impl<S> Promise<S> {
             origin: self.origin,
             when: self.when,
             kind: self.kind.try_map(f)?,
+            notify: self.notify,
         })
     }
 }
@@ -793,28 +856,8 @@ impl<S> PromiseKind<S> {
             }),
             PromiseKind::Dir(p) => PromiseKind::Dir(p),
             PromiseKind::Absent(p) => PromiseKind::Absent(p),
-            PromiseKind::Command(p) => {
-                let program = match p.program {
-                    Program::Argv(a) => Program::Argv(map_all(a, &mut f)?),
-                    Program::Shell(s) => Program::Shell(f(s)?),
-                };
-                let unless = p.unless.map(|a| map_all(a, &mut f)).transpose()?;
-                let onlyif = p.onlyif.map(|a| map_all(a, &mut f)).transpose()?;
-                let env = p
-                    .env
-                    .into_iter()
-                    .map(|(k, v)| Ok((k, f(v)?)))
-                    .collect::<Result<_, E>>()?;
-                PromiseKind::Command(CommandPromise {
-                    program,
-                    timeout: p.timeout,
-                    env,
-                    cwd: p.cwd,
-                    unless,
-                    onlyif,
-                    creates: p.creates,
-                })
-            }
+            PromiseKind::Command(p) => PromiseKind::Command(map_command(p, &mut f)?),
+            PromiseKind::Handler(p) => PromiseKind::Handler(map_command(p, &mut f)?),
             PromiseKind::Hostname(p) => PromiseKind::Hostname(HostnamePromise {
                 name: f(p.name)?,
                 persist: p.persist,
@@ -825,6 +868,32 @@ impl<S> PromiseKind<S> {
             PromiseKind::User(p) => PromiseKind::User(p),
         })
     }
+}
+
+fn map_command<S, T, E>(
+    p: CommandPromise<S>,
+    f: &mut impl FnMut(S) -> Result<T, E>,
+) -> Result<CommandPromise<T>, E> {
+    let program = match p.program {
+        Program::Argv(a) => Program::Argv(map_all(a, f)?),
+        Program::Shell(s) => Program::Shell(f(s)?),
+    };
+    let unless = p.unless.map(|a| map_all(a, f)).transpose()?;
+    let onlyif = p.onlyif.map(|a| map_all(a, f)).transpose()?;
+    let env = p
+        .env
+        .into_iter()
+        .map(|(k, v)| Ok((k, f(v)?)))
+        .collect::<Result<_, E>>()?;
+    Ok(CommandPromise {
+        program,
+        timeout: p.timeout,
+        env,
+        cwd: p.cwd,
+        unless,
+        onlyif,
+        creates: p.creates,
+    })
 }
 
 fn map_all<S, T, E>(v: Vec<S>, f: &mut impl FnMut(S) -> Result<T, E>) -> Result<Vec<T>, E> {

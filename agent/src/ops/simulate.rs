@@ -351,6 +351,7 @@ fn would(step: &Step<String>, place: &Place, source: Option<converge::Source<'_>
                 origin: step.origin.clone(),
                 when: None,
                 kind: kind.clone(),
+                notify: Vec::new(),
             };
             let (event, _) = converge::converge_step(
                 &p,
@@ -478,6 +479,13 @@ fn describe_kind<S>(kind: &PromiseKind<S>, text: &dyn Fn(&S) -> String) -> Strin
         }
         PromiseKind::Hostname(h) => format!("hostname {}", text(&h.name)),
         PromiseKind::Copy(c) => format!("copy {} -> {}", c.from, c.to),
+        PromiseKind::Handler(c) => {
+            let program = match &c.program {
+                Program::Argv(a) => a.iter().map(text).collect::<Vec<_>>().join(" "),
+                Program::Shell(s) => format!("sh -c {:?}", text(s)),
+            };
+            format!("handler {program} (when notified)")
+        }
         PromiseKind::Group(g) => format!("group {}", g.group),
         PromiseKind::User(u) => format!("user {}", u.user),
         PromiseKind::Service(u) => {
