@@ -5,8 +5,9 @@
 //! module carries out the ops through [`crate::fsops`] and [`crate::exec`]
 //! only, then observes and plans again: a repaired promise must now be kept.
 //!
-//! Promises converge in phases (group, user, dir, file, copy, edits, link,
-//! absent, hostname, service, command). Within a phase, file changes are staged into one [`Batch`] and committed
+//! Promises converge in phases (group, user, pkg, dir, file, copy, edits, link,
+//! absent, hostname, service, command). The pkg phase's changes are one package
+//! transaction. Within a phase, file changes are staged into one [`Batch`] and committed
 //! together, so thousands of files cost one flush. Edits (`line`, `setting`) to one
 //! file form one unit: planned together, written once. The group, user, hostname,
 //! service and command phases run unit by unit, each finishing before the next is
@@ -37,6 +38,7 @@ mod group;
 mod hostname;
 mod link;
 mod notify;
+mod pkg;
 mod service;
 mod user;
 
@@ -202,6 +204,9 @@ pub(crate) enum Op {
     Run(exec::Invocation),
     /// Set the kernel's hostname (only when the root is the host's `/`).
     KernelHostname(String),
+    /// A package's part of the run's one package transaction, which the engine
+    /// runs once for the whole `pkg` phase ([`pkg::carry_out`]).
+    Package(pkg::PkgChange),
 }
 
 /// A promise's plan.
@@ -342,6 +347,7 @@ pub fn converge(
         let (phase, file) = match &p.kind {
             PromiseKind::Group(_) => (Phase::Group, None),
             PromiseKind::User(_) => (Phase::User, None),
+            PromiseKind::Pkg(_) => (Phase::Pkg, None),
             PromiseKind::Dir(_) => (Phase::Dir, None),
             PromiseKind::File(_) => (Phase::File, None),
             PromiseKind::Copy(_) => (Phase::Copy, None),
@@ -535,13 +541,34 @@ fn run_units<'p>(
         }
     }
     let t1 = Instant::now();
-    let apply_errors: HashMap<usize, String> = if cx.mode == Mode::Apply && !pending.is_empty() {
+    let mut apply_errors: HashMap<usize, String> = if cx.mode == Mode::Apply && !pending.is_empty()
+    {
         let errors = par_chunks(&pending, |chunk| carry_out_batch(cx, chunk));
         cx.root.forget();
         errors.into_iter().flatten().collect()
     } else {
         HashMap::new()
     };
+    // Package changes are one transaction for all the units here; if it fails,
+    // every unit with a part in it fails with its reason.
+    let packages: Vec<(usize, &pkg::PkgChange)> = pending
+        .iter()
+        .flat_map(|(ui, ops)| {
+            ops.iter().filter_map(move |o| match o {
+                Op::Package(c) => Some((*ui, c)),
+                _ => None,
+            })
+        })
+        .collect();
+    if cx.mode == Mode::Apply && !packages.is_empty() {
+        let changes: Vec<&pkg::PkgChange> = packages.iter().map(|(_, c)| *c).collect();
+        if let Err(e) = pkg::carry_out(cx, &changes) {
+            for (ui, _) in &packages {
+                apply_errors.entry(*ui).or_insert_with(|| e.clone());
+            }
+        }
+        cx.root.forget();
+    }
     let t_apply = t1.elapsed();
     let t2 = Instant::now();
     // Verify: every applied unit is observed and planned again.
@@ -698,6 +725,7 @@ fn carry_out_batch(cx: &Cx<'_>, pending: &[(usize, Vec<Op>)]) -> Vec<(usize, Str
 enum Phase {
     Group,
     User,
+    Pkg,
     Dir,
     File,
     Copy,
@@ -799,6 +827,7 @@ fn evaluate<'p>(
                 PromiseKind::Service(u) => service::evaluate(cx, u),
                 PromiseKind::Group(g) => group::evaluate(cx, g),
                 PromiseKind::User(u) => user::evaluate(cx, u),
+                PromiseKind::Pkg(p) => pkg::evaluate(cx, p),
                 PromiseKind::Line(_) | PromiseKind::Setting(_) => edit::evaluate(cx, &[p])
                     .pop()
                     .map_or(Ok(Plan::Kept), |(_, v)| v),
@@ -882,5 +911,7 @@ fn carry_out(cx: &Cx<'_>, batch: &mut Batch<'_>, unit: usize, op: &Op) -> Result
         Op::KernelHostname(name) => {
             nix::unistd::sethostname(name).map_err(|e| format!("cannot set the hostname: {e}"))
         }
+        // Carried out once for the whole phase, before the batch (`run_units`).
+        Op::Package(_) => Ok(()),
     }
 }

@@ -9,6 +9,7 @@ mod idempotence;
 mod links;
 mod notify;
 mod output;
+mod pkg;
 mod push;
 mod run;
 mod service;

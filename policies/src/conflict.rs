@@ -41,6 +41,7 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
     let mut units: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut users: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut pkgs: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, p) in promises.iter().enumerate() {
         match &p.kind {
             PromiseKind::File(f) => paths
@@ -93,6 +94,7 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
             PromiseKind::Service(u) => units.entry(u.unit.as_str()).or_default().push(i),
             PromiseKind::User(u) => users.entry(u.user.as_str()).or_default().push(i),
             PromiseKind::Group(g) => groups.entry(g.group.as_str()).or_default().push(i),
+            PromiseKind::Pkg(p) => pkgs.entry(p.pkg.as_str()).or_default().push(i),
         }
     }
     let mut report = |a: usize, b: usize, what: &str| {
@@ -204,6 +206,18 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
                     } else if differ(a.gid, b.gid) {
                         report(i, j, &format!("the gid of group {name}"));
                     }
+                }
+            }
+        }
+    }
+    for (name, ids) in &pkgs {
+        for (k, &i) in ids.iter().enumerate() {
+            for &j in &ids[k + 1..] {
+                if let (PromiseKind::Pkg(a), PromiseKind::Pkg(b)) =
+                    (&promises[i].kind, &promises[j].kind)
+                    && (a.state != b.state || a.source != b.source)
+                {
+                    report(i, j, &format!("package {name}"));
                 }
             }
         }

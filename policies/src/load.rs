@@ -24,9 +24,9 @@ mod plan;
 pub const FILES_DIR: &str = "files";
 
 /// The promise types, as their TOML array names.
-pub const PROMISE_TYPES: [&str; 12] = [
+pub const PROMISE_TYPES: [&str; 13] = [
     "file", "line", "setting", "link", "dir", "absent", "command", "hostname", "copy", "service",
-    "group", "user",
+    "group", "user", "pkg",
 ];
 
 const TOP_LEVEL: [&str; 6] = ["cluster", "member", "package", "value", "plan", "handler"];
@@ -816,6 +816,7 @@ impl Loader<'_> {
             "service" => service(cx, t).map(PromiseKind::Service),
             "group" => group(cx, t).map(PromiseKind::Group),
             "user" => user(cx, t).map(PromiseKind::User),
+            "pkg" => pkg(cx, t).map(PromiseKind::Pkg),
             _ => self.copy(cx, t).map(PromiseKind::Copy),
         }
     }
@@ -1580,6 +1581,72 @@ fn unit_name(s: &str) -> Result<String, String> {
     }
 }
 
+fn pkg(cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<PkgPromise> {
+    let name = t.req_str(cx, "pkg").and_then(|n| {
+        // Debian's rule (policy 5.6.1), which RPM names also meet in practice:
+        // lowercase letters, digits, `+`, `-`, `.`, at least two, starting alphanumeric.
+        let ok = n.value.len() >= 2
+            && n.value.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && n.value
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+        if ok {
+            Some(n.value.to_string())
+        } else {
+            cx.error(
+                &n.span,
+                &t.field("pkg"),
+                format!(
+                    "`{}` is not a package name: lowercase letters, digits, `+`, `-` and `.`, starting with a letter or digit",
+                    n.value
+                ),
+            );
+            None
+        }
+    });
+    let installed = t
+        .str(cx, "state")
+        .map(|s| {
+            one_of(
+                cx,
+                &s,
+                &t.field("state"),
+                &[("installed", true), ("absent", false)],
+            )
+        })
+        .unwrap_or(Some(true));
+    let version = t.str(cx, "version").and_then(|v| {
+        let ok = !v.value.is_empty()
+            && v.value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".+-~:".contains(c));
+        if ok {
+            Some(v.value.to_string())
+        } else {
+            cx.error(
+                &v.span,
+                &t.field("version"),
+                "a version is letters, digits and `.+-~:`",
+            );
+            None
+        }
+    });
+    let source = opt_path(cx, t, "source");
+    let installed = installed?;
+    if !installed {
+        only_name_when_absent(cx, t, "package", &["version", "source"]);
+    }
+    Some(PkgPromise {
+        pkg: name?,
+        state: if installed {
+            PkgState::Installed(version)
+        } else {
+            PkgState::Absent
+        },
+        source: source?,
+    })
+}
+
 fn group(cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<GroupPromise> {
     let name = account(cx, t, "group");
     let state = presence(cx, t);
@@ -1834,6 +1901,7 @@ fn default_id(kind: &PromiseKind) -> String {
         PromiseKind::Group(p) => format!("{ty}:{}", p.group),
         PromiseKind::User(p) => format!("{ty}:{}", p.user),
         PromiseKind::Handler(_) => ty.to_string(),
+        PromiseKind::Pkg(p) => format!("{ty}:{}", p.pkg),
     }
 }
 

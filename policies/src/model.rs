@@ -505,6 +505,8 @@ pub enum PromiseKind<S = Template> {
     User(UserPromise),
     /// A command that runs only when a repaired promise notifies it (`[[handler]]`).
     Handler(CommandPromise<S>),
+    /// A software package installed or absent.
+    Pkg(PkgPromise),
 }
 
 impl<S> PromiseKind<S> {
@@ -524,6 +526,7 @@ impl<S> PromiseKind<S> {
             Self::Group(_) => "group",
             Self::User(_) => "user",
             Self::Handler(_) => "handler",
+            Self::Pkg(_) => "pkg",
         }
     }
 }
@@ -774,6 +777,29 @@ impl Presence {
         [("present", Presence::Present), ("absent", Presence::Absent)];
 }
 
+/// Whether a package must be installed, and which version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PkgState {
+    /// Installed; with a version, exactly that version (as the package manager
+    /// writes it, such as `1.2.3-1`).
+    Installed(Option<String>),
+    /// Not installed (configuration files a removal keeps may remain).
+    Absent,
+}
+
+/// `[[pkg]]`: a package installed (from the member's repositories, or from a local
+/// package file) or absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PkgPromise {
+    /// The package's name.
+    pub pkg: String,
+    /// Installed (which version) or absent.
+    pub state: PkgState,
+    /// A package file on the member (`.deb`) to install from, instead of the
+    /// repositories.
+    pub source: Option<AbsPath>,
+}
+
 /// `[[group]]`: a group present (optionally with a gid) or absent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupPromise {
@@ -866,6 +892,7 @@ impl<S> PromiseKind<S> {
             PromiseKind::Service(p) => PromiseKind::Service(p),
             PromiseKind::Group(p) => PromiseKind::Group(p),
             PromiseKind::User(p) => PromiseKind::User(p),
+            PromiseKind::Pkg(p) => PromiseKind::Pkg(p),
         })
     }
 }

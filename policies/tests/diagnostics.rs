@@ -113,6 +113,11 @@ fn accounts() {
     check("accounts");
 }
 
+#[test]
+fn pkgs() {
+    check("pkgs");
+}
+
 /// Every file of `examples/NAME`, relative, sorted.
 fn example_files(name: &str) -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
