@@ -6,11 +6,11 @@
 //! only, then observes and plans again: a repaired promise must now be kept.
 //!
 //! Promises converge in phases (group, user, pkg, dir, file, copy, edits, link,
-//! absent, hostname, service, command). The pkg phase's changes are one package
+//! absent, hostname, service, process, command). The pkg phase's changes are one package
 //! transaction. Within a phase, file changes are staged into one [`Batch`] and committed
 //! together, so thousands of files cost one flush. Edits (`line`, `setting`) to one
 //! file form one unit: planned together, written once. The group, user, hostname,
-//! service and command phases run unit by unit, each finishing before the next is
+//! service, process and command phases run unit by unit, each finishing before the next is
 //! planned, since a command's guard may depend on the command before it (and a
 //! user on the group before it). One failed promise never stops the others.
 
@@ -39,6 +39,7 @@ mod hostname;
 mod link;
 mod notify;
 mod pkg;
+mod process;
 mod service;
 mod user;
 
@@ -207,6 +208,19 @@ pub(crate) enum Op {
     /// A package's part of the run's one package transaction, which the engine
     /// runs once for the whole `pkg` phase ([`pkg::carry_out`]).
     Package(pkg::PkgChange),
+    /// Run a `process` promise's start command (it may start a daemon; its output
+    /// goes to `/dev/null`) and wait for a matching process ([`process::start`]).
+    Start {
+        invocation: exec::Invocation,
+        promise: Box<tenet_policies::model::ProcessPromise<String>>,
+    },
+    /// Signal each process (if it is still the one observed) and wait, up to
+    /// `timeout`, for all of them to end.
+    Signal {
+        processes: Vec<process::Found>,
+        signal: i32,
+        timeout: std::time::Duration,
+    },
 }
 
 /// A promise's plan.
@@ -357,6 +371,7 @@ pub fn converge(
             PromiseKind::Absent(_) => (Phase::Absent, None),
             PromiseKind::Hostname(_) => (Phase::Hostname, None),
             PromiseKind::Service(_) => (Phase::Service, None),
+            PromiseKind::Process(_) => (Phase::Process, None),
             PromiseKind::Command(_) => (Phase::Command, None),
             PromiseKind::Handler(_) => {
                 handlers.push(i);
@@ -720,6 +735,43 @@ fn carry_out_batch(cx: &Cx<'_>, pending: &[(usize, Vec<Op>)]) -> Vec<(usize, Str
     errors
 }
 
+/// Signals each process that is still the one observed (same command line), then
+/// polls until none is alive, up to `timeout`.
+fn stop(
+    processes: &[process::Found],
+    signal: i32,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let sig = Signal::try_from(signal).map_err(|e| format!("signal {signal}: {e}"))?;
+    let alive = |f: &process::Found| process::cmdline(f.pid).is_some_and(|c| c == f.cmdline);
+    for f in processes.iter().filter(|f| alive(f)) {
+        match kill(Pid::from_raw(f.pid), sig) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => return Err(format!("cannot signal {} ({}): {e}", f.pid, f.cmdline)),
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left: Vec<String> = processes
+            .iter()
+            .filter(|f| alive(f))
+            .map(|f| f.pid.to_string())
+            .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "still running {timeout:?} after {sig}: {}",
+                left.join(", ")
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The phases of a run, in the order they converge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -734,6 +786,7 @@ enum Phase {
     Absent,
     Hostname,
     Service,
+    Process,
     Command,
 }
 
@@ -741,11 +794,12 @@ impl Phase {
     /// Phases whose units run one at a time: each changes state through a tool
     /// that a unit after it may depend on (or, for the account tools, that locks
     /// the whole database).
-    const SERIAL: [Phase; 5] = [
+    const SERIAL: [Phase; 6] = [
         Phase::Group,
         Phase::User,
         Phase::Hostname,
         Phase::Service,
+        Phase::Process,
         Phase::Command,
     ];
 }
@@ -828,6 +882,7 @@ fn evaluate<'p>(
                 PromiseKind::Group(g) => group::evaluate(cx, g),
                 PromiseKind::User(u) => user::evaluate(cx, u),
                 PromiseKind::Pkg(p) => pkg::evaluate(cx, p),
+                PromiseKind::Process(p) => process::evaluate(cx, p),
                 PromiseKind::Line(_) | PromiseKind::Setting(_) => edit::evaluate(cx, &[p])
                     .pop()
                     .map_or(Ok(Plan::Kept), |(_, v)| v),
@@ -913,5 +968,14 @@ fn carry_out(cx: &Cx<'_>, batch: &mut Batch<'_>, unit: usize, op: &Op) -> Result
         }
         // Carried out once for the whole phase, before the batch (`run_units`).
         Op::Package(_) => Ok(()),
+        Op::Start {
+            invocation,
+            promise,
+        } => process::start(invocation, promise),
+        Op::Signal {
+            processes,
+            signal,
+            timeout,
+        } => stop(processes, *signal, *timeout),
     }
 }

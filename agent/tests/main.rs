@@ -10,6 +10,7 @@ mod links;
 mod notify;
 mod output;
 mod pkg;
+mod process;
 mod push;
 mod run;
 mod service;

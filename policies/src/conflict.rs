@@ -42,6 +42,7 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
     let mut users: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut pkgs: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut processes: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, p) in promises.iter().enumerate() {
         match &p.kind {
             PromiseKind::File(f) => paths
@@ -95,6 +96,7 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
             PromiseKind::User(u) => users.entry(u.user.as_str()).or_default().push(i),
             PromiseKind::Group(g) => groups.entry(g.group.as_str()).or_default().push(i),
             PromiseKind::Pkg(p) => pkgs.entry(p.pkg.as_str()).or_default().push(i),
+            PromiseKind::Process(p) => processes.entry(p.matches.as_str()).or_default().push(i),
         }
     }
     let mut report = |a: usize, b: usize, what: &str| {
@@ -218,6 +220,18 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
                     && (a.state != b.state || a.source != b.source)
                 {
                     report(i, j, &format!("package {name}"));
+                }
+            }
+        }
+    }
+    for (pattern, ids) in &processes {
+        for (k, &i) in ids.iter().enumerate() {
+            for &j in &ids[k + 1..] {
+                if let (PromiseKind::Process(a), PromiseKind::Process(b)) =
+                    (&promises[i].kind, &promises[j].kind)
+                    && a.state != b.state
+                {
+                    report(i, j, &format!("whether processes matching `{pattern}` run"));
                 }
             }
         }

@@ -24,9 +24,9 @@ mod plan;
 pub const FILES_DIR: &str = "files";
 
 /// The promise types, as their TOML array names.
-pub const PROMISE_TYPES: [&str; 13] = [
+pub const PROMISE_TYPES: [&str; 14] = [
     "file", "line", "setting", "link", "dir", "absent", "command", "hostname", "copy", "service",
-    "group", "user", "pkg",
+    "group", "user", "pkg", "process",
 ];
 
 const TOP_LEVEL: [&str; 6] = ["cluster", "member", "package", "value", "plan", "handler"];
@@ -817,6 +817,7 @@ impl Loader<'_> {
             "group" => group(cx, t).map(PromiseKind::Group),
             "user" => user(cx, t).map(PromiseKind::User),
             "pkg" => pkg(cx, t).map(PromiseKind::Pkg),
+            "process" => self.process(cx, t).map(PromiseKind::Process),
             _ => self.copy(cx, t).map(PromiseKind::Copy),
         }
     }
@@ -1145,6 +1146,69 @@ impl Loader<'_> {
             unless,
             onlyif,
             creates: creates?,
+        })
+    }
+
+    fn process(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<ProcessPromise> {
+        let matches = t.req_str(cx, "match").and_then(|m| {
+            if m.value.is_empty() {
+                cx.error(
+                    &m.span,
+                    &t.field("match"),
+                    "an empty pattern matches every process",
+                );
+                return None;
+            }
+            match Regex::new(m.value) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    cx.error(
+                        &m.span,
+                        &t.field("match"),
+                        format!("invalid regular expression: {}", first_line(&e.to_string())),
+                    );
+                    None
+                }
+            }
+        });
+        let state = t
+            .str(cx, "state")
+            .map(|s| one_of(cx, &s, &t.field("state"), &RunState::ALL))
+            .unwrap_or(Some(RunState::Running));
+        let start = if t.has("start") {
+            Some(self.argv(cx, t, "start"))
+        } else {
+            None
+        };
+        let signal = match t.str(cx, "signal") {
+            Some(s) => one_of(cx, &s, &t.field("signal"), &SIGNALS),
+            None => Some(15),
+        };
+        let timeout = match t.str(cx, "timeout") {
+            Some(s) => match parse_duration(s.value) {
+                Some(d) if !d.is_zero() => Some(d),
+                _ => {
+                    cx.error(
+                        &s.span,
+                        &t.field("timeout"),
+                        "expected a duration such as \"30s\", \"5m\", \"1h\" or \"500ms\"",
+                    );
+                    None
+                }
+            },
+            None => Some(Duration::from_secs(30)),
+        };
+        let state = state?;
+        if state == RunState::Running && start.is_none() {
+            t.missing(cx, "start");
+            return None;
+        }
+        Some(ProcessPromise {
+            matches: matches?,
+            state,
+            start: start.map(|s| s.ok_or(())).transpose().ok()?,
+            signal: signal?,
+            timeout: timeout?,
         })
     }
 
@@ -1498,6 +1562,17 @@ fn perms(cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<Perms> {
     let group = t.str(cx, "group").map(|g| Owner::parse(g.value));
     ok.then_some(Perms { mode, owner, group })
 }
+
+/// The signals a `[[process]]` may be stopped with, by name and number.
+const SIGNALS: [(&str, i32); 7] = [
+    ("TERM", 15),
+    ("KILL", 9),
+    ("INT", 2),
+    ("HUP", 1),
+    ("QUIT", 3),
+    ("USR1", 10),
+    ("USR2", 12),
+];
 
 /// The unit types `[[service]]` accepts, as the name's suffix.
 const UNIT_TYPES: [&str; 11] = [
@@ -1902,6 +1977,7 @@ fn default_id(kind: &PromiseKind) -> String {
         PromiseKind::User(p) => format!("{ty}:{}", p.user),
         PromiseKind::Handler(_) => ty.to_string(),
         PromiseKind::Pkg(p) => format!("{ty}:{}", p.pkg),
+        PromiseKind::Process(p) => format!("{ty}:{}", p.matches.as_str()),
     }
 }
 

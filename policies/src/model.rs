@@ -507,6 +507,8 @@ pub enum PromiseKind<S = Template> {
     Handler(CommandPromise<S>),
     /// A software package installed or absent.
     Pkg(PkgPromise),
+    /// Processes matching a pattern running (started) or not (signalled).
+    Process(ProcessPromise<S>),
 }
 
 impl<S> PromiseKind<S> {
@@ -527,6 +529,7 @@ impl<S> PromiseKind<S> {
             Self::User(_) => "user",
             Self::Handler(_) => "handler",
             Self::Pkg(_) => "pkg",
+            Self::Process(_) => "process",
         }
     }
 }
@@ -777,6 +780,22 @@ impl Presence {
         [("present", Presence::Present), ("absent", Presence::Absent)];
 }
 
+/// `[[process]]`: processes whose command line matches a pattern, running (the
+/// `start` command runs when none does) or stopped (each gets `signal`).
+#[derive(Debug, Clone)]
+pub struct ProcessPromise<S = Template> {
+    /// Matched against each process's command line, its arguments joined by spaces.
+    pub matches: Regex,
+    /// Running or stopped.
+    pub state: RunState,
+    /// What starts it (required when running); it may daemonize.
+    pub start: Option<Vec<S>>,
+    /// The signal that stops it, by number (`SIGTERM` unless the promise says).
+    pub signal: i32,
+    /// How long `start` may run, and how long stopped processes have to exit.
+    pub timeout: Duration,
+}
+
 /// Whether a package must be installed, and which version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PkgState {
@@ -893,6 +912,13 @@ impl<S> PromiseKind<S> {
             PromiseKind::Group(p) => PromiseKind::Group(p),
             PromiseKind::User(p) => PromiseKind::User(p),
             PromiseKind::Pkg(p) => PromiseKind::Pkg(p),
+            PromiseKind::Process(p) => PromiseKind::Process(ProcessPromise {
+                matches: p.matches,
+                state: p.state,
+                start: p.start.map(|a| map_all(a, &mut f)).transpose()?,
+                signal: p.signal,
+                timeout: p.timeout,
+            }),
         })
     }
 }

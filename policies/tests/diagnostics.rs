@@ -118,6 +118,11 @@ fn pkgs() {
     check("pkgs");
 }
 
+#[test]
+fn processes() {
+    check("processes");
+}
+
 /// Every file of `examples/NAME`, relative, sorted.
 fn example_files(name: &str) -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))

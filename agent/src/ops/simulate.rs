@@ -487,6 +487,9 @@ fn describe_kind<S>(kind: &PromiseKind<S>, text: &dyn Fn(&S) -> String) -> Strin
             format!("handler {program} (when notified)")
         }
         PromiseKind::Pkg(p) => format!("pkg {}", p.pkg),
+        PromiseKind::Process(p) => {
+            format!("process matching {} {}", p.matches.as_str(), p.state.name())
+        }
         PromiseKind::Group(g) => format!("group {}", g.group),
         PromiseKind::User(u) => format!("user {}", u.user),
         PromiseKind::Service(u) => {
