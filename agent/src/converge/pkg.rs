@@ -298,6 +298,60 @@ mod tests {
         }
     }
 
+    /// Each invocation of the transaction on `root` as one line.
+    fn argvs(root: &std::path::Path, changes: &[PkgChange]) -> Vec<String> {
+        let root = crate::fsops::Root::new(root).unwrap();
+        let cx = Cx {
+            root: &root,
+            mode: super::super::Mode::Apply,
+            diffs: super::super::Diffs::Skip,
+            state_dir: None,
+            source: None,
+            stat_cache: None,
+        };
+        let refs: Vec<&PkgChange> = changes.iter().collect();
+        transaction(&cx, &refs)
+            .into_iter()
+            .map(|i| i.argv.join(" "))
+            .collect()
+    }
+
+    #[test]
+    fn one_transaction_per_run() {
+        let changes = [
+            PkgChange::Install {
+                name: "chrony".into(),
+                version: None,
+            },
+            PkgChange::Install {
+                name: "dce".into(),
+                version: Some("1.2-4".into()),
+            },
+            PkgChange::InstallFile {
+                name: "x".into(),
+                file: PathBuf::from("/srv/x.deb"),
+            },
+            PkgChange::Remove {
+                name: "telnetd".into(),
+            },
+        ];
+        assert_eq!(
+            argvs(std::path::Path::new("/"), &changes),
+            [
+                "apt-get install --yes --quiet --no-install-recommends chrony dce=1.2-4 /srv/x.deb telnetd-"
+            ]
+        );
+        let sandbox = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(sandbox.path()).unwrap();
+        assert_eq!(
+            argvs(&base, &changes[2..]),
+            [
+                format!("dpkg --root={} --install /srv/x.deb", base.display()),
+                format!("dpkg --root={} --remove telnetd", base.display()),
+            ]
+        );
+    }
+
     #[test]
     fn package_plans() {
         let installed = Observed::Installed("1.0".into());
