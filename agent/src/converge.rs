@@ -5,13 +5,14 @@
 //! module carries out the ops through [`crate::fsops`] and [`crate::exec`]
 //! only, then observes and plans again: a repaired promise must now be kept.
 //!
-//! Promises converge in phases (dir, file, copy, edits, link, absent, hostname,
-//! command). Within a phase, file changes are staged into one [`Batch`] and committed
+//! Promises converge in phases (group, user, pkg, dir, file, copy, edits, link,
+//! absent, hostname, service, process, command). The pkg phase's changes are one package
+//! transaction. Within a phase, file changes are staged into one [`Batch`] and committed
 //! together, so thousands of files cost one flush. Edits (`line`, `setting`) to one
-//! file form one unit: planned together, written once. Hostname and command phases
-//! run unit by unit, each finishing before the next is planned, since a command's
-//! guard may depend on the command before it. One failed promise never stops the
-//! others.
+//! file form one unit: planned together, written once. The group, user, hostname,
+//! service, process and command phases run unit by unit, each finishing before the next is
+//! planned, since a command's guard may depend on the command before it (and a
+//! user on the group before it). One failed promise never stops the others.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -27,13 +28,20 @@ use crate::report::{Collect, PromiseEvent, Reporter, Status, Summary, TextDiff};
 use crate::statcache::StatCache;
 
 mod absent;
+mod accounts;
 mod command;
 mod copy;
 mod dir;
 mod edit;
 mod file;
+mod group;
 mod hostname;
 mod link;
+mod notify;
+mod pkg;
+mod process;
+mod service;
+mod user;
 
 /// Whether plans keep the before and after text of changed files (for `--diff`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +205,22 @@ pub(crate) enum Op {
     Run(exec::Invocation),
     /// Set the kernel's hostname (only when the root is the host's `/`).
     KernelHostname(String),
+    /// A package's part of the run's one package transaction, which the engine
+    /// runs once for the whole `pkg` phase ([`pkg::carry_out`]).
+    Package(pkg::PkgChange),
+    /// Run a `process` promise's start command (it may start a daemon; its output
+    /// goes to `/dev/null`) and wait for a matching process ([`process::start`]).
+    Start {
+        invocation: exec::Invocation,
+        promise: Box<tenet_policies::model::ProcessPromise<String>>,
+    },
+    /// Signal each process (if it is still the one observed) and wait, up to
+    /// `timeout`, for all of them to end.
+    Signal {
+        processes: Vec<process::Found>,
+        signal: i32,
+        timeout: std::time::Duration,
+    },
 }
 
 /// A promise's plan.
@@ -310,8 +334,12 @@ pub fn converge(
         source,
         stat_cache,
     };
-    let mut phases: [Vec<Unit>; 8] = Default::default();
+    let mut phases: [Vec<Unit>; PHASES] = Default::default();
     let mut edits: HashMap<&AbsPath, usize> = HashMap::new();
+    // Handlers run only when notified, after every phase.
+    let mut handlers: Vec<usize> = Vec::new();
+    // Promises repaired (or that a dry run would repair), for their `notify`.
+    let mut repaired: Vec<usize> = Vec::new();
     for (i, p) in promises.iter().enumerate() {
         let p = match p {
             Ok(p) => p,
@@ -331,46 +359,70 @@ pub fn converge(
             }
         };
         let (phase, file) = match &p.kind {
-            PromiseKind::Dir(_) => (0, None),
-            PromiseKind::File(_) => (1, None),
-            PromiseKind::Copy(_) => (2, None),
-            PromiseKind::Line(l) => (3, Some(&l.file)),
-            PromiseKind::Setting(s) => (3, Some(&s.file)),
-            PromiseKind::Link(_) => (4, None),
-            PromiseKind::Absent(_) => (5, None),
-            PromiseKind::Hostname(_) => (6, None),
-            PromiseKind::Command(_) => (7, None),
+            PromiseKind::Group(_) => (Phase::Group, None),
+            PromiseKind::User(_) => (Phase::User, None),
+            PromiseKind::Pkg(_) => (Phase::Pkg, None),
+            PromiseKind::Dir(_) => (Phase::Dir, None),
+            PromiseKind::File(_) => (Phase::File, None),
+            PromiseKind::Copy(_) => (Phase::Copy, None),
+            PromiseKind::Line(l) => (Phase::Edits, Some(&l.file)),
+            PromiseKind::Setting(s) => (Phase::Edits, Some(&s.file)),
+            PromiseKind::Link(_) => (Phase::Link, None),
+            PromiseKind::Absent(_) => (Phase::Absent, None),
+            PromiseKind::Hostname(_) => (Phase::Hostname, None),
+            PromiseKind::Service(_) => (Phase::Service, None),
+            PromiseKind::Process(_) => (Phase::Process, None),
+            PromiseKind::Command(_) => (Phase::Command, None),
+            PromiseKind::Handler(_) => {
+                handlers.push(i);
+                continue;
+            }
         };
         match file {
             Some(f) => match edits.get(f) {
                 Some(&u) => {
-                    if let Unit::Edits(list) = &mut phases[3][u] {
+                    if let Unit::Edits(list) = &mut phases[Phase::Edits as usize][u] {
                         list.push(i);
                     }
                 }
                 None => {
-                    edits.insert(f, phases[3].len());
-                    phases[3].push(Unit::Edits(vec![i]));
+                    edits.insert(f, phases[Phase::Edits as usize].len());
+                    phases[Phase::Edits as usize].push(Unit::Edits(vec![i]));
                 }
             },
-            None => phases[phase].push(Unit::One(i)),
+            None => phases[phase as usize].push(Unit::One(i)),
         }
     }
     let ok = |i: usize| promises[i].as_ref().ok();
     for (n, units) in phases.iter().enumerate() {
-        let serial = n >= 6;
-        if serial {
+        if Phase::SERIAL.iter().any(|p| *p as usize == n) {
             for u in units {
-                run_units(&cx, std::slice::from_ref(u), &ok, reporter, &mut summary);
+                run_units(
+                    &cx,
+                    std::slice::from_ref(u),
+                    &ok,
+                    reporter,
+                    &mut summary,
+                    &mut repaired,
+                );
             }
         } else {
             // In chunks: a phase of thousands of promises never holds every plan
             // and every new file's content at once; each chunk is one batch.
             for chunk in units.chunks(PHASE_CHUNK) {
-                run_units(&cx, chunk, &ok, reporter, &mut summary);
+                run_units(&cx, chunk, &ok, reporter, &mut summary, &mut repaired);
             }
         }
     }
+    notify::run(
+        &cx,
+        options,
+        promises,
+        &repaired,
+        &handlers,
+        reporter,
+        &mut summary,
+    );
     summary.duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     summary
 }
@@ -396,7 +448,11 @@ pub(crate) fn converge_step(
         diffs: Vec::new(),
         reason: Some("the engine reported nothing".to_string()),
     };
-    if !(matches!(promise.kind, PromiseKind::Command(_)) && options.mode == Mode::Apply) {
+    if !(matches!(
+        promise.kind,
+        PromiseKind::Command(_) | PromiseKind::Handler(_)
+    ) && options.mode == Mode::Apply)
+    {
         let mut collect = Collect::default();
         converge(
             std::slice::from_ref(&Ok(promise.clone())),
@@ -478,6 +534,7 @@ fn run_units<'p>(
     promise: &(impl Fn(usize) -> Option<&'p Promise<String>> + Sync),
     reporter: &mut dyn Reporter,
     summary: &mut Summary,
+    repaired: &mut Vec<usize>,
 ) {
     if units.is_empty() {
         return;
@@ -499,13 +556,34 @@ fn run_units<'p>(
         }
     }
     let t1 = Instant::now();
-    let apply_errors: HashMap<usize, String> = if cx.mode == Mode::Apply && !pending.is_empty() {
+    let mut apply_errors: HashMap<usize, String> = if cx.mode == Mode::Apply && !pending.is_empty()
+    {
         let errors = par_chunks(&pending, |chunk| carry_out_batch(cx, chunk));
         cx.root.forget();
         errors.into_iter().flatten().collect()
     } else {
         HashMap::new()
     };
+    // Package changes are one transaction for all the units here; if it fails,
+    // every unit with a part in it fails with its reason.
+    let packages: Vec<(usize, &pkg::PkgChange)> = pending
+        .iter()
+        .flat_map(|(ui, ops)| {
+            ops.iter().filter_map(move |o| match o {
+                Op::Package(c) => Some((*ui, c)),
+                _ => None,
+            })
+        })
+        .collect();
+    if cx.mode == Mode::Apply && !packages.is_empty() {
+        let changes: Vec<&pkg::PkgChange> = packages.iter().map(|(_, c)| *c).collect();
+        if let Err(e) = pkg::carry_out(cx, &changes) {
+            for (ui, _) in &packages {
+                apply_errors.entry(*ui).or_insert_with(|| e.clone());
+            }
+        }
+        cx.root.forget();
+    }
     let t_apply = t1.elapsed();
     let t2 = Instant::now();
     // Verify: every applied unit is observed and planned again.
@@ -577,6 +655,9 @@ fn run_units<'p>(
                         }
                     };
                 }
+            }
+            if matches!(event.status, Status::Repaired | Status::WouldRepair) {
+                repaired.push(pi);
             }
             summary.count(event.status);
             reporter.promise(&event);
@@ -654,6 +735,78 @@ fn carry_out_batch(cx: &Cx<'_>, pending: &[(usize, Vec<Op>)]) -> Vec<(usize, Str
     errors
 }
 
+/// Signals each process that is still the one observed (same command line), then
+/// polls until none is alive, up to `timeout`.
+fn stop(
+    processes: &[process::Found],
+    signal: i32,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let sig = Signal::try_from(signal).map_err(|e| format!("signal {signal}: {e}"))?;
+    let alive = |f: &process::Found| process::cmdline(f.pid).is_some_and(|c| c == f.cmdline);
+    for f in processes.iter().filter(|f| alive(f)) {
+        match kill(Pid::from_raw(f.pid), sig) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => return Err(format!("cannot signal {} ({}): {e}", f.pid, f.cmdline)),
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left: Vec<String> = processes
+            .iter()
+            .filter(|f| alive(f))
+            .map(|f| f.pid.to_string())
+            .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "still running {timeout:?} after {sig}: {}",
+                left.join(", ")
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The phases of a run, in the order they converge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Group,
+    User,
+    Pkg,
+    Dir,
+    File,
+    Copy,
+    Edits,
+    Link,
+    Absent,
+    Hostname,
+    Service,
+    Process,
+    Command,
+}
+
+impl Phase {
+    /// Phases whose units run one at a time: each changes state through a tool
+    /// that a unit after it may depend on (or, for the account tools, that locks
+    /// the whole database).
+    const SERIAL: [Phase; 6] = [
+        Phase::Group,
+        Phase::User,
+        Phase::Hostname,
+        Phase::Service,
+        Phase::Process,
+        Phase::Command,
+    ];
+}
+
+/// How many phases a run has.
+const PHASES: usize = Phase::Command as usize + 1;
+
 /// Units evaluated, applied and verified together in a batched phase.
 const PHASE_CHUNK: usize = 1024;
 
@@ -700,7 +853,9 @@ fn par_chunks<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> R + Sync) -> Ve
 /// `creates` or `unless` guard cannot be checked that way).
 fn verifiable(p: &Promise<String>) -> bool {
     match &p.kind {
-        PromiseKind::Command(c) => c.creates.is_some() || c.unless.is_some(),
+        PromiseKind::Command(c) | PromiseKind::Handler(c) => {
+            c.creates.is_some() || c.unless.is_some()
+        }
         _ => true,
     }
 }
@@ -721,8 +876,13 @@ fn evaluate<'p>(
                 PromiseKind::Link(l) => link::evaluate(cx, l),
                 PromiseKind::Absent(a) => absent::evaluate(cx, a),
                 PromiseKind::Copy(c) => copy::evaluate(cx, c),
-                PromiseKind::Command(c) => command::evaluate(cx, c),
+                PromiseKind::Command(c) | PromiseKind::Handler(c) => command::evaluate(cx, c),
                 PromiseKind::Hostname(h) => hostname::evaluate(cx, h),
+                PromiseKind::Service(u) => service::evaluate(cx, u),
+                PromiseKind::Group(g) => group::evaluate(cx, g),
+                PromiseKind::User(u) => user::evaluate(cx, u),
+                PromiseKind::Pkg(p) => pkg::evaluate(cx, p),
+                PromiseKind::Process(p) => process::evaluate(cx, p),
                 PromiseKind::Line(_) | PromiseKind::Setting(_) => edit::evaluate(cx, &[p])
                     .pop()
                     .map_or(Ok(Plan::Kept), |(_, v)| v),
@@ -806,5 +966,16 @@ fn carry_out(cx: &Cx<'_>, batch: &mut Batch<'_>, unit: usize, op: &Op) -> Result
         Op::KernelHostname(name) => {
             nix::unistd::sethostname(name).map_err(|e| format!("cannot set the hostname: {e}"))
         }
+        // Carried out once for the whole phase, before the batch (`run_units`).
+        Op::Package(_) => Ok(()),
+        Op::Start {
+            invocation,
+            promise,
+        } => process::start(invocation, promise),
+        Op::Signal {
+            processes,
+            signal,
+            timeout,
+        } => stop(processes, *signal, *timeout),
     }
 }

@@ -75,6 +75,31 @@ impl Finished {
 
 /// Runs `inv` to completion or timeout.
 pub fn run(inv: &Invocation) -> io::Result<Finished> {
+    run_with(inv, Output::Capture)
+}
+
+/// Runs `inv` to completion or timeout with stdout and stderr on `/dev/null`: for
+/// a command that starts a daemon, which would otherwise inherit the pipes and
+/// keep them open (so the run would wait on them for as long as it lives). The
+/// returned outputs are empty.
+pub fn run_detached(inv: &Invocation) -> io::Result<Finished> {
+    run_with(inv, Output::Discard)
+}
+
+/// What becomes of a command's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// Piped, and a bounded tail kept.
+    Capture,
+    /// To `/dev/null`.
+    Discard,
+}
+
+fn run_with(inv: &Invocation, output: Output) -> io::Result<Finished> {
+    let stdio = || match output {
+        Output::Capture => Stdio::piped(),
+        Output::Discard => Stdio::null(),
+    };
     let Some((program, args)) = inv.argv.split_first() else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -91,8 +116,8 @@ pub fn run(inv: &Invocation) -> io::Result<Finished> {
         .env("TENET_ROOT", &inv.root)
         .current_dir(&inv.cwd)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(stdio())
+        .stderr(stdio())
         .process_group(0);
     let start = Instant::now();
     let mut child = cmd
@@ -193,6 +218,37 @@ mod tests {
         assert!(f.timed_out);
         assert!(f.elapsed < Duration::from_secs(10), "{:?}", f.elapsed);
         assert!(f.describe().starts_with("timed out"));
+    }
+
+    #[test]
+    fn a_detached_run_does_not_wait_for_the_daemon_it_starts() {
+        let marker = format!("tenet-exec-test-{}", std::process::id());
+        // The daemon holds whatever stdout it inherited for 30 s; with pipes the
+        // run would wait for it, with /dev/null it ends when the shell does.
+        let f = run_detached(&inv(
+            &[
+                "sh",
+                "-c",
+                &format!("sh -c 'sleep 30; : {marker}' & echo started"),
+            ],
+            20_000,
+        ))
+        .unwrap();
+        assert!(f.success(), "{f:?}");
+        assert!(!f.timed_out && f.elapsed < Duration::from_secs(10), "{f:?}");
+        assert_eq!(f.stdout, "", "the output is discarded");
+        // End the daemon this test started, with its process group (the sleep too).
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&marker)
+                && let Ok(pgid) = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
+            {
+                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
     }
 
     #[test]

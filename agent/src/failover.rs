@@ -288,6 +288,7 @@ fn run_step(
         origin: step.origin.clone(),
         when: None,
         kind,
+        notify: Vec::new(),
     };
     match &step.action {
         Action::HostnameSave => match current_hostname(cx.root) {

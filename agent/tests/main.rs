@@ -1,5 +1,6 @@
 //! Integration tests of the tenet-agent binary, one module per topic.
 
+mod accounts;
 mod bad_input;
 mod cli;
 mod crash;
@@ -7,8 +8,12 @@ mod event;
 mod idempotence;
 mod links;
 mod mirror;
+mod notify;
 mod output;
+mod pkg;
+mod process;
 mod push;
 mod run;
+mod service;
 mod statcache;
 mod util;

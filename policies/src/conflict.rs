@@ -8,7 +8,9 @@ use std::collections::HashMap;
 
 use crate::cond::can_overlap;
 use crate::diag::Diagnostics;
-use crate::model::{AbsPath, LineState, Promise, PromiseKind};
+use crate::model::{
+    AbsPath, Enablement, LineState, Owner, Presence, Promise, PromiseKind, RunState,
+};
 use crate::template::Template;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -36,6 +38,11 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
     let mut hostnames = Vec::new();
     let mut globs: Vec<(usize, &AbsPath)> = Vec::new();
     let mut copies: Vec<(usize, &AbsPath)> = Vec::new();
+    let mut units: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut users: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut pkgs: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut processes: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, p) in promises.iter().enumerate() {
         match &p.kind {
             PromiseKind::File(f) => paths
@@ -84,7 +91,12 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
                     .push(i);
             }
             PromiseKind::Hostname(_) => hostnames.push(i),
-            PromiseKind::Command(_) => {}
+            PromiseKind::Command(_) | PromiseKind::Handler(_) => {}
+            PromiseKind::Service(u) => units.entry(u.unit.as_str()).or_default().push(i),
+            PromiseKind::User(u) => users.entry(u.user.as_str()).or_default().push(i),
+            PromiseKind::Group(g) => groups.entry(g.group.as_str()).or_default().push(i),
+            PromiseKind::Pkg(p) => pkgs.entry(p.pkg.as_str()).or_default().push(i),
+            PromiseKind::Process(p) => processes.entry(p.matches.as_str()).or_default().push(i),
         }
     }
     let mut report = |a: usize, b: usize, what: &str| {
@@ -161,6 +173,95 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
             report(i, j, "the hostname");
         }
     }
+    for (unit, ids) in &units {
+        for (k, &i) in ids.iter().enumerate() {
+            for &j in &ids[k + 1..] {
+                if let (PromiseKind::Service(a), PromiseKind::Service(b)) =
+                    (&promises[i].kind, &promises[j].kind)
+                    && let Some(what) = service_disagreement(a, b)
+                {
+                    report(i, j, &format!("{what} of {unit}"));
+                }
+            }
+        }
+    }
+    for (name, ids) in &users {
+        for (k, &i) in ids.iter().enumerate() {
+            for &j in &ids[k + 1..] {
+                if let (PromiseKind::User(a), PromiseKind::User(b)) =
+                    (&promises[i].kind, &promises[j].kind)
+                    && let Some(what) = user_disagreement(a, b)
+                {
+                    report(i, j, &format!("{what} of user {name}"));
+                }
+            }
+        }
+    }
+    for (name, ids) in &groups {
+        for (k, &i) in ids.iter().enumerate() {
+            for &j in &ids[k + 1..] {
+                if let (PromiseKind::Group(a), PromiseKind::Group(b)) =
+                    (&promises[i].kind, &promises[j].kind)
+                {
+                    if a.state != b.state {
+                        report(i, j, &format!("whether group {name} exists"));
+                    } else if differ(a.gid, b.gid) {
+                        report(i, j, &format!("the gid of group {name}"));
+                    }
+                }
+            }
+        }
+    }
+    for (name, ids) in &pkgs {
+        for (k, &i) in ids.iter().enumerate() {
+            for &j in &ids[k + 1..] {
+                if let (PromiseKind::Pkg(a), PromiseKind::Pkg(b)) =
+                    (&promises[i].kind, &promises[j].kind)
+                    && (a.state != b.state || a.source != b.source)
+                {
+                    report(i, j, &format!("package {name}"));
+                }
+            }
+        }
+    }
+    for (pattern, ids) in &processes {
+        for (k, &i) in ids.iter().enumerate() {
+            for &j in &ids[k + 1..] {
+                if let (PromiseKind::Process(a), PromiseKind::Process(b)) =
+                    (&promises[i].kind, &promises[j].kind)
+                    && a.state != b.state
+                {
+                    report(i, j, &format!("whether processes matching `{pattern}` run"));
+                }
+            }
+        }
+    }
+    // A group promised absent that a present user needs.
+    for (name, ids) in &groups {
+        for &g in ids {
+            let PromiseKind::Group(gp) = &promises[g].kind else {
+                continue;
+            };
+            if gp.state != Presence::Absent {
+                continue;
+            }
+            for ids in users.values() {
+                for &u in ids {
+                    let PromiseKind::User(up) = &promises[u].kind else {
+                        continue;
+                    };
+                    let primary = matches!(&up.group, Some(Owner::Name(n)) if n == name);
+                    let member = up
+                        .groups
+                        .as_ref()
+                        .is_some_and(|l| l.iter().any(|n| n == name));
+                    if up.state == Presence::Present && (primary || member) {
+                        report(g, u, &format!("group {name}, which user {} needs", up.user));
+                    }
+                }
+            }
+        }
+    }
     for &(g, pattern) in &globs {
         let Ok(pat) = glob::Pattern::new(&pattern.to_string()) else {
             continue;
@@ -182,6 +283,53 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
             }
         }
     }
+}
+
+/// What two promises on one unit disagree about: an attribute both set differently,
+/// or a mask that one promise sets while the other wants the unit running.
+fn service_disagreement(
+    a: &crate::model::ServicePromise,
+    b: &crate::model::ServicePromise,
+) -> Option<&'static str> {
+    if differ(a.enablement, b.enablement) {
+        return Some("the enablement");
+    }
+    if differ(a.state, b.state) {
+        return Some("the running state");
+    }
+    let masked_running = |p: &crate::model::ServicePromise, q: &crate::model::ServicePromise| {
+        p.enablement == Some(Enablement::Masked) && q.state == Some(RunState::Running)
+    };
+    (masked_running(a, b) || masked_running(b, a))
+        .then_some("the enablement (masked, yet wanted running)")
+}
+
+/// What two promises on one user disagree about.
+fn user_disagreement(
+    a: &crate::model::UserPromise,
+    b: &crate::model::UserPromise,
+) -> Option<&'static str> {
+    if a.state != b.state {
+        return Some("the existence");
+    }
+    [
+        (differ(a.uid, b.uid), "the uid"),
+        (
+            differ(a.group.as_ref(), b.group.as_ref()),
+            "the primary group",
+        ),
+        (differ(a.groups.as_ref(), b.groups.as_ref()), "the groups"),
+        (differ(a.home.as_ref(), b.home.as_ref()), "the home"),
+        (differ(a.shell.as_ref(), b.shell.as_ref()), "the shell"),
+        (differ(a.locked, b.locked), "the password lock"),
+    ]
+    .into_iter()
+    .find_map(|(d, what)| d.then_some(what))
+}
+
+/// Whether both set a value and the values differ.
+fn differ<T: PartialEq>(x: Option<T>, y: Option<T>) -> bool {
+    matches!((x, y), (Some(x), Some(y)) if x != y)
 }
 
 fn is_glob(p: &AbsPath) -> bool {

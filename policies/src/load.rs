@@ -24,11 +24,12 @@ mod plan;
 pub const FILES_DIR: &str = "files";
 
 /// The promise types, as their TOML array names.
-pub const PROMISE_TYPES: [&str; 9] = [
-    "file", "line", "setting", "link", "dir", "absent", "command", "hostname", "copy",
+pub const PROMISE_TYPES: [&str; 14] = [
+    "file", "line", "setting", "link", "dir", "absent", "command", "hostname", "copy", "service",
+    "group", "user", "pkg", "process",
 ];
 
-const TOP_LEVEL: [&str; 5] = ["cluster", "member", "package", "value", "plan"];
+const TOP_LEVEL: [&str; 6] = ["cluster", "member", "package", "value", "plan", "handler"];
 
 /// Loads and validates the policy tree at `tree`.
 ///
@@ -239,6 +240,7 @@ enum NameKind {
     Member,
     Package,
     Value,
+    Handler,
 }
 
 #[derive(Default)]
@@ -381,12 +383,13 @@ impl Loader<'_> {
             };
             match name {
                 "cluster" => self.read_cluster(cx, v),
-                "member" | "package" | "value" | "plan" => {
+                "member" | "package" | "value" | "plan" | "handler" => {
                     for (i, t) in self.tables(cx, v, name) {
                         match name {
                             "member" => self.read_member(cx, t, i),
                             "package" => self.read_package(cx, t, i),
                             "plan" => self.read_plan(cx, t, i),
+                            "handler" => self.read_handler(cx, t),
                             _ => self.read_value(cx, t, i),
                         }
                     }
@@ -692,6 +695,7 @@ impl Loader<'_> {
             .str(cx, "when")
             .and_then(|w| self.condition(cx, &w, &t.field("when")));
         let kind = self.promise_kind(cx, ty, &mut t);
+        let notify = self.notify(cx, &mut t);
         let table_path = t.path.clone();
         t.finish(cx);
         let Some(kind) = kind else { return };
@@ -716,7 +720,80 @@ impl Loader<'_> {
             origin,
             when,
             kind,
+            notify,
         });
+    }
+
+    /// `[[handler]]`: a command (the fields of `[[command]]`) that runs only when a
+    /// repaired promise's `notify` names it (`command:NAME`); its `name` is its id.
+    fn read_handler(&mut self, cx: &mut Cx<'_>, mut t: Table<'_, '_>) {
+        let origin = cx.origin(&t.span);
+        let name = t.req_str(cx, "name");
+        if let Some(n) = &name {
+            check_name(cx, n, &t.field("name"));
+        }
+        let _comment = t.str(cx, "comment");
+        let when = t
+            .str(cx, "when")
+            .and_then(|w| self.condition(cx, &w, &t.field("when")));
+        let command = self.command(cx, &mut t);
+        t.finish(cx);
+        let (Some(name), Some(command)) = (name, command) else {
+            return;
+        };
+        self.named.push(self.promises.len());
+        self.promises.push(Promise {
+            id: name.value.to_string(),
+            origin,
+            when,
+            kind: PromiseKind::Handler(command),
+            notify: Vec::new(),
+        });
+    }
+
+    /// `notify = ["service:UNIT:VERB", "command:NAME"]`, each checked; a handler's
+    /// name is checked against the tree's handlers once every file is read.
+    fn notify(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Vec<Notify> {
+        let field = t.field("notify");
+        let mut out = Vec::new();
+        for (i, s) in t.str_list(cx, "notify").into_iter().flatten().enumerate() {
+            let at = format!("{field}[{i}]");
+            let parsed = match s.value.split_once(':') {
+                Some(("command", name)) if !name.is_empty() => {
+                    self.refs.push(NameRef {
+                        kind: NameKind::Handler,
+                        name: name.to_string(),
+                        origin: cx.origin(&s.span),
+                        field: at.clone(),
+                    });
+                    Ok(Notify::Handler(name.to_string()))
+                }
+                Some(("service", rest)) => match rest.rsplit_once(':') {
+                    Some((unit, verb)) => unit_name(unit).and_then(|unit| {
+                        Reaction::ALL
+                            .iter()
+                            .find(|(n, _)| *n == verb)
+                            .map(|(_, verb)| Notify::Service { unit, verb: *verb })
+                            .ok_or_else(|| {
+                                let names: Vec<&str> =
+                                    Reaction::ALL.iter().map(|(n, _)| *n).collect();
+                                format!("`{verb}` is not one of {}", names.join(", "))
+                            })
+                    }),
+                    None => Err("write `service:UNIT:VERB`, such as `service:nginx:reload`".into()),
+                },
+                _ => Err(format!(
+                    "`{}` is neither `service:UNIT:VERB` nor `command:NAME`",
+                    s.value
+                )),
+            };
+            match parsed {
+                Ok(n) if out.contains(&n) => cx.error(&s.span, &at, "listed twice"),
+                Ok(n) => out.push(n),
+                Err(e) => cx.error(&s.span, &at, e),
+            }
+        }
+        out
     }
 
     /// The fields of a promise of type `ty` (one of [`PROMISE_TYPES`]), read from
@@ -736,6 +813,11 @@ impl Loader<'_> {
             "absent" => self.absent(cx, t).map(PromiseKind::Absent),
             "command" => self.command(cx, t).map(PromiseKind::Command),
             "hostname" => self.hostname(cx, t).map(PromiseKind::Hostname),
+            "service" => service(cx, t).map(PromiseKind::Service),
+            "group" => group(cx, t).map(PromiseKind::Group),
+            "user" => user(cx, t).map(PromiseKind::User),
+            "pkg" => pkg(cx, t).map(PromiseKind::Pkg),
+            "process" => self.process(cx, t).map(PromiseKind::Process),
             _ => self.copy(cx, t).map(PromiseKind::Copy),
         }
     }
@@ -1067,6 +1149,69 @@ impl Loader<'_> {
         })
     }
 
+    fn process(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<ProcessPromise> {
+        let matches = t.req_str(cx, "match").and_then(|m| {
+            if m.value.is_empty() {
+                cx.error(
+                    &m.span,
+                    &t.field("match"),
+                    "an empty pattern matches every process",
+                );
+                return None;
+            }
+            match Regex::new(m.value) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    cx.error(
+                        &m.span,
+                        &t.field("match"),
+                        format!("invalid regular expression: {}", first_line(&e.to_string())),
+                    );
+                    None
+                }
+            }
+        });
+        let state = t
+            .str(cx, "state")
+            .map(|s| one_of(cx, &s, &t.field("state"), &RunState::ALL))
+            .unwrap_or(Some(RunState::Running));
+        let start = if t.has("start") {
+            Some(self.argv(cx, t, "start"))
+        } else {
+            None
+        };
+        let signal = match t.str(cx, "signal") {
+            Some(s) => one_of(cx, &s, &t.field("signal"), &SIGNALS),
+            None => Some(15),
+        };
+        let timeout = match t.str(cx, "timeout") {
+            Some(s) => match parse_duration(s.value) {
+                Some(d) if !d.is_zero() => Some(d),
+                _ => {
+                    cx.error(
+                        &s.span,
+                        &t.field("timeout"),
+                        "expected a duration such as \"30s\", \"5m\", \"1h\" or \"500ms\"",
+                    );
+                    None
+                }
+            },
+            None => Some(Duration::from_secs(30)),
+        };
+        let state = state?;
+        if state == RunState::Running && start.is_none() {
+            t.missing(cx, "start");
+            return None;
+        }
+        Some(ProcessPromise {
+            matches: matches?,
+            state,
+            start: start.map(|s| s.ok_or(())).transpose().ok()?,
+            signal: signal?,
+            timeout: timeout?,
+        })
+    }
+
     fn hostname(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<HostnamePromise> {
         let name = self.template(cx, t, "hostname");
         let persist = t.bool(cx, "persist").unwrap_or(true);
@@ -1256,11 +1401,18 @@ impl Loader<'_> {
             .map(|p| p.name.as_str())
             .collect();
         let values: HashSet<&str> = self.values.iter().map(|v| v.name.as_str()).collect();
+        let handlers: HashSet<&str> = self
+            .promises
+            .iter()
+            .filter(|p| matches!(p.kind, PromiseKind::Handler(_)))
+            .map(|p| p.id.as_str())
+            .collect();
         for r in &self.refs {
             let (set, what) = match r.kind {
                 NameKind::Member => (&members, "member"),
                 NameKind::Package => (&packages, "package"),
                 NameKind::Value => (&values, "value"),
+                NameKind::Handler => (&handlers, "handler"),
             };
             if !set.contains(r.name.as_str()) {
                 diags.error(
@@ -1411,6 +1563,298 @@ fn perms(cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<Perms> {
     ok.then_some(Perms { mode, owner, group })
 }
 
+/// The signals a `[[process]]` may be stopped with, by name and number.
+const SIGNALS: [(&str, i32); 7] = [
+    ("TERM", 15),
+    ("KILL", 9),
+    ("INT", 2),
+    ("HUP", 1),
+    ("QUIT", 3),
+    ("USR1", 10),
+    ("USR2", 12),
+];
+
+/// The unit types `[[service]]` accepts, as the name's suffix.
+const UNIT_TYPES: [&str; 11] = [
+    "service",
+    "socket",
+    "target",
+    "timer",
+    "path",
+    "mount",
+    "automount",
+    "swap",
+    "slice",
+    "scope",
+    "device",
+];
+
+fn service(cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<ServicePromise> {
+    let unit = t
+        .req_str(cx, "unit")
+        .and_then(|u| match unit_name(u.value) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                cx.error(&u.span, &t.field("unit"), e);
+                None
+            }
+        });
+    // Each is `Some(None)` when left out and `None` when wrong, so both are read
+    // (and checked) before either error returns.
+    let enablement = t.str(cx, "enablement").map_or(Some(None), |s| {
+        one_of(cx, &s, &t.field("enablement"), &Enablement::ALL).map(Some)
+    });
+    let state = t.str(cx, "state").map_or(Some(None), |s| {
+        one_of(cx, &s, &t.field("state"), &RunState::ALL).map(Some)
+    });
+    if !t.has("enablement") && !t.has("state") {
+        cx.error(
+            &t.span,
+            &t.path,
+            "a service promise needs `enablement`, `state` or both",
+        );
+        return None;
+    }
+    if let (Some(Some(Enablement::Masked)), Some(Some(RunState::Running))) = (enablement, state) {
+        cx.error(
+            &t.span,
+            &t.field("state"),
+            "a masked unit cannot be running; nothing can start it",
+        );
+        return None;
+    }
+    Some(ServicePromise {
+        unit: unit?,
+        enablement: enablement?,
+        state: state?,
+    })
+}
+
+/// A unit name as systemd spells it (`[A-Za-z0-9:_.@\\-]`, at most 255 bytes), with
+/// `.service` added when it names no unit type.
+fn unit_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 255 || s.starts_with(['-', '.']) {
+        return Err(
+            "a unit name is 1 to 255 characters and starts with neither `-` nor `.`".into(),
+        );
+    }
+    if !s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || ":_.@\\-".contains(c))
+    {
+        return Err(format!(
+            "`{s}` is not a unit name: letters, digits and `:_.@\\-` only"
+        ));
+    }
+    match s.rsplit_once('.') {
+        None => Ok(format!("{s}.service")),
+        Some((_, ty)) if UNIT_TYPES.contains(&ty) => Ok(s.to_string()),
+        Some((_, ty)) => Err(format!(
+            "`.{ty}` is not a unit type; expected one of {}",
+            UNIT_TYPES.join(", ")
+        )),
+    }
+}
+
+fn pkg(cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<PkgPromise> {
+    let name = t.req_str(cx, "pkg").and_then(|n| {
+        // Debian's rule (policy 5.6.1), which RPM names also meet in practice:
+        // lowercase letters, digits, `+`, `-`, `.`, at least two, starting alphanumeric.
+        let ok = n.value.len() >= 2
+            && n.value.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && n.value
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+        if ok {
+            Some(n.value.to_string())
+        } else {
+            cx.error(
+                &n.span,
+                &t.field("pkg"),
+                format!(
+                    "`{}` is not a package name: lowercase letters, digits, `+`, `-` and `.`, starting with a letter or digit",
+                    n.value
+                ),
+            );
+            None
+        }
+    });
+    let installed = t
+        .str(cx, "state")
+        .map(|s| {
+            one_of(
+                cx,
+                &s,
+                &t.field("state"),
+                &[("installed", true), ("absent", false)],
+            )
+        })
+        .unwrap_or(Some(true));
+    let version = t.str(cx, "version").and_then(|v| {
+        let ok = !v.value.is_empty()
+            && v.value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".+-~:".contains(c));
+        if ok {
+            Some(v.value.to_string())
+        } else {
+            cx.error(
+                &v.span,
+                &t.field("version"),
+                "a version is letters, digits and `.+-~:`",
+            );
+            None
+        }
+    });
+    let source = opt_path(cx, t, "source");
+    let installed = installed?;
+    if !installed {
+        only_name_when_absent(cx, t, "package", &["version", "source"]);
+    }
+    Some(PkgPromise {
+        pkg: name?,
+        state: if installed {
+            PkgState::Installed(version)
+        } else {
+            PkgState::Absent
+        },
+        source: source?,
+    })
+}
+
+fn group(cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<GroupPromise> {
+    let name = account(cx, t, "group");
+    let state = presence(cx, t);
+    let gid = t.u32(cx, "gid");
+    if state == Some(Presence::Absent) {
+        only_name_when_absent(cx, t, "group", &["gid"]);
+    }
+    Some(GroupPromise {
+        group: name?,
+        state: state?,
+        gid,
+    })
+}
+
+fn user(cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<UserPromise> {
+    let name = account(cx, t, "user");
+    let state = presence(cx, t);
+    let uid = t.u32(cx, "uid");
+    let group = match t.value("group") {
+        None => Some(None),
+        Some(v) => match v.value {
+            DeValue::Integer(_) => t.u32(cx, "group").map(|n| Some(Owner::Id(n))),
+            _ => t.str(cx, "group").and_then(|g| {
+                account_name(g.value)
+                    .map_err(|e| cx.error(&g.span, &t.field("group"), e))
+                    .ok()
+                    .map(|()| Some(Owner::Name(g.value.to_string())))
+            }),
+        },
+    };
+    let groups = match t.str_list(cx, "groups") {
+        None => Some(None),
+        Some(list) => {
+            let field = t.field("groups");
+            let mut names = Vec::new();
+            let mut ok = true;
+            for (i, g) in list.iter().enumerate() {
+                match account_name(g.value) {
+                    Ok(()) if names.contains(&g.value.to_string()) => {
+                        cx.error(&g.span, &format!("{field}[{i}]"), "listed twice");
+                        ok = false;
+                    }
+                    Ok(()) => names.push(g.value.to_string()),
+                    Err(e) => {
+                        cx.error(&g.span, &format!("{field}[{i}]"), e);
+                        ok = false;
+                    }
+                }
+            }
+            names.sort();
+            ok.then_some(Some(names))
+        }
+    };
+    let home = opt_path(cx, t, "home");
+    let shell = opt_path(cx, t, "shell");
+    let locked = t.bool(cx, "locked");
+    if state == Some(Presence::Absent) {
+        only_name_when_absent(
+            cx,
+            t,
+            "user",
+            &["uid", "group", "groups", "home", "shell", "locked"],
+        );
+    }
+    Some(UserPromise {
+        user: name?,
+        state: state?,
+        uid,
+        group: group?,
+        groups: groups?,
+        home: home?,
+        shell: shell?,
+        locked,
+    })
+}
+
+/// The required name field of a `user` or `group` promise, checked.
+fn account(cx: &mut Cx<'_>, t: &mut Table<'_, '_>, key: &'static str) -> Option<String> {
+    let s = t.req_str(cx, key)?;
+    match account_name(s.value) {
+        Ok(()) => Some(s.value.to_string()),
+        Err(e) => {
+            cx.error(&s.span, &t.field(key), e);
+            None
+        }
+    }
+}
+
+/// `state = "present"` (the default) or `"absent"`.
+fn presence(cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<Presence> {
+    match t.str(cx, "state") {
+        Some(s) => one_of(cx, &s, &t.field("state"), &Presence::ALL),
+        None => Some(Presence::Present),
+    }
+}
+
+/// An absent user or group has no attributes to converge; naming one is a mistake.
+fn only_name_when_absent(
+    cx: &mut Cx<'_>,
+    t: &mut Table<'_, '_>,
+    what: &str,
+    keys: &[&'static str],
+) {
+    for key in keys {
+        let Some(v) = t.value(key) else { continue };
+        cx.error(
+            &v.span,
+            &t.field(key),
+            format!("an absent {what} has no `{key}`; remove it or make the {what} present"),
+        );
+    }
+}
+
+/// A user or group name as `useradd` accepts it everywhere: a lowercase letter or
+/// `_`, then lowercase letters, digits, `_`, `.` or `-`, and an optional final `$`;
+/// at most 32 characters.
+fn account_name(s: &str) -> Result<(), String> {
+    let body = s.strip_suffix('$').unwrap_or(s);
+    let ok = !body.is_empty()
+        && s.len() <= 32
+        && body.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && body
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{s}` is not a user or group name: a lowercase letter or `_`, then lowercase letters, digits, `_`, `.` or `-`, at most 32"
+        ))
+    }
+}
+
 fn parse_ip(cx: &mut Cx<'_>, s: &Str<'_>, field: &str) -> Option<IpAddr> {
     match s.value.parse() {
         Ok(ip) => Some(ip),
@@ -1528,6 +1972,12 @@ fn default_id(kind: &PromiseKind) -> String {
         }
         PromiseKind::Hostname(_) => ty.to_string(),
         PromiseKind::Copy(p) => format!("{ty}:{}", p.to),
+        PromiseKind::Service(p) => format!("{ty}:{}", p.unit),
+        PromiseKind::Group(p) => format!("{ty}:{}", p.group),
+        PromiseKind::User(p) => format!("{ty}:{}", p.user),
+        PromiseKind::Handler(_) => ty.to_string(),
+        PromiseKind::Pkg(p) => format!("{ty}:{}", p.pkg),
+        PromiseKind::Process(p) => format!("{ty}:{}", p.matches.as_str()),
     }
 }
 

@@ -415,6 +415,65 @@ pub struct Promise<S = Template> {
     pub when: Option<Condition>,
     /// What it promises.
     pub kind: PromiseKind<S>,
+    /// What runs once, at the end of the run, when this promise is repaired.
+    pub notify: Vec<Notify>,
+}
+
+/// An action a repaired promise asks for (`notify = [...]`): each runs at most
+/// once per run, after every phase, however many promises name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Notify {
+    /// `service:UNIT:VERB`: `systemctl VERB UNIT`.
+    Service {
+        /// The unit's full name.
+        unit: String,
+        /// What is done to it.
+        verb: Reaction,
+    },
+    /// `command:NAME`: the `[[handler]]` called NAME.
+    Handler(String),
+}
+
+impl fmt::Display for Notify {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Service { unit, verb } => write!(f, "service:{unit}:{}", verb.name()),
+            Self::Handler(n) => write!(f, "command:{n}"),
+        }
+    }
+}
+
+/// What a `service:` notification does to a running unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reaction {
+    /// `systemctl reload`: re-read configuration without a restart.
+    Reload,
+    /// `systemctl restart`: stop (if running) and start.
+    Restart,
+    /// `systemctl try-restart`: restart only if running.
+    TryRestart,
+    /// `systemctl reload-or-restart`: reload when the unit can, else restart.
+    ReloadOrRestart,
+}
+
+impl Reaction {
+    /// Every reaction with its `systemctl` verb.
+    pub const ALL: [(&'static str, Reaction); 4] = [
+        ("reload", Reaction::Reload),
+        ("restart", Reaction::Restart),
+        ("try-restart", Reaction::TryRestart),
+        ("reload-or-restart", Reaction::ReloadOrRestart),
+    ];
+
+    /// The `systemctl` verb, as written in the policy.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Reload => "reload",
+            Self::Restart => "restart",
+            Self::TryRestart => "try-restart",
+            Self::ReloadOrRestart => "reload-or-restart",
+        }
+    }
 }
 
 /// The closed set of promise types.
@@ -438,6 +497,18 @@ pub enum PromiseKind<S = Template> {
     Hostname(HostnamePromise<S>),
     /// A local copy.
     Copy(CopyPromise),
+    /// A systemd unit's enablement and running state.
+    Service(ServicePromise),
+    /// A group in the member's group database.
+    Group(GroupPromise),
+    /// A user in the member's user database.
+    User(UserPromise),
+    /// A command that runs only when a repaired promise notifies it (`[[handler]]`).
+    Handler(CommandPromise<S>),
+    /// A software package installed or absent.
+    Pkg(PkgPromise),
+    /// Processes matching a pattern running (started) or not (signalled).
+    Process(ProcessPromise<S>),
 }
 
 impl<S> PromiseKind<S> {
@@ -453,6 +524,12 @@ impl<S> PromiseKind<S> {
             Self::Command(_) => "command",
             Self::Hostname(_) => "hostname",
             Self::Copy(_) => "copy",
+            Self::Service(_) => "service",
+            Self::Group(_) => "group",
+            Self::User(_) => "user",
+            Self::Handler(_) => "handler",
+            Self::Pkg(_) => "pkg",
+            Self::Process(_) => "process",
         }
     }
 }
@@ -623,6 +700,158 @@ pub struct CopyPromise {
     pub purge: bool,
 }
 
+/// Whether a unit starts at boot, as `systemctl is-enabled` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enablement {
+    /// `systemctl enable`: the links its `[Install]` section asks for exist.
+    Enabled,
+    /// `systemctl disable`: no such links.
+    Disabled,
+    /// `systemctl mask`: linked to `/dev/null`, so nothing can start it.
+    Masked,
+}
+
+impl Enablement {
+    /// Every enablement with its name as written in the policy.
+    pub const ALL: [(&'static str, Enablement); 3] = [
+        ("enabled", Enablement::Enabled),
+        ("disabled", Enablement::Disabled),
+        ("masked", Enablement::Masked),
+    ];
+
+    /// The name as written in the policy.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Disabled => "disabled",
+            Self::Masked => "masked",
+        }
+    }
+}
+
+/// Whether a unit runs now, as `systemctl is-active` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Active (started).
+    Running,
+    /// Inactive or failed.
+    Stopped,
+}
+
+impl RunState {
+    /// Every running state with its name as written in the policy.
+    pub const ALL: [(&'static str, RunState); 2] = [
+        ("running", RunState::Running),
+        ("stopped", RunState::Stopped),
+    ];
+
+    /// The name as written in the policy.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+/// `[[service]]`: a systemd unit enabled, disabled or masked, and running or stopped.
+#[derive(Debug, Clone)]
+pub struct ServicePromise {
+    /// The unit's full name (`nginx.service`; a name without a type gets `.service`).
+    pub unit: String,
+    /// Whether it starts at boot; `None` leaves that alone.
+    pub enablement: Option<Enablement>,
+    /// Whether it runs now; `None` leaves that alone.
+    pub state: Option<RunState>,
+}
+
+/// Whether a user or group must exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// It exists, with the attributes the promise names.
+    Present,
+    /// It does not exist.
+    Absent,
+}
+
+impl Presence {
+    /// Every presence with its name as written in the policy.
+    pub const ALL: [(&'static str, Presence); 2] =
+        [("present", Presence::Present), ("absent", Presence::Absent)];
+}
+
+/// `[[process]]`: processes whose command line matches a pattern, running (the
+/// `start` command runs when none does) or stopped (each gets `signal`).
+#[derive(Debug, Clone)]
+pub struct ProcessPromise<S = Template> {
+    /// Matched against each process's command line, its arguments joined by spaces.
+    pub matches: Regex,
+    /// Running or stopped.
+    pub state: RunState,
+    /// What starts it (required when running); it may daemonize.
+    pub start: Option<Vec<S>>,
+    /// The signal that stops it, by number (`SIGTERM` unless the promise says).
+    pub signal: i32,
+    /// How long `start` may run, and how long stopped processes have to exit.
+    pub timeout: Duration,
+}
+
+/// Whether a package must be installed, and which version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PkgState {
+    /// Installed; with a version, exactly that version (as the package manager
+    /// writes it, such as `1.2.3-1`).
+    Installed(Option<String>),
+    /// Not installed (configuration files a removal keeps may remain).
+    Absent,
+}
+
+/// `[[pkg]]`: a package installed (from the member's repositories, or from a local
+/// package file) or absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PkgPromise {
+    /// The package's name.
+    pub pkg: String,
+    /// Installed (which version) or absent.
+    pub state: PkgState,
+    /// A package file on the member (`.deb`) to install from, instead of the
+    /// repositories.
+    pub source: Option<AbsPath>,
+}
+
+/// `[[group]]`: a group present (optionally with a gid) or absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPromise {
+    /// The group's name.
+    pub group: String,
+    /// Present or absent.
+    pub state: Presence,
+    /// Its numeric id; `None` leaves it to `groupadd` (and alone afterwards).
+    pub gid: Option<u32>,
+}
+
+/// `[[user]]`: a user present with the attributes named, or absent. Every
+/// attribute left `None` is left as `useradd` made it, or as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPromise {
+    /// The user's name.
+    pub user: String,
+    /// Present or absent.
+    pub state: Presence,
+    /// Its numeric id.
+    pub uid: Option<u32>,
+    /// Its primary group, by name or number.
+    pub group: Option<Owner>,
+    /// Its supplementary groups, exactly (an empty list: none).
+    pub groups: Option<Vec<String>>,
+    /// Its home directory (the passwd field; the directory is not created).
+    pub home: Option<AbsPath>,
+    /// Its login shell.
+    pub shell: Option<AbsPath>,
+    /// Whether its password is locked (`!` before the hash in `shadow`).
+    pub locked: Option<bool>,
+}
+
 impl<S> Promise<S> {
     /// Turns every text field into another type, consuming the promise (nothing is
     /// copied), stopping at the first error.
@@ -632,6 +861,7 @@ impl<S> Promise<S> {
             origin: self.origin,
             when: self.when,
             kind: self.kind.try_map(f)?,
+            notify: self.notify,
         })
     }
 }
@@ -671,35 +901,52 @@ impl<S> PromiseKind<S> {
             }),
             PromiseKind::Dir(p) => PromiseKind::Dir(p),
             PromiseKind::Absent(p) => PromiseKind::Absent(p),
-            PromiseKind::Command(p) => {
-                let program = match p.program {
-                    Program::Argv(a) => Program::Argv(map_all(a, &mut f)?),
-                    Program::Shell(s) => Program::Shell(f(s)?),
-                };
-                let unless = p.unless.map(|a| map_all(a, &mut f)).transpose()?;
-                let onlyif = p.onlyif.map(|a| map_all(a, &mut f)).transpose()?;
-                let env = p
-                    .env
-                    .into_iter()
-                    .map(|(k, v)| Ok((k, f(v)?)))
-                    .collect::<Result<_, E>>()?;
-                PromiseKind::Command(CommandPromise {
-                    program,
-                    timeout: p.timeout,
-                    env,
-                    cwd: p.cwd,
-                    unless,
-                    onlyif,
-                    creates: p.creates,
-                })
-            }
+            PromiseKind::Command(p) => PromiseKind::Command(map_command(p, &mut f)?),
+            PromiseKind::Handler(p) => PromiseKind::Handler(map_command(p, &mut f)?),
             PromiseKind::Hostname(p) => PromiseKind::Hostname(HostnamePromise {
                 name: f(p.name)?,
                 persist: p.persist,
             }),
             PromiseKind::Copy(p) => PromiseKind::Copy(p),
+            PromiseKind::Service(p) => PromiseKind::Service(p),
+            PromiseKind::Group(p) => PromiseKind::Group(p),
+            PromiseKind::User(p) => PromiseKind::User(p),
+            PromiseKind::Pkg(p) => PromiseKind::Pkg(p),
+            PromiseKind::Process(p) => PromiseKind::Process(ProcessPromise {
+                matches: p.matches,
+                state: p.state,
+                start: p.start.map(|a| map_all(a, &mut f)).transpose()?,
+                signal: p.signal,
+                timeout: p.timeout,
+            }),
         })
     }
+}
+
+fn map_command<S, T, E>(
+    p: CommandPromise<S>,
+    f: &mut impl FnMut(S) -> Result<T, E>,
+) -> Result<CommandPromise<T>, E> {
+    let program = match p.program {
+        Program::Argv(a) => Program::Argv(map_all(a, f)?),
+        Program::Shell(s) => Program::Shell(f(s)?),
+    };
+    let unless = p.unless.map(|a| map_all(a, f)).transpose()?;
+    let onlyif = p.onlyif.map(|a| map_all(a, f)).transpose()?;
+    let env = p
+        .env
+        .into_iter()
+        .map(|(k, v)| Ok((k, f(v)?)))
+        .collect::<Result<_, E>>()?;
+    Ok(CommandPromise {
+        program,
+        timeout: p.timeout,
+        env,
+        cwd: p.cwd,
+        unless,
+        onlyif,
+        creates: p.creates,
+    })
 }
 
 fn map_all<S, T, E>(v: Vec<S>, f: &mut impl FnMut(S) -> Result<T, E>) -> Result<Vec<T>, E> {

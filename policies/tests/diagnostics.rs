@@ -103,6 +103,26 @@ fn plan_warnings() {
     check("plan-warnings");
 }
 
+#[test]
+fn services() {
+    check("services");
+}
+
+#[test]
+fn accounts() {
+    check("accounts");
+}
+
+#[test]
+fn pkgs() {
+    check("pkgs");
+}
+
+#[test]
+fn processes() {
+    check("processes");
+}
+
 /// Every file of `examples/NAME`, relative, sorted.
 fn example_files(name: &str) -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))

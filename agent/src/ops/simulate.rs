@@ -351,6 +351,7 @@ fn would(step: &Step<String>, place: &Place, source: Option<converge::Source<'_>
                 origin: step.origin.clone(),
                 when: None,
                 kind: kind.clone(),
+                notify: Vec::new(),
             };
             let (event, _) = converge::converge_step(
                 &p,
@@ -478,5 +479,28 @@ fn describe_kind<S>(kind: &PromiseKind<S>, text: &dyn Fn(&S) -> String) -> Strin
         }
         PromiseKind::Hostname(h) => format!("hostname {}", text(&h.name)),
         PromiseKind::Copy(c) => format!("copy {} -> {}", c.from, c.to),
+        PromiseKind::Handler(c) => {
+            let program = match &c.program {
+                Program::Argv(a) => a.iter().map(text).collect::<Vec<_>>().join(" "),
+                Program::Shell(s) => format!("sh -c {:?}", text(s)),
+            };
+            format!("handler {program} (when notified)")
+        }
+        PromiseKind::Pkg(p) => format!("pkg {}", p.pkg),
+        PromiseKind::Process(p) => {
+            format!("process matching {} {}", p.matches.as_str(), p.state.name())
+        }
+        PromiseKind::Group(g) => format!("group {}", g.group),
+        PromiseKind::User(u) => format!("user {}", u.user),
+        PromiseKind::Service(u) => {
+            let mut s = format!("service {}", u.unit);
+            if let Some(e) = u.enablement {
+                s.push_str(&format!(" {}", e.name()));
+            }
+            if let Some(r) = u.state {
+                s.push_str(&format!(" {}", r.name()));
+            }
+            s
+        }
     }
 }

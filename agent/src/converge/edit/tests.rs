@@ -31,6 +31,7 @@ fn line(text: &str, matches: Option<&str>, state: LineState) -> Promise<String> 
             state,
             create: true,
         }),
+        notify: Vec::new(),
     }
 }
 
@@ -46,6 +47,7 @@ fn setting(key: &str, value: &str, style: SettingStyle) -> Promise<String> {
             style,
             create: true,
         }),
+        notify: Vec::new(),
     }
 }
 
