@@ -25,6 +25,9 @@ use tenet_tests::fixture::Policyd;
 
 const MEMBERS: [&str; 3] = ["alpha", "beta", "gamma"];
 
+/// Where the lines of a `### Or: ...` subsection go: no section the test runs.
+const ALTERNATIVE: u32 = u32::MAX;
+
 /// The guide's sections (`## N. Title`) and their `sh` blocks' lines.
 fn guide() -> BTreeMap<u32, Vec<String>> {
     let text = fs::read_to_string(repo().join("docs/install.md")).expect("docs/install.md");
@@ -32,7 +35,11 @@ fn guide() -> BTreeMap<u32, Vec<String>> {
     let mut section = 0;
     let mut in_sh = false;
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("## ") {
+        if line.starts_with("### Or") {
+            // An alternative to the section's own steps (joining instead of
+            // enrolling by hand): tested on its own, not run in this walk-through.
+            section = ALTERNATIVE;
+        } else if let Some(rest) = line.strip_prefix("## ") {
             if let Some((n, _)) = rest.split_once('.') {
                 section = n.trim().parse().unwrap_or(section);
             }
@@ -55,7 +62,12 @@ fn guide() -> BTreeMap<u32, Vec<String>> {
 /// The guide's `policyd.toml` block (section 5).
 fn guide_policyd_toml() -> String {
     let text = fs::read_to_string(repo().join("docs/install.md")).expect("docs/install.md");
-    let start = text.find("```toml\n").expect("a toml block in the guide") + "```toml\n".len();
+    let section = text.find("\n## 5.").expect("the guide has a section 5");
+    let start = section
+        + text[section..]
+            .find("```toml\n")
+            .expect("a toml block in section 5")
+        + "```toml\n".len();
     let len = text[start..].find("```").expect("the toml block ends");
     text[start..start + len].to_string()
 }

@@ -337,6 +337,9 @@ fn split_brain(c: &Cluster, low: u64, high: u64) {
         .replace("0.0.0.0:8741", "0.0.0.0:8751")
         .replace("127.0.0.1:8742", "off")
         .replace("\"policyd-state\"", "\"rogue-state\"");
+    // The node's own policyd holds the status page's loopback port.
+    assert!(!text_cfg.contains("[reports]"), "{text_cfg}");
+    let text_cfg = format!("{text_cfg}\n[reports]\npage = \"off\"\n");
     std::fs::write(dir.join("rogue.toml"), text_cfg).unwrap();
     let bundle = c.state.join("rogue-bundle");
     let out = c.sh(&["publish", &high.to_string(), bundle.to_str().unwrap()]);
