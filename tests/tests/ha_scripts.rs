@@ -13,6 +13,9 @@
 //! - the Serviceguard external script under `env -i` with only SG_* and PEV_* variables
 //!   (start, stop, validate; 0/1/2), and its service command exiting when serving stops;
 //! - the PowerHA start, stop and monitor scripts with no arguments and no environment;
+//!   the DCE controller (tenet-dce-start/stop/monitor) with the example dce-cluster
+//!   policy: a repeated start replays its kept event id, a start after a killed agent
+//!   resumes it (no finished step runs again), a failed step fails it;
 //!   the node_up pre- and post-event pair with PowerHA's arguments and no environment:
 //!   the stop side only on the standby in the pre-event, the start side only on the
 //!   returning owner in the post-event, tenet's exit codes passed on;

@@ -1291,3 +1291,197 @@ fn racing_keepalived_notifies_end_in_the_last_transition() {
         }
     }
 }
+
+/// Copies the directory `from` into `to`, recursively.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The example policy `policies/examples/NAME`, unchanged.
+fn example_policy(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../policies/examples")
+        .join(name)
+}
+
+impl PackageSandbox {
+    /// A sandbox whose policy tree is the example `name` instead of the HA tests'.
+    fn with_example(name: &str) -> PackageSandbox {
+        let sb = PackageSandbox::new();
+        std::fs::remove_dir_all(sb.path("tree")).unwrap();
+        copy_tree(&example_policy(name), &sb.path("tree"));
+        sb
+    }
+
+    /// The PowerHA scripts `names` in a directory of their own, with a
+    /// `tenet-ha.conf` that runs this sandbox's agent as member `member` holding `holds`.
+    fn powerha_scripts(&self, names: &[&str], member: &str, holds: &str) -> PathBuf {
+        let to = self.powerha(member, holds);
+        for n in names {
+            std::fs::copy(packaging().join("powerha").join(n), to.join(n)).unwrap();
+        }
+        to
+    }
+
+    /// The journals of the events run in this sandbox.
+    fn journals(&self) -> Vec<String> {
+        let mut j: Vec<String> = std::fs::read_dir(self.path("state/events"))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        j.sort();
+        j
+    }
+}
+
+#[test]
+fn the_powerha_dce_application_controller_runs_the_example_plans_once_per_start() {
+    let sb = PackageSandbox::with_example("dce-cluster");
+    let dir = sb.powerha_scripts(
+        &["tenet-dce-start", "tenet-dce-stop", "tenet-dce-monitor"],
+        "alpha",
+        "dce",
+    );
+    // PowerHA: no arguments, no environment.
+    let run = |name: &str| run_env(&dir.join(name), &[], &[]);
+
+    assert_eq!(
+        code(&run("tenet-dce-monitor")),
+        Some(1),
+        "down before a start"
+    );
+    let out = run("tenet-dce-start");
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(sb.ran(), ["start.dce", "start.dfs"], "{:?}", sb.log());
+    // The example's first step removed the departed member's endpoint map first.
+    assert!(
+        sb.log()[0].1.contains("ep=absent creds=0 rc=0"),
+        "{:?}",
+        sb.log()
+    );
+    assert!(!sb.root("opt/dcelocal/var/dced/Ep.db").exists());
+    assert_eq!(code(&run("tenet-dce-monitor")), Some(0));
+    let journals = sb.journals();
+    assert!(
+        journals.len() == 1 && journals[0].starts_with("powerha-dce-start-"),
+        "{journals:?}"
+    );
+
+    // PowerHA runs the start again: the same event id, replayed; nothing runs.
+    sb.seed();
+    let out = run("tenet-dce-start");
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("nothing is run again"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(sb.ran(), ["start.dce", "start.dfs"], "{:?}", sb.log());
+    assert!(sb.root("opt/dcelocal/var/dced/Ep.db").exists());
+    assert_eq!(sb.journals(), journals);
+
+    // The stop runs the stop plans, DFS first; the monitor reports the package down.
+    let out = run("tenet-dce-stop");
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(sb.ran(), ["start.dce", "start.dfs", "stop.dfs", "stop.dce"]);
+    assert_eq!(code(&run("tenet-dce-monitor")), Some(1));
+    assert!(sb.kept_ids().is_empty(), "{:?}", sb.kept_ids());
+
+    // The next start is a new event.
+    let out = run("tenet-dce-start");
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(sb.ran().len(), 6, "{:?}", sb.log());
+    assert_eq!(sb.journals().len(), 3, "{:?}", sb.journals());
+    assert_eq!(code(&run("tenet-dce-stop")), Some(0));
+
+    // A failed step fails the start (tenet's code, the step named), the monitor says
+    // down, and the id is dropped: the start after the fix is a new event.
+    sb.flag("fail", "start.dfs", true);
+    let out = run("tenet-dce-start");
+    assert_eq!(code(&out), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("start.dfs"), "{}", text(&out));
+    assert_eq!(code(&run("tenet-dce-monitor")), Some(1));
+    assert!(
+        !sb.kept_ids().iter().any(|i| i.contains("-start")),
+        "{:?}",
+        sb.kept_ids()
+    );
+    sb.flag("fail", "start.dfs", false);
+    let before = sb.ran().len();
+    let out = run("tenet-dce-start");
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(sb.ran()[before..], ["start.dce", "start.dfs"]);
+    assert_eq!(code(&run("tenet-dce-monitor")), Some(0));
+}
+
+#[test]
+fn a_powerha_dce_start_rerun_after_its_agent_was_killed_runs_no_finished_step_again() {
+    let sb = PackageSandbox::with_example("dce-cluster");
+    let dir = sb.powerha_scripts(&["tenet-dce-start", "tenet-dce-monitor"], "alpha", "dce");
+    let mut pids = Pids::default();
+    sb.flag("block", "start.dfs", true);
+    let mut start = Command::new(dir.join("tenet-dce-start"))
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn_busy()
+        .unwrap();
+    pids.push(start.id());
+    let step_pid: u32 = wait_for("start.dfs to block", DEADLINE, || {
+        std::fs::read_to_string(sb.root("var/run/start.dfs.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    });
+    pids.push(step_pid);
+    let agent_pid = parent(step_pid);
+    pids.push(agent_pid);
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{agent_pid}/comm"))
+            .unwrap()
+            .trim(),
+        "tenet-agent"
+    );
+    kill(agent_pid, "KILL");
+    kill(step_pid, "KILL");
+    let status = wait_exit(&mut start);
+    let out = start.wait_with_output().unwrap();
+    assert_ne!(status, Some(0), "{}", text(&out));
+    assert_eq!(sb.ran(), ["start.dce"], "{:?}", sb.log());
+    assert_eq!(
+        code(&run_env(&dir.join("tenet-dce-monitor"), &[], &[])),
+        Some(1)
+    );
+    assert_eq!(sb.kept_ids().len(), 1, "{:?}", sb.kept_ids());
+
+    // PowerHA starts it again: the same event continues from start.dfs; the finished
+    // steps (the stale files' removal, start.dce) do not run again.
+    sb.seed();
+    sb.flag("block", "start.dfs", false);
+    let out = run_env(&dir.join("tenet-dce-start"), &[], &[]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("interrupted; continuing"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(sb.ran(), ["start.dce", "start.dfs"], "{:?}", sb.log());
+    assert!(sb.root("opt/dcelocal/var/dced/Ep.db").exists());
+    assert_eq!(sb.journals().len(), 1, "{:?}", sb.journals());
+    assert_eq!(
+        code(&run_env(&dir.join("tenet-dce-monitor"), &[], &[])),
+        Some(0)
+    );
+}
