@@ -10,6 +10,9 @@
 //!   exit reason and start.dfs never runs; a start whose tenet-agent is SIGKILLed in
 //!   start.dce is refused by the next start (exit reason: the step and the event id)
 //!   and resumed by a start with resume=true (finished steps are not run again);
+//! - the Serviceguard NFS external script (tenet-nfs.sh) with SG_* and PEV_* variables
+//!   and the example nfs-cluster policy: validate, start (the lock migration in order,
+//!   logged through sg_log), a repeated start running nothing, stop, a failed step;
 //! - the Serviceguard external script under `env -i` with only SG_* and PEV_* variables
 //!   (start, stop, validate; 0/1/2), and its service command exiting when serving stops;
 //! - the PowerHA start, stop and monitor scripts with no arguments and no environment;

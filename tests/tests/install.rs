@@ -138,6 +138,7 @@ fn the_deb_installs_into_a_clean_root_and_its_units_verify() {
             0o755,
         ),
         ("usr/share/tenet/serviceguard/tenet-policyd.conf", 0o644),
+        ("usr/share/tenet/serviceguard/tenet-nfs.sh", 0o755),
         ("usr/share/tenet/powerha/tenet-policyd-start", 0o755),
         ("usr/share/tenet/powerha/tenet-node-up-pre", 0o755),
         ("usr/share/tenet/powerha/tenet-dce-start", 0o755),

@@ -1485,3 +1485,220 @@ fn a_powerha_dce_start_rerun_after_its_agent_was_killed_runs_no_finished_step_ag
         Some(0)
     );
 }
+
+/// A stand-in for systemctl, pkill, pgrep and sm-notify in the NFS sandbox root: logs
+/// `NAME ARGS` to ROOT/var/log/nfs.log; ROOT/etc/nfs-fail/NAME makes it fail (exit 3);
+/// pgrep finds lockd when ROOT/etc/nfs-lockd exists.
+const FAKE_NFS: &str = r#"#!/bin/sh
+name=${0##*/}
+r=${TENET_ROOT:?TENET_ROOT is not set}
+mkdir -p "$r/var/log"
+echo "$name $*" >>"$r/var/log/nfs.log"
+if [ -e "$r/etc/nfs-fail/$name" ]; then
+	echo "$name: failing as asked" >&2
+	exit 3
+fi
+[ "$name" = pgrep ] && { [ -e "$r/etc/nfs-lockd" ] || exit 1; }
+exit 0
+"#;
+
+/// The NFS example's policy and a sandbox root with fake NFS programs, the package's
+/// holding directory and a Serviceguard external script with a fake utils.sh.
+struct NfsSandbox {
+    sb: PackageSandbox,
+}
+
+impl NfsSandbox {
+    fn new() -> NfsSandbox {
+        let sb = PackageSandbox::with_example("nfs-cluster");
+        for (dir, name) in [
+            ("usr/bin", "systemctl"),
+            ("usr/bin", "pkill"),
+            ("usr/bin", "pgrep"),
+            ("usr/sbin", "sm-notify"),
+        ] {
+            let f = sb.root(&format!("{dir}/{name}"));
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(&f, FAKE_NFS).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        // The entries the member that left put in the holding directory.
+        std::fs::create_dir_all(sb.root("export/nfs/.sm")).unwrap();
+        std::fs::create_dir_all(sb.root("var/lib/nfs/sm")).unwrap();
+        std::fs::write(sb.root("export/nfs/.sm/client1"), "client1\n").unwrap();
+        std::fs::create_dir_all(sb.root("etc")).unwrap();
+        std::fs::write(sb.root("etc/nfs-lockd"), "").unwrap();
+        let dir = sb.path("serviceguard");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(
+            packaging().join("serviceguard/tenet-nfs.sh"),
+            dir.join("tenet-nfs.sh"),
+        )
+        .unwrap();
+        // Serviceguard's utils.sh, as far as the script uses it.
+        std::fs::write(
+            dir.join("utils.sh"),
+            format!(
+                "sg_source_pkg_env() {{ :; }}\nsg_log() {{ shift; echo \"$*\" >>{}; }}\n",
+                sb.path("package.log").display()
+            ),
+        )
+        .unwrap();
+        NfsSandbox { sb }
+    }
+
+    fn script(&self) -> PathBuf {
+        self.sb.path("serviceguard/tenet-nfs.sh")
+    }
+
+    /// Serviceguard's environment for the package on node `red`: SG_* and PEV_* only.
+    fn env(&self, sg_utils: bool) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("SG_PACKAGE", "nfs".to_string()),
+            ("SG_NODE", "red".to_string()),
+            (
+                "PEV_TENET_AGENT",
+                binary("tenet-agent").display().to_string(),
+            ),
+            ("PEV_TENET_AGENT_CONFIG", String::new()),
+            (
+                "PEV_TENET_AGENT_ARGS",
+                format!(
+                    "--policy {} --root {} --state-dir {} --fact member=red --fact holds=nfs",
+                    self.sb.path("tree").display(),
+                    self.sb.path("root").display(),
+                    self.sb.path("state").display()
+                ),
+            ),
+            (
+                "PEV_TENET_RUN_DIR",
+                self.sb.path("run").display().to_string(),
+            ),
+        ];
+        if sg_utils {
+            env.push((
+                "SG_UTILS",
+                self.sb.path("serviceguard/utils.sh").display().to_string(),
+            ));
+        }
+        env
+    }
+
+    /// The fake programs' calls, in order.
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.sb.root("var/log/nfs.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn package_log(&self) -> String {
+        std::fs::read_to_string(self.sb.path("package.log")).unwrap_or_default()
+    }
+}
+
+const NFS_START: [&str; 5] = [
+    "systemctl start nfs-server.service",
+    "pgrep --exact lockd",
+    "pkill --signal KILL --exact lockd",
+    "systemctl restart rpc-statd.service",
+    "sm-notify -f -P /var/lib/nfs -v nfs.example.com",
+];
+const NFS_STOP: [&str; 1] = ["systemctl stop nfs-server.service"];
+
+#[test]
+fn the_serviceguard_nfs_external_script_runs_the_example_plans_once_per_start() {
+    let nfs = NfsSandbox::new();
+    let sb = &nfs.sb;
+    let script = nfs.script();
+    let env = nfs.env(true);
+
+    // No entry point: usage, exit 1.
+    assert_eq!(code(&run_env(&script, &[], &env)), Some(1));
+
+    // validate (cmcheckconf): the package has start plans here; an unknown one not.
+    let out = run_env(&script, &["validate"], &env);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert!(
+        nfs.package_log().contains("nfs-migrate-locks"),
+        "{}",
+        nfs.package_log()
+    );
+    let out = run_env(
+        &script,
+        &["validate"],
+        &with(env.clone(), "SG_PACKAGE", "nfs2"),
+    );
+    assert_eq!(code(&out), Some(1), "{}", text(&out));
+    assert!(
+        nfs.package_log().contains("not in the cluster config"),
+        "{}",
+        nfs.package_log()
+    );
+    let missing = with(env.clone(), "PEV_TENET_AGENT", "/nonexistent/tenet-agent");
+    assert_eq!(code(&run_env(&script, &["validate"], &missing)), Some(1));
+    assert!(
+        nfs.calls().is_empty(),
+        "validate ran something: {:?}",
+        nfs.calls()
+    );
+
+    // start: the lock migration in the plan's order, the entries back in place, the
+    // notification from the package's name; the output in the package log (sg_log).
+    let out = run_env(&script, &["start"], &env);
+    assert_eq!(code(&out), Some(0), "{}\n{}", text(&out), nfs.package_log());
+    assert_eq!(nfs.calls(), NFS_START, "{}", nfs.package_log());
+    assert_eq!(
+        std::fs::read_to_string(sb.root("var/lib/nfs/sm/client1")).unwrap(),
+        "client1\n"
+    );
+    assert!(
+        nfs.package_log().contains("sm-notify"),
+        "{}",
+        nfs.package_log()
+    );
+    let journals = sb.journals();
+    assert!(
+        journals.len() == 1 && journals[0].starts_with("sg-nfs-start-"),
+        "{journals:?}"
+    );
+
+    // Serviceguard runs the start again on this node: the same id, nothing runs.
+    let out = run_env(&script, &["start"], &env);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(nfs.calls(), NFS_START);
+    assert_eq!(sb.journals(), journals);
+
+    // halt: the last entries to the holding directory (purged to the sm copy), then
+    // the NFS daemons stop.
+    std::fs::write(sb.root("var/lib/nfs/sm/client2"), "client2\n").unwrap();
+    let out = run_env(&script, &["stop"], &env);
+    assert_eq!(code(&out), Some(0), "{}\n{}", text(&out), nfs.package_log());
+    assert_eq!(nfs.calls()[NFS_START.len()..], NFS_STOP);
+    assert_eq!(
+        std::fs::read_to_string(sb.root("export/nfs/.sm/client2")).unwrap(),
+        "client2\n"
+    );
+    assert!(sb.kept_ids().is_empty(), "{:?}", sb.kept_ids());
+
+    // Without Serviceguard's utils.sh the messages go to stderr. A failed step fails
+    // the start with Serviceguard's 1, the step named; the next start is a new event.
+    let plain = nfs.env(false);
+    std::fs::create_dir_all(sb.root("etc/nfs-fail")).unwrap();
+    std::fs::write(sb.root("etc/nfs-fail/sm-notify"), "").unwrap();
+    let out = run_env(&script, &["start"], &plain);
+    assert_eq!(code(&out), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("notify clients from the package's name"),
+        "{err}"
+    );
+    assert!(sb.kept_ids().is_empty(), "{:?}", sb.kept_ids());
+    std::fs::remove_file(sb.root("etc/nfs-fail/sm-notify")).unwrap();
+    let before = nfs.calls().len();
+    let out = run_env(&script, &["start"], &plain);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(nfs.calls()[before..], NFS_START);
+    assert_eq!(sb.journals().len(), 4, "{:?}", sb.journals());
+}
