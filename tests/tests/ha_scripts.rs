@@ -19,6 +19,8 @@
 //!   the DCE controller (tenet-dce-start/stop/monitor) with the example dce-cluster
 //!   policy: a repeated start replays its kept event id, a start after a killed agent
 //!   resumes it (no finished step runs again), a failed step fails it;
+//!   the node_down post-event command with PowerHA's arguments: the takeover only on
+//!   the survivor holding the package, once (a later controller start runs nothing);
 //!   the node_up pre- and post-event pair with PowerHA's arguments and no environment:
 //!   the stop side only on the standby in the pre-event, the start side only on the
 //!   returning owner in the post-event, tenet's exit codes passed on;

@@ -1702,3 +1702,75 @@ fn the_serviceguard_nfs_external_script_runs_the_example_plans_once_per_start() 
     assert_eq!(nfs.calls()[before..], NFS_START);
     assert_eq!(sb.journals().len(), 4, "{:?}", sb.journals());
 }
+
+#[test]
+fn the_powerha_node_down_post_event_takes_the_package_over_once_on_the_survivor() {
+    // alpha, dce's owner, leaves; beta survives and node_down gave it dce's address.
+    let owner = PackageSandbox::with_example("dce-cluster");
+    let survivor = PackageSandbox::with_example("dce-cluster");
+    let idle = PackageSandbox::with_example("dce-cluster");
+    let names = [
+        "tenet-node-down-post",
+        "tenet-dce-start",
+        "tenet-dce-monitor",
+    ];
+    let on_owner = owner.powerha_scripts(&names, "alpha", "");
+    let on_survivor = survivor.powerha_scripts(&names, "beta", "dce");
+    let on_idle = idle.powerha_scripts(&names, "beta", "");
+    // PowerHA: `node_down STATUS NODE [graceful|forced]`, no environment.
+    let post = |dir: &Path, args: &[&str]| run_env(&dir.join("tenet-node-down-post"), args, &[]);
+
+    assert_eq!(code(&post(&on_survivor, &[])), Some(2));
+    assert_eq!(code(&post(&on_survivor, &["node_down", "0"])), Some(2));
+
+    // node_down itself failed: nothing is taken over.
+    let out = post(&on_survivor, &["node_down", "1", "alpha"]);
+    assert_eq!(code(&out), Some(1), "{}", text(&out));
+    assert!(survivor.ran().is_empty(), "{:?}", survivor.log());
+
+    // On the node that left: nothing.
+    let out = post(&on_owner, &["node_down", "0", "alpha", "forced"]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert!(owner.ran().is_empty(), "{:?}", owner.log());
+
+    // A graceful node_down took the package offline: the other node holds nothing.
+    let out = post(&on_idle, &["node_down", "0", "alpha", "graceful"]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert!(idle.ran().is_empty(), "{:?}", idle.log());
+
+    // The survivor takes dce over: the example's start plan, the stale files first.
+    let out = post(&on_survivor, &["node_down", "0", "alpha"]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(
+        survivor.ran(),
+        ["start.dce", "start.dfs"],
+        "{:?}",
+        survivor.log()
+    );
+    assert!(survivor.log()[0].1.contains("ep=absent creds=0 rc=0"));
+    assert!(survivor.kept_ids().is_empty(), "{:?}", survivor.kept_ids());
+    // The resource group's application controller start on the survivor runs nothing
+    // again: dce was started here by the node_down.
+    let out = run_env(&on_survivor.join("tenet-dce-start"), &[], &[]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("already started here"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        survivor.ran(),
+        ["start.dce", "start.dfs"],
+        "{:?}",
+        survivor.log()
+    );
+    // Nor does the same node_down reported again.
+    let out = post(&on_survivor, &["node_down", "0", "alpha"]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out));
+    assert_eq!(
+        survivor.ran(),
+        ["start.dce", "start.dfs"],
+        "{:?}",
+        survivor.log()
+    );
+}
