@@ -12,7 +12,8 @@
 //!   and resumed by a start with resume=true (finished steps are not run again);
 //! - the Serviceguard NFS external script (tenet-nfs.sh) with SG_* and PEV_* variables
 //!   and the example nfs-cluster policy: validate, start (the lock migration in order,
-//!   logged through sg_log), a repeated start running nothing, stop, a failed step;
+//!   logged through sg_log), a repeated start running nothing, stop, a failed step,
+//!   and a start after a killed agent resumed with no finished step run again;
 //! - the Serviceguard external script under `env -i` with only SG_* and PEV_* variables
 //!   (start, stop, validate; 0/1/2), and its service command exiting when serving stops;
 //! - the PowerHA start, stop and monitor scripts with no arguments and no environment;

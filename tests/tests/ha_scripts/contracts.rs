@@ -1488,10 +1488,16 @@ fn a_powerha_dce_start_rerun_after_its_agent_was_killed_runs_no_finished_step_ag
 
 /// A stand-in for systemctl, pkill, pgrep and sm-notify in the NFS sandbox root: logs
 /// `NAME ARGS` to ROOT/var/log/nfs.log; ROOT/etc/nfs-fail/NAME makes it fail (exit 3);
-/// pgrep finds lockd when ROOT/etc/nfs-lockd exists.
+/// pgrep finds lockd when ROOT/etc/nfs-lockd exists; ROOT/etc/nfs-block/NAME makes it
+/// write ROOT/var/run/NAME.pid and block until killed, logging nothing.
 const FAKE_NFS: &str = r#"#!/bin/sh
 name=${0##*/}
 r=${TENET_ROOT:?TENET_ROOT is not set}
+if [ -e "$r/etc/nfs-block/$name" ]; then
+	mkdir -p "$r/var/run"
+	echo $$ >"$r/var/run/$name.pid"
+	exec sleep 600
+fi
 mkdir -p "$r/var/log"
 echo "$name $*" >>"$r/var/log/nfs.log"
 if [ -e "$r/etc/nfs-fail/$name" ]; then
@@ -1773,4 +1779,63 @@ fn the_powerha_node_down_post_event_takes_the_package_over_once_on_the_survivor(
         "{:?}",
         survivor.log()
     );
+}
+
+#[test]
+fn a_serviceguard_nfs_start_rerun_after_its_agent_was_killed_runs_no_finished_step_again() {
+    let nfs = NfsSandbox::new();
+    let sb = &nfs.sb;
+    let env = nfs.env(true);
+    let mut pids = Pids::default();
+    std::fs::create_dir_all(sb.root("etc/nfs-block")).unwrap();
+    std::fs::write(sb.root("etc/nfs-block/sm-notify"), "").unwrap();
+    let mut start = Command::new(nfs.script())
+        .arg("start")
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn_busy()
+        .unwrap();
+    pids.push(start.id());
+    let step_pid: u32 = wait_for("sm-notify to block", DEADLINE, || {
+        std::fs::read_to_string(sb.root("var/run/sm-notify.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    });
+    pids.push(step_pid);
+    let agent_pid = parent(step_pid);
+    pids.push(agent_pid);
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{agent_pid}/comm"))
+            .unwrap()
+            .trim(),
+        "tenet-agent"
+    );
+    kill(agent_pid, "KILL");
+    kill(step_pid, "KILL");
+    let status = wait_exit(&mut start);
+    let out = start.wait_with_output().unwrap();
+    assert_eq!(status, Some(1), "{}", text(&out));
+    assert_eq!(nfs.calls(), NFS_START[..4], "{}", nfs.package_log());
+    assert_eq!(sb.kept_ids().len(), 1, "{:?}", sb.kept_ids());
+
+    // Serviceguard starts the package again here: the same event goes on at
+    // sm-notify; the finished steps (the daemons, the entries copied back) do not run
+    // again: an entry removed since is not copied back.
+    std::fs::remove_file(sb.root("var/lib/nfs/sm/client1")).unwrap();
+    std::fs::remove_file(sb.root("etc/nfs-block/sm-notify")).unwrap();
+    let out = run_env(&nfs.script(), &["start"], &env);
+    assert_eq!(code(&out), Some(0), "{}\n{}", text(&out), nfs.package_log());
+    assert!(
+        nfs.package_log().contains("interrupted; continuing"),
+        "{}",
+        nfs.package_log()
+    );
+    assert_eq!(nfs.calls()[4..], NFS_START[4..], "{:?}", nfs.calls());
+    assert!(!sb.root("var/lib/nfs/sm/client1").exists());
+    assert_eq!(sb.journals().len(), 1, "{:?}", sb.journals());
 }
