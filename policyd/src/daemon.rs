@@ -309,8 +309,33 @@ fn bind_control(path: &Path) -> Result<UnixListener, DaemonError> {
 }
 
 /// The plain-HTTP metrics endpoint: `GET /metrics` and nothing else.
-async fn serve_metrics(shared: Arc<Shared>, tcp: TcpListener, mut stop: Stop) {
-    let permits = Arc::new(Semaphore::new(MAX_METRICS_CONNECTIONS));
+async fn serve_metrics(shared: Arc<Shared>, tcp: TcpListener, stop: Stop) {
+    serve_plain(
+        shared,
+        tcp,
+        stop,
+        MAX_METRICS_CONNECTIONS,
+        "metrics",
+        |shared, req| async move { metrics_response(&shared, &req) },
+    )
+    .await;
+}
+
+/// Serves plain HTTP/1 on `tcp` until `stop` (the metrics endpoint and the status
+/// page): at most `max` connections at once (more wait to be accepted), one request
+/// each, under the configured header and idle limits; `respond` answers.
+pub(crate) async fn serve_plain<F, Fut>(
+    shared: Arc<Shared>,
+    tcp: TcpListener,
+    mut stop: Stop,
+    max: usize,
+    what: &'static str,
+    respond: F,
+) where
+    F: Fn(Arc<Shared>, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(max));
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
@@ -320,20 +345,21 @@ async fn serve_metrics(shared: Arc<Shared>, tcp: TcpListener, mut stop: Stop) {
             accepted = tcp.accept() => match accepted {
                 Ok((s, _)) => s,
                 Err(e) => {
-                    warn!(error = %e, "metrics accept failed");
+                    warn!(error = %e, "{what} accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
         let shared = shared.clone();
+        let respond = respond.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let service_shared = shared.clone();
             let service = service_fn(move |req| {
-                let shared = service_shared.clone();
-                async move { Ok::<_, Infallible>(metrics_response(&shared, &req)) }
+                let answer = respond(service_shared.clone(), req);
+                async move { Ok::<_, Infallible>(answer.await) }
             });
             let limits = &shared.config.limits;
             let mut builder = hyper::server::conn::http1::Builder::new();

@@ -12,18 +12,14 @@
 //! table show only failing members, reloads the page every 30 s, and marks the body
 //! `data-script="done"` once it ran. Nothing here writes.
 
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tracing::warn;
 
 use crate::history::{is_failure, rfc3339};
@@ -37,48 +33,8 @@ const MAX_CONNECTIONS: usize = 16;
 const HISTORY: u32 = 200;
 
 /// Serves the page on `tcp` until `stop`.
-pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpListener, mut stop: Stop) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        let stream = tokio::select! {
-            () = stop.wait() => break,
-            accepted = tcp.accept() => match accepted {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    warn!(error = %e, "status page accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let shared = shared.clone();
-        let mut stop = stop.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service_shared = shared.clone();
-            let service = service_fn(move |req| {
-                let shared = service_shared.clone();
-                async move { Ok::<_, Infallible>(respond(shared, req).await) }
-            });
-            let limits = &shared.config.limits;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(limits.max_header_bytes)
-                .keep_alive(false);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = stop.wait() => {}
-                () = tokio::time::sleep(limits.idle_timeout) => {}
-            }
-        });
-    }
+pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpListener, stop: Stop) {
+    crate::daemon::serve_plain(shared, tcp, stop, MAX_CONNECTIONS, "status page", respond).await;
 }
 
 /// What a path asks for.
