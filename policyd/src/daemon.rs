@@ -13,7 +13,6 @@
 //! **Invariant:** the listener runs from start-up to shutdown whatever the promotion
 //! state; promotion binds and closes only the serving socket.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -24,14 +23,12 @@ use std::sync::{Arc, RwLock};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tenet_keys::tls::{Identity, Subject};
 use tenet_keys::{SecretKey, TrustState, TrustedRoot};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -310,7 +307,7 @@ fn bind_control(path: &Path) -> Result<UnixListener, DaemonError> {
 
 /// The plain-HTTP metrics endpoint: `GET /metrics` and nothing else.
 async fn serve_metrics(shared: Arc<Shared>, tcp: TcpListener, stop: Stop) {
-    serve_plain(
+    crate::http::serve_plain(
         shared,
         tcp,
         stop,
@@ -319,64 +316,6 @@ async fn serve_metrics(shared: Arc<Shared>, tcp: TcpListener, stop: Stop) {
         |shared, req| async move { metrics_response(&shared, &req) },
     )
     .await;
-}
-
-/// Serves plain HTTP/1 on `tcp` until `stop` (the metrics endpoint and the status
-/// page): at most `max` connections at once (more wait to be accepted), one request
-/// each, under the configured header and idle limits; `respond` answers.
-pub(crate) async fn serve_plain<F, Fut>(
-    shared: Arc<Shared>,
-    tcp: TcpListener,
-    mut stop: Stop,
-    max: usize,
-    what: &'static str,
-    respond: F,
-) where
-    F: Fn(Arc<Shared>, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
-{
-    let permits = Arc::new(Semaphore::new(max));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        let stream = tokio::select! {
-            () = stop.wait() => break,
-            accepted = tcp.accept() => match accepted {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    warn!(error = %e, "{what} accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let shared = shared.clone();
-        let respond = respond.clone();
-        let mut stop = stop.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service_shared = shared.clone();
-            let service = service_fn(move |req| {
-                let answer = respond(service_shared.clone(), req);
-                async move { Ok::<_, Infallible>(answer.await) }
-            });
-            let limits = &shared.config.limits;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(limits.max_header_bytes)
-                .keep_alive(false);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = stop.wait() => {}
-                () = tokio::time::sleep(limits.idle_timeout) => {}
-            }
-        });
-    }
 }
 
 fn metrics_response(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {

@@ -723,3 +723,61 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Turn<T> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+/// Serves plain HTTP/1 on `tcp` until `stop` (the metrics endpoint and the status
+/// page): at most `max` connections at once (more wait to be accepted), one request
+/// each, under the configured header and idle limits; `respond` answers.
+pub(crate) async fn serve_plain<F, Fut>(
+    shared: Arc<Shared>,
+    tcp: TcpListener,
+    mut stop: Stop,
+    max: usize,
+    what: &'static str,
+    respond: F,
+) where
+    F: Fn(Arc<Shared>, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<http_body_util::Full<Bytes>>> + Send + 'static,
+{
+    let permits = Arc::new(tokio::sync::Semaphore::new(max));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let stream = tokio::select! {
+            () = stop.wait() => break,
+            accepted = tcp.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    warn!(error = %e, "{what} accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let respond = respond.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service_shared = shared.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let answer = respond(service_shared.clone(), req);
+                async move { Ok::<_, Infallible>(answer.await) }
+            });
+            let limits = &shared.config.limits;
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes)
+                .keep_alive(false);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = stop.wait() => {}
+                () = tokio::time::sleep(limits.idle_timeout) => {}
+            }
+        });
+    }
+}

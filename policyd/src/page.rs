@@ -34,7 +34,7 @@ const HISTORY: u32 = 200;
 
 /// Serves the page on `tcp` until `stop`.
 pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpListener, stop: Stop) {
-    crate::daemon::serve_plain(shared, tcp, stop, MAX_CONNECTIONS, "status page", respond).await;
+    crate::http::serve_plain(shared, tcp, stop, MAX_CONNECTIONS, "status page", respond).await;
 }
 
 /// What a path asks for.
