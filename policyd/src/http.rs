@@ -156,6 +156,26 @@ async fn connection(
             return;
         }
     };
+    // With joins on, a key that is not an enrolled member gets past the handshake to
+    // reach `POST /v1/join` only. Such strangers get a few connections of their own
+    // (never the members' slots' worth) and one request each.
+    let stranger = site == Site::Serving
+        && shared.config.serve.join_dir.is_some()
+        && !shared
+            .promotion
+            .snapshot()
+            .is_some_and(|s| s.bundle.members().contains(&peer));
+    let _stranger = if stranger {
+        match STRANGERS.try_acquire() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                debug!(socket = site.name(), peer = %peer, "too many connections from keys that are not members; closed");
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let _open = shared.metrics.connection(site);
     let activity = Activity::new();
     let mut io = Watched {
@@ -168,8 +188,17 @@ async fn connection(
         peer,
         requests: Arc::new(Requests::default()),
     };
-    serve_http1(&shared, site, &mut io, service, &activity, born, &mut stop).await;
+    serve_http1(
+        &shared, &mut io, service, &activity, born, &mut stop, stranger,
+    )
+    .await;
 }
+
+/// Connections at once from keys that are not members, with joins on (see
+/// [`connection`]): a join is one short request, and these never crowd out members.
+pub(crate) const MAX_STRANGER_CONNECTIONS: usize = 8;
+static STRANGERS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(MAX_STRANGER_CONNECTIONS);
 
 /// The TLS handshake within `handshake_timeout`: the stream and the client's verified
 /// key id; `None` (counted and logged) if it failed. A refused client is lingered over
@@ -243,15 +272,16 @@ async fn handshake(
 /// is closed; a request in progress is never cut for its age.
 async fn serve_http1(
     shared: &Shared,
-    site: Site,
     io: &mut Watched<Tls>,
     mut service: Answer,
     activity: &Activity,
     born: Instant,
     stop: &mut Stop,
+    one_request: bool,
 ) {
     use tokio::io::AsyncReadExt as _;
     let limits = &shared.config.limits;
+    let site = service.site;
     let peer = service.peer;
     let requests = service.requests.clone();
     let mut quiet = limits.header_read_timeout;
@@ -303,6 +333,7 @@ async fn serve_http1(
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
                 .max_buf_size(limits.max_header_bytes)
+                .keep_alive(!one_request)
                 .serve_connection(TokioIo::new(turn), service),
         );
         let Some(result) = Box::pin(drive(&mut conn, shared, site, activity, stop)).await else {
@@ -323,7 +354,7 @@ async fn serve_http1(
                 // `prefix` and start the next turn.
                 Err(e) => e.is_incomplete_message(),
             };
-        if !resumable {
+        if !resumable || one_request {
             match result {
                 Ok(()) => Box::pin(close(io, limits.drain_timeout)).await,
                 Err(e) => {

@@ -26,6 +26,7 @@ use tenet_keys::SecretKey;
 use tenet_keys::join::{Approval, JoinToken};
 use tenet_tests::binary;
 use tenet_tests::fixture::{Policyd, PolicydConfig, now};
+use tenet_tests::report_client::{ReportClient, tls_config};
 
 fn run(bin: &str, args: &[&str]) -> Output {
     Command::new(binary(bin))
@@ -62,6 +63,8 @@ struct World {
     base: PathBuf,
     fingerprint: String,
     master: Option<Policyd>,
+    /// Lines for policyd.toml's `[limits]`.
+    limits: String,
 }
 
 impl World {
@@ -132,6 +135,7 @@ impl World {
             base,
             fingerprint,
             master: None,
+            limits: String::new(),
         };
         w.start_master();
         w
@@ -164,6 +168,7 @@ impl World {
         )
         .metrics("off")
         .run("agent_state", "state")
+        .limits(&self.limits)
         .render()
         .replace("\n[metrics]", "join_dir = \"join\"\n\n[metrics]");
         let path = self.base.join("alpha/policyd.toml");
@@ -468,4 +473,47 @@ fn a_member_joins_with_one_command_and_one_approval_and_a_revoked_one_is_refused
         ],
     );
     refused(&out, 4, &["revoked"]);
+}
+
+/// With joins on, keys that are not members get past the handshake, but they must not
+/// take the members' connection slots: with `max_connections` of them held open, an
+/// enrolled member still gets an answer, and each stranger's connection ends after
+/// its one request.
+#[test]
+fn keys_that_are_not_members_cannot_hold_the_members_connection_slots() {
+    let mut w = World::new();
+    if let Some(mut m) = w.master.take() {
+        m.kill();
+    }
+    w.limits = "max_connections = 10\n".to_string();
+    w.start_master();
+    let serving = w.publish(1);
+    let root = w.root1();
+    let mut strangers = Vec::new();
+    for i in 0..10 {
+        let dir = w.base.join(format!("stranger-{i}"));
+        ok("tenet-keys", &["node-key", "--out", s(&dir)]);
+        let config = tls_config(&dir.join("localhost.key"), &root).expect("a client config");
+        // Past the handshake or closed at once: either way it holds nothing later.
+        if let Ok(c) = ReportClient::connect(config, &serving) {
+            strangers.push(c);
+        }
+    }
+    assert!(!strangers.is_empty(), "no stranger got past the handshake");
+    for c in &mut strangers {
+        if let Ok(answer) = c.post("/v1/report", b"{}") {
+            assert_eq!(answer.status, 403, "{}", answer.body);
+            // One request each: the connection is closed after it.
+            assert!(
+                c.post("/v1/report", b"{}").is_err(),
+                "a stranger kept its connection"
+            );
+        }
+    }
+    let alpha = tls_config(&w.base.join("alpha/node/localhost.key"), &root).expect("config");
+    let mut member = ReportClient::connect(alpha, &serving).expect("the member connects");
+    let answer = member
+        .post("/v1/report", b"{}")
+        .expect("the member gets an answer while strangers hold connections");
+    assert_ne!(answer.status, 403, "{}", answer.body);
 }
