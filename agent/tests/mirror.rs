@@ -306,3 +306,40 @@ fn a_member_converges_from_a_static_mirror_and_refuses_rollback_tampered_and_mix
     assert!(r.out.contains("master unreachable"), "{}", r.out);
     assert_eq!(serial_in_force(&config), "3");
 }
+
+/// `tenet-keys publish --to DIR` writes only inside DIR: a `blobs/` or `root/` link
+/// planted there (pointing at a directory the publisher must not fill) is refused
+/// before anything is created, and the link's target stays empty.
+#[test]
+fn publishing_refuses_a_mirror_whose_blobs_or_root_is_a_symlink() {
+    let world = World::new();
+    let bundle = world.sign(1);
+    for planted in ["blobs", "blobs/sha256", "root"] {
+        let mirror = world.path(&format!("www-{}", planted.replace('/', "-")));
+        let elsewhere = world.path(&format!("elsewhere-{}", planted.replace('/', "-")));
+        fs::create_dir_all(&elsewhere).unwrap();
+        let link = mirror.join(planted);
+        fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        let out = Command::new(keys_binary())
+            .arg("publish")
+            .arg(&bundle)
+            .arg("--to")
+            .arg(&mirror)
+            .arg("--key")
+            .arg(world.path("deploy/keys/timestamp.key"))
+            .arg("--deployment")
+            .arg(world.path("deploy"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{planted}: {stderr}");
+        assert!(stderr.contains("is a symbolic link"), "{planted}: {stderr}");
+        assert_eq!(
+            fs::read_dir(&elsewhere).unwrap().count(),
+            0,
+            "{planted}: the link's target was written to"
+        );
+        assert!(!mirror.join("timestamp.toml").exists(), "{planted}");
+    }
+}

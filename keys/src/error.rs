@@ -752,6 +752,15 @@ pub enum PublishError {
         #[source]
         source: walkdir::Error,
     },
+    /// A directory the mirror layout writes into is a symbolic link.
+    #[error(
+        "{} is a symbolic link; a mirror's blobs/ and root/ must be real directories inside it (remove the link, or publish to the directory it points to)",
+        path.display()
+    )]
+    SymlinkInMirror {
+        /// The link.
+        path: PathBuf,
+    },
     /// The destination directory is not empty.
     #[error("{} exists and is not empty; refusing to write into it", path.display())]
     NotEmpty {

@@ -92,6 +92,7 @@ pub fn publish_mirror(
     let manifest = Manifest::parse(&manifest_bytes)?;
     check_not_behind(&opts.to, &manifest, &manifest_bytes)?;
 
+    refuse_symlinked_dirs(&opts.to)?;
     let mkdir = |dir: &Path| {
         fsio::create_dir(dir, 0o755).map_err(|source| PublishError::Write {
             path: dir.to_path_buf(),
@@ -143,6 +144,28 @@ pub fn publish_mirror(
         blobs_kept,
         roots,
     })
+}
+
+/// Refuses a mirror whose `blobs/`, `blobs/sha256/` or `root/` is a symbolic link:
+/// the publisher writes only inside the directory it was given, so a link planted
+/// there cannot send the bundle's files (or the directories made for them) elsewhere.
+/// Checked before anything is created.
+fn refuse_symlinked_dirs(to: &Path) -> Result<(), PublishError> {
+    let blob_parent = Path::new(bundle::BLOB_DIR)
+        .parent()
+        .unwrap_or_else(|| Path::new(bundle::BLOB_DIR));
+    for rel in [blob_parent, Path::new(bundle::BLOB_DIR), Path::new(bundle::ROOT_DIR)] {
+        let path = to.join(rel);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(PublishError::SymlinkInMirror { path });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(PublishError::Read { path, source }),
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a manifest older than the one the mirror at `to` holds, or another one
