@@ -512,6 +512,7 @@ impl ApplyArgs {
             facts: self.facts.clone(),
             lock_timeout: self.lock_timeout,
             rehash: self.rehash,
+            serial: None,
         }
     }
 }

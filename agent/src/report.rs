@@ -109,6 +109,10 @@ pub struct Summary {
     pub member: Option<String>,
     /// Whether this was a dry run.
     pub dry_run: bool,
+    /// The signed bundle's serial the run converged to (a `run`; an `apply` of a
+    /// local tree has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<u64>,
 }
 
 impl Summary {

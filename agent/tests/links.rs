@@ -384,6 +384,7 @@ fn finding_13_directory_swapped_for_a_link_during_the_run_redirects_nothing() {
         facts: Vec::new(),
         lock_timeout: std::time::Duration::ZERO,
         rehash: false,
+        serial: None,
     };
     apply::apply(&opts, &mut reporter).expect("the run happens");
     assert!(reporter.swapped);

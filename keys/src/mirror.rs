@@ -154,7 +154,11 @@ fn refuse_symlinked_dirs(to: &Path) -> Result<(), PublishError> {
     let blob_parent = Path::new(bundle::BLOB_DIR)
         .parent()
         .unwrap_or_else(|| Path::new(bundle::BLOB_DIR));
-    for rel in [blob_parent, Path::new(bundle::BLOB_DIR), Path::new(bundle::ROOT_DIR)] {
+    for rel in [
+        blob_parent,
+        Path::new(bundle::BLOB_DIR),
+        Path::new(bundle::ROOT_DIR),
+    ] {
         let path = to.join(rel);
         match std::fs::symlink_metadata(&path) {
             Ok(m) if m.file_type().is_symlink() => {

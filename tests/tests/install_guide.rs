@@ -208,7 +208,7 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// `tenet-agent run` for `member` into its sandbox root; returns the serial the run
-/// enforced, as its `last-run.json` records it.
+/// enforced, as its `last-run.json` records it (and its summary line names).
 fn member_run(paths: &Paths<'_>, member: &str, master: &str) -> u64 {
     let m = paths.member(member);
     let example = fs::read_to_string(repo().join("packaging/examples/agent.toml"))
@@ -253,10 +253,23 @@ fn member_run(paths: &Paths<'_>, member: &str, master: &str) -> u64 {
             .unwrap_or_else(|e| panic!("{member}: {}: {e}", last_run.display())),
     )
     .unwrap_or_else(|e| panic!("{member}: last-run.json is not JSON: {e}"));
-    record
+    let recorded = record
         .get("serial")
         .and_then(serde_json::Value::as_u64)
-        .unwrap_or_else(|| panic!("{member}: no serial in last-run.json: {record}\n{stdout}"))
+        .unwrap_or_else(|| panic!("{member}: no serial in last-run.json: {record}\n{stdout}"));
+    // The run's own summary line names the same serial.
+    let summary: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains(r#""type":"summary""#))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("{member}: no summary line\n{stdout}"));
+    assert_eq!(
+        summary.get("serial").and_then(serde_json::Value::as_u64),
+        Some(recorded),
+        "{member}: the summary's serial\n{stdout}"
+    );
+    recorded
 }
 
 #[test]

@@ -38,6 +38,8 @@ pub struct ApplyOptions {
     pub lock_timeout: std::time::Duration,
     /// Read every managed file instead of trusting the stat cache for unchanged ones.
     pub rehash: bool,
+    /// The serial of the signed bundle `files` comes from, reported in the summary.
+    pub serial: Option<u64>,
 }
 
 /// Why a run did not happen. A failed promise is not an error: it is in the summary.
@@ -206,6 +208,7 @@ pub(crate) fn converge_tree(
     }
     summary.skipped = resolution.skipped;
     summary.member = resolution.member;
+    summary.serial = opts.serial;
     summary.duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     reporter.summary(&summary);
     Ok(summary)

@@ -68,6 +68,7 @@ pub fn run(
         facts: DEMO_FACTS.iter().map(|s| s.to_string()).collect(),
         lock_timeout: std::time::Duration::ZERO,
         rehash: false,
+        serial: None,
     };
     let first = apply(&opts, reporter)?;
     between();

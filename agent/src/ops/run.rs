@@ -826,6 +826,7 @@ fn run_locked(
         facts,
         lock_timeout: opts.lock_timeout,
         rehash: opts.rehash,
+        serial: Some(serial),
     };
     let summary = converge_tree(&apply_opts, reporter, Lock::Held)?;
     Ok(RunReport {
