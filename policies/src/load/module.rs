@@ -84,6 +84,8 @@ fn module_name(rel: &Path) -> Option<String> {
 
 /// One `[[use]]`, as read.
 pub(super) struct Use {
+    /// Its field path, such as `use[1]`.
+    path: String,
     name: String,
     module: String,
     module_at: Origin,
@@ -176,6 +178,7 @@ impl Loader<'_> {
                 }
             }
         }
+        let t_path = t.path.clone();
         t.finish(cx);
         let (Some(name), Some(module)) = (name, module) else {
             return;
@@ -184,6 +187,7 @@ impl Loader<'_> {
             return;
         }
         self.mods.uses.push(Use {
+            path: t_path,
             name: name.value.to_string(),
             module: module.value.to_string(),
             module_at: cx.origin(&module.span),
@@ -249,7 +253,7 @@ impl Loader<'_> {
         if let Some(first) = seen.get(&prefix) {
             diags.error(
                 u.origin.clone(),
-                "use.name",
+                format!("{}.name", u.path),
                 format!("use `{}` is already defined at {first}", u.name),
             );
             return;
@@ -264,7 +268,7 @@ impl Loader<'_> {
                 });
             diags.error(
                 u.module_at.clone(),
-                "use.module",
+                format!("{}.module", u.path),
                 format!("unknown module `{}`{hint}", u.module),
             );
             return;
@@ -274,7 +278,7 @@ impl Loader<'_> {
             stack.push(u.module.clone());
             diags.error(
                 u.module_at.clone(),
-                "use.module",
+                format!("{}.module", u.path),
                 format!("module `{}` uses itself: {}", u.module, stack.join(" → ")),
             );
             return;
@@ -282,7 +286,7 @@ impl Loader<'_> {
         if stack.len() >= MAX_DEPTH {
             diags.error(
                 u.module_at.clone(),
-                "use.module",
+                format!("{}.module", u.path),
                 format!("uses nest more than {MAX_DEPTH} deep"),
             );
             return;
@@ -352,7 +356,7 @@ fn arguments(u: &Use, def: &Def, diags: &mut Diagnostics) -> Option<HashMap<Stri
             );
             diags.error(
                 at.clone(),
-                format!("use.with.{name}"),
+                format!("{}.with.{name}", u.path),
                 format!("module `{}` has no parameter `{name}`{hint}", u.module),
             );
             ok = false;
@@ -371,7 +375,7 @@ fn arguments(u: &Use, def: &Def, diags: &mut Diagnostics) -> Option<HashMap<Stri
                 None => {
                     diags.error(
                         u.origin.clone(),
-                        "use.with",
+                        format!("{}.with", u.path),
                         format!(
                             "missing parameter `{name}` of module `{}` (declared at {declared} without a default)",
                             u.module
