@@ -120,7 +120,11 @@ fn two_uses_make_distinct_promises_with_their_own_arguments() {
             "file:/etc/motd",
         ]
     );
-    let conf_a = policy.promises.iter().find(|p| p.id == "site_a/conf").unwrap();
+    let conf_a = policy
+        .promises
+        .iter()
+        .find(|p| p.id == "site_a/conf")
+        .unwrap();
     assert_eq!(
         conf_a.origin.to_string(),
         "modules/web/site.toml:2:1",
@@ -134,7 +138,15 @@ fn two_uses_make_distinct_promises_with_their_own_arguments() {
     let resolved: Vec<_> = r.promises.into_iter().map(|p| p.unwrap()).collect();
     let ids: Vec<&str> = resolved.iter().map(|p| p.id.as_str()).collect();
     // m2 is not m1 (site_b's `when`) and has no class `web` (the line's `when`).
-    assert_eq!(ids, ["dir:/srv", "site_a/dir:/srv/a", "site_a/conf", "file:/etc/motd"]);
+    assert_eq!(
+        ids,
+        [
+            "dir:/srv",
+            "site_a/dir:/srv/a",
+            "site_a/conf",
+            "file:/etc/motd"
+        ]
+    );
     let PromiseKind::File(f) = &resolved[2].kind else {
         panic!("not a file: {:?}", resolved[2])
     };
@@ -157,13 +169,16 @@ fn two_uses_make_distinct_promises_with_their_own_arguments() {
         panic!("not a file")
     };
     assert_eq!(f.path.to_string(), "/etc/web/80.conf", "the default port");
-    assert!(resolved.iter().any(|p| p.id == "site_b/line:/etc/web/ports:80"));
+    assert!(
+        resolved
+            .iter()
+            .any(|p| p.id == "site_b/line:/etc/web/ports:80")
+    );
 }
 
 #[test]
 fn two_uses_writing_one_path_conflict_naming_both() {
-    let files = web(
-        r#"
+    let files = web(r#"
 [[use]]
 name = "site_a"
 module = "web"
@@ -173,8 +188,7 @@ with = { docroot = "/srv/a" }
 name = "site_b"
 module = "web"
 with = { docroot = "/srv/b" }
-"#,
-    );
+"#);
     let got = errors(&refs(&files));
     // Both use the default port: both write /etc/web/80.conf.
     assert!(
@@ -187,8 +201,7 @@ with = { docroot = "/srv/b" }
 
 #[test]
 fn uses_kept_apart_by_conditions_do_not_conflict() {
-    let files = web(
-        r#"
+    let files = web(r#"
 [[use]]
 name = "site_a"
 module = "web"
@@ -200,8 +213,7 @@ name = "site_b"
 module = "web"
 with = { docroot = "/srv/b" }
 when = "member(m2)"
-"#,
-    );
+"#);
     let dir = tree(&refs(&files));
     tenet_policies::load(dir.path()).unwrap_or_else(|d| panic!("{d}"));
 }
@@ -239,8 +251,14 @@ fn an_unknown_module_is_located_at_its_name() {
 fn a_module_using_itself_is_reported() {
     let got = errors(&[
         ("site.toml", "[[use]]\nname = \"x\"\nmodule = \"a\"\n"),
-        ("modules/a/module.toml", "[[use]]\nname = \"inner\"\nmodule = \"b\"\n"),
-        ("modules/b/module.toml", "[[use]]\nname = \"again\"\nmodule = \"a\"\n"),
+        (
+            "modules/a/module.toml",
+            "[[use]]\nname = \"inner\"\nmodule = \"b\"\n",
+        ),
+        (
+            "modules/b/module.toml",
+            "[[use]]\nname = \"again\"\nmodule = \"a\"\n",
+        ),
     ]);
     assert_eq!(
         got,
@@ -251,7 +269,10 @@ fn a_module_using_itself_is_reported() {
 #[test]
 fn nested_uses_prefix_ids_and_pass_parameters_on() {
     let dir = tree(&[
-        ("site.toml", "[[use]]\nname = \"x\"\nmodule = \"outer\"\nwith = { dir = \"/o\" }\n"),
+        (
+            "site.toml",
+            "[[use]]\nname = \"x\"\nmodule = \"outer\"\nwith = { dir = \"/o\" }\n",
+        ),
         (
             "modules/outer/module.toml",
             "[[param]]\nname = \"dir\"\n\n[[use]]\nname = \"in\"\nmodule = \"inner\"\nwith = { path = \"${param.dir}/f\" }\n",
@@ -313,8 +334,14 @@ fn a_module_holds_only_promises_and_uses() {
 #[test]
 fn an_error_inside_an_instance_names_the_use() {
     let got = errors(&[
-        ("site.toml", "[[use]]\nname = \"x\"\nmodule = \"m\"\nwith = { p = \"relative\" }\n"),
-        ("modules/m/module.toml", "[[param]]\nname = \"p\"\n\n[[dir]]\npath = \"${param.p}\"\n"),
+        (
+            "site.toml",
+            "[[use]]\nname = \"x\"\nmodule = \"m\"\nwith = { p = \"relative\" }\n",
+        ),
+        (
+            "modules/m/module.toml",
+            "[[param]]\nname = \"p\"\n\n[[dir]]\npath = \"${param.p}\"\n",
+        ),
     ]);
     assert!(
         got.starts_with("modules/m/module.toml:5:8: dir[0].path: ") // the field path is the module's
