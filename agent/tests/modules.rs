@@ -6,10 +6,6 @@
     clippy::disallowed_methods,
     reason = "fixtures write policy trees and read results directly"
 )]
-#![expect(
-    clippy::unwrap_used,
-    reason = "fixtures fail the test on any setup error"
-)]
 
 use std::fs;
 
