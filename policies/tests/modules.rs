@@ -367,3 +367,31 @@ fn module_files_are_policy_files_for_the_bundle() {
         "modules/web/site.toml"
     )));
 }
+
+#[test]
+fn an_unused_parameter_is_a_warning_and_a_default_cannot_refer_to_parameters() {
+    let dir = tree(&[
+        ("site.toml", "[[use]]\nname = \"x\"\nmodule = \"m\"\n"),
+        (
+            "modules/m/module.toml",
+            "[[param]]\nname = \"spare\"\ndefault = \"1\"\n\n[[dir]]\npath = \"/d\"\n",
+        ),
+    ]);
+    let policy = tenet_policies::load(dir.path()).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        policy.warnings.to_string(),
+        "modules/m/module.toml:1:1: warning: param: parameter `spare` is declared but no `${param.spare}` uses it\n"
+    );
+
+    let got = errors(&[
+        ("site.toml", "[[use]]\nname = \"x\"\nmodule = \"m\"\n"),
+        (
+            "modules/m/module.toml",
+            "[[param]]\nname = \"a\"\ndefault = \"${param.a}\"\n\n[[dir]]\npath = \"/${param.a}\"\n",
+        ),
+    ]);
+    assert_eq!(
+        got,
+        "modules/m/module.toml:3:11: param[0].default: a parameter's default cannot refer to parameters\n"
+    );
+}

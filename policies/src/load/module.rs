@@ -459,6 +459,7 @@ fn declare(name: &str, srcs: &[SourceText], diags: &mut Diagnostics) -> Option<D
         }
     }
     let names: Vec<&str> = def.params.iter().map(|(n, _, _)| n.as_str()).collect();
+    let mut used: Vec<String> = Vec::new();
     for src in srcs {
         let mut cx = Cx {
             src,
@@ -481,8 +482,10 @@ fn declare(name: &str, srcs: &[SourceText], diags: &mut Diagnostics) -> Option<D
         let declaration = is_declaration(&src.rel);
         for (k, v) in doc.iter() {
             let key: &str = k.get_ref();
-            if allowed(key, declaration) {
-                check_refs(&mut cx, key, v.get_ref(), v.span(), &names);
+            if key == "param" && declaration {
+                check_refs(&mut cx, key, v.get_ref(), v.span(), &[], &mut used);
+            } else if allowed(key, declaration) {
+                check_refs(&mut cx, key, v.get_ref(), v.span(), &names, &mut used);
             } else {
                 let more = if declaration { ", `[[param]]`" } else { "" };
                 cx.error(
@@ -493,6 +496,15 @@ fn declare(name: &str, srcs: &[SourceText], diags: &mut Diagnostics) -> Option<D
                     ),
                 );
             }
+        }
+    }
+    for (n, _, at) in &def.params {
+        if !used.contains(n) {
+            declared.warning(
+                at.clone(),
+                "param",
+                format!("parameter `{n}` is declared but no `${{param.{n}}}` uses it"),
+            );
         }
     }
     def.ok = !declared.has_errors();
@@ -614,17 +626,29 @@ fn substitute_value(v: &mut DeValue<'_>, values: &HashMap<String, String>) {
     }
 }
 
-/// Reports each `${param.NAME}` under `v` whose name is not in `names`.
+/// Reports each `${param.NAME}` under `v` whose name is not in `names` (a
+/// parameter's default may name none), and records the others in `used`.
 fn check_refs(
     cx: &mut Cx<'_>,
     field: &str,
     v: &DeValue<'_>,
     span: std::ops::Range<usize>,
     names: &[&str],
+    used: &mut Vec<String>,
 ) {
     walk_strings(field, v, span, &mut |field, s, span| {
         for r in param_refs(s) {
-            if !names.contains(&r.name) {
+            if field.starts_with("param[") {
+                cx.error(
+                    &span,
+                    field,
+                    "a parameter's default cannot refer to parameters",
+                );
+            } else if names.contains(&r.name) {
+                if !used.iter().any(|u| u == r.name) {
+                    used.push(r.name.to_string());
+                }
+            } else {
                 let hint = closest(r.name, names).map_or_else(
                     || format!("; the module declares {}", list(names)),
                     |c| format!("; did you mean `{c}`?"),
