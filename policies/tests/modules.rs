@@ -395,3 +395,38 @@ fn an_unused_parameter_is_a_warning_and_a_default_cannot_refer_to_parameters() {
         "modules/m/module.toml:3:11: param[0].default: a parameter's default cannot refer to parameters\n"
     );
 }
+
+#[test]
+fn uses_that_multiply_past_the_limit_are_refused_quickly() {
+    // Ten modules, each using the next ten times: 10^9 instances if unbounded.
+    let mut files: Vec<(String, String)> = vec![(
+        "site.toml".to_string(),
+        "[[use]]\nname = \"top\"\nmodule = \"m0\"\n".to_string(),
+    )];
+    for level in 0..10 {
+        let mut text = String::new();
+        if level < 9 {
+            for i in 0..10 {
+                text.push_str(&format!(
+                    "[[use]]\nname = \"u{i}\"\nmodule = \"m{}\"\n\n",
+                    level + 1
+                ));
+            }
+        } else {
+            text.push_str("[[command]]\nargv = [\"/bin/true\"]\ncreates = \"/x\"\n");
+        }
+        files.push((format!("modules/m{level}/module.toml"), text));
+    }
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    let started = std::time::Instant::now();
+    let got = errors(&refs);
+    assert!(
+        got.contains("more than 10000 module instances in the tree"),
+        "{}",
+        got.lines().next().unwrap_or_default()
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}

@@ -35,6 +35,10 @@ pub const MODULE_FILE: &str = "module.toml";
 /// on its own, this bounds what a tree without cycles can ask for.
 const MAX_DEPTH: usize = 16;
 
+/// How many instances a tree may make in all: uses nested with a fan-out multiply,
+/// so depth alone does not bound the work.
+const MAX_INSTANCES: usize = 10_000;
+
 /// What the loader keeps about modules while a tree is read.
 #[derive(Default)]
 pub(super) struct Modules {
@@ -234,6 +238,16 @@ impl Loader<'_> {
         let mut queue: Vec<Use> = std::mem::take(&mut self.mods.uses);
         queue.reverse();
         while let Some(u) = queue.pop() {
+            if seen.len() >= MAX_INSTANCES {
+                diags.error(
+                    u.origin.clone(),
+                    u.path.clone(),
+                    format!(
+                        "more than {MAX_INSTANCES} module instances in the tree; not instantiated"
+                    ),
+                );
+                break;
+            }
             self.instantiate(&u, &defs, &files, &mut seen, diags);
             let nested = std::mem::take(&mut self.mods.uses);
             queue.extend(nested.into_iter().rev());
