@@ -8,6 +8,7 @@ mod event;
 mod idempotence;
 mod links;
 mod mirror;
+mod modules;
 mod notify;
 mod output;
 mod pkg;

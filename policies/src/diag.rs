@@ -99,6 +99,17 @@ impl Diagnostics {
     }
 
     /// Drops every diagnostic after the first `len`.
+    /// Moves `other`'s diagnostics here, adding ` (NOTE)` to each message when
+    /// `note` is not empty.
+    pub(crate) fn append_noted(&mut self, other: Self, note: &str) {
+        self.items.extend(other.items.into_iter().map(|mut d| {
+            if !note.is_empty() {
+                d.message = format!("{} ({note})", d.message);
+            }
+            d
+        }));
+    }
+
     pub(crate) fn truncate(&mut self, len: usize) {
         self.items.truncate(len);
     }

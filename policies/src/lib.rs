@@ -28,7 +28,10 @@ pub mod template;
 
 pub use diag::{Diagnostic, Diagnostics, Origin, Severity};
 pub use facts::Facts;
-pub use load::{FILES_DIR, PROMISE_TYPES, TEMP_SUFFIX, TreeFiles, is_policy_file, load, load_from};
+pub use load::{
+    FILES_DIR, MODULE_FILE, MODULES_DIR, PROMISE_TYPES, TEMP_SUFFIX, TreeFiles, is_policy_file,
+    load, load_from,
+};
 pub use model::Unresolved;
 pub use resolve::{Resolution, UnknownMember};
 

@@ -18,7 +18,10 @@ use crate::read::{Cx, Str, Table, Val};
 use crate::split;
 use crate::template::{Ref, Template, TemplateError};
 
+mod module;
 mod plan;
+
+pub use module::{MODULE_FILE, MODULES_DIR};
 
 /// The directory under a tree that holds content for `file` promises; never read as policy.
 pub const FILES_DIR: &str = "files";
@@ -29,7 +32,9 @@ pub const PROMISE_TYPES: [&str; 14] = [
     "group", "user", "pkg", "process",
 ];
 
-const TOP_LEVEL: [&str; 6] = ["cluster", "member", "package", "value", "plan", "handler"];
+const TOP_LEVEL: [&str; 7] = [
+    "cluster", "member", "package", "value", "plan", "handler", "use",
+];
 
 /// Loads and validates the policy tree at `tree`.
 ///
@@ -76,7 +81,9 @@ pub fn load_from(tree: &Path, files: &dyn TreeFiles) -> Result<Policy, Diagnosti
 }
 
 /// Whether a relative path is one [`load`] reads as a policy file: `*.toml`, not
-/// beneath `files/`, no hidden component (the rules of the directory walk).
+/// beneath `files/`, no hidden component (the rules of the directory walk). Files
+/// beneath [`MODULES_DIR`] are policy files too, read as modules' files rather
+/// than as top-level policy.
 pub fn is_policy_file(rel: &Path) -> bool {
     let mut components = rel.components();
     if components
@@ -136,9 +143,11 @@ pub(crate) fn load_with(
     for rel in files {
         match source.read(tree, &rel) {
             Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) if module::is_module_file(&rel) => loader.mods.keep(&rel, text),
                 Ok(text) => {
                     // Roughly one promise per `[[` header: no doubling slack on large files.
                     loader.promises.reserve(text.matches("[[").count());
+                    loader.mods.scan_params = text.contains("${param.");
                     loader.read_source(&SourceText::new(&rel, text), &mut diags, parse);
                 }
                 Err(e) => diags.error(
@@ -165,12 +174,12 @@ pub(crate) fn load_with(
             ),
         }
     }
+    loader.instantiate_modules(&mut diags);
     loader.check(&mut diags);
     diags.sort();
-    // Declaration order, whatever order the TOML parser grouped the tables in.
-    loader
-        .promises
-        .sort_unstable_by(|a, b| a.origin.cmp(&b.origin));
+    // Declaration order, whatever order the TOML parser grouped the tables in; a
+    // module's promises take the place of their `[[use]]`.
+    module::sort_promises(&mut loader.promises, &loader.mods);
     loader.plans.sort_by(|a, b| a.origin.cmp(&b.origin));
     if diags.has_errors() {
         return Err(diags);
@@ -225,6 +234,7 @@ struct Mark {
     named: usize,
     plans: usize,
     plan_names: usize,
+    uses: usize,
 }
 
 /// A name reference to check once every file is read.
@@ -268,6 +278,8 @@ struct Loader<'s> {
     plan_names: Vec<(String, Origin)>,
     /// Tables read so far per top-level array of the current file, for `file[N]` paths.
     counts: HashMap<String, usize>,
+    /// Modules and their uses (see `module`).
+    mods: module::Modules,
 }
 
 /// How a document is handed to the TOML parser.
@@ -350,6 +362,7 @@ impl Loader<'_> {
             named: self.named.len(),
             plans: self.plans.len(),
             plan_names: self.plan_names.len(),
+            uses: self.mods.uses.len(),
         }
     }
 
@@ -372,9 +385,11 @@ impl Loader<'_> {
         self.plans.truncate(m.plans);
         self.plan_checks.truncate(m.plans);
         self.plan_names.truncate(m.plan_names);
+        self.mods.uses.truncate(m.uses);
     }
 
     fn read_file(&mut self, cx: &mut Cx<'_>, doc: &DeTable<'_>) {
+        self.reject_param_refs(cx, doc);
         for (key, value) in doc.iter() {
             let name: &str = key.get_ref();
             let v = Val {
@@ -392,6 +407,11 @@ impl Loader<'_> {
                             "handler" => self.read_handler(cx, t),
                             _ => self.read_value(cx, t, i),
                         }
+                    }
+                }
+                "use" => {
+                    for (_, t) in self.tables(cx, v, name) {
+                        self.read_use(cx, t);
                     }
                 }
                 t if PROMISE_TYPES.contains(&t) => {

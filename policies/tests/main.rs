@@ -9,5 +9,6 @@
 )]
 
 mod diagnostics;
+mod modules;
 mod robustness;
 mod values;

@@ -1,0 +1,148 @@
+//! Modules: a policy using one module twice with different arguments converges a
+//! sandbox root (each instance its own promises and files), a second run is all
+//! kept, `check` names both uses when they fight, and the signed bundle carries the
+//! module's files to a member.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "fixtures write policy trees and read results directly"
+)]
+
+use std::fs;
+
+use crate::run::{World, read};
+use crate::util::Sandbox;
+
+const MODULE: &str = r#"
+[[param]]
+name = "port"
+default = "80"
+
+[[param]]
+name = "docroot"
+
+[[dir]]
+path = "${param.docroot}"
+mode = "0755"
+
+[[file]]
+name = "index"
+path = "${param.docroot}/index.html"
+content = "served on ${param.port} by ${member}\n"
+template = true
+mode = "0644"
+
+[[line]]
+file = "/etc/web/ports"
+line = "listen ${param.port}"
+"#;
+
+const SITE: &str = r#"
+[[dir]]
+path = "/srv"
+mode = "0755"
+
+[[use]]
+name = "site_a"
+module = "web"
+with = { port = "8080", docroot = "/srv/a" }
+
+[[use]]
+name = "site_b"
+module = "web"
+with = { docroot = "/srv/b" }
+"#;
+
+const CLUSTER: &str = r#"
+[cluster]
+name = "c"
+
+[[member]]
+name = "m1"
+"#;
+
+#[test]
+fn a_module_used_twice_converges_and_a_second_run_is_kept() {
+    let sb = Sandbox::new();
+    sb.policy(&[
+        ("cluster.toml", CLUSTER),
+        ("site.toml", SITE),
+        ("modules/web/module.toml", MODULE),
+    ]);
+    sb.check().expect_code(0);
+
+    let first = sb.apply_outside_state(&["--json", "--fact", "member=m1"]);
+    first.expect_code(0);
+    let report = first.report();
+    for id in [
+        "site_a/index",
+        "site_b/index",
+        "site_a/dir:/srv/a",
+        "site_b/dir:/srv/b",
+    ] {
+        assert_eq!(report.event(id)["status"], "repaired", "{id}");
+    }
+    assert_eq!(
+        fs::read_to_string(sb.at("/srv/a/index.html")).unwrap(),
+        "served on 8080 by m1\n"
+    );
+    assert_eq!(
+        fs::read_to_string(sb.at("/srv/b/index.html")).unwrap(),
+        "served on 80 by m1\n"
+    );
+    assert_eq!(
+        fs::read_to_string(sb.at("/etc/web/ports")).unwrap(),
+        "listen 8080\nlisten 80\n",
+        "site_a's line, then site_b's: each use's promises at its place"
+    );
+
+    let second = sb.apply_outside_state(&["--json", "--fact", "member=m1"]);
+    second.expect_code(0);
+    let report = second.report();
+    let statuses = report.statuses();
+    assert!(!statuses.is_empty());
+    assert!(
+        statuses.iter().all(|(_, s)| s == "kept"),
+        "second run: {statuses:?}"
+    );
+    assert_eq!(report.count("repaired"), 0);
+}
+
+#[test]
+fn check_names_both_uses_when_they_write_one_file() {
+    let sb = Sandbox::new();
+    let clash = SITE.replace("docroot = \"/srv/b\"", "docroot = \"/srv/a\"");
+    sb.policy(&[
+        ("cluster.toml", CLUSTER),
+        ("site.toml", &clash),
+        ("modules/web/module.toml", MODULE),
+    ]);
+    let run = sb.check();
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        out.contains(
+            "modules/web/module.toml:13:1: file: `site_b/index` fights with `site_a/index` at modules/web/module.toml:13:1"
+        ),
+        "{out}"
+    );
+}
+
+/// The signed bundle carries `modules/`: a member fetching it over mutual TLS
+/// converges both instances.
+#[test]
+fn a_member_converges_a_module_from_the_signed_bundle() {
+    let world = World::new();
+    let tree = world.path("trees/1");
+    fs::create_dir_all(tree.join("modules/web")).unwrap();
+    fs::write(tree.join("modules/web/module.toml"), MODULE).unwrap();
+    fs::write(tree.join("site.toml"), SITE).unwrap();
+    let config = world.cached_member("alpha");
+    assert_eq!(
+        read(&config, "srv/a/index.html").as_deref(),
+        Some("served on 8080 by alpha\n")
+    );
+    assert_eq!(
+        read(&config, "srv/b/index.html").as_deref(),
+        Some("served on 80 by alpha\n")
+    );
+}
