@@ -24,9 +24,9 @@ mod plan;
 pub const FILES_DIR: &str = "files";
 
 /// The promise types, as their TOML array names.
-pub const PROMISE_TYPES: [&str; 14] = [
+pub const PROMISE_TYPES: [&str; 15] = [
     "file", "line", "setting", "link", "dir", "absent", "command", "hostname", "copy", "service",
-    "group", "user", "pkg", "process",
+    "group", "user", "pkg", "process", "tree",
 ];
 
 const TOP_LEVEL: [&str; 6] = ["cluster", "member", "package", "value", "plan", "handler"];
@@ -56,6 +56,43 @@ pub trait TreeFiles: Sync {
         let _ = (tree, rel);
         None
     }
+    /// Every file beneath the directory `rel` of the tree (`files/...`), relative to
+    /// the tree, sorted; no hidden entries. The default walks the directory
+    /// `tree/rel` and refuses a symlink, as publishing a bundle does.
+    fn files_under(&self, tree: &Path, rel: &Path) -> Result<Vec<PathBuf>, String> {
+        files_under_dir(tree, rel)
+    }
+}
+
+/// [`TreeFiles::files_under`] for a tree on disk.
+fn files_under_dir(tree: &Path, rel: &Path) -> Result<Vec<PathBuf>, String> {
+    let top = tree.join(rel);
+    match std::fs::symlink_metadata(&top) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err("is not a directory".to_string()),
+        Err(e) => return Err(e.to_string()),
+    }
+    let mut out = Vec::new();
+    let walk = walkdir::WalkDir::new(&top)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in walk {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let ft = entry.file_type();
+        if ft.is_symlink() {
+            return Err(format!(
+                "{} is a symlink; a tree's source holds files and directories only",
+                entry.path().display()
+            ));
+        }
+        if ft.is_file() {
+            let inner = entry.path().strip_prefix(tree).map_err(|e| e.to_string())?;
+            out.push(inner.to_path_buf());
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// The policy tree as a directory.
@@ -818,6 +855,7 @@ impl Loader<'_> {
             "user" => user(cx, t).map(PromiseKind::User),
             "pkg" => pkg(cx, t).map(PromiseKind::Pkg),
             "process" => self.process(cx, t).map(PromiseKind::Process),
+            "tree" => self.tree(cx, t).map(PromiseKind::Tree),
             _ => self.copy(cx, t).map(PromiseKind::Copy),
         }
     }
@@ -1235,6 +1273,121 @@ impl Loader<'_> {
             return None;
         }
         Some(CopyPromise { from, to, purge })
+    }
+
+    /// `[[tree]]`: reads the source directory's file list (and each file's digest, or
+    /// its bytes) now, so the promise is a list of file promises.
+    fn tree(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<TreePromise> {
+        let path = req_path(cx, t, "path");
+        let purge = t.bool(cx, "purge").unwrap_or(false);
+        let perms = perms(cx, t);
+        let dir_mode = match t.value("dir_mode") {
+            Some(v) if v.value.is_integer() => {
+                cx.error(
+                    &v.span,
+                    &t.field("dir_mode"),
+                    "write the mode as a string, such as \"0755\" (a TOML integer is decimal)",
+                );
+                return None;
+            }
+            _ => match t.str(cx, "dir_mode").map(|m| (Mode::parse(m.value), m)) {
+                Some((Ok(m), _)) => Some(m),
+                Some((Err(e), m)) => {
+                    cx.error(&m.span, &t.field("dir_mode"), e);
+                    return None;
+                }
+                None => None,
+            },
+        };
+        let s = t.req_str(cx, "source")?;
+        let field = t.field("source");
+        let source = self.source_rel(cx, &s, &field)?;
+        let listed = match self.source {
+            Some(src) => src.files_under(&self.tree, &source),
+            None => files_under_dir(&self.tree, &source),
+        };
+        let rels = match listed {
+            Ok(r) if r.is_empty() => {
+                cx.error(
+                    &s.span,
+                    &field,
+                    format!("{FILES_DIR}/{} holds no files to distribute", s.value),
+                );
+                return None;
+            }
+            Ok(r) => r,
+            Err(e) => {
+                cx.error(
+                    &s.span,
+                    &field,
+                    format!(
+                        "{FILES_DIR}/{} must be a directory of the tree: {e}",
+                        s.value
+                    ),
+                );
+                return None;
+            }
+        };
+        let (path, perms) = (path?, perms?);
+        if path.relative().as_os_str().is_empty() {
+            cx.error(&t.span, &t.field("path"), "a tree cannot be `/` itself");
+            return None;
+        }
+        let mut files = Vec::with_capacity(rels.len());
+        for rel in rels {
+            let Ok(inner) = rel.strip_prefix(&source) else {
+                continue;
+            };
+            let Some(dest) = inner
+                .to_str()
+                .and_then(|i| AbsPath::parse(&format!("{}/{i}", path.as_path().display())).ok())
+            else {
+                cx.error(
+                    &s.span,
+                    &field,
+                    format!("{} is not a name a member's path can have", rel.display()),
+                );
+                return None;
+            };
+            if is_reserved(&dest) {
+                cx.error(
+                    &s.span,
+                    &field,
+                    format!(
+                        "{} ends with `{TEMP_SUFFIX}`, which the agent's own temporary files use",
+                        rel.display()
+                    ),
+                );
+                return None;
+            }
+            let digest = self.source.and_then(|src| src.digest(&self.tree, &rel));
+            let content = match digest {
+                Some((size, sha256)) => Content::Stored(StoredFile { rel, size, sha256 }),
+                None => {
+                    let shown = Str {
+                        value: s.value,
+                        span: s.span.clone(),
+                    };
+                    Content::Bytes(self.source_file(cx, &shown, &rel, &field)?)
+                }
+            };
+            files.push(FilePromise {
+                path: dest,
+                content,
+                perms: perms.clone(),
+            });
+        }
+        Some(TreePromise {
+            path,
+            source,
+            files,
+            dirs: Perms {
+                mode: dir_mode,
+                owner: perms.owner,
+                group: perms.group,
+            },
+            purge,
+        })
     }
 
     fn argv(
@@ -1978,6 +2131,7 @@ fn default_id(kind: &PromiseKind) -> String {
         PromiseKind::Handler(_) => ty.to_string(),
         PromiseKind::Pkg(p) => format!("{ty}:{}", p.pkg),
         PromiseKind::Process(p) => format!("{ty}:{}", p.matches.as_str()),
+        PromiseKind::Tree(p) => format!("{ty}:{}", p.path),
     }
 }
 
