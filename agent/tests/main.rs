@@ -16,4 +16,5 @@ mod push;
 mod run;
 mod service;
 mod statcache;
+mod tree;
 mod util;

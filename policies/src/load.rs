@@ -1281,6 +1281,7 @@ impl Loader<'_> {
         let path = req_path(cx, t, "path");
         let purge = t.bool(cx, "purge").unwrap_or(false);
         let perms = perms(cx, t);
+        let mut dir_mode_ok = true;
         let dir_mode = match t.value("dir_mode") {
             Some(v) if v.value.is_integer() => {
                 cx.error(
@@ -1288,13 +1289,15 @@ impl Loader<'_> {
                     &t.field("dir_mode"),
                     "write the mode as a string, such as \"0755\" (a TOML integer is decimal)",
                 );
-                return None;
+                dir_mode_ok = false;
+                None
             }
             _ => match t.str(cx, "dir_mode").map(|m| (Mode::parse(m.value), m)) {
                 Some((Ok(m), _)) => Some(m),
                 Some((Err(e), m)) => {
                     cx.error(&m.span, &t.field("dir_mode"), e);
-                    return None;
+                    dir_mode_ok = false;
+                    None
                 }
                 None => None,
             },
@@ -1329,6 +1332,9 @@ impl Loader<'_> {
             }
         };
         let (path, perms) = (path?, perms?);
+        if !dir_mode_ok {
+            return None;
+        }
         if path.relative().as_os_str().is_empty() {
             cx.error(&t.span, &t.field("path"), "a tree cannot be `/` itself");
             return None;
