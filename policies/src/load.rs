@@ -2203,6 +2203,61 @@ mod tests {
         "[[package]]\nname = \"tenet\"\nhostname = \"t\"\nip = \"10.0.0.1\"\nmembers = [\"m1\"]\nconfiguration = \"rotating\"\n",
     ];
 
+    /// A tree on disk whose files are known by a (made-up) digest, as a signed
+    /// bundle knows them.
+    struct Digested;
+
+    impl TreeFiles for Digested {
+        fn policy_files(&self, tree: &Path) -> Result<Vec<PathBuf>, String> {
+            policy_files(tree)
+        }
+        fn read(&self, tree: &Path, rel: &Path) -> std::io::Result<Vec<u8>> {
+            std::fs::read(tree.join(rel))
+        }
+        fn digest(&self, tree: &Path, rel: &Path) -> Option<(u64, [u8; 32])> {
+            let len = std::fs::metadata(tree.join(rel)).ok()?.len();
+            Some((len, [7; 32]))
+        }
+    }
+
+    #[test]
+    #[expect(clippy::disallowed_methods, reason = "the test writes a policy tree")]
+    fn a_tree_is_one_file_promise_per_source_file() {
+        let tree = tempfile::tempdir().unwrap();
+        let t = tree.path();
+        std::fs::write(
+            t.join("p.toml"),
+            "[[tree]]\npath = \"/etc/t\"\nsource = \"t\"\nmode = \"0600\"\nowner = \"0\"\ndir_mode = \"0700\"\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(t.join("files/t/sub")).unwrap();
+        std::fs::write(t.join("files/t/b"), "B").unwrap();
+        std::fs::write(t.join("files/t/sub/a"), "AA").unwrap();
+        std::fs::write(t.join("files/t/.hidden"), "no").unwrap();
+        let kind = |p: &Policy| match &p.promises[0].kind {
+            PromiseKind::Tree(tp) => tp.clone(),
+            other => panic!("{other:?}"),
+        };
+        let tp = kind(&load(t).unwrap());
+        let paths: Vec<String> = tp.files.iter().map(|f| f.path.to_string()).collect();
+        assert_eq!(paths, ["/etc/t/b", "/etc/t/sub/a"], "hidden files are skipped");
+        assert!(matches!(&tp.files[1].content, Content::Bytes(b) if b == b"AA"));
+        assert_eq!(tp.files[0].perms.mode, Some(Mode(0o600)));
+        assert_eq!(tp.dirs.mode, Some(Mode(0o700)));
+        assert_eq!(tp.dirs.owner, Some(Owner::Id(0)));
+        assert_eq!(tp.dir_paths(), [PathBuf::new(), PathBuf::from("sub")]);
+
+        let stored = kind(&load_from(t, &Digested).unwrap());
+        assert!(matches!(
+            &stored.files[1].content,
+            Content::Stored(s) if s.rel == Path::new("files/t/sub/a") && s.size == 2
+        ));
+
+        std::os::unix::fs::symlink("/etc/passwd", t.join("files/t/link")).unwrap();
+        let err = load(t).unwrap_err().to_string();
+        assert!(err.contains("is a symlink"), "{err}");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
 
