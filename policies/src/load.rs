@@ -2240,7 +2240,11 @@ mod tests {
         };
         let tp = kind(&load(t).unwrap());
         let paths: Vec<String> = tp.files.iter().map(|f| f.path.to_string()).collect();
-        assert_eq!(paths, ["/etc/t/b", "/etc/t/sub/a"], "hidden files are skipped");
+        assert_eq!(
+            paths,
+            ["/etc/t/b", "/etc/t/sub/a"],
+            "hidden files are skipped"
+        );
         assert!(matches!(&tp.files[1].content, Content::Bytes(b) if b == b"AA"));
         assert_eq!(tp.files[0].perms.mode, Some(Mode(0o600)));
         assert_eq!(tp.dirs.mode, Some(Mode(0o700)));
