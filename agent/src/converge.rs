@@ -5,7 +5,7 @@
 //! module carries out the ops through [`crate::fsops`] and [`crate::exec`]
 //! only, then observes and plans again: a repaired promise must now be kept.
 //!
-//! Promises converge in phases (group, user, pkg, dir, file, copy, edits, link,
+//! Promises converge in phases (group, user, pkg, dir, file, copy and tree, edits, link,
 //! absent, hostname, service, process, command). The pkg phase's changes are one package
 //! transaction. Within a phase, file changes are staged into one [`Batch`] and committed
 //! together, so thousands of files cost one flush. Edits (`line`, `setting`) to one
@@ -41,6 +41,7 @@ mod notify;
 mod pkg;
 mod process;
 mod service;
+mod tree;
 mod user;
 
 /// Whether plans keep the before and after text of changed files (for `--diff`).
@@ -364,7 +365,7 @@ pub fn converge(
             PromiseKind::Pkg(_) => (Phase::Pkg, None),
             PromiseKind::Dir(_) => (Phase::Dir, None),
             PromiseKind::File(_) => (Phase::File, None),
-            PromiseKind::Copy(_) => (Phase::Copy, None),
+            PromiseKind::Copy(_) | PromiseKind::Tree(_) => (Phase::Copy, None),
             PromiseKind::Line(l) => (Phase::Edits, Some(&l.file)),
             PromiseKind::Setting(s) => (Phase::Edits, Some(&s.file)),
             PromiseKind::Link(_) => (Phase::Link, None),
@@ -876,6 +877,7 @@ fn evaluate<'p>(
                 PromiseKind::Link(l) => link::evaluate(cx, l),
                 PromiseKind::Absent(a) => absent::evaluate(cx, a),
                 PromiseKind::Copy(c) => copy::evaluate(cx, c),
+                PromiseKind::Tree(t) => tree::evaluate(cx, t),
                 PromiseKind::Command(c) | PromiseKind::Handler(c) => command::evaluate(cx, c),
                 PromiseKind::Hostname(h) => hostname::evaluate(cx, h),
                 PromiseKind::Service(u) => service::evaluate(cx, u),

@@ -1,5 +1,5 @@
-//! Idempotence over arbitrary starting trees: for `file`, `link`, `dir`, `absent`
-//! and `copy` promises over whatever a path holds at first (nothing, a file, a
+//! Idempotence over arbitrary starting trees: for `file`, `link`, `dir`, `absent`,
+//! `copy` and `tree` promises over whatever a path holds at first (nothing, a file, a
 //! directory, a link in or out of the root, a loop), after one apply a dry run
 //! finds every kept or repaired promise kept (and a blocked or failed one the same
 //! as before), and a second apply changes no byte, mode, link target or inode.
@@ -77,6 +77,13 @@ enum Spec {
     Copy {
         source: Source,
         purge: bool,
+    },
+    /// `[[tree]]` from `files/tK`: files `cN` (in `d/` when the flag says), at least one.
+    Tree {
+        files: Vec<(Vec<u8>, bool)>,
+        purge: bool,
+        mode: Option<u32>,
+        dir_mode: Option<u32>,
     },
 }
 
@@ -168,9 +175,17 @@ enum Kind {
     Dir,
     Absent,
     Copy,
+    Tree,
 }
 
-const KINDS: [Kind; 5] = [Kind::File, Kind::Link, Kind::Dir, Kind::Absent, Kind::Copy];
+const KINDS: [Kind; 6] = [
+    Kind::File,
+    Kind::Link,
+    Kind::Dir,
+    Kind::Absent,
+    Kind::Copy,
+    Kind::Tree,
+];
 
 fn spec_of(kind: Kind) -> BoxedStrategy<Spec> {
     match kind {
@@ -219,6 +234,19 @@ fn spec_of(kind: Kind) -> BoxedStrategy<Spec> {
                 .prop_map(|(source, purge)| Spec::Copy { source, purge })
                 .boxed()
         }
+        Kind::Tree => (
+            proptest::collection::vec((bytes(), any::<bool>()), 1..4),
+            any::<bool>(),
+            proptest::option::of(file_mode()),
+            proptest::option::of(dir_mode()),
+        )
+            .prop_map(|(files, purge, mode, dir_mode)| Spec::Tree {
+                files,
+                purge,
+                mode,
+                dir_mode,
+            })
+            .boxed(),
     }
 }
 
@@ -357,6 +385,31 @@ fn build(sb: &Sandbox, case: &Case) {
                     policy,
                     "[[copy]]\nfrom = \"/src/s{k}\"\nto = \"{p}\"\npurge = {purge}"
                 );
+            }
+            Spec::Tree {
+                files,
+                purge,
+                mode,
+                dir_mode,
+            } => {
+                for (n, (f, deeper)) in files.iter().enumerate() {
+                    let at = if *deeper {
+                        format!("files/t{k}/d/c{n}")
+                    } else {
+                        format!("files/t{k}/c{n}")
+                    };
+                    write(&sb.policy.join(at), f);
+                }
+                let _ = writeln!(
+                    policy,
+                    "[[tree]]\npath = \"{p}\"\nsource = \"t{k}\"\npurge = {purge}"
+                );
+                if let Some(m) = mode {
+                    let _ = writeln!(policy, "mode = \"{m:04o}\"");
+                }
+                if let Some(m) = dir_mode {
+                    let _ = writeln!(policy, "dir_mode = \"{m:04o}\"");
+                }
             }
         }
         policy.push('\n');

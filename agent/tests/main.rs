@@ -17,4 +17,5 @@ mod push;
 mod run;
 mod service;
 mod statcache;
+mod tree;
 mod util;

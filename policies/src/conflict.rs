@@ -38,6 +38,7 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
     let mut hostnames = Vec::new();
     let mut globs: Vec<(usize, &AbsPath)> = Vec::new();
     let mut copies: Vec<(usize, &AbsPath)> = Vec::new();
+    let mut trees: Vec<(usize, &AbsPath)> = Vec::new();
     let mut units: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut users: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -63,6 +64,13 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
                     .or_default()
                     .push((i, Claim::Whole(Owns::Dir)));
                 copies.push((i, &c.to));
+            }
+            PromiseKind::Tree(t) => {
+                paths
+                    .entry(&t.path)
+                    .or_default()
+                    .push((i, Claim::Whole(Owns::Dir)));
+                trees.push((i, &t.path));
             }
             PromiseKind::Absent(a) => {
                 for path in &a.paths {
@@ -279,6 +287,17 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
             if path.as_path() != to.as_path() && path.starts_with(to) {
                 for &(i, _) in claims.iter().filter(|(i, _)| *i != c) {
                     report(c, i, &format!("{path} (inside the copy to {to})"));
+                }
+            }
+        }
+    }
+    // A tree owns every path beneath it, whether its source has a file there or not
+    // (its `purge` would remove what another promise made).
+    for &(t, at) in &trees {
+        for (path, claims) in &sorted {
+            if path.as_path() != at.as_path() && path.starts_with(at) {
+                for &(i, _) in claims.iter().filter(|(i, _)| *i != t) {
+                    report(t, i, &format!("{path} (inside the tree at {at})"));
                 }
             }
         }

@@ -27,9 +27,9 @@ pub use module::{MODULE_FILE, MODULES_DIR};
 pub const FILES_DIR: &str = "files";
 
 /// The promise types, as their TOML array names.
-pub const PROMISE_TYPES: [&str; 14] = [
+pub const PROMISE_TYPES: [&str; 15] = [
     "file", "line", "setting", "link", "dir", "absent", "command", "hostname", "copy", "service",
-    "group", "user", "pkg", "process",
+    "group", "user", "pkg", "process", "tree",
 ];
 
 const TOP_LEVEL: [&str; 7] = [
@@ -61,6 +61,43 @@ pub trait TreeFiles: Sync {
         let _ = (tree, rel);
         None
     }
+    /// Every file beneath the directory `rel` of the tree (`files/...`), relative to
+    /// the tree, sorted; no hidden entries. The default walks the directory
+    /// `tree/rel` and refuses a symlink, as publishing a bundle does.
+    fn files_under(&self, tree: &Path, rel: &Path) -> Result<Vec<PathBuf>, String> {
+        files_under_dir(tree, rel)
+    }
+}
+
+/// [`TreeFiles::files_under`] for a tree on disk.
+fn files_under_dir(tree: &Path, rel: &Path) -> Result<Vec<PathBuf>, String> {
+    let top = tree.join(rel);
+    match std::fs::symlink_metadata(&top) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err("is not a directory".to_string()),
+        Err(e) => return Err(e.to_string()),
+    }
+    let mut out = Vec::new();
+    let walk = walkdir::WalkDir::new(&top)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in walk {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let ft = entry.file_type();
+        if ft.is_symlink() {
+            return Err(format!(
+                "{} is a symlink; a tree's source holds files and directories only",
+                entry.path().display()
+            ));
+        }
+        if ft.is_file() {
+            let inner = entry.path().strip_prefix(tree).map_err(|e| e.to_string())?;
+            out.push(inner.to_path_buf());
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// The policy tree as a directory.
@@ -838,6 +875,7 @@ impl Loader<'_> {
             "user" => user(cx, t).map(PromiseKind::User),
             "pkg" => pkg(cx, t).map(PromiseKind::Pkg),
             "process" => self.process(cx, t).map(PromiseKind::Process),
+            "tree" => self.tree(cx, t).map(PromiseKind::Tree),
             _ => self.copy(cx, t).map(PromiseKind::Copy),
         }
     }
@@ -1255,6 +1293,127 @@ impl Loader<'_> {
             return None;
         }
         Some(CopyPromise { from, to, purge })
+    }
+
+    /// `[[tree]]`: reads the source directory's file list (and each file's digest, or
+    /// its bytes) now, so the promise is a list of file promises.
+    fn tree(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<TreePromise> {
+        let path = req_path(cx, t, "path");
+        let purge = t.bool(cx, "purge").unwrap_or(false);
+        let perms = perms(cx, t);
+        let mut dir_mode_ok = true;
+        let dir_mode = match t.value("dir_mode") {
+            Some(v) if v.value.is_integer() => {
+                cx.error(
+                    &v.span,
+                    &t.field("dir_mode"),
+                    "write the mode as a string, such as \"0755\" (a TOML integer is decimal)",
+                );
+                dir_mode_ok = false;
+                None
+            }
+            _ => match t.str(cx, "dir_mode").map(|m| (Mode::parse(m.value), m)) {
+                Some((Ok(m), _)) => Some(m),
+                Some((Err(e), m)) => {
+                    cx.error(&m.span, &t.field("dir_mode"), e);
+                    dir_mode_ok = false;
+                    None
+                }
+                None => None,
+            },
+        };
+        let s = t.req_str(cx, "source")?;
+        let field = t.field("source");
+        let source = self.source_rel(cx, &s, &field)?;
+        let listed = match self.source {
+            Some(src) => src.files_under(&self.tree, &source),
+            None => files_under_dir(&self.tree, &source),
+        };
+        let rels = match listed {
+            Ok(r) if r.is_empty() => {
+                cx.error(
+                    &s.span,
+                    &field,
+                    format!("{FILES_DIR}/{} holds no files to distribute", s.value),
+                );
+                return None;
+            }
+            Ok(r) => r,
+            Err(e) => {
+                cx.error(
+                    &s.span,
+                    &field,
+                    format!(
+                        "{FILES_DIR}/{} must be a directory of the tree: {e}",
+                        s.value
+                    ),
+                );
+                return None;
+            }
+        };
+        let (path, perms) = (path?, perms?);
+        if !dir_mode_ok {
+            return None;
+        }
+        if path.relative().as_os_str().is_empty() {
+            cx.error(&t.span, &t.field("path"), "a tree cannot be `/` itself");
+            return None;
+        }
+        let mut files = Vec::with_capacity(rels.len());
+        for rel in rels {
+            let Ok(inner) = rel.strip_prefix(&source) else {
+                continue;
+            };
+            let Some(dest) = inner
+                .to_str()
+                .and_then(|i| AbsPath::parse(&format!("{}/{i}", path.as_path().display())).ok())
+            else {
+                cx.error(
+                    &s.span,
+                    &field,
+                    format!("{} is not a name a member's path can have", rel.display()),
+                );
+                return None;
+            };
+            if is_reserved(&dest) {
+                cx.error(
+                    &s.span,
+                    &field,
+                    format!(
+                        "{} ends with `{TEMP_SUFFIX}`, which the agent's own temporary files use",
+                        rel.display()
+                    ),
+                );
+                return None;
+            }
+            let digest = self.source.and_then(|src| src.digest(&self.tree, &rel));
+            let content = match digest {
+                Some((size, sha256)) => Content::Stored(StoredFile { rel, size, sha256 }),
+                None => {
+                    let shown = Str {
+                        value: s.value,
+                        span: s.span.clone(),
+                    };
+                    Content::Bytes(self.source_file(cx, &shown, &rel, &field)?)
+                }
+            };
+            files.push(FilePromise {
+                path: dest,
+                content,
+                perms: perms.clone(),
+            });
+        }
+        Some(TreePromise {
+            path,
+            source,
+            files,
+            dirs: Perms {
+                mode: dir_mode,
+                owner: perms.owner,
+                group: perms.group,
+            },
+            purge,
+        })
     }
 
     fn argv(
@@ -1998,6 +2157,7 @@ fn default_id(kind: &PromiseKind) -> String {
         PromiseKind::Handler(_) => ty.to_string(),
         PromiseKind::Pkg(p) => format!("{ty}:{}", p.pkg),
         PromiseKind::Process(p) => format!("{ty}:{}", p.matches.as_str()),
+        PromiseKind::Tree(p) => format!("{ty}:{}", p.path),
     }
 }
 
@@ -2062,6 +2222,65 @@ mod tests {
         "[[plan]]\nname = \"p\"\non = \"master-move\"\npackage = \"tenet\"\n[[plan.step]]\ntype = \"command\"\nargv = [\"/bin/true\"]\n[plan.step.env]\nA = \"1\"\n[[plan.step]]\ntype = \"hostname-save\"\n",
         "[[package]]\nname = \"tenet\"\nhostname = \"t\"\nip = \"10.0.0.1\"\nmembers = [\"m1\"]\nconfiguration = \"rotating\"\n",
     ];
+
+    /// A tree on disk whose files are known by a (made-up) digest, as a signed
+    /// bundle knows them.
+    struct Digested;
+
+    impl TreeFiles for Digested {
+        fn policy_files(&self, tree: &Path) -> Result<Vec<PathBuf>, String> {
+            policy_files(tree)
+        }
+        fn read(&self, tree: &Path, rel: &Path) -> std::io::Result<Vec<u8>> {
+            std::fs::read(tree.join(rel))
+        }
+        fn digest(&self, tree: &Path, rel: &Path) -> Option<(u64, [u8; 32])> {
+            let len = std::fs::metadata(tree.join(rel)).ok()?.len();
+            Some((len, [7; 32]))
+        }
+    }
+
+    #[test]
+    #[expect(clippy::disallowed_methods, reason = "the test writes a policy tree")]
+    fn a_tree_is_one_file_promise_per_source_file() {
+        let tree = tempfile::tempdir().unwrap();
+        let t = tree.path();
+        std::fs::write(
+            t.join("p.toml"),
+            "[[tree]]\npath = \"/etc/t\"\nsource = \"t\"\nmode = \"0600\"\nowner = \"0\"\ndir_mode = \"0700\"\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(t.join("files/t/sub")).unwrap();
+        std::fs::write(t.join("files/t/b"), "B").unwrap();
+        std::fs::write(t.join("files/t/sub/a"), "AA").unwrap();
+        std::fs::write(t.join("files/t/.hidden"), "no").unwrap();
+        let kind = |p: &Policy| match &p.promises[0].kind {
+            PromiseKind::Tree(tp) => tp.clone(),
+            other => panic!("{other:?}"),
+        };
+        let tp = kind(&load(t).unwrap());
+        let paths: Vec<String> = tp.files.iter().map(|f| f.path.to_string()).collect();
+        assert_eq!(
+            paths,
+            ["/etc/t/b", "/etc/t/sub/a"],
+            "hidden files are skipped"
+        );
+        assert!(matches!(&tp.files[1].content, Content::Bytes(b) if b == b"AA"));
+        assert_eq!(tp.files[0].perms.mode, Some(Mode(0o600)));
+        assert_eq!(tp.dirs.mode, Some(Mode(0o700)));
+        assert_eq!(tp.dirs.owner, Some(Owner::Id(0)));
+        assert_eq!(tp.dir_paths(), [PathBuf::new(), PathBuf::from("sub")]);
+
+        let stored = kind(&load_from(t, &Digested).unwrap());
+        assert!(matches!(
+            &stored.files[1].content,
+            Content::Stored(s) if s.rel == Path::new("files/t/sub/a") && s.size == 2
+        ));
+
+        std::os::unix::fs::symlink("/etc/passwd", t.join("files/t/link")).unwrap();
+        let err = load(t).unwrap_err().to_string();
+        assert!(err.contains("is a symlink"), "{err}");
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]

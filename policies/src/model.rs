@@ -509,6 +509,8 @@ pub enum PromiseKind<S = Template> {
     Pkg(PkgPromise),
     /// Processes matching a pattern running (started) or not (signalled).
     Process(ProcessPromise<S>),
+    /// A directory of the tree's `files/` distributed as a whole.
+    Tree(TreePromise),
 }
 
 impl<S> PromiseKind<S> {
@@ -530,6 +532,7 @@ impl<S> PromiseKind<S> {
             Self::Handler(_) => "handler",
             Self::Pkg(_) => "pkg",
             Self::Process(_) => "process",
+            Self::Tree(_) => "tree",
         }
     }
 }
@@ -698,6 +701,44 @@ pub struct CopyPromise {
     pub to: AbsPath,
     /// Remove files under `to` that `from` lacks.
     pub purge: bool,
+}
+
+/// `[[tree]]`: a directory of the tree's `files/` distributed as a whole: every file
+/// of the source is a file beneath `path` (its directories, directories beneath it),
+/// and with `purge` nothing else is.
+#[derive(Debug, Clone)]
+pub struct TreePromise {
+    /// The directory on the member.
+    pub path: AbsPath,
+    /// The source directory, relative to the policy tree (`files/...`).
+    pub source: PathBuf,
+    /// One file promise per file of the source, sorted by path, each beneath `path`
+    /// with the tree's file attributes (its content is never a template).
+    pub files: Vec<FilePromise<String>>,
+    /// Attributes of `path` and of every directory beneath it that holds a file.
+    pub dirs: Perms,
+    /// Remove what lies beneath `path` that the source lacks.
+    pub purge: bool,
+}
+
+impl TreePromise {
+    /// Every directory the tree makes: `path`, then the directories holding the
+    /// files beneath it, each after its parent, relative to `path` (`path` itself is
+    /// the empty path).
+    pub fn dir_paths(&self) -> Vec<PathBuf> {
+        let mut out = std::collections::BTreeSet::new();
+        out.insert(PathBuf::new());
+        for f in &self.files {
+            if let Ok(rel) = f.path.as_path().strip_prefix(self.path.as_path()) {
+                let mut up = rel.parent();
+                while let Some(d) = up.filter(|d| !d.as_os_str().is_empty()) {
+                    out.insert(d.to_path_buf());
+                    up = d.parent();
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
 }
 
 /// Whether a unit starts at boot, as `systemctl is-enabled` reports it.
@@ -908,6 +949,7 @@ impl<S> PromiseKind<S> {
                 persist: p.persist,
             }),
             PromiseKind::Copy(p) => PromiseKind::Copy(p),
+            PromiseKind::Tree(p) => PromiseKind::Tree(p),
             PromiseKind::Service(p) => PromiseKind::Service(p),
             PromiseKind::Group(p) => PromiseKind::Group(p),
             PromiseKind::User(p) => PromiseKind::User(p),

@@ -24,7 +24,7 @@ pub(crate) fn evaluate(cx: &Cx<'_>, p: &DirPromise) -> Result<Plan, PromiseError
     Ok(super::name_real(planned, cx.root, &p.path, &path))
 }
 
-fn observe(root: &Root, path: &Path) -> io::Result<Observed> {
+pub(crate) fn observe(root: &Root, path: &Path) -> io::Result<Observed> {
     match root.lstat(path) {
         Ok(m) if m.is_dir() => Ok(Observed::Dir {
             mode: m.mode() & 0o7777,

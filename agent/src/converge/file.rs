@@ -67,7 +67,11 @@ pub(crate) fn evaluate(cx: &Cx<'_>, p: &FilePromise<String>) -> Result<Plan, Pro
 /// What is at `path`. A regular file's content is compared by SHA-256 when the wanted
 /// content is known by its hash (a signed `source`), or when the stat cache knows the
 /// file; its bytes are read only when they may differ.
-fn observe<S: AsRef<str>>(cx: &Cx<'_>, path: &Path, want: &Content<S>) -> io::Result<Observed> {
+pub(crate) fn observe<S: AsRef<str>>(
+    cx: &Cx<'_>,
+    path: &Path,
+    want: &Content<S>,
+) -> io::Result<Observed> {
     let meta = match cx.root.lstat(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Observed::Missing),

@@ -453,6 +453,7 @@ fn describe_kind<S>(kind: &PromiseKind<S>, text: &dyn Fn(&S) -> String) -> Strin
         PromiseKind::Setting(s) => format!("setting {}={} in {}", s.key, text(&s.value), s.file),
         PromiseKind::Link(l) => format!("link {} -> {}", l.path, text(&l.target)),
         PromiseKind::Dir(d) => format!("dir {}", d.path),
+        PromiseKind::Tree(t) => format!("tree {} from {}", t.path, t.source.display()),
         PromiseKind::Absent(a) => format!("absent {}", paths(&a.paths)),
         PromiseKind::Command(c) => {
             let program = match &c.program {

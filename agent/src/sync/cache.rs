@@ -410,6 +410,22 @@ impl tenet_policies::TreeFiles for BundleFiles {
         let entry = self.files.get(rel.to_str()?)?;
         Some((entry.size, *entry.sha256.as_bytes()))
     }
+
+    /// From the signed manifest: its files beneath `rel` (a `[[tree]]`'s source).
+    fn files_under(&self, _tree: &Path, rel: &Path) -> Result<Vec<PathBuf>, String> {
+        let mut out: Vec<PathBuf> = self
+            .files
+            .keys()
+            .map(Path::new)
+            .filter(|p| p.starts_with(rel) && *p != rel)
+            .map(Path::to_path_buf)
+            .collect();
+        if out.is_empty() {
+            return Err("no such directory in the signed manifest".to_string());
+        }
+        out.sort();
+        Ok(out)
+    }
 }
 
 fn remove_all(path: &Path) -> io::Result<()> {
