@@ -19,6 +19,7 @@ use crate::split;
 use crate::template::{Ref, Template, TemplateError};
 
 mod plan;
+mod value;
 
 /// The directory under a tree that holds content for `file` promises; never read as policy.
 pub const FILES_DIR: &str = "files";
@@ -165,12 +166,12 @@ pub(crate) fn load_with(
             ),
         }
     }
+    loader.expand(&mut diags);
     loader.check(&mut diags);
     diags.sort();
-    // Declaration order, whatever order the TOML parser grouped the tables in.
-    loader
-        .promises
-        .sort_unstable_by(|a, b| a.origin.cmp(&b.origin));
+    // Declaration order, whatever order the TOML parser grouped the tables in; stable,
+    // so a `for_each` promise's instances stay in the order of its items.
+    loader.promises.sort_by(|a, b| a.origin.cmp(&b.origin));
     loader.plans.sort_by(|a, b| a.origin.cmp(&b.origin));
     if diags.has_errors() {
         return Err(diags);
@@ -225,6 +226,7 @@ struct Mark {
     named: usize,
     plans: usize,
     plan_names: usize,
+    lang: value::LangMark,
 }
 
 /// A name reference to check once every file is read.
@@ -268,6 +270,8 @@ struct Loader<'s> {
     plan_names: Vec<(String, Origin)>,
     /// Tables read so far per top-level array of the current file, for `file[N]` paths.
     counts: HashMap<String, usize>,
+    /// Lists, maps, `for_each` and Jinja templates (`load/value.rs`).
+    lang: value::Lang,
 }
 
 /// How a document is handed to the TOML parser.
@@ -350,6 +354,7 @@ impl Loader<'_> {
             named: self.named.len(),
             plans: self.plans.len(),
             plan_names: self.plan_names.len(),
+            lang: self.lang.mark(),
         }
     }
 
@@ -372,6 +377,7 @@ impl Loader<'_> {
         self.plans.truncate(m.plans);
         self.plan_checks.truncate(m.plans);
         self.plan_names.truncate(m.plan_names);
+        self.lang.rollback(m.lang);
     }
 
     fn read_file(&mut self, cx: &mut Cx<'_>, doc: &DeTable<'_>) {
@@ -579,7 +585,7 @@ impl Loader<'_> {
         let name = t.req_str(cx, "name");
         if let Some(n) = &name {
             check_name(cx, n, &t.field("name"));
-            if ["member", "hostname", "cluster", "fact", "package"].contains(&n.value) {
+            if ["member", "hostname", "cluster", "fact", "package", "item"].contains(&n.value) {
                 cx.error(
                     &n.span,
                     &t.field("name"),
@@ -594,41 +600,44 @@ impl Loader<'_> {
                 );
             }
         }
-        let kind = match (t.has("addresses"), t.has("text")) {
-            (true, false) => {
-                let select = t.str(cx, "addresses").and_then(|s| {
-                    one_of(
-                        cx,
-                        &s,
-                        &t.field("addresses"),
-                        &[
-                            ("all", AddressSelect::All),
-                            ("non-service", AddressSelect::NonService),
-                            ("service", AddressSelect::Service),
-                            ("boot", AddressSelect::Boot),
-                            ("standby", AddressSelect::Standby),
-                        ],
-                    )
-                });
-                let separator = t
-                    .str(cx, "separator")
-                    .map_or_else(|| ":".to_string(), |s| s.value.to_string());
-                let max_items = t.u32(cx, "max_items");
-                let family = match t.str(cx, "family") {
-                    None => Some(Family::Ipv4),
-                    Some(s) => {
-                        let f = one_of(
+        let kind = if let Some(kind) = self.collection(cx, &mut t) {
+            kind
+        } else {
+            match (t.has("addresses"), t.has("text")) {
+                (true, false) => {
+                    let select = t.str(cx, "addresses").and_then(|s| {
+                        one_of(
                             cx,
                             &s,
-                            &t.field("family"),
+                            &t.field("addresses"),
                             &[
-                                ("ipv4", Family::Ipv4),
-                                ("ipv6", Family::Ipv6),
-                                ("any", Family::Any),
+                                ("all", AddressSelect::All),
+                                ("non-service", AddressSelect::NonService),
+                                ("service", AddressSelect::Service),
+                                ("boot", AddressSelect::Boot),
+                                ("standby", AddressSelect::Standby),
                             ],
-                        );
-                        if f.is_some_and(|f| f != Family::Ipv4) && separator.contains(':') {
-                            cx.error(
+                        )
+                    });
+                    let separator = t
+                        .str(cx, "separator")
+                        .map_or_else(|| ":".to_string(), |s| s.value.to_string());
+                    let max_items = t.u32(cx, "max_items");
+                    let family = match t.str(cx, "family") {
+                        None => Some(Family::Ipv4),
+                        Some(s) => {
+                            let f = one_of(
+                                cx,
+                                &s,
+                                &t.field("family"),
+                                &[
+                                    ("ipv4", Family::Ipv4),
+                                    ("ipv6", Family::Ipv6),
+                                    ("any", Family::Any),
+                                ],
+                            );
+                            if f.is_some_and(|f| f != Family::Ipv4) && separator.contains(':') {
+                                cx.error(
                                 &s.span,
                                 &t.field("family"),
                                 format!(
@@ -636,45 +645,50 @@ impl Loader<'_> {
                                      use family = \"ipv4\" or another separator"
                                 ),
                             );
+                            }
+                            f
                         }
-                        f
-                    }
-                };
-                let mut networks = Some(Vec::new());
-                for (i, n) in t.str_list(cx, "networks").into_iter().flatten().enumerate() {
-                    match Network::parse(n.value) {
-                        Ok(net) => {
-                            if let Some(v) = networks.as_mut() {
-                                v.push(net);
+                    };
+                    let mut networks = Some(Vec::new());
+                    for (i, n) in t.str_list(cx, "networks").into_iter().flatten().enumerate() {
+                        match Network::parse(n.value) {
+                            Ok(net) => {
+                                if let Some(v) = networks.as_mut() {
+                                    v.push(net);
+                                }
+                            }
+                            Err(e) => {
+                                cx.error(&n.span, &format!("{}[{i}]", t.field("networks")), e);
+                                networks = None;
                             }
                         }
-                        Err(e) => {
-                            cx.error(&n.span, &format!("{}[{i}]", t.field("networks")), e);
-                            networks = None;
+                    }
+                    match (select, family, networks) {
+                        (Some(select), Some(family), Some(networks)) => {
+                            Some(ValueKind::Addresses {
+                                select,
+                                separator,
+                                max_items,
+                                family,
+                                networks,
+                            })
                         }
+                        _ => None,
                     }
                 }
-                match (select, family, networks) {
-                    (Some(select), Some(family), Some(networks)) => Some(ValueKind::Addresses {
-                        select,
-                        separator,
-                        max_items,
-                        family,
-                        networks,
-                    }),
-                    _ => None,
+                (false, true) => self.template(cx, &mut t, "text").map(ValueKind::Text),
+                _ => {
+                    cx.error(
+                        &t.span,
+                        &t.path,
+                        "a value needs exactly one of `addresses`, `text`, `list` or `map`",
+                    );
+                    t.value("addresses");
+                    t.value("text");
+                    t.value("list");
+                    t.value("map");
+                    None
                 }
-            }
-            (false, true) => self.template(cx, &mut t, "text").map(ValueKind::Text),
-            _ => {
-                cx.error(
-                    &t.span,
-                    &t.path,
-                    "a value needs exactly one of `addresses` or `text`",
-                );
-                t.value("addresses");
-                t.value("text");
-                None
             }
         };
         t.finish(cx);
@@ -687,8 +701,20 @@ impl Loader<'_> {
         }
     }
 
-    fn read_promise(&mut self, cx: &mut Cx<'_>, ty: &str, mut t: Table<'_, '_>, _i: usize) {
+    fn read_promise(&mut self, cx: &mut Cx<'_>, ty: &str, t: Table<'_, '_>, i: usize) {
+        if t.has("for_each") {
+            // Read once per item when every value is known (`load/value.rs`).
+            self.defer(cx, ty, i);
+            return;
+        }
+        self.search_items(cx, &t);
+        self.read_promise_table(cx, ty, t);
+        self.lang.item = value::ItemScope::Outside;
+    }
+
+    fn read_promise_table(&mut self, cx: &mut Cx<'_>, ty: &str, mut t: Table<'_, '_>) {
         let origin = cx.origin(&t.span);
+        t.value("for_each");
         let name = t.str(cx, "name");
         let _comment = t.str(cx, "comment");
         let when = t
@@ -824,6 +850,15 @@ impl Loader<'_> {
 
     fn file(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<FilePromise> {
         let path = req_path(cx, t, "path");
+        if t.has("engine") {
+            let content = self.jinja_content(cx, t);
+            let perms = perms(cx, t);
+            return Some(FilePromise {
+                path: path?,
+                content: content?,
+                perms: perms?,
+            });
+        }
         let template = t.bool(cx, "template").unwrap_or(false);
         let content = match (t.has("content"), t.has("source")) {
             (true, false) => {
@@ -849,7 +884,8 @@ impl Loader<'_> {
                     if template {
                         match String::from_utf8(bytes) {
                             Ok(text) => match Template::parse(&text) {
-                                Ok(tpl) => {
+                                Ok(mut tpl) => {
+                                    self.bind_file_items(cx, &mut tpl, &s.span, &t.field("source"));
                                     self.template_refs(cx, &tpl, &s.span, &t.field("source"));
                                     Some(Content::Text(tpl))
                                 }
@@ -1283,7 +1319,8 @@ impl Loader<'_> {
         parse: fn(&str) -> Result<Template, TemplateError>,
     ) -> Option<Template> {
         match parse(s.value) {
-            Ok(t) => {
+            Ok(mut t) => {
+                self.bind_items(cx, &mut t, &s.span, field);
                 self.template_refs(cx, &t, &s.span, field);
                 Some(t)
             }
@@ -1454,6 +1491,7 @@ impl Loader<'_> {
                 "no `unless`, `onlyif` or `creates`: it runs, and counts as repaired, on every run",
             );
         }
+        self.check_lang(diags);
         conflict::check(&self.promises, diags);
         self.check_plans(diags);
     }

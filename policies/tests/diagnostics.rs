@@ -232,3 +232,8 @@ fn the_shipped_example_is_valid() {
 fn values() {
     check("values");
 }
+
+#[test]
+fn lang() {
+    check("lang");
+}
