@@ -179,3 +179,50 @@ content = "ok\n"
     r.expect_code(0);
     assert_eq!(fs::read_to_string(sb.at("/etc/rack")).unwrap(), "r12\n");
 }
+
+/// The template travels in the signed bundle like any `source`, and a member
+/// renders it from its verified cache with its own name.
+#[test]
+fn a_jinja_template_from_the_signed_bundle_renders_per_member() {
+    use crate::run::{Policyd, World, assert_code, read, run_agent};
+    let world = World::new();
+    let tree = world.path("trees/lang");
+    crate::util::write(
+        &tree.join("cluster.toml"),
+        b"[cluster]\nname = \"test\"\n[[member]]\nname = \"alpha\"\n[[member]]\nname = \"beta\"\n[[member]]\nname = \"gamma\"\n",
+    );
+    crate::util::write(
+        &tree.join("lang.toml"),
+        br#"
+[[value]]
+name = "admins"
+list = ["alice", "bob"]
+
+[[file]]
+for_each = "${admins}"
+path = "/etc/greeting.d/${item}"
+source = "greeting.j2"
+engine = "jinja"
+"#,
+    );
+    crate::util::write(
+        &tree.join("files/greeting.j2"),
+        b"hello {{ item }} on {{ member }}\n{% for a in admins if a != item %}\nwith {{ a }}\n{% endfor %}\n",
+    );
+    let bundle = world.sign_tree(&tree, 1, std::time::Duration::from_secs(86_400));
+    let policyd = Policyd::start(&world.policyd_config());
+    let addr = policyd.promote(&bundle, 1);
+    let config = world.member("beta", "beta", addr);
+    assert_code(&run_agent(&config), 0);
+    assert_eq!(
+        read(&config, "etc/greeting.d/alice").as_deref(),
+        Some("hello alice on beta\nwith bob\n")
+    );
+    assert_eq!(
+        read(&config, "etc/greeting.d/bob").as_deref(),
+        Some("hello bob on beta\nwith alice\n")
+    );
+    let again = run_agent(&config);
+    assert_code(&again, 0);
+    assert!(again.out.contains("nothing to do"), "{}", again.out);
+}
