@@ -2079,6 +2079,9 @@ mod tests {
         "[[value]]\nname = \"v\"\ntext = \"${member}\"\n",
         "[[plan]]\nname = \"p\"\non = \"master-move\"\npackage = \"tenet\"\n[[plan.step]]\ntype = \"command\"\nargv = [\"/bin/true\"]\n[plan.step.env]\nA = \"1\"\n[[plan.step]]\ntype = \"hostname-save\"\n",
         "[[package]]\nname = \"tenet\"\nhostname = \"t\"\nip = \"10.0.0.1\"\nmembers = [\"m1\"]\nconfiguration = \"rotating\"\n",
+        "[[value]]\nname = \"l\"\nlist = [\"a\", \"b\"]\n",
+        "[[dir]]\nfor_each = \"${l}\"\npath = \"/f/${item}\"\n",
+        "[[command]]\nname = \"c\"\nfor_each = [\"x\"]\nshell = \"echo ${item}\"\ncreates = \"/c\"\n",
     ];
 
     proptest! {

@@ -341,3 +341,47 @@ fn for_each_trees_load_the_same_whole_and_in_parts() {
     assert_eq!(ids(&whole), ids(&parts));
     assert_eq!(ids(&whole), ["dir:/x/a", "dir:/x/b"]);
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// However many items, in whatever order: one promise per item, in the order
+        /// of the items, each with its own id and its item in its target.
+        #[test]
+        fn each_item_makes_one_promise_in_order(
+            items in proptest::collection::btree_set("[a-z][a-z0-9_-]{0,6}", 0..8)
+                .prop_shuffle_items()
+        ) {
+            let list: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
+            let text = format!(
+                "{CLUSTER}[[dir]]\nname = \"d\"\nfor_each = \"${{l}}\"\npath = \"/srv/${{item}}\"\n\
+                 [[value]]\nname = \"l\"\nlist = [{}]\n",
+                list.join(", ")
+            );
+            let p = load(&[("p.toml", &text)]).unwrap_or_else(|d| panic!("{d}\n{text}"));
+            let want: Vec<String> = items.iter().map(|i| format!("d[{i}]")).collect();
+            prop_assert_eq!(ids(&p), want);
+            for (promise, item) in p.promises.iter().zip(&items) {
+                let PromiseKind::Dir(d) = &promise.kind else { panic!("not a dir") };
+                prop_assert_eq!(d.path.to_string(), format!("/srv/{item}"));
+            }
+        }
+    }
+
+    trait ShuffleItems {
+        fn prop_shuffle_items(self) -> BoxedStrategy<Vec<String>>;
+    }
+
+    impl<S: Strategy<Value = std::collections::BTreeSet<String>> + 'static> ShuffleItems for S {
+        fn prop_shuffle_items(self) -> BoxedStrategy<Vec<String>> {
+            self.prop_map(|s| s.into_iter().collect::<Vec<_>>())
+                .prop_shuffle()
+                .boxed()
+        }
+    }
+}
