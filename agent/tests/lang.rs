@@ -162,8 +162,10 @@ content = "ok\n"
     )]);
     sb.check().expect_code(0);
     let r = sb.apply_outside_state(&["--json"]);
+    r.expect_code(1);
     let report = r.report();
     let rack = report.event("file:/etc/rack");
+    assert_eq!(rack["status"], "blocked", "{rack}");
     assert_ne!(rack["status"], "kept", "{rack}");
     assert_ne!(rack["status"], "repaired", "{rack}");
     assert!(

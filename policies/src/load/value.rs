@@ -218,13 +218,24 @@ impl Loader<'_> {
         for (file, ty, index) in deferred {
             let src = &sources[file];
             if current.as_ref().is_none_or(|(f, _)| *f != file) {
-                // It parsed in parts before; whole, it parses the same.
-                let Ok(doc) = DeTable::parse(&src.text) else {
-                    continue;
-                };
-                current = Some((file, doc));
+                // It parsed in parts before; whole, it parses the same (a part that
+                // clashes with another is an error reported already).
+                match DeTable::parse(&src.text) {
+                    Ok(doc) => current = Some((file, doc)),
+                    Err(e) => {
+                        diags.error(
+                            src.origin(e.span().map_or(0, |s| s.start)),
+                            &format!("{ty}[{index}].for_each"),
+                            "the file does not parse whole, so this promise cannot be expanded",
+                        );
+                        current = None;
+                        continue;
+                    }
+                }
             }
-            let Some((_, doc)) = &current else { continue };
+            let Some((_, doc)) = &current else {
+                continue;
+            };
             let Some(item) = doc
                 .get_ref()
                 .get(ty)
