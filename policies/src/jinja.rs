@@ -100,6 +100,22 @@ impl Jinja {
         names
     }
 
+    /// The dotted paths the template reads from its context (`ports.ssh`,
+    /// `package.dce.ip`), as far as the engine can tell without rendering, sorted.
+    pub fn paths(&self) -> Vec<String> {
+        let env = environment();
+        let Ok(t) = env.template_from_named_str(&self.name, &self.source) else {
+            return Vec::new();
+        };
+        let mut paths: Vec<String> = t
+            .undeclared_variables(true)
+            .into_iter()
+            .filter(|n| n.contains('.'))
+            .collect();
+        paths.sort();
+        paths
+    }
+
     /// Renders the template with `context` (the names it may use) and its item.
     pub(crate) fn render(
         &self,
@@ -237,5 +253,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(j.names(), vec!["admins".to_string(), "fact".to_string()]);
+        assert_eq!(j.paths(), vec!["fact.os".to_string()]);
     }
 }

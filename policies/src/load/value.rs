@@ -50,6 +50,16 @@ struct EntryRef {
     key: String,
     origin: Origin,
     field: String,
+    unknown: Unknown,
+}
+
+/// Whether an entry of an unknown value is reported as such.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unknown {
+    /// Yes: nothing else names the value.
+    Report,
+    /// No: the template's own name check says it.
+    Reported,
 }
 
 /// What `${item...}` refers to while a table is read.
@@ -450,6 +460,7 @@ impl Loader<'_> {
                         key: key.clone(),
                         origin: cx.origin(&inner(span, offset)),
                         field: field.to_string(),
+                        unknown: Unknown::Report,
                     });
                     continue;
                 }
@@ -483,6 +494,9 @@ impl Loader<'_> {
         cx: &mut Cx<'_>,
         t: &mut Table<'_, '_>,
     ) -> Option<Content<Template>> {
+        // Asked for first, so an error below does not make them unknown fields too.
+        t.value("content");
+        t.value("source");
         let engine = t.str(cx, "engine")?;
         if engine.value != "jinja" {
             cx.error(
@@ -561,6 +575,34 @@ impl Loader<'_> {
                 field: field.clone(),
             });
         }
+        // A literal map's entries and the cluster's packages are known: name them
+        // wrongly and it is a load error, not a surprise on some member.
+        for path in j.paths() {
+            let mut parts = path.split('.');
+            let (Some(head), Some(key)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let origin = cx.origin(&s.span);
+            if head == "package" {
+                self.refs.push(NameRef {
+                    kind: NameKind::Package,
+                    name: key.to_string(),
+                    origin,
+                    field: field.clone(),
+                });
+            } else if !matches!(head, "member" | "hostname" | "cluster" | "fact" | "item")
+                // `ports.items()` reads like an entry; a mapping's methods are not checked.
+                && !matches!(key, "items" | "keys" | "values" | "get")
+            {
+                self.lang.entries.push(EntryRef {
+                    map: head.to_string(),
+                    key: key.to_string(),
+                    origin,
+                    field: field.clone(),
+                    unknown: Unknown::Reported,
+                });
+            }
+        }
         Some(Content::Text(Template::jinja(j)))
     }
 
@@ -592,6 +634,7 @@ impl Loader<'_> {
                 Some(ValueKind::Map(m)) if m.iter().any(|(k, _)| *k == e.key) => continue,
                 Some(ValueKind::Map(_)) => format!("map `{}` has no entry `{}`", e.map, e.key),
                 Some(k) => format!("value `{}` is {}, not a map", e.map, k.describe()),
+                None if e.unknown == Unknown::Reported => continue,
                 None => format!("unknown value `{}`", e.map),
             };
             diags.error(e.origin.clone(), &e.field, message);

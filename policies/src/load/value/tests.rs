@@ -302,7 +302,9 @@ fn jinja_mistakes_are_located_at_load() {
                 "{CLUSTER}[[file]]\npath = \"/a\"\nsource = \"bad.j2\"\nengine = \"jinja\"\n\
                  [[file]]\npath = \"/b\"\ncontent = \"{{{{ nope }}}} {{{{ item }}}}\"\nengine = \"jinja\"\n\
                  [[file]]\npath = \"/c\"\ncontent = \"x\"\nengine = \"erb\"\n\
-                 [[file]]\npath = \"/d\"\ncontent = \"x\"\nengine = \"jinja\"\ntemplate = true\n"
+                 [[file]]\npath = \"/d\"\ncontent = \"x\"\nengine = \"jinja\"\ntemplate = true\n\
+                 [[value]]\nname = \"ports\"\nmap = {{ ssh = \"22\" }}\n\
+                 [[file]]\npath = \"/e\"\ncontent = \"{{{{ ports.http }}}} {{{{ package.nope.ip }}}} {{% for k, v in ports.items() %}}{{{{ k }}}}{{% endfor %}}\"\nengine = \"jinja\"\n"
             ),
         ),
         ("files/bad.j2", "a\n{% for x in y %}\nb\n"),
@@ -310,12 +312,15 @@ fn jinja_mistakes_are_located_at_load() {
         Ok(_) => panic!("loaded"),
         Err(d) => d.to_string(),
     };
+    assert!(!out.contains("unknown field"), "{out}");
     for want in [
         "p.toml:7:10: file[0].source: files/bad.j2 line 3: syntax error",
         "p.toml:11:11: file[1].content: the template uses `nope`, which is no value",
         "p.toml:11:11: file[1].content: the template uses `item`, which is only defined in a promise with `for_each`",
         "file[2].engine: `erb` is not one of jinja",
         "file[3].template: `template` is for `${...}` text",
+        "p.toml:27:11: file[4].content: map `ports` has no entry `http`",
+        "p.toml:27:11: file[4].content: unknown package `nope`",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
