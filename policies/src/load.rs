@@ -600,44 +600,42 @@ impl Loader<'_> {
                 );
             }
         }
-        let kind = if let Some(kind) = self.collection(cx, &mut t) {
-            kind
-        } else {
-            match (t.has("addresses"), t.has("text")) {
-                (true, false) => {
-                    let select = t.str(cx, "addresses").and_then(|s| {
-                        one_of(
+        let collection = t.has("list") || t.has("map");
+        let kind = match (t.has("addresses"), t.has("text"), collection) {
+            (true, false, false) => {
+                let select = t.str(cx, "addresses").and_then(|s| {
+                    one_of(
+                        cx,
+                        &s,
+                        &t.field("addresses"),
+                        &[
+                            ("all", AddressSelect::All),
+                            ("non-service", AddressSelect::NonService),
+                            ("service", AddressSelect::Service),
+                            ("boot", AddressSelect::Boot),
+                            ("standby", AddressSelect::Standby),
+                        ],
+                    )
+                });
+                let separator = t
+                    .str(cx, "separator")
+                    .map_or_else(|| ":".to_string(), |s| s.value.to_string());
+                let max_items = t.u32(cx, "max_items");
+                let family = match t.str(cx, "family") {
+                    None => Some(Family::Ipv4),
+                    Some(s) => {
+                        let f = one_of(
                             cx,
                             &s,
-                            &t.field("addresses"),
+                            &t.field("family"),
                             &[
-                                ("all", AddressSelect::All),
-                                ("non-service", AddressSelect::NonService),
-                                ("service", AddressSelect::Service),
-                                ("boot", AddressSelect::Boot),
-                                ("standby", AddressSelect::Standby),
+                                ("ipv4", Family::Ipv4),
+                                ("ipv6", Family::Ipv6),
+                                ("any", Family::Any),
                             ],
-                        )
-                    });
-                    let separator = t
-                        .str(cx, "separator")
-                        .map_or_else(|| ":".to_string(), |s| s.value.to_string());
-                    let max_items = t.u32(cx, "max_items");
-                    let family = match t.str(cx, "family") {
-                        None => Some(Family::Ipv4),
-                        Some(s) => {
-                            let f = one_of(
-                                cx,
-                                &s,
-                                &t.field("family"),
-                                &[
-                                    ("ipv4", Family::Ipv4),
-                                    ("ipv6", Family::Ipv6),
-                                    ("any", Family::Any),
-                                ],
-                            );
-                            if f.is_some_and(|f| f != Family::Ipv4) && separator.contains(':') {
-                                cx.error(
+                        );
+                        if f.is_some_and(|f| f != Family::Ipv4) && separator.contains(':') {
+                            cx.error(
                                 &s.span,
                                 &t.field("family"),
                                 format!(
@@ -645,50 +643,48 @@ impl Loader<'_> {
                                      use family = \"ipv4\" or another separator"
                                 ),
                             );
-                            }
-                            f
                         }
-                    };
-                    let mut networks = Some(Vec::new());
-                    for (i, n) in t.str_list(cx, "networks").into_iter().flatten().enumerate() {
-                        match Network::parse(n.value) {
-                            Ok(net) => {
-                                if let Some(v) = networks.as_mut() {
-                                    v.push(net);
-                                }
+                        f
+                    }
+                };
+                let mut networks = Some(Vec::new());
+                for (i, n) in t.str_list(cx, "networks").into_iter().flatten().enumerate() {
+                    match Network::parse(n.value) {
+                        Ok(net) => {
+                            if let Some(v) = networks.as_mut() {
+                                v.push(net);
                             }
-                            Err(e) => {
-                                cx.error(&n.span, &format!("{}[{i}]", t.field("networks")), e);
-                                networks = None;
-                            }
+                        }
+                        Err(e) => {
+                            cx.error(&n.span, &format!("{}[{i}]", t.field("networks")), e);
+                            networks = None;
                         }
                     }
-                    match (select, family, networks) {
-                        (Some(select), Some(family), Some(networks)) => {
-                            Some(ValueKind::Addresses {
-                                select,
-                                separator,
-                                max_items,
-                                family,
-                                networks,
-                            })
-                        }
-                        _ => None,
-                    }
                 }
-                (false, true) => self.template(cx, &mut t, "text").map(ValueKind::Text),
-                _ => {
-                    cx.error(
-                        &t.span,
-                        &t.path,
-                        "a value needs exactly one of `addresses`, `text`, `list` or `map`",
-                    );
-                    t.value("addresses");
-                    t.value("text");
-                    t.value("list");
-                    t.value("map");
-                    None
+                match (select, family, networks) {
+                    (Some(select), Some(family), Some(networks)) => Some(ValueKind::Addresses {
+                        select,
+                        separator,
+                        max_items,
+                        family,
+                        networks,
+                    }),
+                    _ => None,
                 }
+            }
+            (false, true, false) => self.template(cx, &mut t, "text").map(ValueKind::Text),
+            (false, false, true) => self.collection(cx, &mut t),
+            _ => {
+                cx.error(
+                    &t.span,
+                    &t.path,
+                    "a value needs exactly one of `addresses`, `text`, `list` or `map`",
+                );
+                t.value("addresses");
+                t.value("text");
+                t.value("list");
+                t.value("map");
+                None
             }
         };
         t.finish(cx);

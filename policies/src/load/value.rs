@@ -124,23 +124,18 @@ impl Lang {
 }
 
 impl Loader<'_> {
-    /// `list = [...]` or `map = { ... }` of a `[[value]]`, if it has either;
-    /// `Some(None)` when it has one but it is wrong.
+    /// `list = [...]` or `map = { ... }` of a `[[value]]` that has neither
+    /// `addresses` nor `text`.
     pub(super) fn collection(
         &mut self,
         cx: &mut Cx<'_>,
         t: &mut Table<'_, '_>,
-    ) -> Option<Option<ValueKind>> {
-        let forms = ["addresses", "text", "list", "map"];
-        if !t.has("list") && !t.has("map") {
-            return None;
-        }
-        if forms.iter().filter(|k| t.has(k)).count() != 1 {
-            for k in forms {
-                t.value(k);
-            }
+    ) -> Option<ValueKind> {
+        if t.has("list") && t.has("map") {
+            t.value("list");
+            t.value("map");
             cx.error(&t.span, &t.path, EXACTLY_ONE);
-            return Some(None);
+            return None;
         }
         if t.has("list") {
             let field = t.field("list");
@@ -158,11 +153,9 @@ impl Loader<'_> {
                 }
                 out.push(s.value.to_string());
             }
-            return Some(ok.then_some(ValueKind::List(out)));
+            return ok.then_some(ValueKind::List(out));
         }
-        let Some(m) = t.table(cx, "map") else {
-            return Some(None);
-        };
+        let m = t.table(cx, "map")?;
         let mut out = Vec::new();
         let mut ok = true;
         for (k, v) in m.entries() {
@@ -185,7 +178,7 @@ impl Loader<'_> {
                 }
             }
         }
-        Some(ok.then_some(ValueKind::Map(out)))
+        ok.then_some(ValueKind::Map(out))
     }
 
     /// Reads a `for_each` promise later, once every value is known; the table is
