@@ -278,6 +278,7 @@ impl Loader<'_> {
         };
         let first = self.promises.len();
         let named_from = self.named.len();
+        let diags_from = cx.diags.len();
         let mut labels = Vec::with_capacity(items.len());
         for item in items {
             let mut copy = table.clone();
@@ -297,6 +298,8 @@ impl Loader<'_> {
                 labels.push(item.label().to_string());
             }
         }
+        // A mistake that does not depend on the item is told once, not per item.
+        cx.diags.dedup_from(diags_from);
         // A `name` gets the item's label unless it names the item itself; default
         // ids name the target, and get the label only when the item does not change it.
         let named = &self.named[named_from..];

@@ -390,3 +390,18 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_mistake_that_does_not_depend_on_the_item_is_told_once() {
+    let out = errors(&format!(
+        "{CLUSTER}[[dir]]\nfor_each = [\"a\", \"b\", \"c\"]\npath = \"/x/${{item}}\"\ncolour = \"red\"\n\
+         [[pkg]]\nfor_each = [\"Bad\", \"Worse\"]\npkg = \"${{item}}\"\n"
+    ));
+    assert_eq!(out.matches("unknown field `colour`").count(), 1, "{out}");
+    assert!(
+        out.contains("p.toml:8:1: dir[0][a].colour: unknown field `colour`"),
+        "{out}"
+    );
+    // One per item where the item is the mistake.
+    assert_eq!(out.matches("is not a package name").count(), 2, "{out}");
+}
