@@ -228,7 +228,7 @@ impl Loader<'_> {
                     Err(e) => {
                         diags.error(
                             src.origin(e.span().map_or(0, |s| s.start)),
-                            &format!("{ty}[{index}].for_each"),
+                            format!("{ty}[{index}].for_each"),
                             "the file does not parse whole, so this promise cannot be expanded",
                         );
                         current = None;
