@@ -1479,8 +1479,13 @@ impl Loader<'_> {
                 );
             }
         }
+        // Once per written promise: the instances of a `for_each` share its origin.
+        let mut warned: HashSet<&Origin> = HashSet::new();
         for &i in &self.unguarded {
             let p = &self.promises[i];
+            if !warned.insert(&p.origin) {
+                continue;
+            }
             diags.warning(
                 p.origin.clone(),
                 "command",

@@ -405,3 +405,14 @@ fn a_mistake_that_does_not_depend_on_the_item_is_told_once() {
     // One per item where the item is the mistake.
     assert_eq!(out.matches("is not a package name").count(), 2, "{out}");
 }
+
+#[test]
+fn an_unguarded_for_each_command_is_warned_about_once() {
+    let p = load(&[(
+        "p.toml",
+        &format!("{CLUSTER}[[command]]\nfor_each = [\"a\", \"b\"]\nargv = [\"/bin/echo\", \"${{item}}\"]\n"),
+    )])
+    .unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(p.promises.len(), 2);
+    assert_eq!(p.warnings.len(), 1, "{}", p.warnings);
+}
