@@ -811,4 +811,40 @@ mod tests {
         let refs: Vec<_> = t.refs().map(|(r, o)| (r.clone(), o)).collect();
         assert_eq!(refs, vec![(Ref::Member, 0), (Ref::Value("x".into()), 10)]);
     }
+
+    #[test]
+    fn map_entries_and_items_are_references() {
+        let t = Template::parse("${ports.ssh} ${item} ${item.key} ${item.value}").unwrap();
+        let refs: Vec<_> = t.refs().map(|(r, _)| r.clone()).collect();
+        assert_eq!(
+            refs,
+            vec![
+                Ref::Entry {
+                    map: "ports".into(),
+                    key: "ssh".into()
+                },
+                Ref::Item(ItemPart::Whole),
+                Ref::Item(ItemPart::Key),
+                Ref::Item(ItemPart::Value),
+            ]
+        );
+        assert!(Template::parse("${item.other}").is_err());
+        assert!(Template::parse("${a.b.c}").is_err());
+        assert_eq!(t.source(), "${ports.ssh} ${item} ${item.key} ${item.value}");
+    }
+
+    #[test]
+    fn a_bound_item_is_text_and_one_shell_word_in_a_script() {
+        let mut t = Template::parse_shell("useradd ${item} # done").unwrap();
+        t.bind_item(&mut |_| Some("bob; rm -rf /".into()));
+        assert_eq!(t.refs().count(), 0);
+        assert_eq!(
+            t.render(&mut |_| Err::<String, ()>(())).unwrap(),
+            "useradd 'bob; rm -rf /' # done"
+        );
+        let mut t = Template::parse("${item.key}=${item.value}").unwrap();
+        t.bind_item(&mut |p| (p == ItemPart::Key).then(|| "K".to_string()));
+        // An item without that part leaves the reference for the loader to report.
+        assert_eq!(t.refs().count(), 1);
+    }
 }
