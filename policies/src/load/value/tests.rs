@@ -275,7 +275,7 @@ fn jinja_templates_render_lists_maps_and_conditions() {
 }
 
 #[test]
-fn jinja_undefined_names_fail_the_promise_at_run_time() {
+fn jinja_undefined_names_block_the_promise_at_run_time() {
     let p = load(&[(
         "p.toml",
         &format!(
