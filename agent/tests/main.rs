@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod event;
 mod idempotence;
+mod lang;
 mod links;
 mod mirror;
 mod modules;

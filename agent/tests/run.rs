@@ -126,7 +126,7 @@ impl World {
 
     /// Signs `tree` as serial `serial`, expiring `expires_in` from now, into
     /// `bundles/<serial>`.
-    fn sign_tree(&self, tree: &Path, serial: u64, expires_in: Duration) -> PathBuf {
+    pub(crate) fn sign_tree(&self, tree: &Path, serial: u64, expires_in: Duration) -> PathBuf {
         self.fixture.sign_tree(tree, serial, expires_in)
     }
 
@@ -156,7 +156,7 @@ impl World {
         config
     }
 
-    fn policyd_config(&self) -> PathBuf {
+    pub(crate) fn policyd_config(&self) -> PathBuf {
         self.fixture
             .policyd_config("alpha")
             .state_dir("policyd-state")
@@ -167,15 +167,15 @@ impl World {
 
 /// The shared `tenet-policyd serve` fixture, started with this crate's binary; its
 /// `promote` checks the serial and gives the serving address.
-struct Policyd(fixture::Policyd);
+pub(crate) struct Policyd(fixture::Policyd);
 
 impl Policyd {
-    fn start(config: &Path) -> Policyd {
+    pub(crate) fn start(config: &Path) -> Policyd {
         Policyd(fixture::Policyd::start(&policyd_binary(), config, "info"))
     }
 
     /// Promotes (or re-promotes) with `bundle` and returns the serving address.
-    fn promote(&self, bundle: &Path, serial: u64) -> SocketAddr {
+    pub(crate) fn promote(&self, bundle: &Path, serial: u64) -> SocketAddr {
         let status = self.0.promote(bundle);
         assert!(status.contains(&format!("serial: {serial}\n")), "{status}");
         status

@@ -114,6 +114,24 @@ impl Diagnostics {
         self.items.truncate(len);
     }
 
+    /// Drops each diagnostic after the first `start` that repeats an earlier one
+    /// of those at the same place with the same message (each copy of a repeated
+    /// table says the same).
+    pub(crate) fn dedup_from(&mut self, start: usize) {
+        let mut seen: Vec<(Origin, String)> = Vec::new();
+        let mut i = start;
+        while i < self.items.len() {
+            let d = &self.items[i];
+            let key = (d.origin.clone(), d.message.clone());
+            if seen.contains(&key) {
+                self.items.remove(i);
+            } else {
+                seen.push(key);
+                i += 1;
+            }
+        }
+    }
+
     /// Whether any diagnostic is an error.
     pub fn has_errors(&self) -> bool {
         self.items.iter().any(|d| d.severity == Severity::Error)

@@ -17,6 +17,7 @@ pub mod diag;
 pub mod duration;
 pub mod examples;
 pub mod facts;
+pub mod jinja;
 mod load;
 pub mod located;
 pub mod model;

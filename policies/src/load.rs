@@ -20,6 +20,7 @@ use crate::template::{Ref, Template, TemplateError};
 
 mod module;
 mod plan;
+mod value;
 
 pub use module::{MODULE_FILE, MODULES_DIR};
 
@@ -212,10 +213,12 @@ pub(crate) fn load_with(
         }
     }
     loader.instantiate_modules(&mut diags);
+    loader.expand(&mut diags);
     loader.check(&mut diags);
     diags.sort();
     // Declaration order, whatever order the TOML parser grouped the tables in; a
-    // module's promises take the place of their `[[use]]`.
+    // module's promises take the place of their `[[use]]`. Stable, so a `for_each`
+    // promise's instances stay in the order of its items.
     module::sort_promises(&mut loader.promises, &loader.mods);
     loader.plans.sort_by(|a, b| a.origin.cmp(&b.origin));
     if diags.has_errors() {
@@ -272,6 +275,7 @@ struct Mark {
     plans: usize,
     plan_names: usize,
     uses: usize,
+    lang: value::LangMark,
 }
 
 /// A name reference to check once every file is read.
@@ -317,6 +321,8 @@ struct Loader<'s> {
     counts: HashMap<String, usize>,
     /// Modules and their uses (see `module`).
     mods: module::Modules,
+    /// Lists, maps, `for_each` and Jinja templates (`load/value.rs`).
+    lang: value::Lang,
 }
 
 /// How a document is handed to the TOML parser.
@@ -400,6 +406,7 @@ impl Loader<'_> {
             plans: self.plans.len(),
             plan_names: self.plan_names.len(),
             uses: self.mods.uses.len(),
+            lang: self.lang.mark(),
         }
     }
 
@@ -423,6 +430,7 @@ impl Loader<'_> {
         self.plan_checks.truncate(m.plans);
         self.plan_names.truncate(m.plan_names);
         self.mods.uses.truncate(m.uses);
+        self.lang.rollback(m.lang);
     }
 
     fn read_file(&mut self, cx: &mut Cx<'_>, doc: &DeTable<'_>) {
@@ -636,7 +644,7 @@ impl Loader<'_> {
         let name = t.req_str(cx, "name");
         if let Some(n) = &name {
             check_name(cx, n, &t.field("name"));
-            if ["member", "hostname", "cluster", "fact", "package"].contains(&n.value) {
+            if ["member", "hostname", "cluster", "fact", "package", "item"].contains(&n.value) {
                 cx.error(
                     &n.span,
                     &t.field("name"),
@@ -651,8 +659,9 @@ impl Loader<'_> {
                 );
             }
         }
-        let kind = match (t.has("addresses"), t.has("text")) {
-            (true, false) => {
+        let collection = t.has("list") || t.has("map");
+        let kind = match (t.has("addresses"), t.has("text"), collection) {
+            (true, false, false) => {
                 let select = t.str(cx, "addresses").and_then(|s| {
                     one_of(
                         cx,
@@ -722,15 +731,18 @@ impl Loader<'_> {
                     _ => None,
                 }
             }
-            (false, true) => self.template(cx, &mut t, "text").map(ValueKind::Text),
+            (false, true, false) => self.template(cx, &mut t, "text").map(ValueKind::Text),
+            (false, false, true) => self.collection(cx, &mut t),
             _ => {
                 cx.error(
                     &t.span,
                     &t.path,
-                    "a value needs exactly one of `addresses` or `text`",
+                    "a value needs exactly one of `addresses`, `text`, `list` or `map`",
                 );
                 t.value("addresses");
                 t.value("text");
+                t.value("list");
+                t.value("map");
                 None
             }
         };
@@ -744,8 +756,30 @@ impl Loader<'_> {
         }
     }
 
-    fn read_promise(&mut self, cx: &mut Cx<'_>, ty: &str, mut t: Table<'_, '_>, _i: usize) {
+    fn read_promise(&mut self, cx: &mut Cx<'_>, ty: &str, t: Table<'_, '_>, i: usize) {
+        if t.has("for_each") {
+            if self.in_module() {
+                // An instance is read from its module's text with the use's arguments
+                // in place; a deferred re-read would see the text without them.
+                cx.error(
+                    &t.span,
+                    &t.field("for_each"),
+                    "`for_each` is not available inside a module; put it on the `[[use]]`'s promises at top level, or pass one use per item",
+                );
+                return;
+            }
+            // Read once per item when every value is known (`load/value.rs`).
+            self.defer(cx, ty, i);
+            return;
+        }
+        self.search_items(cx, &t);
+        self.read_promise_table(cx, ty, t);
+        self.lang.item = value::ItemScope::Outside;
+    }
+
+    fn read_promise_table(&mut self, cx: &mut Cx<'_>, ty: &str, mut t: Table<'_, '_>) {
         let origin = cx.origin(&t.span);
+        t.value("for_each");
         let name = t.str(cx, "name");
         let _comment = t.str(cx, "comment");
         let when = t
@@ -882,6 +916,15 @@ impl Loader<'_> {
 
     fn file(&mut self, cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<FilePromise> {
         let path = req_path(cx, t, "path");
+        if t.has("engine") {
+            let content = self.jinja_content(cx, t);
+            let perms = perms(cx, t);
+            return Some(FilePromise {
+                path: path?,
+                content: content?,
+                perms: perms?,
+            });
+        }
         let template = t.bool(cx, "template").unwrap_or(false);
         let content = match (t.has("content"), t.has("source")) {
             (true, false) => {
@@ -907,7 +950,8 @@ impl Loader<'_> {
                     if template {
                         match String::from_utf8(bytes) {
                             Ok(text) => match Template::parse(&text) {
-                                Ok(tpl) => {
+                                Ok(mut tpl) => {
+                                    self.bind_file_items(cx, &mut tpl, &s.span, &t.field("source"));
                                     self.template_refs(cx, &tpl, &s.span, &t.field("source"));
                                     Some(Content::Text(tpl))
                                 }
@@ -1462,7 +1506,8 @@ impl Loader<'_> {
         parse: fn(&str) -> Result<Template, TemplateError>,
     ) -> Option<Template> {
         match parse(s.value) {
-            Ok(t) => {
+            Ok(mut t) => {
+                self.bind_items(cx, &mut t, &s.span, field);
                 self.template_refs(cx, &t, &s.span, field);
                 Some(t)
             }
@@ -1625,14 +1670,20 @@ impl Loader<'_> {
                 );
             }
         }
+        // Once per written promise: the instances of a `for_each` share its origin.
+        let mut warned: HashSet<&Origin> = HashSet::new();
         for &i in &self.unguarded {
             let p = &self.promises[i];
+            if !warned.insert(&p.origin) {
+                continue;
+            }
             diags.warning(
                 p.origin.clone(),
                 "command",
                 "no `unless`, `onlyif` or `creates`: it runs, and counts as repaired, on every run",
             );
         }
+        self.check_lang(diags);
         conflict::check(&self.promises, diags);
         self.check_plans(diags);
     }
@@ -2221,6 +2272,9 @@ mod tests {
         "[[value]]\nname = \"v\"\ntext = \"${member}\"\n",
         "[[plan]]\nname = \"p\"\non = \"master-move\"\npackage = \"tenet\"\n[[plan.step]]\ntype = \"command\"\nargv = [\"/bin/true\"]\n[plan.step.env]\nA = \"1\"\n[[plan.step]]\ntype = \"hostname-save\"\n",
         "[[package]]\nname = \"tenet\"\nhostname = \"t\"\nip = \"10.0.0.1\"\nmembers = [\"m1\"]\nconfiguration = \"rotating\"\n",
+        "[[value]]\nname = \"l\"\nlist = [\"a\", \"b\"]\n",
+        "[[dir]]\nfor_each = \"${l}\"\npath = \"/f/${item}\"\n",
+        "[[command]]\nname = \"c\"\nfor_each = [\"x\"]\nshell = \"echo ${item}\"\ncreates = \"/c\"\n",
     ];
 
     /// A tree on disk whose files are known by a (made-up) digest, as a signed

@@ -172,6 +172,25 @@ pub enum ValueKind {
     },
     /// A template.
     Text(Template),
+    /// A list of literal items (`list = [...]`): what a `for_each` iterates over, and
+    /// a sequence in a Jinja template; never a `${...}` text.
+    List(Vec<String>),
+    /// Literal entries in declaration order (`map = { KEY = "VALUE" }`): `${NAME.KEY}`
+    /// is one entry's value; a `for_each` iterates over the entries, a Jinja
+    /// template sees a mapping.
+    Map(Vec<(String, String)>),
+}
+
+impl ValueKind {
+    /// What it is, for messages: `text`, `addresses`, `list` or `map`.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Addresses { .. } => "an address list joined into text",
+            Self::Text(_) => "text",
+            Self::List(_) => "a list",
+            Self::Map(_) => "a map",
+        }
+    }
 }
 
 /// Which address family a value lists.

@@ -1,12 +1,13 @@
 //! Evaluates a policy for one member: which promises apply, with every template
 //! expanded; `plans` does the same for failover plans and a cluster event.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use crate::Policy;
 use crate::cond::{Atom, Condition};
 use crate::facts::Facts;
+use crate::jinja::Jinja;
 use crate::model::{
     AddressRole, AddressSelect, Family, Member, Network, Promise, Unresolved, ValueKind,
 };
@@ -224,7 +225,85 @@ impl<'a> Scope<'a> {
                 Some(r) => r.clone(),
                 None => Err(format!("value `{v}` is used before it is declared")),
             },
+            Ref::Entry { map, key } => match self.kind(map) {
+                Some(ValueKind::Map(entries)) => entries
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| format!("map `{map}` has no entry `{key}`")),
+                _ => Err(format!("`{map}` is not a map")),
+            },
+            Ref::Item(part) => Err(format!(
+                "`{}` is only defined in a promise with `for_each`",
+                part.as_ref_str()
+            )),
+            Ref::Jinja(j) => self.render_jinja(j),
         }
+    }
+
+    /// The value declared as `name`.
+    fn kind(&self, name: &str) -> Option<&'a ValueKind> {
+        self.policy
+            .values
+            .iter()
+            .find(|v| v.name == name)
+            .map(|v| &v.kind)
+    }
+
+    /// Renders a Jinja template with the names it uses: values (text as strings,
+    /// lists as sequences, maps as mappings), `member` (when this host is one),
+    /// `hostname`, `cluster`, `package.NAME.{hostname,ip,members,configuration}`
+    /// and `fact.KEY`. Nothing else is in its context.
+    fn render_jinja(&self, j: &Jinja) -> Result<String, String> {
+        use minijinja::Value as J;
+        let cluster = &self.policy.cluster;
+        let mut cx: BTreeMap<String, J> = BTreeMap::new();
+        for name in j.names() {
+            let v = match name.as_str() {
+                "member" => match self.member {
+                    Some(m) => J::from(m.name.as_str()),
+                    None => {
+                        return Err(format!(
+                            "{}: this host is not a member of the cluster, so `member` has no value",
+                            j.name()
+                        ));
+                    }
+                },
+                "hostname" => J::from(self.facts.hostname.as_str()),
+                "cluster" => J::from(cluster.name.as_str()),
+                "package" => J::from_iter(cluster.packages.iter().map(|p| {
+                    let mut m = BTreeMap::new();
+                    m.insert("hostname", J::from(p.hostname.as_str()));
+                    m.insert("ip", J::from(p.ip.to_string()));
+                    m.insert("members", J::from(p.members.clone()));
+                    m.insert("configuration", J::from(p.configuration.name()));
+                    (p.name.clone(), J::from(m))
+                })),
+                "fact" => {
+                    let mut m: BTreeMap<String, String> = self.facts.extra.clone();
+                    for k in ["hostname", "os", "addresses"] {
+                        if let Some(v) = self.facts.get(k) {
+                            m.insert(k.to_string(), v);
+                        }
+                    }
+                    J::from(m)
+                }
+                other => match self.kind(other) {
+                    Some(ValueKind::List(items)) => J::from(items.clone()),
+                    Some(ValueKind::Map(entries)) => J::from_iter(entries.iter().cloned()),
+                    Some(_) => match self.values.get(other) {
+                        Some(Ok(s)) => J::from(s.as_str()),
+                        Some(Err(e)) => return Err(e.clone()),
+                        None => continue,
+                    },
+                    // Checked at load: only a name the template defines for itself
+                    // in a branch not taken gets here; strict rendering decides.
+                    None => continue,
+                },
+            };
+            cx.insert(name, v);
+        }
+        j.render(cx).map_err(|e| e.to_string())
     }
 
     fn compute(
@@ -235,6 +314,10 @@ impl<'a> Scope<'a> {
     ) -> Result<String, String> {
         match kind {
             ValueKind::Text(t) => t.render(&mut |r| self.lookup(r)),
+            ValueKind::List(_) | ValueKind::Map(_) => Err(format!(
+                "value `{name}` is {}, not text; use it in `for_each` or a Jinja template",
+                kind.describe()
+            )),
             ValueKind::Addresses {
                 select,
                 separator,

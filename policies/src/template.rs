@@ -13,6 +13,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
+
+use crate::jinja::Jinja;
 
 /// What a `${...}` refers to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -31,6 +34,40 @@ pub enum Ref {
     Fact(String),
     /// `${NAME}`: a `[[value]]`.
     Value(String),
+    /// `${NAME.KEY}`: the entry `KEY` of the map value `NAME`.
+    Entry {
+        /// The map's name.
+        map: String,
+        /// The entry's key.
+        key: String,
+    },
+    /// `${item}`, `${item.key}`, `${item.value}`: the current item of a promise's
+    /// `for_each`, bound when the promise is expanded at load.
+    Item(ItemPart),
+    /// A whole file's content rendered by the Jinja engine (`engine = "jinja"`).
+    Jinja(Arc<Jinja>),
+}
+
+/// Which part of a `for_each` item a reference names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ItemPart {
+    /// `${item}`: a list's item.
+    Whole,
+    /// `${item.key}`: a map entry's key.
+    Key,
+    /// `${item.value}`: a map entry's value.
+    Value,
+}
+
+impl ItemPart {
+    /// The reference as written.
+    pub fn as_ref_str(self) -> &'static str {
+        match self {
+            Self::Whole => "${item}",
+            Self::Key => "${item.key}",
+            Self::Value => "${item.value}",
+        }
+    }
 }
 
 impl fmt::Display for Ref {
@@ -43,6 +80,9 @@ impl fmt::Display for Ref {
             Self::PackageIp(p) => write!(f, "${{package.{p}.ip}}"),
             Self::Fact(k) => write!(f, "${{fact.{k}}}"),
             Self::Value(v) => write!(f, "${{{v}}}"),
+            Self::Entry { map, key } => write!(f, "${{{map}.{key}}}"),
+            Self::Item(part) => f.write_str(part.as_ref_str()),
+            Self::Jinja(j) => write!(f, "{{# jinja {} #}}", j.name()),
         }
     }
 }
@@ -84,6 +124,35 @@ impl Template {
         Self {
             parts: vec![Part::Text(text.to_string())],
             quoting: Quoting::Raw,
+        }
+    }
+
+    /// A whole content rendered by the Jinja engine when the promise is resolved.
+    pub fn jinja(j: Jinja) -> Self {
+        Self {
+            parts: vec![Part::Ref {
+                r: Ref::Jinja(Arc::new(j)),
+                offset: 0,
+            }],
+            quoting: Quoting::Raw,
+        }
+    }
+
+    /// Replaces each `${item...}` reference with the text `item` gives for it (quoted
+    /// as one shell word in a `shell` script), so the template no longer names the item.
+    pub fn bind_item(&mut self, item: &mut impl FnMut(ItemPart) -> Option<String>) {
+        for p in &mut self.parts {
+            if let Part::Ref {
+                r: Ref::Item(part), ..
+            } = p
+                && let Some(v) = item(*part)
+            {
+                let text = match self.quoting {
+                    Quoting::Raw => v,
+                    Quoting::Shell => shell_quote(&v).into_owned(),
+                };
+                *p = Part::Text(text);
+            }
         }
     }
 
@@ -579,13 +648,16 @@ fn parse_ref(body: &str) -> Result<Ref, String> {
     };
     let bad = || {
         format!(
-            "`${{{body}}}` is not a reference; expected member, hostname, cluster, package.NAME.hostname, package.NAME.ip, fact.KEY or a value's name"
+            "`${{{body}}}` is not a reference; expected member, hostname, cluster, package.NAME.hostname, package.NAME.ip, fact.KEY, item, item.key, item.value, a value's name or MAP.KEY"
         )
     };
     match body {
         "member" => return Ok(Ref::Member),
         "hostname" => return Ok(Ref::Hostname),
         "cluster" => return Ok(Ref::Cluster),
+        "item" => return Ok(Ref::Item(ItemPart::Whole)),
+        "item.key" => return Ok(Ref::Item(ItemPart::Key)),
+        "item.value" => return Ok(Ref::Item(ItemPart::Value)),
         _ => {}
     }
     if let Some(key) = body.strip_prefix("fact.") {
@@ -603,9 +675,14 @@ fn parse_ref(body: &str) -> Result<Ref, String> {
         };
     }
     if valid(body) {
-        Ok(Ref::Value(body.to_string()))
-    } else {
-        Err(bad())
+        return Ok(Ref::Value(body.to_string()));
+    }
+    match body.split_once('.') {
+        Some((map, key)) if valid(map) && valid(key) && map != "item" => Ok(Ref::Entry {
+            map: map.to_string(),
+            key: key.to_string(),
+        }),
+        _ => Err(bad()),
     }
 }
 
@@ -733,5 +810,41 @@ mod tests {
         let t = Template::parse("${member}-${x}").unwrap();
         let refs: Vec<_> = t.refs().map(|(r, o)| (r.clone(), o)).collect();
         assert_eq!(refs, vec![(Ref::Member, 0), (Ref::Value("x".into()), 10)]);
+    }
+
+    #[test]
+    fn map_entries_and_items_are_references() {
+        let t = Template::parse("${ports.ssh} ${item} ${item.key} ${item.value}").unwrap();
+        let refs: Vec<_> = t.refs().map(|(r, _)| r.clone()).collect();
+        assert_eq!(
+            refs,
+            vec![
+                Ref::Entry {
+                    map: "ports".into(),
+                    key: "ssh".into()
+                },
+                Ref::Item(ItemPart::Whole),
+                Ref::Item(ItemPart::Key),
+                Ref::Item(ItemPart::Value),
+            ]
+        );
+        assert!(Template::parse("${item.other}").is_err());
+        assert!(Template::parse("${a.b.c}").is_err());
+        assert_eq!(t.source(), "${ports.ssh} ${item} ${item.key} ${item.value}");
+    }
+
+    #[test]
+    fn a_bound_item_is_text_and_one_shell_word_in_a_script() {
+        let mut t = Template::parse_shell("useradd ${item} # done").unwrap();
+        t.bind_item(&mut |_| Some("bob; rm -rf /".into()));
+        assert_eq!(t.refs().count(), 0);
+        assert_eq!(
+            t.render(&mut |_| Err::<String, ()>(())).unwrap(),
+            "useradd 'bob; rm -rf /' # done"
+        );
+        let mut t = Template::parse("${item.key}=${item.value}").unwrap();
+        t.bind_item(&mut |p| (p == ItemPart::Key).then(|| "K".to_string()));
+        // An item without that part leaves the reference for the loader to report.
+        assert_eq!(t.refs().count(), 1);
     }
 }

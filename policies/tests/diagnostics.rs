@@ -237,3 +237,8 @@ fn values() {
 fn tree() {
     check("tree");
 }
+
+#[test]
+fn lang() {
+    check("lang");
+}

@@ -430,3 +430,18 @@ fn uses_that_multiply_past_the_limit_are_refused_quickly() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
+
+#[test]
+fn for_each_inside_a_module_is_refused_where_it_is_written() {
+    let got = errors(&[
+        ("site.toml", "[[use]]\nname = \"x\"\nmodule = \"m\"\n"),
+        (
+            "modules/m/module.toml",
+            "[[dir]]\nfor_each = [\"a\", \"b\"]\npath = \"/d/${item}\"\n",
+        ),
+    ]);
+    assert!(
+        got.starts_with("modules/m/module.toml:1:1: dir[0].for_each: `for_each` is not available inside a module"),
+        "{got}"
+    );
+}

@@ -46,6 +46,17 @@ const FRAGMENTS: &[&str] = &[
     "hostname = \"h\"\n",
     "from = \"/a\"\nto = \"/b\"\n",
     "= broken\n",
+    "list = [\"a\", \"b\"]\n",
+    "map = { k = \"v\" }\n",
+    "for_each = \"${a}\"\n",
+    "for_each = [\"x\", \"y\"]\n",
+    "for_each = { k = \"v\" }\n",
+    "path = \"/i/${item}\"\n",
+    "content = \"${item.key} ${a.k}\"\n",
+    "engine = \"jinja\"\n",
+    "content = \"{% for x in a %}{{ x }}{% endfor %}\"\n",
+    "content = \"{% if %}\"\n",
+    "shell = \"echo ${item}\"\n",
 ];
 
 proptest! {

@@ -127,7 +127,7 @@ struct Def {
 /// Orders `promises` by declaration, a module's promises at the place of their use.
 pub(super) fn sort_promises(promises: &mut Vec<Promise>, modules: &Modules) {
     if modules.placed.is_empty() {
-        promises.sort_unstable_by(|a, b| a.origin.cmp(&b.origin));
+        promises.sort_by(|a, b| a.origin.cmp(&b.origin));
         return;
     }
     let mut chains: HashMap<usize, &[Origin]> = HashMap::new();
@@ -149,6 +149,11 @@ pub(super) fn sort_promises(promises: &mut Vec<Promise>, modules: &Modules) {
 }
 
 impl Loader<'_> {
+    /// Whether a module instance is being read (not a top-level file).
+    pub(super) fn in_module(&self) -> bool {
+        self.mods.scope.is_some()
+    }
+
     /// `[[use]]`: `name`, `module`, `with = { PARAM = "value" }`, `when`.
     pub(super) fn read_use(&mut self, cx: &mut Cx<'_>, mut t: Table<'_, '_>) {
         let origin = cx.origin(&t.span);
