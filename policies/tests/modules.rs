@@ -448,8 +448,8 @@ fn shell_module(script: &str, name: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The script `add` runs on member `m1`.
-fn resolved_script(files: &[(&'static str, String)]) -> String {
+/// The script of command `id` on member `m1`.
+fn resolved_script(files: &[(&'static str, String)], id: &str) -> String {
     let dir = tree(&refs(files));
     let policy = tenet_policies::load(dir.path()).unwrap_or_else(|d| panic!("{d}"));
     let mut facts = Facts::default();
@@ -459,7 +459,7 @@ fn resolved_script(files: &[(&'static str, String)]) -> String {
         .promises
         .into_iter()
         .map(|p| p.unwrap())
-        .find(|p| p.id == "u/add")
+        .find(|p| p.id == id)
         .unwrap();
     let PromiseKind::Command(c) = p.kind else {
         panic!("not a command: {p:?}")
@@ -475,16 +475,16 @@ fn resolved_script(files: &[(&'static str, String)]) -> String {
 #[test]
 fn a_shell_argument_is_one_shell_word() {
     let nasty = "x; touch /PWNED 'q' \"d\" $(id) `id`\nb";
-    let script = resolved_script(&shell_module("useradd ${param.name} -m", nasty));
+    let script = resolved_script(&shell_module("useradd ${param.name} -m", nasty), "u/add");
     assert_eq!(
         script,
         "useradd 'x; touch /PWNED '\\''q'\\'' \"d\" $(id) `id`\nb' -m"
     );
     // An argument's own reference expands, within the one word; `$${` is a literal.
-    let script = resolved_script(&shell_module(
-        "useradd ${param.name}",
-        "u ${member} $${member}",
-    ));
+    let script = resolved_script(
+        &shell_module("useradd ${param.name}", "u ${member} $${member}"),
+        "u/add",
+    );
     assert_eq!(script, "useradd 'u m1 ${member}'");
 }
 
@@ -505,4 +505,16 @@ fn a_shell_argument_inside_quotes_is_refused() {
             "{script}"
         );
     }
+}
+
+/// Passed on through a nested use, an argument is still one shell word.
+#[test]
+fn a_shell_argument_passed_through_a_nested_use_is_one_shell_word() {
+    let mut files = shell_module("useradd ${param.name}", "a b; c");
+    files[2].1 = "[[use]]\nname = \"o\"\nmodule = \"outer\"\nwith = { who = \"a b; c\" }\n".into();
+    files.push((
+        "modules/outer/module.toml",
+        "[[param]]\nname = \"who\"\n\n[[use]]\nname = \"u\"\nmodule = \"account\"\nwith = { name = \"${param.who}\" }\n".into(),
+    ));
+    assert_eq!(resolved_script(&files, "o/u/add"), "useradd 'a b; c'");
 }
