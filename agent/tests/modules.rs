@@ -146,3 +146,62 @@ fn a_member_converges_a_module_from_the_signed_bundle() {
         Some("served on 80 by alpha\n")
     );
 }
+
+const ACCOUNT: &str = r#"
+[[param]]
+name = "name"
+
+[[command]]
+name = "add"
+shell = 'set -- ${param.name}; echo $# > argc; touch -- ${param.name}'
+creates = "/argc"
+"#;
+
+/// A module's argument reaches its `shell` script as one word: shell syntax in it
+/// (`;`, quotes, `$(...)`, backquotes, a newline) is never run, the script sees one
+/// argument and makes one file of that literal name. An argument's own `${member}`
+/// expands within the word.
+#[test]
+fn a_module_argument_runs_as_one_shell_word() {
+    let sb = Sandbox::new();
+    let name = "a b; touch PWNED1 'q' \"d\" $(touch PWNED2) `touch PWNED3`\nc ${member}";
+    let site =
+        format!("[[use]]\nname = \"acct\"\nmodule = \"account\"\nwith = {{ name = {name:?} }}\n");
+    sb.policy(&[
+        ("cluster.toml", CLUSTER),
+        ("site.toml", &site),
+        ("modules/account/module.toml", ACCOUNT),
+    ]);
+    let run = sb.apply_outside_state(&["--json", "--fact", "member=m1"]);
+    run.expect_code(0);
+    assert_eq!(run.report().event("acct/add")["status"], "repaired");
+    let literal = name.replace("${member}", "m1");
+    let mut made: Vec<String> = fs::read_dir(&sb.root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    made.sort();
+    assert_eq!(
+        made,
+        [literal.as_str(), "argc"],
+        "the root holds only these"
+    );
+    assert_eq!(fs::read_to_string(sb.at("/argc")).unwrap(), "1\n");
+
+    // Inside quotes the argument's quoting would become text: refused at load.
+    let quoted = ACCOUNT.replace("touch -- ${param.name}", "touch -- \"${param.name}\"");
+    sb.policy(&[
+        ("cluster.toml", CLUSTER),
+        ("site.toml", &site),
+        ("modules/account/module.toml", &quoted),
+    ]);
+    let check = sb.check();
+    check.expect_code(3);
+    assert!(
+        check.stdout.contains(
+            "modules/account/module.toml:7:58: command[0].shell: `${param.name}` inside \"...\" in a shell script"
+        ) && check.stdout.contains("(in use `acct` at site.toml:1:1)"),
+        "{}",
+        check.stdout
+    );
+}

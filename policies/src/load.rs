@@ -16,7 +16,7 @@ use crate::diag::{Diagnostics, Origin, SourceText};
 use crate::model::*;
 use crate::read::{Cx, Str, Table, Val};
 use crate::split;
-use crate::template::{Ref, Template, TemplateError};
+use crate::template::{Params, Ref, Template, TemplateError};
 
 mod module;
 mod plan;
@@ -1167,7 +1167,7 @@ impl Loader<'_> {
             (true, false) => self.argv(cx, t, "argv").map(Program::Argv),
             (false, true) => {
                 let s = t.req_str(cx, "shell")?;
-                self.parsed_template(cx, &s, &t.field("shell"), Template::parse_shell)
+                self.parsed_template(cx, &s, &t.field("shell"), Template::parse_shell_in)
                     .map(Program::Shell)
             }
             _ => {
@@ -1495,7 +1495,7 @@ impl Loader<'_> {
     }
 
     fn template_str(&mut self, cx: &mut Cx<'_>, s: &Str<'_>, field: &str) -> Option<Template> {
-        self.parsed_template(cx, s, field, Template::parse)
+        self.parsed_template(cx, s, field, Template::parse_in)
     }
 
     fn parsed_template(
@@ -1503,9 +1503,15 @@ impl Loader<'_> {
         cx: &mut Cx<'_>,
         s: &Str<'_>,
         field: &str,
-        parse: fn(&str) -> Result<Template, TemplateError>,
+        parse: fn(&str, Option<&Params>) -> Result<Template, TemplateError>,
     ) -> Option<Template> {
-        match parse(s.value) {
+        // In a module's instance, a string that held `${param.NAME}` is read as written,
+        // each argument a unit (one shell word in a `shell` script); see `module`.
+        let parsed = match self.mods.as_written(&s.span) {
+            Some((text, params)) => parse(text, Some(params)),
+            None => parse(s.value, None),
+        };
+        match parsed {
             Ok(mut t) => {
                 self.bind_items(cx, &mut t, &s.span, field);
                 self.template_refs(cx, &t, &s.span, field);

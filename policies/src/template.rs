@@ -10,8 +10,14 @@
 //! word there (inside quotes, backquotes or arithmetic, in a comment or a
 //! here-document, after a `\`) is refused at load, since its quoting would become part of the text or be
 //! undone.
+//!
+//! In a module's file, `${param.NAME}` is the use's argument (see `load::module`),
+//! read as a template of its own (its references expand; `$${` is a literal `${`)
+//! and written as one unit: as is in a plain template, and as one shell word, placed
+//! by the same rules as any reference, in a `shell` script.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -87,10 +93,23 @@ impl fmt::Display for Ref {
     }
 }
 
+/// A module instance's arguments: each parameter's name and the argument's text.
+pub(crate) type Params = HashMap<String, String>;
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Part {
     Text(String),
-    Ref { r: Ref, offset: usize },
+    Ref {
+        r: Ref,
+        offset: usize,
+    },
+    /// `${param.NAME}` in a `shell` script: the argument (text and references) as one
+    /// word. In a plain template an argument's parts are written in place instead.
+    Param {
+        name: String,
+        value: Vec<Part>,
+        offset: usize,
+    },
 }
 
 /// How a template writes a reference's value into its text.
@@ -161,102 +180,206 @@ impl Template {
     /// would not read an unquoted word (see the module documentation) is an error (pass such a
     /// value through the command's `env` and write `"$NAME"`).
     pub fn parse_shell(s: &str) -> Result<Self, TemplateError> {
-        let mut t = Self::parse(s)?;
-        check_unquoted(&t.parts)?;
-        t.quoting = Quoting::Shell;
-        Ok(t)
+        Self::parse_shell_in(s, None)
     }
 
     /// Parses `${...}` references.
     pub fn parse(s: &str) -> Result<Self, TemplateError> {
-        let mut parts = Vec::new();
-        let mut text = String::new();
-        let mut rest = s;
-        let mut offset = 0;
-        while let Some(i) = rest.find('$') {
-            text.push_str(&rest[..i]);
-            let after = &rest[i..];
-            if let Some(after_escape) = after.strip_prefix("$${") {
-                text.push_str("${");
-                rest = after_escape;
-                offset += i + 3;
-            } else if let Some(body) = after.strip_prefix("${") {
-                let Some(end) = body.find('}') else {
-                    return Err(TemplateError {
-                        offset: offset + i,
-                        message: "`${` without a closing `}`".into(),
-                    });
-                };
-                let r = parse_ref(body[..end].trim()).map_err(|message| TemplateError {
-                    offset: offset + i,
-                    message,
-                })?;
-                if !text.is_empty() {
-                    parts.push(Part::Text(std::mem::take(&mut text)));
-                }
-                parts.push(Part::Ref {
-                    r,
-                    offset: offset + i,
-                });
-                rest = &body[end + 1..];
-                offset += i + 3 + end;
-            } else {
-                text.push('$');
-                rest = &after[1..];
-                offset += i + 1;
-            }
-        }
-        text.push_str(rest);
-        if !text.is_empty() || parts.is_empty() {
-            parts.push(Part::Text(text));
-        }
+        Self::parse_in(s, None)
+    }
+
+    /// [`Template::parse`] in a module's file, each `${param.NAME}` being `params`'
+    /// argument, its parts written in place.
+    pub(crate) fn parse_in(s: &str, params: Option<&Params>) -> Result<Self, TemplateError> {
         Ok(Self {
-            parts,
+            parts: parse_parts(s, params, Quoting::Raw)?,
             quoting: Quoting::Raw,
         })
     }
 
-    /// Every reference with its byte offset in the template text.
+    /// [`Template::parse_shell`] in a module's file, each `${param.NAME}` being
+    /// `params`' argument as one shell word, refused where any reference would be.
+    pub(crate) fn parse_shell_in(s: &str, params: Option<&Params>) -> Result<Self, TemplateError> {
+        let parts = parse_parts(s, params, Quoting::Shell)?;
+        check_unquoted(&parts)?;
+        Ok(Self {
+            parts,
+            quoting: Quoting::Shell,
+        })
+    }
+
+    /// Every reference with its byte offset in the template text (a reference in a
+    /// module's argument at the offset of its `${param.NAME}`).
     pub fn refs(&self) -> impl Iterator<Item = (&Ref, usize)> {
-        self.parts.iter().filter_map(|p| match p {
-            Part::Ref { r, offset } => Some((r, *offset)),
-            Part::Text(_) => None,
+        self.parts.iter().flat_map(|p| match p {
+            Part::Ref { r, offset } => vec![(r, *offset)],
+            Part::Param { value, offset, .. } => value
+                .iter()
+                .filter_map(|v| match v {
+                    Part::Ref { r, .. } => Some((r, *offset)),
+                    Part::Text(_) | Part::Param { .. } => None,
+                })
+                .collect(),
+            Part::Text(_) => Vec::new(),
         })
     }
 
     /// Expands the template, asking `lookup` for each reference (in a `shell` script,
-    /// each value is quoted as one shell word).
+    /// each value, and each module argument as a whole, is quoted as one shell word).
     pub fn render<E>(
         &self,
         lookup: &mut impl FnMut(&Ref) -> Result<String, E>,
     ) -> Result<String, E> {
         let mut out = String::new();
         for p in &self.parts {
-            match p {
-                Part::Text(t) => out.push_str(t),
-                Part::Ref { r, .. } => {
-                    let value = lookup(r)?;
-                    match self.quoting {
-                        Quoting::Raw => out.push_str(&value),
-                        Quoting::Shell => out.push_str(&shell_quote(&value)),
-                    }
+            match (p, self.quoting) {
+                (Part::Text(t), _) => out.push_str(t),
+                (Part::Ref { r, .. }, Quoting::Raw) => out.push_str(&lookup(r)?),
+                (Part::Ref { r, .. }, Quoting::Shell) => out.push_str(&shell_quote(&lookup(r)?)),
+                (Part::Param { value, .. }, Quoting::Raw) => {
+                    out.push_str(&render_raw(value, lookup)?);
+                }
+                (Part::Param { value, .. }, Quoting::Shell) => {
+                    out.push_str(&shell_quote(&render_raw(value, lookup)?));
                 }
             }
         }
         Ok(out)
     }
 
-    /// The template as written, each reference shown as `${...}` (unquoted).
+    /// The template as written, each reference shown as `${...}` (unquoted), a module's
+    /// argument as its own text.
     pub fn source(&self) -> String {
-        let mut out = String::new();
-        for p in &self.parts {
-            match p {
-                Part::Text(t) => out.push_str(t),
-                Part::Ref { r, .. } => out.push_str(&r.to_string()),
-            }
-        }
-        out
+        source(&self.parts)
     }
+}
+
+fn source(parts: &[Part]) -> String {
+    let mut out = String::new();
+    for p in parts {
+        match p {
+            Part::Text(t) => out.push_str(t),
+            Part::Ref { r, .. } => out.push_str(&r.to_string()),
+            Part::Param { value, .. } => out.push_str(&source(value)),
+        }
+    }
+    out
+}
+
+/// `parts` expanded, every value as is.
+fn render_raw<E>(
+    parts: &[Part],
+    lookup: &mut impl FnMut(&Ref) -> Result<String, E>,
+) -> Result<String, E> {
+    let mut out = String::new();
+    for p in parts {
+        match p {
+            Part::Text(t) => out.push_str(t),
+            Part::Ref { r, .. } => out.push_str(&lookup(r)?),
+            Part::Param { value, .. } => out.push_str(&render_raw(value, lookup)?),
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the `${...}` references of `s`; with `params`, `${param.NAME}` is that
+/// argument, parsed as a template of its own: written in place when `quoting` is
+/// `Raw`, kept as one [`Part::Param`] when it is `Shell`.
+fn parse_parts(
+    s: &str,
+    params: Option<&Params>,
+    quoting: Quoting,
+) -> Result<Vec<Part>, TemplateError> {
+    let mut parts = Vec::new();
+    let mut text = String::new();
+    let mut rest = s;
+    let mut offset = 0;
+    while let Some(i) = rest.find('$') {
+        text.push_str(&rest[..i]);
+        let after = &rest[i..];
+        if let Some(after_escape) = after.strip_prefix("$${") {
+            text.push_str("${");
+            rest = after_escape;
+            offset += i + 3;
+        } else if let Some(body) = after.strip_prefix("${") {
+            let Some(end) = body.find('}') else {
+                return Err(TemplateError {
+                    offset: offset + i,
+                    message: "`${` without a closing `}`".into(),
+                });
+            };
+            let at = offset + i;
+            let inner = body[..end].trim();
+            match (params, inner.strip_prefix("param.")) {
+                (Some(params), Some(name)) => {
+                    let value = argument(params, name.trim(), at)?;
+                    match quoting {
+                        Quoting::Raw => {
+                            for v in value {
+                                match v {
+                                    Part::Text(t) => text.push_str(&t),
+                                    Part::Ref { r, .. } => {
+                                        if !text.is_empty() {
+                                            parts.push(Part::Text(std::mem::take(&mut text)));
+                                        }
+                                        parts.push(Part::Ref { r, offset: at });
+                                    }
+                                    // An argument has no parameters of its own.
+                                    Part::Param { .. } => {}
+                                }
+                            }
+                        }
+                        Quoting::Shell => {
+                            if !text.is_empty() {
+                                parts.push(Part::Text(std::mem::take(&mut text)));
+                            }
+                            parts.push(Part::Param {
+                                name: name.trim().to_string(),
+                                value,
+                                offset: at,
+                            });
+                        }
+                    }
+                }
+                _ => {
+                    let r = parse_ref(inner).map_err(|message| TemplateError {
+                        offset: at,
+                        message,
+                    })?;
+                    if !text.is_empty() {
+                        parts.push(Part::Text(std::mem::take(&mut text)));
+                    }
+                    parts.push(Part::Ref { r, offset: at });
+                }
+            }
+            rest = &body[end + 1..];
+            offset += i + 3 + end;
+        } else {
+            text.push('$');
+            rest = &after[1..];
+            offset += i + 1;
+        }
+    }
+    text.push_str(rest);
+    if !text.is_empty() || parts.is_empty() {
+        parts.push(Part::Text(text));
+    }
+    Ok(parts)
+}
+
+/// The argument for parameter `name`, read as a template (with no parameters of its
+/// own: a module's `with` has its parameters written in already); errors at `at`.
+fn argument(params: &Params, name: &str, at: usize) -> Result<Vec<Part>, TemplateError> {
+    let Some(text) = params.get(name) else {
+        return Err(TemplateError {
+            offset: at,
+            message: format!("`${{param.{name}}}` is not a parameter of this module"),
+        });
+    };
+    parse_parts(text, None, Quoting::Raw).map_err(|e| TemplateError {
+        offset: at,
+        message: format!("in the argument for `${{param.{name}}}`: {}", e.message),
+    })
 }
 
 /// `s` as one POSIX shell word: as is when it is non-empty and holds only letters,
@@ -294,25 +417,28 @@ fn check_unquoted(parts: &[Part]) -> Result<(), TemplateError> {
         ..ShellReader::default()
     };
     for part in parts {
-        match part {
-            Part::Text(t) => t.chars().for_each(|c| sh.read(c)),
-            Part::Ref { r, offset } => {
-                if let Some(place) = sh.refuses_reference() {
-                    return Err(TemplateError {
-                        offset: *offset,
-                        message: format!(
-                            "`{r}` {place} in a shell script: a reference expands to one shell word, already quoted, and only where the shell reads a word unquoted; write it outside quotes, or pass it through `env` and write \"$NAME\""
-                        ),
-                    });
-                }
-                sh.escaped = false;
-                sh.dollar = false;
-                sh.less = 0;
-                sh.paren = false;
-                sh.word_start = false;
-                sh.word.clear();
+        let (shown, offset) = match part {
+            Part::Text(t) => {
+                t.chars().for_each(|c| sh.read(c));
+                continue;
             }
+            Part::Ref { r, offset } => (r.to_string(), *offset),
+            Part::Param { name, offset, .. } => (format!("${{param.{name}}}"), *offset),
+        };
+        if let Some(place) = sh.refuses_reference() {
+            return Err(TemplateError {
+                offset,
+                message: format!(
+                    "`{shown}` {place} in a shell script: a reference expands to one shell word, already quoted, and only where the shell reads a word unquoted; write it outside quotes, or pass it through `env` and write \"$NAME\""
+                ),
+            });
         }
+        sh.escaped = false;
+        sh.dollar = false;
+        sh.less = 0;
+        sh.paren = false;
+        sh.word_start = false;
+        sh.word.clear();
     }
     Ok(())
 }
@@ -797,6 +923,96 @@ mod tests {
         ] {
             assert!(Template::parse_shell(s).is_ok(), "{s:?}");
         }
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> Params {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_module_argument_is_one_shell_word_whatever_it_holds() {
+        let nasty = "x; rm -rf / 'q' \"d\" $(id) `id` a\nb ${member}";
+        let p = params(&[("name", nasty)]);
+        let t = Template::parse_shell_in("useradd ${param.name} -m", Some(&p)).unwrap();
+        let out = t.render(&mut |r| Ok::<_, ()>(format!("<{r}>"))).unwrap();
+        // The argument's own `${member}` expands, and the whole is one quoted word.
+        assert_eq!(
+            out,
+            "useradd 'x; rm -rf / '\\''q'\\'' \"d\" $(id) `id` a\nb <${member}>' -m"
+        );
+        assert_eq!(
+            t.refs().map(|(r, o)| (r.clone(), o)).collect::<Vec<_>>(),
+            [(Ref::Member, 8)]
+        );
+        // `$${` in an argument is a literal `${`, never a reference.
+        let p = params(&[("name", "$${member}")]);
+        let t = Template::parse_shell_in("echo ${param.name}", Some(&p)).unwrap();
+        assert_eq!(
+            t.render(&mut |_| Err::<String, _>(())).unwrap(),
+            "echo '${member}'"
+        );
+        // A plain argument stays plain; an empty one is still a word.
+        let p = params(&[("a", "alice"), ("b", "")]);
+        let t = Template::parse_shell_in("id ${param.a} ${param.b}", Some(&p)).unwrap();
+        assert_eq!(
+            t.render(&mut |_| Err::<String, _>(())).unwrap(),
+            "id alice ''"
+        );
+        assert_eq!(t.source(), "id alice ");
+    }
+
+    #[test]
+    fn a_module_argument_where_the_shell_reads_no_word_is_refused() {
+        let p = params(&[("name", "alice")]);
+        for (s, offset, place) in [
+            ("echo \"${param.name}\"", 6, "inside \"...\""),
+            ("echo 'a ${param.name}'", 8, "inside '...'"),
+            ("echo \\${param.name}", 6, "after a `\\`"),
+            ("cat <<EOF\n${param.name}\nEOF", 10, "in a here-document"),
+            ("true # ${ param.name }", 7, "in a comment"),
+        ] {
+            let e = Template::parse_shell_in(s, Some(&p)).unwrap_err();
+            assert_eq!(e.offset, offset, "{s}");
+            assert!(
+                e.message
+                    .starts_with(&format!("`${{param.name}}` {place} in a shell script")),
+                "{s}: {}",
+                e.message
+            );
+        }
+        // The argument's own references are checked, located at its parameter.
+        let p = params(&[("name", "a ${oops")]);
+        let e = Template::parse_shell_in("echo ${param.name}", Some(&p)).unwrap_err();
+        assert_eq!(e.offset, 5);
+        assert!(
+            e.message.contains("argument for `${param.name}`"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn a_module_argument_in_a_plain_template_is_written_in_place() {
+        let p = params(&[("port", "80${member}")]);
+        let t = Template::parse_in("listen \"${param.port}\" $${param.port}", Some(&p)).unwrap();
+        assert_eq!(
+            t.render(&mut |r| Ok::<_, ()>(format!("<{r}>"))).unwrap(),
+            "listen \"80<${member}>\" ${param.port}"
+        );
+        // Without arguments (outside a module) `${param.NAME}` is no argument: it reads
+        // as an entry of a map named `param`, which the loader refuses outside a module.
+        let t = Template::parse("${param.port}").unwrap();
+        let refs: Vec<_> = t.refs().map(|(r, _)| r.clone()).collect();
+        assert_eq!(
+            refs,
+            vec![Ref::Entry {
+                map: "param".into(),
+                key: "port".into()
+            }]
+        );
     }
 
     #[test]

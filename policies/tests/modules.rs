@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 
 use tenet_policies::facts::Facts;
-use tenet_policies::model::{Content, PromiseKind};
+use tenet_policies::model::{Content, Program, PromiseKind};
 
 const CLUSTER: &str = r#"
 [cluster]
@@ -444,4 +444,92 @@ fn for_each_inside_a_module_is_refused_where_it_is_written() {
         got.starts_with("modules/m/module.toml:1:1: dir[0].for_each: `for_each` is not available inside a module"),
         "{got}"
     );
+}
+
+/// A module that runs a script with its argument, and a use of it with `name`.
+fn shell_module(script: &str, name: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("cluster.toml", CLUSTER.to_string()),
+        (
+            "modules/account/module.toml",
+            format!(
+                "[[param]]\nname = \"name\"\n\n[[command]]\nname = \"add\"\nshell = '{script}'\ncreates = \"/done\"\n"
+            ),
+        ),
+        (
+            "site.toml",
+            format!("[[use]]\nname = \"u\"\nmodule = \"account\"\nwith = {{ name = {name:?} }}\n"),
+        ),
+    ]
+}
+
+/// The script of command `id` on member `m1`.
+fn resolved_script(files: &[(&'static str, String)], id: &str) -> String {
+    let dir = tree(&refs(files));
+    let policy = tenet_policies::load(dir.path()).unwrap_or_else(|d| panic!("{d}"));
+    let mut facts = Facts::default();
+    facts.set("member=m1").unwrap();
+    let r = policy.resolve(&facts);
+    let p = r
+        .promises
+        .into_iter()
+        .map(|p| p.unwrap())
+        .find(|p| p.id == id)
+        .unwrap();
+    let PromiseKind::Command(c) = p.kind else {
+        panic!("not a command: {p:?}")
+    };
+    let Program::Shell(script) = c.program else {
+        panic!("not a shell script")
+    };
+    script
+}
+
+/// An argument is data: in a `shell` script it is one word, however much shell
+/// syntax it holds, as every other reference is.
+#[test]
+fn a_shell_argument_is_one_shell_word() {
+    let nasty = "x; touch /PWNED 'q' \"d\" $(id) `id`\nb";
+    let script = resolved_script(&shell_module("useradd ${param.name} -m", nasty), "u/add");
+    assert_eq!(
+        script,
+        "useradd 'x; touch /PWNED '\\''q'\\'' \"d\" $(id) `id`\nb' -m"
+    );
+    // An argument's own reference expands, within the one word; `$${` is a literal.
+    let script = resolved_script(
+        &shell_module("useradd ${param.name}", "u ${member} $${member}"),
+        "u/add",
+    );
+    assert_eq!(script, "useradd 'u m1 ${member}'");
+}
+
+/// Where the shell would not read a word unquoted, `${param.NAME}` is refused at load
+/// like any reference, located in the module's file and naming the use.
+#[test]
+fn a_shell_argument_inside_quotes_is_refused() {
+    for (script, col, place) in [
+        ("echo \"${param.name}\" > /x", 16, "inside \"...\""),
+        ("echo ok # ${param.name}", 20, "in a comment"),
+    ] {
+        let got = errors(&refs(&shell_module(script, "alice")));
+        assert_eq!(
+            got,
+            format!(
+                "modules/account/module.toml:6:{col}: command[0].shell: `${{param.name}}` {place} in a shell script: a reference expands to one shell word, already quoted, and only where the shell reads a word unquoted; write it outside quotes, or pass it through `env` and write \"$NAME\" (in use `u` at site.toml:1:1)\n"
+            ),
+            "{script}"
+        );
+    }
+}
+
+/// Passed on through a nested use, an argument is still one shell word.
+#[test]
+fn a_shell_argument_passed_through_a_nested_use_is_one_shell_word() {
+    let mut files = shell_module("useradd ${param.name}", "a b; c");
+    files[2].1 = "[[use]]\nname = \"o\"\nmodule = \"outer\"\nwith = { who = \"a b; c\" }\n".into();
+    files.push((
+        "modules/outer/module.toml",
+        "[[param]]\nname = \"who\"\n\n[[use]]\nname = \"u\"\nmodule = \"account\"\nwith = { name = \"${param.who}\" }\n".into(),
+    ));
+    assert_eq!(resolved_script(&files, "o/u/add"), "useradd 'a b; c'");
 }

@@ -9,19 +9,28 @@
 //! the module's file, with the use named; conflict detection sees the instances like
 //! any other promises.
 //!
+//! A field read as a template is the exception to writing arguments in as text: it
+//! reads its string as written, each `${param.NAME}` the argument as a unit
+//! ([`Modules::as_written`], `Template::parse_in`), so that in a `shell` script an
+//! argument is one shell word, placed by the rules of any reference, and cannot
+//! join the text around it into a reference of its own.
+//!
 //! This module must not change how top-level files are read: its hooks in the
 //! loader are the `[[use]]` table, [`Loader::instantiate_modules`] after every file
 //! is read, and [`sort_promises`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::cond::Condition;
 use crate::diag::{Diagnostics, Origin, SourceText};
 use crate::model::Promise;
 use crate::read::{Cx, Table, Val, closest};
+use crate::template::Params;
 
 use super::{Loader, PROMISE_TYPES, check_name};
 
@@ -55,6 +64,9 @@ pub(super) struct Modules {
     /// For each promise read from a module (by index), the origins that order it:
     /// the uses from the top level down, then the promise's own.
     placed: Vec<(usize, Vec<Origin>)>,
+    /// While an instance's file is read: the use's arguments, and each string of
+    /// the file that held `${param.NAME}` as written, by its span.
+    bound: Option<(Params, HashMap<Range<usize>, String>)>,
 }
 
 impl Modules {
@@ -68,6 +80,14 @@ impl Modules {
                 .push(SourceText::new(rel, text)),
             None => self.strays.push(rel.to_path_buf()),
         }
+    }
+
+    /// The string at `span` of the instance file being read as written, with the
+    /// use's arguments, if it held `${param.NAME}`: a template reads it so rather
+    /// than with the arguments written in as text.
+    pub(super) fn as_written(&self, span: &Range<usize>) -> Option<(&str, &Params)> {
+        let (values, written) = self.bound.as_ref()?;
+        written.get(span).map(|text| (text.as_str(), values))
     }
 }
 
@@ -338,7 +358,9 @@ impl Loader<'_> {
             }
             let mut doc = doc.into_inner();
             strip(&mut doc, is_declaration(&src.rel));
-            substitute_table(&mut doc, &values);
+            let mut written = HashMap::new();
+            substitute_table(&mut doc, &values, &mut written);
+            self.mods.bound = Some((values.clone(), written));
             let start = self.promises.len();
             let mut local = Diagnostics::default();
             let mut cx = Cx {
@@ -348,6 +370,7 @@ impl Loader<'_> {
             };
             self.counts.clear();
             self.read_file(&mut cx, &doc);
+            self.mods.bound = None;
             diags.append_noted(local, &format!("in {}", scope.label));
             for i in start..self.promises.len() {
                 let p = &mut self.promises[i];
@@ -364,7 +387,7 @@ impl Loader<'_> {
 
 /// A use's value for each of its module's parameters, or `None` after reporting
 /// a missing or unknown one.
-fn arguments(u: &Use, def: &Def, diags: &mut Diagnostics) -> Option<HashMap<String, String>> {
+fn arguments(u: &Use, def: &Def, diags: &mut Diagnostics) -> Option<Params> {
     let mut ok = true;
     let names: Vec<&str> = def.params.iter().map(|(n, _, _)| n.as_str()).collect();
     for (name, _, at) in &u.args {
@@ -606,7 +629,7 @@ fn param_refs(s: &str) -> Vec<ParamRef<'_>> {
 
 /// `s` with each `${param.NAME}` replaced by its value (every name is known: checked
 /// by `declare`).
-fn substitute(s: &str, values: &HashMap<String, String>) -> Option<String> {
+fn substitute(s: &str, values: &Params) -> Option<String> {
     let refs = param_refs(s);
     if refs.is_empty() {
         return None;
@@ -622,25 +645,37 @@ fn substitute(s: &str, values: &HashMap<String, String>) -> Option<String> {
     Some(out)
 }
 
-fn substitute_table(t: &mut DeTable<'_>, values: &HashMap<String, String>) {
+/// Substitutes every string under `t`, keeping each one changed as written in
+/// `written`, by span.
+fn substitute_table(
+    t: &mut DeTable<'_>,
+    values: &Params,
+    written: &mut HashMap<Range<usize>, String>,
+) {
     for (_, v) in t.iter_mut() {
-        substitute_value(v.get_mut(), values);
+        substitute_value(v, values, written);
     }
 }
 
-fn substitute_value(v: &mut DeValue<'_>, values: &HashMap<String, String>) {
-    match v {
+fn substitute_value(
+    v: &mut Spanned<DeValue<'_>>,
+    values: &Params,
+    written: &mut HashMap<Range<usize>, String>,
+) {
+    let span = v.span();
+    match v.get_mut() {
         DeValue::String(s) => {
             if let Some(new) = substitute(s, values) {
+                written.insert(span, s.to_string());
                 *s = new.into();
             }
         }
         DeValue::Array(items) => {
             for item in items.iter_mut() {
-                substitute_value(item.get_mut(), values);
+                substitute_value(item, values, written);
             }
         }
-        DeValue::Table(t) => substitute_table(t, values),
+        DeValue::Table(t) => substitute_table(t, values, written),
         _ => {}
     }
 }
