@@ -884,6 +884,9 @@ pub enum PublishError {
     /// A join token or request was refused, or its files are unusable.
     #[error(transparent)]
     Join(#[from] JoinError),
+    /// `members`: the cluster config or the engine's membership could not be read.
+    #[error(transparent)]
+    Members(#[from] crate::members::MembersError),
     /// The deployment has no administrator key to sign a join token with, or several.
     #[error("{reason}; name the administrator's key with --key")]
     NoAdminKey {
