@@ -371,7 +371,12 @@ pub struct MembersArgs {
     #[arg(long, value_enum)]
     pub from: crate::members::Engine,
     /// The policy tree (on the administrator's host).
-    #[arg(long, value_name = "TREE", conflicts_with = "bundle", required_unless_present = "bundle")]
+    #[arg(
+        long,
+        value_name = "TREE",
+        conflicts_with = "bundle",
+        required_unless_present = "bundle"
+    )]
     pub policy: Option<PathBuf>,
     /// The deployment whose inventory says who is enrolled (with --policy).
     #[arg(long, requires = "policy")]
@@ -588,7 +593,8 @@ pub fn exit_code(e: &PublishError) -> ExitCode {
         PublishError::Render { .. } => ExitCode::Io,
         PublishError::Join(e) if e.is_trust() => ExitCode::TrustRefused,
         PublishError::Members(
-            crate::members::MembersError::Engine { .. } | crate::members::MembersError::NoNodes { .. },
+            crate::members::MembersError::Engine { .. }
+            | crate::members::MembersError::NoNodes { .. },
         ) => ExitCode::Engine,
         PublishError::Join(crate::join::JoinError::Io { .. }) => ExitCode::Io,
         PublishError::Key(

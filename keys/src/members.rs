@@ -247,14 +247,19 @@ impl ClusterConfig {
 
     /// Whether member `m` is in some package (an HA node, not a client).
     fn in_a_package(&self, m: &str) -> bool {
-        self.packages.iter().any(|p| p.members.iter().any(|x| x == m))
+        self.packages
+            .iter()
+            .any(|p| p.members.iter().any(|x| x == m))
     }
 }
 
 /// Whether engine node `node` is member `m` (by name, hostname or its first label).
 fn same(node: &str, m: &ConfigMember) -> bool {
     let short = |s: &str| s.split('.').next().unwrap_or(s).to_string();
-    node == m.name || node == m.hostname || short(node) == short(&m.hostname) || short(node) == m.name
+    node == m.name
+        || node == m.hostname
+        || short(node) == short(&m.hostname)
+        || short(node) == m.name
 }
 
 /// How the engine's membership and the policy differ.
@@ -281,7 +286,11 @@ impl Comparison {
 
 /// Compares the engine's `nodes` with `config` and, when known, the `enrolled` member
 /// names.
-pub fn compare(nodes: &[String], config: &ClusterConfig, enrolled: Option<&[String]>) -> Comparison {
+pub fn compare(
+    nodes: &[String],
+    config: &ClusterConfig,
+    enrolled: Option<&[String]>,
+) -> Comparison {
     let mut c = Comparison::default();
     for n in nodes {
         if config.members.iter().any(|m| same(n, m)) {
@@ -306,7 +315,8 @@ pub fn compare(nodes: &[String], config: &ClusterConfig, enrolled: Option<&[Stri
         }
     }
     if let Some(e) = enrolled {
-        c.unenrolled.extend(c.added.iter().filter(|a| !e.contains(a)).cloned());
+        c.unenrolled
+            .extend(c.added.iter().filter(|a| !e.contains(a)).cloned());
     }
     c
 }
@@ -315,8 +325,12 @@ pub fn compare(nodes: &[String], config: &ClusterConfig, enrolled: Option<&[Stri
 fn is_header(line: &str) -> bool {
     let t = line.trim_start();
     t.starts_with('[')
-        && t.chars().nth(1).is_some_and(|c| c == '[' || c.is_ascii_alphabetic() || c == '"')
-        && t.split('#').next().is_some_and(|h| h.trim_end().ends_with(']'))
+        && t.chars()
+            .nth(1)
+            .is_some_and(|c| c == '[' || c.is_ascii_alphabetic() || c == '"')
+        && t.split('#')
+            .next()
+            .is_some_and(|h| h.trim_end().ends_with(']'))
 }
 
 /// The text split into sections: the lines before the first header, then one section
@@ -407,7 +421,10 @@ pub fn propose(config: &ClusterConfig, c: &Comparison, engine: Engine) -> String
             continue;
         }
         if h == "[[package]]"
-            && let Some(p) = config.packages.iter().find(|p| Some(&p.name) == name.as_ref())
+            && let Some(p) = config
+                .packages
+                .iter()
+                .find(|p| Some(&p.name) == name.as_ref())
         {
             let mut list: Vec<String> = p
                 .members

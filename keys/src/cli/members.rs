@@ -151,7 +151,11 @@ pub(crate) fn members(
         }
         (None, Some(bundle), Some(root)) => {
             let (c, e, serial) = bundle_config(bundle, root, now)?;
-            (c, Some(e), format!("{} (serial {serial})", bundle.display()))
+            (
+                c,
+                Some(e),
+                format!("{} (serial {serial})", bundle.display()),
+            )
         }
         _ => {
             return Err(PublishError::Members(MembersError::NoCluster(
@@ -173,7 +177,12 @@ pub(crate) fn members(
         .unwrap_or_else(|| PathBuf::from("DEPLOYMENT"));
     let proposal = members::propose(&config, &c, a.from);
     let written = match &a.out {
-        Some(dir) => write_proposal(dir, &config, &proposal, c.in_sync())?,
+        Some(dir) => write_proposal(
+            dir,
+            &config,
+            &proposal,
+            c.added.is_empty() && c.removed.is_empty(),
+        )?,
         None => None,
     };
     out.json(
@@ -192,7 +201,16 @@ pub(crate) fn members(
             "proposal": written.as_ref().map(|p| p.display().to_string()),
         }),
     );
-    let text = report(a.from, &nodes, &source, &config, &c, written.as_deref(), &tree, &dep);
+    let text = report(
+        a.from,
+        &nodes,
+        &source,
+        &config,
+        &c,
+        written.as_deref(),
+        &tree,
+        &dep,
+    );
     let _ = out.text().write_all(text.as_bytes());
     Ok(if c.in_sync() {
         Outcome::InSync
@@ -201,26 +219,30 @@ pub(crate) fn members(
     })
 }
 
-
-/// Writes DIR/FILE (the proposed config) and DIR/FILE.diff; in sync, removes both
-/// (a stale proposal must not be signed later).
+/// Writes DIR/FILE (the proposed config) and DIR/FILE.diff; with no member to add or
+/// remove, removes both (a stale proposal must not be signed later).
 fn write_proposal(
     dir: &Path,
     config: &ClusterConfig,
     proposal: &str,
-    in_sync: bool,
+    unchanged: bool,
 ) -> Result<Option<PathBuf>, PublishError> {
     let name = Path::new(&config.path)
         .file_name()
         .map_or_else(|| PathBuf::from("cluster.toml"), PathBuf::from);
     let file = dir.join(&name);
     let diff_path = dir.join(format!("{}.diff", name.display()));
-    if in_sync {
+    if unchanged {
         for p in [&file, &diff_path] {
             match std::fs::remove_file(p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(PublishError::Write { path: p.clone(), source }),
+                Err(source) => {
+                    return Err(PublishError::Write {
+                        path: p.clone(),
+                        source,
+                    });
+                }
             }
         }
         return Ok(None);
@@ -239,7 +261,10 @@ fn write_proposal(
 }
 
 /// What differs and the administrator's commands, in order.
-#[expect(clippy::too_many_arguments, reason = "one report from the command's parts")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one report from the command's parts"
+)]
 fn report(
     engine: Engine,
     nodes: &[String],
@@ -268,7 +293,11 @@ fn report(
     line(&mut s, "joined the cluster, not a member", &c.added);
     line(&mut s, "left the cluster, still a member", &c.removed);
     line(&mut s, "a member with no enrolled key", &c.unenrolled);
-    line(&mut s, "not usable as member names (add by hand)", &c.unusable);
+    line(
+        &mut s,
+        "not usable as member names (add by hand)",
+        &c.unusable,
+    );
     let t = tree.display();
     let d = dep.display();
     let cfg = &config.path;
@@ -290,7 +319,9 @@ fn report(
             ),
             None => step(
                 &mut s,
-                format!("in {t}/{cfg}, add or remove the members above (--out DIR writes a proposal)"),
+                format!(
+                    "in {t}/{cfg}, add or remove the members above (--out DIR writes a proposal)"
+                ),
             ),
         }
     }
@@ -307,7 +338,9 @@ fn report(
     }
     step(
         &mut s,
-        format!("tenet-keys sign {t} --deployment {d} --out BUNDLE   # the next serial; publish BUNDLE as usual"),
+        format!(
+            "tenet-keys sign {t} --deployment {d} --out BUNDLE   # the next serial; publish BUNDLE as usual"
+        ),
     );
     s
 }

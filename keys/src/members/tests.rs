@@ -11,7 +11,10 @@ const CIB_NODES: &str = r#"<nodes>
 
 #[test]
 fn each_engine_output_gives_its_node_names() {
-    assert_eq!(Engine::Pacemaker.parse(CIB_NODES), ["node1", "node2", "node3"]);
+    assert_eq!(
+        Engine::Pacemaker.parse(CIB_NODES),
+        ["node1", "node2", "node3"]
+    );
     let sg = "name=cluster1\nstatus=up\nnode:ftsys9|name=ftsys9\nnode:ftsys9|status=up\nnode:ftsys10|name=ftsys10\nnode:ftsys10|status=down\n";
     assert_eq!(Engine::Serviceguard.parse(sg), ["ftsys9", "ftsys10"]);
     let ha = "Node alpha\n\tInterfaces to network net_ether_01\n\t\tCommunication Interface: Name alpha, Attribute public\nNODE beta:\n";
@@ -67,11 +70,17 @@ fn names(v: &[&str]) -> Vec<String> {
 
 #[test]
 fn the_engine_nodes_are_compared_by_name_hostname_and_short_name() {
-    let cfg = ClusterConfig::parse("cluster.toml", CONFIG).unwrap().unwrap();
+    let cfg = ClusterConfig::parse("cluster.toml", CONFIG)
+        .unwrap()
+        .unwrap();
     let enrolled = names(&["alpha", "beta", "gamma", "client"]);
     let c = compare(&names(&["node1", "node2", "node3"]), &cfg, Some(&enrolled));
     assert!(c.in_sync(), "{c:?}");
-    let c = compare(&names(&["node1", "node2", "node4", "-bad"]), &cfg, Some(&enrolled));
+    let c = compare(
+        &names(&["node1", "node2", "node4", "-bad"]),
+        &cfg,
+        Some(&enrolled),
+    );
     assert_eq!(c.added, ["node4"]);
     assert_eq!(c.removed, ["gamma"]);
     assert_eq!(c.revoke, ["gamma"]);
@@ -84,17 +93,24 @@ fn the_engine_nodes_are_compared_by_name_hostname_and_short_name() {
 
 #[test]
 fn the_proposal_keeps_the_text_and_moves_members_in_and_out() {
-    let cfg = ClusterConfig::parse("cluster.toml", CONFIG).unwrap().unwrap();
+    let cfg = ClusterConfig::parse("cluster.toml", CONFIG)
+        .unwrap()
+        .unwrap();
     let c = compare(&names(&["node1", "node2", "node4"]), &cfg, None);
     let text = propose(&cfg, &c, Engine::Pacemaker);
-    let new = ClusterConfig::parse("cluster.toml", &text).unwrap().unwrap();
+    let new = ClusterConfig::parse("cluster.toml", &text)
+        .unwrap()
+        .unwrap();
     let members: Vec<&str> = new.members.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(members, ["alpha", "beta", "client", "node4"]);
     assert_eq!(new.packages[0].members, ["alpha", "beta", "node4"]);
     assert_eq!(new.packages[1].members, ["alpha"]);
     assert!(text.starts_with("# The test cluster.\n"), "{text}");
     assert!(text.contains("# a client, in no package\n"), "{text}");
-    assert!(text.contains("content = \"members = [\\\"x\\\"]\\n\""), "{text}");
+    assert!(
+        text.contains("content = \"members = [\\\"x\\\"]\\n\""),
+        "{text}"
+    );
     assert!(text.contains("# joined the pacemaker cluster"), "{text}");
     // The proposal is in sync with the engine.
     assert!(compare(&names(&["node1", "node2", "node4"]), &new, None).in_sync());
