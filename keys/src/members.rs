@@ -304,7 +304,7 @@ pub fn compare(
     }
     for m in &config.members {
         let node = nodes.iter().any(|n| same(n, m));
-        let has_key = enrolled.map(|e| e.iter().any(|x| *x == m.name));
+        let has_key = enrolled.map(|e| e.contains(&m.name));
         if !node && config.in_a_package(&m.name) {
             c.removed.push(m.name.clone());
             if has_key == Some(true) {
