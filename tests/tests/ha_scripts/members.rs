@@ -363,6 +363,22 @@ fn the_powerha_reconfig_post_event_proposes_the_cluster_nodes() {
     );
     assert!(text(&out).contains("to sign:"), "{}", text(&out));
 
+    // The command itself with --json: one line that matches docs/json.schema.json.
+    let out = Command::new(binary("tenet-keys"))
+        .args(["members", "--from", "powerha", "--json", "--bundle"])
+        .arg(m.path("bundle"))
+        .arg("--root")
+        .arg(m.dep.root())
+        .env("PATH", format!("{}:/usr/bin:/bin", utils.display()))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), Some(1), "{}", text(&out));
+    let seen = tenet_tests::schema::validate("tenet-keys members --json", &out.stdout);
+    assert!(seen.contains("tenet.keys.members/1"), "{seen:?}");
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["added"], serde_json::json!(["node4"]), "{line}");
+    assert_eq!(line["proposal"], serde_json::Value::Null, "{line}");
+
     // A failed event compares nothing.
     std::fs::remove_dir_all(m.path("proposal")).unwrap();
     let out = run_env(&script, &["reconfig_topology_complete", "1"], &[]);
