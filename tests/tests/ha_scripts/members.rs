@@ -379,6 +379,64 @@ fn the_powerha_reconfig_post_event_proposes_the_cluster_nodes() {
     assert_eq!(line["added"], serde_json::json!(["node4"]), "{line}");
     assert_eq!(line["proposal"], serde_json::Value::Null, "{line}");
 
+    // On the administrator's host: the tree and the deployment's inventory; the
+    // proposal goes to --out, commands name the given paths; a node name that cannot be
+    // a member name is only reported.
+    fixture(
+        &utils,
+        "cllsnode",
+        &cllsnode(&["node1", "node2", "node4", "-x"]),
+    );
+    let admin = |args: &[&str]| {
+        Command::new(binary("tenet-keys"))
+            .args(["members", "--from", "powerha"])
+            .args(args)
+            .env("PATH", format!("{}:/usr/bin:/bin", utils.display()))
+            .output()
+            .unwrap()
+    };
+    let tree = m.path("tree");
+    let dep = m.dep.deployment();
+    let out = admin(&[
+        "--policy",
+        tree.to_str().unwrap(),
+        "--deployment",
+        dep.to_str().unwrap(),
+        "--out",
+        m.path("admin").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), Some(1), "{}", text(&out));
+    let report = text(&out);
+    for want in [
+        "joined the cluster, not a member: node4".to_string(),
+        "left the cluster, still a member: gamma".to_string(),
+        "not usable as member names (add by hand): -x".to_string(),
+        format!("tenet-keys revoke {} --member gamma", dep.display()),
+        format!("tenet-keys join-token {} --member node4", dep.display()),
+        format!(
+            "cp {} {}/cluster.toml",
+            m.path("admin/cluster.toml").display(),
+            tree.display()
+        ),
+    ] {
+        assert!(report.contains(&want), "{want:?} not in:\n{report}");
+    }
+    let proposed = std::fs::read_to_string(m.path("admin/cluster.toml")).unwrap();
+    assert!(
+        !proposed.contains("\"gamma\"") && !proposed.contains("-x"),
+        "{proposed}"
+    );
+    // No [cluster] in the tree: 3.
+    let empty = m.path("empty-tree");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(
+        empty.join("files.toml"),
+        "[[file]]\npath = \"/etc/x\"\ncontent = \"x\"\n",
+    )
+    .unwrap();
+    let out = admin(&["--policy", empty.to_str().unwrap()]);
+    assert_eq!(code(&out), Some(3), "{}", text(&out));
+
     // A failed event compares nothing.
     std::fs::remove_dir_all(m.path("proposal")).unwrap();
     let out = run_env(&script, &["reconfig_topology_complete", "1"], &[]);
