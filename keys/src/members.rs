@@ -365,7 +365,10 @@ fn section_name(section: &[&str]) -> Option<String> {
 }
 
 fn quoted(list: &[String]) -> String {
-    let items: Vec<String> = list.iter().map(|m| format!("\"{m}\"")).collect();
+    let items: Vec<String> = list
+        .iter()
+        .map(|m| toml::Value::from(m.as_str()).to_string())
+        .collect();
     format!("[{}]", items.join(", "))
 }
 

@@ -260,6 +260,16 @@ fn write_proposal(
     Ok(Some(file))
 }
 
+/// A node name as printed: as is when it is a valid member name, else quoted and
+/// escaped (the engine's output may hold anything, control characters included).
+fn shown(name: &str) -> String {
+    if crate::manifest::is_valid_name(name) {
+        name.to_string()
+    } else {
+        format!("{name:?}")
+    }
+}
+
 /// What differs and the administrator's commands, in order.
 #[expect(
     clippy::too_many_arguments,
@@ -276,7 +286,8 @@ fn report(
     dep: &Path,
 ) -> String {
     let e = engine.name();
-    let mut s = format!("{e} nodes: {}\n", nodes.join(" "));
+    let shown_nodes: Vec<String> = nodes.iter().map(|n| shown(n)).collect();
+    let mut s = format!("{e} nodes: {}\n", shown_nodes.join(" "));
     if c.in_sync() {
         s.push_str(&format!(
             "the cluster members of {source} ({}) and the inventory follow the {e} membership; nothing to sign\n",
@@ -293,10 +304,11 @@ fn report(
     line(&mut s, "joined the cluster, not a member", &c.added);
     line(&mut s, "left the cluster, still a member", &c.removed);
     line(&mut s, "a member with no enrolled key", &c.unenrolled);
+    let unusable: Vec<String> = c.unusable.iter().map(|n| shown(n)).collect();
     line(
         &mut s,
         "not usable as member names (add by hand)",
-        &c.unusable,
+        &unusable,
     );
     let t = tree.display();
     let d = dep.display();

@@ -410,7 +410,7 @@ fn the_powerha_reconfig_post_event_proposes_the_cluster_nodes() {
     for want in [
         "joined the cluster, not a member: node4".to_string(),
         "left the cluster, still a member: gamma".to_string(),
-        "not usable as member names (add by hand): -x".to_string(),
+        "not usable as member names (add by hand): \"-x\"".to_string(),
         format!("tenet-keys revoke {} --member gamma", dep.display()),
         format!("tenet-keys join-token {} --member node4", dep.display()),
         format!(
