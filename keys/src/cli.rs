@@ -593,8 +593,7 @@ pub fn exit_code(e: &PublishError) -> ExitCode {
         PublishError::Render { .. } => ExitCode::Io,
         PublishError::Join(e) if e.is_trust() => ExitCode::TrustRefused,
         PublishError::Members(
-            crate::members::MembersError::Engine { .. }
-            | crate::members::MembersError::NoNodes { .. },
+            crate::error::MembersError::Engine { .. } | crate::error::MembersError::NoNodes { .. },
         ) => ExitCode::Engine,
         PublishError::Join(crate::join::JoinError::Io { .. }) => ExitCode::Io,
         PublishError::Key(

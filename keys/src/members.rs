@@ -14,6 +14,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::error::MembersError;
 use crate::manifest::is_valid_name;
 
 /// A cluster engine whose membership `tenet-keys members` reads.
@@ -156,41 +157,6 @@ pub struct ClusterConfig {
     pub members: Vec<ConfigMember>,
     /// `[[package]]` in order.
     pub packages: Vec<ConfigPackage>,
-}
-
-/// Why a cluster config could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum MembersError {
-    /// The file is not valid TOML.
-    #[error("{path} is not valid TOML")]
-    Toml {
-        /// The file.
-        path: String,
-        /// The parser's error.
-        #[source]
-        source: Box<toml::de::Error>,
-    },
-    /// No file of the tree declares `[cluster]`.
-    #[error("no file of {0} declares [cluster]")]
-    NoCluster(String),
-    /// The engine's command could not run or failed.
-    #[error("{engine}: `{command}` {reason}")]
-    Engine {
-        /// The engine.
-        engine: &'static str,
-        /// The command line.
-        command: String,
-        /// What went wrong (its stderr, or the spawn error).
-        reason: String,
-    },
-    /// The engine's command named no node: a proposal would remove every member.
-    #[error("{engine}: `{command}` names no node; refusing to propose removing every member")]
-    NoNodes {
-        /// The engine.
-        engine: &'static str,
-        /// The command line.
-        command: String,
-    },
 }
 
 fn string(t: &toml::Table, key: &str) -> Option<String> {

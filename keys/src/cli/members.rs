@@ -7,8 +7,9 @@ use std::process::Stdio;
 
 use super::{MembersArgs, Out};
 use crate::deployment::{self, Deployment};
+use crate::error::MembersError;
 use crate::error::PublishError;
-use crate::members::{self, ClusterConfig, Comparison, Engine, MembersError};
+use crate::members::{self, ClusterConfig, Comparison, Engine};
 use crate::time::Time;
 use crate::verify::{Clock, TrustState, TrustedRoot, verify_bundle};
 

@@ -1,3 +1,5 @@
+//! Unit tests of the engines' parsers, the comparison and the proposal.
+
 use super::*;
 
 const CIB_NODES: &str = r#"<nodes>
