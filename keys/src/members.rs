@@ -375,7 +375,13 @@ fn replace_members(section: &[&str], list: &[String]) -> String {
 /// last one (and in the policy server's package). Everything else is kept as written.
 pub fn propose(config: &ClusterConfig, c: &Comparison, engine: Engine) -> String {
     let secs = sections(&config.text);
-    let last_member = secs.iter().rposition(|s| header(s) == "[[member]]");
+    let removed = |s: &[&str]| {
+        header(s) == "[[member]]" && section_name(s).is_some_and(|n| c.removed.contains(&n))
+    };
+    // New members go after the last member that stays.
+    let last_member = secs
+        .iter()
+        .rposition(|s| header(s) == "[[member]]" && !removed(s));
     let mut out = String::new();
     for (i, s) in secs.iter().enumerate() {
         let h = header(s);
@@ -385,7 +391,7 @@ pub fn propose(config: &ClusterConfig, c: &Comparison, engine: Engine) -> String
             .iter()
             .rposition(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
             .map_or(s.len(), |p| p + 1);
-        if h == "[[member]]" && name.as_ref().is_some_and(|n| c.removed.contains(n)) {
+        if removed(s) {
             out.push_str(&s[body..].concat());
             continue;
         }

@@ -120,3 +120,39 @@ fn the_proposal_keeps_the_text_and_moves_members_in_and_out() {
     let same = compare(&names(&["node1", "node2", "node3"]), &cfg, None);
     assert_eq!(propose(&cfg, &same, Engine::Pacemaker), CONFIG);
 }
+
+#[test]
+fn new_members_follow_the_last_member_that_stays() {
+    let cfg = ClusterConfig::parse("cluster.toml", CONFIG)
+        .unwrap()
+        .unwrap();
+    // The last [[member]] (client) is in no package, so remove gamma and make the
+    // last-but-one the last: a cluster of only alpha, beta and gamma, gamma leaving.
+    let text = CONFIG.replace(
+        "# a client, in no package\n[[member]]\nname = \"client\"\n\n",
+        "",
+    );
+    let cfg2 = ClusterConfig::parse("cluster.toml", &text)
+        .unwrap()
+        .unwrap();
+    assert_eq!(cfg2.members.len(), 3, "{text}");
+    let c = compare(&names(&["node1", "node2", "node5"]), &cfg2, None);
+    assert_eq!(c.removed, ["gamma"]);
+    let proposed = propose(&cfg2, &c, Engine::Serviceguard);
+    let new = ClusterConfig::parse("cluster.toml", &proposed)
+        .unwrap()
+        .unwrap();
+    let members: Vec<&str> = new.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(members, ["alpha", "beta", "node5"], "{proposed}");
+    assert!(compare(&names(&["node1", "node2", "node5"]), &new, None).in_sync());
+    // Member lists are written with TOML's escaping.
+    let odd = names(&["a", "b\"c", "d'e\\"]);
+    let back: toml::Table = toml::from_str(&format!("x = {}", quoted(&odd))).unwrap();
+    let back: Vec<&str> = back["x"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(back, odd);
+}
