@@ -22,6 +22,7 @@ use crate::verify::{Clock, TrustState, TrustedRoot, verify_bundle};
 use crate::{bundle, error_chain};
 
 mod join;
+mod members;
 
 /// Exit codes; those shared with other tenet binaries keep the same meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,12 +30,16 @@ mod join;
 pub enum ExitCode {
     /// Done.
     Success = 0,
+    /// `members`: the HA engine's membership differs from the policy (a proposal was made).
+    Differs = 1,
     /// Usage error.
     Usage = 2,
     /// An invalid policy tree or deployment configuration; nothing was signed.
     Invalid = 3,
     /// Trust refused: a signature, threshold, serial, expiry, hash or path check failed.
     TrustRefused = 4,
+    /// `members`: the HA engine's membership could not be read.
+    Engine = 5,
     /// A file could not be read or written.
     Io = 7,
 }
@@ -332,6 +337,67 @@ pub enum Command {
     /// and every blob (size, then hash). Any failure prints the specific reason, exit 4.
     #[command(after_help = EXIT_CODES)]
     Verify(VerifyArgs),
+    /// Compare the HA engine's nodes with the policy's cluster members and the inventory.
+    ///
+    /// Reads the configured nodes from the engine (pacemaker: `cibadmin --query --scope
+    /// nodes`; serviceguard: `cmviewcl -f line -l node`; powerha: `cllsnode`), and the
+    /// cluster config from a policy tree (--policy, with --deployment for the
+    /// inventory) or from a signed bundle (--bundle, verified against --root; its
+    /// manifest is the inventory). A node that is no member is proposed as a new
+    /// `[[member]]` (and in the policy server's package); a member in some package that
+    /// is no node is proposed for removal (members in no package are clients and are
+    /// kept). With --out DIR the proposed file and its diff are written there (and
+    /// removed when nothing differs). It prints what differs and the exact commands to
+    /// review, revoke, issue join tokens and sign; it holds and uses no key. The HA
+    /// adapters call it when membership changes (docs/ha.md).
+    #[command(after_help = MEMBERS_EXIT_CODES)]
+    Members(MembersArgs),
+}
+
+const MEMBERS_EXIT_CODES: &str = "\
+Exit codes:
+  0  the policy's members and the inventory follow the engine; nothing to sign
+  1  they differ: what to do is printed (and the proposal written with --out)
+  2  usage error
+  3  no [cluster] in the policy, or it is not valid TOML
+  4  the bundle did not verify
+  5  the engine's membership could not be read (its command failed or named no node)
+  7  a file could not be read or written";
+
+/// Options of `members`.
+#[derive(Debug, Args)]
+pub struct MembersArgs {
+    /// The HA engine whose configured nodes are read.
+    #[arg(long, value_enum)]
+    pub from: crate::members::Engine,
+    /// The policy tree (on the administrator's host).
+    #[arg(
+        long,
+        value_name = "TREE",
+        conflicts_with = "bundle",
+        required_unless_present = "bundle"
+    )]
+    pub policy: Option<PathBuf>,
+    /// The deployment whose inventory says who is enrolled (with --policy).
+    #[arg(long, requires = "policy")]
+    pub deployment: Option<PathBuf>,
+    /// A signed bundle (on a cluster node, the one the policy server serves).
+    #[arg(long, value_name = "DIR", requires = "root")]
+    pub bundle: Option<PathBuf>,
+    /// The trusted root file for --bundle (its .sig beside it).
+    #[arg(long, value_name = "FILE", requires = "bundle")]
+    pub root: Option<PathBuf>,
+    /// Write the proposed cluster config and its diff into DIR when they differ.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The policy tree's path on the administrator's host, for the printed commands
+    /// [default: --policy, else TREE].
+    #[arg(long, value_name = "PATH")]
+    pub admin_tree: Option<PathBuf>,
+    /// The deployment's path on the administrator's host, for the printed commands
+    /// [default: --deployment, else DEPLOYMENT].
+    #[arg(long, value_name = "PATH")]
+    pub admin_deployment: Option<PathBuf>,
 }
 
 /// Options of `init`.
@@ -490,6 +556,11 @@ pub fn run(cli: Cli, now: Time, out: &mut dyn Write, err: &mut dyn Write) -> Exi
             deployment,
         } => publish_mirror(&bundle, &to, &key, ttl, deployment.as_deref(), now, out),
         Command::Verify(a) => verify(&a, now, out),
+        Command::Members(a) => match members::members(&a, now, out) {
+            Ok(members::Outcome::InSync) => Ok(()),
+            Ok(members::Outcome::Differs) => return ExitCode::Differs,
+            Err(e) => Err(e),
+        },
         Command::JoinToken(a) => join::join_token(&a, now, out),
         Command::Fingerprint { root } => join::fingerprint(&root, out),
         Command::Requests { dir, join_dir } => join::requests(&dir, &join_dir, out),
@@ -521,6 +592,9 @@ pub fn exit_code(e: &PublishError) -> ExitCode {
         }
         PublishError::Render { .. } => ExitCode::Io,
         PublishError::Join(e) if e.is_trust() => ExitCode::TrustRefused,
+        PublishError::Members(
+            crate::error::MembersError::Engine { .. } | crate::error::MembersError::NoNodes { .. },
+        ) => ExitCode::Engine,
         PublishError::Join(crate::join::JoinError::Io { .. }) => ExitCode::Io,
         PublishError::Key(
             KeyError::Read { .. } | KeyError::Write { .. } | KeyError::Random { .. },

@@ -893,6 +893,9 @@ pub enum PublishError {
     /// A join token or request was refused, or its files are unusable.
     #[error(transparent)]
     Join(#[from] JoinError),
+    /// `members`: the cluster config or the engine's membership could not be read.
+    #[error(transparent)]
+    Members(#[from] MembersError),
     /// The deployment has no administrator key to sign a join token with, or several.
     #[error("{reason}; name the administrator's key with --key")]
     NoAdminKey {
@@ -1090,4 +1093,39 @@ impl JoinError {
                 | JoinError::Random { .. }
         )
     }
+}
+
+/// Why a cluster config could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum MembersError {
+    /// The file is not valid TOML.
+    #[error("{path} is not valid TOML")]
+    Toml {
+        /// The file.
+        path: String,
+        /// The parser's error.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// No file of the tree declares `[cluster]`.
+    #[error("no file of {0} declares [cluster]")]
+    NoCluster(String),
+    /// The engine's command could not run or failed.
+    #[error("{engine}: `{command}` {reason}")]
+    Engine {
+        /// The engine.
+        engine: &'static str,
+        /// The command line.
+        command: String,
+        /// What went wrong (its stderr, or the spawn error).
+        reason: String,
+    },
+    /// The engine's command named no node: a proposal would remove every member.
+    #[error("{engine}: `{command}` names no node; refusing to propose removing every member")]
+    NoNodes {
+        /// The engine.
+        engine: &'static str,
+        /// The command line.
+        command: String,
+    },
 }

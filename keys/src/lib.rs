@@ -34,6 +34,7 @@ pub mod join;
 pub mod jsonl;
 pub mod key;
 pub mod manifest;
+pub mod members;
 pub mod mirror;
 pub mod path;
 pub mod publish;

@@ -22,8 +22,15 @@
 # /etc/hosts naming the VIP `tenet-master`; agents name the master tenet-master:8741.
 #
 # usage: cluster.sh up | down | status | env
-#                   | publish SERIAL [OUT]     sign tests/ha/policy as SERIAL into pkg/bundles/SERIAL
-#                                              (or into OUT) and flip pkg/bundle to it (not with OUT)
+#                   | publish SERIAL [OUT]     sign STATE/policy (tests/ha/policy, copied by `up`) as
+#                                              SERIAL into pkg/bundles/SERIAL (or into OUT) and
+#                                              flip pkg/bundle to it (not with OUT)
+#                   | grow                     node4 joins the running cluster: the membership
+#                                              alert (packaging/pacemaker/tenet-members-alert)
+#                                              in the CIB, node4 in every corosync.conf, one
+#                                              `corosync-cfgtool -R`, corosync and pacemakerd
+#                                              on node4; no tenet key or listener there yet
+#                                              (it joins with `tenet-agent join`; then `listener 4`)
 #                   | agent N [ARGS]           tenet-agent run --json in node N (agent.toml there)
 #                   | listener N               start node N's tenet-policyd listener if it is not running
 #                   | active                   the node holding the VIP
@@ -68,14 +75,15 @@ TENET_BIN=${TENET_BIN:-$REPO/target/debug}
 # /tmp: `up` copies them to $STATE/bin, and every command after it runs those.
 [ -x "$STATE/bin/tenet-agent" ] && TENET_BIN=$STATE/bin
 TOKEN=${TOKEN:-1000}
-NODES=3
+# 3 nodes; `grow` adds node4 (member node4) to the running cluster.
+NODES=$(cat "$STATE/node-count" 2>/dev/null || echo 3)
 BRNS=$PFX-br
 CLNS=$PFX-cl
 GROUP=tenet-master
 OCF_DIR=/usr/lib/ocf/resource.d/tenet
 FENCE=/usr/sbin/fence_tenet_netns
 USERS=/run/tenet-ha-users
-MEMBERS=(none alpha beta gamma)
+MEMBERS=(none alpha beta gamma node4)
 
 log() { printf '%s %s\n' "$(date +%T.%3N)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -147,7 +155,8 @@ node_files() {
 	local i=$1 d=$STATE/n$1 m=${MEMBERS[$1]}
 	mkdir -p "$d/policyd-state" "$d/agent-state" "$d/sandbox/etc"
 	chmod 700 "$d/policyd-state" "$d/agent-state"
-	install -m 600 "$STATE/nodes/$m/localhost.key" "$d/node.key"
+	# A member that joins (node4) makes its key with `tenet-agent join`.
+	[ -e "$STATE/nodes/$m/localhost.key" ] && install -m 600 "$STATE/nodes/$m/localhost.key" "$d/node.key"
 	cp "$STATE/deploy/root/1.root.toml" "$d/root.toml"
 	cp "$STATE/deploy/root/1.root.toml.sig" "$d/root.toml.sig"
 	printf '127.0.0.1 localhost\n%s.%s node%s\n%s tenet-master\n' "$(net)" $((10 + i)) "$i" "$(vip)" >"$d/hosts"
@@ -164,10 +173,14 @@ listen = "0.0.0.0:8741"
 timestamp_key = "/run/tenet/pkg/keys/timestamp.key"
 server_key = "/run/tenet/pkg/keys/server-tls.key"
 watch_interval = "200ms"
+join_dir = "/run/tenet/pkg/join"
 [metrics]
 listen = "127.0.0.1:8742"
 [limits]
 drain_timeout = "1s"
+[run]
+# the root this node's agent verified last (a join token's admin key is checked there)
+agent_state = "agent-state"
 EOF
 	[ -e "$d/agent.toml" ] || agent_toml "$i" tenet-master:8741
 }
@@ -231,7 +244,7 @@ node_up() {
 	nx "$i" env PCMK_logfile=/var/log/pacemaker/pacemaker.log PCMK_logfacility=none \
 		setsid pacemakerd </dev/null >"$d/pacemakerd.out" 2>&1 &
 	disown
-	listener_up "$i" || return 1
+	if [ -e "$d/node.key" ]; then listener_up "$i" || return 1; fi
 	log "node$i up (holder $(holder "$i"), listener $(cat "$d/listener.pid"))"
 }
 
@@ -372,7 +385,7 @@ cmd_publish() { # publish SERIAL [OUT]
 	local serial=$1 out=${2:-} tree
 	tree=$STATE/trees/$serial
 	rm -rf "$tree" && mkdir -p "$tree"
-	for f in "$HERE"/policy/*.toml; do
+	for f in "$STATE"/policy/*.toml; do
 		sed "s/@SERIAL@/$serial/g; s/@NET@/$(net)/g" "$f" >"$tree/${f##*/}"
 	done
 	if [ -n "$out" ]; then
@@ -413,6 +426,7 @@ cmd_up() {
 		K enroll "$STATE/deploy" --member "$m" --key-id "$id" >/dev/null || die "enroll $m"
 	done
 	mkdir -p "$STATE/pkg/keys" "$STATE/pkg/bundles"
+	cp -r "$HERE/policy" "$STATE/policy"
 	install -m 600 "$STATE/deploy/keys/timestamp.key" "$STATE/deploy/keys/server-tls.key" "$STATE/pkg/keys/"
 	cmd_publish 1
 	# The client namespace's probe: alpha's key, its own (empty) state, master = VIP.
@@ -470,6 +484,39 @@ crash_node() { # a hard failure: the node's link goes, everything in it is kille
 	ip -n "$BRNS" link set "v$i" down 2>/dev/null
 	kill_ns "$(ns_of "$i")"
 	rm -f "$STATE/n$i/holder.pid"
+}
+
+cmd_grow() {
+	local i=$((NODES + 1)) n
+	[ "$i" -le 4 ] || die "the harness has members for 4 nodes"
+	n=$(other_node) || die "no live node"
+	# The alert runs as hacluster: its script, tenet-keys and the proposal directory.
+	install -m 755 "$REPO/packaging/pacemaker/tenet-members-alert" "$STATE/bin/tenet-members-alert"
+	install -d -m 755 -o hacluster -g haclient "$STATE/pkg/members"
+	nx "$n" cibadmin --modify --allow-create --scope alerts -X "
+<alerts>
+  <alert id=\"tenet-members\" path=\"$STATE/bin/tenet-members-alert\">
+    <select><select_nodes/></select>
+    <instance_attributes id=\"tenet-members-ia\">
+      <nvpair id=\"tenet-members-keys\" name=\"tenet_keys\" value=\"$STATE/bin/tenet-keys\"/>
+      <nvpair id=\"tenet-members-bundle\" name=\"tenet_bundle\" value=\"/run/tenet/pkg/bundle\"/>
+      <nvpair id=\"tenet-members-root\" name=\"tenet_root\" value=\"/run/tenet/node/root.toml\"/>
+      <nvpair id=\"tenet-members-tree\" name=\"tenet_admin_tree\" value=\"$STATE/policy\"/>
+      <nvpair id=\"tenet-members-dep\" name=\"tenet_admin_deployment\" value=\"$STATE/deploy\"/>
+    </instance_attributes>
+    <recipient id=\"tenet-members-dir\" value=\"/run/tenet/pkg/members\"/>
+  </alert>
+</alerts>" || die "cibadmin: the alert"
+	echo "$i" >"$STATE/node-count"
+	NODES=$i
+	# Every node's corosync.conf names the new node; one reload applies it everywhere.
+	for n in $(seq 1 $((i - 1))); do corosync_conf >"$STATE/n$n/root/etc-corosync/corosync.conf"; done
+	n=$(other_node) || die "no live node"
+	nx "$n" corosync-cfgtool -R >/dev/null || die "corosync-cfgtool -R"
+	link_ns "$(ns_of "$i")" "v$i" "$(net).$((10 + i))" || die "link node$i"
+	node_up "$i" || die "node$i"
+	wait_online "$n" "$i"
+	echo "$i"
 }
 
 cmd_rejoin() {
@@ -683,6 +730,7 @@ agent) n=$2; shift 2; nx "$n" "$TENET_BIN/tenet-agent" run --json --config /run/
 agent-master) agent_toml "$2" "$3" ;;
 listener) listener_up "$2" ;;
 active) active_node ;;
+grow) cmd_grow ;;
 fault) cmd_fault "$2" ;;
 wait-moved) cmd_wait_moved "$2" "$3" ;;
 failover) t0=$(now_ms); a=$(cmd_fault "$2") && cmd_wait_moved "$a" "$t0" ;;

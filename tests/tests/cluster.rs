@@ -20,6 +20,15 @@
 //! node, moving the group there fails the start with the step in the exit reason
 //! (crm_mon shows it), start.dfs never runs there, the stop plan cleans up, and the
 //! group runs cleanly elsewhere (`dce_takeover_ms` = VIP up to start.dfs done).
+//!
+//! Then a fourth member (`tests/tests/cluster/grow.rs`): node4 joins the running
+//! cluster (node4 in every corosync.conf, one `corosync-cfgtool -R`, corosync and
+//! pacemakerd started on node4); the membership alert Pacemaker runs on the node event
+//! (packaging/pacemaker/tenet-members-alert) writes the proposal naming node4; the
+//! administrator takes it, node4 runs `tenet-agent join` and `tenet-keys approve`
+//! enrols it; it converges to the next serial, takes the policy server over when the
+//! three others are in standby and serves every member the next one; revoked, it is
+//! refused (403) and keeps its last serial, and `tenet-keys members` reports it.
 //! `cluster.sh down` runs whatever happens.
 
 #[cfg(test)]

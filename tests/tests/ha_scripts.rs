@@ -31,6 +31,13 @@
 //!   and the PowerHA start script run the member's master-move plans (a real plan
 //!   writing a file in a sandbox root), and a master-move that fails never fails the
 //!   start.
+//! - membership hooks (`members.rs`): the Pacemaker alert agent on node alerts with the
+//!   real `cibadmin` on a CIB file (the shipped alert validates against the CIB schema;
+//!   a node added to the CIB is proposed as a member, one removed is proposed for
+//!   removal and revocation, in sync nothing is left); the PowerHA
+//!   reconfig_topology_complete post-event command and the Serviceguard policyd
+//!   package's start with fixture `cllsnode` and `cmviewcl` printing their formats; the
+//!   Serviceguard start also sends master-move, and neither ever fails the start.
 //!
 //! Every listener the scripts start is killed by PID when the test ends.
 

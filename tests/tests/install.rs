@@ -143,6 +143,8 @@ fn the_deb_installs_into_a_clean_root_and_its_units_verify() {
         ("usr/share/tenet/powerha/tenet-node-up-pre", 0o755),
         ("usr/share/tenet/powerha/tenet-dce-start", 0o755),
         ("usr/share/tenet/powerha/tenet-node-down-post", 0o755),
+        ("usr/share/tenet/powerha/tenet-members-post", 0o755),
+        ("usr/lib/tenet/tenet-members-alert", 0o755),
         ("usr/share/tenet/keepalived/tenet-policyd-notify", 0o755),
         ("usr/share/tenet/keepalived/tenet-policyd-check", 0o755),
         ("usr/share/tenet/pacemaker/tenet-policyd.crm", 0o644),

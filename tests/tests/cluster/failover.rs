@@ -16,6 +16,8 @@ use tenet_tests::{binary, json_lines};
 
 #[path = "dce.rs"]
 mod dce;
+#[path = "grow.rs"]
+mod grow;
 
 const NODES: [u32; 3] = [1, 2, 3];
 
@@ -479,6 +481,7 @@ fn policyd_fails_over_on_a_real_pacemaker_cluster() {
     }
 
     dce::dce_plans(&c);
+    grow::fourth_member(&c, 4);
     drop(c);
     println!(
         "cluster test wall time {} ms",

@@ -1839,3 +1839,6 @@ fn a_serviceguard_nfs_start_rerun_after_its_agent_was_killed_runs_no_finished_st
     assert!(!sb.root("var/lib/nfs/sm/client1").exists());
     assert_eq!(sb.journals().len(), 1, "{:?}", sb.journals());
 }
+
+#[path = "members.rs"]
+mod members;
