@@ -120,9 +120,10 @@ fn every_member_picks_up_a_new_serial_with_no_failure() {
     assert_eq!(report.failed_polls, 0, "{report}\n{log}");
     assert!(report.failures.is_empty(), "{report}\n{log}");
     assert!(report.is_clean(), "{report}\n{log}");
-    // Each member fetched both manifests; the first time five distinct blobs (six
-    // files), the second only the changed one.
+    // Each member fetched both manifests; the first time seven distinct blobs (the
+    // six files hold five contents, plus cluster.toml and dist.toml), the second
+    // only the changed one.
     assert_eq!(report.manifests, 2 * MEMBERS as u64, "{report}");
-    assert_eq!(report.blobs, (5 + 1) * MEMBERS as u64, "{report}");
+    assert_eq!(report.blobs, (7 + 1) * MEMBERS as u64, "{report}");
     assert!(report.server.is_some_and(|s| s.hwm_kb > 0), "{report}");
 }
