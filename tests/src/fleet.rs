@@ -11,9 +11,10 @@
 //! per member), so policyd's per-address admission caps see a fleet, not one client.
 //!
 //! The tool must not be the bottleneck on a small machine, so one check is shared: a
-//! manifest is verified with `check_manifest` once per (trusted serial, timestamp
-//! version, exact bytes); every other member whose download is byte-for-byte that
-//! document takes the same result. Timestamps and every blob are checked by each member.
+//! manifest is verified with `check_manifest` once per (trusted manifest, timestamp
+//! version, hash the timestamp names); every other member's download of it is compared
+//! byte for byte with those checked bytes as it streams (nothing buffered), and takes
+//! the same result. Timestamps and every blob are checked by each member.
 //!
 //! [`setup`] makes the deployment (the real `tenet-keys` library: `init`, node keys, the
 //! inventory written in `enroll`'s format at once, as 10,000 `enroll` calls would take
@@ -386,13 +387,15 @@ struct Shared {
     failures_of: Vec<AtomicU64>,
     new_serial: AtomicU64,
     failures: Mutex<BTreeMap<String, (u64, String)>>,
-    verified: tokio::sync::Mutex<Vec<Verified>>,
+    verified: tokio::sync::Mutex<Vec<Arc<Verified>>>,
 }
 
 /// A manifest checked once, for every member whose download is the same bytes.
 struct Verified {
     prior: Option<Sha256Sum>,
     timestamp_version: u64,
+    /// The SHA-256 the timestamp named (the bytes hash to it: `check_manifest` said so).
+    sha256: Sha256Sum,
     bytes: Vec<u8>,
     sig: Vec<u8>,
     state: TrustState,
@@ -676,6 +679,12 @@ pub enum Failure {
         /// The cap.
         max: u64,
     },
+    /// A document differs from the one its hash named (checked for another member).
+    #[error("{what}: not the document the timestamp names")]
+    Differs {
+        /// The request.
+        what: String,
+    },
     /// A signed document or blob failed a check.
     #[error("verify: {0}")]
     Verify(#[from] VerifyError),
@@ -694,6 +703,7 @@ impl Failure {
             Failure::Http { what, .. } => format!("http {what}"),
             Failure::Status { what, status } => format!("{what} {}", status.as_u16()),
             Failure::TooLarge { what, .. } => format!("too large {what}"),
+            Failure::Differs { what } => format!("differs {what}"),
             Failure::Verify(_) => "verify".to_string(),
             Failure::Unsupported(_) => "unsupported".to_string(),
         }
@@ -732,10 +742,26 @@ async fn poll(m: &mut Sim, shared: &Shared) -> Result<(), Failure> {
         }
     };
     let cap = expected.manifest().size.min(Document::Manifest.max_bytes());
-    let manifest = need(&mut sender, shared, "/v1/manifest", cap).await?;
-    let sig = need(&mut sender, shared, "/v1/manifest/sig", MAX_SIGNATURE_BYTES).await?;
+    let v = match checked(shared, &m.state, &expected).await {
+        // The same document was checked for a member in the same state: this download
+        // must be it, byte for byte (compared as it streams, nothing held).
+        Some(v) => {
+            same(&mut sender, shared, "/v1/manifest", &v.bytes).await?;
+            let sig = need(&mut sender, shared, "/v1/manifest/sig", MAX_SIGNATURE_BYTES).await?;
+            if sig == v.sig {
+                v
+            } else {
+                verify(shared, &m.state, v.bytes.clone(), sig, &expected, clock).await?
+            }
+        }
+        None => {
+            let manifest = need(&mut sender, shared, "/v1/manifest", cap).await?;
+            let sig = need(&mut sender, shared, "/v1/manifest/sig", MAX_SIGNATURE_BYTES).await?;
+            verify(shared, &m.state, manifest, sig, &expected, clock).await?
+        }
+    };
     shared.manifests.fetch_add(1, Ordering::Relaxed);
-    let (state, unique, held) = verified(shared, &m.state, manifest, sig, &expected, clock).await?;
+    let (state, unique, held) = (v.state.clone(), v.unique.clone(), v.held.clone());
     let missing: Vec<&FileEntry> = unique
         .iter()
         .filter(|e| !m.held.contains(&e.sha256))
@@ -802,7 +828,7 @@ async fn get(
         status => return Err(Failure::Status { what, status }),
     }
     let mut body = resp.into_body();
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(usize::try_from(max.min(1 << 22)).unwrap_or(0));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(http)?;
         if let Ok(data) = frame.into_data() {
@@ -814,6 +840,50 @@ async fn get(
     }
     shared.bytes.fetch_add(out.len() as u64, Ordering::Relaxed);
     Ok(Some(out))
+}
+
+/// `GET path`, whose body must be `expected` byte for byte; compared as it streams.
+async fn same(
+    sender: &mut SendRequest<Full<Bytes>>,
+    shared: &Shared,
+    path: &str,
+    expected: &[u8],
+) -> Result<(), Failure> {
+    let what = format!("GET {}", route(path));
+    let http = |source| Failure::Http {
+        what: what.clone(),
+        source,
+    };
+    sender.ready().await.map_err(http)?;
+    let req = Request::get(path)
+        .header("host", tls::SERVER_NAME)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| Failure::Unsupported(format!("{what}: {e}")))?;
+    let resp = sender.send_request(req).await.map_err(http)?;
+    if resp.status() != StatusCode::OK {
+        return Err(Failure::Status {
+            what,
+            status: resp.status(),
+        });
+    }
+    let mut body = resp.into_body();
+    let mut at = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(http)?;
+        if let Ok(data) = frame.into_data() {
+            let end = at + data.len();
+            if expected.get(at..end) != Some(&data[..]) {
+                return Err(Failure::Differs { what });
+            }
+            at = end;
+        }
+    }
+    shared.bytes.fetch_add(at as u64, Ordering::Relaxed);
+    if at == expected.len() {
+        Ok(())
+    } else {
+        Err(Failure::Differs { what })
+    }
 }
 
 /// `GET path`, which must be there.
@@ -840,24 +910,44 @@ fn route(path: &str) -> &str {
     }
 }
 
-/// The manifest check: the shared result when these exact bytes were checked for a
-/// member in the same state and timestamp version, else `check_manifest` (once; the
-/// others wait for it).
-async fn verified(
+/// The manifest the timestamp in `expected` names, already checked for a member in
+/// `state` (same trusted manifest, same timestamp version), if any.
+async fn checked(
+    shared: &Shared,
+    state: &TrustState,
+    expected: &ExpectedManifest,
+) -> Option<Arc<Verified>> {
+    let prior = state.manifest_sha256();
+    let cache = shared.verified.lock().await;
+    cache
+        .iter()
+        .find(|v| {
+            v.prior == prior
+                && v.timestamp_version == expected.timestamp_version()
+                && v.sha256 == expected.manifest().sha256
+        })
+        .cloned()
+}
+
+/// `check_manifest` of `bytes` for a member in `state`, its result kept for the
+/// members that download the same document ([`checked`]). Checks run one at a time,
+/// so members that ask together wait for the first and take its result.
+async fn verify(
     shared: &Shared,
     state: &TrustState,
     bytes: Vec<u8>,
     sig: Vec<u8>,
     expected: &ExpectedManifest,
     clock: Clock,
-) -> Result<(TrustState, Arc<Vec<FileEntry>>, Arc<HashSet<Sha256Sum>>), Failure> {
+) -> Result<Arc<Verified>, Failure> {
     let prior = state.manifest_sha256();
     let version = expected.timestamp_version();
+    let sha256 = expected.manifest().sha256;
     let mut cache = shared.verified.lock().await;
     if let Some(v) = cache.iter().find(|v| {
         v.prior == prior && v.timestamp_version == version && v.bytes == bytes && v.sig == sig
     }) {
-        return Ok((v.state.clone(), v.unique.clone(), v.held.clone()));
+        return Ok(v.clone());
     }
     let (state, expected) = (state.clone(), expected.clone());
     let checked = tokio::task::spawn_blocking(move || {
@@ -873,21 +963,21 @@ async fn verified(
         .into_iter()
         .filter(|e| seen.insert(e.sha256))
         .collect();
-    let v = Verified {
+    let v = Arc::new(Verified {
         prior,
         timestamp_version: version,
+        sha256,
         bytes,
         sig,
         state,
         unique: Arc::new(unique),
         held: Arc::new(seen),
-    };
-    let out = (v.state.clone(), v.unique.clone(), v.held.clone());
+    });
     if cache.len() >= VERIFIED_KEPT {
         cache.remove(0);
     }
-    cache.push(v);
-    Ok(out)
+    cache.push(v.clone());
+    Ok(v)
 }
 
 /// The missing blobs in batches within the agent's limits (a blob over the byte limit
