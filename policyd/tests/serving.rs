@@ -381,8 +381,7 @@ async fn one_connection_answers_from_one_bundle_across_a_promotion() {
         TimestampOutcome::Newer(e) => e,
         other => panic!("{other:?}"),
     };
-    let (_, m) =
-        check_manifest(&state, &manifest, &manifest_sig, Some(&expected), &clock).unwrap();
+    let (_, m) = check_manifest(&state, &manifest, &manifest_sig, Some(&expected), &clock).unwrap();
     assert_eq!(m.serial, 1);
     let (status, _) = beta.get(daemon.serving(), "/v1/timestamp").await.unwrap();
     assert_eq!(status, StatusCode::OK);

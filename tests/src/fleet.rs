@@ -41,8 +41,8 @@ use tenet_keys::deployment::{self, InitOptions};
 use tenet_keys::document::{Document, MAX_SIGNATURE_BYTES};
 use tenet_keys::tls::{self, Identity, Subject};
 use tenet_keys::{
-    Clock, ExpectedManifest, FileEntry, SecretKey, Sha256Sum, Time, TimestampOutcome,
-    TrustState, TrustedRoot, VerifyError,
+    Clock, ExpectedManifest, FileEntry, SecretKey, Sha256Sum, Time, TimestampOutcome, TrustState,
+    TrustedRoot, VerifyError,
 };
 use tokio::net::TcpSocket;
 use tokio::sync::{Semaphore, watch};
@@ -242,7 +242,11 @@ impl fmt::Display for Report {
             }
         )?;
         let opt = |d: Option<Duration>| d.map_or_else(|| "never".to_string(), secs);
-        writeln!(f, "every member held the first serial after {}", opt(self.first_all))?;
+        writeln!(
+            f,
+            "every member held the first serial after {}",
+            opt(self.first_all)
+        )?;
         writeln!(
             f,
             "new serial {} published at {}; every member held it {} after (p50 {}, p90 {}); without it: {}",
@@ -288,7 +292,11 @@ impl fmt::Display for Report {
             proc_line(f, "policyd", server)?;
         }
         proc_line(f, "fleet tool", &self.tool)?;
-        write!(f, "result: {}", if self.is_clean() { "PASS" } else { "FAIL" })
+        write!(
+            f,
+            "result: {}",
+            if self.is_clean() { "PASS" } else { "FAIL" }
+        )
     }
 }
 
@@ -436,9 +444,7 @@ async fn drive(opts: &Options, members: Vec<Sim>, publish: Publish) -> Result<Re
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::with_capacity(n);
     for m in members {
-        let offset = opts
-            .interval
-            .mul_f64(m.index as f64 / n.max(1) as f64);
+        let offset = opts.interval.mul_f64(m.index as f64 / n.max(1) as f64);
         tasks.push(tokio::spawn(member(
             m,
             shared.clone(),
@@ -605,8 +611,7 @@ async fn member(
             if before < shared.first_serial && after >= shared.first_serial {
                 shared.holding_first.fetch_add(1, Ordering::Relaxed);
             }
-            if after > shared.first_serial
-                && shared.picked_ms[m.index].load(Ordering::Relaxed) == 0
+            if after > shared.first_serial && shared.picked_ms[m.index].load(Ordering::Relaxed) == 0
             {
                 let ms = u64::try_from(shared.start.elapsed().as_millis())
                     .unwrap_or(u64::MAX)
@@ -717,16 +722,33 @@ async fn poll(m: &mut Sim, shared: &Shared) -> Result<(), Failure> {
         .await
         .map_err(|_| Failure::ConnectTimeout)??;
     let next = m.state.root().root().version.saturating_add(1);
-    if get(&mut sender, shared, &format!("/v1/root/{next}"), Document::Root.max_bytes())
-        .await?
-        .is_some()
+    if get(
+        &mut sender,
+        shared,
+        &format!("/v1/root/{next}"),
+        Document::Root.max_bytes(),
+    )
+    .await?
+    .is_some()
     {
         return Err(Failure::Unsupported(format!(
             "the master offers root {next}; the tool does not walk roots"
         )));
     }
-    let ts = need(&mut sender, shared, "/v1/timestamp", Document::Timestamp.max_bytes()).await?;
-    let ts_sig = need(&mut sender, shared, "/v1/timestamp/sig", MAX_SIGNATURE_BYTES).await?;
+    let ts = need(
+        &mut sender,
+        shared,
+        "/v1/timestamp",
+        Document::Timestamp.max_bytes(),
+    )
+    .await?;
+    let ts_sig = need(
+        &mut sender,
+        shared,
+        "/v1/timestamp/sig",
+        MAX_SIGNATURE_BYTES,
+    )
+    .await?;
     let clock = Clock::new(Time::from_system(SystemTime::now()));
     let expected = match tenet_keys::check_timestamp(&m.state, &ts, &ts_sig, &clock)? {
         TimestampOutcome::Ignored { .. } if m.state.manifest_sha256().is_some() => return Ok(()),
@@ -736,9 +758,7 @@ async fn poll(m: &mut Sim, shared: &Shared) -> Result<(), Failure> {
         }
         TimestampOutcome::Newer(expected) => expected,
         other => {
-            return Err(Failure::Unsupported(format!(
-                "timestamp outcome {other:?}"
-            )));
+            return Err(Failure::Unsupported(format!("timestamp outcome {other:?}")));
         }
     };
     let cap = expected.manifest().size.min(Document::Manifest.max_bytes());
@@ -893,10 +913,12 @@ async fn need(
     path: &str,
     max: u64,
 ) -> Result<Vec<u8>, Failure> {
-    get(sender, shared, path, max).await?.ok_or(Failure::Status {
-        what: format!("GET {}", route(path)),
-        status: StatusCode::NOT_FOUND,
-    })
+    get(sender, shared, path, max)
+        .await?
+        .ok_or(Failure::Status {
+            what: format!("GET {}", route(path)),
+            status: StatusCode::NOT_FOUND,
+        })
 }
 
 /// A path without its hash or version, for counting failures by kind.
