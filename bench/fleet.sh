@@ -15,7 +15,7 @@
 # every member held it, policyd's CPU (utime+stime) and peak memory (VmHWM), its own,
 # and every failed poll by kind. Exit 0 only when every member holds serial 2 and no
 # poll failed.
-#   LIMITS='max_connections = 1024'   extra [limits] lines for policyd.toml
+#   LIMITS=$'max_connections = 2048\nmax_handshakes = 512'   extra [limits] lines for policyd.toml
 #   POLICYD=PATH                      another build of the daemon
 # Everything runs in one temporary directory (on /dev/shm when writable), removed on
 # exit; the daemon is stopped by PID. The report also goes to
@@ -92,7 +92,7 @@ SEED=(--seed "$W/b1")
 mkdir -p "$RES"
 OUT="$RES/fleet_$N.txt"
 {
-  echo "bench/fleet.sh $N $INTERVAL${COLD:+ (COLD=$COLD)}${LIMITS:+ (LIMITS='$LIMITS')}"
+  echo "bench/fleet.sh $N $INTERVAL${COLD:+ (COLD=$COLD)}${LIMITS:+ (LIMITS='${LIMITS//$'\n'/; }')}"
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  commit: $(git -C "$REPO" rev-parse --short HEAD)"
   echo "machine: $(nproc) cores, $(awk '/MemTotal/{print $2" KB"}' /proc/meminfo); load before: $(cut -d' ' -f1-3 /proc/loadavg); compilers running: $(pgrep -c -x rustc || true)"
 } | tee "$OUT"

@@ -75,7 +75,7 @@ fn run(args: &[String]) -> Result<bool, Error> {
         members: members.parse()?,
         server: addr.parse()?,
         interval,
-        concurrency: 1024,
+        concurrency: 4096,
         first_serial: 1,
         seed: None,
         server_pid: None,
