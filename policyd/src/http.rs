@@ -187,6 +187,7 @@ async fn connection(
         site,
         peer,
         requests: Arc::new(Requests::default()),
+        pinned: Arc::new(routes::Pinned::default()),
     };
     serve_http1(
         &shared, &mut io, service, &activity, born, &mut stop, stranger,
@@ -425,12 +426,14 @@ async fn close<T: AsyncWrite + Unpin>(io: &mut T, limit: Duration) {
 }
 
 /// The service of one connection: [`routes::handle`] for the verified `peer`, with
-/// each request counted in `requests`.
+/// each request counted in `requests`, every bundle route answered from one snapshot
+/// (`pinned`).
 struct Answer {
     shared: Arc<Shared>,
     site: Site,
     peer: KeyId,
     requests: Arc<Requests>,
+    pinned: Arc<routes::Pinned>,
 }
 
 impl Service<Request<Incoming>> for Answer {
@@ -443,9 +446,9 @@ impl Service<Request<Incoming>> for Answer {
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         self.requests.begin(req.body().is_end_stream());
         let (shared, site, peer) = (self.shared.clone(), self.site, self.peer);
-        let requests = self.requests.clone();
+        let (requests, pinned) = (self.requests.clone(), self.pinned.clone());
         Box::pin(async move {
-            let response = routes::handle(&shared, site, peer, req).await;
+            let response = routes::handle(&shared, site, peer, &pinned, req).await;
             Ok(response.map(|body| Tracked { body, requests }))
         })
     }

@@ -42,6 +42,13 @@
 //! "member" means the peer's key id is in the inventory of the manifest being served,
 //! checked on every request (the handshake already refused others; the check covers a
 //! connection that outlives a manifest that dropped its key).
+//!
+//! One connection is one conversation ([`Pinned`]): its bundle routes answer from the
+//! snapshot its first one saw, so a member's timestamp, its signatures, the manifest it
+//! names and that manifest's blobs always belong together, even when a promotion or a
+//! re-signed timestamp lands between two of its requests (otherwise the member gets an
+//! old document with a new signature, and refuses it on trust). The next connection sees
+//! the new snapshot; a connection lives at most `max_connection_age`.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -186,6 +193,7 @@ pub(crate) async fn handle(
     shared: &Arc<Shared>,
     site: Site,
     peer: KeyId,
+    pinned: &Pinned,
     req: Request<Incoming>,
 ) -> Response<Reply> {
     let route = Route::parse(site, req.uri().path());
@@ -203,10 +211,10 @@ pub(crate) async fn handle(
             r.map(whole)
         }
         Some(Route::Run) => crate::runreq::handle(shared, peer, req).await.map(lift),
-        Some(Route::Blobs) => blobs(shared, peer, req).await,
+        Some(Route::Blobs) => blobs(shared, peer, pinned, req).await,
         Some(Route::Join) => crate::join::handle(shared, peer, req).await.map(lift),
         Some(Route::Report) => crate::reports::handle(shared, peer, req).await.map(lift),
-        Some(route) => answer(shared, route, peer, &req).await,
+        Some(route) => answer(shared, route, peer, pinned, &req).await,
     };
     let label = route.as_ref().map_or("unknown", Route::name);
     shared
@@ -219,6 +227,7 @@ async fn answer(
     shared: &Shared,
     route: Route,
     peer: KeyId,
+    pinned: &Pinned,
     req: &Request<Incoming>,
 ) -> Response<Reply> {
     if req.method() != Method::GET {
@@ -250,7 +259,7 @@ async fn answer(
             _ => text(StatusCode::NOT_FOUND, "no such route\n".to_string()),
         }
         .map(whole),
-        Auth::Member => match member_snapshot(shared, peer) {
+        Auth::Member => match member_snapshot(shared, peer, pinned) {
             Ok(snapshot) => {
                 if route == Route::Timestamp {
                     shared.metrics.timestamp_fetched(
@@ -269,9 +278,33 @@ async fn answer(
 /// A refusal: its status and message.
 type Refused = (StatusCode, String);
 
-/// The bundle served now, if `peer` is an enrolled member of it; else the refusal.
-fn member_snapshot(shared: &Shared, peer: KeyId) -> Result<Arc<Snapshot>, Refused> {
-    let Some(snapshot) = shared.promotion.snapshot() else {
+/// The snapshot one connection answers from: the one served when its first bundle
+/// route was asked (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct Pinned(std::sync::Mutex<Option<Arc<Snapshot>>>);
+
+impl Pinned {
+    /// The pinned snapshot, or the one served now (then pinned).
+    fn snapshot(&self, shared: &Shared) -> Option<Arc<Snapshot>> {
+        let mut pinned = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pinned.is_none() {
+            *pinned = shared.promotion.snapshot();
+        }
+        pinned.clone()
+    }
+}
+
+/// The bundle this connection is served ([`Pinned`]), if `peer` is an enrolled member
+/// of it; else the refusal.
+fn member_snapshot(
+    shared: &Shared,
+    peer: KeyId,
+    pinned: &Pinned,
+) -> Result<Arc<Snapshot>, Refused> {
+    let Some(snapshot) = pinned.snapshot(shared) else {
         return Err((
             StatusCode::SERVICE_UNAVAILABLE,
             "this member is not serving a bundle\n".to_string(),
@@ -329,9 +362,14 @@ async fn blob(shared: &Shared, s: &Snapshot, sha256: Sha256Sum) -> Response<Repl
 /// `POST /v1/blobs` from `peer`: the named blobs, concatenated in request order (see the
 /// module docs). Membership is checked before any body is read, and every hash is
 /// looked up before any blob is.
-async fn blobs(shared: &Shared, peer: KeyId, req: Request<Incoming>) -> Response<Reply> {
+async fn blobs(
+    shared: &Shared,
+    peer: KeyId,
+    pinned: &Pinned,
+    req: Request<Incoming>,
+) -> Response<Reply> {
     let refuse = |status, message| text(status, message).map(whole);
-    let snapshot = match member_snapshot(shared, peer) {
+    let snapshot = match member_snapshot(shared, peer, pinned) {
         Ok(s) => s,
         Err((status, message)) => return refuse(status, message),
     };

@@ -348,6 +348,48 @@ async fn closed_after(tls: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::tim
     start.elapsed()
 }
 
+/// A promotion between two requests of one connection does not mix bundles: the
+/// connection keeps answering from the snapshot its first request saw (the timestamp's
+/// signatures, the manifest it names and that manifest's blobs), and the next
+/// connection sees the new bundle.
+#[tokio::test]
+async fn one_connection_answers_from_one_bundle_across_a_promotion() {
+    use tokio::io::AsyncWriteExt as _;
+    let fx = Fixture::new();
+    let (daemon, _) = promoted(&fx, "");
+    let beta = Client::new(&fx.node_key("beta"), fx.server_pins());
+    let mut tls = beta.connect_http1(daemon.serving()).await;
+    let mut buf = Vec::new();
+    async fn get(
+        tls: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+        buf: &mut Vec<u8>,
+        path: &str,
+    ) -> Vec<u8> {
+        tls.write_all(get_head(path).as_bytes()).await.unwrap();
+        let (status, body) = read_response(tls, buf).await;
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        body
+    }
+    let ts = get(&mut tls, &mut buf, "/v1/timestamp").await;
+    assert_eq!(daemon.promote(&fx.sign(2)).serial, Some(2));
+    let ts_sig = get(&mut tls, &mut buf, "/v1/timestamp/sig").await;
+    let manifest = get(&mut tls, &mut buf, "/v1/manifest").await;
+    let manifest_sig = get(&mut tls, &mut buf, "/v1/manifest/sig").await;
+    let state = TrustState::new(fx.trusted_root());
+    let clock = Clock::new(now());
+    let expected = match check_timestamp(&state, &ts, &ts_sig, &clock).unwrap() {
+        TimestampOutcome::Newer(e) => e,
+        other => panic!("{other:?}"),
+    };
+    let (_, m) = check_manifest(&state, &manifest, &manifest_sig, Some(&expected), &clock).unwrap();
+    assert_eq!(m.serial, 1);
+    let (status, _) = beta.get(daemon.serving(), "/v1/timestamp").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let (_, fresh) = beta.get(daemon.serving(), "/v1/manifest").await.unwrap();
+    let fresh = Manifest::parse(&fresh).unwrap();
+    assert_eq!(fresh.serial, 2);
+}
+
 #[tokio::test]
 async fn keep_alive_serves_after_pauses_split_heads_and_pipelining() {
     use std::time::Duration;

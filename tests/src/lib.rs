@@ -7,6 +7,7 @@
 //! tests run; a missing one is a clear failure, never a silent skip.
 
 pub mod fixture;
+pub mod fleet;
 pub mod ha;
 pub mod report_client;
 pub mod schema;
