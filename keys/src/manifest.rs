@@ -229,7 +229,8 @@ fn parse_in_parts(bytes: &[u8]) -> Option<Manifest> {
         return None;
     }
     let head: Head = toml::from_str(head).ok()?;
-    let mut files = Vec::new();
+    // One entry per part, nearly always: no buffer grown by doubling.
+    let mut files = Vec::with_capacity(parts.len());
     let mut members = Vec::new();
     for (_, part) in parts {
         let tables: Tables = toml::from_str(part).ok()?;
