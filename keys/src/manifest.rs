@@ -328,7 +328,10 @@ mod tests {
             text.clone(),
             format!("{head}{member}{file}"),
             format!("{head}{file}{member}{twin}"),
-            format!("{head}# [[file]]\n{file}  [[ member ]]  # comment\n{}", &member[10..]),
+            format!(
+                "{head}# [[file]]\n{file}  [[ member ]]  # comment\n{}",
+                &member[10..]
+            ),
             format!("{head}{file}[[\"file\"]]\n{}{member}", &twin[8..]),
             text.replace('\n', "\r\n"),
         ];

@@ -61,16 +61,15 @@ impl Policy {
                     return None;
                 }
                 // Kept aside only to name the promise if a fact is missing.
-                let (id, type_name, origin) =
-                    (p.id.clone(), p.kind.type_name(), p.origin.clone());
-                let expanded = p
-                    .try_map(|t| t.render(&mut |r| scope.lookup(r)))
-                    .map_err(|reason| Unresolved {
-                        id,
-                        type_name,
-                        origin,
-                        reason,
-                    });
+                let (id, type_name, origin) = (p.id.clone(), p.kind.type_name(), p.origin.clone());
+                let expanded =
+                    p.try_map(|t| t.render(&mut |r| scope.lookup(r)))
+                        .map_err(|reason| Unresolved {
+                            id,
+                            type_name,
+                            origin,
+                            reason,
+                        });
                 Some(expanded)
             })
             .collect();

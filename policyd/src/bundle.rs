@@ -287,7 +287,9 @@ pub(crate) fn manifest_fingerprint(dir: &Path) -> Result<(PathBuf, Sha256Sum), B
         path: path.clone(),
         source,
     };
-    let mut file = File::open(&path).map_err(read_err)?.take(MAX_MANIFEST_BYTES + 1);
+    let mut file = File::open(&path)
+        .map_err(read_err)?
+        .take(MAX_MANIFEST_BYTES + 1);
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0; 64 * 1024];
     let mut seen: u64 = 0;
