@@ -6,6 +6,9 @@
 #   2. after one member's full sync of serial 1 (tenet-agent run);
 #   3. promoted with serial 2 (one file changed);
 #   4. after the member's sync of serial 2.
+# Then, when CFEngine is installed, cf-serverd's VmHWM serving the same tree to
+# cf-agent (copy_from, compare => "digest", as bench/dist.sh): a full sync, then a
+# sync after one more file changed. Both daemons are measured in the same run.
 #   bench/policyd_rss.sh
 # Everything runs in a temporary directory (bundles on /dev/shm when it exists);
 # the daemon is stopped by its PID on exit. POLICYD=PATH measures another build of
@@ -16,9 +19,10 @@ GEN="$REPO/bench/dist_gen.py"
 TMPBASE=/tmp
 [ -d /dev/shm ] && [ -w /dev/shm ] && TMPBASE=/dev/shm
 W=$(mktemp -d "$TMPBASE/tenet-rss.XXXXXX")
-PID=
+PID= CFPID=
 cleanup() {
   [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
+  [ -n "$CFPID" ] && kill "$CFPID" 2>/dev/null && wait "$CFPID" 2>/dev/null || true
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -71,6 +75,8 @@ timestamp_key = "$W/dep/keys/timestamp.key"
 server_key = "$W/dep/keys/server-tls.key"
 [metrics]
 listen = "off"
+[reports]
+page = "off"
 TOML
 cat >"$W/m1/agent.toml" <<TOML
 member = "m1"
@@ -90,8 +96,8 @@ until code=0; "$P" status --config "$W/policyd.toml" >/dev/null 2>&1 || code=$?;
   kill -0 "$PID" || { log "policyd exited:"; cat "$W/policyd.log" >&2; exit 1; }
   sleep 0.1
 done
-kb() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$PID/status"; }
-report() { printf '%-44s VmHWM %7s KB   VmRSS %7s KB\n' "$1" "$(kb VmHWM)" "$(kb VmRSS)"; }
+kb() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/${2:-$PID}/status"; }
+report() { printf '%-44s VmHWM %7s KB   VmRSS %7s KB\n' "$1" "$(kb VmHWM "${2:-}")" "$(kb VmRSS "${2:-}")"; }
 
 echo "tenet-policyd serving the distribution bundle ($FILES manifest entries)"
 report "started, standby"
@@ -103,3 +109,91 @@ report "2. after a member's full sync of serial 1"
 report "3. promoted, serial 2 (one file changed)"
 "$A" run --config "$W/m1/agent.toml" >"$W/run2.txt" 2>&1 || { cat "$W/run2.txt" >&2; exit 1; }
 report "4. after the member's sync of serial 2"
+
+command -v cf-serverd >/dev/null && command -v cf-agent >/dev/null || {
+  log "cf-serverd or cf-agent not installed: no CFEngine figure"
+  exit 0
+}
+CF=$W/cf3 CFPORT=$(free_port)
+SRV=$CF/srv CLI=$CF/cli DST=$CF/dst TREE=$W/policy/files
+mkdir -p "$SRV/inputs" "$CLI/inputs"
+for wd in "$SRV" "$CLI"; do
+  ln -s /usr/bin "$wd/bin"
+  CFENGINE_TEST_OVERRIDE_WORKDIR=$wd cf-key >/dev/null
+done
+CFENGINE_TEST_OVERRIDE_WORKDIR=$SRV cf-key -t "root@127.0.0.1:$CLI/ppkeys/localhost.pub" >/dev/null
+CFENGINE_TEST_OVERRIDE_WORKDIR=$CLI cf-key -t "root@127.0.0.1:$SRV/ppkeys/localhost.pub" >/dev/null
+cat >"$SRV/inputs/promises.cf" <<EOF
+body common control
+{
+  bundlesequence => { "main" };
+}
+bundle agent main
+{
+  vars:
+      "unused" string => "cf-serverd does not run agent bundles";
+}
+body server control
+{
+  port => "$CFPORT";
+  bindtointerface => "127.0.0.1";
+  allowconnects => { "127.0.0.1" };
+  allowallconnects => { "127.0.0.1" };
+  allowusers => { "root" };
+  maxconnections => "100";
+}
+bundle server access_rules
+{
+  access:
+      "$TREE/" admit_ips => { "127.0.0.1" };
+}
+EOF
+cat >"$CLI/inputs/promises.cf" <<EOF
+body common control
+{
+  bundlesequence => { "main" };
+}
+body copy_from remote(src)
+{
+  servers => { "127.0.0.1" };
+  portnumber => "$CFPORT";
+  source => "\$(src)";
+  compare => "digest";
+  copy_backup => "false";
+  trustkey => "false";
+}
+body depth_search recurse(d)
+{
+  depth => "\$(d)";
+  xdev => "true";
+}
+bundle agent main
+{
+  files:
+      "$DST/."
+        create => "true";
+      "$DST"
+        copy_from => remote("$TREE"),
+        depth_search => recurse("inf");
+}
+EOF
+CFENGINE_TEST_OVERRIDE_WORKDIR=$SRV cf-serverd -F -K -f "$SRV/inputs/promises.cf" >"$CF/serverd.log" 2>&1 &
+CFPID=$!
+deadline=$((SECONDS + 20))
+until python3 -c "import socket; socket.create_connection(('127.0.0.1', $CFPORT), 1)" 2>/dev/null; do
+  [ $SECONDS -lt $deadline ] || { log "cf-serverd did not start:"; cat "$CF/serverd.log" >&2; exit 1; }
+  kill -0 "$CFPID" || { log "cf-serverd exited:"; cat "$CF/serverd.log" >&2; exit 1; }
+  sleep 0.1
+done
+cfrun() {
+  CFENGINE_TEST_OVERRIDE_WORKDIR=$CLI cf-agent -K -w "$CLI" >"$CF/$1.txt" 2>&1 || { cat "$CF/$1.txt" >&2; exit 1; }
+}
+echo "cf-serverd serving the same tree to cf-agent (copy_from, compare => digest)"
+report "started" "$CFPID"
+cfrun run1
+diff -rq "$TREE" "$DST" >&2 || { log "cf-agent's copy differs from the tree"; exit 1; }
+report "1. after cf-agent's full sync" "$CFPID"
+python3 "$GEN" mutate "$TREE/s43/f04343" 2
+cfrun run2
+cmp "$TREE/s43/f04343" "$DST/s43/f04343" >&2 || { log "cf-agent did not copy the changed file"; exit 1; }
+report "2. after cf-agent's sync of one changed file" "$CFPID"

@@ -24,7 +24,7 @@ pub mod model;
 pub mod plan;
 mod read;
 mod resolve;
-mod split;
+pub mod split;
 pub mod template;
 
 pub use diag::{Diagnostic, Diagnostics, Origin, Severity};

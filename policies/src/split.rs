@@ -9,6 +9,9 @@
 //! (basic, literal, multi-line), comments and brackets of multi-line arrays, so a
 //! header-like line inside a value is never a split point. If a part still fails to
 //! parse, the loader parses the whole document instead, so diagnostics are exact.
+//!
+//! Public for `tenet-keys`, which parses a signed manifest of 10,000 `[[file]]`
+//! entries the same way (`Manifest::parse`).
 
 /// Below this size a document is parsed whole: splitting saves nothing.
 const SPLIT_MIN_BYTES: usize = 64 * 1024;
@@ -20,7 +23,7 @@ pub(crate) fn worth_splitting(len: usize) -> bool {
 }
 
 /// Parts of `text` as `(byte offset, part)`; one part when there is nothing to split.
-pub(crate) fn split(text: &str) -> Vec<(usize, &str)> {
+pub fn split(text: &str) -> Vec<(usize, &str)> {
     let bytes = text.as_bytes();
     let mut starts = vec![0];
     let mut depth: usize = 0;
