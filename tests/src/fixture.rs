@@ -537,3 +537,26 @@ fn status_field(status: &str, name: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
         .map(|v| v.trim().to_string())
 }
+
+/// A daemon a test's policy started, known by the pid file it writes; sent SIGTERM
+/// by that PID when dropped.
+#[derive(Debug)]
+pub struct PidFile(pub PathBuf);
+
+impl PidFile {
+    /// The PID the file holds now, if it holds one.
+    pub fn pid(&self) -> Option<i32> {
+        std::fs::read_to_string(&self.0).ok()?.trim().parse().ok()
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}

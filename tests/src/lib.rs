@@ -12,6 +12,7 @@ pub mod ha;
 pub mod report_client;
 pub mod schema;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -77,7 +78,70 @@ pub struct Run {
     pub events: Vec<Value>,
 }
 
+/// One promise's outcome in a run, from its `promise` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// `kept`, `repaired`, `would_repair`, `failed`, ...
+    pub status: String,
+    /// The changes it made, or would make.
+    pub changes: Vec<String>,
+}
+
 impl Run {
+    /// A finished `tenet-agent apply|run --json`.
+    pub fn from_output(output: Output) -> Self {
+        let events = json_lines(&output.stdout);
+        Self { output, events }
+    }
+
+    /// Its stdout and stderr, for a failing assertion's message.
+    pub fn text(&self) -> String {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&self.output.stdout),
+            String::from_utf8_lossy(&self.output.stderr)
+        )
+    }
+
+    /// Each promise's outcome, by id.
+    pub fn outcomes(&self) -> BTreeMap<String, Outcome> {
+        self.events
+            .iter()
+            .filter(|e| e["type"] == "promise")
+            .map(|e| {
+                let changes = e["changes"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|c| c.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let status = e["status"].as_str().unwrap_or_default().to_string();
+                let id = e["id"].as_str().unwrap_or_default().to_string();
+                (id, Outcome { status, changes })
+            })
+            .collect()
+    }
+
+    /// Each promise's changes, by id: what a dry run and the run it foretold
+    /// must agree on.
+    pub fn changes(&self) -> BTreeMap<String, Vec<String>> {
+        self.outcomes()
+            .into_iter()
+            .map(|(id, o)| (id, o.changes))
+            .collect()
+    }
+
+    /// The ids of the promises with this status, in id order.
+    pub fn with_status(&self, status: &str) -> Vec<String> {
+        self.outcomes()
+            .into_iter()
+            .filter(|(_, o)| o.status == status)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
     /// The exit code.
     pub fn code(&self) -> Option<i32> {
         self.output.status.code()

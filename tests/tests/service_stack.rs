@@ -39,7 +39,6 @@
     reason = "the test builds a package, seeds a member's root and spawns the real binaries"
 )]
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -47,9 +46,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use serde_json::Value;
-use tenet_tests::fixture::{Deployment, Policyd, wait_for};
-use tenet_tests::{binary, json_lines};
+use tenet_tests::fixture::{Deployment, PidFile, Policyd, wait_for};
+use tenet_tests::{Run, binary};
 
 const NGINX: &str = "/usr/sbin/nginx";
 
@@ -209,71 +207,16 @@ shell = "kill -HUP \"$(cat \"$TENET_ROOT/run/tenet-web.pid\")\""
     );
 }
 
-/// The member's daemon, killed by PID when the test ends.
-struct Daemon(PathBuf);
-
-impl Daemon {
-    fn pid(&self) -> Option<i32> {
-        fs::read_to_string(&self.0).ok()?.trim().parse().ok()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(pid) = self.pid() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-    }
-}
-
-/// `tenet-agent run` once for beta, with extra arguments; returns the promise events.
-fn run_beta(config: &Path, extra: &[&str]) -> (Output, Vec<Value>) {
+/// `tenet-agent run` once for beta, with extra arguments.
+fn run_beta(config: &Path, extra: &[&str]) -> Run {
     let mut args = vec!["run", "--config", s(config), "--deadline", "30s", "--json"];
     args.extend_from_slice(extra);
-    let out = Command::new(binary("tenet-agent"))
-        .args(&args)
-        .output()
-        .expect("tenet-agent runs");
-    let events = json_lines(&out.stdout)
-        .into_iter()
-        .filter(|v| v["type"] == "promise")
-        .collect();
-    (out, events)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    Run::from_output(
+        Command::new(binary("tenet-agent"))
+            .args(&args)
+            .output()
+            .expect("tenet-agent runs"),
     )
-}
-
-/// Each promise's `(status, changes)`.
-fn by_id(events: &[Value]) -> BTreeMap<String, (String, Vec<String>)> {
-    events
-        .iter()
-        .map(|e| {
-            let changes = e["changes"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|c| c.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            (
-                e["id"].as_str().unwrap_or_default().to_string(),
-                (
-                    e["status"].as_str().unwrap_or_default().to_string(),
-                    changes,
-                ),
-            )
-        })
-        .collect()
 }
 
 #[test]
@@ -288,7 +231,7 @@ fn a_daemon_stack_converges_from_the_signed_bundle_and_reloads_on_change() {
     let beta = dep.path("beta");
     let root = beta.join("root");
     seed_root(&root, &dep.path("work"));
-    let daemon = Daemon(root.join("run/tenet-web.pid"));
+    let daemon = PidFile(root.join("run/tenet-web.pid"));
     let port = free_port();
 
     let tree1 = dep.path("trees/1");
@@ -306,38 +249,33 @@ fn a_daemon_stack_converges_from_the_signed_bundle_and_reloads_on_change() {
     );
 
     // A dry run on the fresh member: every promise would be repaired, nothing changes.
-    let (out, dry) = run_beta(&agent_toml, &["--dry-run", "--diff"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let dry = by_id(&dry);
+    let dry = run_beta(&agent_toml, &["--dry-run", "--diff"]);
+    assert_eq!(dry.code(), Some(0), "{}", dry.text());
     assert!(
-        dry.values().all(|(status, _)| status == "would_repair"),
-        "{dry:#?}"
+        dry.outcomes().values().all(|o| o.status == "would_repair"),
+        "{:#?}",
+        dry.outcomes()
     );
     assert!(!root.join("etc/tenet-web").exists(), "the dry run wrote");
     assert!(page(port).is_none(), "the dry run started the daemon");
-    let dry_text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let dry_text = String::from_utf8_lossy(&dry.output.stdout).into_owned();
     assert!(
         dry_text.contains("return 200 \\\"v1\\\\n\\\""),
         "the dry run's diff shows the tree's file: {dry_text}"
     );
 
     // The first run makes exactly those changes, and the daemon serves the page.
-    let (out, first) = run_beta(&agent_toml, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let first = by_id(&first);
+    let first = run_beta(&agent_toml, &[]);
+    assert_eq!(first.code(), Some(0), "{}", first.text());
     assert_eq!(
-        first
-            .iter()
-            .map(|(id, (_, c))| (id.clone(), c.clone()))
-            .collect::<BTreeMap<_, _>>(),
-        dry.iter()
-            .map(|(id, (_, c))| (id.clone(), c.clone()))
-            .collect::<BTreeMap<_, _>>(),
+        first.changes(),
+        dry.changes(),
         "the dry run did not list the first run's changes"
     );
     assert!(
-        first.values().all(|(status, _)| status == "repaired"),
-        "{first:#?}"
+        first.outcomes().values().all(|o| o.status == "repaired"),
+        "{:#?}",
+        first.outcomes()
     );
     let served = wait_for("nginx to serve v1", Duration::from_secs(10), || {
         page(port).filter(|p| p == "v1\n")
@@ -368,12 +306,12 @@ fn a_daemon_stack_converges_from_the_signed_bundle_and_reloads_on_change() {
     assert!(group.contains("web:x:3100:"), "{group}");
 
     // The second run keeps everything.
-    let (out, second) = run_beta(&agent_toml, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let second = by_id(&second);
+    let second = run_beta(&agent_toml, &[]);
+    assert_eq!(second.code(), Some(0), "{}", second.text());
     assert!(
-        second.values().all(|(status, _)| status == "kept"),
-        "{second:#?}"
+        second.outcomes().values().all(|o| o.status == "kept"),
+        "{:#?}",
+        second.outcomes()
     );
 
     // Serial 2 changes one file of the tree and drops a stray one: the tree is
@@ -385,17 +323,16 @@ fn a_daemon_stack_converges_from_the_signed_bundle_and_reloads_on_change() {
     let tree2 = dep.path("trees/2");
     policy_tree(&tree2, &root, port, "v2");
     master.promote(&dep.sign_tree(&tree2, 2, Duration::from_secs(86_400)));
-    let (out, third) = run_beta(&agent_toml, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let third = by_id(&third);
-    let repaired: Vec<&str> = third
-        .iter()
-        .filter(|(_, (status, _))| status == "repaired")
-        .map(|(id, _)| id.as_str())
-        .collect();
-    assert_eq!(repaired, ["reload-web", "sites"], "{third:#?}");
+    let third = run_beta(&agent_toml, &[]);
+    assert_eq!(third.code(), Some(0), "{}", third.text());
     assert_eq!(
-        third["sites"].1,
+        third.with_status("repaired"),
+        ["reload-web", "sites"],
+        "{:#?}",
+        third.outcomes()
+    );
+    assert_eq!(
+        third.outcomes()["sites"].changes,
         [
             "rewrote /etc/tenet-web/sites.d/pages/index.conf (content differed)",
             "removed /etc/tenet-web/sites.d/stray.conf (not in files/sites.d)",

@@ -50,7 +50,6 @@
     reason = "the test builds a package, makes a network namespace and spawns the real binaries"
 )]
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
@@ -59,10 +58,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
-use tenet_tests::fixture::{Deployment, Policyd, wait_for};
+use tenet_tests::fixture::{Deployment, PidFile, Policyd, wait_for};
 use tenet_tests::ha::{ha_required, skip, which};
-use tenet_tests::{binary, json_lines};
+use tenet_tests::{Run, binary};
 
 /// Where `.ci/run` unpacks Debian's `openssh-server` and `openssh-client`.
 const OPENSSH: &str = "/opt/tenet-ci/openssh";
@@ -210,26 +208,6 @@ impl Drop for Netns {
         }
         let _ = tool("ip", &["link", "del", &self.host_if]);
         let _ = tool("ip", &["netns", "del", &self.name]);
-    }
-}
-
-/// The member's sshd, killed by the PID in its pid file when the test ends.
-struct Daemon(PathBuf);
-
-impl Daemon {
-    fn pid(&self) -> Option<i32> {
-        fs::read_to_string(&self.0).ok()?.trim().parse().ok()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(pid) = self.pid() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
     }
 }
 
@@ -409,55 +387,11 @@ shell = '"$TENET_ROOT/usr/sbin/sshd-member" -t -f /etc/ssh/sshd_config && kill -
     );
 }
 
-/// `ip netns exec NS tenet-agent run` once for beta, with extra arguments; returns
-/// the output and the promise events.
-fn run_beta(ns: &Netns, config: &Path, extra: &[&str]) -> (Output, Vec<Value>) {
+/// `ip netns exec NS tenet-agent run` once for beta, with extra arguments.
+fn run_beta(ns: &Netns, config: &Path, extra: &[&str]) -> Run {
     let mut args = vec!["run", "--config", s(config), "--deadline", "30s", "--json"];
     args.extend_from_slice(extra);
-    let out = ns.exec(&binary("tenet-agent"), &args);
-    let events = json_lines(&out.stdout)
-        .into_iter()
-        .filter(|v| v["type"] == "promise")
-        .collect();
-    (out, events)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Each promise's `(status, changes)`.
-fn by_id(events: &[Value]) -> BTreeMap<String, (String, Vec<String>)> {
-    events
-        .iter()
-        .map(|e| {
-            let changes = e["changes"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|c| c.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            (
-                e["id"].as_str().unwrap_or_default().to_string(),
-                (
-                    e["status"].as_str().unwrap_or_default().to_string(),
-                    changes,
-                ),
-            )
-        })
-        .collect()
-}
-
-fn changes(m: &BTreeMap<String, (String, Vec<String>)>) -> BTreeMap<String, Vec<String>> {
-    m.iter()
-        .map(|(id, (_, c))| (id.clone(), c.clone()))
-        .collect()
+    Run::from_output(ns.exec(&binary("tenet-agent"), &args))
 }
 
 #[test]
@@ -476,7 +410,7 @@ fn sshd_converges_on_a_namespace_member_and_reloads_on_a_new_serial() {
     let beta = dep.path("beta");
     let root = beta.join("root");
     seed_root(&root, &dep.path("work"));
-    let daemon = Daemon(root.join("run/sshd.pid"));
+    let daemon = PidFile(root.join("run/sshd.pid"));
     let listen = format!("{}:22", ns.member);
 
     let tree1 = dep.path("trees/1");
@@ -498,19 +432,19 @@ fn sshd_converges_on_a_namespace_member_and_reloads_on_a_new_serial() {
     );
 
     // A dry run on the fresh member: every promise would be repaired, nothing changes.
-    let (out, dry) = run_beta(&ns, &agent_toml, &["--dry-run", "--diff"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let dry = by_id(&dry);
+    let dry = run_beta(&ns, &agent_toml, &["--dry-run", "--diff"]);
+    assert_eq!(dry.code(), Some(0), "{}", dry.text());
     assert!(
-        dry.values().all(|(status, _)| status == "would_repair"),
-        "{dry:#?}"
+        dry.outcomes().values().all(|o| o.status == "would_repair"),
+        "{:#?}",
+        dry.outcomes()
     );
     assert!(
         !root.join("etc/ssh/sshd_config").exists(),
         "the dry run wrote"
     );
     assert!(banner(&ns.member).is_none(), "the dry run started sshd");
-    let dry_text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let dry_text = String::from_utf8_lossy(&dry.output.stdout).into_owned();
     for line in ["VersionAddendum tenet-serial-1", "AllowUsers bob"] {
         assert!(
             dry_text.contains(line),
@@ -520,17 +454,17 @@ fn sshd_converges_on_a_namespace_member_and_reloads_on_a_new_serial() {
 
     // The first run makes exactly those changes, and sshd answers on the member's
     // address with the addendum.
-    let (out, first) = run_beta(&ns, &agent_toml, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let first = by_id(&first);
+    let first = run_beta(&ns, &agent_toml, &[]);
+    assert_eq!(first.code(), Some(0), "{}", first.text());
     assert_eq!(
-        changes(&first),
-        changes(&dry),
+        first.changes(),
+        dry.changes(),
         "the dry run did not list the first run's changes"
     );
     assert!(
-        first.values().all(|(status, _)| status == "repaired"),
-        "{first:#?}"
+        first.outcomes().values().all(|o| o.status == "repaired"),
+        "{:#?}",
+        first.outcomes()
     );
     let hello = wait_for(
         "sshd's identification line",
@@ -571,12 +505,12 @@ fn sshd_converges_on_a_namespace_member_and_reloads_on_a_new_serial() {
     );
 
     // The second run keeps everything.
-    let (out, second) = run_beta(&ns, &agent_toml, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let second = by_id(&second);
+    let second = run_beta(&ns, &agent_toml, &[]);
+    assert_eq!(second.code(), Some(0), "{}", second.text());
     assert!(
-        second.values().all(|(status, _)| status == "kept"),
-        "{second:#?}"
+        second.outcomes().values().all(|o| o.status == "kept"),
+        "{:#?}",
+        second.outcomes()
     );
 
     // Serial 2 changes the addendum, and a stray file appears in the tree: the
@@ -589,21 +523,16 @@ fn sshd_converges_on_a_namespace_member_and_reloads_on_a_new_serial() {
     let tree2 = dep.path("trees/2");
     policy_tree(&tree2, &root, &listen, "tenet-serial-2");
     master.promote(&dep.sign_tree(&tree2, 2, Duration::from_secs(86_400)));
-    let (out, third) = run_beta(&ns, &agent_toml, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let third = by_id(&third);
-    let repaired: Vec<&str> = third
-        .iter()
-        .filter(|(_, (status, _))| status == "repaired")
-        .map(|(id, _)| id.as_str())
-        .collect();
+    let third = run_beta(&ns, &agent_toml, &[]);
+    assert_eq!(third.code(), Some(0), "{}", third.text());
     assert_eq!(
-        repaired,
+        third.with_status("repaired"),
         ["reload-sshd", "sshd.d", "sshd_config"],
-        "{third:#?}"
+        "{:#?}",
+        third.outcomes()
     );
     assert_eq!(
-        third["sshd.d"].1,
+        third.outcomes()["sshd.d"].changes,
         ["removed /etc/ssh/sshd_config.d/99-stray.conf (not in files/sshd.d)"]
     );
     wait_for(
