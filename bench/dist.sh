@@ -37,6 +37,8 @@ case $RUNS in ''|*[!0-9]*|0) echo "dist.sh: RUNS must be a positive integer, got
 ROUNDS=${ROUNDS:-2}
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
+# shellcheck source=bench/cf3_copy.sh
+. "$HERE/cf3_copy.sh"
 RES=$HERE/results
 B=/tmp/tenet-dist
 SHM=/dev/shm/tenet-dist
@@ -124,67 +126,7 @@ TOML
 # ---- cf3: cf-serverd and the copy policy (as the baseline protocol) ----
 CFPORT=$(free_port)
 SRV=$CF/srv CLI=$CF/cli DST=$CF/dst
-mkdir -p "$SRV/inputs" "$CLI/inputs"
-for wd in "$SRV" "$CLI"; do
-  ln -s /usr/bin "$wd/bin"
-  CFENGINE_TEST_OVERRIDE_WORKDIR=$wd cf-key >/dev/null
-done
-CFENGINE_TEST_OVERRIDE_WORKDIR=$SRV cf-key -t "root@127.0.0.1:$CLI/ppkeys/localhost.pub" >/dev/null
-CFENGINE_TEST_OVERRIDE_WORKDIR=$CLI cf-key -t "root@127.0.0.1:$SRV/ppkeys/localhost.pub" >/dev/null
-cat >"$SRV/inputs/promises.cf" <<EOF
-body common control
-{
-  bundlesequence => { "main" };
-}
-bundle agent main
-{
-  vars:
-      "unused" string => "cf-serverd does not run agent bundles";
-}
-body server control
-{
-  port => "$CFPORT";
-  bindtointerface => "127.0.0.1";
-  allowconnects => { "127.0.0.1" };
-  allowallconnects => { "127.0.0.1" };
-  allowusers => { "root" };
-  maxconnections => "100";
-}
-bundle server access_rules
-{
-  access:
-      "$CF/tree/" admit_ips => { "127.0.0.1" };
-}
-EOF
-cat >"$CLI/inputs/promises.cf" <<EOF
-body common control
-{
-  bundlesequence => { "main" };
-}
-body copy_from remote(src)
-{
-  servers => { "127.0.0.1" };
-  portnumber => "$CFPORT";
-  source => "\$(src)";
-  compare => "digest";
-  copy_backup => "false";
-  trustkey => "false";
-}
-body depth_search recurse(d)
-{
-  depth => "\$(d)";
-  xdev => "true";
-}
-bundle agent main
-{
-  files:
-      "$DST/."
-        create => "true";
-      "$DST"
-        copy_from => remote("$CF/tree"),
-        depth_search => recurse("inf");
-}
-EOF
+cf3_copy_setup "$SRV" "$CLI" "$CFPORT" "$CF/tree" "$DST"
 CFENGINE_TEST_OVERRIDE_WORKDIR=$SRV cf-serverd -F -K -f "$SRV/inputs/promises.cf" >"$CF/serverd.log" 2>&1 &
 echo $! >"$B/cf-serverd.pid"
 
