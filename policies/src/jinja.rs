@@ -18,6 +18,11 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 /// configuration file needs, and a bound on a template that loops without end.
 const FUEL: u64 = 50_000_000;
 
+/// Most bytes one render may produce. Fuel counts instructions, not bytes: one
+/// `{{ "x" * 100000000 }}` is a few instructions and 100 MB, so the text a file's
+/// content is rendered into is bounded of its own.
+pub const MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
+
 /// A parsed Jinja template: its name (`files/...`, for messages) and its text.
 #[derive(Debug)]
 pub struct Jinja {
@@ -137,7 +142,23 @@ impl Jinja {
         let t = env
             .template_from_named_str(&self.name, &self.source)
             .map_err(|e| self.error(&e))?;
-        t.render(Value::from(context)).map_err(|e| self.error(&e))
+        let mut out = Bounded::default();
+        let rendered = t.render_captured_to(Value::from(context), &mut out);
+        if out.over {
+            return Err(JinjaError {
+                name: self.name.clone(),
+                line: None,
+                message: format!(
+                    "renders more than {MAX_OUTPUT_BYTES} bytes, the most a template may produce"
+                ),
+            });
+        }
+        rendered.map_err(|e| self.error(&e))?;
+        String::from_utf8(out.out).map_err(|_| JinjaError {
+            name: self.name.clone(),
+            line: None,
+            message: "rendered text is not UTF-8".to_string(),
+        })
     }
 
     fn error(&self, e: &minijinja::Error) -> JinjaError {
@@ -151,6 +172,29 @@ impl Jinja {
             line: e.line(),
             message,
         }
+    }
+}
+
+/// A render's output, refused once past [`MAX_OUTPUT_BYTES`] (`over` tells this
+/// refusal from the template's own errors).
+#[derive(Default)]
+struct Bounded {
+    out: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + buf.len() > MAX_OUTPUT_BYTES {
+            self.over = true;
+            return Err(std::io::Error::other("template output too large"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -210,6 +254,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, "AllowUsers alice\nAllowUsers bob\nfirst\n");
+    }
+
+    #[test]
+    fn output_past_the_bound_is_an_error_not_a_file() {
+        // 17 MB of output from a one-line template, in a few instructions of fuel.
+        let e = render("{{ \"x\" * 17000000 }}\n", BTreeMap::new()).unwrap_err();
+        assert!(e.message.contains("more than 16777216 bytes"), "{e}");
+        let out = render("{{ \"x\" * 1000000 }}\n", BTreeMap::new()).unwrap();
+        assert_eq!(out.len(), 1_000_001);
     }
 
     #[test]

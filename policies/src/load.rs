@@ -2156,6 +2156,12 @@ fn inner_span(span: &std::ops::Range<usize>, offset: usize) -> std::ops::Range<u
 /// The suffix of the agent's temp files; no managed path may end with it.
 pub const TEMP_SUFFIX: &str = ".tenet-new";
 
+/// Most promises a tree may hold once modules and `for_each` are expanded: both
+/// multiply what is written (a use brings its module's promises, an item the
+/// promise naming it), so a few kilobytes could otherwise ask every member for
+/// millions of promises on every run. Ten times the largest tree measured (bench).
+pub(crate) const MAX_PROMISES: usize = 100_000;
+
 const RESERVED: &str = "names ending in `.tenet-new` are reserved for tenet's temp files";
 
 fn is_reserved(p: &AbsPath) -> bool {

@@ -416,6 +416,7 @@ fn check_unquoted(parts: &[Part]) -> Result<(), TemplateError> {
         word_start: true,
         ..ShellReader::default()
     };
+    let mut first: Option<(String, usize)> = None;
     for part in parts {
         let (shown, offset) = match part {
             Part::Text(t) => {
@@ -425,6 +426,9 @@ fn check_unquoted(parts: &[Part]) -> Result<(), TemplateError> {
             Part::Ref { r, offset } => (r.to_string(), *offset),
             Part::Param { name, offset, .. } => (format!("${{param.{name}}}"), *offset),
         };
+        if matches!(sh.mode, Mode::Script) && !sh.quoted() {
+            sh.end_token();
+        }
         if let Some(place) = sh.refuses_reference() {
             return Err(TemplateError {
                 offset,
@@ -433,12 +437,24 @@ fn check_unquoted(parts: &[Part]) -> Result<(), TemplateError> {
                 ),
             });
         }
+        first.get_or_insert((shown, offset));
         sh.escaped = false;
         sh.dollar = false;
         sh.less = 0;
         sh.paren = false;
         sh.word_start = false;
         sh.word.clear();
+    }
+    sh.end_token();
+    if sh.arith
+        && let Some((shown, offset)) = first
+    {
+        return Err(TemplateError {
+            offset,
+            message: format!(
+                "`{shown}` is in a shell script that evaluates arithmetic (`[[`, `let`, `declare -i`, an array subscript, or a variable in `$((...))`): bash and ksh, /bin/sh on some systems, run a value's `a[$(...)]` there, quoted or not; keep values out of such a script"
+            ),
+        });
     }
     Ok(())
 }
@@ -501,6 +517,13 @@ struct ShellReader {
     word: String,
     /// This reading can no longer tell where the shell is.
     lost: bool,
+    /// The unquoted token read so far (to see `[[`, `let`, `declare -i`, `a[`).
+    tok: String,
+    /// In a `declare`, `typeset` or `local` command: an option with `i` follows.
+    decl: bool,
+    /// The script has a place where bash or ksh evaluate a word, or a variable, as
+    /// arithmetic (see [`ShellReader::end_token`]).
+    arith: bool,
 }
 
 impl ShellReader {
@@ -540,6 +563,28 @@ impl ShellReader {
             return Some("after quoting this check cannot follow");
         }
         None
+    }
+
+    /// Ends the unquoted token read so far and notes whether it makes the script one
+    /// that evaluates arithmetic under bash or ksh: `[[` (its `-eq` and the like),
+    /// `let`, ksh's `integer`, `declare`/`typeset`/`local` with `-i`, and an array
+    /// element `NAME[...]` (an indexed array's subscript is arithmetic). A value
+    /// there, or in a variable arithmetic reads later, runs its `a[$(...)]`.
+    fn end_token(&mut self) {
+        let t = std::mem::take(&mut self.tok);
+        match t.as_str() {
+            "[[" | "let" | "integer" => self.arith = true,
+            "declare" | "typeset" | "local" => self.decl = true,
+            _ if self.decl && t.starts_with('-') && t.contains('i') => self.arith = true,
+            _ => {
+                if let Some((name, _)) = t.split_once('[')
+                    && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    self.arith = true;
+                }
+            }
+        }
     }
 
     fn read(&mut self, c: char) {
@@ -627,6 +672,14 @@ impl ShellReader {
                     };
                     self.read(c);
                     return;
+                }
+                if c.is_whitespace() || ";&|()<>".contains(c) {
+                    self.end_token();
+                    if c == '\n' || ";&|".contains(c) {
+                        self.decl = false;
+                    }
+                } else if !matches!(c, '\'' | '"' | '`' | '\\') {
+                    self.tok.push(c);
                 }
                 if c.is_ascii_alphabetic() {
                     self.word.push(c);
@@ -738,6 +791,8 @@ impl ShellReader {
                 _ => {}
             },
             Some(Frame::Arith(n)) => match c {
+                // A variable read as arithmetic evaluates its value.
+                c if c.is_ascii_alphabetic() || c == '_' || c == '$' => self.arith = true,
                 '\\' => self.escaped = true,
                 '(' => {
                     if let Some(Frame::Arith(n)) = self.frames.last_mut() {
@@ -962,6 +1017,48 @@ mod tests {
             "id alice ''"
         );
         assert_eq!(t.source(), "id alice ");
+    }
+
+    /// bash and ksh (`/bin/sh` on RHEL-family systems) evaluate a quoted word as
+    /// arithmetic in these places, and arithmetic runs `a[$(...)]`: `[[ 'a[$(id)]'
+    /// -eq 3 ]]` runs `id`. A value there, or in a script that does arithmetic on a
+    /// variable (which a value may have been put in), is refused.
+    #[test]
+    fn shell_scripts_refuse_references_where_bash_evaluates_arithmetic() {
+        for s in [
+            "[[ ${x} -eq 3 ]] && echo three",
+            "if [[ -n ${x} ]]; then echo; fi",
+            "let n=${x}+1",
+            "declare -i n=${x}",
+            "f() { local -ri n=${x}; }; f",
+            "typeset -i n; n=${x}",
+            "integer n=${x}",
+            "a[${x}]=1",
+            "n=${x}; echo $((n + 1))",
+            "n=${x}; (( n > 2 )) && echo big",
+            "echo ${x}; echo $(( $n * 2 ))",
+        ] {
+            let e = Template::parse_shell(s).unwrap_err();
+            assert!(e.message.contains("arithmetic"), "{s:?}: {}", e.message);
+            let p = params(&[("v", "a[$(id)]")]);
+            let e =
+                Template::parse_shell_in(&s.replace("${x}", "${param.v}"), Some(&p)).unwrap_err();
+            assert!(e.message.contains("arithmetic"), "{s:?}: {}", e.message);
+        }
+        // Arithmetic on numbers alone, and words that only look alike, are fine.
+        for s in [
+            "echo $((1 + 2)) ${x}",
+            "echo ${x} [ -n a ]",
+            "test ${x} -eq 3",
+            "ls /var/log/[ab].log ${x}",
+            "echo 'let' \"[[\" ${x}",
+            "localize ${x}; declared ${x}",
+            "declare -r n=${x}",
+        ] {
+            assert!(Template::parse_shell(s).is_ok(), "{s:?}");
+        }
+        // Without a reference, anything goes.
+        assert!(Template::parse_shell("let n=1; [[ $n -eq 1 ]]").is_ok());
     }
 
     #[test]

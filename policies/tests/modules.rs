@@ -431,6 +431,35 @@ fn uses_that_multiply_past_the_limit_are_refused_quickly() {
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
 
+/// Instances are bounded, but each brings all of its module's promises: a 30 KB tree
+/// (20 uses of a module that uses another 100 times, which holds 100 promises)
+/// asked for 200,000 promises, and with 99 uses for 990,000 (1.5 GB, 35 s on every
+/// member's every run). The promises an expansion makes are bounded too.
+#[test]
+fn uses_whose_promises_multiply_past_the_limit_are_refused() {
+    let top: String = (0..20)
+        .map(|i| format!("[[use]]\nname = \"u{i}\"\nmodule = \"a\"\n\n"))
+        .collect();
+    let a: String = (0..100)
+        .map(|i| format!("[[use]]\nname = \"v{i}\"\nmodule = \"b\"\n\n"))
+        .collect();
+    let b: String = (0..100)
+        .map(|i| {
+            format!("[[command]]\nname = \"c{i}\"\nargv = [\"/bin/true\"]\ncreates = \"/x\"\n\n")
+        })
+        .collect();
+    let got = errors(&[
+        ("site.toml", top.as_str()),
+        ("modules/a/module.toml", a.as_str()),
+        ("modules/b/module.toml", b.as_str()),
+    ]);
+    assert!(
+        got.contains("more than 100000 promises"),
+        "{}",
+        got.lines().next().unwrap_or_default()
+    );
+}
+
 #[test]
 fn for_each_inside_a_module_is_refused_where_it_is_written() {
     let got = errors(&[

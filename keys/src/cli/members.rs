@@ -271,6 +271,11 @@ fn shown(name: &str) -> String {
     }
 }
 
+/// `s` as one POSIX shell word (quoted only when it needs to be).
+fn word(s: &str) -> String {
+    tenet_policies::template::shell_quote(s).into_owned()
+}
+
 /// What differs and the administrator's commands, in order.
 #[expect(
     clippy::too_many_arguments,
@@ -311,9 +316,13 @@ fn report(
         "not usable as member names (add by hand)",
         &unusable,
     );
+    // Every path in a command is one shell word: the administrator pastes these
+    // lines, and a policy file may be named anything the manifest allows.
     let t = tree.display();
-    let d = dep.display();
+    let d = word(&dep.display().to_string());
     let cfg = &config.path;
+    let tree_cfg = word(&format!("{t}/{cfg}"));
+    let t = word(&t.to_string());
     s.push_str("\nNothing was signed. As an administrator, on the host with the deployment:\n");
     let mut n = 0;
     let mut step = |s: &mut String, text: String| {
@@ -325,15 +334,14 @@ fn report(
             Some(p) => step(
                 &mut s,
                 format!(
-                    "review the proposal and take it:\n       diff -u {t}/{cfg} {}\n       cp {} {t}/{cfg}",
-                    p.display(),
-                    p.display()
+                    "review the proposal and take it:\n       diff -u {tree_cfg} {p}\n       cp {p} {tree_cfg}",
+                    p = word(&p.display().to_string()),
                 ),
             ),
             None => step(
                 &mut s,
                 format!(
-                    "in {t}/{cfg}, add or remove the members above (--out DIR writes a proposal)"
+                    "in {tree_cfg}, add or remove the members above (--out DIR writes a proposal)"
                 ),
             ),
         }
@@ -356,4 +364,93 @@ fn report(
         ),
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The printed commands are pasted into a shell on the administrator's host: a
+    /// policy file's name (any name the manifest allows, `$(...)` and `;` included)
+    /// and the paths around it must reach each command as one word, never as shell
+    /// syntax.
+    #[test]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the test runs the printed commands through a real shell"
+    )]
+    fn printed_commands_take_each_path_as_one_word() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = "sites/$(touch pwned);x y.toml";
+        let tree = tmp.path().join("policy tree");
+        let out = tmp.path().join("out");
+        std::fs::create_dir_all(tree.join("sites")).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        let written = out.join("$(touch pwned);x y.toml");
+        std::fs::write(tree.join(cfg), "old\n").unwrap();
+        std::fs::write(&written, "new\n").unwrap();
+        let config = ClusterConfig {
+            path: cfg.to_string(),
+            text: "old\n".to_string(),
+            policy_server: None,
+            members: Vec::new(),
+            packages: Vec::new(),
+        };
+        let c = Comparison {
+            added: vec!["gamma".to_string()],
+            revoke: vec!["beta".to_string()],
+            unenrolled: vec!["gamma".to_string()],
+            ..Comparison::default()
+        };
+        let dep = tmp.path().join("dep; touch pwned2");
+        let text = report(
+            Engine::Pacemaker,
+            &["alpha".to_string(), "gamma".to_string()],
+            "the bundle",
+            &config,
+            &c,
+            Some(&written),
+            &tree,
+            &dep,
+        );
+        // Each printed command, run by a shell (tenet-keys is not on its PATH: the
+        // line fails, and only what the shell makes of it counts).
+        let mut ran = 0;
+        for line in text.lines().map(str::trim) {
+            let line = line
+                .split_once(". ")
+                .filter(|(n, _)| n.chars().all(|c| c.is_ascii_digit()))
+                .map_or(line, |(_, rest)| rest);
+            let line = line.split("   #").next().unwrap_or(line);
+            if !["diff -u ", "cp ", "tenet-keys "]
+                .iter()
+                .any(|p| line.starts_with(p))
+            {
+                continue;
+            }
+            let status = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(line)
+                .current_dir(tmp.path())
+                .env("PATH", "/usr/bin:/bin")
+                .status()
+                .unwrap();
+            assert!(status.code().is_some(), "{line}");
+            ran += 1;
+        }
+        assert!(ran >= 4, "{text}");
+        assert!(
+            !tmp.path().join("pwned").exists(),
+            "a file name ran as a command:\n{text}"
+        );
+        assert!(
+            !tmp.path().join("pwned2").exists(),
+            "a path ran as a command:\n{text}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(tree.join(cfg)).unwrap(),
+            "new\n",
+            "{text}"
+        );
+    }
 }

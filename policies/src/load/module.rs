@@ -32,7 +32,7 @@ use crate::model::Promise;
 use crate::read::{Cx, Table, Val, closest};
 use crate::template::Params;
 
-use super::{Loader, PROMISE_TYPES, check_name};
+use super::{Loader, MAX_PROMISES, PROMISE_TYPES, check_name};
 
 /// The directory under a tree that holds modules, one directory each.
 pub const MODULES_DIR: &str = "modules";
@@ -269,6 +269,16 @@ impl Loader<'_> {
                     u.path.clone(),
                     format!(
                         "more than {MAX_INSTANCES} module instances in the tree; not instantiated"
+                    ),
+                );
+                break;
+            }
+            if self.promises.len() >= MAX_PROMISES {
+                diags.error(
+                    u.origin.clone(),
+                    u.path.clone(),
+                    format!(
+                        "more than {MAX_PROMISES} promises once modules are instantiated; not instantiated"
                     ),
                 );
                 break;

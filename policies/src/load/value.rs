@@ -15,7 +15,7 @@ use std::rc::Rc;
 
 use toml::de::{DeTable, DeValue};
 
-use super::{Loader, NameKind, NameRef, PROMISE_TYPES};
+use super::{Loader, MAX_PROMISES, NameKind, NameRef, PROMISE_TYPES};
 use crate::diag::{Diagnostics, Origin, SourceText};
 use crate::jinja::{Jinja, JinjaItem};
 use crate::model::{Content, ValueKind};
@@ -255,11 +255,15 @@ impl Loader<'_> {
                 diags: &mut *diags,
                 base: 0,
             };
-            self.expand_one(&mut cx, ty, index, table, item.span());
+            if !self.expand_one(&mut cx, ty, index, table, item.span()) {
+                break;
+            }
         }
         self.lang.item = ItemScope::Outside;
     }
 
+    /// Reads one `for_each` promise once per item; false once the tree reached
+    /// [`MAX_PROMISES`] (reported here), after which nothing more is expanded.
     fn expand_one(
         &mut self,
         cx: &mut Cx<'_>,
@@ -267,20 +271,32 @@ impl Loader<'_> {
         index: usize,
         table: &DeTable<'_>,
         span: Range<usize>,
-    ) {
+    ) -> bool {
         let path = format!("{ty}[{index}]");
         let field = format!("{path}.for_each");
         let Some(v) = table.get("for_each") else {
-            return;
+            return true;
         };
         let Some(items) = self.items(cx, v.get_ref(), &v.span(), &field) else {
-            return;
+            return true;
         };
         let first = self.promises.len();
         let named_from = self.named.len();
         let diags_from = cx.diags.len();
         let mut labels = Vec::with_capacity(items.len());
+        let mut within = true;
         for item in items {
+            if self.promises.len() >= MAX_PROMISES {
+                cx.error(
+                    &v.span(),
+                    &field,
+                    format!(
+                        "more than {MAX_PROMISES} promises once `for_each` is expanded; its other items and later `for_each` promises are not read"
+                    ),
+                );
+                within = false;
+                break;
+            }
             let mut copy = table.clone();
             let mut ok = true;
             substitute_table(&mut copy, &item, &mut |key, span, offset, message| {
@@ -317,6 +333,7 @@ impl Loader<'_> {
                 p.id = format!("{}[{label}]", p.id);
             }
         }
+        within
     }
 
     /// The items a `for_each` names: a literal list or map, or `"${NAME}"` of a

@@ -152,6 +152,30 @@ fn for_each_makes_one_promise_per_item_with_distinct_ids() {
     assert_eq!(r[3].1, Ok(r"echo 'bob o'\''hara' >> /tmp/x".to_string()));
 }
 
+/// Items multiply with the promises that name them: one list of 1,000 items named
+/// by 101 promises is 101,000 promises from a few kilobytes. The promises an
+/// expansion makes are bounded.
+#[test]
+fn for_each_past_the_promise_limit_is_refused() {
+    let items: Vec<String> = (0..1000).map(|i| format!("\"i{i}\"")).collect();
+    let mut text = format!(
+        "{CLUSTER}[[value]]\nname = \"l\"\nlist = [{}]\n",
+        items.join(", ")
+    );
+    for n in 0..101 {
+        text.push_str(&format!(
+            "[[dir]]\nfor_each = \"${{l}}\"\npath = \"/d/{n}/${{item}}\"\n"
+        ));
+    }
+    let got = errors(&text);
+    assert!(
+        got.contains("more than 100000 promises"),
+        "{}",
+        got.lines().next().unwrap_or_default()
+    );
+    assert_eq!(got.matches("more than 100000 promises").count(), 1, "{got}");
+}
+
 #[test]
 fn for_each_reads_a_list_declared_in_a_later_file() {
     let p = load(&[
