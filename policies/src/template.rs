@@ -446,13 +446,13 @@ fn check_unquoted(parts: &[Part]) -> Result<(), TemplateError> {
         sh.word.clear();
     }
     sh.end_token();
-    if sh.arith
+    if (sh.arith || (sh.double_bracket && sh.int_compare))
         && let Some((shown, offset)) = first
     {
         return Err(TemplateError {
             offset,
             message: format!(
-                "`{shown}` is in a shell script that evaluates arithmetic (`[[`, `let`, `declare -i`, an array subscript, or a variable in `$((...))`): bash and ksh, /bin/sh on some systems, run a value's `a[$(...)]` there, quoted or not; keep values out of such a script"
+                "`{shown}` is in a shell script that evaluates arithmetic (`[[ ... -eq ... ]]`, `let`, `declare -i`, an array subscript, or a variable in `$((...))`): bash and ksh, /bin/sh on some systems, run a value's `a[$(...)]` there, quoted or not; keep values out of such a script"
             ),
         });
     }
@@ -524,6 +524,11 @@ struct ShellReader {
     /// The script has a place where bash or ksh evaluate a word, or a variable, as
     /// arithmetic (see [`ShellReader::end_token`]).
     arith: bool,
+    /// The script has a `[[` ...
+    double_bracket: bool,
+    /// ... and an integer comparison (`-eq` and the like), which inside `[[`
+    /// evaluates both operands as arithmetic. Outside `[[` (`test`, `[`) it does not.
+    int_compare: bool,
 }
 
 impl ShellReader {
@@ -566,14 +571,16 @@ impl ShellReader {
     }
 
     /// Ends the unquoted token read so far and notes whether it makes the script one
-    /// that evaluates arithmetic under bash or ksh: `[[` (its `-eq` and the like),
+    /// that evaluates arithmetic under bash or ksh: `[[` with `-eq` and the like,
     /// `let`, ksh's `integer`, `declare`/`typeset`/`local` with `-i`, and an array
     /// element `NAME[...]` (an indexed array's subscript is arithmetic). A value
     /// there, or in a variable arithmetic reads later, runs its `a[$(...)]`.
     fn end_token(&mut self) {
         let t = std::mem::take(&mut self.tok);
         match t.as_str() {
-            "[[" | "let" | "integer" => self.arith = true,
+            "let" | "integer" => self.arith = true,
+            "[[" => self.double_bracket = true,
+            "-eq" | "-ne" | "-lt" | "-le" | "-gt" | "-ge" => self.int_compare = true,
             "declare" | "typeset" | "local" => self.decl = true,
             _ if self.decl && t.starts_with('-') && t.contains('i') => self.arith = true,
             _ => {
@@ -1027,7 +1034,8 @@ mod tests {
     fn shell_scripts_refuse_references_where_bash_evaluates_arithmetic() {
         for s in [
             "[[ ${x} -eq 3 ]] && echo three",
-            "if [[ -n ${x} ]]; then echo; fi",
+            "if [[ -n ${x} ]]; then [[ $n -gt 2 ]]; fi",
+            "n=${x}; [[ $n -ge 2 ]] && echo big",
             "let n=${x}+1",
             "declare -i n=${x}",
             "f() { local -ri n=${x}; }; f",
@@ -1054,6 +1062,8 @@ mod tests {
             "echo 'let' \"[[\" ${x}",
             "localize ${x}; declared ${x}",
             "declare -r n=${x}",
+            "[[ -n ${x} && ${x} == web* ]] && echo named",
+            "[ ${x} -eq 3 ] && echo three",
         ] {
             assert!(Template::parse_shell(s).is_ok(), "{s:?}");
         }
