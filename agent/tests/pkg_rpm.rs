@@ -65,6 +65,7 @@ impl RpmRoot {
             ("tenet-beta", "1.0", None),
             ("tenet-gamma", "1.0", None),
             ("tenet-delta", "1.0", Some("tenet-alpha")),
+            ("tenet_Epsilon", "1.0", None),
         ] {
             r.build_rpm(&rpms, name, version, requires);
         }
@@ -462,6 +463,7 @@ fn a_malformed_or_unreadable_rpm_database_is_an_error() {
 }
 
 /// The newer place of the database, found through Fedora's link from the old one;
+/// a name with capitals and `_`, as RPM names have (`NetworkManager`, `mod_ssl`);
 /// and a version without a release, which rpm never prints, is blocked.
 #[test]
 fn a_sysimage_rpm_database_and_a_version_without_a_release() {
@@ -483,6 +485,10 @@ source = "/srv/rpms/tenet-alpha-1.0-1.rpm"
 pkg = "tenet-gamma"
 version = "1.0"
 source = "/srv/rpms/tenet-gamma-1.0-1.rpm"
+
+[[pkg]]
+pkg = "tenet_Epsilon"
+source = "/srv/rpms/tenet_Epsilon-1.0-1.rpm"
 "#,
     )]);
     let run = r.apply(&[]);
@@ -505,9 +511,12 @@ source = "/srv/rpms/tenet-gamma-1.0-1.rpm"
     );
     assert_eq!(r.query("tenet-alpha").as_deref(), Some("1.0-1"));
     assert_eq!(r.query("tenet-gamma"), None);
+    assert_eq!(r.query("tenet_Epsilon").as_deref(), Some("1.0-1"));
     let made = r.transactions();
     assert!(
-        made.len() == 1 && made[0].contains("--dbpath=/usr/lib/sysimage/rpm "),
+        made.len() == 1
+            && made[0].contains("--dbpath=/usr/lib/sysimage/rpm ")
+            && made[0].contains("tenet_Epsilon-1.0-1.rpm"),
         "{made:?}"
     );
 }
