@@ -13,6 +13,7 @@ mod modules;
 mod notify;
 mod output;
 mod pkg;
+mod pkg_rpm;
 mod process;
 mod push;
 mod run;

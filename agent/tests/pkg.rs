@@ -250,19 +250,28 @@ pkg = "tenet-delta"
     );
 }
 
+/// Neither database blocks, naming both; an empty `/var/lib/rpm` (Debian's rpm
+/// package ships one) is no database, and nothing is made in it.
 #[test]
-fn a_root_without_a_dpkg_database_blocks_packages() {
+fn a_root_without_a_package_database_blocks_packages() {
     let sb = Sandbox::new();
+    mkdir(&sb.at("/var/lib/rpm"));
     sb.policy(&[("pkgs.toml", "[[pkg]]\npkg = \"tenet-alpha\"\n")]);
     let r = sb.apply_outside_state(&["--json"]);
     r.expect_code(1);
     let e = r.report().event("pkg:tenet-alpha").clone();
     assert_eq!(e["status"], "blocked", "{e}");
-    assert!(
-        e["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("no dpkg database"),
-        "{e}"
+    let reason = e["reason"].as_str().unwrap_or_default();
+    for named in [
+        "no package database",
+        "/var/lib/dpkg/status",
+        "/var/lib/rpm",
+        "/usr/lib/sysimage/rpm",
+    ] {
+        assert!(reason.contains(named), "{named}: {e}");
+    }
+    assert_eq!(
+        crate::util::listing(&sb.at("/var/lib/rpm")),
+        Vec::<String>::new()
     );
 }

@@ -1894,13 +1894,14 @@ fn unit_name(s: &str) -> Result<String, String> {
 
 fn pkg(cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<PkgPromise> {
     let name = t.req_str(cx, "pkg").and_then(|n| {
-        // Debian's rule (policy 5.6.1), which RPM names also meet in practice:
-        // lowercase letters, digits, `+`, `-`, `.`, at least two, starting alphanumeric.
+        // Debian's rule (policy 5.6.1: lowercase letters, digits, `+`, `-`, `.`, at
+        // least two, starting alphanumeric) widened to RPM names, which also have
+        // capitals and `_` (`NetworkManager`, `mod_ssl`); the member's tool judges the rest.
         let ok = n.value.len() >= 2
-            && n.value.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && n.value.starts_with(|c: char| c.is_ascii_alphanumeric())
             && n.value
                 .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+                .all(|c| c.is_ascii_alphanumeric() || "+-._".contains(c));
         if ok {
             Some(n.value.to_string())
         } else {
@@ -1908,7 +1909,7 @@ fn pkg(cx: &mut Cx<'_>, t: &mut Table<'_, '_>) -> Option<PkgPromise> {
                 &n.span,
                 &t.field("pkg"),
                 format!(
-                    "`{}` is not a package name: lowercase letters, digits, `+`, `-` and `.`, starting with a letter or digit",
+                    "`{}` is not a package name: letters, digits, `+`, `-`, `.` and `_`, starting with a letter or digit",
                     n.value
                 ),
             );

@@ -229,7 +229,7 @@ fn for_each_mistakes_are_located() {
          [[dir]]\nfor_each = \"${{t}}\"\npath = \"/b/${{item}}\"\n\
          [[dir]]\npath = \"/c/${{item}}\"\n\
          [[dir]]\nfor_each = [\"x\"]\npath = \"/d/${{item.key}}\"\n\
-         [[pkg]]\nfor_each = [\"Bad\"]\npkg = \"${{item}}\"\n\
+         [[pkg]]\nfor_each = [\"b@d\"]\npkg = \"${{item}}\"\n\
          [[dir]]\nfor_each = 3\npath = \"/e\"\n\
          [[value]]\nname = \"v\"\ntext = \"${{item}}\"\n"
     ));
@@ -238,7 +238,7 @@ fn for_each_mistakes_are_located() {
         "p.toml:12:12: dir[1].for_each: value `t` is text; `for_each` needs a list or a map",
         "p.toml:15:12: dir[2].path: `${item}` is only defined in a promise with `for_each`",
         "p.toml:18:12: dir[3].path: a list's item is `${item}`",
-        "pkg[0][Bad].pkg: `Bad` is not a package name",
+        "pkg[0][b@d].pkg: `b@d` is not a package name",
         "dir[4].for_each: expected \"${NAME}\", a list or a map, found integer",
         "value[1].text: `${item}` is only defined in a promise with `for_each`",
     ] {
@@ -419,7 +419,7 @@ mod properties {
 fn a_mistake_that_does_not_depend_on_the_item_is_told_once() {
     let out = errors(&format!(
         "{CLUSTER}[[dir]]\nfor_each = [\"a\", \"b\", \"c\"]\npath = \"/x/${{item}}\"\ncolour = \"red\"\n\
-         [[pkg]]\nfor_each = [\"Bad\", \"Worse\"]\npkg = \"${{item}}\"\n"
+         [[pkg]]\nfor_each = [\"b@d\", \"w@rse\"]\npkg = \"${{item}}\"\n"
     ));
     assert_eq!(out.matches("unknown field `colour`").count(), 1, "{out}");
     assert!(
