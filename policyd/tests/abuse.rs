@@ -330,8 +330,8 @@ fn rss_kib(pid: u32) -> u64 {
 /// The memory attack: an enrolled member opens 32 connections, each asking for every
 /// blob of a bundle of 24 distinct 1 MiB files (24 MiB per answer) and never reading.
 /// policyd used to hold each answer whole (768 MiB here); now its `VmRSS` stays within
-/// the bound ARCHITECTURE.md states: the blob budget plus 256 KiB per connection above
-/// its resting size.
+/// the bound docs/design.md states ("policyd routes and abuse limits"): the blob budget
+/// plus 256 KiB per connection above its resting size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finding_04_a_member_that_never_reads_cannot_grow_policyd_past_its_bound() {
     const FILES: usize = 24;
