@@ -233,13 +233,17 @@ pub(crate) fn parse_is_enabled(f: &Finished) -> Result<UnitFile, String> {
     Ok(state)
 }
 
-/// Reads `systemctl is-active`: 0 with `active` (or `reloading`, `activating`,
-/// `refreshing`) is running; 3 with `inactive`, `failed` or `deactivating` is
-/// stopped (as is 4, no such unit, which prints `inactive` too).
+/// Reads `systemctl is-active`: 0 with `active` (or `reloading`, `refreshing`) is
+/// running, and so is `activating` (a start job under way), which systemctl exits 3
+/// for (252 counts only active and reloading as exit 0); 3 with `inactive`,
+/// `failed`, `deactivating` or `maintenance` is stopped (as is 4, no such unit,
+/// which prints `inactive` too).
 pub(crate) fn parse_is_active(f: &Finished) -> Result<RunState, String> {
     let out = f.stdout.lines().next().unwrap_or("").trim();
     match (f.code, out) {
-        (Some(0), "active" | "reloading" | "activating" | "refreshing") => Ok(RunState::Running),
+        (Some(0), "active" | "reloading" | "refreshing") | (Some(0 | 3), "activating") => {
+            Ok(RunState::Running)
+        }
         (Some(3 | 4), "inactive" | "failed" | "deactivating" | "maintenance") => {
             Ok(RunState::Stopped)
         }
@@ -469,6 +473,9 @@ mod tests {
         let p = |code, out: &str| parse_is_active(&finished(code, out, ""));
         assert_eq!(p(0, "active\n"), Ok(RunState::Running));
         assert_eq!(p(0, "reloading\n"), Ok(RunState::Running));
+        // What systemctl 252 answers for a unit whose start job is under way.
+        assert_eq!(p(3, "activating\n"), Ok(RunState::Running));
+        assert_eq!(p(3, "deactivating\n"), Ok(RunState::Stopped));
         assert_eq!(p(3, "inactive\n"), Ok(RunState::Stopped));
         assert_eq!(p(3, "failed\n"), Ok(RunState::Stopped));
         assert_eq!(p(4, "inactive\n"), Ok(RunState::Stopped));
