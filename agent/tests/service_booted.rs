@@ -795,3 +795,95 @@ fn service_activating_and_failing_units_under_a_booted_systemd() {
     );
     assert_eq!(c.enabled("tenet-etc.service"), "static");
 }
+
+/// The unit file of `tenet-new.service`, running `sleep SECONDS`.
+fn new_unit(seconds: u32, notify: &str) -> String {
+    format!(
+        "[[file]]\npath = \"/etc/systemd/system/tenet-new.service\"\n\
+         content = \"[Service]\\nExecStart=/usr/bin/sleep {seconds}\\n[Install]\\nWantedBy=multi-user.target\\n\"\n\
+         {notify}\n"
+    )
+}
+
+/// A unit file that a `[[file]]` promise rewrites is reloaded into the manager
+/// before the unit is started or restarted: without `daemon-reload` systemd keeps
+/// running the old definition (and `systemctl status` says "changed on disk").
+#[test]
+fn a_rewritten_unit_file_is_reloaded_before_the_restart_it_notifies() {
+    let Some(c) = Booted::boot("a_rewritten_unit_file_is_reloaded_before_the_restart_it_notifies")
+    else {
+        return;
+    };
+    let id = "service:tenet-new.service";
+    let restart = "service:tenet-new.service:restart";
+    let service =
+        "[[service]]\nunit = \"tenet-new\"\nenablement = \"enabled\"\nstate = \"running\"\n";
+    let running = || {
+        let pid = c.main_pid("tenet-new.service");
+        let out = c.inside(&["cat", &format!("/proc/{pid}/cmdline")]);
+        String::from_utf8_lossy(&out.stdout).replace('\0', " ")
+    };
+
+    c.policy(&(new_unit(1000, "") + service));
+    let first = c.apply(&[]);
+    first.expect_code(0);
+    assert_eq!(event(&first, id)["status"], "repaired");
+    assert_eq!(running(), "/usr/bin/sleep 1000 ");
+
+    // The file changes and notifies a restart; the service promise, in its later
+    // phase, finds the manager's definition stale and reloads it.
+    c.policy(&(new_unit(2000, "notify = [\"service:tenet-new:restart\"]") + service));
+    let dry = c.apply(&["--dry-run"]);
+    dry.expect_code(0);
+    assert_eq!(event(&dry, restart)["status"], "would_repair");
+    assert_eq!(running(), "/usr/bin/sleep 1000 ", "a dry run restarted it");
+    let run = c.apply(&[]);
+    run.expect_code(0);
+    let e = event(&run, id);
+    assert_eq!(e["status"], "repaired", "{e}");
+    assert_eq!(
+        e["changes"],
+        serde_json::json!(["reloaded systemd's unit files (tenet-new.service changed on disk)"])
+    );
+    let e = event(&run, restart);
+    assert_eq!(e["status"], "repaired", "{e}");
+    assert_eq!(
+        e["changes"],
+        serde_json::json!(["ran systemctl restart tenet-new.service"])
+    );
+    assert_eq!(
+        running(),
+        "/usr/bin/sleep 2000 ",
+        "the restart ran the old definition"
+    );
+    assert_eq!(
+        c.systemctl(&[
+            "show",
+            "--property=NeedDaemonReload",
+            "--value",
+            "tenet-new.service"
+        ])
+        .0,
+        "no"
+    );
+
+    // With no [[service]] promise on the unit, the notify action reloads it itself.
+    c.policy(&new_unit(3000, "notify = [\"service:tenet-new:restart\"]"));
+    let run = c.apply(&[]);
+    run.expect_code(0);
+    let e = event(&run, restart);
+    assert_eq!(e["status"], "repaired", "{e}");
+    assert_eq!(
+        e["changes"],
+        serde_json::json!([
+            "reloaded systemd's unit files (tenet-new.service changed on disk)",
+            "ran systemctl restart tenet-new.service"
+        ])
+    );
+    assert_eq!(running(), "/usr/bin/sleep 3000 ");
+
+    c.policy(&(new_unit(3000, "notify = [\"service:tenet-new:restart\"]") + service));
+    let again = c.apply(&[]);
+    again.expect_code(0);
+    assert_eq!(again.report().count("repaired"), 0, "{}", again.stdout);
+}
