@@ -723,7 +723,8 @@ fn service_running_state_converges_under_a_booted_systemd() {
 /// `activating` with exit status 3), and one that cannot start is reported as not
 /// converged, read back from the manager rather than from `start`'s exit status
 /// (for a simple service `start` succeeds before the exec fails). A unit whose file
-/// is in /etc/systemd/system cannot be masked, and says so.
+/// is in /etc/systemd/system cannot be masked, and one with no file cannot be
+/// started; each fails with systemctl's reason.
 #[test]
 fn service_activating_and_failing_units_under_a_booted_systemd() {
     let Some(c) = Booted::boot("service_activating_and_failing_units_under_a_booted_systemd")
@@ -794,6 +795,20 @@ fn service_activating_and_failing_units_under_a_booted_systemd() {
         "{e}"
     );
     assert_eq!(c.enabled("tenet-etc.service"), "static");
+
+    // No unit of that name: systemd refuses the start, and says why.
+    c.policy("[[service]]\nunit = \"tenet-nowhere\"\nstate = \"running\"\n");
+    let run = c.apply(&[]);
+    run.expect_code(1);
+    let e = event(&run, "service:tenet-nowhere.service");
+    assert_eq!(e["status"], "failed", "{e}");
+    assert!(
+        e["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not found"),
+        "{e}"
+    );
 }
 
 /// The unit file of `tenet-new.service`, running `sleep SECONDS`.
