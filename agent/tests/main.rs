@@ -18,6 +18,7 @@ mod process;
 mod push;
 mod run;
 mod service;
+mod service_booted;
 mod statcache;
 mod tree;
 mod util;

@@ -1,14 +1,14 @@
 //! `[[service]]` against the real `systemctl`: enablement on a sandbox root with
 //! `systemctl --root`, observed through the links systemctl itself makes (never
-//! through the agent's own report alone), and the running state's blocked paths.
+//! through the agent's own report alone), and the running state's blocked paths
+//! (beneath a sandbox root, and on a root where systemd is not running), where
+//! nothing of such a promise is applied.
 //!
-//! The running state is not tested against a live manager here: `systemd --user`
-//! (252) refuses to start ("Trying to run as user instance, but the system has not
-//! been booted with systemd") wherever `/run/systemd/system` is missing, as in a
-//! container without systemd as PID 1, and `systemd-run --user` needs that same
-//! manager. What is proven instead is that the running part is blocked, with its
-//! reason, beneath a sandbox root and on a root where systemd is not running, and
-//! that nothing of such a promise is applied.
+//! The running state and `service:` notify actions against a live manager are in
+//! `service_booted.rs`, which boots systemd as PID 1 of a throwaway container and
+//! runs the agent inside it. `systemd --user` is no way around that here: systemd
+//! 252 refuses to start it ("Trying to run as user instance, but the system has not
+//! been booted with systemd") wherever `/run/systemd/system` is missing.
 
 use std::fs;
 use std::path::Path;

@@ -5,7 +5,9 @@
 //!
 //! `command:NAME` runs the `[[handler]]` NAME as a command (guards, timeout, env);
 //! `service:UNIT:VERB` runs `systemctl VERB UNIT`, which needs the running manager
-//! ([`service::reach`]), else it is blocked with the reason. A handler that nothing
+//! ([`service::reach`]), else it is blocked with the reason; when the unit's files
+//! changed since the manager loaded them, `systemctl daemon-reload` runs first, so a
+//! restart after a rewritten unit file runs the new definition. A handler that nothing
 //! notified is reported kept; one notified but not in force on this member (its
 //! `when` excludes it) is blocked.
 
@@ -139,9 +141,38 @@ fn react(cx: &Cx<'_>, id: &str, origin: String, unit: &str, verb: &str) -> Promi
         event.reason = Some(why);
         return event;
     }
+    let stale = match service::stale(cx, unit) {
+        Ok(stale) => stale,
+        Err(e) => {
+            event.changes.clear();
+            event.status = Status::Failed;
+            event.reason = Some(e.to_string());
+            return event;
+        }
+    };
+    if stale {
+        event.changes.insert(0, service::daemon_reload_change(unit));
+    }
     if cx.mode == Mode::DryRun {
         event.status = Status::WouldRepair;
         return event;
+    }
+    if stale {
+        match exec::run(&service::systemctl(cx, Scope::Manager, &["daemon-reload"])) {
+            Ok(f) if f.success() => {}
+            Ok(f) => {
+                event.changes.truncate(1);
+                event.status = Status::Failed;
+                event.reason = Some(format!("systemctl daemon-reload {}", f.describe()));
+                return event;
+            }
+            Err(e) => {
+                event.changes.truncate(1);
+                event.status = Status::Failed;
+                event.reason = Some(e.to_string());
+                return event;
+            }
+        }
     }
     match exec::run(&service::systemctl(cx, Scope::Manager, &[verb, unit])) {
         Ok(f) if f.success() => event.status = Status::Repaired,

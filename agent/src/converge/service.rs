@@ -7,7 +7,10 @@
 //! manager. The running state is read with `is-active` and changed with `start`
 //! and `stop`; it needs a running systemd (`/run/systemd/system`) and the host's
 //! own root, so anywhere else a promise that names it is blocked, saying why, and
-//! nothing of it is applied. Observing runs `systemctl` in a dry run too: its
+//! nothing of it is applied. Where it is reached, a unit whose file changed on disk
+//! since the manager loaded it (`NeedDaemonReload`, as a `[[file]]` promise leaves
+//! it) gets `systemctl daemon-reload` first: else `start` and a notified `restart`
+//! would run the old definition. Observing runs `systemctl` in a dry run too: its
 //! query verbs change nothing.
 
 use std::collections::BTreeMap;
@@ -55,6 +58,9 @@ pub(crate) enum Reach {
 pub(crate) struct Observed {
     pub(crate) unit_file: Option<UnitFile>,
     pub(crate) active: Option<Result<RunState, String>>,
+    /// The manager holds an older definition than the unit's files on disk (read
+    /// with the running state only, where the manager is reached).
+    pub(crate) stale: bool,
 }
 
 pub(crate) fn evaluate(cx: &Cx<'_>, p: &ServicePromise) -> Result<Plan, PromiseError> {
@@ -65,11 +71,11 @@ pub(crate) fn evaluate(cx: &Cx<'_>, p: &ServicePromise) -> Result<Plan, PromiseE
         Planned::Verbs(verbs) => {
             let changes = verbs
                 .iter()
-                .map(|v| Change::new(format!("{} {}", v.past(), p.unit)))
+                .map(|v| Change::new(v.describe(&p.unit)))
                 .collect();
             let ops = verbs
                 .iter()
-                .map(|v| Op::Run(systemctl(cx, v.scope(), &[v.name(), &p.unit])))
+                .map(|v| Op::Run(systemctl(cx, v.scope(), &v.args(&p.unit))))
                 .collect();
             Plan::Repair { changes, ops }
         }
@@ -86,17 +92,39 @@ pub(crate) fn observe(cx: &Cx<'_>, p: &ServicePromise) -> Result<Observed, Promi
         }
         None => None,
     };
-    let active = match p.state {
-        Some(_) => Some(match reach(cx) {
+    let (active, stale) = match p.state {
+        Some(_) => match reach(cx) {
             Reach::Manager => {
                 let f = query(cx, Scope::Manager, "is-active", &p.unit)?;
-                Ok(parse_is_active(&f).map_err(|e| failed("is-active", &p.unit, &e))?)
+                let active = parse_is_active(&f).map_err(|e| failed("is-active", &p.unit, &e))?;
+                (Some(Ok(active)), stale(cx, &p.unit)?)
             }
-            Reach::Unreachable(why) => Err(why),
-        }),
-        None => None,
+            Reach::Unreachable(why) => (Some(Err(why)), false),
+        },
+        None => (None, false),
     };
-    Ok(Observed { unit_file, active })
+    Ok(Observed {
+        unit_file,
+        active,
+        stale,
+    })
+}
+
+/// Whether the manager's definition of `unit` is older than its files on disk
+/// (`systemctl show --property=NeedDaemonReload`); needs the running manager.
+pub(crate) fn stale(cx: &Cx<'_>, unit: &str) -> Result<bool, PromiseError> {
+    let f = exec::run(&systemctl(
+        cx,
+        Scope::Manager,
+        &["show", "--property=NeedDaemonReload", "--value", unit],
+    ))
+    .map_err(|e| PromiseError::Command(format!("systemctl show {unit}: {e}")))?;
+    parse_need_daemon_reload(&f).map_err(|e| failed("show", unit, &e))
+}
+
+/// What `daemon-reload` is reported as, for `unit`.
+pub(crate) fn daemon_reload_change(unit: &str) -> String {
+    format!("reloaded systemd's unit files ({unit} changed on disk)")
 }
 
 /// What the promise needs, from what was observed (pure).
@@ -110,6 +138,8 @@ pub(crate) enum Planned {
 /// A `systemctl` verb that changes something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verb {
+    /// `daemon-reload`, for a unit whose files changed since the manager loaded it.
+    DaemonReload,
     Unmask,
     Enable,
     Disable,
@@ -121,6 +151,7 @@ pub(crate) enum Verb {
 impl Verb {
     fn name(self) -> &'static str {
         match self {
+            Self::DaemonReload => "daemon-reload",
             Self::Unmask => "unmask",
             Self::Enable => "enable",
             Self::Disable => "disable",
@@ -132,6 +163,7 @@ impl Verb {
 
     fn past(self) -> &'static str {
         match self {
+            Self::DaemonReload => "reloaded",
             Self::Unmask => "unmasked",
             Self::Enable => "enabled",
             Self::Disable => "disabled",
@@ -143,14 +175,31 @@ impl Verb {
 
     fn scope(self) -> Scope {
         match self {
-            Self::Start | Self::Stop => Scope::Manager,
+            Self::DaemonReload | Self::Start | Self::Stop => Scope::Manager,
             _ => Scope::UnitFiles,
+        }
+    }
+
+    /// How the change is reported.
+    fn describe(self, unit: &str) -> String {
+        match self {
+            Self::DaemonReload => daemon_reload_change(unit),
+            _ => format!("{} {unit}", self.past()),
+        }
+    }
+
+    /// The arguments after `systemctl`: `daemon-reload` names no unit.
+    fn args(self, unit: &str) -> Vec<&str> {
+        match self {
+            Self::DaemonReload => vec![self.name()],
+            _ => vec![self.name(), unit],
         }
     }
 }
 
-/// Plans the verbs that bring `found` to what `p` promises, enablement first (a
-/// masked unit cannot be started).
+/// Plans the verbs that bring `found` to what `p` promises: `daemon-reload` first
+/// when the manager's definition is stale, then enablement (a masked unit cannot
+/// be started), then the running state.
 pub(crate) fn plan(p: &ServicePromise, found: &Observed) -> Planned {
     let mut verbs = Vec::new();
     if let (Some(want), Some(have)) = (p.enablement, &found.unit_file) {
@@ -185,6 +234,9 @@ pub(crate) fn plan(p: &ServicePromise, found: &Observed) -> Planned {
             (RunState::Running, Ok(RunState::Stopped)) => verbs.push(Verb::Start),
             (RunState::Stopped, Ok(RunState::Running)) => verbs.push(Verb::Stop),
             (_, Ok(_)) => {}
+        }
+        if found.stale {
+            verbs.insert(0, Verb::DaemonReload);
         }
     }
     if verbs.is_empty() {
@@ -233,13 +285,26 @@ pub(crate) fn parse_is_enabled(f: &Finished) -> Result<UnitFile, String> {
     Ok(state)
 }
 
-/// Reads `systemctl is-active`: 0 with `active` (or `reloading`, `activating`,
-/// `refreshing`) is running; 3 with `inactive`, `failed` or `deactivating` is
-/// stopped (as is 4, no such unit, which prints `inactive` too).
+/// Reads `systemctl show --property=NeedDaemonReload --value`: `yes` or `no`, exit 0.
+pub(crate) fn parse_need_daemon_reload(f: &Finished) -> Result<bool, String> {
+    match (f.code, f.stdout.trim()) {
+        (Some(0), "yes") => Ok(true),
+        (Some(0), "no") => Ok(false),
+        (_, out) => Err(format!("unexpected answer `{out}` ({})", f.describe())),
+    }
+}
+
+/// Reads `systemctl is-active`: 0 with `active` (or `reloading`, `refreshing`) is
+/// running, and so is `activating` (a start job under way), which systemctl exits 3
+/// for (252 counts only active and reloading as exit 0); 3 with `inactive`,
+/// `failed`, `deactivating` or `maintenance` is stopped (as is 4, no such unit,
+/// which prints `inactive` too).
 pub(crate) fn parse_is_active(f: &Finished) -> Result<RunState, String> {
     let out = f.stdout.lines().next().unwrap_or("").trim();
     match (f.code, out) {
-        (Some(0), "active" | "reloading" | "activating" | "refreshing") => Ok(RunState::Running),
+        (Some(0), "active" | "reloading" | "refreshing") | (Some(0 | 3), "activating") => {
+            Ok(RunState::Running)
+        }
         (Some(3 | 4), "inactive" | "failed" | "deactivating" | "maintenance") => {
             Ok(RunState::Stopped)
         }
@@ -287,7 +352,7 @@ pub(crate) fn systemctl(cx: &Cx<'_>, scope: Scope, args: &[&str]) -> Invocation 
     }
     argv.extend(args.iter().map(|a| (*a).to_string()));
     let timeout = match args.first() {
-        Some(&("is-enabled" | "is-active")) => QUERY_TIMEOUT,
+        Some(&("is-enabled" | "is-active" | "show")) => QUERY_TIMEOUT,
         _ => CHANGE_TIMEOUT,
     };
     Invocation {
@@ -338,7 +403,14 @@ mod tests {
         active: Option<Result<RunState, String>>,
         want: &[Verb],
     ) {
-        let got = plan(&promise(enablement, state), &Observed { unit_file, active });
+        let got = plan(
+            &promise(enablement, state),
+            &Observed {
+                unit_file,
+                active,
+                stale: false,
+            },
+        );
         let expected = if want.is_empty() {
             Planned::Kept
         } else {
@@ -403,7 +475,8 @@ mod tests {
                     &p,
                     &Observed {
                         unit_file: Some(unit_file),
-                        active: None
+                        active: None,
+                        stale: false,
                     }
                 ),
                 Planned::Blocked(_)
@@ -430,6 +503,47 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_definition_is_reloaded_before_anything_else() {
+        let stale = |enablement, state, unit_file, active| {
+            plan(
+                &promise(enablement, Some(state)),
+                &Observed {
+                    unit_file,
+                    active: Some(Ok(active)),
+                    stale: true,
+                },
+            )
+        };
+        use RunState::*;
+        assert_eq!(
+            stale(None, Running, None, Running),
+            Planned::Verbs(vec![Verb::DaemonReload])
+        );
+        assert_eq!(
+            stale(
+                Some(Enablement::Enabled),
+                Running,
+                Some(UnitFile::Disabled),
+                Stopped
+            ),
+            Planned::Verbs(vec![Verb::DaemonReload, Verb::Enable, Verb::Start])
+        );
+        assert_eq!(
+            Verb::DaemonReload.args("demo.service"),
+            vec!["daemon-reload"]
+        );
+    }
+
+    #[test]
+    fn need_daemon_reload_answers() {
+        let p = |code, out: &str| parse_need_daemon_reload(&finished(code, out, ""));
+        assert_eq!(p(0, "yes\n"), Ok(true));
+        assert_eq!(p(0, "no\n"), Ok(false));
+        assert!(p(0, "").is_err());
+        assert!(p(1, "no\n").is_err());
+    }
+
+    #[test]
     fn unreachable_running_state_blocks_the_whole_promise() {
         let p = promise(Some(Enablement::Enabled), Some(RunState::Running));
         let got = plan(
@@ -437,6 +551,7 @@ mod tests {
             &Observed {
                 unit_file: Some(UnitFile::Disabled),
                 active: Some(Err("no systemd".into())),
+                stale: false,
             },
         );
         assert_eq!(got, Planned::Blocked("no systemd".into()));
@@ -469,6 +584,9 @@ mod tests {
         let p = |code, out: &str| parse_is_active(&finished(code, out, ""));
         assert_eq!(p(0, "active\n"), Ok(RunState::Running));
         assert_eq!(p(0, "reloading\n"), Ok(RunState::Running));
+        // What systemctl 252 answers for a unit whose start job is under way.
+        assert_eq!(p(3, "activating\n"), Ok(RunState::Running));
+        assert_eq!(p(3, "deactivating\n"), Ok(RunState::Stopped));
         assert_eq!(p(3, "inactive\n"), Ok(RunState::Stopped));
         assert_eq!(p(3, "failed\n"), Ok(RunState::Stopped));
         assert_eq!(p(4, "inactive\n"), Ok(RunState::Stopped));
