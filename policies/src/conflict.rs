@@ -102,7 +102,7 @@ pub(crate) fn check(promises: &[Promise], diags: &mut Diagnostics) {
             (b, a)
         };
         let (p, q) = (&promises[first], &promises[second]);
-        if can_overlap(p.when.as_ref(), q.when.as_ref()) {
+        if can_overlap(p.when.as_deref(), q.when.as_deref()) {
             diags.error(
                 q.origin.clone(),
                 q.kind.type_name(),

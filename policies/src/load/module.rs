@@ -394,7 +394,7 @@ impl Loader<'_> {
             for i in start..self.promises.len() {
                 let p = &mut self.promises[i];
                 p.id = format!("{}{}", scope.prefix, p.id);
-                p.when = both(scope.when.clone(), p.when.take());
+                p.when = both(scope.when.clone(), p.when.take().map(|w| *w)).map(Box::new);
                 let mut key = scope.chain.clone();
                 key.push(p.origin.clone());
                 self.mods.placed.push((i, key));
