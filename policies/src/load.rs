@@ -809,7 +809,7 @@ impl Loader<'_> {
         self.promises.push(Promise {
             id,
             origin,
-            when,
+            when: when.map(Box::new),
             kind,
             notify,
         });
@@ -836,7 +836,7 @@ impl Loader<'_> {
         self.promises.push(Promise {
             id: name.value.to_string(),
             origin,
-            when,
+            when: when.map(Box::new),
             kind: PromiseKind::Handler(command),
             notify: Vec::new(),
         });

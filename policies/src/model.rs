@@ -430,8 +430,9 @@ pub struct Promise<S = Template> {
     pub id: String,
     /// Where it was written.
     pub origin: Origin,
-    /// Where it applies; `None` is everywhere.
-    pub when: Option<Condition>,
+    /// Where it applies; `None` is everywhere. Boxed: most promises have none, and
+    /// a large policy holds thousands of promises in one vector.
+    pub when: Option<Box<Condition>>,
     /// What it promises.
     pub kind: PromiseKind<S>,
     /// What runs once, at the end of the run, when this promise is repaired.

@@ -57,7 +57,7 @@ impl Policy {
         let promises = owned
             .into_iter()
             .filter_map(|p| {
-                if !scope.eval(p.when.as_ref()) {
+                if !scope.eval(p.when.as_deref()) {
                     skipped += 1;
                     return None;
                 }
