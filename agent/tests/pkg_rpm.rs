@@ -14,7 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use tenet_tests::ha::{ha_required, skip, which};
+use tenet_tests::ha::{have_tools_from, which};
 
 use crate::util::{Run, Sandbox, agent, listing, mkdir, symlink, write, write_mode};
 
@@ -24,23 +24,7 @@ const DBPATH: &str = "/var/lib/rpm";
 /// Whether `rpm` and `rpmbuild` are here (else the test is skipped or, with
 /// `TENET_REQUIRE_HA=1`, fails).
 fn rpm_tools(test: &str) -> bool {
-    let missing: Vec<&str> = ["rpm", "rpmbuild"]
-        .into_iter()
-        .filter(|t| which(t).is_none())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(
-        !ha_required(),
-        "{test}: TENET_REQUIRE_HA=1 but {} missing (.ci/run installs the rpm package)",
-        missing.join(", ")
-    );
-    skip(&format!(
-        "{test}: {} not installed (apt-get install rpm; TENET_REQUIRE_HA=1 makes this a failure)",
-        missing.join(", ")
-    ));
-    false
+    have_tools_from(test, &["rpm", "rpmbuild"], "rpm")
 }
 
 /// A root with an empty rpm database at `dbpath`, the test's packages in

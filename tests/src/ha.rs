@@ -26,6 +26,18 @@ pub fn ha_required() -> bool {
 /// # Panics
 /// When a tool is missing and `TENET_REQUIRE_HA=1`.
 pub fn have_tools(test: &str, tools: &[&str]) -> bool {
+    have_tools_from(
+        test,
+        tools,
+        "pacemaker corosync resource-agents libxml2-utils keepalived",
+    )
+}
+
+/// [`have_tools`] for tools from other Debian packages, named in the skip message.
+///
+/// # Panics
+/// When a tool is missing and `TENET_REQUIRE_HA=1`.
+pub fn have_tools_from(test: &str, tools: &[&str], packages: &str) -> bool {
     let missing: Vec<&str> = tools
         .iter()
         .copied()
@@ -40,7 +52,7 @@ pub fn have_tools(test: &str, tools: &[&str]) -> bool {
         missing.join(", ")
     );
     skip(&format!(
-        "{test}: {} not installed (apt-get install pacemaker corosync resource-agents libxml2-utils keepalived; TENET_REQUIRE_HA=1 makes this a failure)",
+        "{test}: {} not installed (apt-get install {packages}; TENET_REQUIRE_HA=1 makes this a failure)",
         missing.join(", ")
     ));
     false
